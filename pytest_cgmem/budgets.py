@@ -1,0 +1,168 @@
+"""Metrics, budgets and the check that turns figures into violations (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .units import CgmemUsageError, format_size, parse_count, parse_ratio, parse_size
+
+Kind = Literal["bytes", "count", "ratio"]
+Number = int | float
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    doc: str
+
+    def parse(self, value: object) -> Number:
+        if self.kind == "bytes":
+            return parse_size(value)
+        if self.kind == "count":
+            return parse_count(value)
+        return parse_ratio(value)
+
+    def format(self, value: Number | None) -> str:
+        if value is None:
+            return "n/a"
+        if self.kind == "bytes":
+            return format_size(value)
+        if self.kind == "count":
+            return str(int(value))
+        return f"{value:.2f}"
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("peak", "bytes", "peak allocated bytes above allocated at the region's start"),
+        Metric("reserved", "bytes", "peak reserved bytes above reserved at the start"),
+        Metric("leak", "bytes", "allocated bytes left at the end above the start"),
+        Metric("device", "bytes", "this process's device memory growth as the driver sees it"),
+        Metric("non_torch", "bytes", "device growth minus the growth of torch's reserved bytes"),
+        Metric("reserved_ratio", "ratio", "peak reserved / peak allocated inside the region"),
+        Metric("graph_pool", "bytes", "bytes held by CUDA graph pools made in the region"),
+        Metric("graphs", "count", "CUDA graph captures in the region"),
+        Metric("replays", "count", "CUDA graph replays in the region"),
+    )
+}
+
+
+def metric_help() -> str:
+    """One line per budget keyword, for ``pytest --markers`` and docs."""
+    return "; ".join(f"{m.name} ({_KIND_HINT[m.kind]}): {m.doc}" for m in METRICS.values())
+
+
+_KIND_HINT: dict[Kind, str] = {
+    "bytes": "bytes: int or '1.5 GiB'",
+    "count": "whole number",
+    "ratio": "number",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits by metric name; a metric absent from ``limits`` is not checked."""
+
+    limits: Mapping[str, Number] = field(default_factory=dict)
+
+    def merged(self, override: Budget) -> Budget:
+        """This budget with ``override``'s keys replacing its own, key by key."""
+        return Budget({**self.limits, **override.limits})
+
+    def __bool__(self) -> bool:
+        return bool(self.limits)
+
+
+def parse_budget(values: Mapping[str, object]) -> Budget:
+    """A Budget from keyword values; raises CgmemUsageError naming the keyword and value."""
+    limits: dict[str, Number] = {}
+    for key, value in values.items():
+        metric = METRICS.get(key)
+        if metric is None:
+            raise CgmemUsageError(f"unknown budget keyword {key!r} (valid: {', '.join(METRICS)})")
+        try:
+            limits[key] = metric.parse(value)
+        except CgmemUsageError as exc:
+            raise CgmemUsageError(f"{key}={value!r}: {exc}") from None
+    return Budget(limits)
+
+
+_ITEM_START = re.compile(r"[\s,]+(?=[A-Za-z_]\w*\s*=)")
+
+
+def split_assignments(text: str) -> dict[str, str]:
+    """``"peak=4GiB reserved=6 GiB"`` -> ``{"peak": "4GiB", "reserved": "6 GiB"}``.
+
+    Items are separated by spaces or commas; a value may itself contain a space.
+    """
+    result: dict[str, str] = {}
+    for item in _ITEM_START.split(text.strip()):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip().rstrip(",").strip()
+        if not sep or not key.isidentifier() or not value:
+            raise CgmemUsageError(f"cannot read {item!r}: expected key=value, e.g. peak=4GiB")
+        if key in result:
+            raise CgmemUsageError(f"{key!r} given twice in {text!r}")
+        result[key] = value
+    return result
+
+
+def parse_budget_string(text: object) -> Budget:
+    """A Budget from the option/ini form ``"peak=4GiB reserved=6GiB"``."""
+    return parse_budget(split_assignments(str(text)))
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One metric over its budget on one device."""
+
+    metric: str
+    limit: Number
+    actual: Number
+    where: str
+    label: str | None = None
+
+    @property
+    def message(self) -> str:
+        spec = METRICS[self.metric]
+        actual, limit = spec.format(self.actual), spec.format(self.limit)
+        if actual == limit and spec.kind == "bytes":
+            actual, limit = f"{int(self.actual)} B", f"{int(self.limit)} B"
+        if self.limit:
+            over = f"(+{(self.actual - self.limit) / self.limit * 100:.1f}%)"
+        else:
+            over = f"(over by {spec.format(self.actual - self.limit)})"
+        region = f" in {self.label!r}" if self.label else ""
+        return (
+            f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {self.where}{region}"
+        )
+
+
+def check(
+    figures: Mapping[str, Number | None],
+    budget: Budget,
+    where: str,
+    label: str | None = None,
+) -> list[Violation]:
+    """Violations of ``budget`` by one device's ``figures``; unknown figures never violate."""
+    violations = []
+    for name, limit in budget.limits.items():
+        actual = figures.get(name)
+        if actual is not None and actual > limit:
+            violations.append(Violation(name, limit, actual, where, label))
+    return violations
+
+
+class BudgetExceeded(AssertionError):
+    """Raised when measured figures exceed their budget; the message lists every violation."""
+
+    def __init__(self, violations: Iterable[Violation]) -> None:
+        self.violations = tuple(violations)
+        super().__init__("\n".join(v.message for v in self.violations))

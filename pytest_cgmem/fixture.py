@@ -1,0 +1,82 @@
+"""The object behind the ``cgmem`` fixture: explicit regions and checks.
+
+It imports ``measure`` (and so torch) only when a method is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .budgets import METRICS, BudgetExceeded, parse_budget
+from .results import DeviceFigures, RegionResult
+
+
+class Measurement:
+    """A region's figures; the attributes are the metric names (``m.peak``, ``m.leak``...).
+
+    With several devices an attribute is the largest figure over them; ``per_device``
+    has each. Figures are read once the ``with`` block has closed.
+    """
+
+    def __init__(self, label: str | None) -> None:
+        self.label = label
+        self.result: RegionResult | None = None
+
+    def _finished(self) -> RegionResult:
+        if self.result is None:
+            raise RuntimeError(
+                f"cgmem: measurement {self.label or ''!r} is still running; "
+                "read its figures after the with block"
+            )
+        return self.result
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METRICS:
+            return self._finished().metric(name)
+        raise AttributeError(name)
+
+    @property
+    def per_device(self) -> dict[int, DeviceFigures]:
+        return {d.index: d for d in self._finished().devices}
+
+    def check(self, **budgets: object) -> None:
+        """Raise BudgetExceeded (an AssertionError) listing every metric over its budget."""
+        violations = self._finished().check(parse_budget(budgets))
+        if violations:
+            raise BudgetExceeded(violations)
+
+    def __repr__(self) -> str:
+        if self.result is None:
+            return f"<Measurement {self.label!r} running>"
+        figures = ", ".join(
+            f"{name}={METRICS[name].format(self.result.metric(name))}"
+            for name in ("peak", "reserved", "leak", "device")
+        )
+        return f"<Measurement {self.label!r} {figures}>"
+
+
+class CgmemFixture:
+    """What a test gets from the ``cgmem`` fixture."""
+
+    def __init__(self, record: Callable[[RegionResult], None]) -> None:
+        self._record = record
+
+    @contextmanager
+    def measure(
+        self, label: str | None = None, *, devices: Sequence[int] | None = None
+    ) -> Iterator[Measurement]:
+        """Measure the body; regions nest, and each device used gets its own figures."""
+        from . import measure
+
+        measurement = Measurement(label)
+        region = measure.Region(label, devices).start()
+        try:
+            yield measurement
+        except BaseException as exc:
+            measurement.result = region.stop(exc)
+            self._record(measurement.result)
+            raise
+        measurement.result = region.stop()
+        self._record(measurement.result)

@@ -1,0 +1,379 @@
+"""The one module that talks to torch.cuda and NVML: warm-up, snapshots, regions, machine info.
+
+Imported lazily by the plugin, only when a test asks for GPU memory figures.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .results import DeviceFigures, RegionResult
+
+_MiB = 2**20
+_DISTURBANCE_SLACK = 2 * _MiB
+
+
+def cuda_available() -> bool:
+    return bool(torch.cuda.is_available())
+
+
+class _Nvml:
+    """NVML per-process and device-wide figures; ``ok`` is False where NVML can't say."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self._handles: dict[int, Any] = {}
+        self._pid = os.getpid()
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self._nvml: Any = pynvml
+            self.ok = True
+        except Exception:
+            self._nvml = None
+
+    def handle(self, index: int) -> Any:
+        if not self.ok:
+            return None
+        if index not in self._handles:
+            try:
+                uuid = str(torch.cuda.get_device_properties(index).uuid)
+                self._handles[index] = self._nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+            except Exception:
+                self._handles[index] = None
+        return self._handles[index]
+
+    def processes(self, index: int) -> dict[int, int] | None:
+        """Used bytes by pid on this device, or None where NVML can't list them."""
+        handle = self.handle(index)
+        if handle is None:
+            return None
+        try:
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
+        except Exception:
+            return None
+        return {p.pid: int(p.usedGpuMemory or 0) for p in procs}
+
+    def own(self, processes: dict[int, int] | None) -> int | None:
+        return None if processes is None else processes.get(self._pid)
+
+    def driver_version(self) -> str | None:
+        if not self.ok:
+            return None
+        try:
+            return str(self._nvml.nvmlSystemGetDriverVersion())
+        except Exception:
+            return None
+
+    def visible_names(self) -> list[str]:
+        """GPU names in CUDA's visible order, without creating a CUDA context."""
+        if not self.ok:
+            return []
+        try:
+            count = self._nvml.nvmlDeviceGetCount()
+            handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            if visible is not None:
+                chosen = []
+                for token in (t.strip() for t in visible.split(",") if t.strip()):
+                    if token.isdigit() and int(token) < count:
+                        chosen.append(handles[int(token)])
+                    else:
+                        chosen.append(self._nvml.nvmlDeviceGetHandleByUUID(token))
+                handles = chosen
+            return [str(self._nvml.nvmlDeviceGetName(h)) for h in handles]
+        except Exception:
+            return []
+
+
+_nvml_state: _Nvml | None = None
+_warmed: set[int] = set()
+_active: list[Region] = []
+
+
+def nvml() -> _Nvml:
+    global _nvml_state
+    if _nvml_state is None:
+        _nvml_state = _Nvml()
+    return _nvml_state
+
+
+def _stats(index: int) -> dict[str, Any]:
+    return torch.cuda.memory_stats_as_nested_dict(index)
+
+
+def _current(stats: dict[str, Any], key: str, which: str = "current") -> int:
+    return int(stats[key]["all"][which])
+
+
+def _warm_handles() -> None:
+    """Create the cuBLAS and cuBLASLt handles and workspaces of the current stream."""
+    a = torch.ones(8, 8, device="cuda")
+    (a @ a).sum()
+    half = torch.ones(8, 8, device="cuda", dtype=torch.float16)
+    torch.nn.functional.linear(half, half, half[0])
+
+
+def warm_up(index: int) -> None:
+    """Once per process and device: CUDA context, cuBLAS/cuBLASLt handles, NVML.
+
+    Done before the first region so that the first test is not charged for it.
+    """
+    if index in _warmed:
+        return
+    with torch.cuda.device(index):
+        _warm_handles()
+        torch.cuda.synchronize()
+    nvml().handle(index)
+    _warmed.add(index)
+
+
+@dataclass
+class _Start:
+    allocated: int
+    reserved: int
+    ooms: int
+    processes: dict[int, int] | None
+    used_total: int | None
+    peak_allocated: int = 0
+    peak_reserved: int = 0
+
+
+@dataclass
+class Region:
+    """One measured stretch of GPU work. ``start()`` then ``stop()``; never reused."""
+
+    label: str | None = None
+    devices: Sequence[int] | None = None
+    confirm_leaks: bool = True
+    _starts: dict[int, _Start] = field(default_factory=dict)
+    _t0: float = 0.0
+    _open: bool = False
+    probes: list[Callable[[int], dict[str, Any]]] = field(default_factory=list)
+
+    def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
+        start = self._starts.get(index)
+        if start is not None:
+            start.peak_allocated = max(
+                start.peak_allocated, _current(stats, "allocated_bytes", "peak")
+            )
+            start.peak_reserved = max(
+                start.peak_reserved, _current(stats, "reserved_bytes", "peak")
+            )
+
+    def _watched(self) -> list[int]:
+        if self.devices is not None:
+            return list(self.devices)
+        return list(range(torch.cuda.device_count()))
+
+    def start(self) -> Region:
+        if self._open or self._starts:
+            raise RuntimeError("cgmem: a region is measured once; make a new one")
+        current = torch.cuda.current_device()
+        warm_up(current)
+        watched = self._watched()
+        active = [i for i in watched if i == current or _current(_stats(i), "reserved_bytes") > 0]
+        for i in active:
+            torch.cuda.synchronize(i)
+        torch.cuda.empty_cache()
+        meter = nvml()
+        for i in watched:
+            stats = _stats(i)
+            for outer in _active:
+                outer._fold_peaks(i, stats)
+            torch.cuda.reset_peak_memory_stats(i)
+            if i in active:
+                processes = meter.processes(i)
+                free, total = torch.cuda.mem_get_info(i)
+                used_total: int | None = total - free
+            else:
+                processes, used_total = {}, None
+            allocated = _current(stats, "allocated_bytes")
+            reserved = _current(stats, "reserved_bytes")
+            self._starts[i] = _Start(
+                allocated,
+                reserved,
+                int(stats.get("num_ooms", 0)),
+                processes,
+                used_total,
+                allocated,
+                reserved,
+            )
+        _active.append(self)
+        self._open = True
+        self._t0 = time.perf_counter()
+        return self
+
+    def stop(self, error: BaseException | None = None) -> RegionResult:
+        """Close the region; always leaves the tracker clean, even when reading fails."""
+        if not self._open:
+            raise RuntimeError("cgmem: region was not started")
+        seconds = time.perf_counter() - self._t0
+        try:
+            figures = self._read_all()
+        finally:
+            self._open = False
+            if self in _active:
+                _active.remove(self)
+        message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
+        return RegionResult(self.label, tuple(figures), seconds, message)
+
+    def _read_all(self) -> list[DeviceFigures]:
+        current = torch.cuda.current_device()
+        used: list[tuple[int, dict[str, Any]]] = []
+        for i, start in self._starts.items():
+            if start.used_total is not None:
+                torch.cuda.synchronize(i)
+            stats = _stats(i)
+            touched = (
+                i == current
+                or _current(stats, "allocated_bytes", "peak") > start.allocated
+                or _current(stats, "reserved_bytes") != start.reserved
+            )
+            if touched:
+                if start.used_total is None:
+                    torch.cuda.synchronize(i)
+                    stats = _stats(i)
+                used.append((i, stats))
+        return [self._figures(i, stats) for i, stats in used]
+
+    def _figures(self, index: int, stats: dict[str, Any]) -> DeviceFigures:
+        start = self._starts[index]
+        self._fold_peaks(index, stats)
+        allocated = _current(stats, "allocated_bytes")
+        reserved = _current(stats, "reserved_bytes")
+        peak = start.peak_allocated - start.allocated
+        reserved_peak = start.peak_reserved - start.reserved
+        device, source, disturbed = self._device_growth(index, start)
+        leak = allocated - start.allocated
+        leak_confirmed = False
+        if leak > 0 and self.confirm_leaks:
+            leak, leak_confirmed = self._confirm_leak(index, start)
+        extra: dict[str, Any] = {}
+        for probe in self.probes:
+            extra.update(probe(index))
+        return DeviceFigures(
+            index=index,
+            peak=peak,
+            reserved=reserved_peak,
+            leak=max(leak, 0),
+            device=device,
+            non_torch=None if device is None else device - (reserved - start.reserved),
+            reserved_ratio=reserved_peak / peak if peak > 0 else None,
+            allocated_start=start.allocated,
+            reserved_start=start.reserved,
+            allocated_end=allocated,
+            reserved_end=reserved,
+            device_source=source,
+            disturbed=disturbed,
+            ooms=int(stats.get("num_ooms", 0)) - start.ooms,
+            leak_confirmed=leak_confirmed,
+            **extra,
+        )
+
+    def _device_growth(self, index: int, start: _Start) -> tuple[int | None, str, bool]:
+        meter = nvml()
+        processes = meter.processes(index)
+        own_now, own_then = meter.own(processes), meter.own(start.processes)
+        if own_now is not None and start.processes is not None:
+            others_then = sum(v for p, v in start.processes.items() if p != meter._pid)
+            others_now = sum(v for p, v in (processes or {}).items() if p != meter._pid)
+            return (
+                own_now - (own_then or 0),
+                "nvml",
+                abs(others_now - others_then) > _DISTURBANCE_SLACK,
+            )
+        free, total = torch.cuda.mem_get_info(index)
+        used_then = start.used_total if start.used_total is not None else total - free
+        disturbed = False
+        if processes is not None and start.processes is not None:
+            changed = [
+                p
+                for p in set(processes) | set(start.processes)
+                if abs(processes.get(p, 0) - start.processes.get(p, 0)) > _DISTURBANCE_SLACK
+            ]
+            disturbed = len(changed) > 1 or set(processes) != set(start.processes)
+        return (total - free) - used_then, "cudaMemGetInfo", disturbed
+
+    def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool]:
+        """PyTorch's leak check: collect garbage, drop cuBLAS workspaces, empty the cache.
+
+        Only reached when allocated bytes grew, so passing tests never pay for gc.
+        Returns the persisting leak and whether the driver's figure grew as well.
+        """
+        gc.collect()
+        with torch.cuda.device(index):
+            torch.cuda.synchronize()
+            torch._C._cuda_clearCublasWorkspaces()
+            torch.cuda.empty_cache()
+            _warm_handles()
+            torch.cuda.synchronize()
+        leak = _current(_stats(index), "allocated_bytes") - start.allocated
+        if leak <= 0:
+            return 0, False
+        own_then = nvml().own(start.processes)
+        own_now = nvml().own(nvml().processes(index))
+        if own_now is not None and own_then is not None:
+            return leak, own_now > own_then
+        free, total = torch.cuda.mem_get_info(index)
+        return leak, start.used_total is not None and (total - free) > start.used_total
+
+
+@contextmanager
+def region(label: str | None = None, devices: Sequence[int] | None = None) -> Iterator[Region]:
+    r = Region(label, devices).start()
+    try:
+        yield r
+    except BaseException as exc:
+        r.stop(exc)
+        raise
+    else:
+        r.stop()
+
+
+def abandon_all() -> None:
+    """Forget every open region (after an interrupted test), so none outlives its test."""
+    _active.clear()
+
+
+def machine_info() -> dict[str, Any]:
+    """What makes figures comparable between runs; creates no CUDA context."""
+    meter = nvml()
+    return {
+        "gpus": meter.visible_names(),
+        "driver": meter.driver_version(),
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "allocator_backend": _allocator_backend(),
+        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+        "nvml": meter.ok,
+    }
+
+
+def _allocator_backend() -> str:
+    try:
+        return str(torch.cuda.get_allocator_backend())
+    except Exception:
+        return "unknown"
+
+
+def release_exception_frames(exc: BaseException) -> None:
+    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed."""
+    import traceback
+
+    traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError)

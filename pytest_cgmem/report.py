@@ -1,0 +1,103 @@
+"""Failure sections, terminal summary and header lines (pure text from result records)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .budgets import METRICS, Budget
+from .results import RegionResult
+
+
+@dataclass(frozen=True)
+class TestRecord:
+    """A measured test as the summary sees it: its node id, outcome and regions."""
+
+    nodeid: str
+    outcome: str
+    regions: tuple[RegionResult, ...]
+
+    @property
+    def peak(self) -> int:
+        return max((int(r.metric("peak") or 0) for r in self.regions), default=0)
+
+
+def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> str:
+    """Every metric of every region and device, with its budget and verdict."""
+    lines: list[str] = []
+    for result in regions:
+        name = result.label or "region"
+        for figures in result.devices:
+            lines.append(f"{name} on {figures.where} ({result.seconds * 1000:.1f} ms):")
+            for metric, value in figures.metrics().items():
+                spec = METRICS[metric]
+                row = f"  {metric:<15}{spec.format(value):>12}"
+                if budget is not None and metric in budget.limits:
+                    limit = budget.limits[metric]
+                    verdict = "OVER" if value is not None and value > limit else "ok"
+                    row += f"   budget {spec.format(limit):>10}  {verdict}"
+                lines.append(row)
+            lines.append(
+                f"  allocated {METRICS['peak'].format(figures.allocated_start)} -> "
+                f"{METRICS['peak'].format(figures.allocated_end)}, reserved "
+                f"{METRICS['peak'].format(figures.reserved_start)} -> "
+                f"{METRICS['peak'].format(figures.reserved_end)}; device figure from "
+                f"{figures.device_source}"
+            )
+            if figures.disturbed:
+                lines.append(
+                    "  note: another process's device memory changed during the region; "
+                    "'device' and 'non_torch' may be disturbed"
+                )
+            if figures.ooms:
+                lines.append(
+                    f"  note: CUDA out of memory ({figures.ooms}x) inside the region; "
+                    "figures are those measured up to the failure"
+                )
+            if figures.leak and not figures.leak_confirmed:
+                lines.append(
+                    "  note: the leak persists in torch's allocator after gc, cuBLAS "
+                    "workspace clearing and empty_cache, but the driver figure did not grow"
+                )
+        if result.error:
+            lines.append(f"  region ended by {result.error}")
+    return "\n".join(lines)
+
+
+_SUMMARY_METRICS = ("peak", "reserved", "leak", "device", "non_torch")
+
+
+def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
+    """The measured tests with the largest peak first, as table lines."""
+    if limit <= 0 or not records:
+        return []
+    ranked = sorted(records, key=lambda r: r.peak, reverse=True)[:limit]
+    header = f"{'test':<60}" + "".join(f"{m:>12}" for m in _SUMMARY_METRICS)
+    lines = [
+        f"{len(records)} measured test(s), largest peak first"
+        + (f" (top {limit})" if len(records) > limit else ""),
+        header,
+    ]
+    for record in ranked:
+        for result in record.regions:
+            name = (
+                record.nodeid
+                if not result.label or result.label == "call"
+                else (f"{record.nodeid} [{result.label}]")
+            )
+            if len(name) > 59:
+                name = "..." + name[-56:]
+            cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in _SUMMARY_METRICS)
+            lines.append(f"{name:<60}{cells}")
+    return lines
+
+
+def header(info: Mapping[str, Any]) -> list[str]:
+    gpus = ", ".join(info.get("gpus") or []) or "none visible"
+    return [
+        f"cgmem: GPUs: {gpus}; driver {info.get('driver') or 'unknown'}",
+        f"cgmem: torch {info.get('torch')}, CUDA {info.get('cuda') or 'none'}, "
+        f"allocator {info.get('allocator_backend')}, "
+        f"PYTORCH_CUDA_ALLOC_CONF={info.get('alloc_conf') or '(unset)'}",
+    ]

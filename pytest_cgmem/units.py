@@ -1,0 +1,125 @@
+"""Byte sizes and tolerances: parsing and formatting (pure)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+_UNITS: dict[str, int] = {
+    "b": 1,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+}
+UNIT_NAMES = ("B", "KiB", "MiB", "GiB", "TiB", "KB", "MB", "GB", "TB")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)?\s*$")
+_BINARY_STEPS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+class CgmemUsageError(ValueError):
+    """A value given by the user (mark, option, ini key, file) that cannot be used."""
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string such as ``"1.5 GiB"``, ``"512MiB"``, ``"0"``.
+
+    Binary units (KiB..TiB) are powers of 1024, decimal ones (KB..TB) powers of 1000;
+    unit letters are case-insensitive. Fractions round to the nearest byte.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise CgmemUsageError(f"expected bytes as an int or a string like '512 MiB', got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise CgmemUsageError(f"a size cannot be negative: {value!r}")
+        return value
+    match = _SIZE.match(value)
+    if match is None:
+        raise CgmemUsageError(
+            f"cannot read {value!r} as a size: use a number and a unit, "
+            f"one of {', '.join(UNIT_NAMES)} (e.g. '1.5 GiB')"
+        )
+    number, unit = match.groups()
+    factor = _UNITS.get((unit or "b").lower())
+    if factor is None:
+        raise CgmemUsageError(
+            f"unknown unit {unit!r} in {value!r}: use one of {', '.join(UNIT_NAMES)}"
+        )
+    return round(float(number) * factor)
+
+
+def format_size(num_bytes: float) -> str:
+    """Human-readable binary size with two decimals: ``2.40 GiB``, ``512 B``."""
+    sign = "-" if num_bytes < 0 else ""
+    size = abs(float(num_bytes))
+    if size < 1024:
+        return f"{sign}{int(size)} B"
+    for unit in _BINARY_STEPS[1:]:
+        size /= 1024
+        if size < 1024 or unit == _BINARY_STEPS[-1]:
+            return f"{sign}{size:.2f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def parse_count(value: object) -> int:
+    """A non-negative whole number (graph captures, replays)."""
+    if isinstance(value, bool):
+        raise CgmemUsageError(f"expected a whole number, got {value!r}")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, int) and value >= 0:
+        return value
+    raise CgmemUsageError(f"expected a whole number >= 0, got {value!r}")
+
+
+def parse_ratio(value: object) -> float:
+    """A positive finite number such as ``1.5`` (reserved_ratio)."""
+    if isinstance(value, bool):
+        raise CgmemUsageError(f"expected a number, got {value!r}")
+    number: float
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}") from None
+    else:
+        raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}")
+    if not math.isfinite(number) or number <= 0:
+        raise CgmemUsageError(f"expected a positive finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a figure may move past its baseline: relative and/or absolute slack."""
+
+    rel: float = 0.0
+    abs: int = 0
+
+    def allows(self, baseline: float, value: float) -> bool:
+        return value <= baseline + max(self.rel * abs(baseline), self.abs)
+
+
+def parse_percent(value: object) -> float:
+    """A relative tolerance from ``"5%"``, ``"0.5 %"`` or a fraction such as ``0.05``."""
+    if isinstance(value, bool):
+        raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
+    if isinstance(value, (int, float)):
+        fraction = float(value)
+    elif isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            fraction = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}") from None
+    else:
+        raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
+    if not math.isfinite(fraction) or fraction < 0:
+        raise CgmemUsageError(f"a tolerance must be >= 0%, got {value!r}")
+    return fraction
