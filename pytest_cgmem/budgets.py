@@ -133,7 +133,8 @@ class Violation:
     def message(self) -> str:
         spec = METRICS[self.metric]
         actual, limit = spec.format(self.actual), spec.format(self.limit)
-        if actual == limit and spec.kind == "bytes":
+        close = self.limit and abs(self.actual - self.limit) / self.limit < 0.0005
+        if spec.kind == "bytes" and (actual == limit or close):
             actual, limit = f"{int(self.actual)} B", f"{int(self.limit)} B"
         if self.limit:
             over = f"(+{(self.actual - self.limit) / self.limit * 100:.1f}%)"
