@@ -5,6 +5,7 @@ Imported lazily by the plugin, only when a test asks for GPU memory figures.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -367,10 +368,19 @@ def _allocator_backend() -> str:
 
 
 def release_exception_frames(exc: BaseException) -> None:
-    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed."""
-    import traceback
+    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed.
 
-    traceback.clear_frames(exc.__traceback__)
+    Clears each frame's cached ``f_locals`` snapshot too: pytest reads it (for
+    ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        with contextlib.suppress(Exception):
+            frame.f_locals.clear()
+        with contextlib.suppress(RuntimeError):
+            frame.clear()
+        tb = tb.tb_next
     gc.collect()
     torch.cuda.empty_cache()
 

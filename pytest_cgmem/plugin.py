@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .budgets import Budget, BudgetExceeded, metric_help, parse_budget
+from .budgets import CALL_LABEL, Budget, BudgetExceeded, metric_help, parse_budget
 from .fixture import CgmemFixture
 from .report import TestRecord, header, section, summary
 from .results import RegionResult
@@ -145,7 +145,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     from . import measure
 
     regions = item.stash.setdefault(regions_key, [])
-    region = measure.Region("call").start()
+    region = measure.Region(CALL_LABEL).start()
     try:
         outcome = yield
     except BaseException as exc:

@@ -46,20 +46,23 @@ def test_kept_tensor_is_a_leak_and_dropped_one_is_not(cgmem: CgmemFixture) -> No
 
 def test_first_matmul_creating_cublas_workspace_is_not_a_leak(cgmem: CgmemFixture) -> None:
     a = torch.randn(64, 64, device="cuda")
-    torch.cuda.synchronize()
-    torch._C._cuda_clearCublasWorkspaces()
-    with cgmem.measure("current stream") as m:
-        b = a @ a
-        del b
-    side = torch.cuda.Stream()
-    with cgmem.measure("side stream") as s:
+    for attempt in ("first side stream", "second side stream"):
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with cgmem.measure(attempt) as m:
+            with torch.cuda.stream(side):
+                c = a @ a
+                del c
+            torch.cuda.current_stream().wait_stream(side)
+        assert m.leak == 0, attempt
+        assert m.peak >= 32 * MiB, attempt  # the new stream's workspace was really allocated
+    with cgmem.measure("leak beside a new workspace") as n:
+        side = torch.cuda.Stream()
         with torch.cuda.stream(side):
-            c = a @ a
-            del c
+            kept.append(a @ a)
         torch.cuda.current_stream().wait_stream(side)
-    assert m.leak == 0
-    assert s.leak == 0
-    assert s.peak >= 32 * MiB  # the workspace was really allocated inside the region
+    kept.clear()
+    assert n.leak == 64 * 64 * 4
 
 
 def test_memory_from_cudamalloc_shows_in_device_and_non_torch(cgmem: CgmemFixture) -> None:
