@@ -8,11 +8,16 @@ from __future__ import annotations
 import pickle
 import textwrap
 
+from pathlib import Path
+
 import pytest
+
+import pytest_cgmem
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.gpu
 MiB = 2**20
+REPO = str(Path(pytest_cgmem.__file__).resolve().parent.parent)  # subprocesses use this checkout
 
 
 def line_of(source: str, marker: str) -> int:
@@ -213,7 +218,10 @@ def test_recording_is_off_after_every_outcome(pytester: pytest.Pytester) -> None
     result.stdout.fnmatch_lines(["*CUDA out of memory: * requested with * free on the device*"])
 
 
-def test_recording_is_off_after_keyboard_interrupt(pytester: pytest.Pytester) -> None:
+def test_recording_is_off_after_keyboard_interrupt(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", REPO)
     pytester.makeconftest(
         """
         import torch
@@ -257,7 +265,10 @@ def pytest_sessionfinish(session):
 
 
 @pytest.mark.parametrize("history", [False, True])
-def test_passing_tests_take_no_snapshot(pytester: pytest.Pytester, history: bool) -> None:
+def test_passing_tests_take_no_snapshot(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, history: bool
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", REPO)
     pytester.makeconftest(COUNT_SNAPSHOTS)
     pytester.makepyfile(
         test_pass="""

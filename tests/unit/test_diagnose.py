@@ -251,25 +251,42 @@ def _load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return snap, expect
 
 
-@pytest.mark.parametrize("path", _recorded() or [None], ids=lambda p: p.name if p else "none")
+@pytest.mark.parametrize("path", _recorded() or [None], ids=lambda p: p.stem if p else "none")
 def test_recorded_snapshots(path: Path | None) -> None:
     if path is None:
         pytest.skip(
-            "no recorded snapshots in tests/data yet (run scripts/record-snapshots on a GPU)"
+            "no recorded snapshots in tests/data yet: run scripts/record-snapshots on a GPU"
         )
     snap, expect = _load(path)
-    diagnosis = diagnose.diagnose_device(snap, expect["device"], history=True, stacks=2)
-    assert diagnosis.replay is not None
-    assert diagnosis.replay.peak == expect["peak"]
-    site = diagnosis.peak_sites[0]
-    assert site.bytes == expect["peak_site_bytes"]
-    assert site.frames[0][1:] == (expect["peak_site_line"], expect["peak_site_function"])
-    assert Path(site.frames[0][0]).name == expect["script"]
-    if "caller_line" in expect:
-        assert site.frames[1][1] == expect["caller_line"]
-    if "leak_site_line" in expect:
-        leaks = diagnosis.leak_sites
-        assert leaks and leaks[0].frames[0][1] == expect["leak_site_line"]
-        assert leaks[0].bytes == expect["leak_site_bytes"]
-    for s in (*diagnosis.peak_sites, *diagnosis.leak_sites):
-        assert all("/torch/" not in f[0] for f in s.frames)
+    device = expect["device"]
+    one = diagnose.diagnose_device(snap, device, history=True, stacks=1)
+    two = diagnose.diagnose_device(snap, device, history=True, stacks=2)
+    assert one.replay is not None
+    for site in (*one.peak_sites, *one.leak_sites, *two.peak_sites, *two.leak_sites):
+        for filename, _, _ in site.frames:
+            assert "/torch/" not in filename and "pytest_cgmem" not in filename
+    scenario = expect["scenario"]
+    if scenario == "over_budget":
+        assert one.replay.peak == expect["peak"]  # the trace agrees with torch's statistic
+        top = one.peak_sites[0]
+        assert Path(top.frames[0][0]).name == expect["script"]
+        assert top.frames[0][1:] == (expect["peak_site_line"], expect["peak_site_function"])
+        assert (top.bytes, top.count) == (expect["peak_site_bytes"], 2)
+        # two frames split the helper's site by caller, each half of it
+        halves = [s for s in two.peak_sites if s.frames[0][1] == expect["peak_site_line"]]
+        assert sorted(s.frames[1][1] for s in halves) == expect["caller_lines"]
+        assert [s.bytes for s in halves] == [expect["peak_site_bytes"] // 2] * 2
+        assert expect["second_site_line"] in [s.frames[0][1] for s in one.peak_sites]
+        assert not one.leak_sites
+    elif scenario == "leak":
+        assert one.replay.peak == expect["peak"]
+        (kept,) = one.leak_sites
+        assert kept.frames[0][1:] == (expect["leak_site_line"], expect["leak_site_function"])
+        assert (kept.bytes, kept.count) == (expect["leak_site_bytes"], 1)
+        assert sum(a.size for a in one.replay.at_end) == expect["leak"]
+    elif scenario == "graph":
+        pools = [p for p in one.pools if p.pool != diagnose.DEFAULT_POOL]
+        assert pools and all(p.reserved > 0 for p in pools)
+        assert expect["graph_site_line"] in [s.frames[0][1] for s in one.leak_sites]
+    else:
+        pytest.fail(f"unknown scenario {scenario!r} in {path}")
