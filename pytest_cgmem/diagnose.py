@@ -73,6 +73,25 @@ def site_of(
     return tuple(shown[: max(stacks, 1)])
 
 
+_OWN = re.compile(r"[/\\]pytest_cgmem[/\\]")
+
+
+def made_by_plugin(frames: Sequence[Mapping[str, Any]], hidden: Hider) -> bool:
+    """Whether pytest-cgmem itself made the allocation (its warm-up after a leak check).
+
+    True when, going outwards from the innermost frame past torch's, the plugin's code comes
+    before any frame of the test: every test allocation under a marked test also has the
+    plugin's hook on its stack, but further out than the test's own frames.
+    """
+    for f in frames:
+        filename = str(f.get("filename", ""))
+        if _OWN.search(filename):
+            return True
+        if not hidden(filename):
+            return False
+    return False
+
+
 @dataclass(frozen=True)
 class Alloc:
     """One allocation seen in the trace: its address, size (rounded, as torch counts
@@ -287,8 +306,10 @@ def diagnose_device(
     peak_sites: tuple[Site, ...] = ()
     leak_sites: tuple[Site, ...] = ()
     if result is not None:
-        peak_sites = tuple(group_sites(result.at_peak, stacks, hide))
-        leak_sites = tuple(group_sites(result.at_end, stacks, hide))
+        at_peak = [a for a in result.at_peak if not made_by_plugin(a.frames, hide)]
+        at_end = [a for a in result.at_end if not made_by_plugin(a.frames, hide)]
+        peak_sites = tuple(group_sites(at_peak, stacks, hide))
+        leak_sites = tuple(group_sites(at_end, stacks, hide))
     return DeviceDiagnosis(
         device,
         tuple(segments_by_pool(snapshot, device)),

@@ -223,6 +223,22 @@ def test_boundary_from_the_snapshot_before_the_leak_check() -> None:
     assert [a.size for a in diagnosis.replay.at_end] == [2 * MiB]
 
 
+def test_allocations_made_by_the_plugin_are_not_blamed_on_the_test() -> None:
+    own = [
+        frame(TORCH, 10, "forward"),
+        frame("/x/site-packages/pytest_cgmem/measure.py", 120, "_warm_handles"),
+        frame(PLUGIN, 300, "pytest_runtest_call"),
+    ]
+    under_marked_test = [frame(TEST, 20, "test_big"), frame(PLUGIN, 170, "pytest_runtest_call")]
+    assert diagnose.made_by_plugin(own, make_hider())
+    assert not diagnose.made_by_plugin(under_marked_test, make_hider())
+    assert not diagnose.made_by_plugin([], make_hider())
+    snap = hand_built()
+    snap["device_traces"][0].append({"action": "alloc", "addr": 5, "size": 512, "frames": own})
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True)
+    assert [s.bytes for s in diagnosis.leak_sites] == [2 * MiB]
+
+
 def test_artifacts_round_trip(tmp_path: Path) -> None:
     snap = hand_built()
     diagnosis = diagnose.diagnose_device(snap, 0, history=True)
