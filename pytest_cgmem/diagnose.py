@@ -409,7 +409,6 @@ def render(
                 "  (run with --cgmem-history to see the allocation sites live at the peak)"
             )
         return lines
-    hidden = "frames of torch, pytest and pytest-cgmem skipped"
     if diagnosis.truncated:
         lines.append(
             f"  note: the history buffer filled up ({result.events} events kept); early "
@@ -420,8 +419,7 @@ def render(
     else:
         lines.append(
             f"allocation sites live at the peak ({where}: +{format_size(result.peak)} at "
-            f"event {result.peak_index + 1} of {result.events}; up to {stacks} frame(s), "
-            f"{hidden}):"
+            f"event {result.peak_index + 1} of {result.events}):"
         )
         lines += site_lines(diagnosis.peak_sites, roots)
     for oom in result.ooms:
@@ -637,6 +635,7 @@ def write_artifacts(
     diagnoses: Sequence[DeviceDiagnosis],
     roots: Sequence[str] = (),
     failure: str = "",
+    appendix: str | None = None,
 ) -> Artifacts:
     """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -647,5 +646,8 @@ def write_artifacts(
     with paths.pickle.open("wb") as f:
         pickle.dump(dict(snapshot), f)
     paths.html.write_text(trace_html(nodeid, snapshot, diagnoses, roots, failure), "utf-8")
-    paths.text.write_text(segment_summary(snapshot, diagnoses, roots) + "\n", "utf-8")
+    text = segment_summary(snapshot, diagnoses, roots) + "\n"
+    if appendix:
+        text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix
+    paths.text.write_text(text, "utf-8")
     return paths

@@ -418,3 +418,14 @@ def stop_history() -> None:
 
 def torch_dir() -> str:
     return os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def torch_segment_summary(data: dict[str, Any]) -> str | None:
+    """torch's own text rendering of the segments (``_memory_viz.segsum``), where it works."""
+    try:
+        from torch.cuda import _memory_viz
+
+        segsum: Callable[[dict[str, Any]], str] = _memory_viz.segsum
+        return str(segsum(data))
+    except Exception:
+        return None

@@ -34,6 +34,7 @@ budget_key = pytest.StashKey[Budget]()
 regions_key = pytest.StashKey[list[RegionResult]]()
 _cuda_key = pytest.StashKey[bool]()
 diagnosis_key = pytest.StashKey[str]()
+_diagnostics_key = pytest.StashKey[Any]()
 
 
 def _dest(name: str) -> str:
@@ -173,25 +174,28 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def _recorder(item: pytest.Item) -> Any:
+    """The test's diagnostics recorder; its settings are worked out once per session."""
     from .recorder import DiagnosticsConfig, Recorder
 
-    settings = item.config.stash[settings_key]
-    artifacts = None
-    if settings.artifacts is not None:
-        artifacts = item.config.invocation_params.dir / settings.artifacts
-    hidden = [os.path.dirname(pytest.__file__), os.path.dirname(os.path.abspath(__file__))]
-    hidden += [
-        os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
-        for m in ("_pytest", "pluggy")
-    ]
-    config = DiagnosticsConfig(
-        history=settings.history,
-        history_entries=settings.history_entries,
-        stacks=settings.stacks,
-        artifacts=artifacts,
-        hidden_dirs=tuple(h for h in hidden if h),
-        roots=(str(item.config.rootpath), str(item.config.invocation_params.dir)),
-    )
+    config = item.config.stash.get(_diagnostics_key, None)
+    if config is None:
+        settings = item.config.stash[settings_key]
+        artifacts = None
+        if settings.artifacts is not None:
+            artifacts = item.config.invocation_params.dir / settings.artifacts
+        hidden = [os.path.dirname(pytest.__file__), os.path.dirname(os.path.abspath(__file__))]
+        hidden += [
+            os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
+            for m in ("_pytest", "pluggy")
+        ]
+        config = item.config.stash[_diagnostics_key] = DiagnosticsConfig(
+            history=settings.history,
+            history_entries=settings.history_entries,
+            stacks=settings.stacks,
+            artifacts=artifacts,
+            hidden_dirs=tuple(h for h in hidden if h),
+            roots=(str(item.config.rootpath), str(item.config.invocation_params.dir)),
+        )
     return Recorder(config, item.nodeid)
 
 

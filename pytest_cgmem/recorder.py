@@ -106,6 +106,7 @@ class Recorder:
                     diagnoses,
                     self.config.roots,
                     failure,
+                    measure.torch_segment_summary(snapshot),
                 )
                 lines += paths.lines()
             except OSError as exc:
