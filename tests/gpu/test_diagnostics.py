@@ -153,6 +153,7 @@ def test_artifacts_for_failing_tests_only(pytester: pytest.Pytester, history: bo
     if history:
         site = f"test_art.py:{line_of(ARTIFACTS, 'site: art')} in test_fails"
         assert "<svg" in page and site in page
+        assert 'id="cgmem-trace-0"' in page  # the trace itself, as JSON
         assert any(
             e["action"] == "alloc" and e["size"] == 32 * MiB for e in snapshot["device_traces"][0]
         )
