@@ -124,6 +124,22 @@ def _warm_handles() -> None:
     torch.nn.functional.linear(half, half, half[0])
 
 
+def _reset_workspaces(devices: Sequence[int]) -> None:
+    """Leave exactly the current streams' cuBLAS/cuBLASLt workspaces allocated.
+
+    A workspace made earlier for another stream would otherwise sit in the region's
+    baseline and hide a leak of up to its size when the leak check clears it. Dropping
+    them all (as PyTorch's own leak check does) and recreating the current stream's one
+    reuses the cached block: no cudaMalloc, two tiny kernels.
+    """
+    torch._C._cuda_clearCublasWorkspaces()
+    for index in devices:
+        with torch.cuda.device(index):
+            _warm_handles()
+    for index in devices:
+        torch.cuda.synchronize(index)
+
+
 def warm_up(index: int) -> None:
     """Once per process and device: CUDA context, cuBLAS/cuBLASLt handles, NVML.
 
@@ -186,6 +202,7 @@ class Region:
         active = [i for i in watched if i == current or _current(_stats(i), "reserved_bytes") > 0]
         for i in active:
             torch.cuda.synchronize(i)
+        _reset_workspaces(active)
         torch.cuda.empty_cache()
         meter = nvml()
         for i in watched:
@@ -315,12 +332,9 @@ class Region:
         Returns the persisting leak and whether the driver's figure grew as well.
         """
         gc.collect()
-        with torch.cuda.device(index):
-            torch.cuda.synchronize()
-            torch._C._cuda_clearCublasWorkspaces()
-            torch.cuda.empty_cache()
-            _warm_handles()
-            torch.cuda.synchronize()
+        torch.cuda.synchronize(index)
+        _reset_workspaces([index])
+        torch.cuda.empty_cache()
         leak = _current(_stats(index), "allocated_bytes") - start.allocated
         if leak <= 0:
             return 0, False
