@@ -148,10 +148,12 @@ class _Hooks:
             try:
                 hooks._before(graph, args, kwargs)
                 try:
-                    return original(graph, *args, **kwargs)
+                    result = original(graph, *args, **kwargs)
                 except BaseException:
                     hooks._forget(graph)
                     raise
+                hooks._begun(graph)
+                return result
             finally:
                 hooks.busy = False
 
@@ -199,21 +201,31 @@ class _Hooks:
 
     # the figures -----------------------------------------------------------------------
     def _before(self, graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Before the capture begins: the clock and the driver's free bytes.
+
+        cudaMemGetInfo is not called while another capture is underway: an unsafe API call
+        during a global-mode capture would invalidate it.
+        """
+        t0 = time.perf_counter()
         device = torch.cuda.current_device()
-        stats = torch.cuda.memory_stats_as_nested_dict(device)
-        # cudaMemGetInfo is not called while another capture is underway: an unsafe API
-        # call during a global-mode capture would invalidate it.
         free = None if self.capturing else _free_bytes(device)
         pool = kwargs.get("pool", args[0] if args else None)
-        self.pending[id(graph)] = _Pending(
-            device,
-            pool_id(pool),
-            int(stats["allocated_bytes"]["all"]["current"]),
-            int(stats["reserved_bytes"]["all"]["current"]),
-            free,
-            time.perf_counter(),
-        )
+        self.pending[id(graph)] = _Pending(device, pool_id(pool), 0, 0, free, t0)
         self.capturing += 1
+
+    def _begun(self, graph: Any) -> None:
+        """Once capture has begun: the allocator's figures (host-side, safe while capturing).
+
+        Read here rather than before ``capture_begin`` so that what capture_begin itself
+        allocates outside the graph's pool (the RNG's seed and offset tensors of a first
+        graph) is not charged to the capture: from here on, the capturing stream allocates
+        from the graph's private pool.
+        """
+        start = self.pending.get(id(graph))
+        if start is not None:
+            stats = torch.cuda.memory_stats_as_nested_dict(start.device)
+            start.allocated = int(stats["allocated_bytes"]["all"]["current"])
+            start.reserved = int(stats["reserved_bytes"]["all"]["current"])
 
     def _forget(self, graph: Any) -> None:
         if self.pending.pop(id(graph), None) is not None:
