@@ -21,9 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from pytest_cgmem.graphs import capture_sweep, pool_segments  # noqa: E402
+from pytest_cgmem.graphs import capture_sweep, pool_segments
 
 SIZES = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
 
