@@ -93,6 +93,7 @@ class _Hooks:
         self.pending: dict[int, _Pending] = {}
         self.capturing = 0
         self.busy = False  # inside one of our wrappers: nested calls are passed through
+        self.last_error: Exception | None = None
 
     # installation --------------------------------------------------------------------
     def add(self, listener: GraphLog) -> None:
@@ -146,13 +147,13 @@ class _Hooks:
                 return original(graph, *args, **kwargs)
             hooks.busy = True
             try:
-                hooks._before(graph, args, kwargs)
+                hooks._guarded(graph, hooks._before, graph, args, kwargs)
                 try:
                     result = original(graph, *args, **kwargs)
                 except BaseException:
                     hooks._forget(graph)
                     raise
-                hooks._begun(graph)
+                hooks._guarded(graph, hooks._begun, graph)
                 return result
             finally:
                 hooks.busy = False
@@ -173,7 +174,7 @@ class _Hooks:
                 except BaseException:
                     hooks._forget(graph)
                     raise
-                hooks._after(graph)
+                hooks._guarded(graph, hooks._after, graph)
                 return result
             finally:
                 hooks.busy = False
@@ -200,6 +201,17 @@ class _Hooks:
         return replay
 
     # the figures -----------------------------------------------------------------------
+    def _guarded(self, graph: Any, step: Callable[..., None], *args: Any) -> None:
+        """Run a tracking step; its failure must never break the user's capture.
+
+        The capture is then left out of the logs and the error kept in ``last_error``.
+        """
+        try:
+            step(*args)
+        except Exception as exc:
+            self.last_error = exc
+            self._forget(graph)
+
     def _before(self, graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Before the capture begins: the clock and the driver's free bytes.
 
@@ -408,7 +420,12 @@ class GraphLog:
         driver: int | None,
         seconds: float,
     ) -> None:
-        label = self._label_fn() if self._label_fn is not None else self._label
+        label = self._label
+        if self._label_fn is not None:
+            try:
+                label = self._label_fn()
+            except Exception as exc:
+                label = f"<label failed: {exc!r}>"
         capture = Capture(
             len(self.captures) + 1, device, pool, allocated, reserved, driver, seconds, label
         )
