@@ -5,6 +5,7 @@ Imported lazily by the plugin, only when a test asks for GPU memory figures.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -159,6 +160,7 @@ class Region:
     _t0: float = 0.0
     _open: bool = False
     probes: list[Callable[[int], dict[str, Any]]] = field(default_factory=list)
+    before_leak_check: list[Callable[[int], None]] = field(default_factory=list)
     track_graphs: bool = True
     trackers: list[Any] = field(default_factory=list)  # objects with stop(); see graphs.py
 
@@ -275,6 +277,8 @@ class Region:
         leak = allocated - start.allocated
         leak_confirmed = False
         if leak > 0 and self.confirm_leaks:
+            for hook in self.before_leak_check:
+                hook(index)
             leak, leak_confirmed = self._confirm_leak(index, start)
         extra: dict[str, Any] = {}
         for probe in self.probes:
@@ -387,13 +391,71 @@ def _allocator_backend() -> str:
 
 
 def release_exception_frames(exc: BaseException) -> None:
-    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed."""
-    import traceback
+    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed.
 
-    traceback.clear_frames(exc.__traceback__)
+    Clears each frame's cached ``f_locals`` snapshot too: pytest reads it (for
+    ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        with contextlib.suppress(Exception):
+            frame.f_locals.clear()
+        with contextlib.suppress(RuntimeError):
+            frame.clear()
+        tb = tb.tb_next
     gc.collect()
     torch.cuda.empty_cache()
 
 
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+# Allocator snapshots and history, for failure diagnostics (see diagnose.py, recorder.py).
+
+
+def snapshot() -> dict[str, Any]:
+    """The allocator's state (segments, blocks) and recorded history, as plain data."""
+    return dict(torch.cuda.memory._snapshot())
+
+
+def history_enabled() -> bool:
+    """Whether the allocator records history now (someone else may have switched it on)."""
+    probe = getattr(torch._C, "_cuda_isHistoryEnabled", None)
+    return bool(probe()) if probe is not None else False
+
+
+def start_history(max_entries: int) -> None:
+    """Record alloc/free events with their Python stacks, forgetting earlier history.
+
+    Warms the current device first so that warm-up allocations stay out of the trace.
+    """
+    warm_up(torch.cuda.current_device())
+    record: Any = torch.cuda.memory._record_memory_history
+    try:
+        record("all", context="alloc", stacks="python", max_entries=max_entries, clear_history=True)
+    except TypeError:  # a torch without clear_history
+        record(None)
+        record("all", context="alloc", stacks="python", max_entries=max_entries)
+
+
+def stop_history() -> None:
+    """Stop recording; torch drops the recorded events with it."""
+    record: Any = torch.cuda.memory._record_memory_history
+    record(None)
+
+
+def torch_dir() -> str:
+    return os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def torch_segment_summary(data: dict[str, Any]) -> str | None:
+    """torch's own text rendering of the segments (``_memory_viz.segsum``), where it works."""
+    try:
+        from torch.cuda import _memory_viz
+
+        segsum: Callable[[dict[str, Any]], str] = _memory_viz.segsum
+        return str(segsum(data))
+    except Exception:
+        return None

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .budgets import METRICS, Budget
+from .budgets import CALL_LABEL, METRICS, Budget
 from .results import RegionResult
 
 
@@ -91,7 +91,7 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
         for result in record.regions:
             name = (
                 record.nodeid
-                if not result.label or result.label == "call"
+                if result.label in (None, CALL_LABEL)
                 else (f"{record.nodeid} [{result.label}]")
             )
             if len(name) > 59:
