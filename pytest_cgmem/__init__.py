@@ -1,6 +1,18 @@
 """pytest-cgmem: GPU memory as something a test suite can assert on."""
 
 from .budgets import METRICS, Budget, BudgetExceeded, Violation, check, parse_budget
+from .coverage import (
+    EagerFallback,
+    EstimateMismatch,
+    GraphCheckError,
+    PoolNotReleased,
+    SizesNotCaptured,
+    SizesNotCovered,
+    assert_all_captured,
+    assert_estimate,
+    assert_sizes_covered,
+    uncovered_sizes,
+)
 from .fixture import CgmemFixture, Measurement
 from .results import DeviceFigures, RegionResult
 from .units import CgmemUsageError, format_size, parse_size
@@ -12,11 +24,21 @@ __all__ = [
     "CgmemFixture",
     "CgmemUsageError",
     "DeviceFigures",
+    "EagerFallback",
+    "EstimateMismatch",
+    "GraphCheckError",
     "Measurement",
+    "PoolNotReleased",
     "RegionResult",
+    "SizesNotCaptured",
+    "SizesNotCovered",
     "Violation",
+    "assert_all_captured",
+    "assert_estimate",
+    "assert_sizes_covered",
     "check",
     "format_size",
     "parse_budget",
     "parse_size",
+    "uncovered_sizes",
 ]

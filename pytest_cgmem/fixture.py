@@ -5,12 +5,17 @@ It imports ``measure`` (and so torch) only when a method is used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budgets import METRICS, BudgetExceeded, parse_budget
+from .coverage import assert_all_captured, assert_estimate, assert_sizes_covered, uncovered_sizes
 from .results import DeviceFigures, RegionResult
+
+if TYPE_CHECKING:
+    from .graphs import GraphLog, SweepResult
 
 
 class Measurement:
@@ -80,3 +85,66 @@ class CgmemFixture:
             raise
         measurement.result = region.stop()
         self._record(measurement.result)
+
+    # CUDA graphs (pytest_cgmem.graphs, imported on first use) ---------------------------
+    @contextmanager
+    def graphs(self, label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
+        """Log every CUDA graph captured and replayed in the body, whoever captures it.
+
+        ``label`` (a callable, read at each capture) or ``log.label(size)`` names captures.
+        On exit ``log.held_at_exit`` lists the pools still holding memory.
+        """
+        from .graphs import track
+
+        with track(label) as log:
+            yield log
+
+    def capture_sweep(
+        self,
+        fn: Callable[..., Any],
+        sizes: Iterable[int],
+        make_input: Callable[[int], Any],
+        warmup: int = 2,
+        pool: object = None,
+    ) -> SweepResult:
+        """Capture ``fn`` at every size, largest first, into one shared pool."""
+        from .graphs import capture_sweep
+
+        return capture_sweep(fn, sizes, make_input, warmup=warmup, pool=pool)
+
+    def expect_replay(
+        self, what: str | None = None, *, at_least: int = 1
+    ) -> ContextManager[GraphLog]:
+        """Fail (EagerFallback) unless a CUDA graph replay happens in the body."""
+        from .graphs import expect_replay
+
+        return expect_replay(what, at_least=at_least)
+
+    def pool_bytes(self, pool: object, *, release_workspaces: bool = True) -> int:
+        """Bytes a graph pool's segments still hold, after emptying the cache."""
+        from .graphs import pool_bytes
+
+        return pool_bytes(pool, release_workspaces=release_workspaces)
+
+    def assert_pool_released(self, *pools: object, release_workspaces: bool = True) -> None:
+        """Fail (PoolNotReleased) naming every pool that still holds device memory."""
+        from .graphs import assert_pools_released
+
+        assert_pools_released(*pools, release_workspaces=release_workspaces)
+
+    def assert_estimate(
+        self,
+        estimate: object,
+        measured: object,
+        *,
+        rel: object = None,
+        abs: object = None,
+        what: str = "graph memory",
+    ) -> None:
+        """Fail (EstimateMismatch) when ``estimate`` misses ``measured`` by more than
+        ``max(rel * measured, abs)``, printing both numbers and the error."""
+        assert_estimate(estimate, measured, rel=rel, abs=abs, what=what)
+
+    assert_sizes_covered = staticmethod(assert_sizes_covered)
+    assert_all_captured = staticmethod(assert_all_captured)
+    uncovered_sizes = staticmethod(uncovered_sizes)

@@ -177,6 +177,8 @@ class Region:
     _open: bool = False
     probes: list[Callable[[int], dict[str, Any]]] = field(default_factory=list)
     before_leak_check: list[Callable[[int], None]] = field(default_factory=list)
+    track_graphs: bool = True
+    trackers: list[Any] = field(default_factory=list)  # objects with stop(); see graphs.py
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -229,8 +231,22 @@ class Region:
             )
         _active.append(self)
         self._open = True
+        if self.track_graphs:
+            self._track_graphs()
         self._t0 = time.perf_counter()
         return self
+
+    def _track_graphs(self) -> None:
+        """Log CUDA graph captures and replays; fills graph_pool, graphs and replays."""
+        from .graphs import GraphLog
+
+        log = GraphLog().start()
+        self.trackers.append(log)
+        self.probes.append(log.figures)
+
+    def _stop_trackers(self) -> None:
+        while self.trackers:
+            self.trackers.pop().stop(measure_pools=False)
 
     def stop(self, error: BaseException | None = None) -> RegionResult:
         """Close the region; always leaves the tracker clean, even when reading fails."""
@@ -238,8 +254,10 @@ class Region:
             raise RuntimeError("cgmem: region was not started")
         seconds = time.perf_counter() - self._t0
         try:
+            self._stop_trackers()
             figures = self._read_all()
         finally:
+            self._stop_trackers()
             self._open = False
             if self in _active:
                 _active.remove(self)
@@ -360,6 +378,8 @@ def region(label: str | None = None, devices: Sequence[int] | None = None) -> It
 
 def abandon_all() -> None:
     """Forget every open region (after an interrupted test), so none outlives its test."""
+    for open_region in _active:
+        open_region._stop_trackers()
     _active.clear()
 
 

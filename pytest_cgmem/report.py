@@ -66,6 +66,13 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
 
 
 _SUMMARY_METRICS = ("peak", "reserved", "leak", "device", "non_torch")
+_GRAPH_METRICS = ("graph_pool", "graphs", "replays")
+
+
+def _summary_metrics(records: Sequence[TestRecord]) -> tuple[str, ...]:
+    """The summary's columns; the graph ones only when some region captured or replayed."""
+    graphs = any(r.metric("graphs") or r.metric("replays") for rec in records for r in rec.regions)
+    return _SUMMARY_METRICS + (_GRAPH_METRICS if graphs else ())
 
 
 def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
@@ -73,7 +80,8 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     if limit <= 0 or not records:
         return []
     ranked = sorted(records, key=lambda r: r.peak, reverse=True)[:limit]
-    header = f"{'test':<60}" + "".join(f"{m:>12}" for m in _SUMMARY_METRICS)
+    columns = _summary_metrics(ranked)
+    header = f"{'test':<60}" + "".join(f"{m:>12}" for m in columns)
     lines = [
         f"{len(records)} measured test(s), largest peak first"
         + (f" (top {limit})" if len(records) > limit else ""),
@@ -88,7 +96,7 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
             )
             if len(name) > 59:
                 name = "..." + name[-56:]
-            cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in _SUMMARY_METRICS)
+            cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)
             lines.append(f"{name:<60}{cells}")
     return lines
 
