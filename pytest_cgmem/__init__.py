@@ -2,6 +2,7 @@
 
 from .budgets import METRICS, Budget, BudgetExceeded, Violation, check, parse_budget
 from .fixture import CgmemFixture, Measurement
+from .resize import CheckFailed, ResizeCheckFailed, SteadyStateFailed
 from .results import DeviceFigures, RegionResult
 from .units import CgmemUsageError, format_size, parse_size
 
@@ -11,9 +12,12 @@ __all__ = [
     "BudgetExceeded",
     "CgmemFixture",
     "CgmemUsageError",
+    "CheckFailed",
     "DeviceFigures",
     "Measurement",
     "RegionResult",
+    "ResizeCheckFailed",
+    "SteadyStateFailed",
     "Violation",
     "check",
     "format_size",

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budgets import METRICS, BudgetExceeded, parse_budget
 from .results import DeviceFigures, RegionResult
+
+if TYPE_CHECKING:
+    from .resize import SteadyFigures, StepFigures
 
 
 class Measurement:
@@ -80,3 +83,44 @@ class CgmemFixture:
             raise
         measurement.result = region.stop()
         self._record(measurement.result)
+
+    def resize_check(
+        self,
+        resize: Callable[[Any], object],
+        sizes: Sequence[Any],
+        slack: int | str | None = None,
+        *,
+        label: str = "resize_check",
+    ) -> list[StepFigures]:
+        """Call ``resize(n)`` for each size; fail on cached-but-unused or retained bytes.
+
+        After each step, the reserved-but-unused bytes that appeared during the check must
+        stay within ``slack`` (default: the allocator's rounding for the live blocks, see
+        docs/resize.md), and no block allocated by an earlier step may still be allocated
+        once a step allocates new memory. Raises ResizeCheckFailed (an AssertionError).
+        """
+        from .resize import ResizeCheckFailed, run_resize_check
+
+        steps, violations = run_resize_check(resize, sizes, slack, self._record, label)
+        if violations:
+            raise ResizeCheckFailed(violations)
+        return steps
+
+    def steady(
+        self,
+        fn: Callable[[], object],
+        warmup: int = 1,
+        repeat: int = 3,
+        *,
+        label: str = "steady",
+    ) -> list[SteadyFigures]:
+        """After ``warmup`` calls, ``repeat`` more must not grow reserved bytes, segments
+        or allocated bytes. Raises SteadyStateFailed (an AssertionError) naming the metric
+        and its growth per call; returns the figures after warm-up and after each call.
+        """
+        from .resize import SteadyStateFailed, run_steady
+
+        base, after, violations = run_steady(fn, warmup, repeat, self._record, label)
+        if violations:
+            raise SteadyStateFailed(violations)
+        return [base, *after]
