@@ -99,6 +99,7 @@ class CgmemFixture:
         docs/resize.md), and no block allocated by an earlier step may still be allocated
         once a step allocates new memory. Raises ResizeCheckFailed (an AssertionError).
         """
+        __tracebackhide__ = True
         from .resize import ResizeCheckFailed, run_resize_check
 
         steps, violations = run_resize_check(resize, sizes, slack, self._record, label)
@@ -118,6 +119,7 @@ class CgmemFixture:
         or allocated bytes. Raises SteadyStateFailed (an AssertionError) naming the metric
         and its growth per call; returns the figures after warm-up and after each call.
         """
+        __tracebackhide__ = True
         from .resize import SteadyStateFailed, run_steady
 
         base, after, violations = run_steady(fn, warmup, repeat, self._record, label)

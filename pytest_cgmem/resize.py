@@ -225,7 +225,8 @@ def resize_lines(steps: Sequence[StepFigures], label: str = "resize_check") -> l
 
 @dataclass(frozen=True)
 class SteadyFigures:
-    """Allocator figures after one call (device totals)."""
+    """Allocator figures after one call, above those at the check's start (after its
+    ``empty_cache``): allocated bytes, reserved bytes, segment count."""
 
     allocated: int
     reserved: int
@@ -427,12 +428,13 @@ def run_steady(
     after: list[SteadyFigures] = []
     base = SteadyFigures(0, 0, 0)
     try:
+        start = _steady_state(index)
         for _ in range(warmup):
             fn()
-        base = _steady_state(index)
+        base = _steady_state(index, start)
         for _ in range(repeat):
             fn()
-            after.append(_steady_state(index))
+            after.append(_steady_state(index, start))
     except BaseException as exc:
         _finish(region, record, steady_lines(base, after, label), {"check": "steady"}, exc)
         raise
@@ -447,13 +449,15 @@ def run_steady(
     return base, after, violations
 
 
-def _steady_state(index: int) -> SteadyFigures:
+def _steady_state(index: int, start: SteadyFigures | None = None) -> SteadyFigures:
+    """Device totals after a synchronize; above ``start`` when it is given."""
     from .measure import torch
 
     torch.cuda.synchronize(index)
     stats = torch.cuda.memory_stats_as_nested_dict(index)
+    zero = start or SteadyFigures(0, 0, 0)
     return SteadyFigures(
-        int(stats["allocated_bytes"]["all"]["current"]),
-        int(stats["reserved_bytes"]["all"]["current"]),
-        int(stats["segment"]["all"]["current"]),
+        int(stats["allocated_bytes"]["all"]["current"]) - zero.allocated,
+        int(stats["reserved_bytes"]["all"]["current"]) - zero.reserved,
+        int(stats["segment"]["all"]["current"]) - zero.segments,
     )
