@@ -90,6 +90,7 @@ class CgmemFixture:
         sizes: Sequence[Any],
         slack: int | str | None = None,
         *,
+        retain: int | str = 0,
         label: str = "resize_check",
     ) -> list[StepFigures]:
         """Call ``resize(n)`` for each size; fail on cached-but-unused or retained bytes.
@@ -97,12 +98,13 @@ class CgmemFixture:
         After each step, the reserved-but-unused bytes that appeared during the check must
         stay within ``slack`` (default: the allocator's rounding for the live blocks, see
         docs/resize.md), and no block allocated by an earlier step may still be allocated
-        once a step allocates new memory. Raises ResizeCheckFailed (an AssertionError).
+        once a step allocates new memory (beyond ``retain`` bytes: what you keep on
+        purpose). Raises ResizeCheckFailed (an AssertionError).
         """
         __tracebackhide__ = True
         from .resize import ResizeCheckFailed, run_resize_check
 
-        steps, violations = run_resize_check(resize, sizes, slack, self._record, label)
+        steps, violations = run_resize_check(resize, sizes, slack, self._record, label, retain)
         if violations:
             raise ResizeCheckFailed(violations)
         return steps

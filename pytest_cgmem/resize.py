@@ -136,7 +136,8 @@ class StepFigures:
     ``reserved``: ``live + unused``, what the check holds on the device.
     ``new``: bytes first seen after this step. ``retained``: bytes first seen after an
     earlier step, still allocated although this step allocated new memory, by that step
-    (0-based index). ``slack``: the cached-but-unused bytes allowed for this step.
+    (0-based index). ``slack``: the cached-but-unused bytes allowed for this step;
+    ``retain``: the bytes from earlier steps allowed to stay allocated.
     """
 
     step: int
@@ -148,10 +149,20 @@ class StepFigures:
     retained: Mapping[int, int] = dataclasses.field(default_factory=dict)
     allocated_total: int = 0
     reserved_total: int = 0
+    retain: int = 0
 
     @property
     def reserved(self) -> int:
         return self.live + self.unused
+
+    @property
+    def held(self) -> int:
+        """Bytes from earlier steps still allocated after a step that allocated anew."""
+        return sum(self.retained.values()) if self.new > 0 else 0
+
+    @property
+    def over(self) -> bool:
+        return self.unused > self.slack or self.held > self.retain
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +173,7 @@ class StepFigures:
             "reserved": self.reserved,
             "new": self.new,
             "slack": self.slack,
+            "retain": self.retain,
             "retained": {str(k + 1): v for k, v in self.retained.items()},
             "allocated_total": self.allocated_total,
             "reserved_total": self.reserved_total,
@@ -191,8 +203,9 @@ def resize_violations(
                     f"  {UNUSED_CAUSE}\n  {UNUSED_FIX}",
                 )
             )
-        if step.new > 0 and step.retained:
-            held = sum(step.retained.values())
+        if step.held > step.retain:
+            held = step.held
+            allowed = f", allowed {format_size(step.retain)}" if step.retain else ""
             origins = ", ".join(
                 f"{format_size(n)} from step {k + 1}, resize({sizes.get(k)!r})"
                 for k, n in sorted(step.retained.items())
@@ -202,7 +215,8 @@ def resize_violations(
                     label,
                     "retained",
                     f"cgmem: {label} {name}: {format_size(held)} allocated by earlier "
-                    f"steps is still allocated ({origins}; live {format_size(step.live)})\n"
+                    f"steps is still allocated ({origins}; live "
+                    f"{format_size(step.live)}{allowed})\n"
                     f"  {RETAINED_CAUSE}\n  {RETAINED_FIX}",
                 )
             )
@@ -213,8 +227,8 @@ def resize_lines(steps: Sequence[StepFigures], label: str = "resize_check") -> l
     """The per-step table for the ``cgmem`` report section."""
     lines = [f"{label}: step, size, live, reserved, unused (slack), retained"]
     for s in steps:
-        retained = format_size(sum(s.retained.values())) if s.new and s.retained else "-"
-        verdict = "OVER" if s.unused > s.slack or retained != "-" else "ok"
+        retained = format_size(s.held) if s.held else "-"
+        verdict = "OVER" if s.over else "ok"
         lines.append(
             f"  {s.step + 1}: resize({s.size!r}) live {format_size(s.live)}, reserved "
             f"{format_size(s.reserved)}, unused {format_size(s.unused)} "
@@ -289,6 +303,11 @@ def steady_lines(
     return lines
 
 
+def resolve_retain(retain: object) -> int:
+    """Bytes from an int or a string such as '64 KiB'."""
+    return parse_size(retain)
+
+
 def resolve_slack(slack: object) -> int | None:
     """None (the allocator's rounding) or bytes from an int or a string such as '64 MiB'."""
     return None if slack is None else parse_size(slack)
@@ -346,12 +365,14 @@ def run_resize_check(
     slack: object,
     record: Callable[[RegionResult], None],
     label: str = "resize_check",
+    retain: object = 0,
 ) -> tuple[list[StepFigures], list[CheckViolation]]:
     """Call ``resize(n)`` for each size in a measured region; figures and violations."""
     from . import measure
     from .measure import torch
 
     fixed_slack = resolve_slack(slack)
+    allowed = resolve_retain(retain)
     region = measure.Region(label).start()
     index = torch.cuda.current_device()
     where = f"cuda:{index}"
@@ -390,6 +411,7 @@ def run_resize_check(
                     retained=retained,
                     allocated_total=state.allocated,
                     reserved_total=state.reserved,
+                    retain=allowed,
                 )
             )
     except BaseException as exc:

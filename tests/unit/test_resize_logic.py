@@ -76,8 +76,11 @@ def step(
     new: int | None = None,
     slack: int = 0,
     retained: dict[int, int] | None = None,
+    retain: int = 0,
 ) -> StepFigures:
-    return StepFigures(i, size, live, unused, live if new is None else new, slack, retained or {})
+    return StepFigures(
+        i, size, live, unused, live if new is None else new, slack, retained or {}, retain=retain
+    )
 
 
 def test_grow_without_empty_cache_fails_at_each_step_that_leaves_cache() -> None:
@@ -152,6 +155,21 @@ def test_kept_blocks_are_fine_when_the_step_allocated_nothing_new() -> None:
     # the buffer was big enough: the step reused it, so the earlier block is the workspace
     steps = [step(0, 4, GiB), step(1, 2, GiB, new=0, retained={0: GiB})]
     assert resize_violations(steps) == []
+
+
+@pytest.mark.parametrize(("retain", "fails"), [(0, True), (4 * KiB, True), (8 * KiB, False)])
+def test_retain_allows_what_is_kept_on_purpose(retain: int, fails: bool) -> None:
+    steps = [
+        step(0, 1, GiB),
+        step(1, 2, 2 * GiB + 8 * KiB, new=2 * GiB, retained={0: 8 * KiB}, retain=retain),
+    ]
+    found = resize_violations(steps)
+    assert bool(found) is fails
+    if found and retain:
+        assert "8.00 KiB from step 1, resize(1); live 2.00 GiB, allowed 4.00 KiB)" in (
+            found[0].message
+        )
+    assert resize_lines(steps)[-1].endswith("OVER" if fails else "ok")
 
 
 def test_both_violations_on_one_step() -> None:
