@@ -302,3 +302,23 @@ def test_summary_lists_the_check_regions(run: Run) -> None:
     assert "measured test(s), largest peak first" in run.output
     assert "[resize_check]" in run.output
     assert "[steady]" in run.output
+
+
+def test_workspace_examples_under_the_default_allocator(tmp_path: Path) -> None:
+    """examples/test_workspace_resize.py: each buggy example xfails, each fixed twin passes."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "test_workspace_resize.py"
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+    root = str(Path(pytest_cgmem.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", str(example)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=500,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-8000:]
+    assert re.search(r"\b4 passed, 4 xfailed\b", output), output[-8000:]
