@@ -53,8 +53,8 @@ RETAINED_CAUSE = (
     "micro-batch, a cached output) keeps the whole old buffer allocated"
 )
 RETAINED_FIX = (
-    "fix: drop every view of the old buffer before resizing, or .clone() the part that "
-    "must outlive it"
+    "fix: drop every view of the old buffer before resizing, or copy out the part that "
+    "must outlive it (.cpu(), or .clone() and allow its bytes with retain=)"
 )
 STEADY_CAUSES = {
     "reserved": "likely cause: the allocator reserves more device memory on every call: "

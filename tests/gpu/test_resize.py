@@ -73,6 +73,29 @@ def test_retained_view(cgmem):
     cgmem.resize_check(resize, [GiB, 2 * GiB])
 
 
+def exact(flush):
+    """Reallocates on every size change, shrinking too."""
+    state = {"buf": None}
+
+    def resize(n):
+        if state["buf"] is not None and state["buf"].numel() == n:
+            return
+        state["buf"] = None
+        if flush:
+            torch.cuda.empty_cache()
+        state["buf"] = torch.empty(n, dtype=torch.uint8, device="cuda")
+
+    return resize
+
+
+def test_shrink_without_empty_cache(cgmem):
+    cgmem.resize_check(exact(flush=False), [4 * GiB, 2 * GiB])
+
+
+def test_shrink_with_empty_cache(cgmem):
+    cgmem.resize_check(exact(flush=True), [4 * GiB, 2 * GiB])
+
+
 def earlier_work():
     """Leave the test holding memory: a live 4 MiB block in a 20 MiB segment that
     empty_cache cannot release, and 512 MiB freed to the cache."""
@@ -138,6 +161,8 @@ OUTCOMES = {
     "test_grow_without_empty_cache": ("FAILED", "PASSED"),
     "test_grow_with_empty_cache": ("PASSED", "PASSED"),
     "test_retained_view": ("FAILED", "FAILED"),
+    "test_shrink_without_empty_cache": ("FAILED", "FAILED"),
+    "test_shrink_with_empty_cache": ("PASSED", "PASSED"),
     "test_grow_after_earlier_work_with_empty_cache": ("PASSED", "PASSED"),
     "test_grow_after_earlier_work_without_empty_cache": ("FAILED", "PASSED"),
     "test_reserved_ratio_of_the_grow": ("FAILED", "PASSED"),
@@ -245,6 +270,14 @@ def test_grow_after_earlier_work_charges_only_the_checks_own_cache(run: Run) -> 
         "test_grow_after_earlier_work_without_empty_cache",
         "E *cgmem: resize_check step 1/2, resize(2147483648) on cuda:0: 1.00 GiB reserved "
         "but unused exceeds slack 0 B (live 2.00 GiB, reserved 3.00 GiB)",
+    )
+
+
+def test_shrink_leaves_the_freed_half_cached_under_both_settings(run: Run) -> None:
+    run.expect(
+        "test_shrink_without_empty_cache",
+        "E *ResizeCheckFailed: cgmem: resize_check step 2/2, resize(2147483648) on cuda:0: "
+        "* reserved but unused exceeds slack *",
     )
 
 
