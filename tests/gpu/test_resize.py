@@ -211,7 +211,16 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     root = str(Path(pytest_cgmem.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-rA", "-s", "-p", "no:cacheprovider", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-rA",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "--cgmem-summary=50",
+        ],
         cwd=path,
         env=env,
         capture_output=True,
