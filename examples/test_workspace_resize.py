@@ -15,6 +15,8 @@ docs/resize.md).
 
 from __future__ import annotations
 
+import os
+import re
 from itertools import accumulate
 from math import prod
 
@@ -26,6 +28,13 @@ from pytest_cgmem import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GiB, MiB = 2**30, 2**20
+EXPANDABLE = bool(
+    re.search(r"expandable_segments:\s*true", os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), re.I)
+)
+# with expandable segments the freed range is reused: the grow leaves no 2x to catch
+default_allocator_only = pytest.mark.skipif(
+    EXPANDABLE, reason="expandable segments reuse the freed buffer: no 2x resident to show"
+)
 HIDDEN = 4096
 ALIGN = 256
 Spec = tuple[tuple[int, ...], torch.dtype]
@@ -83,6 +92,7 @@ def forward(manager: WorkspaceManager, num_tokens: int) -> list[torch.Tensor]:
 TOKENS = [64 * 1024, 128 * 1024, 256 * 1024]  # a 1 GiB, 2 GiB, then 4 GiB workspace
 
 
+@default_allocator_only
 @pytest.mark.xfail(strict=True, raises=ResizeCheckFailed, reason="2x resident after a grow")
 def test_workspace_grow_without_release(cgmem):
     manager = WorkspaceManager(release_on_grow=False)
@@ -95,6 +105,7 @@ def test_workspace_grow_with_release(cgmem):
     assert [s.live for s in steps] == [GiB, 2 * GiB, 4 * GiB]
 
 
+@default_allocator_only
 @pytest.mark.xfail(strict=True, raises=BudgetExceeded, reason="7 GiB reserved for 4 GiB")
 @pytest.mark.cgmem(reserved_ratio=1.2)
 def test_reserved_ratio_of_a_grow_without_release():
