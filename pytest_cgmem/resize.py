@@ -336,9 +336,13 @@ def _read_state(index: int) -> _State:
         if segment.get("device") != index:
             continue
         expandable = expandable or bool(segment.get("is_expandable", False))
+        offset = int(segment.get("address", 0))
         for block in segment.get("blocks", ()):
+            # blocks carry their address; where one does not, blocks tile their segment
+            address, nbytes = int(block.get("address", offset)), int(block["size"])
+            offset = address + nbytes
             if str(block.get("state", "")).startswith("active"):
-                blocks.add((int(block["address"]), int(block["size"])))
+                blocks.add((address, nbytes))
     return _State(
         int(stats["allocated_bytes"]["all"]["current"]),
         int(stats["reserved_bytes"]["all"]["current"]),
