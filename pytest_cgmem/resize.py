@@ -89,6 +89,10 @@ class SteadyStateFailed(CheckFailed):
     """``cgmem.steady`` found growth after warm-up."""
 
 
+for _cls in (CheckFailed, ResizeCheckFailed, SteadyStateFailed):
+    _cls.__module__ = "pytest_cgmem"  # reads as pytest_cgmem.ResizeCheckFailed in failures
+
+
 @dataclass(frozen=True)
 class CheckViolation:
     """One failed check: which check, where, and the text a user reads."""
