@@ -14,6 +14,7 @@ from .coverage import (
     uncovered_sizes,
 )
 from .fixture import CgmemFixture, Measurement
+from .resize import CheckFailed, ResizeCheckFailed, SteadyStateFailed
 from .results import DeviceFigures, RegionResult
 from .units import CgmemUsageError, format_size, parse_size
 
@@ -23,6 +24,7 @@ __all__ = [
     "BudgetExceeded",
     "CgmemFixture",
     "CgmemUsageError",
+    "CheckFailed",
     "DeviceFigures",
     "EagerFallback",
     "EstimateMismatch",
@@ -30,8 +32,10 @@ __all__ = [
     "Measurement",
     "PoolNotReleased",
     "RegionResult",
+    "ResizeCheckFailed",
     "SizesNotCaptured",
     "SizesNotCovered",
+    "SteadyStateFailed",
     "Violation",
     "assert_all_captured",
     "assert_estimate",

@@ -16,6 +16,7 @@ from .results import DeviceFigures, RegionResult
 
 if TYPE_CHECKING:
     from .graphs import GraphLog, SweepResult
+    from .resize import SteadyFigures, StepFigures
 
 
 class Measurement:
@@ -148,3 +149,48 @@ class CgmemFixture:
     assert_sizes_covered = staticmethod(assert_sizes_covered)
     assert_all_captured = staticmethod(assert_all_captured)
     uncovered_sizes = staticmethod(uncovered_sizes)
+
+    def resize_check(
+        self,
+        resize: Callable[[Any], object],
+        sizes: Sequence[Any],
+        slack: int | str | None = None,
+        *,
+        retain: int | str = 0,
+        label: str = "resize_check",
+    ) -> list[StepFigures]:
+        """Call ``resize(n)`` for each size; fail on cached-but-unused or retained bytes.
+
+        After each step, the reserved-but-unused bytes that appeared during the check must
+        stay within ``slack`` (default: the allocator's rounding for the live blocks, see
+        docs/resize.md), and no block allocated by an earlier step may still be allocated
+        once a step allocates new memory (beyond ``retain`` bytes: what you keep on
+        purpose). Raises ResizeCheckFailed (an AssertionError).
+        """
+        __tracebackhide__ = True
+        from .resize import ResizeCheckFailed, run_resize_check
+
+        steps, violations = run_resize_check(resize, sizes, slack, self._record, label, retain)
+        if violations:
+            raise ResizeCheckFailed(violations)
+        return steps
+
+    def steady(
+        self,
+        fn: Callable[[], object],
+        warmup: int = 1,
+        repeat: int = 3,
+        *,
+        label: str = "steady",
+    ) -> list[SteadyFigures]:
+        """After ``warmup`` calls, ``repeat`` more must not grow reserved bytes, segments
+        or allocated bytes. Raises SteadyStateFailed (an AssertionError) naming the metric
+        and its growth per call; returns the figures after warm-up and after each call.
+        """
+        __tracebackhide__ = True
+        from .resize import SteadyStateFailed, run_steady
+
+        base, after, violations = run_steady(fn, warmup, repeat, self._record, label)
+        if violations:
+            raise SteadyStateFailed(violations)
+        return [base, *after]

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import torch as torch  # re-exported: other GPU modules use `from .measure import torch`
 
 from .results import DeviceFigures, RegionResult
 

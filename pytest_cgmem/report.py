@@ -60,6 +60,7 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+        lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")
     return "\n".join(lines)
