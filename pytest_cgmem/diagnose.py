@@ -33,6 +33,7 @@ _HIDDEN_PACKAGES = re.compile(
     r"[/\\](?:site|dist)-packages[/\\](?:torch|_pytest|pytest|pluggy|pytest_cgmem)[/\\]"
     r"|[/\\]pytest_cgmem[/\\]"
 )
+_HARNESS = re.compile(r"[/\\](?:_pytest|pluggy)[/\\]")
 _NATIVE = (".cpp", ".cc", ".cu", ".cuh", ".h", ".hpp", ".c", ".so")
 
 
@@ -67,7 +68,12 @@ def site_of(
     allocation recorded without frames has the empty site.
     """
     keys = [_frame_key(f) for f in frames]
-    shown = [k for k in keys if not hidden(k[0])]
+    shown: list[FrameKey] = []
+    for key in keys:
+        if shown and _HARNESS.search(key[0]):
+            break  # pytest's runner calls the test: what lies further out is the harness
+        if not hidden(key[0]):
+            shown.append(key)
     if not shown:
         shown = keys[:1]
     return tuple(shown[: max(stacks, 1)])

@@ -21,7 +21,7 @@ REPO = str(Path(pytest_cgmem.__file__).resolve().parent.parent)  # subprocesses 
 
 def line_of(source: str, marker: str) -> int:
     """The 1-based line of ``marker`` in the dedented source pytester writes."""
-    for number, line in enumerate(textwrap.dedent(source).splitlines(), 1):
+    for number, line in enumerate(textwrap.dedent(source).strip().splitlines(), 1):
         if marker in line:
             return number
     raise AssertionError(marker)
