@@ -292,11 +292,11 @@ class Region:
         reserved_peak = start.peak_reserved - start.reserved
         device, source, disturbed = self._device_growth(index, start)
         leak = allocated - start.allocated
-        leak_confirmed = False
+        leak_confirmed, gc_freed = False, 0
         if leak > 0 and self.confirm_leaks:
             for hook in self.before_leak_check:
                 hook(index)
-            leak, leak_confirmed = self._confirm_leak(index, start)
+            leak, leak_confirmed, gc_freed = self._confirm_leak(index, start)
         extra: dict[str, Any] = {}
         for probe in self.probes:
             extra.update(probe(index))
@@ -316,6 +316,7 @@ class Region:
             disturbed=disturbed,
             ooms=int(stats.get("num_ooms", 0)) - start.ooms,
             leak_confirmed=leak_confirmed,
+            gc_freed=gc_freed,
             **extra,
         )
 
@@ -343,25 +344,29 @@ class Region:
             disturbed = len(changed) > 1 or set(processes) != set(start.processes)
         return (total - free) - used_then, "cudaMemGetInfo", disturbed
 
-    def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool]:
+    def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool, int]:
         """PyTorch's leak check: collect garbage, drop cuBLAS workspaces, empty the cache.
 
         Only reached when allocated bytes grew, so passing tests never pay for gc.
-        Returns the persisting leak and whether the driver's figure grew as well.
+        Returns the persisting leak, whether the driver's figure grew as well, and the
+        bytes garbage collection freed (which may include garbage from before the region).
         """
+        before_gc = _current(_stats(index), "allocated_bytes")
         gc.collect()
         torch.cuda.synchronize(index)
+        gc_freed = before_gc - _current(_stats(index), "allocated_bytes")
         _reset_workspaces([index])
         torch.cuda.empty_cache()
         leak = _current(_stats(index), "allocated_bytes") - start.allocated
         if leak <= 0:
-            return 0, False
+            return 0, False, gc_freed
         own_then = nvml().own(start.processes)
         own_now = nvml().own(nvml().processes(index))
         if own_now is not None and own_then is not None:
-            return leak, own_now > own_then
+            return leak, own_now > own_then, gc_freed
         free, total = torch.cuda.mem_get_info(index)
-        return leak, start.used_total is not None and (total - free) > start.used_total
+        grew = start.used_total is not None and (total - free) > start.used_total
+        return leak, grew, gc_freed
 
 
 @contextmanager

@@ -55,6 +55,12 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     f"  note: CUDA out of memory ({figures.ooms}x) inside the region; "
                     "figures are those measured up to the failure"
                 )
+            if figures.gc_freed:
+                lines.append(
+                    f"  note: the leak check's garbage collection freed "
+                    f"{METRICS['peak'].format(figures.gc_freed)}; garbage left from before "
+                    "the region counts in its start figure and can offset a leak"
+                )
             if figures.leak and not figures.leak_confirmed:
                 lines.append(
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
