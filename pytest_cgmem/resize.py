@@ -10,6 +10,8 @@ How the figures are taken (one CUDA device: the current one):
   first. ``empty_cache`` releases only segments with no live block, so the free space
   left inside partly used segments (earlier work of the test) is read at the start and
   subtracted: only cached-but-unused bytes that appear during the check are charged.
+  Of those, the part in (non-expandable) segments that still hold a block from before
+  the check is named in the message: ``empty_cache`` cannot release it.
 - After each step: synchronize, read the allocator's stats and snapshot. Live blocks are
   told apart by (address, size); a block's step is the first step after which it was seen.
 """
@@ -47,6 +49,12 @@ UNUSED_CAUSE = (
 UNUSED_FIX = (
     "fix: call torch.cuda.empty_cache() between freeing the old buffer and allocating "
     "the new one, or reserve the worst case up front"
+)
+PINNED_NOTE = (
+    "{pinned} of it is free space in segments that also hold memory allocated before "
+    "the check (earlier work, a workspace made before it): empty_cache() cannot release "
+    "a segment while one block in it is live, so the freed buffer stays reserved; free "
+    "or move that earlier memory, or allocate the workspace before it"
 )
 RETAINED_CAUSE = (
     "likely cause: a view or reference into the old buffer (a slice kept by another "
@@ -141,7 +149,9 @@ class StepFigures:
     ``new``: bytes first seen after this step. ``retained``: bytes first seen after an
     earlier step, still allocated although this step allocated new memory, by that step
     (0-based index). ``slack``: the cached-but-unused bytes allowed for this step;
-    ``retain``: the bytes from earlier steps allowed to stay allocated.
+    ``retain``: the bytes from earlier steps allowed to stay allocated. ``pinned``: the
+    part of ``unused`` that sits in (non-expandable) segments still holding a block
+    allocated before the check, which ``empty_cache`` cannot release.
     """
 
     step: int
@@ -154,6 +164,7 @@ class StepFigures:
     allocated_total: int = 0
     reserved_total: int = 0
     retain: int = 0
+    pinned: int = 0
 
     @property
     def reserved(self) -> int:
@@ -181,6 +192,7 @@ class StepFigures:
             "retained": {str(k + 1): v for k, v in self.retained.items()},
             "allocated_total": self.allocated_total,
             "reserved_total": self.reserved_total,
+            "pinned": self.pinned,
         }
 
 
@@ -197,6 +209,8 @@ def resize_violations(
     for step in steps:
         name = _step_name(step, len(steps), where)
         if step.unused > step.slack:
+            pinned = min(step.pinned, step.unused)
+            note = f"\n  {PINNED_NOTE.format(pinned=format_size(pinned))}" if pinned else ""
             found.append(
                 CheckViolation(
                     label,
@@ -204,7 +218,7 @@ def resize_violations(
                     f"cgmem: {label} {name}: {format_size(step.unused)} reserved but "
                     f"unused exceeds slack {format_size(step.slack)} (live "
                     f"{format_size(step.live)}, reserved {format_size(step.reserved)})\n"
-                    f"  {UNUSED_CAUSE}\n  {UNUSED_FIX}",
+                    f"  {UNUSED_CAUSE}\n  {UNUSED_FIX}{note}",
                 )
             )
         if step.held > step.retain:
@@ -327,32 +341,44 @@ class _State:
     segments: int
     blocks: frozenset[tuple[int, int]]
     expandable: bool
+    pinned_free: int = 0
 
 
-def _read_state(index: int) -> _State:
+def _read_state(index: int, before: frozenset[tuple[int, int]] | None = None) -> _State:
+    """Allocator figures of device ``index``. ``pinned_free``: free bytes in
+    non-expandable segments holding a live block from ``before`` (any live block when
+    ``before`` is None): space that ``empty_cache`` cannot give back."""
     from .measure import torch
 
     torch.cuda.synchronize(index)
     stats = torch.cuda.memory_stats_as_nested_dict(index)
     blocks: set[tuple[int, int]] = set()
     expandable = False
+    pinned_free = 0
     for segment in torch.cuda.memory._snapshot()["segments"]:
         if segment.get("device") != index:
             continue
-        expandable = expandable or bool(segment.get("is_expandable", False))
+        is_expandable = bool(segment.get("is_expandable", False))
+        expandable = expandable or is_expandable
         offset = int(segment.get("address", 0))
+        live: set[tuple[int, int]] = set()
         for block in segment.get("blocks", ()):
             # blocks carry their address; where one does not, blocks tile their segment
             address, nbytes = int(block.get("address", offset)), int(block["size"])
             offset = address + nbytes
             if str(block.get("state", "")).startswith("active"):
-                blocks.add((address, nbytes))
+                live.add((address, nbytes))
+        blocks |= live
+        old = live if before is None else live & before
+        if old and not is_expandable:
+            pinned_free += int(segment.get("total_size", 0)) - sum(n for _, n in live)
     return _State(
         int(stats["allocated_bytes"]["all"]["current"]),
         int(stats["reserved_bytes"]["all"]["current"]),
         int(stats["segment"]["all"]["current"]),
         frozenset(blocks),
         expandable,
+        pinned_free,
     )
 
 
@@ -391,7 +417,7 @@ def run_resize_check(
         first_seen: dict[tuple[int, int], int] = {}
         for i, size in enumerate(sizes):
             resize(size)
-            state = _read_state(index)
+            state = _read_state(index, start.blocks)
             live_blocks = state.blocks - start.blocks
             new = [b for b in live_blocks if b not in first_seen]
             for b in new:
@@ -404,12 +430,13 @@ def run_resize_check(
                 if seen < i and (address, nbytes) in live_blocks:
                     retained[seen] = retained.get(seen, 0) + nbytes
             live_sizes = [b[1] for b in live_blocks]
+            unused = max(0, state.reserved - state.allocated - unused_start)
             steps.append(
                 StepFigures(
                     step=i,
                     size=size,
                     live=sum(live_sizes),
-                    unused=max(0, state.reserved - state.allocated - unused_start),
+                    unused=unused,
                     new=sum(b[1] for b in new),
                     slack=(
                         fixed_slack
@@ -420,6 +447,7 @@ def run_resize_check(
                     allocated_total=state.allocated,
                     reserved_total=state.reserved,
                     retain=allowed,
+                    pinned=min(unused, max(0, state.pinned_free - start.pinned_free)),
                 )
             )
     except BaseException as exc:

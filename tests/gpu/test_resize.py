@@ -24,10 +24,35 @@ pytestmark = pytest.mark.gpu
 CONFS = {"default": None, "expandable": "expandable_segments:True"}
 
 GENERATED = '''
+import gc
+import os
+import sys
+
 import pytest
 import torch
 
 GiB, MiB = 2**30, 2**20
+EXPANDABLE = "expandable_segments:True" in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
+
+
+@pytest.fixture(autouse=True)
+def clean_allocator():
+    """Each test starts from, and leaves, an allocator holding only the workspaces.
+
+    A failing test's frames (its buffers) stay alive through sys.last_traceback and a
+    reference cycle in pytest's exception info until the next test's call phase, and
+    then until a gc pass: without this, one test's buffers and cached segments change
+    the next test's figures.
+    """
+    yield
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            delattr(sys, name)
+    gc.collect()
+    torch.cuda.empty_cache()
+    allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    print(f"CLEAN allocated {allocated // MiB} MiB, reserved {reserved // MiB} MiB")
+    assert allocated <= 256 * MiB and reserved <= 256 * MiB, "a test left memory behind"
 
 
 class Workspace:
@@ -123,6 +148,25 @@ def test_grow_after_earlier_work_without_empty_cache(cgmem):
     del held
 
 
+def pin_a_cached_segment(nbytes):
+    """Earlier work that pins a cached segment (default allocator): a big buffer freed
+    to the cache, then a small tensor carved out of it, so empty_cache cannot release the
+    segment and later allocations reuse its free space."""
+    big = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    del big
+    return torch.empty(4 * MiB, dtype=torch.uint8, device="cuda")
+
+
+def test_grow_beside_a_pinned_segment(cgmem):
+    if EXPANDABLE:  # one segment per pool there, whose free pages empty_cache unmaps
+        return
+    pin = pin_a_cached_segment(4 * GiB)
+    ws = Workspace(flush=True)
+    ws.resize(GiB)  # carved from the pinned segment too
+    cgmem.resize_check(ws.resize, [2 * GiB, 4 * GiB])
+    del pin
+
+
 @pytest.mark.cgmem(reserved_ratio=1.5)
 def test_reserved_ratio_of_the_grow():
     ws = Workspace(flush=False)
@@ -140,6 +184,19 @@ def test_steady_growing_workspace(cgmem):
         state["buf"] = torch.empty(state["calls"] * 64 * MiB, dtype=torch.uint8, device="cuda")
 
     cgmem.steady(step)
+
+
+def test_steady_growing_workspace_beside_cached_memory(cgmem):
+    pin = pin_a_cached_segment(GiB)
+    state = {"calls": 0, "buf": None}
+
+    def step():
+        state["calls"] += 1
+        state["buf"] = None
+        state["buf"] = torch.empty(state["calls"] * 64 * MiB, dtype=torch.uint8, device="cuda")
+
+    cgmem.steady(step)
+    del pin
 
 
 def test_steady_per_call_leak(cgmem):
@@ -165,8 +222,10 @@ OUTCOMES = {
     "test_shrink_with_empty_cache": ("PASSED", "PASSED"),
     "test_grow_after_earlier_work_with_empty_cache": ("PASSED", "PASSED"),
     "test_grow_after_earlier_work_without_empty_cache": ("FAILED", "PASSED"),
+    "test_grow_beside_a_pinned_segment": ("FAILED", "PASSED"),
     "test_reserved_ratio_of_the_grow": ("FAILED", "PASSED"),
     "test_steady_growing_workspace": ("FAILED", "FAILED"),
+    "test_steady_growing_workspace_beside_cached_memory": ("FAILED", "FAILED"),
     "test_steady_per_call_leak": ("FAILED", "FAILED"),
     "test_steady_stable": ("PASSED", "PASSED"),
 }
@@ -232,7 +291,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     outcomes = {}
     for line in output.splitlines():
         match = _RESULT.match(line)
-        if match:
+        if match and outcomes.get(match.group(2)) != "ERROR":  # a teardown error wins
             outcomes[match.group(2)] = match.group(1)
     print(output)  # shown with the test's report when an assertion below fails
     return Run(request.param, output, outcomes)
@@ -280,6 +339,30 @@ def test_grow_after_earlier_work_charges_only_the_checks_own_cache(run: Run) -> 
         "E *cgmem: resize_check step 1/2, resize(2147483648) on cuda:0: 1.00 GiB reserved "
         "but unused exceeds slack 0 B (live 2.00 GiB, reserved 3.00 GiB)",
     )
+    # the old workspace had a segment of its own: nothing pinned it
+    lines = run.failure("test_grow_after_earlier_work_without_empty_cache")
+    assert not any("of it is free space" in line for line in lines), "\n".join(lines)
+
+
+def test_pinned_segment_is_named(run: Run) -> None:
+    """The old workspace freed into a segment that earlier work pins stays reserved even
+    with empty_cache: the check charges it (it appeared during the check) and says why."""
+    if run.conf == "expandable":
+        return
+    run.expect(
+        "test_grow_beside_a_pinned_segment",
+        "E *cgmem: resize_check step 2/2, resize(4294967296) on cuda:0: 1.00 GiB reserved "
+        "but unused exceeds slack 0 B (live 4.00 GiB, reserved 5.00 GiB)",
+        "E *1.00 GiB of it is free space in segments that also hold memory allocated before "
+        "the check*empty_cache() cannot release*",
+    )
+
+
+def test_each_generated_test_leaves_a_clean_allocator(run: Run) -> None:
+    # printed by the generated file's autouse fixture after each test (run with -s)
+    cleans = re.findall(r"CLEAN allocated \d+ MiB, reserved \d+ MiB", run.output)
+    assert len(cleans) == len(OUTCOMES), run.output[-6000:]
+    assert not any(o == "ERROR" for o in run.outcomes.values()), run.outcomes
 
 
 def test_shrink_leaves_the_freed_half_cached_under_both_settings(run: Run) -> None:
@@ -329,6 +412,23 @@ def test_steady_catches_a_workspace_growing_64_mib_per_call(run: Run) -> None:
             "warm-up call(s) on cuda:0 (1 -> 4: +1, +1, +1)",
         ]
     run.expect("test_steady_growing_workspace", *patterns)
+
+
+def test_steady_beside_cached_memory_sees_the_allocated_growth(run: Run) -> None:
+    """With free space in a pinned segment, the growing workspace is carved out of it:
+    under the default allocator reserved bytes and segments do not move (seen on an H200),
+    and allocated bytes still catch it."""
+    test = "test_steady_growing_workspace_beside_cached_memory"
+    run.expect(
+        test,
+        "E *cgmem: steady: allocated bytes grew by 64.00 MiB per call over 3 calls after 1 "
+        "warm-up call(s) on cuda:0 (64.00 MiB -> 256.00 MiB: +64.00 MiB, +64.00 MiB, "
+        "+64.00 MiB)",
+    )
+    if run.conf == "default":
+        lines = run.failure(test)
+        moved = [x for x in lines if "reserved bytes grew" in x or "segment count grew" in x]
+        assert not moved, "\n".join(lines)
 
 
 def test_steady_catches_a_per_call_leak(run: Run) -> None:

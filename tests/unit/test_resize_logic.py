@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from pytest_cgmem import CheckFailed, ResizeCheckFailed, SteadyStateFailed
 from pytest_cgmem.report import section
 from pytest_cgmem.resize import (
+    PINNED_NOTE,
     RETAINED_CAUSE,
     RETAINED_FIX,
     UNUSED_CAUSE,
@@ -107,6 +109,33 @@ def test_grow_without_empty_cache_fails_at_each_step_that_leaves_cache() -> None
     assert "torch.cuda.empty_cache() between freeing" in found[0].message
 
 
+@pytest.mark.parametrize(
+    ("pinned", "note"),
+    [
+        (0, None),
+        (GiB, "1.00 GiB"),
+        (4 * GiB, "1.00 GiB"),  # never more than the unused bytes
+    ],
+)
+def test_unused_in_a_pinned_segment_is_named(pinned: int, note: str | None) -> None:
+    # run 4 on an H200: the old 1 GiB workspace freed into a segment that a 4 MiB block
+    # from before the check pins; empty_cache could not release it
+    s = dataclasses.replace(step(1, 4 * GiB, 4 * GiB, unused=GiB), pinned=pinned)
+    (found,) = resize_violations([step(0, 2 * GiB, 2 * GiB), s])
+    lines = found.message.splitlines()
+    assert lines[1:3] == [f"  {UNUSED_CAUSE}", f"  {UNUSED_FIX}"]
+    if note is None:
+        assert len(lines) == 3
+    else:
+        assert lines[3] == "  " + PINNED_NOTE.format(pinned=note)
+        assert "empty_cache() cannot release" in lines[3]
+
+
+def test_pinned_alone_is_no_violation() -> None:
+    s = dataclasses.replace(step(0, GiB, GiB), pinned=GiB)  # unused 0: within slack
+    assert resize_violations([s]) == []
+
+
 def test_grow_with_empty_cache_passes() -> None:
     steps = [step(i, n * GiB, n * GiB) for i, n in enumerate((1, 2, 4))]
     assert resize_violations(steps) == []
@@ -192,6 +221,7 @@ def test_step_to_dict_is_one_based_and_json_ready() -> None:
     assert d["step"] == 2
     assert d["retained"] == {"1": GiB}
     assert d["reserved"] == 3 * GiB
+    assert d["pinned"] == 0
 
 
 @pytest.mark.parametrize(
