@@ -151,6 +151,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
 
     regions = item.stash.setdefault(regions_key, [])
     recorder = _recorder(item)
+    _forget_last_failure()
     region = measure.Region(CALL_LABEL).start()
     try:
         recorder.start(region)
@@ -171,6 +172,17 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     finally:
         recorder.close()
     return outcome
+
+
+def _forget_last_failure() -> None:
+    """Drop ``sys.last_*`` before the region starts, not inside it as pytest's runner does.
+
+    They pin the previous failing test's frames (and its tensors); freed inside the region,
+    that memory would offset this test's figures.
+    """
+    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
+        if hasattr(sys, name):
+            delattr(sys, name)
 
 
 def _recorder(item: pytest.Item) -> Any:
@@ -257,7 +269,8 @@ def _after_call(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
     excinfo = call.excinfo
     if excinfo is not None and "pytest_cgmem.measure" in sys.modules:
         measure = sys.modules["pytest_cgmem.measure"]
-        if measure.is_oom(excinfo.value):
+        keep_for_pdb = item.config.getoption("usepdb", False)
+        if (regions or measure.is_oom(excinfo.value)) and not keep_for_pdb:
             measure.release_exception_frames(excinfo.value)
 
 
