@@ -1,11 +1,17 @@
 """Time ``capture_sweep`` against a bare torch capture loop, side by side in one run.
 
 vLLM's 51 default capture sizes (1, 2, 4, 8..248 step 8, 256..512 step 16) of a 2-layer
-4096-wide fp16 MLP, largest first into one shared pool, each size warmed up twice on the
-capture stream first. Both sides do exactly the same torch work; the difference is the
-plugin's tracking (allocator and driver figures per capture, one snapshot at the end).
-Rounds alternate (bare, sweep, sweep, bare, ...) and each side's graphs are released
-before the next round. Target: sweep / bare <= 1.1x.
+4096-wide fp16 MLP. Both sides do the same torch work in the same order: build the inputs,
+warm up twice per size on a new side stream, synchronize, then ``torch.cuda.graph`` per size
+on that stream, largest first, into one shared pool from ``graph_pool_handle()``. The
+capture phase is timed on both sides from a synchronize before the first capture to a
+synchronize after the last; the whole call from a synchronize before to one after. The
+difference is the plugin's tracking: per capture one allocator reading and one
+``cudaMemGetInfo``, and one snapshot of the sweep's pool at the end. Two more bare loops
+add only the allocator reading or only ``cudaMemGetInfo`` after each capture, to show what
+each costs in place. Rounds rotate the order of the sides; every side's graphs, inputs and
+outputs are released (and the cache emptied) before the next one runs. Target: the sweep's
+whole call <= 1.1x the bare loop's.
 
     python benchmarks/bench_sweep.py [--rounds 7] [--hidden 4096]
 """
@@ -16,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +35,26 @@ from pytest_cgmem.graphs import capture_sweep, pool_segments
 SIZES = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
 
 
-def bare_loop(fn: Any, sizes: list[int], make_input: Any, warmup: int = 2) -> tuple[float, Any]:
-    """What an engine does by hand: warm up on a side stream, capture largest first."""
+def bare_loop(
+    fn: Any,
+    sizes: list[int],
+    make_input: Any,
+    warmup: int = 2,
+    after: Callable[[], object] | None = None,
+) -> tuple[float, Any]:
+    """What an engine does by hand: warm up on a side stream, capture largest first.
+
+    ``after`` (if given) runs after each capture: the per-capture cost of one reading."""
     order = sorted(set(sizes), reverse=True)
     inputs = {size: make_input(size) for size in order}
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
+    stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+    current = torch.cuda.current_stream()
+    stream.wait_stream(current)
     with torch.cuda.stream(stream):
         for size in order:
             for _ in range(warmup):
                 fn(inputs[size])
-    torch.cuda.current_stream().wait_stream(stream)
+    current.wait_stream(stream)
     torch.cuda.synchronize()
     pool = torch.cuda.graph_pool_handle()
     graphs, outputs = {}, {}
@@ -48,8 +64,11 @@ def bare_loop(fn: Any, sizes: list[int], make_input: Any, warmup: int = 2) -> tu
         with torch.cuda.graph(graph, pool=pool, stream=stream):
             outputs[size] = fn(inputs[size])
         graphs[size] = graph
+        if after is not None:
+            after()
+    torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return seconds, (graphs, outputs, inputs, pool)
+    return seconds, (graphs, outputs, inputs, stream)
 
 
 def main() -> int:
@@ -65,60 +84,107 @@ def main() -> int:
     mlp = torch.nn.Sequential(
         torch.nn.Linear(hidden, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, hidden)
     ).to("cuda", torch.float16)
+    device = torch.cuda.current_device()
 
     def make_input(n: int) -> torch.Tensor:
         return torch.randn(n, hidden, device="cuda", dtype=torch.float16)
 
-    bare_total: list[float] = []
-    sweep_total: list[float] = []
-    bare_capture: list[float] = []
-    sweep_capture: list[float] = []
-    pool_bytes = 0
-    with torch.no_grad():
-        # one untimed round each: cuBLAS heuristics, lazy module loading
-        bare_loop(mlp, SIZES, make_input)
-        capture_sweep(mlp, SIZES, make_input)
+    def read_allocator() -> object:
+        return torch.cuda.memory_stats_as_nested_dict(device)
+
+    def read_driver() -> object:
+        return torch.cuda.mem_get_info(device)
+
+    Run = Callable[[], tuple[float, float, Any]]
+
+    def timed(run: Run) -> tuple[float, float, float]:
+        """Whole call timed between two synchronizes; what it made is released afterwards."""
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        capture, tracking, kept = run()
+        torch.cuda.synchronize()
+        total = time.perf_counter() - t0
+        del kept
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
+        return total, capture, tracking
+
+    pool_bytes = [0]
+
+    def run_bare() -> tuple[float, float, Any]:
+        seconds, kept = bare_loop(mlp, SIZES, make_input)
+        return seconds, 0.0, kept
+
+    def run_sweep() -> tuple[float, float, Any]:
+        result = capture_sweep(mlp, SIZES, make_input)
+        pool_bytes[0] = result.pool_bytes
+        return result.seconds, result.tracking_seconds, result
+
+    def run_bare_allocator() -> tuple[float, float, Any]:
+        seconds, kept = bare_loop(mlp, SIZES, make_input, after=read_allocator)
+        return seconds, 0.0, kept
+
+    def run_bare_driver() -> tuple[float, float, Any]:
+        seconds, kept = bare_loop(mlp, SIZES, make_input, after=read_driver)
+        return seconds, 0.0, kept
+
+    sides: dict[str, Run] = {
+        "bare": run_bare,
+        "sweep": run_sweep,
+        "bare + allocator": run_bare_allocator,
+        "bare + driver": run_bare_driver,
+    }
+    names = list(sides)
+    totals: dict[str, list[float]] = {name: [] for name in names}
+    captures: dict[str, list[float]] = {name: [] for name in names}
+    tracking: list[float] = []
+    with torch.no_grad():
+        for name in names:  # one untimed call each: cuBLAS heuristics, lazy module loading
+            timed(sides[name])
         for round_ in range(args.rounds):
-            sides = ("bare", "sweep") if round_ % 2 == 0 else ("sweep", "bare")
-            for side in sides:
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                if side == "bare":
-                    seconds, kept = bare_loop(mlp, SIZES, make_input)
-                    total = time.perf_counter() - t0
-                    bare_total.append(total)
-                    bare_capture.append(seconds)
-                else:
-                    result = capture_sweep(mlp, SIZES, make_input)
-                    total = time.perf_counter() - t0
-                    sweep_total.append(total)
-                    sweep_capture.append(result.seconds)
-                    pool_bytes = result.pool_bytes
-                    kept = result
-                del kept
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                total, capture, track = timed(sides[name])
+                totals[name].append(total)
+                captures[name].append(capture)
+                if name == "sweep":
+                    tracking.append(track)
 
-    def row(name: str, bare: list[float], sweep: list[float]) -> str:
-        b, s = statistics.median(bare), statistics.median(sweep)
-        return f"{name:<22}{b * 1000:>12.1f}{s * 1000:>12.1f}{s / b:>9.3f}x"
+    def ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
 
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(device)
+    n = len(SIZES)
     print(
-        f"capture_sweep vs bare torch loop: {len(SIZES)} sizes, 2-layer {hidden}-wide fp16 "
-        f"MLP, {args.rounds} rounds (median), {props.name}, torch {torch.__version__}"
+        f"capture_sweep vs bare torch loop: {n} sizes, 2-layer {hidden}-wide fp16 MLP, "
+        f"{args.rounds} rounds (median), {props.name}, torch {torch.__version__}"
     )
     print(f"{'':<22}{'bare ms':>12}{'sweep ms':>12}{'ratio':>10}")
-    print(row("capture only", bare_capture, sweep_capture))
-    print(row("warm-up + capture", bare_total, sweep_total))
-    print(f"pool held by the sweep's graphs: {pool_bytes / 2**20:.1f} MiB")
-    ratio = statistics.median(sweep_total) / statistics.median(bare_total)
-    print(f"target <= 1.10x: {'met' if ratio <= 1.10 else 'MISSED'} ({ratio:.3f}x)")
+    for label, table in (("capture phase", captures), ("whole call", totals)):
+        b, s = ms(table["bare"]), ms(table["sweep"])
+        print(f"{label:<22}{b:>12.2f}{s:>12.2f}{s / b:>9.3f}x")
+    per = ms(tracking) * 1000 / n
+    print(
+        f"sweep's own readings: {ms(tracking):.2f} ms ({per:.1f} µs per capture, the pool's "
+        "snapshot at the end included)"
+    )
+    print("one reading after each capture of a bare loop, in place:")
+    for name in ("bare + allocator", "bare + driver"):
+        extra = (ms(captures[name]) - ms(captures["bare"])) * 1000 / n
+        print(f"  {name:<20}{ms(captures[name]):>9.2f} ms capture phase ({extra:+.1f} µs/capture)")
+    print(f"pool held by the sweep's {n} graphs: {pool_bytes[0] / 2**20:.1f} MiB")
+    ratio = statistics.median(totals["sweep"]) / statistics.median(totals["bare"])
+    print(f"target whole call <= 1.10x: {'met' if ratio <= 1.10 else 'MISSED'} ({ratio:.3f}x)")
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
     left = {k: v for k, v in pool_segments().items() if k[1] != (0, 0)}
     if left:
-        print(f"note: graph pools still holding memory after the run: {left}")
+        listing = ", ".join(
+            f"pool {pid} on cuda:{dev}: {v / 2**20:.1f} MiB" for (dev, pid), v in left.items()
+        )
+        print(f"graph pools still holding memory with every graph released: {listing}")
+    else:
+        print("graph pools still holding memory with every graph released: none")
     return 0
 
 

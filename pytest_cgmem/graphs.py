@@ -593,6 +593,8 @@ class SweepResult:
     inputs: dict[int, Any]
     outputs: dict[int, Any]
     stream: Any = field(repr=False, default=None)
+    # time the plugin's own readings took (allocator, cudaMemGetInfo, the pool's snapshot)
+    tracking_seconds: float = 0.0
 
     @property
     def bytes(self) -> dict[int, int]:
@@ -632,7 +634,8 @@ class SweepResult:
             )
         lines.append(
             f"pool {self.pool}: {format_size(self.pool_bytes)}; {len(self.sizes)} graphs in "
-            f"{self.seconds:.3f} s (+{self.warmup_seconds:.3f} s warm-up)"
+            f"{self.seconds:.3f} s (+{self.warmup_seconds:.3f} s warm-up; "
+            f"{self.tracking_seconds * 1000:.1f} ms of it the plugin's readings)"
         )
         return "\n".join(lines)
 
@@ -648,6 +651,21 @@ def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
     return sorted(result, reverse=True)
 
 
+def _allocator_now(device: int) -> tuple[int, int]:
+    """(allocated, reserved) bytes on ``device``: one ``memory_stats_as_nested_dict`` call."""
+    stats = torch.cuda.memory_stats_as_nested_dict(device)
+    return (
+        int(stats["allocated_bytes"]["all"]["current"]),
+        int(stats["reserved_bytes"]["all"]["current"]),
+    )
+
+
+def _pool_total(pid: PoolId) -> int:
+    """Bytes the pool's segments hold now: torch's snapshot of that one pool only."""
+    segments: list[dict[str, Any]] = torch.cuda.memory_snapshot(mempool_id=pid)  # type: ignore[no-untyped-call]
+    return sum(int(segment["total_size"]) for segment in segments)
+
+
 def capture_sweep(
     fn: Callable[..., Any],
     sizes: Sequence[int] | Iterable[int],
@@ -660,6 +678,14 @@ def capture_sweep(
     ``make_input(size)`` builds the static input (a tensor, or a tuple of arguments);
     ``fn`` runs ``warmup`` times per size on a side stream first, then each size is
     captured on that stream with ``torch.cuda.graph`` into ``pool`` (a new pool if None).
+
+    The figures are chained: one allocator reading and one ``cudaMemGetInfo`` after each
+    capture, each capture's growth taken from the reading after the one before it. Between
+    two captures the sweep runs nothing but ``torch.cuda.graph``'s own synchronize and
+    empty-cache, which find nothing to release once the first capture began (the warm-up's
+    cache is emptied before it). The first capture's allocator baseline is read once
+    capture has begun, so the RNG state a first graph allocates outside its pool is not
+    charged to it. Logs listening (``cgmem.graphs()``, marked tests) get the same figures.
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
@@ -677,28 +703,66 @@ def capture_sweep(
     torch.cuda.synchronize()
     warmup_seconds = time.perf_counter() - t0
     handle = pool if pool is not None else torch.cuda.graph_pool_handle()
+    pid = pool_id(handle)
+    device = torch.cuda.current_device()
     graphs: dict[int, Any] = {}
     outputs: dict[int, Any] = {}
-    log = GraphLog().start()
-    t1 = time.perf_counter()
-    try:
-        for size in order:
-            graph = torch.cuda.CUDAGraph()
-            log.label(size)
-            with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
-                outputs[size] = _call(fn, inputs[size])
-            graphs[size] = graph
-    finally:
-        log.stop(measure_pools=False)
-    seconds = time.perf_counter() - t1
     captures: dict[int, Capture] = {}
-    for capture in log.captures:
-        if isinstance(capture.label, int):
-            captures[capture.label] = capture
-    pid = pool_id(handle)
-    if pid is None and log.captures:
-        pid = log.captures[0].pool
-    held = _by_pool(pool_segments()).get(pid, 0) if pid is not None else 0
+    listeners = list(_hooks.listeners)
+    was_busy = _hooks.busy
+    _hooks.busy = True  # the wrappers pass our captures through; we report them below
+    try:
+        t1 = time.perf_counter()
+        torch.cuda.empty_cache()  # the warm-up's cache, before the first driver reading
+        free = _free_bytes(device)
+        allocated = reserved = 0
+        t_end = time.perf_counter()
+        tracking = t_end - t1
+        for number, size in enumerate(order, 1):
+            t_start = time.perf_counter()
+            if number > 1:
+                tracking += t_start - t_end
+            graph: Any = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
+                if number == 1:  # host-side only: safe while capturing
+                    t_read = time.perf_counter()
+                    allocated, reserved = _allocator_now(device)
+                    tracking += time.perf_counter() - t_read
+                outputs[size] = _call(fn, inputs[size])
+            t_end = time.perf_counter()
+            graphs[size] = graph
+            now_allocated, now_reserved = _allocator_now(device)
+            now_free = _free_bytes(device)
+            driver = None if free is None or now_free is None else free - now_free
+            capture = Capture(
+                number,
+                device,
+                pid,
+                now_allocated - allocated,
+                now_reserved - reserved,
+                driver,
+                t_end - t_start,
+                size,
+            )
+            captures[size] = capture
+            allocated, reserved, free = now_allocated, now_reserved, now_free
+            if pid is None:
+                with suppress(Exception):
+                    pid = capture.pool = pool_id(graph.pool())
+            with suppress(Exception):
+                graph._cgmem_device = device
+            for listener in listeners:
+                listener._on_capture(
+                    graph, device, pid, capture.allocated, capture.reserved, driver, capture.seconds
+                )
+        tracking += time.perf_counter() - t_end
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - t1
+    finally:
+        _hooks.busy = was_busy
+    t2 = time.perf_counter()
+    held = _pool_total(pid) if pid is not None else 0
+    tracking += time.perf_counter() - t2
     return SweepResult(
         tuple(order),
         pid,
@@ -710,4 +774,5 @@ def capture_sweep(
         inputs,
         outputs,
         stream,
+        tracking,
     )

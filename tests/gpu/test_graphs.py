@@ -277,6 +277,58 @@ def test_capture_sweep_into_a_given_pool(cgmem):
     assert result.pool != other.pool
 
 
+def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem):
+    """One reading per capture, chained: still each capture's own bytes, seen by every log."""
+    big, small = 1 << 20, 1 << 19  # float32 outputs of exactly 4 MiB and 2 MiB
+    with cgmem.graphs() as log:
+        assert graphs.hooks_installed()
+        result = cgmem.capture_sweep(
+            lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
+        )
+        assert not graphs._hooks.busy
+    assert result.sizes == (big, small)
+    assert result.captures[big].allocated == 4 * MiB  # its output, nothing else
+    assert result.captures[small].allocated == 2 * MiB
+    assert sum(result.bytes.values()) == result.pool_bytes == _pool_segments_total(result.pool)
+    if not _expandable():
+        assert result.bytes[small] == 0  # fits in the 20 MiB segment the first one made
+    assert result.driver_bytes[big] is not None
+    assert result.driver_bytes[big] >= result.bytes[big]  # segments + the instantiated graph
+    assert 0 < result.tracking_seconds < result.seconds
+    seen = [(c.allocated, c.reserved, c.driver, c.pool) for c in log.captures]
+    ours = [result.captures[s] for s in result.sizes]
+    assert seen == [(c.allocated, c.reserved, c.driver, c.pool) for c in ours]
+    assert log.pools == [result.pool]
+    with cgmem.expect_replay() as replays:
+        out = result.replay(big)
+    assert replays.replays == 1
+    torch.cuda.synchronize()
+    assert float(out[0]) == 2.0
+    pool = result.pool
+    result.release()
+    del out
+    assert cgmem.pool_bytes(pool) == 0
+
+
+def test_capture_sweep_restores_the_hooks_when_fn_raises(cgmem):
+    def boom(x):
+        if torch.cuda.is_current_stream_capturing():
+            raise RuntimeError("boom")
+        return x * 2
+
+    with cgmem.graphs() as log:
+        with pytest.raises(RuntimeError, match="boom"):
+            cgmem.capture_sweep(boom, [8], lambda n: torch.ones(n, device="cuda"))
+        assert not graphs._hooks.busy
+        g = torch.cuda.CUDAGraph()
+        x = torch.ones(8, device="cuda")
+        with torch.cuda.graph(g):
+            y = x * 3
+        g.replay()
+    assert len(log.captures) == 1 and log.replays == 1  # the log still sees other graphs
+    del g, y
+
+
 def test_expect_replay_fails_when_the_work_ran_eagerly(cgmem):
     x = torch.ones(1024, device="cuda")
     with pytest.raises(EagerFallback, match="ran eagerly"), cgmem.expect_replay("batch 1024"):
