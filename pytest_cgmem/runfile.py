@@ -45,6 +45,8 @@ def schema() -> dict[str, Any]:
 class TestEntry:
     """One measured test in a run file: its regions, budget, verdicts and baseline findings."""
 
+    __test__ = False  # not a pytest test class
+
     nodeid: str
     outcome: str
     regions: tuple[RegionResult, ...]
