@@ -39,7 +39,10 @@ def parse_tolerance(value: object) -> dict[str, Number]:
         if key in result:
             kind = "relative" if key == "rel" else "absolute"
             raise CgmemUsageError(f"two {kind} tolerances in {value!r}")
-        result[key] = parse_percent(part) if key == "rel" else parse_size(part)
+        try:
+            result[key] = parse_percent(part) if key == "rel" else parse_size(part)
+        except CgmemUsageError as exc:
+            raise CgmemUsageError(f"{usage} ({exc})") from None
     return result
 
 
