@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
 import pytest_cgmem
 from pytest_cgmem import runfile
