@@ -124,7 +124,6 @@ def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
     height = 0.8 / len(metrics)
     palette = {"peak": "#2f6db5", "reserved": "#7fa8d9", "device": "#e39b3b"}
     for k, metric in enumerate(metrics):
-        labelled = False
         for i, row in enumerate(rows):
             value = row["figures"].get(metric)
             y = i + (k - 1) * height
@@ -135,9 +134,7 @@ def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
                     value / _MiB,
                     height=height * 0.9,
                     color=_OVER if over else palette[metric],
-                    label=None if labelled else metric,
                 )
-                labelled = True
             if metric in row["budget"]:
                 ax.plot(
                     [row["budget"][metric] / _MiB] * 2,
@@ -145,11 +142,18 @@ def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
                     color="black",
                     linewidth=2.5,
                 )
-    ax.plot([], [], color="black", linewidth=2.5, label="budget")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Patch(color=palette[m], label=m) for m in metrics]
+    handles.append(Patch(color=_OVER, label="over budget"))
+    handles.append(Line2D([], [], color="black", linewidth=2.5, label="budget"))
     ax.set_yticks(range(len(rows)), [_short(r["name"]) for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("MiB")
-    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Figures per test (red: over budget)", loc="left", fontsize=12)
     return _svg(plt, fig)
@@ -177,10 +181,8 @@ def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> 
             return float(latest.get(name, {}).get(metric) or 0)
 
         chosen = sorted(names, key=size, reverse=True)[:_MAX_LINES]
-        if metric == "graph_pool" and not any(
-            run.get(n, {}).get(metric) for run in series for n in chosen
-        ):
-            continue
+        if not any(run.get(n, {}).get(metric) for run in series for n in chosen):
+            continue  # all zero (no leaks, no graphs): nothing to read in a chart
         fig, ax = plt.subplots(figsize=(5.4, 3.2))
         for name in chosen:
             ys = [
@@ -276,6 +278,12 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
     violations = sum(len(t.get("violations") or []) for t in doc["tests"])
     regressions = sum(len((t.get("baseline") or {}).get("regressions") or []) for t in doc["tests"])
     failed = sum(t.get("outcome") == "failed" for t in doc["tests"])
+    grew = None
+    if len(runs) > 1:
+        from .baseline import compare_runs
+        from .units import Tolerance
+
+        grew = len(compare_runs(runs[-2][1], doc, Tolerance(0.05, 2 * _MiB)).regressions)
     cards = [
         ("tests measured", len(doc["tests"]), ""),
         ("regions", len(rows), ""),
@@ -283,6 +291,8 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
         ("baseline regressions", regressions, "bad" if regressions else "good"),
         ("failed", failed, "bad" if failed else "good"),
     ]
+    if grew is not None:
+        cards.append(("grew >5% since previous run", grew, "bad" if grew else "good"))
     meta = "<br>".join(
         html.escape(line)
         for line in (
