@@ -188,7 +188,7 @@ def build_run(
     tests = sorted(entries, key=lambda e: e.nodeid)
     return {
         "schema": SCHEMA_ID,
-        "created": created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": created or datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "machine": _jsonable(dict(machine)),
         "commit": None if commit is None else _jsonable(dict(commit)),
         "settings": _jsonable(dict(settings or {})),
