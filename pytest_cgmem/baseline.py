@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .budgets import METRICS, Number
+from .budgets import CALL_LABEL, METRICS, Number
 from .results import RegionResult
 from .runfile import figures, region_name
 from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
@@ -92,7 +92,7 @@ class Change:
         spec = METRICS[self.metric]
         word = {"regression": "regressed", "improvement": "improved", "same": "held"}[self.verdict]
         where = f"cuda:{self.index}"
-        region = f" in {self.label!r}" if self.label else ""
+        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
         return (
             f"cgmem: {self.metric} {spec.format(self.value)} {word} from baseline "
             f"{spec.format(self.baseline)} ({self.change_text()}; {describe(self.tolerance)}) "
@@ -197,6 +197,9 @@ class BaselineRegression(AssertionError):
         lines = [c.message for c in self.changes]
         lines.append(f"cgmem: baseline {path}")
         super().__init__("\n".join(lines))
+
+
+BaselineRegression.__module__ = "pytest_cgmem"
 
 
 @dataclass(frozen=True)

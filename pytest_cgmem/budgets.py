@@ -10,6 +10,8 @@ from typing import Literal
 from .units import CgmemUsageError, format_size, parse_count, parse_ratio, parse_size
 
 Kind = Literal["bytes", "count", "ratio"]
+CALL_LABEL = "call"
+"""The label of the region a ``cgmem`` mark measures: the test's call phase."""
 Number = int | float
 
 
@@ -133,13 +135,14 @@ class Violation:
     def message(self) -> str:
         spec = METRICS[self.metric]
         actual, limit = spec.format(self.actual), spec.format(self.limit)
-        if actual == limit and spec.kind == "bytes":
+        close = self.limit and abs(self.actual - self.limit) / self.limit < 0.0005
+        if spec.kind == "bytes" and (actual == limit or close):
             actual, limit = f"{int(self.actual)} B", f"{int(self.limit)} B"
         if self.limit:
             over = f"(+{(self.actual - self.limit) / self.limit * 100:.1f}%)"
         else:
             over = f"(over by {spec.format(self.actual - self.limit)})"
-        region = f" in {self.label!r}" if self.label else ""
+        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
         return (
             f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {self.where}{region}"
         )
@@ -166,3 +169,6 @@ class BudgetExceeded(AssertionError):
     def __init__(self, violations: Iterable[Violation]) -> None:
         self.violations = tuple(violations)
         super().__init__("\n".join(v.message for v in self.violations))
+
+
+BudgetExceeded.__module__ = "pytest_cgmem"

@@ -5,12 +5,18 @@ It imports ``measure`` (and so torch) only when a method is used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .budgets import METRICS, BudgetExceeded, parse_budget
+from .coverage import assert_all_captured, assert_estimate, assert_sizes_covered, uncovered_sizes
 from .results import DeviceFigures, RegionResult
+
+if TYPE_CHECKING:
+    from .graphs import GraphLog, SweepResult
+    from .resize import SteadyFigures, StepFigures
 
 
 class Measurement:
@@ -80,3 +86,111 @@ class CgmemFixture:
             raise
         measurement.result = region.stop()
         self._record(measurement.result)
+
+    # CUDA graphs (pytest_cgmem.graphs, imported on first use) ---------------------------
+    @contextmanager
+    def graphs(self, label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
+        """Log every CUDA graph captured and replayed in the body, whoever captures it.
+
+        ``label`` (a callable, read at each capture) or ``log.label(size)`` names captures.
+        On exit ``log.held_at_exit`` lists the pools still holding memory.
+        """
+        from .graphs import track
+
+        with track(label) as log:
+            yield log
+
+    def capture_sweep(
+        self,
+        fn: Callable[..., Any],
+        sizes: Iterable[int],
+        make_input: Callable[[int], Any],
+        warmup: int = 2,
+        pool: object = None,
+    ) -> SweepResult:
+        """Capture ``fn`` at every size, largest first, into one shared pool."""
+        from .graphs import capture_sweep
+
+        return capture_sweep(fn, sizes, make_input, warmup=warmup, pool=pool)
+
+    def expect_replay(
+        self, what: str | None = None, *, at_least: int = 1
+    ) -> ContextManager[GraphLog]:
+        """Fail (EagerFallback) unless a CUDA graph replay happens in the body."""
+        from .graphs import expect_replay
+
+        return expect_replay(what, at_least=at_least)
+
+    def pool_bytes(self, pool: object, *, release_workspaces: bool = True) -> int:
+        """Bytes a graph pool's segments still hold, after emptying the cache."""
+        from .graphs import pool_bytes
+
+        return pool_bytes(pool, release_workspaces=release_workspaces)
+
+    def assert_pool_released(self, *pools: object, release_workspaces: bool = True) -> None:
+        """Fail (PoolNotReleased) naming every pool that still holds device memory."""
+        from .graphs import assert_pools_released
+
+        assert_pools_released(*pools, release_workspaces=release_workspaces)
+
+    def assert_estimate(
+        self,
+        estimate: object,
+        measured: object,
+        *,
+        rel: object = None,
+        abs: object = None,
+        what: str = "graph memory",
+    ) -> None:
+        """Fail (EstimateMismatch) when ``estimate`` misses ``measured`` by more than
+        ``max(rel * measured, abs)``, printing both numbers and the error."""
+        assert_estimate(estimate, measured, rel=rel, abs=abs, what=what)
+
+    assert_sizes_covered = staticmethod(assert_sizes_covered)
+    assert_all_captured = staticmethod(assert_all_captured)
+    uncovered_sizes = staticmethod(uncovered_sizes)
+
+    def resize_check(
+        self,
+        resize: Callable[[Any], object],
+        sizes: Sequence[Any],
+        slack: int | str | None = None,
+        *,
+        retain: int | str = 0,
+        label: str = "resize_check",
+    ) -> list[StepFigures]:
+        """Call ``resize(n)`` for each size; fail on cached-but-unused or retained bytes.
+
+        After each step, the reserved-but-unused bytes that appeared during the check must
+        stay within ``slack`` (default: the allocator's rounding for the live blocks, see
+        docs/resize.md), and no block allocated by an earlier step may still be allocated
+        once a step allocates new memory (beyond ``retain`` bytes: what you keep on
+        purpose). Raises ResizeCheckFailed (an AssertionError).
+        """
+        __tracebackhide__ = True
+        from .resize import ResizeCheckFailed, run_resize_check
+
+        steps, violations = run_resize_check(resize, sizes, slack, self._record, label, retain)
+        if violations:
+            raise ResizeCheckFailed(violations)
+        return steps
+
+    def steady(
+        self,
+        fn: Callable[[], object],
+        warmup: int = 1,
+        repeat: int = 3,
+        *,
+        label: str = "steady",
+    ) -> list[SteadyFigures]:
+        """After ``warmup`` calls, ``repeat`` more must not grow reserved bytes, segments
+        or allocated bytes. Raises SteadyStateFailed (an AssertionError) naming the metric
+        and its growth per call; returns the figures after warm-up and after each call.
+        """
+        __tracebackhide__ = True
+        from .resize import SteadyStateFailed, run_steady
+
+        base, after, violations = run_steady(fn, warmup, repeat, self._record, label)
+        if violations:
+            raise SteadyStateFailed(violations)
+        return [base, *after]

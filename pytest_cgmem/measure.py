@@ -5,6 +5,7 @@ Imported lazily by the plugin, only when a test asks for GPU memory figures.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
+import torch as torch  # re-exported: other GPU modules use `from .measure import torch`
 
 from .results import DeviceFigures, RegionResult
 
@@ -123,6 +124,22 @@ def _warm_handles() -> None:
     torch.nn.functional.linear(half, half, half[0])
 
 
+def _reset_workspaces(devices: Sequence[int]) -> None:
+    """Leave exactly the current streams' cuBLAS/cuBLASLt workspaces allocated.
+
+    A workspace made earlier for another stream would otherwise sit in the region's
+    baseline and hide a leak of up to its size when the leak check clears it. Dropping
+    them all (as PyTorch's own leak check does) and recreating the current stream's one
+    reuses the cached block: no cudaMalloc, two tiny kernels.
+    """
+    torch._C._cuda_clearCublasWorkspaces()
+    for index in devices:
+        with torch.cuda.device(index):
+            _warm_handles()
+    for index in devices:
+        torch.cuda.synchronize(index)
+
+
 def warm_up(index: int) -> None:
     """Once per process and device: CUDA context, cuBLAS/cuBLASLt handles, NVML.
 
@@ -159,6 +176,9 @@ class Region:
     _t0: float = 0.0
     _open: bool = False
     probes: list[Callable[[int], dict[str, Any]]] = field(default_factory=list)
+    before_leak_check: list[Callable[[int], None]] = field(default_factory=list)
+    track_graphs: bool = True
+    trackers: list[Any] = field(default_factory=list)  # objects with stop(); see graphs.py
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -184,6 +204,7 @@ class Region:
         active = [i for i in watched if i == current or _current(_stats(i), "reserved_bytes") > 0]
         for i in active:
             torch.cuda.synchronize(i)
+        _reset_workspaces(active)
         torch.cuda.empty_cache()
         meter = nvml()
         for i in watched:
@@ -210,8 +231,22 @@ class Region:
             )
         _active.append(self)
         self._open = True
+        if self.track_graphs:
+            self._track_graphs()
         self._t0 = time.perf_counter()
         return self
+
+    def _track_graphs(self) -> None:
+        """Log CUDA graph captures and replays; fills graph_pool, graphs and replays."""
+        from .graphs import GraphLog
+
+        log = GraphLog().start()
+        self.trackers.append(log)
+        self.probes.append(log.figures)
+
+    def _stop_trackers(self) -> None:
+        while self.trackers:
+            self.trackers.pop().stop(measure_pools=False)
 
     def stop(self, error: BaseException | None = None) -> RegionResult:
         """Close the region; always leaves the tracker clean, even when reading fails."""
@@ -219,8 +254,10 @@ class Region:
             raise RuntimeError("cgmem: region was not started")
         seconds = time.perf_counter() - self._t0
         try:
+            self._stop_trackers()
             figures = self._read_all()
         finally:
+            self._stop_trackers()
             self._open = False
             if self in _active:
                 _active.remove(self)
@@ -255,9 +292,11 @@ class Region:
         reserved_peak = start.peak_reserved - start.reserved
         device, source, disturbed = self._device_growth(index, start)
         leak = allocated - start.allocated
-        leak_confirmed = False
+        leak_confirmed, gc_freed = False, 0
         if leak > 0 and self.confirm_leaks:
-            leak, leak_confirmed = self._confirm_leak(index, start)
+            for hook in self.before_leak_check:
+                hook(index)
+            leak, leak_confirmed, gc_freed = self._confirm_leak(index, start)
         extra: dict[str, Any] = {}
         for probe in self.probes:
             extra.update(probe(index))
@@ -277,6 +316,7 @@ class Region:
             disturbed=disturbed,
             ooms=int(stats.get("num_ooms", 0)) - start.ooms,
             leak_confirmed=leak_confirmed,
+            gc_freed=gc_freed,
             **extra,
         )
 
@@ -304,28 +344,29 @@ class Region:
             disturbed = len(changed) > 1 or set(processes) != set(start.processes)
         return (total - free) - used_then, "cudaMemGetInfo", disturbed
 
-    def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool]:
+    def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool, int]:
         """PyTorch's leak check: collect garbage, drop cuBLAS workspaces, empty the cache.
 
         Only reached when allocated bytes grew, so passing tests never pay for gc.
-        Returns the persisting leak and whether the driver's figure grew as well.
+        Returns the persisting leak, whether the driver's figure grew as well, and the
+        bytes garbage collection freed (which may include garbage from before the region).
         """
+        before_gc = _current(_stats(index), "allocated_bytes")
         gc.collect()
-        with torch.cuda.device(index):
-            torch.cuda.synchronize()
-            torch._C._cuda_clearCublasWorkspaces()
-            torch.cuda.empty_cache()
-            _warm_handles()
-            torch.cuda.synchronize()
+        torch.cuda.synchronize(index)
+        gc_freed = before_gc - _current(_stats(index), "allocated_bytes")
+        _reset_workspaces([index])
+        torch.cuda.empty_cache()
         leak = _current(_stats(index), "allocated_bytes") - start.allocated
         if leak <= 0:
-            return 0, False
+            return 0, False, gc_freed
         own_then = nvml().own(start.processes)
         own_now = nvml().own(nvml().processes(index))
         if own_now is not None and own_then is not None:
-            return leak, own_now > own_then
+            return leak, own_now > own_then, gc_freed
         free, total = torch.cuda.mem_get_info(index)
-        return leak, start.used_total is not None and (total - free) > start.used_total
+        grew = start.used_total is not None and (total - free) > start.used_total
+        return leak, grew, gc_freed
 
 
 @contextmanager
@@ -342,6 +383,8 @@ def region(label: str | None = None, devices: Sequence[int] | None = None) -> It
 
 def abandon_all() -> None:
     """Forget every open region (after an interrupted test), so none outlives its test."""
+    for open_region in _active:
+        open_region._stop_trackers()
     _active.clear()
 
 
@@ -367,13 +410,71 @@ def _allocator_backend() -> str:
 
 
 def release_exception_frames(exc: BaseException) -> None:
-    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed."""
-    import traceback
+    """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed.
 
-    traceback.clear_frames(exc.__traceback__)
+    Clears each frame's cached ``f_locals`` snapshot too: pytest reads it (for
+    ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        with contextlib.suppress(Exception):
+            frame.f_locals.clear()
+        with contextlib.suppress(RuntimeError):
+            frame.clear()
+        tb = tb.tb_next
     gc.collect()
     torch.cuda.empty_cache()
 
 
 def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+# Allocator snapshots and history, for failure diagnostics (see diagnose.py, recorder.py).
+
+
+def snapshot() -> dict[str, Any]:
+    """The allocator's state (segments, blocks) and recorded history, as plain data."""
+    return dict(torch.cuda.memory._snapshot())
+
+
+def history_enabled() -> bool:
+    """Whether the allocator records history now (someone else may have switched it on)."""
+    probe = getattr(torch._C, "_cuda_isHistoryEnabled", None)
+    return bool(probe()) if probe is not None else False
+
+
+def start_history(max_entries: int) -> None:
+    """Record alloc/free events with their Python stacks, forgetting earlier history.
+
+    Warms the current device first so that warm-up allocations stay out of the trace.
+    """
+    warm_up(torch.cuda.current_device())
+    record: Any = torch.cuda.memory._record_memory_history
+    try:
+        record("all", context="alloc", stacks="python", max_entries=max_entries, clear_history=True)
+    except TypeError:  # a torch without clear_history
+        record(None)
+        record("all", context="alloc", stacks="python", max_entries=max_entries)
+
+
+def stop_history() -> None:
+    """Stop recording; torch drops the recorded events with it."""
+    record: Any = torch.cuda.memory._record_memory_history
+    record(None)
+
+
+def torch_dir() -> str:
+    return os.path.dirname(os.path.abspath(torch.__file__))
+
+
+def torch_segment_summary(data: dict[str, Any]) -> str | None:
+    """torch's own text rendering of the segments (``_memory_viz.segsum``), where it works."""
+    try:
+        from torch.cuda import _memory_viz
+
+        segsum: Callable[[dict[str, Any]], str] = _memory_viz.segsum
+        return str(segsum(data))
+    except Exception:
+        return None

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from .baseline import Baseline, BaselineRegression, effective, parse_tolerance
-from .budgets import Budget, BudgetExceeded, Violation, metric_help, parse_budget
+from .budgets import CALL_LABEL, Budget, BudgetExceeded, Violation, metric_help, parse_budget
 from .fixture import CgmemFixture
-from .record import Recorder
+from .record import FigureRecorder
 from .report import TestRecord, baseline_summary, header, section, summary
 from .results import RegionResult
 from .runfile import TestEntry, entry_from_dict
@@ -38,6 +38,8 @@ records_key = pytest.StashKey[list[TestRecord]]()
 budget_key = pytest.StashKey[Budget]()
 regions_key = pytest.StashKey[list[RegionResult]]()
 _cuda_key = pytest.StashKey[bool]()
+diagnosis_key = pytest.StashKey[str]()
+_diagnostics_key = pytest.StashKey[Any]()
 
 
 def _dest(name: str) -> str:
@@ -163,24 +165,88 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     budget = item.stash.get(budget_key, None)
     if budget is None:
-        return (yield)
+        if not _measured(item):
+            return (yield)
+        return (yield from _diagnosed_call(item))
     __tracebackhide__ = True
     from . import measure
 
     regions = item.stash.setdefault(regions_key, [])
-    region = measure.Region("call").start()
+    recorder = _recorder(item)
+    region = measure.Region(CALL_LABEL).start()
     try:
-        outcome = yield
-    except BaseException as exc:
-        with contextlib.suppress(Exception):  # the test's own error matters more
-            regions.insert(0, region.stop(exc))
-        raise
-    result = region.stop()
-    regions.insert(0, result)
-    violations = result.check(budget)
-    if violations:
-        raise BudgetExceeded(violations)
+        recorder.start(region)
+        try:
+            outcome = yield
+        except BaseException as exc:
+            with contextlib.suppress(Exception):  # the test's own error matters more
+                regions.insert(0, region.stop(exc))
+            _diagnose(item, recorder, regions, exc)
+            raise
+        result = region.stop()
+        regions.insert(0, result)
+        violations = result.check(budget)
+        if violations:
+            error = BudgetExceeded(violations)
+            _diagnose(item, recorder, regions, error)
+            raise error
+    finally:
+        recorder.close()
     return outcome
+
+
+def _recorder(item: pytest.Item) -> Any:
+    """The test's diagnostics recorder; its settings are worked out once per session."""
+    from .recorder import DiagnosticsConfig, Recorder
+
+    config = item.config.stash.get(_diagnostics_key, None)
+    if config is None:
+        settings = item.config.stash[settings_key]
+        artifacts = None
+        if settings.artifacts is not None:
+            artifacts = item.config.invocation_params.dir / settings.artifacts
+        hidden = [os.path.dirname(pytest.__file__), os.path.dirname(os.path.abspath(__file__))]
+        hidden += [
+            os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
+            for m in ("_pytest", "pluggy")
+        ]
+        config = item.config.stash[_diagnostics_key] = DiagnosticsConfig(
+            history=settings.history,
+            history_entries=settings.history_entries,
+            stacks=settings.stacks,
+            artifacts=artifacts,
+            hidden_dirs=tuple(h for h in hidden if h),
+            roots=(str(item.config.rootpath), str(item.config.invocation_params.dir)),
+        )
+    return Recorder(config, item.nodeid)
+
+
+def _diagnose(
+    item: pytest.Item, recorder: Any, regions: list[RegionResult], exc: BaseException
+) -> None:
+    """Failing path only: snapshot the allocator and keep the text for the cgmem section."""
+    if not isinstance(exc, (Exception, pytest.fail.Exception)):
+        return  # skip, xfail, exit, KeyboardInterrupt: nothing to diagnose
+    try:
+        failure = f"{type(exc).__name__}: {exc}"
+        item.stash[diagnosis_key] = recorder.diagnose(regions, failure)
+    except Exception as error:  # diagnostics must never hide the test's own failure
+        item.stash[diagnosis_key] = f"diagnostics failed: {type(error).__name__}: {error}"
+
+
+def _diagnosed_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """A test using the cgmem fixture: history if asked, a snapshot if it fails."""
+    __tracebackhide__ = True
+    recorder = _recorder(item)
+    try:
+        recorder.start()
+        try:
+            return (yield)
+        except BaseException as exc:
+            _diagnose(item, recorder, item.stash.get(regions_key, []), exc)
+            raise
+    finally:
+        recorder.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -205,7 +271,11 @@ def _after_call(item: pytest.Item, call: pytest.CallInfo[None], report: pytest.T
             TestRecord(item.nodeid, report.outcome, tuple(regions))
         )
         if report.failed:
-            report.sections.append(("cgmem", section(regions, budget)))
+            text = section(regions, budget)
+            diagnosis = item.stash.get(diagnosis_key, None)
+            if diagnosis:
+                text += "\n" + diagnosis
+            report.sections.append(("cgmem", text))
     excinfo = call.excinfo
     if excinfo is not None and "pytest_cgmem.measure" in sys.modules:
         measure = sys.modules["pytest_cgmem.measure"]
@@ -265,10 +335,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def cgmem_record(request: pytest.FixtureRequest) -> Recorder:
+def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     """Record figures measured elsewhere as a region of this test (needs no CUDA):
     ``cgmem_record("server", peak="1.2 GiB", device=...)``."""
-    return Recorder(request.node.stash.setdefault(regions_key, []).append)
+    return FigureRecorder(request.node.stash.setdefault(regions_key, []).append)
 
 
 _verdict_key = pytest.StashKey[tuple[dict[str, Any], tuple[str | None, ...], Any, Any]]()
@@ -323,8 +393,8 @@ class _Results:
         marked = item.stash.get(budget_key, None)
         budget = marked if marked is not None else self.settings.budget
         checked: list[str | None] = []
-        if marked is not None and regions[0].label == "call":
-            checked.append("call")
+        if marked is not None and regions[0].label == CALL_LABEL:
+            checked.append(CALL_LABEL)
         violations: list[Violation] = []
         for region in regions:
             if region.extra.get("recorded"):

@@ -16,7 +16,7 @@ from .units import CgmemUsageError
 _OPTIONAL = ("device", "non_torch", "reserved_ratio")
 
 
-class Recorder:
+class FigureRecorder:
     """``cgmem_record("load", peak="1.2 GiB", reserved=..., device_index=0)``.
 
     Each keyword is a metric name with a value as in a budget (an int is bytes, a string

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .budgets import METRICS, Budget
+from .budgets import CALL_LABEL, METRICS, Budget
 from .results import RegionResult
 
 
@@ -55,17 +55,31 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     f"  note: CUDA out of memory ({figures.ooms}x) inside the region; "
                     "figures are those measured up to the failure"
                 )
+            if figures.gc_freed:
+                lines.append(
+                    f"  note: the leak check's garbage collection freed "
+                    f"{METRICS['peak'].format(figures.gc_freed)}; garbage left from before "
+                    "the region counts in its start figure and can offset a leak"
+                )
             if figures.leak and not figures.leak_confirmed:
                 lines.append(
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+        lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")
     return "\n".join(lines)
 
 
 _SUMMARY_METRICS = ("peak", "reserved", "leak", "device", "non_torch")
+_GRAPH_METRICS = ("graph_pool", "graphs", "replays")
+
+
+def _summary_metrics(records: Sequence[TestRecord]) -> tuple[str, ...]:
+    """The summary's columns; the graph ones only when some region captured or replayed."""
+    graphs = any(r.metric("graphs") or r.metric("replays") for rec in records for r in rec.regions)
+    return _SUMMARY_METRICS + (_GRAPH_METRICS if graphs else ())
 
 
 def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
@@ -73,7 +87,8 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     if limit <= 0 or not records:
         return []
     ranked = sorted(records, key=lambda r: r.peak, reverse=True)[:limit]
-    header = f"{'test':<60}" + "".join(f"{m:>12}" for m in _SUMMARY_METRICS)
+    columns = _summary_metrics(ranked)
+    header = f"{'test':<60}" + "".join(f"{m:>12}" for m in columns)
     lines = [
         f"{len(records)} measured test(s), largest peak first"
         + (f" (top {limit})" if len(records) > limit else ""),
@@ -83,12 +98,12 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
         for result in record.regions:
             name = (
                 record.nodeid
-                if not result.label or result.label == "call"
+                if result.label in (None, CALL_LABEL)
                 else (f"{record.nodeid} [{result.label}]")
             )
             if len(name) > 59:
                 name = "..." + name[-56:]
-            cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in _SUMMARY_METRICS)
+            cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)
             lines.append(f"{name:<60}{cells}")
     return lines
 

@@ -31,6 +31,7 @@ class DeviceFigures:
     disturbed: bool = False
     ooms: int = 0
     leak_confirmed: bool = False
+    gc_freed: int = 0
 
     @property
     def where(self) -> str:

@@ -50,6 +50,24 @@ def parse_summary(value: object) -> int:
     return int(text)
 
 
+def parse_positive(value: object) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise CgmemUsageError(f"expected a whole number >= 1, got {value!r}")
+    return int(text)
+
+
+def parse_dir(value: object) -> str:
+    text = str(value).strip()
+    if not text:
+        raise CgmemUsageError("expected a directory path, got an empty value")
+    return text
+
+
+DEFAULT_HISTORY_ENTRIES = 100_000
+DEFAULT_STACKS = 4
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its CLI flag, ini key, help, parser and default."""
@@ -147,6 +165,40 @@ OPTIONS: tuple[Option, ...] = (
         None,
         metavar="LIST",
     ),
+    Option(
+        "history",
+        "record the allocator's history (torch.cuda.memory._record_memory_history) while "
+        "measured tests run; a failure then lists the allocation sites live at the peak "
+        "and those of leaked blocks",
+        parse_bool,
+        False,
+        flag=True,
+    ),
+    Option(
+        "history_entries",
+        "with --cgmem-history: keep at most N alloc/free events per test "
+        f"(default {DEFAULT_HISTORY_ENTRIES})",
+        parse_positive,
+        DEFAULT_HISTORY_ENTRIES,
+        metavar="N",
+    ),
+    Option(
+        "stacks",
+        f"frames shown per allocation site in failure reports (default {DEFAULT_STACKS}); "
+        "frames of torch, pytest and pytest-cgmem are skipped",
+        parse_positive,
+        DEFAULT_STACKS,
+        metavar="N",
+    ),
+    Option(
+        "artifacts",
+        "write, for each failing measured test, an allocator snapshot pickle (opens in "
+        "pytorch.org/memory_viz), a self-contained HTML trace and a text segment summary "
+        "into DIR",
+        parse_dir,
+        None,
+        metavar="DIR",
+    ),
 )
 
 
@@ -162,6 +214,10 @@ class Settings:
     tolerance: float = 0.05
     tolerance_abs: int = 2 * 2**20
     devices: tuple[str, ...] | str | None = None
+    history: bool = False
+    history_entries: int = DEFAULT_HISTORY_ENTRIES
+    stacks: int = DEFAULT_STACKS
+    artifacts: str | None = None
 
 
 def resolve(cli: Mapping[str, object], ini: Mapping[str, object]) -> Settings:

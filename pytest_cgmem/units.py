@@ -61,7 +61,7 @@ def format_size(num_bytes: float) -> str:
         return f"{sign}{int(size)} B"
     for unit in _BINARY_STEPS[1:]:
         size /= 1024
-        if size < 1024 or unit == _BINARY_STEPS[-1]:
+        if round(size, 2) < 1024 or unit == _BINARY_STEPS[-1]:
             return f"{sign}{size:.2f} {unit}"
     raise AssertionError("unreachable")
 

@@ -19,7 +19,7 @@ MiB = 2**20
 SUITE = """
 import os
 import pytest
-from pytest_cgmem.baseline import BaselineRegression
+from pytest_cgmem import BaselineRegression
 
 def figure(name, default):
     return os.environ.get(name, default)

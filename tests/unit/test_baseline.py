@@ -98,7 +98,7 @@ def test_message() -> None:
     (change,) = compare_one(KEY, {"peak": 1024 * MiB}, {"peak": 1536 * MiB}, DEFAULT)
     assert change.message == (
         "cgmem: peak 1.50 GiB regressed from baseline 1.00 GiB (+512.00 MiB, +50.0%; "
-        "tolerance 5% or 2.00 MiB) on cuda:0 in 'call'"
+        "tolerance 5% or 2.00 MiB) on cuda:0"
     )
     error = BaselineRegression([change], "base.json")
     assert isinstance(error, AssertionError)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_cgmem.record import Recorder
+from pytest_cgmem.record import FigureRecorder
 from pytest_cgmem.results import DeviceFigures, RegionResult
 from pytest_cgmem.units import CgmemUsageError
 
@@ -13,7 +13,7 @@ MiB = 2**20
 
 def test_record_figures() -> None:
     got: list[RegionResult] = []
-    result = Recorder(got.append)(
+    result = FigureRecorder(got.append)(
         "server", peak="1.5 GiB", device="2 GiB", graphs=3, device_index=1
     )
     assert got == [result]
@@ -29,7 +29,7 @@ def test_record_a_region_result() -> None:
     region = RegionResult(
         "sub", (DeviceFigures(0, 1, 2, 3, None, None, None),), 0.5, extra={"a": 1}
     )
-    result = Recorder(got.append)(region)
+    result = FigureRecorder(got.append)(region)
     assert result.devices == region.devices and result.extra["a"] == 1
     assert "peak" in result.extra["recorded"]
 
@@ -47,4 +47,4 @@ def test_record_a_region_result() -> None:
 )
 def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(CgmemUsageError, match=message):
-        Recorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
+        FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]

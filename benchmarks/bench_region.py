@@ -1,0 +1,62 @@
+"""Where a measured region's time goes: each step of start/stop timed on its own.
+
+Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000]``. Prints µs per call,
+median of five batches, for the whole region and for the torch/NVML calls it makes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from pytest_cgmem import measure
+
+
+def per_call_us(fn: Callable[[], object], n: int) -> float:
+    fn()
+    batches = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        batches.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=2000)
+    n = parser.parse_args().n
+    x = torch.ones(256, device="cuda")
+    measure.warm_up(0)
+    meter = measure.nvml()
+
+    def region(track_graphs: bool = True) -> None:
+        r = measure.Region("bench", track_graphs=track_graphs).start()
+        (x * 2).sum()
+        r.stop()
+
+    rows = [
+        ("region start+stop (as a marked test)", lambda: region()),
+        ("region without graph tracking", lambda: region(False)),
+        ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
+        ("warm handles (2 tiny kernels)", measure._warm_handles),
+        ("memory_stats_as_nested_dict", lambda: torch.cuda.memory_stats_as_nested_dict(0)),
+        ("synchronize", lambda: torch.cuda.synchronize(0)),
+        ("empty_cache", torch.cuda.empty_cache),
+        ("reset_peak_memory_stats", lambda: torch.cuda.reset_peak_memory_stats(0)),
+        ("mem_get_info", lambda: torch.cuda.mem_get_info(0)),
+        ("NVML per-process list", lambda: meter.processes(0)),
+        ("tiny op (x * 2).sum()", lambda: (x * 2).sum()),
+    ]
+    print(f"{'step':<42}{'µs per call':>12}")
+    for name, fn in rows:
+        print(f"{name:<42}{per_call_us(fn, n):>12.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""Times every test's whole protocol (setup, call, teardown) and prints ms per test by variant.
+
+Variants run interleaved (round robin) so that drift in the machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+
+_times = pytest.StashKey[dict[str, list[float]]]()
+
+
+def _variant(item: pytest.Item) -> str:
+    return getattr(item, "originalname", item.name).removeprefix("test_")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_times] = defaultdict(list)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    groups: dict[str, list[pytest.Item]] = defaultdict(list)
+    for item in items:
+        groups[_variant(item)].append(item)
+    interleaved = []
+    for row in zip(*groups.values(), strict=False):
+        interleaved.extend(row)
+    items[:] = interleaved
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        item.config.stash[_times][_variant(item)].append(time.perf_counter() - start)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    times = config.stash[_times]
+    if not times:
+        return
+    plain = statistics.mean(times["plain"]) if "plain" in times else None
+    rows = []
+    terminalreporter.write_sep("=", "overhead per test (whole protocol)")
+    head = ("variant", "tests", "mean ms", "median ms", "over plain ms", "x plain")
+    terminalreporter.write_line("{:<12}{:>6}{:>10}{:>11}{:>15}{:>9}".format(*head))
+    for name, values in times.items():
+        mean = statistics.mean(values) * 1000
+        median = statistics.median(values) * 1000
+        over = "" if plain is None else f"{mean - plain * 1000:.3f}"
+        ratio = "" if plain is None else f"{mean / (plain * 1000):.2f}"
+        rows.append({"variant": name, "tests": len(values), "mean_ms": mean, "median_ms": median})
+        terminalreporter.write_line(
+            f"{name:<12}{len(values):>6}{mean:>10.3f}{median:>11.3f}{over:>15}{ratio:>9}"
+        )
+    target = os.environ.get("CGMEM_BENCH_JSON")
+    if target:
+        with open(target, "w") as f:
+            json.dump(rows, f, indent=2)

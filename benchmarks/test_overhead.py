@@ -1,0 +1,93 @@
+"""300 tiny GPU tests in four variants, side by side in one run.
+
+- plain: no memory check at all
+- marked: ``@pytest.mark.cgmem`` with a peak and leak budget
+- leakcheck: PyTorch's ``CudaMemoryLeakCheck`` style (gc, cuBLAS workspace clear,
+  empty cache, allocator and driver figures on each side)
+- vllm: vLLM's ``memory_profiling`` style (gc, empty cache, reset peaks and a full
+  memory snapshot on each side)
+
+Run: ``pytest benchmarks -p no:randomly -q`` on a GPU machine (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("benchmarks need a CUDA device", allow_module_level=True)
+
+COUNT = 300
+RANGE = range(COUNT)
+
+
+def tiny_gpu_work() -> None:
+    x = torch.ones(256, device="cuda")
+    (x * 2 + 1).sum()
+
+
+@pytest.fixture
+def leakcheck() -> Iterator[None]:
+    def figures() -> tuple[int, int]:
+        gc.collect()
+        torch._C._cuda_clearCublasWorkspaces()
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize()
+        free, _ = torch.cuda.mem_get_info()
+        return torch.cuda.memory_allocated(), free
+
+    before = figures()
+    yield
+    after = figures()
+    assert after[0] == before[0], "leak"
+
+
+@pytest.fixture
+def vllm_profile() -> Iterator[None]:
+    def snapshot() -> dict[str, int]:
+        torch.cuda.synchronize()
+        stats = torch.cuda.memory_stats()
+        free, total = torch.cuda.mem_get_info()
+        return {
+            "torch_peak": stats.get("allocated_bytes.all.peak", 0),
+            "torch_memory": torch.cuda.memory_reserved(),
+            "cuda_memory": total - free,
+        }
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = snapshot()
+    yield
+    gc.collect()
+    torch.cuda.empty_cache()
+    after = snapshot()
+    non_torch = (after["cuda_memory"] - before["cuda_memory"]) - (
+        after["torch_memory"] - before["torch_memory"]
+    )
+    assert after["torch_peak"] - before["torch_peak"] >= 0 and isinstance(non_torch, int)
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_plain(i: int) -> None:
+    tiny_gpu_work()
+
+
+@pytest.mark.cgmem(peak="1 MiB", leak=0)
+@pytest.mark.parametrize("i", RANGE)
+def test_marked(i: int) -> None:
+    tiny_gpu_work()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_leakcheck(i: int, leakcheck: None) -> None:
+    tiny_gpu_work()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_vllm(i: int, vllm_profile: None) -> None:
+    tiny_gpu_work()

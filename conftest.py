@@ -1,0 +1,36 @@
+"""Project-wide test setup: GPU tests run where a CUDA device is, and skip visibly elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+GPU_REASON = "no CUDA device: GPU tests run on a GPU machine (scripts/gpu-check)"
+_cuda = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--gpu",
+        action="store_true",
+        default=False,
+        help="GPU tests must run: error instead of skipping them when no CUDA device is found",
+    )
+
+
+def _cuda_available(config: pytest.Config) -> bool:
+    if _cuda not in config.stash:
+        try:
+            import torch
+
+            config.stash[_cuda] = bool(torch.cuda.is_available())
+        except ImportError:
+            config.stash[_cuda] = False
+    return config.stash[_cuda]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("gpu") is None or _cuda_available(item.config):
+        return
+    if item.config.getoption("--gpu"):
+        pytest.fail(f"--gpu given but {GPU_REASON}", pytrace=False)
+    pytest.skip(GPU_REASON)

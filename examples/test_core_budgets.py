@@ -1,0 +1,124 @@
+"""Demo: peak, leak and non-torch budgets on engine-style code.
+
+Each buggy twin is a strict xfail raising the plugin's BudgetExceeded: the suite passes
+only when pytest-cgmem catches the bug. Run on a GPU: ``pytest examples``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_cgmem import BudgetExceeded, CgmemFixture
+
+torch = pytest.importorskip("torch")
+
+MiB = 2**20
+caught = pytest.mark.xfail(strict=True, raises=BudgetExceeded, reason="the plugin catches it")
+
+
+class BlockCache:
+    """A per-request KV block cache, as a serving engine keeps one."""
+
+    def __init__(self, release_on_finish: bool) -> None:
+        self.blocks: dict[int, torch.Tensor] = {}
+        self.release_on_finish = release_on_finish
+
+    def serve(self, request_id: int, tokens: int) -> None:
+        self.blocks[request_id] = torch.empty(tokens, 1024, dtype=torch.float16, device="cuda")
+        if self.release_on_finish:
+            del self.blocks[request_id]
+
+
+SERVER_CACHE = BlockCache(release_on_finish=False)
+
+
+@caught
+@pytest.mark.cgmem(leak=0)
+def test_finished_requests_keep_their_blocks() -> None:
+    for request_id in range(4):
+        SERVER_CACHE.serve(request_id, tokens=512)
+
+
+@pytest.mark.cgmem(leak=0)
+def test_finished_requests_release_their_blocks() -> None:
+    cache = BlockCache(release_on_finish=True)
+    for request_id in range(4):
+        cache.serve(request_id, tokens=512)
+
+
+def attention_scores_fp32(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Upcasts the whole score matrix to fp32 before softmax: 2x the fp16 bytes, twice."""
+    return torch.softmax((q @ k.T).float(), dim=-1).half()
+
+
+def attention_scores_chunked(q: torch.Tensor, k: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    out = torch.empty(q.shape[0], k.shape[0], dtype=q.dtype, device=q.device)
+    for start in range(0, q.shape[0], chunk):
+        scores = q[start : start + chunk] @ k.T
+        out[start : start + chunk] = torch.softmax(scores.float(), dim=-1)
+    return out
+
+
+def _qk() -> tuple[torch.Tensor, torch.Tensor]:
+    q = torch.randn(4096, 128, dtype=torch.float16, device="cuda")
+    return q, q.clone()
+
+
+# the output is 32 MiB (fp16 4096x4096); a 256-row fp32 chunk adds ~10 MiB of temporaries,
+# while upcasting the whole matrix needs ~160 MiB
+@caught
+@pytest.mark.cgmem(peak="64 MiB")
+def test_scores_materialised_in_fp32() -> None:
+    q, k = _qk()
+    attention_scores_fp32(q, k)
+
+
+@pytest.mark.cgmem(peak="64 MiB")
+def test_scores_in_chunks() -> None:
+    q, k = _qk()
+    attention_scores_chunked(q, k)
+
+
+@caught
+def test_prefill_phase_over_its_budget(cgmem: CgmemFixture) -> None:
+    q, k = _qk()
+    with cgmem.measure("prefill") as m:
+        attention_scores_fp32(q, k)
+    m.check(peak="64 MiB")
+
+
+def test_prefill_phase_within_its_budget(cgmem: CgmemFixture) -> None:
+    q, k = _qk()
+    with cgmem.measure("prefill") as m:
+        attention_scores_chunked(q, k)
+    m.check(peak="64 MiB", leak=0)
+    assert m.peak >= 32 * MiB  # the output itself
+
+
+class CupyScratch:
+    """A scratch buffer from another library's allocator: invisible to torch's figures."""
+
+    def __init__(self, free_after: bool) -> None:
+        self.free_after = free_after
+        self.buffer: object = None
+
+    def run(self, nbytes: int) -> None:
+        cupy = pytest.importorskip("cupy")
+        self.buffer = cupy.empty(nbytes, dtype=cupy.uint8)
+        if self.free_after:
+            self.buffer = None
+            cupy.get_default_memory_pool().free_all_blocks()
+
+
+HELD_SCRATCH = CupyScratch(free_after=False)
+
+
+@caught
+@pytest.mark.cgmem(non_torch="16 MiB")
+def test_scratch_outside_torch_is_kept() -> None:
+    HELD_SCRATCH.run(128 * MiB)
+
+
+@pytest.mark.cgmem(non_torch="16 MiB")
+def test_scratch_outside_torch_is_returned() -> None:
+    CupyScratch(free_after=True).run(128 * MiB)

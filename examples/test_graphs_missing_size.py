@@ -1,0 +1,49 @@
+"""Bug class: an off-stride maximum batch never captured (vLLM PR 40734).
+
+Capture sizes came from ``range(8, max_num_batched_tokens + 1, 8)``; with
+``max_num_batched_tokens=500`` the largest captured size is 496, so the largest batches
+found no graph and ran eagerly, 3x slower. The config check runs anywhere (no GPU); the
+runtime check proves the largest batch really replays a graph.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from graph_runner import GraphRunner, RunnerConfig
+
+from pytest_cgmem import EagerFallback, SizesNotCovered, assert_sizes_covered
+
+BUGGY = RunnerConfig(max_num_batched_tokens=500, bugs=frozenset({"off_stride"}))
+FIXED = RunnerConfig(max_num_batched_tokens=500)
+
+
+def _config_covers_every_batch(config: RunnerConfig) -> None:
+    assert_sizes_covered(config.capture_sizes(), range(1, config.max_num_batched_tokens + 1))
+
+
+@pytest.mark.xfail(strict=True, raises=SizesNotCovered, reason="500 is off the stride of 8")
+def test_config_covers_every_batch_buggy():
+    _config_covers_every_batch(BUGGY)
+
+
+def test_config_covers_every_batch_fixed():
+    _config_covers_every_batch(FIXED)
+
+
+def _largest_batch_replays(cgmem, config: RunnerConfig) -> None:
+    runner = GraphRunner(config)
+    runner.capture()
+    x = torch.randn(config.max_num_batched_tokens, config.hidden, device="cuda").half()
+    with cgmem.expect_replay(f"batch of {config.max_num_batched_tokens} tokens"):
+        out = runner.run(x)
+    assert out.shape == x.shape
+
+
+@pytest.mark.xfail(strict=True, raises=EagerFallback, reason="the largest batch runs eagerly")
+def test_largest_batch_replays_buggy(cgmem):
+    _largest_batch_replays(cgmem, BUGGY)
+
+
+def test_largest_batch_replays_fixed(cgmem):
+    _largest_batch_replays(cgmem, FIXED)

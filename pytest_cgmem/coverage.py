@@ -1,0 +1,299 @@
+"""Pure CUDA graph checks: capture-size coverage, silent capping, estimate vs truth.
+
+Usable with no GPU (config tests run them on CPU runners). Each check returns a record
+with its message, or None; the ``assert_*`` functions raise it as an AssertionError
+subclass, so a buggy example can be ``xfail(strict=True, raises=SizesNotCovered)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .units import CgmemUsageError, format_size, parse_percent, parse_size
+
+__all__ = [
+    "EagerFallback",
+    "EstimateMismatch",
+    "EstimateViolation",
+    "GraphCheckError",
+    "PoolNotReleased",
+    "SizeViolation",
+    "SizesNotCaptured",
+    "SizesNotCovered",
+    "assert_all_captured",
+    "assert_estimate",
+    "assert_sizes_covered",
+    "check_all_captured",
+    "check_estimate",
+    "check_sizes_covered",
+    "format_sizes",
+    "pad_to_captured",
+    "uncovered_sizes",
+]
+
+_SHOWN = 20
+
+
+class GraphCheckError(AssertionError):
+    """Base of the CUDA graph check failures; its message says what went wrong."""
+
+
+class SizesNotCovered(GraphCheckError):
+    """Runtime sizes pad to no captured CUDA graph size: they run eagerly."""
+
+    def __init__(self, violation: SizeViolation) -> None:
+        self.violation = violation
+        self.sizes = violation.sizes
+        super().__init__(violation.message)
+
+
+class SizesNotCaptured(GraphCheckError):
+    """Requested capture sizes that were never captured (silent capping)."""
+
+    def __init__(self, violation: SizeViolation) -> None:
+        self.violation = violation
+        self.sizes = violation.sizes
+        super().__init__(violation.message)
+
+
+class EstimateMismatch(GraphCheckError):
+    """An estimate of graph memory missed the measured figure by more than allowed."""
+
+    def __init__(self, violation: EstimateViolation) -> None:
+        self.violation = violation
+        super().__init__(violation.message)
+
+
+class EagerFallback(GraphCheckError):
+    """Work expected to replay a CUDA graph ran with no replay: it ran eagerly."""
+
+
+class PoolNotReleased(GraphCheckError):
+    """A CUDA graph pool still holds device memory after it should have been released."""
+
+    def __init__(self, message: str, held: dict[tuple[int, int], int]) -> None:
+        self.held = held
+        super().__init__(message)
+
+
+def _sizes(values: Iterable[object], what: str) -> list[int]:
+    """Validated sizes: whole numbers >= 1 (bools and floats are refused)."""
+    if isinstance(values, (str, bytes)):
+        raise CgmemUsageError(f"{what}: expected a collection of sizes, got {values!r}")
+    result = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            # numpy / torch integers expose __index__; anything else is refused
+            index = getattr(value, "__index__", None)
+            if isinstance(value, bool) or index is None:
+                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {value!r}")
+            value = index()
+        assert isinstance(value, int)
+        if value < 1:
+            raise CgmemUsageError(f"{what}: sizes are >= 1, got {value!r}")
+        result.append(value)
+    return result
+
+
+def format_sizes(sizes: Iterable[int], shown: int = _SHOWN) -> str:
+    """``1, 2, 4, 8..12, 513..1024`` — runs of consecutive sizes collapsed, at most
+    ``shown`` items, then ``... (N more sizes)``."""
+    ordered = sorted(set(sizes))
+    runs: list[tuple[int, int]] = []
+    for size in ordered:
+        if runs and size == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], size)
+        else:
+            runs.append((size, size))
+    items = []
+    for first, last in runs:
+        if first == last:
+            items.append(str(first))
+        elif last == first + 1:
+            items.extend((str(first), str(last)))
+        else:
+            items.append(f"{first}..{last}")
+    if len(items) <= shown:
+        return ", ".join(items)
+    rest = 0
+    text = ", ".join(items[:shown])
+    for item in items[shown:]:
+        first_s, _, last_s = item.partition("..")
+        rest += int(last_s) - int(first_s) + 1 if last_s else 1
+    return f"{text}, ... ({rest} more size{'s' if rest != 1 else ''})"
+
+
+def pad_to_captured(captured: Iterable[int], size: int) -> int | None:
+    """The captured size a runtime ``size`` pads up to (the smallest captured >= it)."""
+    candidates = [c for c in _sizes(captured, "captured") if c >= size]
+    return min(candidates) if candidates else None
+
+
+def uncovered_sizes(captured: Iterable[int], runtime: Iterable[int]) -> list[int]:
+    """Runtime sizes that pad to no captured size — larger than the largest captured.
+
+    A runtime batch pads up to the smallest captured size that holds it; a batch larger
+    than every captured size has no graph and runs eagerly. Sorted, without repeats.
+    """
+    caps = _sizes(captured, "captured")
+    largest = max(caps, default=0)
+    return sorted({s for s in _sizes(runtime, "runtime") if s > largest})
+
+
+@dataclass(frozen=True)
+class SizeViolation:
+    """Sizes a graph check found missing, with the message a user sees."""
+
+    kind: str  # "uncovered" or "not_captured"
+    sizes: tuple[int, ...]
+    largest_captured: int | None
+    message: str
+
+
+def check_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> SizeViolation | None:
+    """None when every runtime size pads to a captured size, else what runs eagerly."""
+    caps = _sizes(captured, "captured")
+    missing = uncovered_sizes(caps, runtime)
+    if not missing:
+        return None
+    largest = max(caps, default=None)
+    where = (
+        f"largest captured size is {largest}"
+        if largest is not None
+        else "no size was captured at all"
+    )
+    n = len(missing)
+    message = (
+        f"cgmem: {n} runtime size{'s' if n != 1 else ''} pad{'s' if n == 1 else ''} to no "
+        f"captured CUDA graph size and will run eagerly: {format_sizes(missing)} ({where}; "
+        f"capture {missing[-1]} or cap the runtime size at {largest or 'a captured size'})"
+    )
+    return SizeViolation("uncovered", tuple(missing), largest, message)
+
+
+def assert_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> None:
+    """Raise SizesNotCovered listing the runtime sizes larger than every captured size."""
+    violation = check_sizes_covered(captured, runtime)
+    if violation is not None:
+        raise SizesNotCovered(violation)
+
+
+def check_all_captured(requested: Iterable[int], captured: Iterable[int]) -> SizeViolation | None:
+    """None when every requested size was captured, else the ones that were dropped."""
+    wanted = set(_sizes(requested, "requested"))
+    got = set(_sizes(captured, "captured"))
+    missing = sorted(wanted - got)
+    if not missing:
+        return None
+    largest = max(got, default=None)
+    n = len(missing)
+    capped = ""
+    if largest is not None and missing[0] > largest:
+        capped = f"; every missing size is above {largest}: the sizes look silently capped"
+    message = (
+        f"cgmem: {n} requested CUDA graph capture size{'s were' if n != 1 else ' was'} never "
+        f"captured: {format_sizes(missing)} (captured {len(wanted & got)} of {len(wanted)} "
+        f"requested{capped})"
+    )
+    return SizeViolation("not_captured", tuple(missing), largest, message)
+
+
+def assert_all_captured(requested: Iterable[int], captured: Iterable[int]) -> None:
+    """Raise SizesNotCaptured listing the requested sizes that were never captured."""
+    violation = check_all_captured(requested, captured)
+    if violation is not None:
+        raise SizesNotCaptured(violation)
+
+
+@dataclass(frozen=True)
+class EstimateViolation:
+    """An estimate held against the measured truth, and by how much it missed."""
+
+    what: str
+    estimate: int
+    measured: int
+    allowed: float
+    message: str
+
+    @property
+    def error(self) -> int:
+        return self.estimate - self.measured
+
+
+def _tolerance(rel: object, abs_: object) -> tuple[float, int]:
+    try:
+        fraction = 0.0 if rel is None else parse_percent(rel)
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"rel={rel!r}: {exc}") from None
+    try:
+        slack = 0 if abs_ is None else parse_size(abs_)
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"abs={abs_!r}: {exc}") from None
+    return fraction, slack
+
+
+def check_estimate(
+    estimate: object,
+    measured: object,
+    *,
+    rel: object = None,
+    abs: object = None,
+    what: str = "graph memory",
+) -> EstimateViolation | None:
+    """None when ``estimate`` is within ``max(rel * measured, abs)`` of ``measured``.
+
+    ``rel`` is a fraction (``0.05``) or a percentage (``"5%"``); ``abs`` is bytes (an int or
+    ``"16 MiB"``). With neither given the estimate must be exact. Both sides are bytes.
+    """
+    fraction, slack = _tolerance(rel, abs)
+    est, meas = _bytes(estimate, "estimate"), _bytes(measured, "measured")
+    allowed = max(fraction * meas, float(slack))
+    error = est - meas
+    if -allowed <= error <= allowed:
+        return None
+    sign = "+" if error > 0 else "-"
+    abs_error = -error if error < 0 else error
+    pct = (
+        f"{sign}{-error / meas * 100 if error < 0 else error / meas * 100:.1f}%" if meas else "n/a"
+    )
+    word = "over" if error > 0 else "under"
+    limits = []
+    if rel is not None:
+        limits.append(f"rel={fraction * 100:g}%")
+    if abs is not None:
+        limits.append(f"abs={format_size(slack)}")
+    message = (
+        f"cgmem: {what} estimate {format_size(est)} misses the measured {format_size(meas)} "
+        f"by {sign}{format_size(abs_error)} ({pct}, {word}-estimate); "
+        f"allowed {' or '.join(limits) or 'an exact match'} = {format_size(allowed)}"
+        f" [estimate {est} B, measured {meas} B]"
+    )
+    return EstimateViolation(what, est, meas, allowed, message)
+
+
+def _bytes(value: object, name: str) -> int:
+    """Bytes from an int, a float (rounded) or a size string; never negative."""
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise CgmemUsageError(f"{name}: expected bytes >= 0, got {value!r}")
+        return round(value)
+    try:
+        return parse_size(value)
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"{name}: {exc}") from None
+
+
+def assert_estimate(
+    estimate: object,
+    measured: object,
+    *,
+    rel: object = None,
+    abs: object = None,
+    what: str = "graph memory",
+) -> None:
+    """Raise EstimateMismatch when ``estimate`` misses ``measured`` by more than allowed."""
+    violation = check_estimate(estimate, measured, rel=rel, abs=abs, what=what)
+    if violation is not None:
+        raise EstimateMismatch(violation)

@@ -1,0 +1,713 @@
+"""CUDA graph tracking: captures, replays and pools; capture sweeps; eager-fallback checks.
+
+GPU side, imported lazily (never at plugin import time). Tracking wraps three methods of
+``torch.cuda.CUDAGraph`` on the class — ``capture_begin``, ``capture_end`` and ``replay`` —
+so it sees every graph whoever captures it: ``torch.cuda.graph``, direct calls,
+``torch.cuda.make_graphed_callables`` and ``torch.compile(mode="reduce-overhead")``.
+The wrappers are installed while at least one log listens and removed when the last one
+stops, also when the body raised. Pool bytes come from the allocator's snapshot segments
+(``segment_pool_id``), read only when a capture happened.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+from .coverage import EagerFallback, PoolNotReleased, pad_to_captured
+from .measure import torch  # torch enters the package through measure
+from .units import CgmemUsageError, format_size
+
+PoolId = tuple[int, int]
+_METHODS = ("capture_begin", "capture_end", "replay")
+_MISSING = object()
+
+
+def pool_id(pool: object) -> PoolId | None:
+    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a pair) as a plain int pair."""
+    if pool is None:
+        return None
+    try:
+        first, second = pool  # type: ignore[misc]
+        return (int(first), int(second))  # type: ignore[has-type]
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Capture:
+    """One CUDA graph capture as a log saw it.
+
+    ``allocated`` and ``reserved`` are the allocator's growth across the capture (the live
+    tensors it left behind, and the segments it added to the pool); ``driver`` is the
+    device's used memory growth as ``cudaMemGetInfo`` saw it (pool segments plus the
+    instantiated graph), None where it could not be read safely.
+    """
+
+    number: int
+    device: int
+    pool: PoolId | None
+    allocated: int
+    reserved: int
+    driver: int | None
+    seconds: float
+    label: object = None
+    replays: int = 0
+
+    @property
+    def bytes(self) -> int:
+        """Bytes this capture added to its pool (allocator reserved growth)."""
+        return self.reserved
+
+    def describe(self) -> str:
+        label = "" if self.label is None else f" [{self.label}]"
+        driver = "n/a" if self.driver is None else format_size(self.driver)
+        return (
+            f"capture {self.number}{label} on cuda:{self.device} pool {self.pool}: "
+            f"+{format_size(self.reserved)} reserved, +{format_size(self.allocated)} allocated, "
+            f"driver +{driver}, {self.seconds * 1000:.1f} ms, {self.replays} replays"
+        )
+
+
+@dataclass
+class _Pending:
+    device: int
+    pool: PoolId | None
+    allocated: int
+    reserved: int
+    free: int | None
+    t0: float
+
+
+class _Hooks:
+    """The one set of wrappers on ``torch.cuda.CUDAGraph``, shared by every listening log."""
+
+    def __init__(self) -> None:
+        self.listeners: list[GraphLog] = []
+        self.saved: dict[str, Any] = {}
+        self.wrappers: dict[str, Any] = {}
+        self.pending: dict[int, _Pending] = {}
+        self.capturing = 0
+        self.busy = False  # inside one of our wrappers: nested calls are passed through
+        self.last_error: Exception | None = None
+
+    # installation --------------------------------------------------------------------
+    def add(self, listener: GraphLog) -> None:
+        if not self.listeners:
+            self._install()
+        self.listeners.append(listener)
+
+    def remove(self, listener: GraphLog) -> None:
+        if listener in self.listeners:
+            self.listeners.remove(listener)
+        if not self.listeners:
+            self._uninstall()
+
+    def _install(self) -> None:
+        cls = torch.cuda.CUDAGraph
+        makers = {
+            "capture_begin": self._wrap_begin,
+            "capture_end": self._wrap_end,
+            "replay": self._wrap_replay,
+        }
+        for name in _METHODS:
+            self.saved[name] = cls.__dict__.get(name, _MISSING)
+            wrapper = makers[name](getattr(cls, name))
+            self.wrappers[name] = wrapper
+            setattr(cls, name, wrapper)
+
+    def _uninstall(self) -> None:
+        cls = torch.cuda.CUDAGraph
+        for name in _METHODS:
+            wrapper = self.wrappers.pop(name, None)
+            saved = self.saved.pop(name, _MISSING)
+            if wrapper is None or cls.__dict__.get(name) is not wrapper:
+                continue  # someone patched over us; leave their patch alone
+            if saved is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, saved)
+        self.pending.clear()
+        self.capturing = 0
+
+    @property
+    def installed(self) -> bool:
+        return bool(self.wrappers)
+
+    # the wrappers ----------------------------------------------------------------------
+    def _wrap_begin(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def capture_begin(graph: Any, *args: Any, **kwargs: Any) -> Any:
+            if hooks.busy or not hooks.listeners:
+                return original(graph, *args, **kwargs)
+            hooks.busy = True
+            try:
+                hooks._guarded(graph, hooks._before, graph, args, kwargs)
+                try:
+                    result = original(graph, *args, **kwargs)
+                except BaseException:
+                    hooks._forget(graph)
+                    raise
+                hooks._guarded(graph, hooks._begun, graph)
+                return result
+            finally:
+                hooks.busy = False
+
+        capture_begin.__wrapped__ = original  # type: ignore[attr-defined]
+        return capture_begin
+
+    def _wrap_end(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def capture_end(graph: Any) -> Any:
+            if hooks.busy or id(graph) not in hooks.pending:
+                return original(graph)
+            hooks.busy = True
+            try:
+                try:
+                    result = original(graph)
+                except BaseException:
+                    hooks._forget(graph)
+                    raise
+                hooks._guarded(graph, hooks._after, graph)
+                return result
+            finally:
+                hooks.busy = False
+
+        capture_end.__wrapped__ = original  # type: ignore[attr-defined]
+        return capture_end
+
+    def _wrap_replay(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        hooks = self
+
+        def replay(graph: Any) -> Any:
+            if hooks.busy:
+                return original(graph)
+            hooks.busy = True
+            try:
+                result = original(graph)
+                for listener in hooks.listeners:
+                    listener._on_replay(graph)
+                return result
+            finally:
+                hooks.busy = False
+
+        replay.__wrapped__ = original  # type: ignore[attr-defined]
+        return replay
+
+    # the figures -----------------------------------------------------------------------
+    def _guarded(self, graph: Any, step: Callable[..., None], *args: Any) -> None:
+        """Run a tracking step; its failure must never break the user's capture.
+
+        The capture is then left out of the logs and the error kept in ``last_error``.
+        """
+        try:
+            step(*args)
+        except Exception as exc:
+            self.last_error = exc
+            self._forget(graph)
+
+    def _before(self, graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Before the capture begins: the clock and the driver's free bytes.
+
+        cudaMemGetInfo is not called while another capture is underway: an unsafe API call
+        during a global-mode capture would invalidate it.
+        """
+        t0 = time.perf_counter()
+        device = torch.cuda.current_device()
+        free = None if self.capturing else _free_bytes(device)
+        pool = kwargs.get("pool", args[0] if args else None)
+        self.pending[id(graph)] = _Pending(device, pool_id(pool), 0, 0, free, t0)
+        self.capturing += 1
+
+    def _begun(self, graph: Any) -> None:
+        """Once capture has begun: the allocator's figures (host-side, safe while capturing).
+
+        Read here rather than before ``capture_begin`` so that what capture_begin itself
+        allocates outside the graph's pool (the RNG's seed and offset tensors of a first
+        graph) is not charged to the capture: from here on, the capturing stream allocates
+        from the graph's private pool.
+        """
+        start = self.pending.get(id(graph))
+        if start is not None:
+            stats = torch.cuda.memory_stats_as_nested_dict(start.device)
+            start.allocated = int(stats["allocated_bytes"]["all"]["current"])
+            start.reserved = int(stats["reserved_bytes"]["all"]["current"])
+
+    def _forget(self, graph: Any) -> None:
+        if self.pending.pop(id(graph), None) is not None:
+            self.capturing = max(self.capturing - 1, 0)
+
+    def _after(self, graph: Any) -> None:
+        start = self.pending.pop(id(graph))
+        self.capturing = max(self.capturing - 1, 0)
+        seconds = time.perf_counter() - start.t0
+        stats = torch.cuda.memory_stats_as_nested_dict(start.device)
+        driver = None
+        if start.free is not None and not self.capturing:
+            free = _free_bytes(start.device)
+            driver = None if free is None else start.free - free
+        try:
+            pool = pool_id(graph.pool())
+        except Exception:  # keep_graph=True before instantiate, or an older torch
+            pool = start.pool
+        with suppress(Exception):
+            graph._cgmem_device = start.device
+        allocated = int(stats["allocated_bytes"]["all"]["current"]) - start.allocated
+        reserved = int(stats["reserved_bytes"]["all"]["current"]) - start.reserved
+        for listener in list(self.listeners):
+            listener._on_capture(graph, start.device, pool, allocated, reserved, driver, seconds)
+
+
+_hooks = _Hooks()
+
+
+def hooks_installed() -> bool:
+    """Whether the CUDAGraph wrappers are in place (some log is listening)."""
+    return _hooks.installed
+
+
+def _free_bytes(device: int) -> int | None:
+    try:
+        return int(torch.cuda.mem_get_info(device)[0])
+    except Exception:
+        return None
+
+
+# pool figures ------------------------------------------------------------------------
+def pool_segments(device: int | None = None) -> dict[tuple[int, PoolId], int]:
+    """Bytes of every pool's segments, keyed by (device, pool id), from one snapshot."""
+    held: dict[tuple[int, PoolId], int] = {}
+    for segment in torch.cuda.memory._snapshot()["segments"]:
+        if device is not None and segment["device"] != device:
+            continue
+        pid = pool_id(segment.get("segment_pool_id"))
+        if pid is None:
+            continue
+        key = (int(segment["device"]), pid)
+        held[key] = held.get(key, 0) + int(segment["total_size"])
+    return held
+
+
+def _by_pool(segments: dict[tuple[int, PoolId], int]) -> dict[PoolId, int]:
+    result: dict[PoolId, int] = {}
+    for (_, pid), size in segments.items():
+        result[pid] = result.get(pid, 0) + size
+    return result
+
+
+def _empty_cache() -> None:
+    for index in range(torch.cuda.device_count()):
+        if torch.cuda.memory_reserved(index):
+            torch.cuda.synchronize(index)
+    torch.cuda.empty_cache()
+
+
+def release_cublas_workspaces() -> None:
+    """Free the cuBLAS workspaces torch keeps per (handle, stream).
+
+    A workspace first used inside a capture lives in that graph's private pool and keeps
+    it alive after the graph is gone; PyTorch's own leak check clears them the same way.
+    """
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()
+
+
+def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
+    """Bytes each pool's segments hold after emptying the cache (0 for a released pool).
+
+    When a pool still holds memory, cuBLAS workspaces are released and the cache emptied
+    once more before the final reading, unless ``release_workspaces`` is False.
+    """
+    wanted = [p for p in (pool_id(x) for x in pools) if p is not None]
+    _empty_cache()
+    held = _by_pool(pool_segments())
+    if release_workspaces and any(held.get(p, 0) for p in wanted):
+        release_cublas_workspaces()
+        _empty_cache()
+        held = _by_pool(pool_segments())
+    return {p: held.get(p, 0) for p in wanted}
+
+
+def pool_bytes(pool: object, *, release_workspaces: bool = True) -> int:
+    """Bytes a graph pool's segments still hold, after emptying the cache."""
+    pid = pool_id(pool)
+    if pid is None:
+        raise CgmemUsageError(
+            f"pool_bytes: expected a pool handle (graph.pool(), graph_pool_handle()), got {pool!r}"
+        )
+    return pools_bytes([pid], release_workspaces=release_workspaces)[pid]
+
+
+def assert_pools_released(*pools: object, release_workspaces: bool = True) -> None:
+    """Raise PoolNotReleased naming every pool that still holds memory."""
+    held = {p: b for p, b in pools_bytes(pools, release_workspaces=release_workspaces).items() if b}
+    if held:
+        listing = ", ".join(f"pool {p} holds {format_size(b)}" for p, b in held.items())
+        raise PoolNotReleased(
+            f"cgmem: {len(held)} CUDA graph pool{'s' if len(held) != 1 else ''} still "
+            f"hold{'s' if len(held) == 1 else ''} device memory after the cache was emptied: "
+            f"{listing}; a graph (or a tensor it produced) from the pool is still alive",
+            held,
+        )
+
+
+def _always(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+# the log -----------------------------------------------------------------------------
+class GraphLog:
+    """Every CUDA graph captured and replayed while it listens.
+
+    ``captures`` (one Capture each), ``replays`` (count), ``pools`` (pool ids captured
+    into, in order), ``pool_bytes()`` (bytes each pool holds now) and, once stopped,
+    ``held_at_exit`` (pools still holding memory when the log closed).
+    """
+
+    def __init__(self, label: Callable[[], object] | None = None) -> None:
+        self.captures: list[Capture] = []
+        self.replays = 0
+        self.held_at_exit: dict[PoolId, int] = {}
+        self.seconds = 0.0
+        self._label_fn = label
+        self._label: object = None
+        self._by_graph: dict[int, tuple[Callable[[], Any], Capture]] = {}
+        self._alive: dict[PoolId, list[Callable[[], Any]]] = {}
+        self._replays_by_device: dict[int, int] = {}
+        self._listening = False
+        self._t0 = 0.0
+        self._pool_figures: dict[tuple[int, PoolId], int] | None = None
+
+    # lifecycle
+    def start(self) -> GraphLog:
+        if self._listening:
+            raise RuntimeError("cgmem: this graph log is already listening")
+        _hooks.add(self)
+        self._listening = True
+        self._t0 = time.perf_counter()
+        return self
+
+    def stop(self, *, measure_pools: bool = True) -> GraphLog:
+        """Stop listening (restores CUDAGraph once no log listens); with ``measure_pools``
+        and at least one capture, records the pools still holding memory."""
+        if self._listening:
+            self._listening = False
+            self.seconds = time.perf_counter() - self._t0
+            _hooks.remove(self)
+        if measure_pools and self.captures:
+            self.held_at_exit = {p: b for p, b in self.pool_bytes().items() if b}
+        return self
+
+    # what the hooks call
+    def label(self, value: object) -> None:
+        """Label the captures that follow (e.g. the batch size being captured)."""
+        self._label = value
+
+    def _on_capture(
+        self,
+        graph: Any,
+        device: int,
+        pool: PoolId | None,
+        allocated: int,
+        reserved: int,
+        driver: int | None,
+        seconds: float,
+    ) -> None:
+        label = self._label
+        if self._label_fn is not None:
+            try:
+                label = self._label_fn()
+            except Exception as exc:
+                label = f"<label failed: {exc!r}>"
+        capture = Capture(
+            len(self.captures) + 1, device, pool, allocated, reserved, driver, seconds, label
+        )
+        self.captures.append(capture)
+        ref: Callable[[], Any]
+        try:
+            ref = weakref.ref(graph)
+        except TypeError:  # cannot tell when it dies: treat it as alive
+            ref = _always(graph)
+        self._by_graph[id(graph)] = (ref, capture)
+        if pool is not None:
+            self._alive.setdefault(pool, []).append(ref)
+
+    def _on_replay(self, graph: Any) -> None:
+        self.replays += 1
+        entry = self._by_graph.get(id(graph))
+        capture = entry[1] if entry is not None and entry[0]() is graph else None
+        device: int
+        if capture is not None:
+            capture.replays += 1
+            device = capture.device
+        else:
+            known = getattr(graph, "_cgmem_device", None)
+            device = int(known) if known is not None else torch.cuda.current_device()
+        self._replays_by_device[device] = self._replays_by_device.get(device, 0) + 1
+
+    # figures
+    @property
+    def pools(self) -> list[PoolId]:
+        seen: dict[PoolId, None] = {}
+        for capture in self.captures:
+            if capture.pool is not None:
+                seen.setdefault(capture.pool, None)
+        return list(seen)
+
+    @property
+    def reserved(self) -> int:
+        """Bytes all captures added to their pools (allocator)."""
+        return sum(c.reserved for c in self.captures)
+
+    @property
+    def driver(self) -> int | None:
+        """Device memory all captures took as the driver saw it; None if one is unknown."""
+        values = [c.driver for c in self.captures]
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
+
+    def by_label(self) -> dict[object, Capture]:
+        return {c.label: c for c in self.captures}
+
+    def pool_bytes(self, *, release_workspaces: bool | None = None) -> dict[PoolId, int]:
+        """Bytes each pool this log saw holds now (snapshot segments, after emptying the
+        cache). cuBLAS workspaces are released only for pools whose graphs are all gone,
+        unless ``release_workspaces`` says otherwise."""
+        pools = self.pools
+        if not pools:
+            return {}
+        _empty_cache()
+        segments = pool_segments()
+        held = _by_pool(segments)
+        if release_workspaces is None:
+            release_workspaces = any(held.get(p, 0) and self._all_dead(p) for p in pools)
+        if release_workspaces and any(held.get(p, 0) for p in pools):
+            release_cublas_workspaces()
+            _empty_cache()
+            segments = pool_segments()
+            held = _by_pool(segments)
+        self._pool_figures = {k: v for k, v in segments.items() if k[1] in set(pools)}
+        return {p: held.get(p, 0) for p in pools}
+
+    def total_pool_bytes(self) -> int:
+        return sum(self.pool_bytes().values())
+
+    def _all_dead(self, pool: PoolId) -> bool:
+        return all(ref() is None for ref in self._alive.get(pool, []))
+
+    def figures(self, device: int) -> dict[str, Any]:
+        """The region metrics on one device: ``graphs``, ``replays``, ``graph_pool``.
+
+        The pools are measured once (a snapshot, only when something was captured)."""
+        captures = [c for c in self.captures if c.device == device]
+        pool_total = 0
+        if self.captures:
+            if self._pool_figures is None:
+                self.pool_bytes()
+            figures = self._pool_figures or {}
+            pool_total = sum(v for (dev, _), v in figures.items() if dev == device)
+        return {
+            "graphs": len(captures),
+            "replays": self._replays_by_device.get(device, 0),
+            "graph_pool": pool_total,
+        }
+
+    def describe(self) -> str:
+        lines = [
+            f"{len(self.captures)} capture(s), {self.replays} replay(s), "
+            f"pools {', '.join(map(str, self.pools)) or 'none'}"
+        ]
+        lines += ["  " + c.describe() for c in self.captures]
+        for pid, size in self.held_at_exit.items():
+            lines.append(f"  pool {pid} still holds {format_size(size)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<GraphLog {len(self.captures)} captures, {self.replays} replays>"
+
+
+@contextmanager
+def track(label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
+    """Log every CUDA graph captured or replayed in the body; restored on exit."""
+    log = GraphLog(label).start()
+    try:
+        yield log
+    except BaseException:
+        log.stop(measure_pools=False)
+        raise
+    log.stop()
+
+
+@contextmanager
+def expect_replay(what: str | None = None, *, at_least: int = 1) -> Iterator[GraphLog]:
+    """Fail with EagerFallback when fewer than ``at_least`` replays happen in the body."""
+    if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
+        raise CgmemUsageError(
+            f"expect_replay: at_least must be a whole number >= 1, got {at_least!r}"
+        )
+    log = GraphLog().start()
+    try:
+        yield log
+    except BaseException:
+        log.stop(measure_pools=False)
+        raise
+    log.stop(measure_pools=False)
+    if log.replays < at_least:
+        where = f" ({what})" if what else ""
+        if log.replays == 0:
+            head = f"cgmem: no CUDA graph replay happened inside expect_replay(){where}"
+        else:
+            head = (
+                f"cgmem: {log.replays} CUDA graph replay(s) inside expect_replay(){where}, "
+                f"expected at least {at_least}"
+            )
+        captured = f", {len(log.captures)} captured there" if log.captures else ""
+        raise EagerFallback(
+            f"{head}: the work ran eagerly ({log.replays} replays{captured}); "
+            "is its size missing from the captured sizes?"
+        )
+
+
+# capture sweeps --------------------------------------------------------------------------
+def _call(fn: Callable[..., Any], args: Any) -> Any:
+    return fn(*args) if isinstance(args, tuple) else fn(args)
+
+
+@dataclass
+class SweepResult:
+    """What ``capture_sweep`` captured: per-size figures, the shared pool, the graphs."""
+
+    sizes: tuple[int, ...]  # capture order, largest first
+    pool: PoolId | None
+    pool_bytes: int
+    seconds: float  # capturing only
+    warmup_seconds: float
+    captures: dict[int, Capture]
+    graphs: dict[int, Any]
+    inputs: dict[int, Any]
+    outputs: dict[int, Any]
+    stream: Any = field(repr=False, default=None)
+
+    @property
+    def bytes(self) -> dict[int, int]:
+        """Per size: bytes its capture added to the pool (0 when it reused the pool)."""
+        return {s: c.reserved for s, c in self.captures.items()}
+
+    @property
+    def driver_bytes(self) -> dict[int, int | None]:
+        return {s: c.driver for s, c in self.captures.items()}
+
+    @property
+    def capture_seconds(self) -> dict[int, float]:
+        return {s: c.seconds for s, c in self.captures.items()}
+
+    def padded(self, size: int) -> int | None:
+        """The captured size a runtime ``size`` pads to, None when it would run eagerly."""
+        return pad_to_captured(self.sizes, size)
+
+    def replay(self, size: int) -> Any:
+        """Replay the graph captured at ``size`` and return its (static) output."""
+        self.graphs[size].replay()
+        return self.outputs[size]
+
+    def release(self) -> None:
+        """Drop the graphs, inputs and outputs, so the pool can be freed."""
+        self.graphs.clear()
+        self.inputs.clear()
+        self.outputs.clear()
+
+    def table(self) -> str:
+        lines = [f"{'size':>8}{'pool +':>14}{'driver +':>14}{'ms':>9}"]
+        for size in self.sizes:
+            c = self.captures[size]
+            driver = "n/a" if c.driver is None else format_size(c.driver)
+            lines.append(
+                f"{size:>8}{format_size(c.reserved):>14}{driver:>14}{c.seconds * 1000:>9.2f}"
+            )
+        lines.append(
+            f"pool {self.pool}: {format_size(self.pool_bytes)}; {len(self.sizes)} graphs in "
+            f"{self.seconds:.3f} s (+{self.warmup_seconds:.3f} s warm-up)"
+        )
+        return "\n".join(lines)
+
+
+def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
+    result = set()
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CgmemUsageError(f"capture_sweep: sizes are whole numbers >= 1, got {size!r}")
+        result.add(size)
+    if not result:
+        raise CgmemUsageError("capture_sweep: no sizes given")
+    return sorted(result, reverse=True)
+
+
+def capture_sweep(
+    fn: Callable[..., Any],
+    sizes: Sequence[int] | Iterable[int],
+    make_input: Callable[[int], Any],
+    warmup: int = 2,
+    pool: object = None,
+) -> SweepResult:
+    """Capture ``fn`` at every size, largest first, into one shared pool (vLLM's order).
+
+    ``make_input(size)`` builds the static input (a tensor, or a tuple of arguments);
+    ``fn`` runs ``warmup`` times per size on a side stream first, then each size is
+    captured on that stream with ``torch.cuda.graph`` into ``pool`` (a new pool if None).
+    """
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
+    order = _sweep_sizes(sizes)
+    inputs = {size: make_input(size) for size in order}
+    stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
+    current = torch.cuda.current_stream()
+    t0 = time.perf_counter()
+    stream.wait_stream(current)
+    with torch.cuda.stream(stream):
+        for size in order:
+            for _ in range(warmup):
+                _call(fn, inputs[size])
+    current.wait_stream(stream)
+    torch.cuda.synchronize()
+    warmup_seconds = time.perf_counter() - t0
+    handle = pool if pool is not None else torch.cuda.graph_pool_handle()
+    graphs: dict[int, Any] = {}
+    outputs: dict[int, Any] = {}
+    log = GraphLog().start()
+    t1 = time.perf_counter()
+    try:
+        for size in order:
+            graph = torch.cuda.CUDAGraph()
+            log.label(size)
+            with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
+                outputs[size] = _call(fn, inputs[size])
+            graphs[size] = graph
+    finally:
+        log.stop(measure_pools=False)
+    seconds = time.perf_counter() - t1
+    captures: dict[int, Capture] = {}
+    for capture in log.captures:
+        if isinstance(capture.label, int):
+            captures[capture.label] = capture
+    pid = pool_id(handle)
+    if pid is None and log.captures:
+        pid = log.captures[0].pool
+    held = _by_pool(pool_segments()).get(pid, 0) if pid is not None else 0
+    return SweepResult(
+        tuple(order),
+        pid,
+        held,
+        seconds,
+        warmup_seconds,
+        captures,
+        graphs,
+        inputs,
+        outputs,
+        stream,
+    )

@@ -1,0 +1,114 @@
+"""One measured test's diagnostics: history on and off, the snapshot on failure, the text.
+
+Imported lazily by the plugin (it imports ``measure``, and so torch). Passing tests pay
+nothing here unless ``--cgmem-history`` is on; the snapshot is taken only on failure (or
+when a region's leak check is about to run with history on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import diagnose, measure
+from .results import RegionResult
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    history: bool = False
+    history_entries: int = 100_000
+    stacks: int = 4
+    artifacts: Path | None = None
+    hidden_dirs: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ()
+
+
+@dataclass
+class Recorder:
+    """Switches history on for one test and always off again (``close``)."""
+
+    config: DiagnosticsConfig
+    nodeid: str
+    recording: bool = False
+    foreign_history: bool = False
+    before_leak_check: dict[str, Any] | None = None
+
+    def start(self, region: measure.Region | None = None) -> None:
+        if not self.config.history:
+            return
+        if measure.history_enabled():
+            self.foreign_history = True  # someone else records: leave it as it is
+            return
+        measure.start_history(self.config.history_entries)
+        self.recording = True
+        if region is not None:
+            region.before_leak_check.append(self._before_leak_check)
+
+    def _before_leak_check(self, index: int) -> None:
+        if self.recording and self.before_leak_check is None:
+            self.before_leak_check = measure.snapshot()
+
+    def close(self) -> None:
+        """Stop recording (idempotent); called in a finally on every path."""
+        if self.recording:
+            self.recording = False
+            measure.stop_history()
+
+    def diagnose(self, regions: Sequence[RegionResult], failure: str = "") -> str:
+        """The diagnostic lines for a failing test (takes the allocator snapshot)."""
+        snapshot = measure.snapshot()
+        history = self.recording
+        hidden = diagnose.make_hider((*self.config.hidden_dirs, measure.torch_dir()))
+        leaks: dict[int, int] = {}
+        starts: dict[int, int] = {}
+        for result in regions:
+            for figures in result.devices:
+                leaks[figures.index] = max(leaks.get(figures.index, 0), figures.leak)
+                starts.setdefault(figures.index, figures.allocated_start)
+        devices = sorted(leaks) or sorted(
+            {int(s.get("device", 0)) for s in snapshot.get("segments", ())}
+        )
+        diagnoses = [
+            diagnose.diagnose_device(
+                snapshot,
+                index,
+                before_leak_check=self.before_leak_check,
+                history=history,
+                stacks=self.config.stacks,
+                hidden=hidden,
+                max_entries=self.config.history_entries,
+            )
+            for index in devices
+        ]
+        lines: list[str] = []
+        for diagnosis in diagnoses:
+            lines += diagnose.render(
+                diagnosis,
+                leak=leaks.get(diagnosis.device, 0),
+                allocated_start=starts.get(diagnosis.device, 0),
+                roots=self.config.roots,
+                stacks=self.config.stacks,
+            )
+        if self.foreign_history:
+            lines.append(
+                "note: allocation history was already being recorded by someone else; "
+                "cgmem left it alone and shows no allocation sites"
+            )
+        if self.config.artifacts is not None:
+            try:
+                paths = diagnose.write_artifacts(
+                    self.config.artifacts,
+                    self.nodeid,
+                    snapshot,
+                    diagnoses,
+                    self.config.roots,
+                    failure,
+                    measure.torch_segment_summary(snapshot),
+                )
+                lines += paths.lines()
+            except OSError as exc:
+                lines.append(f"artifacts: could not be written: {exc}")
+        return "\n".join(lines)

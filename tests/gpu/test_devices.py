@@ -1,0 +1,78 @@
+"""Several devices, and another process disturbing the driver's figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pytest_cgmem import BudgetExceeded, CgmemFixture
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.gpu
+MiB = 2**20
+N = 5 * MiB + 512
+
+
+def test_other_process_changing_device_memory_flags_the_region(cgmem: CgmemFixture) -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import torch, sys; x = torch.empty(512 * 2**20, dtype=torch.uint8, device='cuda');"
+            "torch.cuda.synchronize(); print('ready', flush=True); sys.stdin.readline()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with cgmem.measure("while another process allocates") as m:
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+    finally:
+        child.communicate("\n", timeout=60)
+    figures = m.per_device[torch.cuda.current_device()]
+    assert figures.disturbed
+    if figures.device_source == "nvml":
+        assert abs(m.device) <= 2 * MiB  # our own figure is untouched by the other process
+
+
+def test_quiet_region_is_not_flagged(cgmem: CgmemFixture) -> None:
+    with cgmem.measure() as m:
+        torch.empty(N, dtype=torch.uint8, device="cuda")
+    assert not m.result.disturbed
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_figures_are_per_device_and_budgets_hold_on_each(cgmem: CgmemFixture) -> None:
+    torch.empty(1, device="cuda:1")  # the process uses both devices before the region
+    with cgmem.measure("two devices") as m:
+        a = torch.empty(N, dtype=torch.uint8, device="cuda:0")
+        b = torch.empty(2 * N, dtype=torch.uint8, device="cuda:1")
+        del a, b
+    assert m.per_device[0].peak == N
+    assert m.per_device[1].peak == 2 * N
+    assert m.peak == 2 * N
+    with pytest.raises(BudgetExceeded) as info:
+        m.check(peak=N)
+    assert str(info.value).startswith(f"cgmem: peak {2 * N} B exceeds budget {N} B")
+    assert "on cuda:1 in 'two devices'" in str(info.value)
+    assert "cuda:0" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_device_first_touched_inside_the_region_is_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_second=f"""
+        import pytest, torch
+
+        @pytest.mark.cgmem(peak={N})
+        def test_on_second_device():
+            torch.empty({N + 512}, dtype=torch.uint8, device="cuda:1")
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cgmem: peak * exceeds budget * on cuda:1*"])

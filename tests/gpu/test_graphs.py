@@ -1,0 +1,401 @@
+"""CUDA graph tracking on a real GPU: captures, replays and pools against ground truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import pytest_cgmem  # noqa: E402
+from pytest_cgmem import graphs  # noqa: E402
+from pytest_cgmem.coverage import EagerFallback, PoolNotReleased  # noqa: E402
+
+pytestmark = pytest.mark.gpu  # the project conftest skips these without a GPU (--gpu: fail)
+
+MiB = 2**20
+N = 16 * MiB  # >= 10 MiB: the allocator rounds to 2 MiB, so one segment of exactly N
+NAMES = ("capture_begin", "capture_end", "replay")
+ROOT = Path(pytest_cgmem.__file__).resolve().parent.parent
+
+
+def _expandable() -> bool:
+    return "expandable_segments:true" in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "").lower()
+
+
+def _methods():
+    return {name: torch.cuda.CUDAGraph.__dict__.get(name) for name in NAMES}
+
+
+def _pool_segments_total(pool) -> int:
+    """torch's own per-pool snapshot, independent of the plugin's reading."""
+    return sum(int(s["total_size"]) for s in torch.cuda.memory_snapshot(mempool_id=pool))
+
+
+@pytest.fixture(autouse=True)
+def _unpatched_after():
+    before = _methods()
+    yield
+    assert _methods() == before, "CUDAGraph methods were not restored"
+    assert not graphs.hooks_installed()
+
+
+def test_capture_of_exactly_n_bytes(cgmem):
+    x = torch.ones(N // 4, device="cuda")  # float32: N bytes, allocated outside the graph
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with cgmem.graphs() as log, torch.cuda.graph(g):
+        y = x * 2  # the graph's only allocation: exactly N bytes in its pool
+    assert len(log.captures) == 1
+    capture = log.captures[0]
+    assert capture.allocated == N
+    if _expandable():
+        assert capture.reserved >= N
+    else:
+        assert capture.reserved == N
+    assert capture.driver is not None and capture.driver >= N
+    assert capture.pool == graphs.pool_id(g.pool())
+    assert capture.pool != (0, 0)
+    assert capture.seconds > 0
+    own = _pool_segments_total(g.pool())
+    assert log.pool_bytes() == {capture.pool: own}
+    assert own == capture.reserved
+    assert log.held_at_exit == {capture.pool: own}
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y, x * 2)
+
+
+def test_pool_figure_is_the_sum_of_its_snapshot_segments(cgmem):
+    lin = torch.nn.Linear(1024, 1024, device="cuda", dtype=torch.float16)
+    x = torch.randn(512, 1024, device="cuda", dtype=torch.float16)
+    g = torch.cuda.CUDAGraph()
+    with cgmem.graphs() as log, torch.cuda.graph(g):
+        y = torch.relu(lin(x)) @ lin.weight
+    pool = graphs.pool_id(g.pool())
+    truth = _pool_segments_total(g.pool())
+    assert truth > 0
+    assert log.pool_bytes()[pool] == truth
+    assert cgmem.pool_bytes(g.pool(), release_workspaces=False) == truth
+    # the graph is alive: releasing cuBLAS workspaces frees nothing of a live pool
+    assert cgmem.pool_bytes(g.pool()) == truth
+    assert graphs.pool_segments()[(torch.cuda.current_device(), pool)] == truth
+    del y
+
+
+def test_replays_are_counted(cgmem):
+    x = torch.ones(1024, device="cuda")
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = x + 1
+    g.replay()  # before the log: not counted
+    with cgmem.graphs() as log:
+        for _ in range(3):
+            g.replay()
+    assert log.captures == [] and log.replays == 3
+    with cgmem.graphs() as log2:
+        h = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(h):
+            z = y * 3
+        for _ in range(5):
+            h.replay()
+        g.replay()
+    assert log2.replays == 6 and log2.captures[0].replays == 5
+    torch.cuda.synchronize()
+    assert torch.equal(z, (x + 1) * 3)
+
+
+def test_labels(cgmem):
+    x = torch.ones(256, device="cuda")
+    sizes = iter([64, 32])
+    current = {"size": None}
+    with cgmem.graphs(label=lambda: current["size"]) as by_callable, cgmem.graphs() as by_call:
+        keep = []
+        for size in sizes:
+            current["size"] = size
+            by_call.label(f"bs={size}")
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                out = x[:size] * 2
+            keep.append((g, out))
+    assert [c.label for c in by_callable.captures] == [64, 32]
+    assert [c.label for c in by_call.captures] == ["bs=64", "bs=32"]
+
+
+def test_make_graphed_callables_is_seen(cgmem):
+    model = torch.nn.Linear(64, 64, device="cuda")
+    x = torch.randn(8, 64, device="cuda", requires_grad=True)
+    with cgmem.graphs() as log:
+        graphed = torch.cuda.make_graphed_callables(model, (x,))
+        captured = len(log.captures)
+        out = graphed(x)
+        out.sum().backward()
+    assert captured == 2  # forward and backward
+    assert log.replays >= 2
+    assert len(log.pools) == 1
+
+
+def test_torch_compile_reduce_overhead_is_seen(cgmem):
+    pytest.importorskip("triton")
+    torch._dynamo.reset()
+
+    def f(x):
+        return torch.relu(x) * 2 + 1
+
+    compiled = torch.compile(f, mode="reduce-overhead")
+    out = None
+    try:
+        with cgmem.graphs() as log:
+            for n in (8, 16, 8, 16, 8, 16):
+                out = compiled(torch.randn(n, 32, device="cuda"))
+            torch.cuda.synchronize()
+        assert len(log.captures) >= 1
+        assert log.replays >= 1
+        assert out.shape == (16, 32)
+    finally:
+        del out
+        torch._dynamo.reset()
+        from torch._inductor import cudagraph_trees
+
+        cudagraph_trees.reset_cudagraph_trees()
+
+
+def test_deleting_the_graph_releases_its_pool(cgmem):
+    lin = torch.nn.Linear(1024, 1024, device="cuda", dtype=torch.float16)
+    x = torch.randn(512, 1024, device="cuda", dtype=torch.float16)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):  # its own side stream: a cuBLAS workspace may land in the pool
+        y = lin(x)
+    pool = g.pool()
+    assert cgmem.pool_bytes(pool, release_workspaces=False) > 0
+    del g
+    with pytest.raises(PoolNotReleased) as info:  # the output still lives in the pool
+        cgmem.assert_pool_released(pool)
+    assert f"pool {graphs.pool_id(pool)} holds" in str(info.value)
+    del y
+    assert cgmem.pool_bytes(pool) == 0  # empty cache + cuBLAS workspace clear
+    cgmem.assert_pool_released(pool)
+
+
+def test_log_lists_pools_still_holding_memory_at_exit(cgmem):
+    x = torch.ones(N // 4, device="cuda")
+    with cgmem.graphs() as log:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = x * 2
+        kept = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(kept):
+            z = x * 3
+        del g, y  # released inside the log
+    assert list(log.held_at_exit) == [graphs.pool_id(kept.pool())]
+    assert log.held_at_exit[graphs.pool_id(kept.pool())] >= N
+    assert "still holds" in log.describe()
+    del kept, z
+
+
+def test_patches_restored_after_an_exception_inside_a_capture(cgmem):
+    before = _methods()
+    x = torch.ones(1024, device="cuda")
+    g = torch.cuda.CUDAGraph()
+    with (
+        pytest.raises(RuntimeError, match="inside capture"),
+        cgmem.graphs() as log,
+        torch.cuda.graph(g),
+    ):
+        _ = x * 2
+        raise RuntimeError("inside capture")
+    assert _methods() == before
+    assert len(log.captures) == 1
+
+
+def test_region_and_marked_figures(cgmem):
+    x = torch.ones(N // 4, device="cuda")
+    keep = []
+    with cgmem.measure("capture") as m:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = x * 2
+        g.replay()
+        g.replay()
+        keep.append((g, y))
+    assert m.graphs == 1
+    assert m.replays == 2
+    if _expandable():
+        assert m.graph_pool >= N
+    else:
+        assert m.graph_pool == N
+    with cgmem.measure("no graphs") as quiet:
+        _ = x + 1
+    assert quiet.graphs == 0 and quiet.graph_pool == 0 and quiet.replays == 0
+
+
+def test_capture_sweep(cgmem):
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(512, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 512)
+    ).to("cuda", torch.float16)
+    sizes = [1, 2, 4, 8, 16, 32, 64]
+    with torch.no_grad():
+        result = cgmem.capture_sweep(
+            mlp, sizes, lambda n: torch.randn(n, 512, device="cuda", dtype=torch.float16)
+        )
+    assert result.sizes == (64, 32, 16, 8, 4, 2, 1)
+    assert result.captures[64].number == 1  # largest first
+    assert set(result.graphs) == set(sizes)
+    assert result.pool is not None
+    assert result.pool_bytes == _pool_segments_total(result.pool)
+    assert sum(result.bytes.values()) == result.pool_bytes  # a fresh pool: all added here
+    assert result.bytes[64] > 0
+    assert result.seconds > 0 and result.warmup_seconds > 0
+    with cgmem.expect_replay("batch 8") as log:
+        out = result.replay(8)
+    assert log.replays == 1
+    with torch.no_grad():
+        expected = mlp(result.inputs[8])
+    torch.cuda.synchronize()
+    torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-2)
+    assert result.padded(5) == 8 and result.padded(65) is None
+    assert "pool" in result.table()
+    pool = result.pool
+    result.release()
+    del out, log
+    assert cgmem.pool_bytes(pool) == 0
+
+
+def test_capture_sweep_into_a_given_pool(cgmem):
+    pool = torch.cuda.graph_pool_handle()
+    result = cgmem.capture_sweep(lambda x: x * 2, [4, 8], lambda n: torch.ones(n, device="cuda"))
+    other = cgmem.capture_sweep(
+        lambda x: x + 1, [16], lambda n: torch.ones(n, device="cuda"), warmup=0, pool=pool
+    )
+    assert other.pool == graphs.pool_id(pool)
+    assert result.pool != other.pool
+
+
+def test_expect_replay_fails_when_the_work_ran_eagerly(cgmem):
+    x = torch.ones(1024, device="cuda")
+    with pytest.raises(EagerFallback, match="ran eagerly"), cgmem.expect_replay("batch 1024"):
+        _ = x * 2  # no graph
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = x * 2
+    with cgmem.expect_replay():
+        g.replay()
+    with pytest.raises(EagerFallback, match="1 CUDA graph replay"), cgmem.expect_replay(at_least=2):
+        g.replay()
+    del y
+
+
+MARKED = """
+import pytest
+import torch
+
+N = 16 * 2**20
+KEEP = []
+
+
+def capture(factor):
+    x = torch.ones(N // 4, device="cuda")
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = x * factor
+    KEEP.append((g, y, x))
+
+
+@pytest.mark.cgmem(graph_pool="8 MiB")
+def test_pool_over():
+    capture(2)
+
+
+@pytest.mark.cgmem(graph_pool="64 MiB", graphs=1)
+def test_within():
+    capture(3)
+
+
+@pytest.mark.cgmem(graphs=1)
+def test_too_many_graphs():
+    capture(4)
+    capture(5)
+
+
+@pytest.mark.cgmem(graph_pool=0, graphs=2, replays=2)
+def test_released_pool_passes():
+    x = torch.ones(N // 4, device="cuda")
+    for _ in range(2):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = x * 2
+        g.replay()
+        del g, y
+"""
+
+
+def test_marked_budgets_pass_and_fail_for_real(pytester):
+    pytester.makepyfile(test_marked=MARKED)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, failed=2)
+    pool = "* MiB" if _expandable() else "16.00 MiB"
+    result.stdout.fnmatch_lines(
+        [
+            f"*cgmem: graph_pool {pool} exceeds budget 8.00 MiB*on cuda:*",
+            "*cgmem: graphs 2 exceeds budget 1 (+100.0%) on cuda:*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*graph_pool*graphs*replays*"])  # the summary's columns
+
+
+SUBPROCESS = """
+import json, torch
+from pytest_cgmem import graphs
+N = 16 * 2**20
+x = torch.ones(N // 4, device="cuda")
+torch.cuda.synchronize()
+g = torch.cuda.CUDAGraph()
+with graphs.track() as log:
+    with torch.cuda.graph(g):
+        y = x * 2
+    g.replay()
+pool = g.pool()
+own = [s for s in torch.cuda.memory_snapshot(mempool_id=pool)]
+c = log.captures[0]
+out = {
+    "allocated": c.allocated, "reserved": c.reserved, "driver": c.driver,
+    "replays": log.replays, "pool_bytes": log.pool_bytes()[c.pool],
+    "own": sum(int(s["total_size"]) for s in own),
+    "expandable": [bool(s.get("is_expandable")) for s in own],
+}
+del g, y
+out["released"] = graphs.pool_bytes(pool)
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_expandable_segments_in_a_subprocess():
+    env = dict(os.environ)
+    env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(SUBPROCESS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    out = json.loads(line[len("RESULT ") :])
+    assert out["allocated"] == N
+    assert out["reserved"] >= N
+    assert out["driver"] >= N
+    assert out["replays"] == 1
+    assert out["pool_bytes"] == out["own"] >= N
+    # whether a graph's private pool uses expandable segments depends on the torch version
+    # (older allocators keep cudaMalloc for private pools); the figures must hold either way
+    assert out["expandable"]
+    assert out["released"] == 0

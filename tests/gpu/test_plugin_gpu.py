@@ -1,0 +1,172 @@
+"""The mark and fixture end to end on a real GPU, through pytester."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.gpu
+N = 3 * 2**20 + 512
+
+
+def test_mark_budget_n_passes_n_minus_one_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_budget=f"""
+        import pytest, torch
+
+        @pytest.mark.cgmem(peak={N}, leak=0)
+        def test_at_budget():
+            torch.empty({N}, dtype=torch.uint8, device="cuda")
+
+        @pytest.mark.cgmem(peak={N - 1})
+        def test_over_budget():
+            torch.empty({N}, dtype=torch.uint8, device="cuda")
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*cgmem: peak {N} B exceeds budget {N - 1} B (+0.0%) on cuda:0*",
+            "*- cgmem -*",
+            "call on cuda:0 *",
+            "  peak * budget * OVER",
+            "FAILED test_budget.py::test_over_budget - pytest_cgmem.BudgetExceeded*",
+        ]
+    )
+
+
+def test_leak_budget_catches_kept_tensor(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_leak=f"""
+        import pytest, torch
+        cache = []
+
+        @pytest.mark.cgmem(leak=0)
+        def test_keeps():
+            cache.append(torch.empty({N}, dtype=torch.uint8, device="cuda"))
+
+        @pytest.mark.cgmem(leak=0)
+        def test_drops():
+            x = torch.empty({N}, dtype=torch.uint8, device="cuda")
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*cgmem: leak 3.00 MiB exceeds budget 0 B (over by 3.00 MiB) on cuda:0*"]
+    )
+
+
+def test_failing_test_keeps_its_own_failure_plus_section(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_own=f"""
+        import pytest, torch
+
+        @pytest.mark.cgmem(peak=1)
+        def test_fails_itself():
+            x = torch.empty({N}, dtype=torch.uint8, device="cuda")
+            assert x.numel() == 0, "my own failure"
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: my own failure*", "*- cgmem -*", "  peak *OVER"])
+    assert "exceeds budget" not in result.stdout.str()
+
+
+def test_default_budget_from_ini_and_summary(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_budget = peak=1MiB\n")
+    pytester.makepyfile(
+        test_default="""
+        import pytest, torch
+
+        @pytest.mark.cgmem
+        def test_small():
+            torch.empty(2**19, dtype=torch.uint8, device="cuda")
+
+        @pytest.mark.cgmem
+        def test_big():
+            torch.empty(2**21, dtype=torch.uint8, device="cuda")
+
+        @pytest.mark.cgmem(peak="4 MiB")
+        def test_big_allowed():
+            torch.empty(2**21, dtype=torch.uint8, device="cuda")
+        """
+    )
+    result = pytester.runpytest("--cgmem-summary=2")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "cgmem: GPUs: NVIDIA *; driver *",
+            "*- cgmem -*",
+            "3 measured test(s), largest peak first (top 2)",
+            "test *peak*reserved*leak*device*non_torch",
+            "test_default.py::test_big *2.00 MiB*",
+            "test_default.py::test_big_allowed *2.00 MiB*",
+        ]
+    )
+
+
+def test_oom_is_reported_and_next_test_measures_cleanly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_oom=f"""
+        import pytest, torch
+
+        @pytest.mark.cgmem(peak="1 TiB")
+        def test_oom():
+            held = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+            free, total = torch.cuda.mem_get_info()
+            torch.empty(total * 2, dtype=torch.uint8, device="cuda")
+
+        @pytest.mark.cgmem(peak={N}, leak=0)
+        def test_next(cgmem):
+            assert torch.cuda.memory_allocated() < 2**30, "the OOM test's tensor is still alive"
+            with cgmem.measure("after") as m:
+                torch.empty({N}, dtype=torch.uint8, device="cuda")
+            assert m.peak == {N}
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*OutOfMemoryError*",
+            "*- cgmem -*",
+            "  peak * 1.00 GiB*",
+            "  note: CUDA out of memory (1x) inside the region*",
+            "  region ended by OutOfMemoryError*",
+        ]
+    )
+
+
+def test_strict_xfail_sees_the_budget_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_xfail=f"""
+        import pytest, torch
+        from pytest_cgmem import BudgetExceeded
+
+        @pytest.mark.xfail(strict=True, raises=BudgetExceeded)
+        @pytest.mark.cgmem(peak={N - 1})
+        def test_buggy():
+            torch.empty({N}, dtype=torch.uint8, device="cuda")
+        """
+    )
+    pytester.runpytest().assert_outcomes(xfailed=1)
+
+
+def test_first_test_is_not_charged_for_context_and_cublas(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_first="""
+        import pytest, torch
+
+        @pytest.mark.cgmem(peak="1 MiB", leak=0, device="4 MiB")
+        def test_first_matmul():
+            a = torch.ones(16, 16, device="cuda")
+            (a @ a).sum().item()
+            half = a.half()
+            torch.nn.functional.linear(half, half, half[0]).sum().item()
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,116 @@
+"""Options, ini keys, marks and usage errors, checked through pytester (no GPU needed)."""
+
+import pytest
+
+from pytest_cgmem.plugin import budget_key, settings_key
+
+GiB = 2**30
+
+
+def test_settings_resolved_cli_over_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_budget = peak=4GiB reserved=6GiB\ncgmem_summary = 3\n")
+    config = pytester.parseconfigure("--cgmem-summary=7")
+    settings = config.stash[settings_key]
+    assert settings.summary == 7
+    assert settings.budget.limits == {"peak": 4 * GiB, "reserved": 6 * GiB}
+    assert settings.require_gpu is False
+
+
+def test_ini_require_gpu(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_require_gpu = true\n")
+    assert pytester.parseconfigure().stash[settings_key].require_gpu is True
+
+
+def test_mark_overrides_default_budget_key_by_key(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.cgmem(leak=0, reserved="3 GiB")
+
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_a(): pass
+
+        def test_b(): pass
+        """
+    )
+    items, _ = pytester.inline_genitems("--cgmem-budget=peak=4GiB reserved=6GiB")
+    assert items[0].stash[budget_key].limits == {"peak": GiB, "reserved": 3 * GiB, "leak": 0}
+    assert items[1].stash[budget_key].limits == {"peak": 4 * GiB, "reserved": 3 * GiB, "leak": 0}
+
+
+def test_unmarked_tests_get_no_budget(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain(): pass")
+    items, _ = pytester.inline_genitems("--cgmem-budget=peak=4GiB")
+    assert budget_key not in items[0].stash
+
+
+@pytest.mark.parametrize(
+    ("mark", "line"),
+    [
+        (
+            'peak="1.5 GB/s"',
+            "*test_x.py::test_it: @pytest.mark.cgmem: peak='1.5 GB/s': cannot read*",
+        ),
+        ('peak="-1 MiB"', "*test_it: @pytest.mark.cgmem: peak='-1 MiB': *"),
+        ('leak="lots"', "*test_it: @pytest.mark.cgmem: leak='lots': *"),
+        (
+            'peek="1 GiB"',
+            "*test_it: @pytest.mark.cgmem: unknown budget keyword 'peek' (valid: peak,*",
+        ),
+        ('"1 GiB"', "*test_it: @pytest.mark.cgmem: takes keyword budgets only*'1 GiB'*"),
+        ("graphs=1.5", "*test_it: @pytest.mark.cgmem: graphs=1.5: expected a whole number*"),
+    ],
+)
+def test_bad_mark_is_a_one_line_usage_error(
+    pytester: pytest.Pytester, mark: str, line: str
+) -> None:
+    pytester.makepyfile(
+        test_x=f"""
+        import pytest
+        @pytest.mark.cgmem({mark})
+        def test_it(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {line}"])
+    assert "Traceback" not in result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "line"),
+    [
+        (["--cgmem-summary=x"], "", "ERROR: --cgmem-summary='x': expected a whole number*"),
+        (["--cgmem-budget=peak=lots"], "", "ERROR: --cgmem-budget='peak=lots': *"),
+        ([], "cgmem_budget = peak", "ERROR: cgmem_budget='peak': cannot read 'peak'*"),
+        (
+            [],
+            "cgmem_require_gpu = maybe",
+            "ERROR: cgmem_require_gpu='maybe': expected true or false*",
+        ),
+    ],
+)
+def test_bad_option_values(pytester: pytest.Pytester, args: list[str], ini: str, line: str) -> None:
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile("def test_plain(): pass")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line])
+
+
+def test_markers_document_every_keyword(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.cgmem(**budgets): *"])
+    text = result.stdout.str()
+    for keyword in ("peak", "reserved", "leak", "device", "non_torch", "reserved_ratio"):
+        assert f"{keyword} (" in text
+
+
+def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
+    from pytest_cgmem.settings import OPTIONS
+
+    result = pytester.runpytest("--help")
+    for option in OPTIONS:
+        result.stdout.fnmatch_lines([f"*{option.cli}*"])
+        result.stdout.fnmatch_lines([f"*{option.ini}*"])

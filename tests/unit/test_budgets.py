@@ -1,0 +1,143 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_cgmem.budgets import (
+    METRICS,
+    Budget,
+    BudgetExceeded,
+    Violation,
+    check,
+    metric_help,
+    parse_budget,
+    parse_budget_string,
+    split_assignments,
+)
+from pytest_cgmem.units import CgmemUsageError
+
+GiB = 2**30
+MiB = 2**20
+
+
+def test_metric_names_are_the_design_contract() -> None:
+    assert list(METRICS) == [
+        "peak",
+        "reserved",
+        "leak",
+        "device",
+        "non_torch",
+        "reserved_ratio",
+        "graph_pool",
+        "graphs",
+        "replays",
+    ]
+
+
+def test_parse_budget_by_kind() -> None:
+    budget = parse_budget({"peak": "1 GiB", "leak": 0, "reserved_ratio": 1.5, "graphs": 3})
+    assert budget.limits == {"peak": GiB, "leak": 0, "reserved_ratio": 1.5, "graphs": 3}
+
+
+@pytest.mark.parametrize(
+    ("values", "fragment"),
+    [
+        ({"peek": "1 GiB"}, "unknown budget keyword 'peek' (valid: peak, reserved"),
+        ({"peak": "1.5 GB/s"}, "peak='1.5 GB/s'"),
+        ({"peak": "-1 MiB"}, "peak='-1 MiB'"),
+        ({"leak": "lots"}, "leak='lots'"),
+        ({"graphs": 1.5}, "graphs=1.5"),
+        ({"reserved_ratio": 0}, "reserved_ratio=0"),
+    ],
+)
+def test_parse_budget_errors_name_keyword_and_value(
+    values: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(CgmemUsageError, match=None) as info:
+        parse_budget(values)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("peak=4GiB reserved=6GiB", {"peak": "4GiB", "reserved": "6GiB"}),
+        ("peak=4 GiB, reserved = 6 GiB", {"peak": "4 GiB", "reserved": "6 GiB"}),
+        ("leak=0", {"leak": "0"}),
+        ("", {}),
+    ],
+)
+def test_split_assignments(text: str, expected: dict[str, str]) -> None:
+    assert split_assignments(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["peak", "peak=", "=4GiB", "peak=1GiB peak=2GiB", "4GiB"])
+def test_split_assignments_rejects(bad: str) -> None:
+    with pytest.raises(CgmemUsageError):
+        split_assignments(bad)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["peak", "reserved", "leak", "device", "non_torch", "graph_pool"]),
+        st.integers(min_value=0, max_value=2**45),
+    )
+)
+def test_budget_string_round_trip(limits: dict[str, int]) -> None:
+    text = " ".join(f"{k}={v}" for k, v in limits.items())
+    assert parse_budget_string(text).limits == limits
+
+
+def test_merge_is_key_by_key() -> None:
+    default = Budget({"peak": 4 * GiB, "reserved": 6 * GiB})
+    merged = default.merged(Budget({"peak": GiB}))
+    assert merged.limits == {"peak": GiB, "reserved": 6 * GiB}
+
+
+def test_check_reports_only_metrics_over_budget() -> None:
+    figures = {"peak": 2 * GiB + 1, "leak": 0, "device": None, "reserved": GiB}
+    budget = Budget({"peak": 2 * GiB, "leak": 0, "device": 0, "reserved": GiB})
+    violations = check(figures, budget, "cuda:0")
+    assert [v.metric for v in violations] == ["peak"]
+
+
+@pytest.mark.parametrize(
+    ("violation", "message"),
+    [
+        (
+            Violation("peak", 2 * GiB, int(2.4 * GiB), "cuda:0"),
+            "cgmem: peak 2.40 GiB exceeds budget 2.00 GiB (+20.0%) on cuda:0",
+        ),
+        (
+            Violation("leak", 0, 4 * MiB, "cuda:1", "prefill"),
+            "cgmem: leak 4.00 MiB exceeds budget 0 B (over by 4.00 MiB) on cuda:1 in 'prefill'",
+        ),
+        (
+            Violation("peak", MiB - 1, MiB, "cuda:0"),
+            "cgmem: peak 1048576 B exceeds budget 1048575 B (+0.0%) on cuda:0",
+        ),
+        (
+            Violation("reserved_ratio", 1.5, 1.75, "cuda:0"),
+            "cgmem: reserved_ratio 1.75 exceeds budget 1.50 (+16.7%) on cuda:0",
+        ),
+        (
+            Violation("graphs", 2, 3, "cuda:0"),
+            "cgmem: graphs 3 exceeds budget 2 (+50.0%) on cuda:0",
+        ),
+    ],
+)
+def test_violation_message(violation: Violation, message: str) -> None:
+    assert violation.message == message
+
+
+def test_budget_exceeded_is_an_assertion_error_listing_all() -> None:
+    a = Violation("peak", 1, 2, "cuda:0")
+    b = Violation("leak", 0, 2, "cuda:0")
+    exc = BudgetExceeded([a, b])
+    assert isinstance(exc, AssertionError)
+    assert str(exc).splitlines() == [a.message, b.message]
+
+
+def test_metric_help_lists_every_keyword() -> None:
+    text = metric_help()
+    for name in METRICS:
+        assert f"{name} (" in text

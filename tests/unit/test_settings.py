@@ -1,0 +1,58 @@
+import pytest
+
+from pytest_cgmem.budgets import Budget
+from pytest_cgmem.settings import OPTIONS, Settings, parse_bool, resolve
+from pytest_cgmem.units import CgmemUsageError
+
+
+def _none() -> dict[str, object]:
+    return {o.name: None for o in OPTIONS}
+
+
+def test_defaults() -> None:
+    assert resolve(_none(), _none()) == Settings(Budget(), False, 10)
+
+
+def test_cli_beats_ini_beats_default() -> None:
+    ini = {**_none(), "summary": "3", "budget": "peak=1GiB"}
+    cli = {**_none(), "summary": "5"}
+    settings = resolve(cli, ini)
+    assert settings.summary == 5
+    assert settings.budget.limits == {"peak": 2**30}
+
+
+def test_empty_ini_value_is_unset() -> None:
+    assert resolve(_none(), {**_none(), "summary": ""}).summary == 10
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("summary", "-1", "--cgmem-summary='-1'"),
+        ("budget", "peak=lots", "--cgmem-budget='peak=lots'"),
+        ("budget", "peek=1GiB", "unknown budget keyword 'peek'"),
+    ],
+)
+def test_bad_cli_value_names_option(name: str, value: str, fragment: str) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        resolve({**_none(), name: value}, _none())
+    assert fragment in str(info.value)
+
+
+def test_bad_ini_value_names_ini_key() -> None:
+    with pytest.raises(CgmemUsageError, match="cgmem_require_gpu='maybe'"):
+        resolve(_none(), {**_none(), "require_gpu": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("0", False), ("Yes", True), ("off", False)]
+)
+def test_parse_bool(text: str, value: bool) -> None:
+    assert parse_bool(text) is value
+
+
+def test_every_option_has_help_cli_and_ini() -> None:
+    for option in OPTIONS:
+        assert option.help
+        assert option.cli.startswith("--cgmem-")
+        assert option.ini.startswith("cgmem_")

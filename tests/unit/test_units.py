@@ -1,0 +1,129 @@
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_cgmem.units import (
+    CgmemUsageError,
+    Tolerance,
+    format_size,
+    parse_count,
+    parse_percent,
+    parse_ratio,
+    parse_size,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("512", 512),
+        ("512 B", 512),
+        ("1KiB", 1024),
+        ("1.5 GiB", 3 * 2**29),
+        ("2 MiB", 2 * 2**20),
+        ("1 TiB", 2**40),
+        ("1 KB", 1000),
+        ("1.5GB", 1_500_000_000),
+        ("3 MB", 3_000_000),
+        ("1 TB", 10**12),
+        ("  4 gib  ", 4 * 2**30),
+        (".5 KiB", 512),
+        (7, 7),
+    ],
+)
+def test_parse_size(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["1.5 GB/s", "-1 MiB", "lots", "", "1 MiBs", "1e3 MiB", "MiB", "1 2 MiB", -1, 1.5, True, None],
+)
+def test_parse_size_rejects(bad: object) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        parse_size(bad)
+    assert repr(bad) in str(info.value) or str(bad) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+_UNITS = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "KB": 1000, "MB": 10**6}
+
+
+@given(st.integers(min_value=0, max_value=10**6), st.sampled_from(sorted(_UNITS)), st.booleans())
+def test_parse_size_round_trips_whole_numbers(number: int, unit: str, space: bool) -> None:
+    text = f"{number}{' ' if space else ''}{unit}"
+    assert parse_size(text) == number * _UNITS[unit]
+    assert parse_size(text.lower()) == number * _UNITS[unit]
+
+
+@given(st.integers(min_value=0, max_value=2**50))
+def test_format_then_parse_is_within_rounding(num_bytes: int) -> None:
+    text = format_size(num_bytes)
+    back = parse_size(text)
+    assert math.isclose(back, num_bytes, rel_tol=0.005, abs_tol=1)
+
+
+@given(st.integers(min_value=0, max_value=2**50))
+def test_parse_size_accepts_ints_unchanged(num_bytes: int) -> None:
+    assert parse_size(num_bytes) == num_bytes
+    assert parse_size(str(num_bytes)) == num_bytes
+
+
+@pytest.mark.parametrize(
+    ("num_bytes", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.00 KiB"),
+        (int(2.4 * 2**30), "2.40 GiB"),
+        (2**20 * 512, "512.00 MiB"),
+        (-(2**20), "-1.00 MiB"),
+        (2**50, "1024.00 TiB"),
+    ],
+)
+def test_format_size(num_bytes: int, text: str) -> None:
+    assert format_size(num_bytes) == text
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), (3, 3), ("12", 12), (" 4 ", 4)])
+def test_parse_count(value: object, expected: int) -> None:
+    assert parse_count(value) == expected
+
+
+@pytest.mark.parametrize("bad", [-1, "1.5", "two", True, 1.0, None])
+def test_parse_count_rejects(bad: object) -> None:
+    with pytest.raises(CgmemUsageError):
+        parse_count(bad)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1.5, 1.5), (2, 2.0), ("1.25", 1.25)])
+def test_parse_ratio(value: object, expected: float) -> None:
+    assert parse_ratio(value) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "nan", "inf", "x", True, None])
+def test_parse_ratio_rejects(bad: object) -> None:
+    with pytest.raises(CgmemUsageError):
+        parse_ratio(bad)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5%", 0.05), ("0.5 %", 0.005), (0.1, 0.1)])
+def test_parse_percent(value: object, expected: float) -> None:
+    assert parse_percent(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("bad", ["5", "-5%", "x%", True, "nan%"])
+def test_parse_percent_rejects(bad: object) -> None:
+    with pytest.raises(CgmemUsageError):
+        parse_percent(bad)
+
+
+def test_tolerance_allows_the_larger_slack() -> None:
+    tol = Tolerance(rel=0.05, abs=100)
+    assert tol.allows(1000, 1100)
+    assert not tol.allows(1000, 1101)
+    assert tol.allows(10**6, 10**6 + 50_000)
+    assert not tol.allows(10**6, 10**6 + 50_001)
