@@ -247,6 +247,8 @@ def test_xdist_results_reach_the_controller_once(pytester: pytest.Pytester, work
     serial = pytester.runpytest("--cgmem-json=serial.json")
     serial.assert_outcomes(passed=n)
     result = pytester.runpytest(
+        "-p",
+        "no:benchmark",
         "-n",
         str(workers),
         "--cgmem-json=run.json",
