@@ -143,8 +143,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "tolerance",
-        "relative growth over the baseline that is not a regression, "
-        "a percentage such as '10 percent' written with the sign (default: 5 percent)",
+        "relative growth over the baseline that is not a regression: a number and a "
+        "percent sign (default: 5 percent)",
         parse_percent,
         0.05,
         metavar="PERCENT",

@@ -239,9 +239,11 @@ def test_works_without_pytest_benchmark(pytester: pytest.Pytester) -> None:
 
 
 def test_mark_help_names_every_keyword(pytester: pytest.Pytester) -> None:
-    assert "tolerance ('10%', '4MiB' or '10% 4MiB')" in MARK_HELP
+    assert "tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes)" in MARK_HELP
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(["*cgmem(**budgets)*tolerance ('10%', '4MiB' or '10% 4MiB')*"])
+    result.stdout.fnmatch_lines(
+        ["*cgmem(**budgets)*tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes)*"]
+    )
 
 
 @pytest.mark.parametrize(
