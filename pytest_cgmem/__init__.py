@@ -1,5 +1,6 @@
 """pytest-cgmem: GPU memory as something a test suite can assert on."""
 
+from .baseline import BaselineRegression
 from .budgets import METRICS, Budget, BudgetExceeded, Violation, check, parse_budget
 from .coverage import (
     EagerFallback,
@@ -20,6 +21,7 @@ from .units import CgmemUsageError, format_size, parse_size
 
 __all__ = [
     "METRICS",
+    "BaselineRegression",
     "Budget",
     "BudgetExceeded",
     "CgmemFixture",

@@ -14,17 +14,23 @@ from typing import Any
 
 import pytest
 
-from .budgets import CALL_LABEL, Budget, BudgetExceeded, metric_help, parse_budget
+from .baseline import Baseline, BaselineRegression, effective, parse_tolerance
+from .budgets import CALL_LABEL, Budget, BudgetExceeded, Violation, metric_help, parse_budget
 from .fixture import CgmemFixture
-from .report import TestRecord, header, section, summary
+from .record import FigureRecorder
+from .report import TestRecord, baseline_summary, header, section, summary
 from .results import RegionResult
+from .runfile import TestEntry, entry_from_dict
 from .settings import OPTIONS, Settings, resolve
-from .units import CgmemUsageError
+from .units import CgmemUsageError, Tolerance
 
 MARK_HELP = (
     "cgmem(**budgets): measure the test's call phase on the GPU and fail it when a "
     "figure exceeds its budget. Keywords (bytes as an int or '512 MiB'; binary units "
-    "B, KiB, MiB, GiB, TiB, decimal KB, MB, GB, TB): " + metric_help()
+    "B, KiB, MiB, GiB, TiB, decimal KB, MB, GB, TB): " + metric_help() + "; and "
+    "tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes): growth over --cgmem-baseline "
+    "that is not a "
+    "regression for this test, replacing --cgmem-tolerance/--cgmem-tolerance-abs part by part"
 )
 NO_GPU = "cgmem: no CUDA device"
 
@@ -72,6 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except CgmemUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[records_key] = []
+    if _pin_problem:
+        raise pytest.UsageError(_pin_problem[0])
+    config.pluginmanager.register(_Results(config), "cgmem-results")
 
 
 def _item_budget(item: pytest.Item, default: Budget) -> Budget:
@@ -83,8 +92,22 @@ def _item_budget(item: pytest.Item, default: Budget) -> Budget:
                 f"takes keyword budgets only (e.g. cgmem(peak='1 GiB')), got positional "
                 f"{', '.join(repr(a) for a in mark.args)}"
             )
-        budget = budget.merged(parse_budget(mark.kwargs))
+        kwargs = dict(mark.kwargs)
+        if "tolerance" in kwargs:
+            try:
+                parse_tolerance(kwargs.pop("tolerance"))
+            except CgmemUsageError as exc:
+                raise CgmemUsageError(f"tolerance={mark.kwargs['tolerance']!r}: {exc}") from None
+        budget = budget.merged(parse_budget(kwargs))
     return budget
+
+
+def _item_tolerance(item: pytest.Item) -> dict[str, Any] | None:
+    """The closest cgmem mark's ``tolerance=`` (validated at collection), parsed."""
+    for mark in item.iter_markers("cgmem"):
+        if "tolerance" in mark.kwargs:
+            return parse_tolerance(mark.kwargs["tolerance"])
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -281,3 +304,280 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_sep("-", "cgmem")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# --- results for CI and dashboards: JSON, baselines, pytest-benchmark, JUnit, xdist -------
+
+_pin_problem: list[str] = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Pin a pytest-xdist worker to its device before any conftest can start CUDA."""
+    from .pinning import count_devices, device_for_worker
+    from .settings import parse_devices
+
+    _pin_problem.clear()
+    workerid = os.environ.get("PYTEST_XDIST_WORKER")
+    if workerid is None:
+        return
+    raw = getattr(early_config.known_args_namespace, _dest("devices"), None)
+    source = "--cgmem-devices"
+    if raw is None:
+        with contextlib.suppress(Exception):
+            raw, source = early_config.getini("cgmem_devices") or None, "cgmem_devices"
+    if raw is None:
+        return
+    try:
+        devices = parse_devices(raw)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        count = count_devices() if devices == "all" and visible is None else 0
+        chosen = device_for_worker(workerid, devices, visible, count)
+    except (CgmemUsageError, IndexError) as exc:
+        _pin_problem.append(f"{source}={raw!r}: {exc}")
+        return
+    if chosen is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        _pin_problem.append(
+            f"{source}={raw!r}: CUDA was already initialised in worker {workerid}; "
+            "it cannot be pinned to a device"
+        )
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+
+
+@pytest.fixture
+def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
+    """Record figures measured elsewhere as a region of this test (needs no CUDA):
+    ``cgmem_record("server", peak="1.2 GiB", device=...)``."""
+    return FigureRecorder(request.node.stash.setdefault(regions_key, []).append)
+
+
+_verdict_key = pytest.StashKey[tuple[dict[str, Any], tuple[str | None, ...], Any, Any]]()
+
+
+class _Results:
+    """Collects every measured test as a run-file entry; writes files at the session's end.
+
+    Under pytest-xdist each worker sends its entries to the controller
+    (``workeroutput``), which alone writes files and prints the summary.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        from . import runfile
+
+        self.config = config
+        self.settings: Settings = config.stash[settings_key]
+        self.entries: list[TestEntry] = []
+        self.machine: dict[str, Any] | None = None
+        self.lines: list[str] = []
+        self.baseline: Baseline | None = None
+        self.tolerance = Tolerance(self.settings.tolerance, self.settings.tolerance_abs)
+        workerinput = getattr(config, "workerinput", None)
+        self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
+        if self.settings.baseline:
+            try:
+                document = runfile.load_run(self.settings.baseline, "baseline")
+            except CgmemUsageError as exc:
+                raise pytest.UsageError(str(exc)) from None
+            self.baseline = Baseline(self.settings.baseline, document)
+
+    # -- in the process that runs the tests --------------------------------------------
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        __tracebackhide__ = True
+        try:
+            outcome = yield
+        except BaseException:
+            self._judge(item)
+            raise
+        error = self._judge(item)
+        if error is not None:
+            raise error
+        return outcome
+
+    def _judge(self, item: pytest.Item) -> AssertionError | None:
+        """Hold recorded regions against the budget and every region against the baseline."""
+        regions = item.stash.get(regions_key, None)
+        if not regions:
+            return None
+        marked = item.stash.get(budget_key, None)
+        budget = marked if marked is not None else self.settings.budget
+        checked: list[str | None] = []
+        if marked is not None and regions[0].label == CALL_LABEL:
+            checked.append(CALL_LABEL)
+        violations: list[Violation] = []
+        for region in regions:
+            if region.extra.get("recorded"):
+                checked.append(region.label)
+                violations.extend(region.check(budget))
+        override = _item_tolerance(item) if marked is not None else None
+        findings = None
+        if self.baseline is not None:
+            tolerance = effective(self.tolerance, override)
+            findings = self.baseline.check(item.nodeid, regions, tolerance)
+        item.stash[_verdict_key] = (
+            dict(budget.limits) if checked else {},
+            tuple(checked),
+            override,
+            findings,
+        )
+        if violations:
+            return BudgetExceeded(violations)
+        if findings is not None and findings.regressions:
+            assert self.baseline is not None
+            return BaselineRegression(findings.regressions, self.baseline.path)
+        return None
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        regions = item.stash.get(regions_key, None)
+        if call.when == "call" and regions:
+            self._collect(item, report, tuple(regions))
+        return report
+
+    def _collect(
+        self, item: pytest.Item, report: pytest.TestReport, regions: tuple[RegionResult, ...]
+    ) -> None:
+        budget, checked, override, findings = item.stash.get(_verdict_key, ({}, (), None, None))
+        outcome: str = report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        self.entries.append(
+            TestEntry(
+                nodeid=item.nodeid,
+                outcome=outcome,
+                regions=regions,
+                budget=budget,
+                checked=checked,
+                tolerance=override,
+                worker=self.worker,
+                cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
+                baseline=None if findings is None else findings.to_dict(),
+            )
+        )
+        for region in regions:
+            label = region.label or "region"
+            for device in region.devices:
+                where = f"{label}.cuda{device.index}" if len(region.devices) > 1 else label
+                for metric, value in device.metrics().items():
+                    if value is not None:
+                        item.user_properties.append((f"cgmem.{where}.{metric}", value))
+        if "benchmark" in getattr(item, "fixturenames", ()) and self.config.pluginmanager.hasplugin(
+            "benchmark"
+        ):
+            bench = getattr(item, "funcargs", {}).get("benchmark")
+            extra = getattr(bench, "extra_info", None)
+            if isinstance(extra, dict):
+                extra["cgmem"] = _benchmark_figures(regions)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_benchmark_update_machine_info(
+        self, config: pytest.Config, machine_info: dict[str, Any]
+    ) -> None:
+        if "torch" in sys.modules or self.entries:
+            machine_info["cgmem"] = self._machine()
+
+    def _machine(self) -> dict[str, Any]:
+        from . import runfile
+
+        if self.machine is None:
+            machine = runfile.base_machine()
+            if self.entries or "pytest_cgmem.measure" in sys.modules:
+                from . import measure
+
+                machine.update(measure.machine_info())
+            self.machine = machine
+        return self.machine
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.worker is not None:
+            workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
+            workeroutput["cgmem"] = {
+                "entries": [e.to_dict() for e in self.entries],
+                "machine": self._machine() if self.entries else None,
+            }
+            return
+        self._write()
+
+    # -- on the pytest-xdist controller ---------------------------------------------------
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        payload = getattr(node, "workeroutput", {}).get("cgmem")
+        if not payload:
+            return
+        for data in payload["entries"]:
+            entry = entry_from_dict(data)
+            self.entries.append(entry)
+            self.config.stash[records_key].append(
+                TestRecord(entry.nodeid, entry.outcome, entry.regions)
+            )
+        if self.machine is None and payload.get("machine"):
+            self.machine = payload["machine"]
+
+    def _write(self) -> None:
+        from . import runfile
+
+        settings = self.settings
+        if not (settings.json or settings.gab_json or settings.save_baseline):
+            return
+        document = runfile.build_run(
+            self.entries,
+            self._machine(),
+            runfile.git_commit(self.config.rootpath),
+            settings={
+                "budget": dict(settings.budget.limits),
+                "tolerance": settings.tolerance,
+                "tolerance_abs": settings.tolerance_abs,
+                "baseline": settings.baseline,
+                "xdist": any(e.worker for e in self.entries),
+            },
+        )
+        targets = [
+            (settings.json, "run file", document),
+            (settings.save_baseline, "baseline", document),
+            (settings.gab_json, "github-action-benchmark file", None),
+        ]
+        for path, what, data in targets:
+            if not path:
+                continue
+            try:
+                runfile.write_json(path, runfile.gab_entries(document) if data is None else data)
+            except (OSError, ValueError) as exc:
+                self.lines.append(f"cgmem: could not write {what} {path!r}: {exc}")
+            else:
+                self.lines.append(f"cgmem: wrote {what} {path} ({len(self.entries)} test(s))")
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = list(self.lines)
+        if self.baseline is not None:
+            lines[:0] = baseline_summary(
+                self.baseline.path,
+                [e.to_dict() for e in self.entries],
+                self.baseline.nodeids,
+            )
+        if lines:
+            terminalreporter.write_sep("-", "cgmem results")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+
+def _benchmark_figures(regions: tuple[RegionResult, ...]) -> dict[str, Any]:
+    """``{label: {metric: value}}``; ``{label: {"cuda:N": {...}}}`` for a multi-device region."""
+    found: dict[str, Any] = {}
+    for region in regions:
+        per_device = {
+            f"cuda:{d.index}": {m: v for m, v in d.metrics().items() if v is not None}
+            for d in region.devices
+        }
+        one = len(per_device) == 1
+        found[region.label or "region"] = next(iter(per_device.values())) if one else per_device
+    return found

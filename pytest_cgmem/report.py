@@ -116,3 +116,28 @@ def header(info: Mapping[str, Any]) -> list[str]:
         f"allocator {info.get('allocator_backend')}, "
         f"PYTORCH_CUDA_ALLOC_CONF={info.get('alloc_conf') or '(unset)'}",
     ]
+
+
+def baseline_summary(
+    path: str, tests: Sequence[Mapping[str, Any]], baseline_nodeids: set[str]
+) -> list[str]:
+    """What the baseline check found over the run: counts, then each regression,
+    improvement and new test (``tests`` are run-file test entries)."""
+    checked = [t for t in tests if t.get("baseline") is not None]
+    regressions = [(t, c) for t in checked for c in t["baseline"]["regressions"]]
+    improvements = [(t, c) for t in checked for c in t["baseline"]["improvements"]]
+    new = [n for t in checked for n in t["baseline"]["new"]]
+    compared = sum(t["baseline"]["compared"] for t in checked)
+    not_run = baseline_nodeids - {t["nodeid"] for t in tests}
+    lines = [
+        f"cgmem baseline {path}: {compared} figure(s) of {len(checked)} test(s) compared: "
+        f"{len(regressions)} regression(s), {len(improvements)} improvement(s), "
+        f"{len(new)} new"
+        + (f"; {len(not_run)} baseline test(s) not measured in this run" if not_run else "")
+    ]
+    for word, found in (("REGRESSION", regressions), ("improvement", improvements)):
+        for test, change in found:
+            text = change["message"].removeprefix("cgmem: ")
+            lines.append(f"  {word} {test['nodeid']}: {text}")
+    lines.extend(f"  new {name}" for name in new)
+    return lines

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budgets import Budget, parse_budget_string
-from .units import CgmemUsageError
+from .units import CgmemUsageError, parse_percent, parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -22,6 +22,25 @@ def parse_bool(value: object) -> bool:
     if text in _FALSE:
         return False
     raise CgmemUsageError(f"expected true or false, got {value!r}")
+
+
+def parse_path(value: object) -> str:
+    text = str(value).strip()
+    if not text:
+        raise CgmemUsageError("expected a file path, got an empty value")
+    return text
+
+
+def parse_devices(value: object) -> tuple[str, ...] | str:
+    """``"all"`` or a comma-separated list of device indices (or UUIDs) such as ``"0,1"``."""
+    text = str(value).strip()
+    if text.lower() == "all":
+        return "all"
+    devices = tuple(t.strip() for t in text.split(","))
+    valid = all(t.isdigit() or t.startswith(("GPU-", "MIG-")) for t in devices)
+    if not text or not valid:
+        raise CgmemUsageError(f"expected 'all' or device indices such as '0,1', got {value!r}")
+    return devices
 
 
 def parse_summary(value: object) -> int:
@@ -94,6 +113,59 @@ OPTIONS: tuple[Option, ...] = (
         metavar="N",
     ),
     Option(
+        "json",
+        "write every measured test's figures, budgets and violations, the machine and the "
+        "commit to this JSON file (schema pytest-cgmem/1, docs/json.md)",
+        parse_path,
+        None,
+        metavar="PATH",
+    ),
+    Option(
+        "gab_json",
+        "write the figures as github-action-benchmark 'customSmallerIsBetter' JSON",
+        parse_path,
+        None,
+        metavar="PATH",
+    ),
+    Option(
+        "save_baseline",
+        "save this run's figures as a baseline (the --cgmem-json format) to PATH",
+        parse_path,
+        None,
+        metavar="PATH",
+    ),
+    Option(
+        "baseline",
+        "fail a test whose figures grew past the baseline in PATH by more than the tolerance",
+        parse_path,
+        None,
+        metavar="PATH",
+    ),
+    Option(
+        "tolerance",
+        "relative growth over the baseline that is not a regression: a number and a "
+        "percent sign (default: 5 percent)",
+        parse_percent,
+        0.05,
+        metavar="PERCENT",
+    ),
+    Option(
+        "tolerance_abs",
+        "absolute growth over the baseline that is not a regression (default 2MiB); "
+        "a figure regresses only when it grew past both tolerances",
+        parse_size,
+        2 * 2**20,
+        metavar="SIZE",
+    ),
+    Option(
+        "devices",
+        "with pytest-xdist: pin worker N to device N mod k of this list ('0,1') or of "
+        "every device ('all'), through CUDA_VISIBLE_DEVICES, before CUDA starts there",
+        parse_devices,
+        None,
+        metavar="LIST",
+    ),
+    Option(
         "history",
         "record the allocator's history (torch.cuda.memory._record_memory_history) while "
         "measured tests run; a failure then lists the allocation sites live at the peak "
@@ -135,6 +207,13 @@ class Settings:
     budget: Budget = field(default_factory=Budget)
     require_gpu: bool = False
     summary: int = 10
+    json: str | None = None
+    gab_json: str | None = None
+    save_baseline: str | None = None
+    baseline: str | None = None
+    tolerance: float = 0.05
+    tolerance_abs: int = 2 * 2**20
+    devices: tuple[str, ...] | str | None = None
     history: bool = False
     history_entries: int = DEFAULT_HISTORY_ENTRIES
     stacks: int = DEFAULT_STACKS

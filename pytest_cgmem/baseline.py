@@ -1,0 +1,276 @@
+"""Baselines: figures of a saved run held against a new run, with tolerances (pure)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .budgets import CALL_LABEL, METRICS, Number
+from .results import RegionResult
+from .runfile import figures, region_name
+from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+
+#: Metrics held against a baseline: smaller is better for each. ``reserved_ratio`` (a
+#: quotient of two compared figures) and ``replays`` (more replays is no regression) are not.
+BASELINE_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
+
+Verdict = Literal["regression", "improvement", "same"]
+
+
+def parse_tolerance(value: object) -> dict[str, Number]:
+    """A per-test tolerance: ``"10%"``, ``"4MiB"``, or both (``"10% 4MiB"``); an int is bytes.
+
+    Returns ``{"rel": fraction}`` and/or ``{"abs": bytes}``; the other part keeps the
+    run's default (``--cgmem-tolerance`` / ``--cgmem-tolerance-abs``).
+    """
+    usage = f"expected a tolerance such as '10%', '4MiB' or '10% 4MiB', got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise CgmemUsageError(usage)
+    if isinstance(value, int):
+        return {"abs": parse_size(value)}
+    parts = [p for p in re.split(r"[\s,]+(?=[\d.])", value.strip()) if p.strip()]
+    if not parts or len(parts) > 2:
+        raise CgmemUsageError(usage)
+    result: dict[str, Number] = {}
+    for part in parts:
+        key = "rel" if part.strip().endswith("%") else "abs"
+        if key in result:
+            kind = "relative" if key == "rel" else "absolute"
+            raise CgmemUsageError(f"two {kind} tolerances in {value!r}")
+        try:
+            result[key] = parse_percent(part) if key == "rel" else parse_size(part)
+        except CgmemUsageError as exc:
+            raise CgmemUsageError(f"{usage} ({exc})") from None
+    return result
+
+
+def effective(default: Tolerance, override: Mapping[str, Number] | None) -> Tolerance:
+    if not override:
+        return default
+    return Tolerance(
+        rel=float(override.get("rel", default.rel)), abs=int(override.get("abs", default.abs))
+    )
+
+
+def describe(tolerance: Tolerance) -> str:
+    return f"tolerance {tolerance.rel * 100:g}% or {format_size(tolerance.abs)}"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One figure of one region on one device, baseline against new."""
+
+    nodeid: str
+    label: str | None
+    index: int
+    metric: str
+    baseline: Number
+    value: Number
+    verdict: Verdict
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+    @property
+    def change(self) -> Number:
+        return self.value - self.baseline
+
+    @property
+    def percent(self) -> float | None:
+        return None if not self.baseline else self.change / abs(self.baseline) * 100
+
+    def change_text(self) -> str:
+        spec = METRICS[self.metric]
+        sign = "+" if self.change >= 0 else "-"
+        text = sign + spec.format(abs(self.change))
+        if self.percent is not None:
+            text += f", {self.percent:+.1f}%"
+        return text
+
+    @property
+    def message(self) -> str:
+        spec = METRICS[self.metric]
+        word = {"regression": "regressed", "improvement": "improved", "same": "held"}[self.verdict]
+        where = f"cuda:{self.index}"
+        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        return (
+            f"cgmem: {self.metric} {spec.format(self.value)} {word} from baseline "
+            f"{spec.format(self.baseline)} ({self.change_text()}; {describe(self.tolerance)}) "
+            f"on {where}{region}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "label": self.label,
+            "device": self.index,
+            "baseline": self.baseline,
+            "value": self.value,
+            "change": self.change,
+            "message": self.message,
+        }
+
+
+def compare_one(
+    key: tuple[str, str | None, int],
+    base: Mapping[str, Number],
+    new: Mapping[str, Number],
+    tolerance: Tolerance,
+) -> list[Change]:
+    """Every baseline metric that both sides know, with its verdict."""
+    nodeid, label, index = key
+    found = []
+    for metric in BASELINE_METRICS:
+        if base.get(metric) is None or new.get(metric) is None:
+            continue
+        b, v = base[metric], new[metric]
+        slack = tolerance.rel * abs(b)
+        if METRICS[metric].kind == "bytes":
+            slack = max(slack, tolerance.abs)
+        verdict: Verdict = "same"
+        if v > b + slack:
+            verdict = "regression"
+        elif v < b - slack:
+            verdict = "improvement"
+        found.append(Change(nodeid, label, index, metric, b, v, verdict, tolerance))
+    return found
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a baseline says about one test (or a whole run)."""
+
+    changes: tuple[Change, ...] = ()
+    new: tuple[str, ...] = ()
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "improvement"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compared": len(self.changes),
+            "regressions": [c.to_dict() for c in self.regressions],
+            "improvements": [c.to_dict() for c in self.improvements],
+            "new": list(self.new),
+        }
+
+
+class Baseline:
+    """A saved run file, indexed for checking tests one at a time."""
+
+    def __init__(self, path: str, document: Mapping[str, Any]) -> None:
+        self.path = path
+        self.document = document
+        self.figures = figures(document)
+        self.nodeids = {t["nodeid"] for t in document["tests"]}
+
+    def check(self, nodeid: str, regions: Sequence[RegionResult], tolerance: Tolerance) -> Findings:
+        changes: list[Change] = []
+        new: list[str] = []
+        for region in regions:
+            for device in region.devices:
+                key = (nodeid, region.label, device.index)
+                base = self.figures.get(key)
+                if base is None:
+                    name = region_name(nodeid, region.label)
+                    if len(region.devices) > 1:
+                        name += f" cuda:{device.index}"
+                    new.append(name)
+                    continue
+                given = region.extra.get("recorded") or METRICS
+                values = {m: v for m, v in device.metrics().items() if v is not None and m in given}
+                changes.extend(compare_one(key, base, values, tolerance))
+        return Findings(tuple(changes), tuple(new))
+
+
+class BaselineRegression(AssertionError):
+    """Raised in a test's call phase when a figure grew past its baseline and tolerance."""
+
+    def __init__(self, changes: Iterable[Change], path: str) -> None:
+        self.changes = tuple(changes)
+        self.path = path
+        lines = [c.message for c in self.changes]
+        lines.append(f"cgmem: baseline {path}")
+        super().__init__("\n".join(lines))
+
+
+BaselineRegression.__module__ = "pytest_cgmem"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two run files side by side (``cgmem compare``)."""
+
+    changes: tuple[Change, ...]
+    new: tuple[str, ...]
+    missing: tuple[str, ...]
+
+    @property
+    def regressions(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[Change]:
+        return [c for c in self.changes if c.verdict == "improvement"]
+
+
+def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Tolerance) -> Comparison:
+    """Every figure of ``new`` against ``base``; a test's own ``tolerance`` (from its mark,
+    recorded in the new file) replaces the default part by part."""
+    base_figures = figures(base)
+    new_figures = figures(new)
+    tolerances = {t["nodeid"]: t.get("tolerance") for t in new["tests"]}
+    changes: list[Change] = []
+    new_names: list[str] = []
+    for key, values in new_figures.items():
+        if key not in base_figures:
+            new_names.append(region_name(key[0], key[1]) + _device_suffix(key, new_figures))
+            continue
+        tolerance = effective(default, tolerances.get(key[0]))
+        changes.extend(compare_one(key, base_figures[key], values, tolerance))
+    missing = [
+        region_name(k[0], k[1]) + _device_suffix(k, base_figures)
+        for k in base_figures
+        if k not in new_figures
+    ]
+    return Comparison(tuple(changes), tuple(new_names), tuple(missing))
+
+
+def _device_suffix(
+    key: tuple[str, str | None, int], table: Mapping[tuple[str, str | None, int], Any]
+) -> str:
+    many = sum(1 for k in table if k[:2] == key[:2]) > 1
+    return f" cuda:{key[2]}" if many else ""
+
+
+def change_table(changes: Sequence[Change]) -> list[str]:
+    """Text table rows: test, metric, baseline, new, change, verdict."""
+    rows = [("test", "metric", "baseline", "new", "change", "verdict")]
+    for c in changes:
+        spec = METRICS[c.metric]
+        name = region_name(c.nodeid, c.label)
+        rows.append(
+            (
+                name,
+                c.metric + (f" cuda:{c.index}" if c.index else ""),
+                spec.format(c.baseline),
+                spec.format(c.value),
+                c.change_text(),
+                c.verdict.upper() if c.verdict == "regression" else c.verdict,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths[0] = min(widths[0], 70)
+    lines = []
+    for row in rows:
+        name = row[0] if len(row[0]) <= widths[0] else "..." + row[0][-(widths[0] - 3) :]
+        cells = [name.ljust(widths[0])]
+        cells.append(row[1].ljust(widths[1]))
+        cells += [row[i].rjust(widths[i]) for i in range(2, len(row))]
+        lines.append("  ".join(cells).rstrip())
+    return lines

@@ -1,0 +1,139 @@
+"""The ``cgmem`` command: ``compare``, ``merge`` and ``report`` on run files.
+
+Exit status: 0 fine, 1 a regression (``compare``), 2 a usage problem (a bad file or
+option, one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .baseline import change_table, compare_runs, describe
+from .runfile import load_run, merge_runs, write_json
+from .units import CgmemUsageError, Tolerance, parse_percent, parse_size
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cgmem", description="Compare, merge and report pytest-cgmem run files."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare a run with a baseline; exit 1 on a regression",
+        description="Every figure of NEW against BASE. A figure regresses when it grew "
+        "past both tolerances; a test's own tolerance (its mark's tolerance=) wins.",
+    )
+    compare.add_argument("base", metavar="BASE", help="baseline run file")
+    compare.add_argument("new", metavar="NEW", help="new run file")
+    compare.add_argument("--tolerance", default="5%", help="relative tolerance (default 5%%)")
+    compare.add_argument(
+        "--tolerance-abs", default="2MiB", help="absolute tolerance (default 2MiB)"
+    )
+    compare.add_argument(
+        "--all", action="store_true", help="list every figure, not only those that moved"
+    )
+
+    merge = sub.add_parser(
+        "merge",
+        help="join run files of CI shards into one",
+        description="Join run files (shards of one suite) into one; a test in two files or "
+        "files from different machines are refused.",
+    )
+    merge.add_argument("files", nargs="+", metavar="FILE", help="run files")
+    merge.add_argument("-o", "--output", required=True, help="merged run file to write")
+    merge.add_argument(
+        "--allow-mixed-machines",
+        action="store_true",
+        help="merge files from different GPUs, drivers, torch or CUDA versions anyway",
+    )
+
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page with charts",
+        description="One HTML page (no network needed) for the newest run, with the "
+        "history of each metric across all the files given. Needs matplotlib "
+        "(pip install 'pytest-cgmem[report]').",
+    )
+    report.add_argument("files", nargs="+", metavar="RUN", help="run files (any order)")
+    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("--title", default="GPU memory", help="page title")
+    return parser
+
+
+def _compare(args: argparse.Namespace) -> int:
+    try:
+        tolerance = Tolerance(parse_percent(args.tolerance), parse_size(args.tolerance_abs))
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"--tolerance/--tolerance-abs: {exc}") from None
+    base = load_run(args.base, "baseline")
+    new = load_run(args.new)
+    result = compare_runs(base, new, tolerance)
+    shown = list(result.changes) if args.all else [c for c in result.changes if c.verdict != "same"]
+    shown.sort(key=lambda c: ({"regression": 0, "improvement": 1, "same": 2}[c.verdict], c.nodeid))
+    print(f"cgmem compare {args.base} -> {args.new} ({describe(tolerance)})")
+    if shown:
+        for line in change_table(shown):
+            print(line)
+    for name in result.new:
+        print(f"new: {name}")
+    for name in result.missing:
+        print(f"missing from {args.new}: {name}")
+    print(
+        f"{len(result.changes)} figure(s) compared: {len(result.regressions)} regression(s), "
+        f"{len(result.improvements)} improvement(s), {len(result.new)} new, "
+        f"{len(result.missing)} missing"
+    )
+    return 1 if result.regressions else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    runs = [(name, load_run(name)) for name in args.files]
+    document, warnings = merge_runs(runs, allow_mixed_machines=args.allow_mixed_machines)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    write_json(args.output, document)
+    print(
+        f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> {args.output}"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .htmlreport import MissingExtra, render
+
+    runs = [(name, load_run(name)) for name in args.files]
+    try:
+        page = render(runs, args.title)
+    except MissingExtra as exc:
+        raise CgmemUsageError(str(exc)) from None
+    target = Path(args.output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    print(f"cgmem report: {len(runs)} run(s) -> {args.output}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = {"compare": _compare, "merge": _merge, "report": _report}[args.command]
+    try:
+        return command(args)
+    except CgmemUsageError as exc:
+        message = str(exc)
+        print(message if message.startswith("cgmem") else f"cgmem: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cgmem {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""``cgmem report``: one self-contained HTML page from run files (charts by matplotlib).
+
+The page needs no network: charts are inline SVG, styles inline, no scripts. matplotlib
+is the optional ``report`` extra (``pip install pytest-cgmem[report]``); ``render``
+raises ``MissingExtra`` when it is not installed.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .budgets import METRICS
+from .runfile import BYTE_METRICS, known, region_name
+
+_MiB = 2**20
+_HISTORY_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool")
+_TABLE_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
+_MAX_ROWS = 40
+_MAX_LINES = 8
+_OK, _OVER, _NONE = "#3b8f4f", "#c8372d", "#8a94a6"
+
+
+class MissingExtra(RuntimeError):
+    """matplotlib is not installed."""
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtra(
+            "cgmem report needs matplotlib: pip install 'pytest-cgmem[report]'"
+        ) from None
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    matplotlib.rcParams["font.size"] = 10
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _svg(plt: Any, fig: Any) -> str:
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buffer.getvalue()
+    return re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg") :], flags=re.S)
+
+
+def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per test region and device: its name, outcome, budget and known figures."""
+    rows = []
+    for test in doc["tests"]:
+        for region in test["regions"]:
+            for device in region["devices"]:
+                name = region_name(test["nodeid"], region.get("label"))
+                if len(region["devices"]) > 1:
+                    name += f" cuda:{device['index']}"
+                checked = region.get("label") in (test.get("checked") or [])
+                rows.append(
+                    {
+                        "name": name,
+                        "outcome": test.get("outcome"),
+                        "budget": (test.get("budget") or {}) if checked else {},
+                        "figures": known(region, device),
+                        "error": region.get("error"),
+                    }
+                )
+    return rows
+
+
+def _short(name: str, width: int = 60) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def _budget_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
+    """Each budgeted figure as a percentage of its budget; 100% is the line."""
+    bars = []
+    for row in rows:
+        for metric, limit in row["budget"].items():
+            value = row["figures"].get(metric)
+            if value is None:
+                continue
+            percent = value / limit * 100 if limit else (0.0 if value == 0 else 999.0)
+            bars.append((f"{_short(row['name'], 48)}  {metric}", percent, value, limit, metric))
+    if not bars:
+        return None
+    bars = bars[:_MAX_ROWS]
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(bars) + 1.2))
+    ys = range(len(bars))
+    shown = [min(b[1], 200.0) for b in bars]
+    colors = [_OVER if b[1] > 100 else _OK for b in bars]
+    ax.barh(list(ys), shown, color=colors, height=0.6)
+    ax.axvline(100, color="black", linewidth=1.2)
+    ax.set_yticks(list(ys), [b[0] for b in bars])
+    ax.invert_yaxis()
+    ax.set_xlabel("% of budget (bar capped at 200%)")
+    ax.set_xlim(0, max(110.0, max(shown) * 1.15))
+    for y, (_, percent, value, limit, metric) in zip(ys, bars, strict=True):
+        spec = METRICS[metric]
+        ax.text(
+            min(percent, 200.0) + 1,
+            y,
+            f"{spec.format(value)} / {spec.format(limit)} ({percent:.0f}%)",
+            va="center",
+            fontsize=8,
+        )
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Budget use: each figure against its budget", loc="left", fontsize=12)
+    return _svg(plt, fig)
+
+
+def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
+    """Peak, reserved and device growth (MiB) per region; a budget is a black tick."""
+    metrics = ("peak", "reserved", "device")
+    rows = sorted(rows, key=lambda r: r["figures"].get("peak", 0), reverse=True)[:_MAX_ROWS]
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.4))
+    height = 0.8 / len(metrics)
+    palette = {"peak": "#2f6db5", "reserved": "#7fa8d9", "device": "#e39b3b"}
+    for k, metric in enumerate(metrics):
+        for i, row in enumerate(rows):
+            value = row["figures"].get(metric)
+            y = i + (k - 1) * height
+            if value is not None:
+                over = metric in row["budget"] and value > row["budget"][metric]
+                ax.barh(
+                    y,
+                    value / _MiB,
+                    height=height * 0.9,
+                    color=_OVER if over else palette[metric],
+                )
+            if metric in row["budget"]:
+                ax.plot(
+                    [row["budget"][metric] / _MiB] * 2,
+                    [y - height / 2, y + height / 2],
+                    color="black",
+                    linewidth=2.5,
+                )
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Patch(color=palette[m], label=m) for m in metrics]
+    handles.append(Patch(color=_OVER, label="over budget"))
+    handles.append(Line2D([], [], color="black", linewidth=2.5, label="budget"))
+    ax.set_yticks(range(len(rows)), [_short(r["name"]) for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("MiB")
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False
+    )
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.set_title("Figures per test (red: over budget)", loc="left", fontsize=12)
+    return _svg(plt, fig)
+
+
+def _run_label(doc: Mapping[str, Any], i: int) -> str:
+    commit = doc.get("commit") or {}
+    sha = str(commit.get("sha") or "")[:8]
+    dirty = "+" if commit.get("dirty") else ""
+    created = str(doc.get("created", ""))[:16].replace("T", " ")
+    return f"#{i + 1} {sha}{dirty}\n{created}".strip()
+
+
+def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Each metric across the runs, one line per test region (the largest ones)."""
+    series = [{r["name"]: r["figures"] for r in _rows(doc)} for _, doc in runs]
+    labels = [_run_label(doc, i) for i, (_, doc) in enumerate(runs)]
+    charts = []
+    for metric in _HISTORY_METRICS:
+        names = {n for run in series for n, f in run.items() if f.get(metric) is not None}
+        if not names:
+            continue
+
+        def size(name: str, metric: str = metric, latest: Mapping[str, Any] = series[-1]) -> float:
+            return float(latest.get(name, {}).get(metric) or 0)
+
+        chosen = sorted(names, key=size, reverse=True)[:_MAX_LINES]
+        if not any(run.get(n, {}).get(metric) for run in series for n in chosen):
+            continue  # all zero (no leaks, no graphs): nothing to read in a chart
+        fig, ax = plt.subplots(figsize=(5.4, 3.2))
+        for name in chosen:
+            ys = [
+                (run[name][metric] / _MiB if run.get(name, {}).get(metric) is not None else None)
+                for run in series
+            ]
+            xs = [i for i, y in enumerate(ys) if y is not None]
+            ax.plot(xs, [ys[i] for i in xs], marker="o", label=_short(name, 40))
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_ylabel("MiB")
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title(f"{metric} across runs", loc="left", fontsize=11)
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.25))
+        charts.append(_svg(plt, fig))
+    return charts
+
+
+def _cell(metric: str, value: Any, limit: Any = None) -> str:
+    if value is None:
+        return '<td class="n">–</td>'
+    spec = METRICS[metric]
+    over = limit is not None and value > limit
+    budget = f'<div class="b">/ {html.escape(spec.format(limit))}</div>' if limit else ""
+    cls = "n over" if over else "n"
+    return f'<td class="{cls}">{html.escape(spec.format(value))}{budget}</td>'
+
+
+def _delta(metric: str, value: Any, before: Any) -> str:
+    if value is None or before is None or value == before:
+        return ""
+    spec = METRICS[metric]
+    sign = "+" if value > before else "−"
+    cls = "up" if value > before else "down"
+    return f'<span class="{cls}">{sign}{html.escape(spec.format(abs(value - before)))}</span>'
+
+
+def _table(rows: list[dict[str, Any]], previous: Mapping[str, Mapping[str, Any]] | None) -> str:
+    head = "".join(f"<th>{m}</th>" for m in _TABLE_METRICS)
+    body = []
+    for row in rows:
+        cells = []
+        for metric in _TABLE_METRICS:
+            value = row["figures"].get(metric)
+            cell = _cell(metric, value, row["budget"].get(metric))
+            if previous is not None:
+                delta = _delta(metric, value, (previous.get(row["name"]) or {}).get(metric))
+                cell = cell.replace("</td>", f"{delta}</td>") if delta else cell
+            cells.append(cell)
+        outcome = html.escape(str(row["outcome"]))
+        error = f'<div class="b">{html.escape(row["error"])}</div>' if row["error"] else ""
+        body.append(
+            f'<tr><td class="t">{html.escape(row["name"])}{error}</td>'
+            f'<td class="o {outcome}">{outcome}</td>{"".join(cells)}</tr>'
+        )
+    return (
+        f"<table><thead><tr><th>test</th><th>outcome</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;color:#1d2330}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+.meta{color:#555;font-size:13px;margin-bottom:12px}
+.cards{display:flex;gap:12px;margin:12px 0}
+.card{border:1px solid #d9dee8;border-radius:8px;padding:10px 16px;min-width:120px}
+.card .v{font-size:24px;font-weight:600} .card .k{font-size:12px;color:#555}
+.card.bad .v{color:#c8372d} .card.good .v{color:#3b8f4f}
+table{border-collapse:collapse;font-size:12px;width:100%}
+th,td{border-bottom:1px solid #e4e7ee;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f5f9} td.n{text-align:right;white-space:nowrap} td.t{word-break:break-all}
+td.over{color:#c8372d;font-weight:600} .b{color:#777;font-size:11px}
+.o.failed{color:#c8372d;font-weight:600} .o.passed{color:#3b8f4f}
+.up{color:#c8372d;font-size:11px;display:block} .down{color:#3b8f4f;font-size:11px;display:block}
+.grid{display:flex;flex-wrap:wrap;gap:8px} .grid svg{max-width:620px;height:auto}
+svg{max-width:100%;height:auto}
+"""
+
+
+def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memory") -> str:
+    """The report page for ``runs`` (name, document), oldest first; the last is detailed."""
+    plt = _pyplot()
+    runs = sorted(runs, key=lambda r: str(r[1].get("created", "")))
+    name, doc = runs[-1]
+    rows = _rows(doc)
+    previous = None
+    if len(runs) > 1:
+        previous = {r["name"]: r["figures"] for r in _rows(runs[-2][1])}
+    machine = doc.get("machine") or {}
+    commit = doc.get("commit") or {}
+    violations = sum(len(t.get("violations") or []) for t in doc["tests"])
+    regressions = sum(len((t.get("baseline") or {}).get("regressions") or []) for t in doc["tests"])
+    failed = sum(t.get("outcome") == "failed" for t in doc["tests"])
+    grew = None
+    if len(runs) > 1:
+        from .baseline import compare_runs
+        from .units import Tolerance
+
+        grew = len(compare_runs(runs[-2][1], doc, Tolerance(0.05, 2 * _MiB)).regressions)
+    cards = [
+        ("tests measured", len(doc["tests"]), ""),
+        ("regions", len(rows), ""),
+        ("over budget", violations, "bad" if violations else "good"),
+        ("baseline regressions", regressions, "bad" if regressions else "good"),
+        ("failed", failed, "bad" if failed else "good"),
+    ]
+    if grew is not None:
+        cards.append(("grew >5% since previous run", grew, "bad" if grew else "good"))
+    meta = "<br>".join(
+        html.escape(line)
+        for line in (
+            f"GPU: {', '.join(machine.get('gpus') or []) or 'none'} · driver "
+            f"{machine.get('driver') or '?'} · torch {machine.get('torch') or '?'} · CUDA "
+            f"{machine.get('cuda') or '?'} · allocator {machine.get('allocator_backend') or '?'}"
+            f" · PYTORCH_CUDA_ALLOC_CONF={machine.get('alloc_conf') or '(unset)'}",
+            f"commit {commit.get('sha') or 'unknown'}"
+            f"{' (dirty)' if commit.get('dirty') else ''} · created {doc.get('created')}"
+            f" · file {name}",
+        )
+    )
+    parts = [
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><div class='meta'>{meta}</div>",
+        "<div class='cards'>"
+        + "".join(
+            f"<div class='card {cls}'><div class='v'>{value}</div><div class='k'>{key}</div></div>"
+            for key, value, cls in cards
+        )
+        + "</div>",
+    ]
+    budget_chart = _budget_chart(plt, rows)
+    parts.append(
+        budget_chart
+        if budget_chart
+        else "<h2>Budget use</h2><p>No test in this run has a budget.</p>"
+    )
+    figures_chart = _figures_chart(plt, rows)
+    if figures_chart:
+        parts.append(figures_chart)
+    parts.append(f"<h2>History across {len(runs)} run(s)</h2>")
+    if len(runs) > 1:
+        parts.append("<div class='grid'>" + "".join(_history_charts(plt, runs)) + "</div>")
+    else:
+        parts.append("<p>Give more run files (older runs) to see each metric's history.</p>")
+    compared = " (changes against the previous run below each figure)" if previous else ""
+    parts.append(f"<h2>All figures{compared}</h2>")
+    parts.append(_table(rows, previous))
+    parts.append(
+        "<p class='meta'>Bytes in binary units (1 MiB = 1,048,576 bytes). Generated by "
+        "pytest-cgmem's <code>cgmem report</code>; "
+        f"byte metrics: {', '.join(BYTE_METRICS)}.</p></body></html>"
+    )
+    return "\n".join(parts)

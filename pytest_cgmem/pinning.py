@@ -1,0 +1,65 @@
+"""Which device a pytest-xdist worker gets (``--cgmem-devices``), decided before CUDA starts.
+
+Pure apart from ``count_devices``, which asks NVML (never torch, which would have to
+start CUDA and would then ignore a later ``CUDA_VISIBLE_DEVICES``).
+"""
+
+from __future__ import annotations
+
+import re
+
+_WORKER = re.compile(r"^gw(\d+)$")
+
+
+def worker_number(workerid: str | None) -> int | None:
+    """``"gw3"`` -> 3; None for anything else (the controller, a plain run)."""
+    match = _WORKER.match(workerid or "")
+    return int(match.group(1)) if match else None
+
+
+def count_devices() -> int:
+    """GPUs on this machine by NVML; 0 where NVML can't say."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def device_for_worker(
+    workerid: str | None,
+    devices: tuple[str, ...] | str,
+    visible: str | None,
+    count: int,
+) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value for worker N: entry N mod k of the device list.
+
+    ``devices`` is ``"all"`` or a tuple of indices/UUIDs. Indices count within an
+    inherited ``CUDA_VISIBLE_DEVICES`` (``visible``) when one is set, as CUDA would.
+    None when this is not a worker or there is no device to choose from.
+    """
+    number = worker_number(workerid)
+    if number is None:
+        return None
+    inherited = [t.strip() for t in visible.split(",") if t.strip()] if visible else None
+    if devices == "all":
+        pool = inherited if inherited is not None else [str(i) for i in range(count)]
+    else:
+        pool = []
+        for token in devices:
+            if token.isdigit() and inherited is not None:
+                if int(token) >= len(inherited):
+                    raise IndexError(
+                        f"device {token} is not among CUDA_VISIBLE_DEVICES={visible!r}"
+                    )
+                pool.append(inherited[int(token)])
+            else:
+                pool.append(token)
+    if not pool:
+        return None
+    return pool[number % len(pool)]

@@ -1,0 +1,173 @@
+"""Results on a real GPU: JSON, GAB JSON and pytest-benchmark JSON from a real suite; a
+baseline that catches a deliberately bigger allocation; xdist -n 2 on one GPU agreeing with
+a serial run. Each run is a subprocess, so each has its own fresh CUDA context."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import pytest_cgmem
+from pytest_cgmem import runfile
+
+pytestmark = pytest.mark.gpu
+
+MiB = 2**20
+
+SUITE = """
+import os
+import pytest
+import torch
+
+MiB = 2**20
+SIZE = int(os.environ.get("CGMEM_TEST_MIB", "64"))
+
+@pytest.mark.cgmem(peak="1 GiB", leak=0)
+def test_alloc():
+    x = torch.empty(SIZE * MiB, dtype=torch.uint8, device="cuda")
+    x.fill_(1)
+    torch.cuda.synchronize()
+    del x
+
+@pytest.mark.cgmem(peak="1 GiB", leak=0)
+def test_steady():
+    x = torch.empty(32 * MiB, dtype=torch.uint8, device="cuda")
+    x.fill_(2)
+    del x
+
+def test_regions(cgmem):
+    with cgmem.measure("first"):
+        a = torch.empty(8 * MiB, dtype=torch.uint8, device="cuda")
+    with cgmem.measure("second"):
+        b = torch.empty(24 * MiB, dtype=torch.uint8, device="cuda")
+    del a, b
+
+@pytest.mark.parametrize("n", [2, 4, 6, 8])
+@pytest.mark.cgmem(peak="1 GiB")
+def test_param(n):
+    x = torch.empty(n * MiB, dtype=torch.uint8, device="cuda")
+    del x
+"""
+
+BENCH = """
+import pytest
+import torch
+
+MiB = 2**20
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_bench(benchmark):
+    benchmark(lambda: torch.empty(16 * MiB, dtype=torch.uint8, device="cuda").fill_(0))
+"""
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    monkeypatch.delenv("CGMEM_TEST_MIB", raising=False)
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester
+
+
+def load(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text())
+    try:
+        import jsonschema
+    except ImportError:  # not installed on the GPU machine: the light check
+        assert runfile._shape_problem(doc) is None
+    else:
+        jsonschema.validate(doc, runfile.schema())
+    return doc
+
+
+def torch_figures(doc: dict[str, Any]) -> dict[Any, dict[str, Any]]:
+    """The allocator's own figures (deterministic); NVML's depend on other processes."""
+    keep = ("peak", "reserved", "leak", "graphs", "graph_pool")
+    return {k: {m: v for m, v in f.items() if m in keep} for k, f in runfile.figures(doc).items()}
+
+
+def test_real_suite_writes_json_and_gab_json(suite: pytest.Pytester) -> None:
+    result = suite.runpytest_subprocess("--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
+    result.assert_outcomes(passed=7)
+    doc = load(suite.path / "run.json")
+    assert doc["machine"]["gpus"] and doc["machine"]["torch"] == torch.__version__
+    assert doc["machine"]["cuda"] == torch.version.cuda
+    assert doc["machine"]["allocator_backend"] in ("native", "cudaMallocAsync")
+    tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
+    assert len(tests) == 7
+    alloc = tests["test_alloc"]
+    assert alloc["checked"] == ["call"] and alloc["budget"] == {"peak": 2**30, "leak": 0}
+    (region,) = alloc["regions"]
+    assert region["label"] == "call"
+    device = region["devices"][0]
+    assert device["peak"] == 64 * MiB
+    assert device["reserved"] >= 64 * MiB and device["leak"] == 0
+    assert device["device"] is not None and device["device"] >= 0
+    labels = [r["label"] for r in tests["test_regions"]["regions"]]
+    assert labels == ["first", "second"]
+    assert tests["test_regions"]["regions"][1]["devices"][0]["peak"] == 24 * MiB
+    gab = {e["name"]: e for e in json.loads((suite.path / "gab.json").read_text())}
+    assert gab["test_suite.py::test_alloc - peak"]["value"] == 64.0
+    assert gab["test_suite.py::test_regions [second] - peak"]["value"] == 24.0
+    assert doc["machine"]["gpus"][0] in gab["test_suite.py::test_alloc - peak"]["extra"]
+
+
+def test_real_suite_writes_benchmark_json(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytest_benchmark")
+    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    pytester.makepyfile(test_bench=BENCH)
+    result = pytester.runpytest_subprocess(
+        "--benchmark-json=bench.json", "--benchmark-max-time=0.05", "--cgmem-json=run.json"
+    )
+    result.assert_outcomes(passed=1)
+    bench = json.loads((pytester.path / "bench.json").read_text())
+    (entry,) = bench["benchmarks"]
+    call = entry["extra_info"]["cgmem"]["call"]
+    assert call["peak"] >= 16 * MiB and "reserved" in call
+    assert bench["machine_info"]["cgmem"]["gpus"]
+    assert (
+        load(pytester.path / "run.json")["tests"][0]["regions"][0]["devices"][0]["peak"] >= 16 * MiB
+    )
+
+
+def test_baseline_catches_a_bigger_allocation_in_that_test_only(
+    suite: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suite.runpytest_subprocess("--cgmem-save-baseline=base.json").assert_outcomes(passed=7)
+    same = suite.runpytest_subprocess("--cgmem-baseline=base.json")
+    same.assert_outcomes(passed=7)  # a rerun of the same code is no regression
+    monkeypatch.setenv("CGMEM_TEST_MIB", "128")
+    result = suite.runpytest_subprocess("--cgmem-baseline=base.json", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*BaselineRegression: cgmem: peak 128.00 MiB regressed from baseline 64.00 MiB "
+            "(+64.00 MiB, +100.0%; tolerance 5% or 2.00 MiB) on cuda:0",
+            "FAILED test_suite.py::test_alloc - *BaselineRegression*",
+        ]
+    )
+    doc = load(suite.path / "run.json")
+    failed = [t["nodeid"] for t in doc["tests"] if t["outcome"] == "failed"]
+    assert failed == ["test_suite.py::test_alloc"]
+
+
+def test_xdist_on_one_gpu_agrees_with_a_serial_run(suite: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    suite.runpytest_subprocess("--cgmem-json=serial.json").assert_outcomes(passed=7)
+    result = suite.runpytest_subprocess(
+        "-p", "no:benchmark", "-n", "2", "--cgmem-devices=all", "--cgmem-json=xdist.json"
+    )
+    result.assert_outcomes(passed=7)
+    serial, xdist = load(suite.path / "serial.json"), load(suite.path / "xdist.json")
+    assert [t["nodeid"] for t in xdist["tests"]] == [t["nodeid"] for t in serial["tests"]]
+    assert {t["worker"] for t in xdist["tests"]} == {"gw0", "gw1"}
+    # --cgmem-devices=all on one GPU: both workers are pinned to the same device
+    pinned = {t["cuda_visible_devices"] for t in xdist["tests"]}
+    assert len(pinned) == 1 and None not in pinned
+    assert torch_figures(xdist) == torch_figures(serial)

@@ -1,0 +1,358 @@
+"""Baselines and pytest-xdist through pytester: a regression fails its test only; workers'
+results reach the controller once each; --cgmem-devices pins workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
+
+import pytest_cgmem
+from pytest_cgmem import runfile
+
+MiB = 2**20
+
+# Figures come from the environment so that a second run can grow or shrink them.
+SUITE = """
+import os
+import pytest
+from pytest_cgmem import BaselineRegression
+
+def figure(name, default):
+    return os.environ.get(name, default)
+
+def test_grows(cgmem_record):
+    cgmem_record("load", peak=figure("GROWS", "100 MiB"))
+
+def test_shrinks(cgmem_record):
+    cgmem_record("load", peak=figure("SHRINKS", "100 MiB"))
+
+def test_steady(cgmem_record):
+    cgmem_record("load", peak="100 MiB", reserved="128 MiB")
+
+def test_new(cgmem_record):
+    if os.environ.get("NEW"):
+        cgmem_record("load", peak=1)
+
+@pytest.mark.xfail(strict=True, raises=BaselineRegression)
+def test_known_growth(cgmem_record):
+    cgmem_record("load", peak=figure("KNOWN", "100 MiB"))
+"""
+
+
+def validate(doc: dict[str, Any]) -> None:
+    try:
+        import jsonschema
+    except ImportError:
+        assert runfile._shape_problem(doc) is None
+        return
+    jsonschema.validate(doc, runfile.schema())
+
+
+@pytest.fixture
+def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xdist workers and subprocesses import this checkout's pytest_cgmem."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+
+
+@pytest.fixture
+def saved(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--cgmem-save-baseline=base.json")
+    # test_known_growth is xfail(strict): without a baseline it passes, so strict xfail fails it
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["cgmem: wrote baseline base.json (4 test(s))"])
+    doc = json.loads((pytester.path / "base.json").read_text())
+    validate(doc)
+    return pytester.path / "base.json"
+
+
+def test_regression_fails_that_test_only(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GROWS", "150 MiB")
+    monkeypatch.setenv("SHRINKS", "50 MiB")
+    monkeypatch.setenv("KNOWN", "300 MiB")
+    monkeypatch.setenv("NEW", "1")
+    result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-json=run.json", "-rfx")
+    result.assert_outcomes(passed=3, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*BaselineRegression: cgmem: peak 150.00 MiB regressed from baseline 100.00 MiB "
+            "(+50.00 MiB, +50.0%; tolerance 5% or 2.00 MiB) on cuda:0 in 'load'",
+            "    cgmem: baseline base.json",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "cgmem baseline base.json: 5 figure(s) of 5 test(s) compared: 2 regression(s), "
+            "1 improvement(s), 1 new",
+            "  REGRESSION test_suite.py::test_grows: peak 150.00 MiB regressed from baseline*",
+            "  REGRESSION test_suite.py::test_known_growth: peak 300.00 MiB regressed*",
+            "  improvement test_suite.py::test_shrinks: peak 50.00 MiB improved from baseline "
+            "100.00 MiB (-50.00 MiB, -50.0%; tolerance 5% or 2.00 MiB) on cuda:0 in 'load'",
+            "  new test_suite.py::test_new [[]load[]]",
+        ]
+    )
+    result.stdout.fnmatch_lines(["FAILED test_suite.py::test_grows - *BaselineRegression*"])
+    doc = json.loads((pytester.path / "run.json").read_text())
+    validate(doc)
+    tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
+    assert tests["test_grows"]["outcome"] == "failed"
+    (regression,) = tests["test_grows"]["baseline"]["regressions"]
+    assert (regression["baseline"], regression["value"]) == (100 * MiB, 150 * MiB)
+    assert tests["test_new"]["baseline"]["new"] == ["test_suite.py::test_new [load]"]
+    assert tests["test_steady"]["baseline"] == {
+        "compared": 2,
+        "regressions": [],
+        "improvements": [],
+        "new": [],
+    }
+
+
+@pytest.mark.parametrize(
+    ("how", "outcome"),
+    [
+        (["--cgmem-tolerance=60%"], {"passed": 4}),
+        (["-o", "cgmem_tolerance=60%"], {"passed": 4}),
+        (["--cgmem-tolerance=0%", "--cgmem-tolerance-abs=60MiB"], {"passed": 4}),
+        (["-o", "cgmem_tolerance_abs=60MiB", "-o", "cgmem_tolerance=0%"], {"passed": 4}),
+        (["--cgmem-tolerance=40%"], {"passed": 3, "failed": 1}),
+    ],
+)
+def test_tolerance_options(
+    pytester: pytest.Pytester,
+    saved: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: list[str],
+    outcome: dict[str, int],
+) -> None:
+    monkeypatch.setenv("GROWS", "150 MiB")
+    monkeypatch.setenv("KNOWN", "300 MiB")
+    result = pytester.runpytest("--cgmem-baseline=base.json", *how)
+    result.assert_outcomes(xfailed=1, **outcome)
+
+
+def test_save_and_check_in_one_run(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KNOWN", "300 MiB")
+    monkeypatch.setenv("SHRINKS", "10 MiB")
+    result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-save-baseline=base.json")
+    result.assert_outcomes(passed=4, xfailed=1)
+    doc = runfile.load_run(saved)
+    peaks = {
+        t["nodeid"].split("::")[1]: t["regions"][0]["devices"][0]["peak"] for t in doc["tests"]
+    }
+    assert peaks["test_shrinks"] == 10 * MiB  # the new figures are the new baseline
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cgmem: baseline 'base.json' does not exist"),
+        ("", "cgmem: baseline 'base.json' is empty"),
+        ("{not json", "cgmem: baseline 'base.json' is not valid JSON (line 1: *)"),
+        (
+            '{"schema": "pytest-cgmem/9", "tests": []}',
+            "cgmem: baseline 'base.json' has schema 'pytest-cgmem/9'; *",
+        ),
+        ('{"benchmarks": []}', "cgmem: baseline 'base.json' is not a pytest-cgmem run file"),
+    ],
+)
+def test_bad_baseline_is_one_line_usage_error(
+    pytester: pytest.Pytester, content: str | None, message: str
+) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    if content is not None:
+        (pytester.path / "base.json").write_text(content)
+    result = pytester.runpytest("--cgmem-baseline=base.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert len([line for line in result.stderr.lines if line.strip()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "line"),
+    [
+        (
+            "'fast'",
+            "*test_x.py::test_it: @pytest.mark.cgmem: tolerance='fast': expected a tolerance*",
+        ),
+        (
+            "'1% 2%'",
+            "*test_x.py::test_it: @pytest.mark.cgmem: tolerance='1% 2%': two relative tolerances*",
+        ),
+        (
+            "0.5",
+            "*tolerance=0.5: expected a tolerance such as '10%', '4MiB' or '10% 4MiB', got 0.5",
+        ),
+    ],
+)
+def test_mark_tolerance_is_validated_at_collection(
+    pytester: pytest.Pytester, tolerance: str, line: str
+) -> None:
+    pytester.makepyfile(
+        test_x=f"""
+        import pytest
+        @pytest.mark.cgmem(peak="1 GiB", tolerance={tolerance})
+        def test_it(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line])
+
+
+def test_mark_tolerance_is_accepted(pytester: pytest.Pytester) -> None:
+    from pytest_cgmem.plugin import _item_tolerance, budget_key
+
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.cgmem(tolerance="1%")
+        @pytest.mark.cgmem(peak="1 GiB", tolerance="10% 4MiB")
+        def test_a(): pass
+        def test_b(): pass
+        """
+    )
+    items, _ = pytester.inline_genitems()
+    assert items[0].stash[budget_key].limits == {"peak": 2**30}
+    assert _item_tolerance(items[0]) == {"rel": 0.1, "abs": 4 * MiB}
+    assert _item_tolerance(items[1]) == {"rel": 0.01}
+
+
+# -- pytest-xdist ------------------------------------------------------------------------
+
+XDIST_SUITE = """
+import os
+import pytest
+
+@pytest.mark.parametrize("i", range({n}))
+def test_many(cgmem_record, i):
+    cgmem_record("load", peak=(i + 1) * 2**20 * int(os.environ.get("SCALE", "1")))
+    cgmem_record("after", leak=i)
+"""
+
+
+@pytest.mark.usefixtures("this_checkout")
+@pytest.mark.parametrize("workers", [2, 4])
+def test_xdist_results_reach_the_controller_once(pytester: pytest.Pytester, workers: int) -> None:
+    pytest.importorskip("xdist")
+    n = 12
+    pytester.makepyfile(test_many=XDIST_SUITE.replace("{n}", str(n)))
+    serial = pytester.runpytest("--cgmem-json=serial.json")
+    serial.assert_outcomes(passed=n)
+    result = pytester.runpytest(
+        "-p",
+        "no:benchmark",
+        "-n",
+        str(workers),
+        "--cgmem-json=run.json",
+        "--cgmem-gab-json=gab.json",
+        "--cgmem-summary=100",
+    )
+    result.assert_outcomes(passed=n)
+    doc = json.loads((pytester.path / "run.json").read_text())
+    validate(doc)
+    nodeids = [t["nodeid"] for t in doc["tests"]]
+    assert len(nodeids) == len(set(nodeids)) == n
+    assert {t["worker"] for t in doc["tests"]} <= {f"gw{i}" for i in range(workers)}
+    assert len({t["worker"] for t in doc["tests"]}) > 1
+    assert doc["settings"]["xdist"] is True
+    assert doc["machine"]["python"]
+    # the same figures as the serial run, nothing lost or doubled
+    assert runfile.figures(doc) == runfile.figures(
+        json.loads((pytester.path / "serial.json").read_text())
+    )
+    assert len(json.loads((pytester.path / "gab.json").read_text())) == 2 * n
+    # one summary on the controller, every test once
+    result.stdout.fnmatch_lines([f"{n} measured test(s), largest peak first"])
+    assert (
+        sum("test_many.py::test_many[" in line and "[load]" in line for line in result.stdout.lines)
+        == n
+    )
+
+
+@pytest.mark.usefixtures("this_checkout")
+def test_xdist_baseline_check(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_many=XDIST_SUITE.replace("{n}", "6"))
+    pytester.runpytest(
+        "-p", "no:benchmark", "-n", "2", "--cgmem-save-baseline=base.json"
+    ).assert_outcomes(passed=6)
+    monkeypatch.setenv("SCALE", "3")
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", "--cgmem-baseline=base.json")
+    # tripled: 1 -> 3 MiB is within the 2 MiB absolute tolerance, the 5 others regress
+    result.assert_outcomes(passed=1, failed=5)
+    result.stdout.fnmatch_lines(
+        [
+            "cgmem baseline base.json: 12 figure(s) of 6 test(s) compared: 5 regression(s), "
+            "0 improvement(s), 0 new"
+        ]
+    )
+
+
+DEVICE_PROBE = """
+import json, os
+
+def test_where(cgmem_record):
+    cgmem_record("x", peak=1)
+"""
+
+
+@pytest.mark.usefixtures("this_checkout")
+@pytest.mark.parametrize(
+    ("args", "inherited", "expected"),
+    [
+        (["--cgmem-devices=0,1"], None, {"gw0": "0", "gw1": "1", "gw2": "0", "gw3": "1"}),
+        (["-o", "cgmem_devices=2"], None, {"gw0": "2", "gw1": "2", "gw2": "2", "gw3": "2"}),
+        (["--cgmem-devices=all"], "3,5", {"gw0": "3", "gw1": "5", "gw2": "3", "gw3": "5"}),
+        (["--cgmem-devices=1,0"], "3,5", {"gw0": "5", "gw1": "3", "gw2": "5", "gw3": "3"}),
+        ([], "7", {"gw0": "7", "gw1": "7", "gw2": "7", "gw3": "7"}),
+    ],
+)
+def test_devices_pin_workers_before_conftest(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    inherited: str | None,
+    expected: dict[str, str],
+) -> None:
+    pytest.importorskip("xdist")
+    if inherited is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    # a conftest that reads the variable at import time, as one that starts CUDA would
+    pytester.makeconftest(
+        """
+        import os
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
+        if worker:
+            with open(f"seen-{worker}.txt", "w") as f:
+                f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "unset"))
+        """
+    )
+    pytester.makepyfile(test_where="\n".join(f"def test_{i}(): pass" for i in range(8)))
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "4", *args)
+    result.assert_outcomes(passed=8)
+    seen = {p.stem.removeprefix("seen-"): p.read_text() for p in pytester.path.glob("seen-gw*.txt")}
+    assert seen == expected
+
+
+@pytest.mark.usefixtures("this_checkout")
+def test_devices_index_outside_inherited_list(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", "--cgmem-devices=0,1")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        ["*--cgmem-devices='0,1': device 1 is not among CUDA_VISIBLE_DEVICES='3'*"]
+    )

@@ -1,0 +1,174 @@
+"""Baselines: tolerances, verdicts, per-test checks and whole-run comparison."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_cgmem import runfile
+from pytest_cgmem.baseline import (
+    Baseline,
+    BaselineRegression,
+    change_table,
+    compare_one,
+    compare_runs,
+    effective,
+    parse_tolerance,
+)
+from pytest_cgmem.results import DeviceFigures, RegionResult
+from pytest_cgmem.runfile import TestEntry
+from pytest_cgmem.units import CgmemUsageError, Tolerance
+
+MiB = 2**20
+DEFAULT = Tolerance(0.05, 2 * MiB)
+KEY = ("t.py::test_a", "call", 0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10%", {"rel": 0.1}),
+        (" 2.5 % ", {"rel": 0.025}),
+        ("4MiB", {"abs": 4 * MiB}),
+        ("4 MiB", {"abs": 4 * MiB}),
+        ("10% 4MiB", {"rel": 0.1, "abs": 4 * MiB}),
+        ("4MiB, 10%", {"rel": 0.1, "abs": 4 * MiB}),
+        ("0%", {"rel": 0.0}),
+        (1024, {"abs": 1024}),
+    ],
+)
+def test_parse_tolerance(value: object, expected: dict[str, Any]) -> None:
+    assert parse_tolerance(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "fast", "10% 20%", "1MiB 2MiB", "10% 1MiB 2MiB", "-5%", 0.1, True, None, "5 parsecs"],
+)
+def test_parse_tolerance_rejects(value: object) -> None:
+    with pytest.raises(CgmemUsageError):
+        parse_tolerance(value)
+
+
+@given(st.integers(0, 1000), st.integers(0, 2**40))
+def test_parse_tolerance_reads_what_it_is_told(percent: int, size: int) -> None:
+    assert parse_tolerance(f"{percent}% {size}B") == {"rel": percent / 100, "abs": size}
+
+
+def test_effective_replaces_part_by_part() -> None:
+    assert effective(DEFAULT, None) == DEFAULT
+    assert effective(DEFAULT, {"rel": 0.2}) == Tolerance(0.2, 2 * MiB)
+    assert effective(DEFAULT, {"abs": 0}) == Tolerance(0.05, 0)
+
+
+@pytest.mark.parametrize(
+    ("base", "new", "verdict"),
+    [
+        (100 * MiB, 105 * MiB, "same"),  # exactly 5%
+        (100 * MiB, 105 * MiB + 1, "regression"),
+        (10 * MiB, 12 * MiB, "same"),  # 20% but within 2 MiB
+        (10 * MiB, 12 * MiB + 1, "regression"),
+        (0, 2 * MiB, "same"),
+        (0, 2 * MiB + 1, "regression"),
+        (100 * MiB, 95 * MiB, "same"),
+        (100 * MiB, 95 * MiB - 1, "improvement"),
+    ],
+)
+def test_verdict_boundaries(base: int, new: int, verdict: str) -> None:
+    (change,) = compare_one(KEY, {"peak": base}, {"peak": new}, DEFAULT)
+    assert change.verdict == verdict
+
+
+def test_absolute_tolerance_is_for_bytes_only() -> None:
+    changes = compare_one(KEY, {"graphs": 3, "leak": 0}, {"graphs": 4, "leak": 1024}, DEFAULT)
+    assert {c.metric: c.verdict for c in changes} == {"graphs": "regression", "leak": "same"}
+
+
+def test_ratio_and_replays_are_not_compared() -> None:
+    changes = compare_one(
+        KEY, {"reserved_ratio": 1.0, "replays": 1}, {"reserved_ratio": 9.0, "replays": 99}, DEFAULT
+    )
+    assert changes == []
+
+
+def test_message() -> None:
+    (change,) = compare_one(KEY, {"peak": 1024 * MiB}, {"peak": 1536 * MiB}, DEFAULT)
+    assert change.message == (
+        "cgmem: peak 1.50 GiB regressed from baseline 1.00 GiB (+512.00 MiB, +50.0%; "
+        "tolerance 5% or 2.00 MiB) on cuda:0"
+    )
+    error = BaselineRegression([change], "base.json")
+    assert isinstance(error, AssertionError)
+    assert str(error).splitlines() == [change.message, "cgmem: baseline base.json"]
+
+
+def figures(index: int = 0, **over: Any) -> DeviceFigures:
+    values: dict[str, Any] = dict(
+        index=index,
+        peak=100 * MiB,
+        reserved=100 * MiB,
+        leak=0,
+        device=None,
+        non_torch=None,
+        reserved_ratio=1.0,
+    )
+    values.update(over)
+    return DeviceFigures(**values)
+
+
+def run(*tests: tuple[str, tuple[RegionResult, ...]], **extra: Any) -> dict[str, Any]:
+    entries = [TestEntry(n, "passed", r, **extra) for n, r in tests]
+    return runfile.build_run(entries, runfile.base_machine(), None)
+
+
+def test_baseline_check_per_test() -> None:
+    base = run(("t.py::a", (RegionResult("call", (figures(),), 0.0),)))
+    baseline = Baseline("b.json", base)
+    grown = (RegionResult("call", (figures(peak=200 * MiB, reserved=50 * MiB),), 0.0),)
+    findings = baseline.check("t.py::a", grown, DEFAULT)
+    assert [c.metric for c in findings.regressions] == ["peak"]
+    assert [c.metric for c in findings.improvements] == ["reserved"]
+    assert findings.new == ()
+    data = findings.to_dict()
+    assert data["compared"] == 5  # peak reserved leak graph_pool graphs
+    assert data["regressions"][0]["baseline"] == 100 * MiB
+    new = baseline.check("t.py::b", grown, DEFAULT)
+    assert new.new == ("t.py::b",) and new.changes == ()
+    labelled = baseline.check("t.py::a", (RegionResult("decode", (figures(),), 0.0),), DEFAULT)
+    assert labelled.new == ("t.py::a [decode]",)
+
+
+def test_recorded_regions_compare_only_given_figures() -> None:
+    given_peak = {"recorded": ["peak"]}
+    base = run(("t.py::a", (RegionResult("s", (figures(reserved=0),), 0.0, extra=given_peak),)))
+    new = (RegionResult("s", (figures(reserved=10**12),), 0.0, extra=given_peak),)
+    findings = Baseline("b.json", base).check("t.py::a", new, DEFAULT)
+    assert [c.metric for c in findings.changes] == ["peak"]
+
+
+def test_compare_runs_uses_each_tests_tolerance() -> None:
+    base = run(
+        ("t.py::a", (RegionResult("call", (figures(),), 0.0),)),
+        ("t.py::gone", (RegionResult("call", (figures(),), 0.0),)),
+    )
+    grown = (RegionResult("call", (figures(peak=115 * MiB),), 0.0),)
+    strict = compare_runs(base, run(("t.py::a", grown), ("t.py::new", grown)), DEFAULT)
+    assert [c.metric for c in strict.regressions] == ["peak"]
+    assert strict.new == ("t.py::new",)
+    assert strict.missing == ("t.py::gone",)
+    lenient = compare_runs(base, run(("t.py::a", grown), tolerance={"rel": 0.2}), DEFAULT)
+    assert lenient.regressions == []
+
+
+def test_change_table() -> None:
+    changes = compare_one(
+        KEY, {"peak": 100 * MiB, "leak": 0}, {"peak": 200 * MiB, "leak": 0}, DEFAULT
+    )
+    lines = change_table(changes)
+    assert lines[0].split() == ["test", "metric", "baseline", "new", "change", "verdict"]
+    assert lines[1].split()[0] == "t.py::test_a"
+    assert lines[1].endswith("REGRESSION")
+    assert lines[2].endswith("same")

@@ -1,0 +1,67 @@
+"""Which device a pytest-xdist worker is pinned to (--cgmem-devices)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_cgmem.pinning import device_for_worker, worker_number
+from pytest_cgmem.settings import parse_devices
+from pytest_cgmem.units import CgmemUsageError
+
+
+@pytest.mark.parametrize(
+    ("workerid", "number"), [("gw0", 0), ("gw13", 13), ("master", None), (None, None), ("gw", None)]
+)
+def test_worker_number(workerid: str | None, number: int | None) -> None:
+    assert worker_number(workerid) == number
+
+
+@pytest.mark.parametrize(
+    ("workerid", "devices", "visible", "count", "chosen"),
+    [
+        ("gw0", ("0", "1"), None, 0, "0"),
+        ("gw1", ("0", "1"), None, 0, "1"),
+        ("gw2", ("0", "1"), None, 0, "0"),
+        ("gw3", ("2", "5", "7"), None, 0, "2"),
+        ("gw1", "all", None, 4, "1"),
+        ("gw5", "all", None, 4, "1"),
+        ("gw1", "all", "3,5", 8, "5"),  # inherited list wins over the machine's count
+        ("gw0", ("1",), "3,5", 8, "5"),  # indices count within the inherited list
+        ("gw1", ("GPU-aaa", "GPU-bbb"), None, 0, "GPU-bbb"),
+        ("gw0", "all", None, 0, None),  # nothing to choose from
+        (None, ("0", "1"), None, 0, None),  # not a worker
+    ],
+)
+def test_device_for_worker(
+    workerid: str | None,
+    devices: tuple[str, ...] | str,
+    visible: str | None,
+    count: int,
+    chosen: str | None,
+) -> None:
+    assert device_for_worker(workerid, devices, visible, count) == chosen
+
+
+def test_index_outside_inherited_list() -> None:
+    with pytest.raises(IndexError, match="device 2 is not among CUDA_VISIBLE_DEVICES='3,5'"):
+        device_for_worker("gw0", ("2",), "3,5", 8)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("all", "all"),
+        (" ALL ", "all"),
+        ("0,1", ("0", "1")),
+        ("3", ("3",)),
+        ("0, GPU-ab", ("0", "GPU-ab")),
+    ],
+)
+def test_parse_devices(text: str, parsed: object) -> None:
+    assert parse_devices(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["", "0,", "cuda:0", "one", "0;1", "-1"])
+def test_parse_devices_rejects(text: str) -> None:
+    with pytest.raises(CgmemUsageError, match="expected 'all' or device indices"):
+        parse_devices(text)

@@ -1,0 +1,50 @@
+"""cgmem_record: figures measured elsewhere as a region (no CUDA)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_cgmem.record import FigureRecorder
+from pytest_cgmem.results import DeviceFigures, RegionResult
+from pytest_cgmem.units import CgmemUsageError
+
+MiB = 2**20
+
+
+def test_record_figures() -> None:
+    got: list[RegionResult] = []
+    result = FigureRecorder(got.append)(
+        "server", peak="1.5 GiB", device="2 GiB", graphs=3, device_index=1
+    )
+    assert got == [result]
+    (figures,) = result.devices
+    assert (figures.index, figures.peak, figures.device, figures.graphs) == (1, 3 * 2**29, 2**31, 3)
+    assert figures.reserved == 0 and figures.non_torch is None and figures.reserved_ratio is None
+    assert figures.device_source == "recorded"
+    assert result.extra == {"recorded": ["device", "graphs", "peak"]}
+
+
+def test_record_a_region_result() -> None:
+    got: list[RegionResult] = []
+    region = RegionResult(
+        "sub", (DeviceFigures(0, 1, 2, 3, None, None, None),), 0.5, extra={"a": 1}
+    )
+    result = FigureRecorder(got.append)(region)
+    assert result.devices == region.devices and result.extra["a"] == 1
+    assert "peak" in result.extra["recorded"]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (("x",), {}, "give at least one figure"),
+        (("x",), {"peek": 1}, "unknown figure 'peek'"),
+        (("x",), {"peak": "1 parsec"}, "peak='1 parsec'"),
+        (("x",), {"peak": -1}, "negative"),
+        (("x",), {"peak": 1, "device_index": -1}, "device_index"),
+        (("",), {"peak": 1}, "non-empty string"),
+    ],
+)
+def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(CgmemUsageError, match=message):
+        FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
