@@ -56,3 +56,12 @@ def test_every_option_has_help_cli_and_ini() -> None:
         assert option.help
         assert option.cli.startswith("--cgmem-")
         assert option.ini.startswith("cgmem_")
+
+
+def test_every_option_is_documented_in_usage() -> None:
+    from pathlib import Path
+
+    usage = (Path(__file__).resolve().parents[2] / "docs" / "usage.md").read_text()
+    for option in OPTIONS:
+        assert f"`{option.cli}" in usage, option.cli
+        assert f"`{option.ini}`" in usage, option.ini
