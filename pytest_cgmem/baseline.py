@@ -136,12 +136,10 @@ def compare_one(
     return found
 
 
-@dataclass(frozen=True)
-class Findings:
-    """What a baseline says about one test (or a whole run)."""
+class _Verdicts:
+    """Regressions and improvements among ``changes`` (a field of each subclass)."""
 
-    changes: tuple[Change, ...] = ()
-    new: tuple[str, ...] = ()
+    changes: tuple[Change, ...]
 
     @property
     def regressions(self) -> list[Change]:
@@ -150,6 +148,14 @@ class Findings:
     @property
     def improvements(self) -> list[Change]:
         return [c for c in self.changes if c.verdict == "improvement"]
+
+
+@dataclass(frozen=True)
+class Findings(_Verdicts):
+    """What a baseline says about one test (or a whole run)."""
+
+    changes: tuple[Change, ...] = ()
+    new: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -203,20 +209,12 @@ BaselineRegression.__module__ = "pytest_cgmem"
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Verdicts):
     """Two run files side by side (``cgmem compare``)."""
 
     changes: tuple[Change, ...]
     new: tuple[str, ...]
     missing: tuple[str, ...]
-
-    @property
-    def regressions(self) -> list[Change]:
-        return [c for c in self.changes if c.verdict == "regression"]
-
-    @property
-    def improvements(self) -> list[Change]:
-        return [c for c in self.changes if c.verdict == "improvement"]
 
 
 def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Tolerance) -> Comparison:

@@ -133,19 +133,7 @@ class CgmemFixture:
 
         assert_pools_released(*pools, release_workspaces=release_workspaces)
 
-    def assert_estimate(
-        self,
-        estimate: object,
-        measured: object,
-        *,
-        rel: object = None,
-        abs: object = None,
-        what: str = "graph memory",
-    ) -> None:
-        """Fail (EstimateMismatch) when ``estimate`` misses ``measured`` by more than
-        ``max(rel * measured, abs)``, printing both numbers and the error."""
-        assert_estimate(estimate, measured, rel=rel, abs=abs, what=what)
-
+    assert_estimate = staticmethod(assert_estimate)
     assert_sizes_covered = staticmethod(assert_sizes_covered)
     assert_all_captured = staticmethod(assert_all_captured)
     uncovered_sizes = staticmethod(uncovered_sizes)
