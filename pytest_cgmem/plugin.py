@@ -78,8 +78,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except CgmemUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[records_key] = []
-    if _pin_problem:
-        raise pytest.UsageError(_pin_problem[0])
+    problem = config.stash.get(pin_problem_key, None)
+    if problem:
+        raise pytest.UsageError(problem)
     config.pluginmanager.register(_Results(config), "cgmem-results")
 
 
@@ -308,7 +309,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 # --- results for CI and dashboards: JSON, baselines, pytest-benchmark, JUnit, xdist -------
 
-_pin_problem: list[str] = []
+pin_problem_key = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -317,7 +318,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     from .pinning import count_devices, device_for_worker
     from .settings import parse_devices
 
-    _pin_problem.clear()
     workerid = os.environ.get("PYTEST_XDIST_WORKER")
     if workerid is None:
         return
@@ -334,13 +334,13 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         count = count_devices() if devices == "all" and visible is None else 0
         chosen = device_for_worker(workerid, devices, visible, count)
     except (CgmemUsageError, IndexError) as exc:
-        _pin_problem.append(f"{source}={raw!r}: {exc}")
+        early_config.stash[pin_problem_key] = f"{source}={raw!r}: {exc}"
         return
     if chosen is None:
         return
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
-        _pin_problem.append(
+        early_config.stash[pin_problem_key] = (
             f"{source}={raw!r}: CUDA was already initialised in worker {workerid}; "
             "it cannot be pinned to a device"
         )
