@@ -146,6 +146,22 @@ def test_make_graphed_callables_is_seen(cgmem):
     assert len(log.pools) == 1
 
 
+def _run_script(source: str, **env_vars: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    """Run ``source`` in a fresh python with this checkout importable; its RESULT line."""
+    env = {**os.environ, **env_vars}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    return done, (json.loads(lines[0][len("RESULT ") :]) if lines else {})
+
+
 COMPILE = """
 import json, torch
 from pytest_cgmem import graphs
@@ -167,21 +183,10 @@ print("RESULT " + json.dumps({**result, "pools": pools}))
 def test_torch_compile_reduce_overhead_is_seen():
     # a fresh process: pytester's in-process runs restore sys.modules, and a triton
     # imported there cannot be imported again in this one
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(COMPILE)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done, out = _run_script(COMPILE)
     if done.returncode != 0 and "triton" in done.stderr.lower() and "No module" in done.stderr:
         pytest.skip("torch.compile needs triton, which is not installed here")
     assert done.returncode == 0, done.stderr[-3000:]
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
     assert out["captures"] >= 1
     assert out["replays"] >= 1
     assert out["shape"] == [16, 32]
@@ -450,20 +455,8 @@ print("RESULT " + json.dumps(out))
 
 
 def test_expandable_segments_in_a_subprocess():
-    env = dict(os.environ)
-    env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SUBPROCESS)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done, out = _run_script(SUBPROCESS, PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")
     assert done.returncode == 0, done.stderr
-    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    out = json.loads(line[len("RESULT ") :])
     assert out["allocated"] == N
     assert out["reserved"] >= N
     assert out["driver"] >= N
