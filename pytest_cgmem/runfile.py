@@ -256,6 +256,19 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
     return data
 
 
+def validate(document: Mapping[str, Any]) -> None:
+    """Check a run file against ``run.schema.json`` with jsonschema where it is installed,
+    else with the light shape check; raises (jsonschema's error, or ValueError) on a problem."""
+    try:
+        import jsonschema  # type: ignore[import-untyped]
+    except ImportError:
+        problem = _shape_problem(document)
+        if problem is not None:
+            raise ValueError(problem) from None
+        return
+    jsonschema.validate(dict(document), schema())
+
+
 def _shape_problem(data: Mapping[str, Any]) -> str | None:
     """The first thing a reader would trip on, or None (a light check, no jsonschema)."""
     tests = data.get("tests")

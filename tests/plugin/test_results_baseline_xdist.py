@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
@@ -43,15 +42,6 @@ def test_known_growth(cgmem_record):
 """
 
 
-def validate(doc: dict[str, Any]) -> None:
-    try:
-        import jsonschema
-    except ImportError:
-        assert runfile._shape_problem(doc) is None
-        return
-    jsonschema.validate(doc, runfile.schema())
-
-
 @pytest.fixture
 def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     """xdist workers and subprocesses import this checkout's pytest_cgmem."""
@@ -66,7 +56,7 @@ def saved(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["cgmem: wrote baseline base.json (4 test(s))"])
     doc = json.loads((pytester.path / "base.json").read_text())
-    validate(doc)
+    runfile.validate(doc)
     return pytester.path / "base.json"
 
 
@@ -99,7 +89,7 @@ def test_regression_fails_that_test_only(
     )
     result.stdout.fnmatch_lines(["FAILED test_suite.py::test_grows - *BaselineRegression*"])
     doc = json.loads((pytester.path / "run.json").read_text())
-    validate(doc)
+    runfile.validate(doc)
     tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
     assert tests["test_grows"]["outcome"] == "failed"
     (regression,) = tests["test_grows"]["baseline"]["regressions"]
@@ -257,7 +247,7 @@ def test_xdist_results_reach_the_controller_once(pytester: pytest.Pytester, work
     )
     result.assert_outcomes(passed=n)
     doc = json.loads((pytester.path / "run.json").read_text())
-    validate(doc)
+    runfile.validate(doc)
     nodeids = [t["nodeid"] for t in doc["tests"]]
     assert len(nodeids) == len(set(nodeids)) == n
     assert {t["worker"] for t in doc["tests"]} <= {f"gw{i}" for i in range(workers)}

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
@@ -41,15 +40,6 @@ def test_decode(cgmem_record):
 def test_extra(cgmem_record):
     cgmem_record("extra", peak=os.environ.get("EXTRA", "10 MiB"))
 """
-
-
-def validate(doc: dict[str, Any]) -> None:
-    try:
-        import jsonschema
-    except ImportError:
-        assert runfile._shape_problem(doc) is None
-        return
-    jsonschema.validate(doc, runfile.schema())
 
 
 @pytest.fixture
@@ -164,7 +154,7 @@ def test_merge_shards(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[s
     )
     assert "cgmem merge: 3 test(s) from 2 file(s)" in capsys.readouterr().out
     merged = json.loads(out.read_text())
-    validate(merged)
+    runfile.validate(merged)
     full = json.loads((pytester.path / "full.json").read_text())
     assert runfile.figures(merged) == runfile.figures(full)
     assert merged["summary"] == full["summary"]

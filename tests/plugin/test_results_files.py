@@ -52,19 +52,10 @@ def test_not_measured():
 """
 
 
-def validate(doc: dict[str, Any]) -> None:
-    try:
-        import jsonschema
-    except ImportError:  # the GPU machine has no jsonschema: the light check instead
-        assert runfile._shape_problem(doc) is None
-        return
-    jsonschema.validate(doc, runfile.schema())
-
-
 def run_json(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
     result = pytester.runpytest("--cgmem-json=out/run.json", "--cgmem-budget=peak=3GiB", *args)
     doc = json.loads((pytester.path / "out" / "run.json").read_text())
-    validate(doc)
+    runfile.validate(doc)
     return result, doc
 
 
@@ -157,7 +148,7 @@ def test_keyboard_interrupt_still_leaves_a_whole_file(pytester: pytest.Pytester)
     )
     result = pytester.runpytest_subprocess("--cgmem-json=out/run.json")
     doc = json.loads((pytester.path / "out" / "run.json").read_text())
-    validate(doc)
+    runfile.validate(doc)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert [t["nodeid"] for t in doc["tests"]] == [
         "test_keyboard_interrupt_still_leaves_a_whole_file.py::test_a"

@@ -47,21 +47,11 @@ def entry(nodeid: str = "t.py::test_a", **over: Any) -> TestEntry:
     return TestEntry(**values)
 
 
-def validate(doc: dict[str, Any]) -> None:
-    """Against the shipped JSON Schema where jsonschema is installed, else the light check."""
-    try:
-        import jsonschema
-    except ImportError:  # the GPU machine has no jsonschema
-        assert runfile._shape_problem(doc) is None
-        return
-    jsonschema.validate(doc, runfile.schema())
-
-
 def test_build_run_is_valid_and_sorted() -> None:
     doc = runfile.build_run(
         [entry("t.py::test_b"), entry("t.py::test_a")], MACHINE, {"sha": "abc", "dirty": False}
     )
-    validate(doc)
+    runfile.validate(doc)
     assert doc["schema"] == "pytest-cgmem/1"
     assert [t["nodeid"] for t in doc["tests"]] == ["t.py::test_a", "t.py::test_b"]
     assert doc["summary"] == {"tests": 2, "regions": 2, "violations": 2, "failed": 0}
@@ -242,7 +232,7 @@ def test_merge_joins_shards() -> None:
     doc, warnings = runfile.merge_runs(
         [("a.json", shard("t.py::a", "t.py::c")), ("b.json", shard("t.py::b"))]
     )
-    validate(doc)
+    runfile.validate(doc)
     assert warnings == []
     assert [t["nodeid"] for t in doc["tests"]] == ["t.py::a", "t.py::b", "t.py::c"]
     assert doc["summary"]["tests"] == 3
