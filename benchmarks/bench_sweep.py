@@ -1,19 +1,25 @@
 """Time ``capture_sweep`` against a bare torch capture loop, side by side in one run.
 
 vLLM's 51 default capture sizes (1, 2, 4, 8..248 step 8, 256..512 step 16) of a 2-layer
-4096-wide fp16 MLP. Both sides do the same torch work in the same order: build the inputs,
-warm up twice per size on a new side stream, synchronize, then ``torch.cuda.graph`` per size
-on that stream, largest first, into one shared pool from ``graph_pool_handle()``. The
-capture phase is timed on both sides from a synchronize before the first capture to a
-synchronize after the last; the whole call from a synchronize before to one after. The
-difference is the plugin's tracking: per capture one allocator reading and one
-``cudaMemGetInfo``, and one snapshot of the sweep's pool at the end. Two more bare loops
-add only the allocator reading or only ``cudaMemGetInfo`` after each capture, to show what
-each costs in place. Rounds rotate the order of the sides; every side's graphs, inputs and
-outputs are released (and the cache emptied) before the next one runs. Target: the sweep's
+4096-wide fp16 MLP. The bare loop is what an engine writes by hand: build the inputs, warm
+up twice per size on a new side stream, synchronize, then ``torch.cuda.graph`` per size on
+that stream, largest first, into one shared pool from ``graph_pool_handle()``. The capture
+phase is timed on every side from a synchronize before the first capture to a synchronize
+after the last; the whole call from a synchronize before to one after. Target: the sweep's
 whole call <= 1.1x the bare loop's.
 
-    python benchmarks/bench_sweep.py [--rounds 7] [--hidden 4096]
+The sweep captures every size after the first with ``capture_begin``/``capture_end``
+directly, skipping ``torch.cuda.graph``'s per-capture synchronize and cache emptying, which
+find nothing to do between captures (vLLM skips them too). So a second bare loop, "bare,
+direct", does the same: against it, what remains is the plugin's tracking: one allocator
+reading per capture; two ``cudaMemGetInfo`` per sweep. A third side runs the sweep inside a
+``graphs()`` log, as in a marked test: the log adds a ``cudaMemGetInfo`` per capture for its
+driver column. Two more bare loops add only the allocator reading or only
+``cudaMemGetInfo`` after each capture, to show what each costs in place. Rounds rotate the
+order of the sides; every side's graphs, inputs and outputs are released (and the cache
+emptied) before the next one runs.
+
+    python benchmarks/bench_sweep.py [--rounds 21] [--hidden 4096]
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from pytest_cgmem.graphs import capture_sweep, pool_segments
+from pytest_cgmem.graphs import _allocator_now, _pool_total, capture_sweep, pool_segments, track
 
 SIZES = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
 
@@ -41,10 +47,14 @@ def bare_loop(
     make_input: Any,
     warmup: int = 2,
     after: Callable[[], object] | None = None,
+    direct: bool = False,
 ) -> tuple[float, Any]:
     """What an engine does by hand: warm up on a side stream, capture largest first.
 
-    ``after`` (if given) runs after each capture: the per-capture cost of one reading."""
+    ``after`` (if given) runs after each capture: the per-capture cost of one reading.
+    ``direct``: only the first capture through ``torch.cuda.graph``; the rest with
+    ``capture_begin``/``capture_end`` on the stream, skipping the context's synchronize and
+    cache emptying, which find nothing to do between captures (vLLM skips them likewise)."""
     order = sorted(set(sizes), reverse=True)
     inputs = {size: make_input(size) for size in order}
     stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
@@ -59,10 +69,16 @@ def bare_loop(
     pool = torch.cuda.graph_pool_handle()
     graphs, outputs = {}, {}
     t0 = time.perf_counter()
-    for size in order:
+    for number, size in enumerate(order):
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=pool, stream=stream):
-            outputs[size] = fn(inputs[size])
+        if direct and number:
+            with torch.cuda.stream(stream):
+                graph.capture_begin(pool=pool)
+                outputs[size] = fn(inputs[size])
+                graph.capture_end()
+        else:
+            with torch.cuda.graph(graph, pool=pool, stream=stream):
+                outputs[size] = fn(inputs[size])
         graphs[size] = graph
         if after is not None:
             after()
@@ -73,7 +89,7 @@ def bare_loop(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--hidden", type=int, default=4096)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -115,10 +131,20 @@ def main() -> int:
         seconds, kept = bare_loop(mlp, SIZES, make_input)
         return seconds, 0.0, kept
 
+    def run_bare_direct() -> tuple[float, float, Any]:
+        seconds, kept = bare_loop(mlp, SIZES, make_input, direct=True)
+        return seconds, 0.0, kept
+
     def run_sweep() -> tuple[float, float, Any]:
         result = capture_sweep(mlp, SIZES, make_input)
         pool_bytes[0] = result.pool_bytes
         return result.seconds, result.tracking_seconds, result
+
+    def run_sweep_in_log() -> tuple[float, float, Any]:
+        with track() as log:
+            result = capture_sweep(mlp, SIZES, make_input)
+        assert len(log.captures) == len(SIZES)
+        return result.seconds, result.tracking_seconds, (result, log)
 
     def run_bare_allocator() -> tuple[float, float, Any]:
         seconds, kept = bare_loop(mlp, SIZES, make_input, after=read_allocator)
@@ -130,7 +156,9 @@ def main() -> int:
 
     sides: dict[str, Run] = {
         "bare": run_bare,
+        "bare, direct": run_bare_direct,
         "sweep": run_sweep,
+        "sweep in a log": run_sweep_in_log,
         "bare + allocator": run_bare_allocator,
         "bare + driver": run_bare_driver,
     }
@@ -144,11 +172,19 @@ def main() -> int:
         for round_ in range(args.rounds):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                total, capture, track = timed(sides[name])
+                total, capture, own = timed(sides[name])
                 totals[name].append(total)
                 captures[name].append(capture)
                 if name == "sweep":
-                    tracking.append(track)
+                    tracking.append(own)
+
+    def micro(call: Callable[[], object], n: int = 200) -> float:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e6
 
     def ms(values: list[float]) -> float:
         return statistics.median(values) * 1000
@@ -163,11 +199,36 @@ def main() -> int:
     for label, table in (("capture phase", captures), ("whole call", totals)):
         b, s = ms(table["bare"]), ms(table["sweep"])
         print(f"{label:<22}{b:>12.2f}{s:>12.2f}{s / b:>9.3f}x")
+    b, s = ms(totals["bare"]), ms(totals["sweep in a log"])
+    print(f"{'whole call, in a log':<22}{b:>12.2f}{s:>12.2f}{s / b:>9.3f}x")
+    print(
+        "the sweep captures sizes after the first directly (no per-capture synchronize and "
+        "empty-cache); against a bare loop that does the same:"
+    )
+    for label, table in (("capture phase", captures), ("whole call", totals)):
+        b, s = ms(table["bare, direct"]), ms(table["sweep"])
+        print(f"{label + ', direct':<22}{b:>12.2f}{s:>12.2f}{s / b:>9.3f}x")
     per = ms(tracking) * 1000 / n
     print(
-        f"sweep's own readings: {ms(tracking):.2f} ms ({per:.1f} µs per capture, the pool's "
-        "snapshot at the end included)"
+        f"sweep's own readings and records: {ms(tracking):.2f} ms ({per:.1f} µs per capture, "
+        "its record and the two cudaMemGetInfo included)"
     )
+    print("each reading alone, 200 calls, median µs:")
+    with torch.no_grad():
+        swept = capture_sweep(mlp, SIZES, make_input)
+        swept_pool = swept.pool
+        assert swept_pool is not None
+        for name, call in (
+            ("memory_stats_as_nested_dict", read_allocator),
+            ("_cuda_memoryStats (the sweep's)", lambda: _allocator_now(device)),
+            ("mem_get_info", read_driver),
+            ("snapshot of one pool (given pools)", lambda: _pool_total(swept_pool)),
+        ):
+            print(f"  {name:<34}{micro(call):>8.1f}")
+        swept.release()
+        del swept
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
     print("one reading after each capture of a bare loop, in place:")
     for name in ("bare + allocator", "bare + driver"):
         extra = (ms(captures[name]) - ms(captures["bare"])) * 1000 / n

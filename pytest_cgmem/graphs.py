@@ -235,9 +235,7 @@ class _Hooks:
         """
         start = self.pending.get(id(graph))
         if start is not None:
-            stats = torch.cuda.memory_stats_as_nested_dict(start.device)
-            start.allocated = int(stats["allocated_bytes"]["all"]["current"])
-            start.reserved = int(stats["reserved_bytes"]["all"]["current"])
+            start.allocated, start.reserved = _allocator_now(start.device)
 
     def _forget(self, graph: Any) -> None:
         if self.pending.pop(id(graph), None) is not None:
@@ -247,7 +245,7 @@ class _Hooks:
         start = self.pending.pop(id(graph))
         self.capturing = max(self.capturing - 1, 0)
         seconds = time.perf_counter() - start.t0
-        stats = torch.cuda.memory_stats_as_nested_dict(start.device)
+        allocated, reserved = _allocator_now(start.device)
         driver = None
         if start.free is not None and not self.capturing:
             free = _free_bytes(start.device)
@@ -258,8 +256,8 @@ class _Hooks:
             pool = start.pool
         with suppress(Exception):
             graph._cgmem_device = start.device
-        allocated = int(stats["allocated_bytes"]["all"]["current"]) - start.allocated
-        reserved = int(stats["reserved_bytes"]["all"]["current"]) - start.reserved
+        allocated -= start.allocated
+        reserved -= start.reserved
         for listener in list(self.listeners):
             listener._on_capture(graph, start.device, pool, allocated, reserved, driver, seconds)
 
@@ -595,6 +593,8 @@ class SweepResult:
     stream: Any = field(repr=False, default=None)
     # time the plugin's own readings took (allocator, cudaMemGetInfo, the pool's snapshot)
     tracking_seconds: float = 0.0
+    # device memory the whole sweep took as cudaMemGetInfo saw it (segments + graphs)
+    driver_total: int | None = None
 
     @property
     def bytes(self) -> dict[int, int]:
@@ -603,6 +603,7 @@ class SweepResult:
 
     @property
     def driver_bytes(self) -> dict[int, int | None]:
+        """Per size, as ``cudaMemGetInfo`` saw it: read only while a log listens, else None."""
         return {s: c.driver for s, c in self.captures.items()}
 
     @property
@@ -632,8 +633,10 @@ class SweepResult:
             lines.append(
                 f"{size:>8}{format_size(c.reserved):>14}{driver:>14}{c.seconds * 1000:>9.2f}"
             )
+        driver_total = "n/a" if self.driver_total is None else format_size(self.driver_total)
         lines.append(
-            f"pool {self.pool}: {format_size(self.pool_bytes)}; {len(self.sizes)} graphs in "
+            f"pool {self.pool}: {format_size(self.pool_bytes)} (driver +{driver_total}); "
+            f"{len(self.sizes)} graphs in "
             f"{self.seconds:.3f} s (+{self.warmup_seconds:.3f} s warm-up; "
             f"{self.tracking_seconds * 1000:.1f} ms of it the plugin's readings)"
         )
@@ -652,8 +655,12 @@ def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
 
 
 def _allocator_now(device: int) -> tuple[int, int]:
-    """(allocated, reserved) bytes on ``device``: one ``memory_stats_as_nested_dict`` call."""
-    stats = torch.cuda.memory_stats_as_nested_dict(device)
+    """(allocated, reserved) bytes on ``device``: one reading of the allocator's counters.
+
+    ``torch._C._cuda_memoryStats`` is what ``memory_stats_as_nested_dict`` returns, without
+    its Python checks: the sweep calls this once per capture.
+    """
+    stats = torch._C._cuda_memoryStats(device)
     return (
         int(stats["allocated_bytes"]["all"]["current"]),
         int(stats["reserved_bytes"]["all"]["current"]),
@@ -679,13 +686,17 @@ def capture_sweep(
     ``fn`` runs ``warmup`` times per size on a side stream first, then each size is
     captured on that stream with ``torch.cuda.graph`` into ``pool`` (a new pool if None).
 
-    The figures are chained: one allocator reading and one ``cudaMemGetInfo`` after each
-    capture, each capture's growth taken from the reading after the one before it. Between
+    The figures are chained: one allocator reading per capture, taken once ``fn`` has
+    returned and before ``capture_end`` (host-side, safe while capturing; capture_end
+    allocates nothing), each capture's growth taken from the reading before it. Between
     two captures the sweep runs nothing but ``torch.cuda.graph``'s own synchronize and
     empty-cache, which find nothing to release once the first capture began (the warm-up's
-    cache is emptied before it). The first capture's allocator baseline is read once
-    capture has begun, so the RNG state a first graph allocates outside its pool is not
-    charged to it. Logs listening (``cgmem.graphs()``, marked tests) get the same figures.
+    cache is emptied before it). The first capture's baseline is read once capture has
+    begun, so the RNG state a first graph allocates outside its pool is not charged to it.
+    A new pool's total is the sum of that growth; a given pool's is its snapshot.
+    ``cudaMemGetInfo`` is read before the first capture and after the last (the sweep's
+    ``driver_total``), and after every capture only while a log listens (``cgmem.graphs()``,
+    a marked test), which gets the same figures as the result.
     """
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
@@ -709,31 +720,52 @@ def capture_sweep(
     outputs: dict[int, Any] = {}
     captures: dict[int, Capture] = {}
     listeners = list(_hooks.listeners)
+    perf_counter = time.perf_counter
     was_busy = _hooks.busy
     _hooks.busy = True  # the wrappers pass our captures through; we report them below
     try:
-        t1 = time.perf_counter()
+        t1 = perf_counter()
         torch.cuda.empty_cache()  # the warm-up's cache, before the first driver reading
-        free = _free_bytes(device)
-        allocated = reserved = 0
-        t_end = time.perf_counter()
+        first_free = free = _free_bytes(device)
+        allocated = reserved = first_reserved = 0
+        t_end = perf_counter()
         tracking = t_end - t1
         for number, size in enumerate(order, 1):
-            t_start = time.perf_counter()
+            t_start = perf_counter()
             if number > 1:
                 tracking += t_start - t_end
             graph: Any = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
-                if number == 1:  # host-side only: safe while capturing
-                    t_read = time.perf_counter()
+            if number == 1:  # torch's context: synchronize, empty the caches, capture
+                with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
+                    t_read = perf_counter()
                     allocated, reserved = _allocator_now(device)
-                    tracking += time.perf_counter() - t_read
-                outputs[size] = _call(fn, inputs[size])
-            t_end = time.perf_counter()
+                    tracking += perf_counter() - t_read
+                    first_reserved = reserved
+                    outputs[size] = _call(fn, inputs[size])
+                    t_call = perf_counter()
+                    now_allocated, now_reserved = _allocator_now(device)
+                    tracking += perf_counter() - t_call
+            else:  # nothing to synchronize or release since: capture directly (as vLLM does)
+                with torch.cuda.stream(stream):
+                    graph.capture_begin(pool=handle)
+                    try:
+                        outputs[size] = _call(fn, inputs[size])
+                        t_call = perf_counter()
+                        now_allocated, now_reserved = _allocator_now(device)
+                        tracking += perf_counter() - t_call
+                    except BaseException:
+                        with suppress(Exception):
+                            graph.capture_end()
+                        raise
+                    graph.capture_end()
+            t_end = perf_counter()
             graphs[size] = graph
-            now_allocated, now_reserved = _allocator_now(device)
-            now_free = _free_bytes(device)
-            driver = None if free is None or now_free is None else free - now_free
+            driver = None
+            if listeners:
+                now_free = _free_bytes(device)
+                if free is not None and now_free is not None:
+                    driver = free - now_free
+                free = now_free
             capture = Capture(
                 number,
                 device,
@@ -745,24 +777,35 @@ def capture_sweep(
                 size,
             )
             captures[size] = capture
-            allocated, reserved, free = now_allocated, now_reserved, now_free
+            allocated, reserved = now_allocated, now_reserved
             if pid is None:
                 with suppress(Exception):
                     pid = capture.pool = pool_id(graph.pool())
-            with suppress(Exception):
-                graph._cgmem_device = device
-            for listener in listeners:
-                listener._on_capture(
-                    graph, device, pid, capture.allocated, capture.reserved, driver, capture.seconds
-                )
-        tracking += time.perf_counter() - t_end
+            if listeners:
+                with suppress(Exception):
+                    graph._cgmem_device = device
+                for listener in listeners:
+                    listener._on_capture(
+                        graph,
+                        device,
+                        pid,
+                        capture.allocated,
+                        capture.reserved,
+                        driver,
+                        capture.seconds,
+                    )
+        t_read = perf_counter()
+        tracking += t_read - t_end
+        last_free = _free_bytes(device) if order else first_free
+        driver_total = None if first_free is None or last_free is None else first_free - last_free
+        tracking += perf_counter() - t_read
         torch.cuda.synchronize()
-        seconds = time.perf_counter() - t1
+        seconds = perf_counter() - t1
     finally:
         _hooks.busy = was_busy
-    t2 = time.perf_counter()
-    held = _pool_total(pid) if pid is not None else 0
-    tracking += time.perf_counter() - t2
+    t2 = perf_counter()
+    held = reserved - first_reserved if pool is None or pid is None else _pool_total(pid)
+    tracking += perf_counter() - t2
     return SweepResult(
         tuple(order),
         pid,
@@ -775,4 +818,5 @@ def capture_sweep(
         outputs,
         stream,
         tracking,
+        driver_total,
     )

@@ -294,6 +294,23 @@ def test_capture_sweep(cgmem):
     assert cgmem.pool_bytes(pool) == 0
 
 
+def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem):
+    """With no log listening, cudaMemGetInfo is read before and after, not per capture."""
+    big, small = 1 << 20, 1 << 19
+    result = cgmem.capture_sweep(
+        lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
+    )
+    assert result.driver_bytes == {big: None, small: None}
+    assert result.captures[big].allocated == 4 * MiB
+    assert result.captures[small].allocated == 2 * MiB
+    assert result.driver_total is not None
+    assert result.driver_total >= result.pool_bytes == sum(result.bytes.values()) > 0
+    assert "driver +" in result.table()
+    pool = result.pool
+    result.release()
+    assert cgmem.pool_bytes(pool) == 0
+
+
 def test_capture_sweep_into_a_given_pool(cgmem):
     pool = torch.cuda.graph_pool_handle()
     result = cgmem.capture_sweep(lambda x: x * 2, [4, 8], lambda n: torch.ones(n, device="cuda"))
@@ -354,6 +371,25 @@ def test_capture_sweep_restores_the_hooks_when_fn_raises(cgmem):
         g.replay()
     assert len(log.captures) == 1 and log.replays == 1  # the log still sees other graphs
     del g, y
+
+
+def test_capture_sweep_ends_the_capture_when_fn_raises_at_a_later_size(cgmem):
+    """Sizes after the first are captured directly; a failure there must not leave the
+    stream capturing, and the original error is what the caller sees."""
+
+    def fails_at_4(x):
+        if x.numel() == 4 and torch.cuda.is_current_stream_capturing():
+            raise ValueError("size 4 failed")
+        return x * 2
+
+    with pytest.raises(ValueError, match="size 4 failed"):
+        cgmem.capture_sweep(fails_at_4, [4, 8], lambda n: torch.ones(n, device="cuda"))
+    assert not torch.cuda.is_current_stream_capturing()
+    assert not graphs._hooks.busy
+    result = cgmem.capture_sweep(lambda x: x + 1, [4, 8], lambda n: torch.ones(n, device="cuda"))
+    torch.cuda.synchronize()
+    assert float(result.replay(4)[0]) == 2.0
+    result.release()
 
 
 def test_expect_replay_fails_when_the_work_ran_eagerly(cgmem):
