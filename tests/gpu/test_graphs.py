@@ -17,16 +17,14 @@ import pytest_cgmem  # noqa: E402
 from pytest_cgmem import graphs  # noqa: E402
 from pytest_cgmem.coverage import EagerFallback, PoolNotReleased  # noqa: E402
 
+from . import expandable_segments  # noqa: E402
+
 pytestmark = pytest.mark.gpu  # the project conftest skips these without a GPU (--gpu: fail)
 
 MiB = 2**20
 N = 16 * MiB  # >= 10 MiB: the allocator rounds to 2 MiB, so one segment of exactly N
 NAMES = ("capture_begin", "capture_end", "replay")
 ROOT = Path(pytest_cgmem.__file__).resolve().parent.parent
-
-
-def _expandable() -> bool:
-    return "expandable_segments:true" in os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "").lower()
 
 
 def _methods():
@@ -55,7 +53,7 @@ def test_capture_of_exactly_n_bytes(cgmem):
     assert len(log.captures) == 1
     capture = log.captures[0]
     assert capture.allocated == N
-    if _expandable():
+    if expandable_segments():
         assert capture.reserved >= N
     else:
         assert capture.reserved == N
@@ -253,7 +251,7 @@ def test_region_and_marked_figures(cgmem):
         keep.append((g, y))
     assert m.graphs == 1
     assert m.replays == 2
-    if _expandable():
+    if expandable_segments():
         assert m.graph_pool >= N
     else:
         assert m.graph_pool == N
@@ -334,7 +332,7 @@ def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem)
     assert result.captures[big].allocated == 4 * MiB  # its output, nothing else
     assert result.captures[small].allocated == 2 * MiB
     assert sum(result.bytes.values()) == result.pool_bytes == _pool_segments_total(result.pool)
-    if not _expandable():
+    if not expandable_segments():
         assert result.bytes[small] == 0  # fits in the 20 MiB segment the first one made
     assert result.driver_bytes[big] is not None
     assert result.driver_bytes[big] >= result.bytes[big]  # segments + the instantiated graph
@@ -414,6 +412,12 @@ N = 16 * 2**20
 KEEP = []
 
 
+@pytest.fixture(autouse=True)
+def release_kept():
+    yield  # after the measured call: its graphs must not outlive this in-process run
+    KEEP.clear()
+
+
 def capture(factor):
     x = torch.ones(N // 4, device="cuda")
     g = torch.cuda.CUDAGraph()
@@ -454,7 +458,7 @@ def test_marked_budgets_pass_and_fail_for_real(pytester):
     pytester.makepyfile(test_marked=MARKED)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=2)
-    pool = "* MiB" if _expandable() else "16.00 MiB"
+    pool = "* MiB" if expandable_segments() else "16.00 MiB"
     result.stdout.fnmatch_lines(
         [
             f"*cgmem: graph_pool {pool} exceeds budget 8.00 MiB*on cuda:*",

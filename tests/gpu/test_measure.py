@@ -7,6 +7,9 @@ import gc
 import pytest
 
 from pytest_cgmem import BudgetExceeded, CgmemFixture
+from pytest_cgmem.resize import rounding_slack
+
+from . import expandable_segments
 
 torch = pytest.importorskip("torch")
 
@@ -101,10 +104,11 @@ def test_torch_memory_is_not_non_torch(cgmem: CgmemFixture) -> None:
     with cgmem.measure() as m:
         x = torch.empty(size, dtype=torch.uint8, device="cuda")
     del x
-    assert size <= m.device <= size + 4 * MiB
+    slack = rounding_slack([size], expandable_segments())  # 0, or one 20 MiB page
+    assert size <= m.reserved <= size + slack
+    assert size <= m.device <= size + slack + 4 * MiB
     assert abs(m.non_torch) <= 2 * MiB
-    assert m.reserved == size
-    assert m.reserved_ratio == pytest.approx(1.0)
+    assert m.reserved_ratio == pytest.approx(m.reserved / size)
 
 
 def test_regions_nest_and_inner_reset_does_not_hide_outer_peak(cgmem: CgmemFixture) -> None:
