@@ -667,6 +667,22 @@ def _allocator_now(device: int) -> tuple[int, int]:
     )
 
 
+@contextmanager
+def _captured_directly(graph: Any, pool: object, stream: Any) -> Iterator[None]:
+    """Capture on ``stream`` as ``torch.cuda.graph`` does, without its synchronize and
+    cache emptying: for a capture that follows another with nothing run in between (vLLM
+    skips them likewise). If the body raises, the capture is ended and the error kept."""
+    with torch.cuda.stream(stream):
+        graph.capture_begin(pool=pool)
+        try:
+            yield
+        except BaseException:
+            with suppress(Exception):
+                graph.capture_end()
+            raise
+        graph.capture_end()
+
+
 def _pool_total(pid: PoolId) -> int:
     """Bytes the pool's segments hold now: torch's snapshot of that one pool only."""
     segments: list[dict[str, Any]] = torch.cuda.memory_snapshot(mempool_id=pid)  # type: ignore[no-untyped-call]
@@ -684,15 +700,15 @@ def capture_sweep(
 
     ``make_input(size)`` builds the static input (a tensor, or a tuple of arguments);
     ``fn`` runs ``warmup`` times per size on a side stream first, then each size is
-    captured on that stream with ``torch.cuda.graph`` into ``pool`` (a new pool if None).
+    captured on that stream into ``pool`` (a new pool if None): the first with
+    ``torch.cuda.graph`` (synchronize, empty the caches, capture), the others directly, as
+    nothing runs between two captures that those steps could wait for or release.
 
     The figures are chained: one allocator reading per capture, taken once ``fn`` has
     returned and before ``capture_end`` (host-side, safe while capturing; capture_end
-    allocates nothing), each capture's growth taken from the reading before it. Between
-    two captures the sweep runs nothing but ``torch.cuda.graph``'s own synchronize and
-    empty-cache, which find nothing to release once the first capture began (the warm-up's
-    cache is emptied before it). The first capture's baseline is read once capture has
-    begun, so the RNG state a first graph allocates outside its pool is not charged to it.
+    allocates nothing), each capture's growth taken from the reading before it. The first
+    capture's baseline is read once capture has begun, so the RNG state a first graph
+    allocates outside its pool is not charged to it.
     A new pool's total is the sum of that growth; a given pool's is its snapshot.
     ``cudaMemGetInfo`` is read before the first capture and after the last (the sweep's
     ``driver_total``), and after every capture only while a log listens (``cgmem.graphs()``,
@@ -735,29 +751,21 @@ def capture_sweep(
             if number > 1:
                 tracking += t_start - t_end
             graph: Any = torch.cuda.CUDAGraph()
-            if number == 1:  # torch's context: synchronize, empty the caches, capture
-                with torch.cuda.graph(graph, pool=handle, stream=stream):  # type: ignore[arg-type]
+            capturing = (
+                torch.cuda.graph(graph, pool=handle, stream=stream)  # type: ignore[arg-type]
+                if number == 1
+                else _captured_directly(graph, handle, stream)
+            )
+            with capturing:
+                if number == 1:
                     t_read = perf_counter()
                     allocated, reserved = _allocator_now(device)
-                    tracking += perf_counter() - t_read
                     first_reserved = reserved
-                    outputs[size] = _call(fn, inputs[size])
-                    t_call = perf_counter()
-                    now_allocated, now_reserved = _allocator_now(device)
-                    tracking += perf_counter() - t_call
-            else:  # nothing to synchronize or release since: capture directly (as vLLM does)
-                with torch.cuda.stream(stream):
-                    graph.capture_begin(pool=handle)
-                    try:
-                        outputs[size] = _call(fn, inputs[size])
-                        t_call = perf_counter()
-                        now_allocated, now_reserved = _allocator_now(device)
-                        tracking += perf_counter() - t_call
-                    except BaseException:
-                        with suppress(Exception):
-                            graph.capture_end()
-                        raise
-                    graph.capture_end()
+                    tracking += perf_counter() - t_read
+                outputs[size] = _call(fn, inputs[size])
+                t_read = perf_counter()
+                now_allocated, now_reserved = _allocator_now(device)
+                tracking += perf_counter() - t_read
             t_end = perf_counter()
             graphs[size] = graph
             driver = None
@@ -781,9 +789,9 @@ def capture_sweep(
             if pid is None:
                 with suppress(Exception):
                     pid = capture.pool = pool_id(graph.pool())
+            with suppress(Exception):
+                graph._cgmem_device = device
             if listeners:
-                with suppress(Exception):
-                    graph._cgmem_device = device
                 for listener in listeners:
                     listener._on_capture(
                         graph,
@@ -796,7 +804,7 @@ def capture_sweep(
                     )
         t_read = perf_counter()
         tracking += t_read - t_end
-        last_free = _free_bytes(device) if order else first_free
+        last_free = _free_bytes(device)
         driver_total = None if first_free is None or last_free is None else first_free - last_free
         tracking += perf_counter() - t_read
         torch.cuda.synchronize()
