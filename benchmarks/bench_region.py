@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from pytest_cgmem import measure
+from pytest_cgmem.cuda import region as measure
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:

@@ -1,22 +1,29 @@
 """pytest-cgmem: GPU memory as something a test suite can assert on."""
 
-from .baseline import BaselineRegression
-from .budgets import METRICS, Budget, BudgetExceeded, Violation, check, parse_budget
-from .coverage import (
-    EagerFallback,
-    EstimateMismatch,
-    GraphCheckError,
-    PoolNotReleased,
-    SizesNotCaptured,
-    SizesNotCovered,
+from .checks.budgets import Budget, Violation, check, parse_budget
+from .checks.graph_sizes import (
     assert_all_captured,
     assert_estimate,
     assert_sizes_covered,
     uncovered_sizes,
 )
+from .failures import (
+    BaselineRegression,
+    BudgetExceeded,
+    CgmemFailure,
+    CheckFailed,
+    EagerFallback,
+    EstimateMismatch,
+    GraphCheckError,
+    PoolNotReleased,
+    ResizeCheckFailed,
+    SizesNotCaptured,
+    SizesNotCovered,
+    SteadyStateFailed,
+)
 from .fixture import CgmemFixture, Measurement
-from .resize import CheckFailed, ResizeCheckFailed, SteadyStateFailed
-from .results import DeviceFigures, RegionResult
+from .metrics import METRICS
+from .results.records import DeviceFigures, RegionResult
 from .units import CgmemUsageError, format_size, parse_size
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "BaselineRegression",
     "Budget",
     "BudgetExceeded",
+    "CgmemFailure",
     "CgmemFixture",
     "CgmemUsageError",
     "CheckFailed",

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .baseline import change_table, compare_runs, describe
-from .runfile import load_run, merge_runs, write_json
-from .units import CgmemUsageError, Tolerance, parse_percent, parse_size
+from .results.baseline import change_table, compare_runs, describe
+from .results.runfile import load_run, merge_runs, write_json
+from .settings import DEFAULT_TOLERANCE
+from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,9 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("base", metavar="BASE", help="baseline run file")
     compare.add_argument("new", metavar="NEW", help="new run file")
-    compare.add_argument("--tolerance", default="5%", help="relative tolerance (default 5%%)")
     compare.add_argument(
-        "--tolerance-abs", default="2MiB", help="absolute tolerance (default 2MiB)"
+        "--tolerance", help=f"relative tolerance (default {DEFAULT_TOLERANCE.rel * 100:g}%%)"
+    )
+    compare.add_argument(
+        "--tolerance-abs",
+        help=f"absolute tolerance (default {format_size(DEFAULT_TOLERANCE.abs)})",
     )
     compare.add_argument(
         "--all", action="store_true", help="list every figure, not only those that moved"
@@ -68,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _compare(args: argparse.Namespace) -> int:
     try:
-        tolerance = Tolerance(parse_percent(args.tolerance), parse_size(args.tolerance_abs))
+        tolerance = Tolerance(
+            DEFAULT_TOLERANCE.rel if args.tolerance is None else parse_percent(args.tolerance),
+            DEFAULT_TOLERANCE.abs if args.tolerance_abs is None else parse_size(args.tolerance_abs),
+        )
     except CgmemUsageError as exc:
         raise CgmemUsageError(f"--tolerance/--tolerance-abs: {exc}") from None
     base = load_run(args.base, "baseline")
@@ -105,7 +112,8 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .htmlreport import MissingExtra, render
+    from .reports.charts import MissingExtra
+    from .reports.html import render
 
     runs = [(name, load_run(name)) for name in args.files]
     try:

@@ -1,6 +1,8 @@
-"""The object behind the ``cgmem`` fixture: explicit regions and checks.
+"""The objects behind the ``cgmem`` and ``cgmem_record`` fixtures.
 
-It imports ``measure`` (and so torch) only when a method is used.
+``CgmemFixture`` imports the ``cuda`` package (and so torch) only when a method is used;
+``FigureRecorder`` never does. Neither knows pytest's hooks: each is given the function
+that adds a finished region to its test.
 """
 
 from __future__ import annotations
@@ -10,13 +12,21 @@ from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .budgets import METRICS, BudgetExceeded, parse_budget
-from .coverage import assert_all_captured, assert_estimate, assert_sizes_covered, uncovered_sizes
-from .results import DeviceFigures, RegionResult
+from .checks.budgets import parse_budget
+from .checks.graph_sizes import (
+    assert_all_captured,
+    assert_estimate,
+    assert_sizes_covered,
+    uncovered_sizes,
+)
+from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
+from .metrics import METRICS, names
+from .results.records import DeviceFigures, RegionResult
+from .units import CgmemUsageError
 
 if TYPE_CHECKING:
-    from .graphs import GraphLog, SweepResult
-    from .resize import SteadyFigures, StepFigures
+    from .checks.resize import SteadyFigures, StepFigures
+    from .cuda.graphs import GraphLog, SweepResult
 
 
 class Measurement:
@@ -58,7 +68,7 @@ class Measurement:
             return f"<Measurement {self.label!r} running>"
         figures = ", ".join(
             f"{name}={METRICS[name].format(self.result.metric(name))}"
-            for name in ("peak", "reserved", "leak", "device")
+            for name in names(summary=True, graph=False)
         )
         return f"<Measurement {self.label!r} {figures}>"
 
@@ -74,10 +84,10 @@ class CgmemFixture:
         self, label: str | None = None, *, devices: Sequence[int] | None = None
     ) -> Iterator[Measurement]:
         """Measure the body; regions nest, and each device used gets its own figures."""
-        from . import measure
+        from .cuda.region import Region
 
         measurement = Measurement(label)
-        region = measure.Region(label, devices).start()
+        region = Region(label, devices).start()
         try:
             yield measurement
         except BaseException as exc:
@@ -87,7 +97,7 @@ class CgmemFixture:
         measurement.result = region.stop()
         self._record(measurement.result)
 
-    # CUDA graphs (pytest_cgmem.graphs, imported on first use) ---------------------------
+    # CUDA graphs (pytest_cgmem.cuda.graphs, imported on first use) ----------------------
     @contextmanager
     def graphs(self, label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
         """Log every CUDA graph captured and replayed in the body, whoever captures it.
@@ -95,7 +105,7 @@ class CgmemFixture:
         ``label`` (a callable, read at each capture) or ``log.label(size)`` names captures.
         On exit ``log.held_at_exit`` lists the pools still holding memory.
         """
-        from .graphs import track
+        from .cuda.graphs import track
 
         with track(label) as log:
             yield log
@@ -109,7 +119,7 @@ class CgmemFixture:
         pool: object = None,
     ) -> SweepResult:
         """Capture ``fn`` at every size, largest first, into one shared pool."""
-        from .graphs import capture_sweep
+        from .cuda.graphs import capture_sweep
 
         return capture_sweep(fn, sizes, make_input, warmup=warmup, pool=pool)
 
@@ -117,19 +127,19 @@ class CgmemFixture:
         self, what: str | None = None, *, at_least: int = 1
     ) -> ContextManager[GraphLog]:
         """Fail (EagerFallback) unless a CUDA graph replay happens in the body."""
-        from .graphs import expect_replay
+        from .cuda.graphs import expect_replay
 
         return expect_replay(what, at_least=at_least)
 
     def pool_bytes(self, pool: object, *, release_workspaces: bool = True) -> int:
         """Bytes a graph pool's segments still hold, after emptying the cache."""
-        from .graphs import pool_bytes
+        from .cuda.graphs import pool_bytes
 
         return pool_bytes(pool, release_workspaces=release_workspaces)
 
     def assert_pool_released(self, *pools: object, release_workspaces: bool = True) -> None:
         """Fail (PoolNotReleased) naming every pool that still holds device memory."""
-        from .graphs import assert_pools_released
+        from .cuda.graphs import assert_pools_released
 
         assert_pools_released(*pools, release_workspaces=release_workspaces)
 
@@ -156,7 +166,7 @@ class CgmemFixture:
         purpose). Raises ResizeCheckFailed (an AssertionError).
         """
         __tracebackhide__ = True
-        from .resize import ResizeCheckFailed, run_resize_check
+        from .cuda.resize import run_resize_check
 
         steps, violations = run_resize_check(resize, sizes, slack, self._record, label, retain)
         if violations:
@@ -176,9 +186,68 @@ class CgmemFixture:
         and its growth per call; returns the figures after warm-up and after each call.
         """
         __tracebackhide__ = True
-        from .resize import SteadyStateFailed, run_steady
+        from .cuda.resize import run_steady
 
         base, after, violations = run_steady(fn, warmup, repeat, self._record, label)
         if violations:
             raise SteadyStateFailed(violations)
         return [base, *after]
+
+
+class FigureRecorder:
+    """``cgmem_record("load", peak="1.2 GiB", reserved=..., device_index=0)``.
+
+    Each keyword is a metric name with a value as in a budget (an int is bytes, a string
+    has a unit). Metrics that are not given are unknown (None, left out of every export);
+    the names given are kept in the region's ``extra["recorded"]``. A ``RegionResult``
+    (e.g. read back from a subprocess's run file) may be passed instead of keywords.
+    Recorded regions are held against the test's budget at the end of its call phase,
+    like a marked test's ``call`` region.
+    """
+
+    def __init__(self, add: Callable[[RegionResult], None]) -> None:
+        self._add = add
+
+    def __call__(
+        self,
+        label: str | RegionResult,
+        *,
+        device_index: int = 0,
+        seconds: float = 0.0,
+        **figures: object,
+    ) -> RegionResult:
+        if isinstance(label, RegionResult):
+            if figures:
+                raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
+            result = RegionResult(
+                label.label,
+                label.devices,
+                label.seconds,
+                label.error,
+                {**label.extra, "recorded": sorted(METRICS)},
+            )
+            self._add(result)
+            return result
+        if not isinstance(label, str) or not label:
+            raise CgmemUsageError(f"cgmem_record: a label must be a non-empty string: {label!r}")
+        where = f"cgmem_record({label!r})"
+        if not figures:
+            raise CgmemUsageError(f"{where}: give at least one figure, e.g. peak='1 GiB'")
+        values: dict[str, object] = {}
+        for name, value in figures.items():
+            metric = METRICS.get(name)
+            if metric is None:
+                raise CgmemUsageError(
+                    f"{where}: unknown figure {name!r} (valid: {', '.join(METRICS)})"
+                )
+            try:
+                values[name] = metric.parse(value)
+            except CgmemUsageError as exc:
+                raise CgmemUsageError(f"{where}: {name}={value!r}: {exc}") from None
+        if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
+            raise CgmemUsageError(f"{where}: device_index must be an int >= 0")
+        unknown = {name: None for name in METRICS if name not in values}
+        device = DeviceFigures(device_index, device_source="recorded", **values, **unknown)
+        result = RegionResult(label, (device,), float(seconds), None, {"recorded": sorted(figures)})
+        self._add(result)
+        return result

@@ -1,8 +1,5 @@
-"""Which device a pytest-xdist worker gets (``--cgmem-devices``), decided before CUDA starts.
-
-Pure apart from ``count_devices``, which asks NVML (never torch, which would have to
-start CUDA and would then ignore a later ``CUDA_VISIBLE_DEVICES``).
-"""
+"""Which device a pytest-xdist worker gets (``--cgmem-devices``), decided before CUDA
+starts (pure; the device count comes from NVML, ``cuda.nvml.count_devices``)."""
 
 from __future__ import annotations
 
@@ -15,20 +12,6 @@ def worker_number(workerid: str | None) -> int | None:
     """``"gw3"`` -> 3; None for anything else (the controller, a plain run)."""
     match = _WORKER.match(workerid or "")
     return int(match.group(1)) if match else None
-
-
-def count_devices() -> int:
-    """GPUs on this machine by NVML; 0 where NVML can't say."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return 0
 
 
 def device_for_worker(

@@ -6,8 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budgets import Budget, parse_budget_string
-from .units import CgmemUsageError, parse_percent, parse_size
+from .checks.budgets import Budget, parse_budget_string
+from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -57,15 +57,11 @@ def parse_positive(value: object) -> int:
     return int(text)
 
 
-def parse_dir(value: object) -> str:
-    text = str(value).strip()
-    if not text:
-        raise CgmemUsageError("expected a directory path, got an empty value")
-    return text
-
-
 DEFAULT_HISTORY_ENTRIES = 100_000
 DEFAULT_STACKS = 4
+DEFAULT_SUMMARY = 10
+DEFAULT_TOLERANCE = Tolerance(rel=0.05, abs=2 * 2**20)
+"""Growth over a baseline that is not a regression: 5% or 2 MiB, whichever is larger."""
 
 
 @dataclass(frozen=True)
@@ -107,9 +103,9 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "summary",
         "show the N measured tests with the largest peak in the terminal summary "
-        "(default 10; 0 turns the summary off)",
+        f"(default {DEFAULT_SUMMARY}; 0 turns the summary off)",
         parse_summary,
-        10,
+        DEFAULT_SUMMARY,
         metavar="N",
     ),
     Option(
@@ -144,17 +140,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "tolerance",
         "relative growth over the baseline that is not a regression: a number and a "
-        "percent sign (default: 5 percent)",
+        f"percent sign (default: {DEFAULT_TOLERANCE.rel * 100:g} percent)",
         parse_percent,
-        0.05,
+        DEFAULT_TOLERANCE.rel,
         metavar="PERCENT",
     ),
     Option(
         "tolerance_abs",
-        "absolute growth over the baseline that is not a regression (default 2MiB); "
+        f"absolute growth over the baseline that is not a regression (default "
+        f"{format_size(DEFAULT_TOLERANCE.abs).replace(' ', '').replace('.00', '')}); "
         "a figure regresses only when it grew past both tolerances",
         parse_size,
-        2 * 2**20,
+        DEFAULT_TOLERANCE.abs,
         metavar="SIZE",
     ),
     Option(
@@ -195,7 +192,7 @@ OPTIONS: tuple[Option, ...] = (
         "write, for each failing measured test, an allocator snapshot pickle (opens in "
         "pytorch.org/memory_viz), a self-contained HTML trace and a text segment summary "
         "into DIR",
-        parse_dir,
+        parse_path,
         None,
         metavar="DIR",
     ),
@@ -204,20 +201,26 @@ OPTIONS: tuple[Option, ...] = (
 
 @dataclass(frozen=True)
 class Settings:
+    """Every option, resolved; each field is named as its option."""
+
     budget: Budget = field(default_factory=Budget)
     require_gpu: bool = False
-    summary: int = 10
+    summary: int = DEFAULT_SUMMARY
     json: str | None = None
     gab_json: str | None = None
     save_baseline: str | None = None
     baseline: str | None = None
-    tolerance: float = 0.05
-    tolerance_abs: int = 2 * 2**20
+    tolerance: float = DEFAULT_TOLERANCE.rel
+    tolerance_abs: int = DEFAULT_TOLERANCE.abs
     devices: tuple[str, ...] | str | None = None
     history: bool = False
     history_entries: int = DEFAULT_HISTORY_ENTRIES
     stacks: int = DEFAULT_STACKS
     artifacts: str | None = None
+
+    @property
+    def tolerance_default(self) -> Tolerance:
+        return Tolerance(self.tolerance, self.tolerance_abs)
 
 
 def resolve(cli: Mapping[str, object], ini: Mapping[str, object]) -> Settings:

@@ -252,7 +252,7 @@ def test_recording_is_off_after_keyboard_interrupt(
 
 
 COUNT_SNAPSHOTS = """
-import pytest_cgmem.measure as measure
+from pytest_cgmem.cuda import region as measure
 
 calls = []
 _snapshot = measure.snapshot

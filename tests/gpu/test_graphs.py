@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import pytest_cgmem  # noqa: E402
-from pytest_cgmem import graphs  # noqa: E402
-from pytest_cgmem.coverage import EagerFallback, PoolNotReleased  # noqa: E402
+from pytest_cgmem import EagerFallback, PoolNotReleased  # noqa: E402
+from pytest_cgmem.cuda import graphs  # noqa: E402
 
 from . import expandable_segments  # noqa: E402
 
@@ -162,7 +162,7 @@ def _run_script(source: str, **env_vars: str) -> tuple[subprocess.CompletedProce
 
 COMPILE = """
 import json, torch
-from pytest_cgmem import graphs
+from pytest_cgmem.cuda import graphs
 
 def f(x):
     return torch.relu(x) * 2 + 1
@@ -470,7 +470,7 @@ def test_marked_budgets_pass_and_fail_for_real(pytester):
 
 SUBPROCESS = """
 import json, torch
-from pytest_cgmem import graphs
+from pytest_cgmem.cuda import graphs
 N = 16 * 2**20
 x = torch.ones(N // 4, device="cuda")
 torch.cuda.synchronize()

@@ -7,7 +7,7 @@ import gc
 import pytest
 
 from pytest_cgmem import BudgetExceeded, CgmemFixture
-from pytest_cgmem.resize import rounding_slack
+from pytest_cgmem.checks.resize import rounding_slack
 
 from . import expandable_segments
 
@@ -131,7 +131,7 @@ def test_figures_are_read_after_the_region(cgmem: CgmemFixture) -> None:
 
 
 def test_region_closed_and_recorded_when_body_raises(cgmem: CgmemFixture) -> None:
-    from pytest_cgmem import measure
+    from pytest_cgmem.cuda import region as measure
 
     with pytest.raises(ValueError), cgmem.measure("raises") as m:
         x = torch.empty(N, dtype=torch.uint8, device="cuda")

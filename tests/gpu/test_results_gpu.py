@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pytest_cgmem
-from pytest_cgmem import runfile
+from pytest_cgmem.results import runfile
 
 pytestmark = pytest.mark.gpu
 

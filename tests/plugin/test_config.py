@@ -2,7 +2,8 @@
 
 import pytest
 
-from pytest_cgmem.plugin import budget_key, settings_key
+from pytest_cgmem.plugin import settings_key
+from pytest_cgmem.session import budget_key
 
 GiB = 2**30
 

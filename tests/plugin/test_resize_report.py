@@ -7,7 +7,9 @@ import pytest
 SUITE = """
 import pytest
 from pytest_cgmem import ResizeCheckFailed, SteadyStateFailed
-from pytest_cgmem.resize import StepFigures, SteadyFigures, resize_violations, steady_violations
+from pytest_cgmem.checks.resize import (
+    StepFigures, SteadyFigures, resize_violations, steady_violations
+)
 
 GiB, MiB = 2**30, 2**20
 STEPS = [StepFigures(0, GiB, GiB, 0, GiB, 0), StepFigures(1, 2 * GiB, 2 * GiB, GiB, 2 * GiB, 0)]

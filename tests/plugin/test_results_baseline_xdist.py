@@ -10,7 +10,7 @@ import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
 import pytest_cgmem
-from pytest_cgmem import runfile
+from pytest_cgmem.results import runfile
 
 MiB = 2**20
 
@@ -198,7 +198,8 @@ def test_mark_tolerance_is_validated_at_collection(
 
 
 def test_mark_tolerance_is_accepted(pytester: pytest.Pytester) -> None:
-    from pytest_cgmem.plugin import _item_tolerance, budget_key
+    from pytest_cgmem.session import budget_key
+    from pytest_cgmem.session import item_tolerance as _item_tolerance
 
     pytester.makepyfile(
         """

@@ -13,8 +13,8 @@ import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
 import pytest_cgmem
-from pytest_cgmem import runfile
 from pytest_cgmem.cli import main
+from pytest_cgmem.results import runfile
 
 try:  # imported before any inline run, which would unload it (numpy loads once per process)
     import matplotlib.pyplot

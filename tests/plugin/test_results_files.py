@@ -15,8 +15,8 @@ import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
 import pytest_cgmem
-from pytest_cgmem import runfile
 from pytest_cgmem.plugin import MARK_HELP
+from pytest_cgmem.results import runfile
 
 MiB = 2**20
 

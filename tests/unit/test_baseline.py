@@ -8,18 +8,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_cgmem import runfile
-from pytest_cgmem.baseline import (
+from pytest_cgmem import BaselineRegression
+from pytest_cgmem.results import runfile
+from pytest_cgmem.results.baseline import (
     Baseline,
-    BaselineRegression,
     change_table,
     compare_one,
     compare_runs,
     effective,
     parse_tolerance,
 )
-from pytest_cgmem.results import DeviceFigures, RegionResult
-from pytest_cgmem.runfile import TestEntry
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
+from pytest_cgmem.results.records import TestRecord as TestEntry
 from pytest_cgmem.units import CgmemUsageError, Tolerance
 
 MiB = 2**20

@@ -2,17 +2,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_cgmem.budgets import (
-    METRICS,
+from pytest_cgmem import BudgetExceeded
+from pytest_cgmem.checks.budgets import (
     Budget,
-    BudgetExceeded,
     Violation,
     check,
-    metric_help,
     parse_budget,
     parse_budget_string,
     split_assignments,
 )
+from pytest_cgmem.metrics import METRICS, metric_help
 from pytest_cgmem.units import CgmemUsageError
 
 GiB = 2**30

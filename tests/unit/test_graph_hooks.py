@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
-graphs = pytest.importorskip("pytest_cgmem.graphs")
+graphs = pytest.importorskip("pytest_cgmem.cuda.graphs")
 
 NAMES = ("capture_begin", "capture_end", "replay")
 
@@ -112,7 +112,7 @@ def test_someone_elses_patch_on_top_is_left_alone():
 
 
 def test_region_abandon_stops_its_graph_tracking():
-    measure = pytest.importorskip("pytest_cgmem.measure")
+    measure = pytest.importorskip("pytest_cgmem.cuda.region")
     region = measure.Region("r")
     region._track_graphs()
     measure._active.append(region)

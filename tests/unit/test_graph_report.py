@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_cgmem.budgets import parse_budget
-from pytest_cgmem.report import TestRecord as Record
-from pytest_cgmem.report import section, summary
-from pytest_cgmem.results import DeviceFigures, RegionResult
+from pytest_cgmem.checks.budgets import parse_budget
+from pytest_cgmem.reports.text import section, summary
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
+from pytest_cgmem.results.records import TestRecord as Record
 
 MiB = 2**20
 

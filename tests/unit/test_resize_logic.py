@@ -13,8 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_cgmem import CheckFailed, ResizeCheckFailed, SteadyStateFailed
-from pytest_cgmem.report import section
-from pytest_cgmem.resize import (
+from pytest_cgmem.checks.resize import (
     PINNED_NOTE,
     RETAINED_CAUSE,
     RETAINED_FIX,
@@ -30,7 +29,8 @@ from pytest_cgmem.resize import (
     steady_lines,
     steady_violations,
 )
-from pytest_cgmem.results import DeviceFigures, RegionResult
+from pytest_cgmem.reports.text import section
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.units import CgmemUsageError
 
 KiB, MiB, GiB = 2**10, 2**20, 2**30
@@ -301,7 +301,7 @@ def test_failures_are_assertion_errors_carrying_every_message(cls: type[CheckFai
 
 
 def test_report_section_shows_the_check_lines() -> None:
-    figures = DeviceFigures(0, GiB, 3 * GiB, 0, None, None, 3.0)
+    figures = DeviceFigures(0, peak=GiB, reserved=3 * GiB, leak=0, reserved_ratio=3.0)
     lines = resize_lines([step(0, 1, GiB), step(1, 2, 2 * GiB, unused=GiB)])
     result = RegionResult("resize_check", (figures,), 0.5, extra={"lines": lines})
     text = section([result])
@@ -314,6 +314,6 @@ def test_importing_resize_needs_no_torch() -> None:
     import pytest_cgmem
 
     root = str(Path(pytest_cgmem.__file__).parent.parent)
-    code = "import sys, pytest_cgmem.resize; sys.exit('torch' in sys.modules)"
+    code = "import sys, pytest_cgmem.checks.resize; sys.exit('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": root}
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0

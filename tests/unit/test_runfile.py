@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_cgmem import runfile
-from pytest_cgmem.results import DeviceFigures, RegionResult
-from pytest_cgmem.runfile import TestEntry
+from pytest_cgmem.checks.budgets import Budget
+from pytest_cgmem.results import exporters, runfile
+from pytest_cgmem.results.records import DeviceFigures, RegionResult, judged_violations
+from pytest_cgmem.results.records import TestRecord as TestEntry
 from pytest_cgmem.units import CgmemUsageError
 
 MiB = 2**20
@@ -44,6 +45,10 @@ def entry(nodeid: str = "t.py::test_a", **over: Any) -> TestEntry:
         checked=("call",),
     )
     values.update(over)
+    values.setdefault(
+        "violations",
+        judged_violations(values["regions"], Budget(values["budget"]), values["checked"]),
+    )
     return TestEntry(**values)
 
 
@@ -118,19 +123,19 @@ def test_region_round_trips_through_json(
     devices: list[DeviceFigures], label: str | None, error: str | None
 ) -> None:
     region = RegionResult(label, tuple(devices), 0.25, error, {"k": [1, 2]})
-    data = json.loads(json.dumps(runfile.region_to_dict(region)))
-    assert runfile.region_from_dict(data) == region
+    data = json.loads(json.dumps(RegionResult.to_dict(region)))
+    assert RegionResult.from_dict(data) == region
 
 
 def test_entry_round_trips() -> None:
     original = entry(tolerance={"rel": 0.1}, worker="gw1", baseline={"compared": 0})
-    assert runfile.entry_from_dict(json.loads(json.dumps(original.to_dict()))) == original
+    assert TestEntry.from_dict(json.loads(json.dumps(original.to_dict()))) == original
 
 
 def test_unknown_device_keys_are_ignored_when_reading() -> None:
-    data = runfile.region_to_dict(RegionResult("call", (device(),), 0.0))
+    data = RegionResult.to_dict(RegionResult("call", (device(),), 0.0))
     data["devices"][0]["from_a_newer_version"] = 1
-    assert runfile.region_from_dict(data).devices[0] == device()
+    assert RegionResult.from_dict(data).devices[0] == device()
 
 
 def test_write_json_is_atomic(tmp_path: Path) -> None:
@@ -196,7 +201,7 @@ def test_gab_entries() -> None:
         RegionResult("two", (device(0), device(1, device=None, non_torch=None)), 0.0),
     )
     doc = runfile.build_run([entry(regions=regions)], MACHINE, None)
-    entries = runfile.gab_entries(doc)
+    entries = exporters.gab_entries(doc)
     names = [e["name"] for e in entries]
     assert names[:5] == [
         f"t.py::test_a - {m}" for m in ("peak", "reserved", "leak", "device", "non_torch")
@@ -218,7 +223,7 @@ def test_recorded_regions_export_only_given_figures() -> None:
         "server", (device(reserved=0, leak=0),), 0.0, extra={"recorded": ["peak"]}
     )
     doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
-    assert [e["name"] for e in runfile.gab_entries(doc)] == ["t.py::test_a [server] - peak"]
+    assert [e["name"] for e in exporters.gab_entries(doc)] == ["t.py::test_a [server] - peak"]
     assert runfile.figures(doc) == {("t.py::test_a", "server", 0): {"peak": 100 * MiB}}
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pytest_cgmem.budgets import Budget
+from pytest_cgmem.checks.budgets import Budget
 from pytest_cgmem.settings import OPTIONS, Settings, parse_bool, resolve
 from pytest_cgmem.units import CgmemUsageError
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_cgmem.record import FigureRecorder
-from pytest_cgmem.results import DeviceFigures, RegionResult
+from pytest_cgmem.fixture import FigureRecorder
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.units import CgmemUsageError
 
 MiB = 2**20
@@ -19,7 +19,7 @@ def test_record_figures() -> None:
     assert got == [result]
     (figures,) = result.devices
     assert (figures.index, figures.peak, figures.device, figures.graphs) == (1, 3 * 2**29, 2**31, 3)
-    assert figures.reserved == 0 and figures.non_torch is None and figures.reserved_ratio is None
+    assert figures.reserved is None and figures.non_torch is None and figures.reserved_ratio is None
     assert figures.device_source == "recorded"
     assert result.extra == {"recorded": ["device", "graphs", "peak"]}
 
@@ -27,7 +27,7 @@ def test_record_figures() -> None:
 def test_record_a_region_result() -> None:
     got: list[RegionResult] = []
     region = RegionResult(
-        "sub", (DeviceFigures(0, 1, 2, 3, None, None, None),), 0.5, extra={"a": 1}
+        "sub", (DeviceFigures(0, peak=1, reserved=2, leak=3),), 0.5, extra={"a": 1}
     )
     result = FigureRecorder(got.append)(region)
     assert result.devices == region.devices and result.extra["a"] == 1

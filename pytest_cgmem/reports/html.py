@@ -1,54 +1,28 @@
-"""``cgmem report``: one self-contained HTML page from run files (charts by matplotlib).
+"""``cgmem report``: one self-contained HTML page from run files.
 
-The page needs no network: charts are inline SVG, styles inline, no scripts. matplotlib
-is the optional ``report`` extra (``pip install pytest-cgmem[report]``); ``render``
-raises ``MissingExtra`` when it is not installed.
+The page needs no network: charts are inline SVG (``charts``), styles inline, no
+scripts. ``render`` raises ``charts.MissingExtra`` when matplotlib is not installed.
 """
 
 from __future__ import annotations
 
 import html
-import io
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .budgets import METRICS
-from .runfile import BYTE_METRICS, known, region_name
+from ..metrics import METRICS, names, region_name
+from ..results.baseline import compare_runs
+from ..results.runfile import known
+from ..settings import DEFAULT_TOLERANCE
+from .charts import OK as _OK
+from .charts import OVER as _OVER
+from .charts import MiB as _MiB
+from .charts import pyplot, svg
 
-_MiB = 2**20
-_HISTORY_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool")
-_TABLE_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
 _MAX_ROWS = 40
+_BYTE_METRICS = tuple(n for n, m in METRICS.items() if m.kind == "bytes")
+_PALETTE = ("#2f6db5", "#7fa8d9", "#e39b3b", "#8e6bbf", "#4aa3a1", "#b5892f")
 _MAX_LINES = 8
-_OK, _OVER, _NONE = "#3b8f4f", "#c8372d", "#8a94a6"
-
-
-class MissingExtra(RuntimeError):
-    """matplotlib is not installed."""
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        raise MissingExtra(
-            "cgmem report needs matplotlib: pip install 'pytest-cgmem[report]'"
-        ) from None
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.fonttype"] = "none"
-    matplotlib.rcParams["font.size"] = 10
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _svg(plt: Any, fig: Any) -> str:
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(fig)
-    text = buffer.getvalue()
-    return re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg") :], flags=re.S)
 
 
 def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -57,9 +31,10 @@ def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     for test in doc["tests"]:
         for region in test["regions"]:
             for device in region["devices"]:
-                name = region_name(test["nodeid"], region.get("label"))
-                if len(region["devices"]) > 1:
-                    name += f" cuda:{device['index']}"
+                many = len(region["devices"]) > 1
+                name = region_name(
+                    test["nodeid"], region.get("label"), device["index"] if many else None
+                )
                 checked = region.get("label") in (test.get("checked") or [])
                 rows.append(
                     {
@@ -111,18 +86,18 @@ def _budget_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
         )
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Budget use: each figure against its budget", loc="left", fontsize=12)
-    return _svg(plt, fig)
+    return svg(plt, fig)
 
 
 def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
     """Peak, reserved and device growth (MiB) per region; a budget is a black tick."""
-    metrics = ("peak", "reserved", "device")
+    metrics = names(chart=True)
     rows = sorted(rows, key=lambda r: r["figures"].get("peak", 0), reverse=True)[:_MAX_ROWS]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(11, 0.55 * len(rows) + 1.4))
     height = 0.8 / len(metrics)
-    palette = {"peak": "#2f6db5", "reserved": "#7fa8d9", "device": "#e39b3b"}
+    palette = dict(zip(metrics, _PALETTE, strict=False))
     for k, metric in enumerate(metrics):
         for i, row in enumerate(rows):
             value = row["figures"].get(metric)
@@ -156,7 +131,7 @@ def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
     )
     ax.spines[["top", "right"]].set_visible(False)
     ax.set_title("Figures per test (red: over budget)", loc="left", fontsize=12)
-    return _svg(plt, fig)
+    return svg(plt, fig)
 
 
 def _run_label(doc: Mapping[str, Any], i: int) -> str:
@@ -172,15 +147,15 @@ def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> 
     series = [{r["name"]: r["figures"] for r in _rows(doc)} for _, doc in runs]
     labels = [_run_label(doc, i) for i, (_, doc) in enumerate(runs)]
     charts = []
-    for metric in _HISTORY_METRICS:
-        names = {n for run in series for n, f in run.items() if f.get(metric) is not None}
-        if not names:
+    for metric in names(export=True):
+        present = {n for run in series for n, f in run.items() if f.get(metric) is not None}
+        if not present:
             continue
 
         def size(name: str, metric: str = metric, latest: Mapping[str, Any] = series[-1]) -> float:
             return float(latest.get(name, {}).get(metric) or 0)
 
-        chosen = sorted(names, key=size, reverse=True)[:_MAX_LINES]
+        chosen = sorted(present, key=size, reverse=True)[:_MAX_LINES]
         if not any(run.get(n, {}).get(metric) for run in series for n in chosen):
             continue  # all zero (no leaks, no graphs): nothing to read in a chart
         fig, ax = plt.subplots(figsize=(5.4, 3.2))
@@ -198,7 +173,7 @@ def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> 
         ax.spines[["top", "right"]].set_visible(False)
         ax.set_title(f"{metric} across runs", loc="left", fontsize=11)
         ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.25))
-        charts.append(_svg(plt, fig))
+        charts.append(svg(plt, fig))
     return charts
 
 
@@ -222,11 +197,11 @@ def _delta(metric: str, value: Any, before: Any) -> str:
 
 
 def _table(rows: list[dict[str, Any]], previous: Mapping[str, Mapping[str, Any]] | None) -> str:
-    head = "".join(f"<th>{m}</th>" for m in _TABLE_METRICS)
+    head = "".join(f"<th>{m}</th>" for m in names(baseline=True))
     body = []
     for row in rows:
         cells = []
-        for metric in _TABLE_METRICS:
+        for metric in names(baseline=True):
             value = row["figures"].get(metric)
             cell = _cell(metric, value, row["budget"].get(metric))
             if previous is not None:
@@ -266,7 +241,7 @@ svg{max-width:100%;height:auto}
 
 def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memory") -> str:
     """The report page for ``runs`` (name, document), oldest first; the last is detailed."""
-    plt = _pyplot()
+    plt = pyplot()
     runs = sorted(runs, key=lambda r: str(r[1].get("created", "")))
     name, doc = runs[-1]
     rows = _rows(doc)
@@ -280,10 +255,7 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
     failed = sum(t.get("outcome") == "failed" for t in doc["tests"])
     grew = None
     if len(runs) > 1:
-        from .baseline import compare_runs
-        from .units import Tolerance
-
-        grew = len(compare_runs(runs[-2][1], doc, Tolerance(0.05, 2 * _MiB)).regressions)
+        grew = len(compare_runs(runs[-2][1], doc, DEFAULT_TOLERANCE).regressions)
     cards = [
         ("tests measured", len(doc["tests"]), ""),
         ("regions", len(rows), ""),
@@ -292,7 +264,13 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
         ("failed", failed, "bad" if failed else "good"),
     ]
     if grew is not None:
-        cards.append(("grew >5% since previous run", grew, "bad" if grew else "good"))
+        cards.append(
+            (
+                f"grew >{DEFAULT_TOLERANCE.rel * 100:g}% since previous run",
+                grew,
+                "bad" if grew else "good",
+            )
+        )
     meta = "<br>".join(
         html.escape(line)
         for line in (
@@ -336,6 +314,6 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
     parts.append(
         "<p class='meta'>Bytes in binary units (1 MiB = 1,048,576 bytes). Generated by "
         "pytest-cgmem's <code>cgmem report</code>; "
-        f"byte metrics: {', '.join(BYTE_METRICS)}.</p></body></html>"
+        f"byte metrics: {', '.join(_BYTE_METRICS)}.</p></body></html>"
     )
     return "\n".join(parts)

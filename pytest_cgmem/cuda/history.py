@@ -1,6 +1,6 @@
 """One measured test's diagnostics: history on and off, the snapshot on failure, the text.
 
-Imported lazily by the plugin (it imports ``measure``, and so torch). Passing tests pay
+Imported lazily by the plugin. Passing tests pay
 nothing here unless ``--cgmem-history`` is on; the snapshot is taken only on failure (or
 when a region's leak check is about to run with history on).
 """
@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import diagnose, measure
-from .results import RegionResult
+from ..reports import diagnostics as diagnose
+from ..reports.artifacts import write_artifacts
+from ..results.records import RegionResult
+from . import allocator
+from .region import Region, warm_up
 
 
 @dataclass(frozen=True)
@@ -36,32 +39,33 @@ class Recorder:
     foreign_history: bool = False
     before_leak_check: dict[str, Any] | None = None
 
-    def start(self, region: measure.Region | None = None) -> None:
+    def start(self, region: Region | None = None) -> None:
         if not self.config.history:
             return
-        if measure.history_enabled():
+        if allocator.history_enabled():
             self.foreign_history = True  # someone else records: leave it as it is
             return
-        measure.start_history(self.config.history_entries)
+        warm_up(allocator.current_device())  # keeps warm-up allocations out of the trace
+        allocator.start_history(self.config.history_entries)
         self.recording = True
         if region is not None:
             region.before_leak_check.append(self._before_leak_check)
 
     def _before_leak_check(self, index: int) -> None:
         if self.recording and self.before_leak_check is None:
-            self.before_leak_check = measure.snapshot()
+            self.before_leak_check = allocator.snapshot()
 
     def close(self) -> None:
         """Stop recording (idempotent); called in a finally on every path."""
         if self.recording:
             self.recording = False
-            measure.stop_history()
+            allocator.stop_history()
 
     def diagnose(self, regions: Sequence[RegionResult], failure: str = "") -> str:
         """The diagnostic lines for a failing test (takes the allocator snapshot)."""
-        snapshot = measure.snapshot()
+        snapshot = allocator.snapshot()
         history = self.recording
-        hidden = diagnose.make_hider((*self.config.hidden_dirs, measure.torch_dir()))
+        hidden = diagnose.make_hider((*self.config.hidden_dirs, allocator.torch_dir()))
         leaks: dict[int, int] = {}
         starts: dict[int, int] = {}
         for result in regions:
@@ -99,14 +103,14 @@ class Recorder:
             )
         if self.config.artifacts is not None:
             try:
-                paths = diagnose.write_artifacts(
+                paths = write_artifacts(
                     self.config.artifacts,
                     self.nodeid,
                     snapshot,
                     diagnoses,
                     self.config.roots,
                     failure,
-                    measure.torch_segment_summary(snapshot),
+                    allocator.torch_segment_summary(snapshot),
                 )
                 lines += paths.lines()
             except OSError as exc:

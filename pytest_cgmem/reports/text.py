@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .budgets import CALL_LABEL, METRICS, Budget
-from .results import RegionResult
-
-
-@dataclass(frozen=True)
-class TestRecord:
-    """A measured test as the summary sees it: its node id, outcome and regions."""
-
-    nodeid: str
-    outcome: str
-    regions: tuple[RegionResult, ...]
-
-    @property
-    def peak(self) -> int:
-        return max((int(r.metric("peak") or 0) for r in self.regions), default=0)
+from ..checks.budgets import Budget
+from ..metrics import METRICS, names, region_label, region_name
+from ..results.records import RegionResult, TestRecord
 
 
 def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> str:
     """Every metric of every region and device, with its budget and verdict."""
     lines: list[str] = []
     for result in regions:
-        name = result.label or "region"
+        name = region_label(result.label)
         for figures in result.devices:
             lines.append(f"{name} on {figures.where} ({result.seconds * 1000:.1f} ms):")
             for metric, value in figures.metrics().items():
@@ -72,14 +59,11 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
     return "\n".join(lines)
 
 
-_SUMMARY_METRICS = ("peak", "reserved", "leak", "device", "non_torch")
-_GRAPH_METRICS = ("graph_pool", "graphs", "replays")
-
-
 def _summary_metrics(records: Sequence[TestRecord]) -> tuple[str, ...]:
     """The summary's columns; the graph ones only when some region captured or replayed."""
-    graphs = any(r.metric("graphs") or r.metric("replays") for rec in records for r in rec.regions)
-    return _SUMMARY_METRICS + (_GRAPH_METRICS if graphs else ())
+    graph_columns = names(summary=True, graph=True)
+    graphs = any(r.metric(m) for rec in records for r in rec.regions for m in graph_columns)
+    return names(summary=True, graph=False) + (graph_columns if graphs else ())
 
 
 def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
@@ -96,11 +80,7 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     ]
     for record in ranked:
         for result in record.regions:
-            name = (
-                record.nodeid
-                if result.label in (None, CALL_LABEL)
-                else (f"{record.nodeid} [{result.label}]")
-            )
+            name = region_name(record.nodeid, result.label)
             if len(name) > 59:
                 name = "..." + name[-56:]
             cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)
@@ -119,16 +99,16 @@ def header(info: Mapping[str, Any]) -> list[str]:
 
 
 def baseline_summary(
-    path: str, tests: Sequence[Mapping[str, Any]], baseline_nodeids: set[str]
+    path: str, records: Sequence[TestRecord], baseline_nodeids: set[str]
 ) -> list[str]:
     """What the baseline check found over the run: counts, then each regression,
-    improvement and new test (``tests`` are run-file test entries)."""
-    checked = [t for t in tests if t.get("baseline") is not None]
-    regressions = [(t, c) for t in checked for c in t["baseline"]["regressions"]]
-    improvements = [(t, c) for t in checked for c in t["baseline"]["improvements"]]
-    new = [n for t in checked for n in t["baseline"]["new"]]
-    compared = sum(t["baseline"]["compared"] for t in checked)
-    not_run = baseline_nodeids - {t["nodeid"] for t in tests}
+    improvement and new test."""
+    checked = [(r.nodeid, r.baseline) for r in records if r.baseline is not None]
+    regressions = [(n, c) for n, b in checked for c in b["regressions"]]
+    improvements = [(n, c) for n, b in checked for c in b["improvements"]]
+    new = [name for _, b in checked for name in b["new"]]
+    compared = sum(b["compared"] for _, b in checked)
+    not_run = baseline_nodeids - {r.nodeid for r in records}
     lines = [
         f"cgmem baseline {path}: {compared} figure(s) of {len(checked)} test(s) compared: "
         f"{len(regressions)} regression(s), {len(improvements)} improvement(s), "
@@ -136,8 +116,8 @@ def baseline_summary(
         + (f"; {len(not_run)} baseline test(s) not measured in this run" if not_run else "")
     ]
     for word, found in (("REGRESSION", regressions), ("improvement", improvements)):
-        for test, change in found:
+        for nodeid, change in found:
             text = change["message"].removeprefix("cgmem: ")
-            lines.append(f"  {word} {test['nodeid']}: {text}")
+            lines.append(f"  {word} {nodeid}: {text}")
     lines.extend(f"  new {name}" for name in new)
     return lines

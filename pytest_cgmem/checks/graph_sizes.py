@@ -1,4 +1,4 @@
-"""Pure CUDA graph checks: capture-size coverage, silent capping, estimate vs truth.
+"""CUDA graph checks on figures: capture-size coverage, silent capping, estimate vs truth.
 
 Usable with no GPU (config tests run them on CPU runners). Each check returns a record
 with its message, or None; the ``assert_*`` functions raise it as an AssertionError
@@ -11,71 +11,10 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .units import CgmemUsageError, format_size, parse_percent, parse_size
-
-__all__ = [
-    "EagerFallback",
-    "EstimateMismatch",
-    "EstimateViolation",
-    "GraphCheckError",
-    "PoolNotReleased",
-    "SizeViolation",
-    "SizesNotCaptured",
-    "SizesNotCovered",
-    "assert_all_captured",
-    "assert_estimate",
-    "assert_sizes_covered",
-    "check_all_captured",
-    "check_estimate",
-    "check_sizes_covered",
-    "format_sizes",
-    "pad_to_captured",
-    "uncovered_sizes",
-]
+from ..failures import EstimateMismatch, SizesNotCaptured, SizesNotCovered
+from ..units import CgmemUsageError, format_size, parse_percent, parse_size
 
 _SHOWN = 20
-
-
-class GraphCheckError(AssertionError):
-    """Base of the CUDA graph check failures; its message says what went wrong."""
-
-
-class SizesNotCovered(GraphCheckError):
-    """Runtime sizes pad to no captured CUDA graph size: they run eagerly."""
-
-    def __init__(self, violation: SizeViolation) -> None:
-        self.violation = violation
-        self.sizes = violation.sizes
-        super().__init__(violation.message)
-
-
-class SizesNotCaptured(GraphCheckError):
-    """Requested capture sizes that were never captured (silent capping)."""
-
-    def __init__(self, violation: SizeViolation) -> None:
-        self.violation = violation
-        self.sizes = violation.sizes
-        super().__init__(violation.message)
-
-
-class EstimateMismatch(GraphCheckError):
-    """An estimate of graph memory missed the measured figure by more than allowed."""
-
-    def __init__(self, violation: EstimateViolation) -> None:
-        self.violation = violation
-        super().__init__(violation.message)
-
-
-class EagerFallback(GraphCheckError):
-    """Work expected to replay a CUDA graph ran with no replay: it ran eagerly."""
-
-
-class PoolNotReleased(GraphCheckError):
-    """A CUDA graph pool still holds device memory after it should have been released."""
-
-    def __init__(self, message: str, held: dict[tuple[int, int], int]) -> None:
-        self.held = held
-        super().__init__(message)
 
 
 def _sizes(values: Iterable[object], what: str) -> list[int]:

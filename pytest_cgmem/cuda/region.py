@@ -1,121 +1,32 @@
-"""The one module that talks to torch.cuda and NVML: warm-up, snapshots, regions, machine info.
+"""A measured region: figures of one stretch of GPU work on every device it used.
 
-Imported lazily by the plugin, only when a test asks for GPU memory figures.
+Reads the allocator through ``allocator`` and the driver through ``nvml``; tracks CUDA
+graphs through ``graphs``. Imported lazily by the plugin, only when a test asks for GPU
+memory figures.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch as torch  # re-exported: other GPU modules use `from .measure import torch`
+import torch
 
-from .results import DeviceFigures, RegionResult
+from ..results.records import DeviceFigures, RegionResult
+from . import allocator
+from .allocator import current
+from .graphs import GraphLog
+from .nvml import nvml
 
 _MiB = 2**20
 _DISTURBANCE_SLACK = 2 * _MiB
 
-
-def cuda_available() -> bool:
-    return bool(torch.cuda.is_available())
-
-
-class _Nvml:
-    """NVML per-process and device-wide figures; ``ok`` is False where NVML can't say."""
-
-    def __init__(self) -> None:
-        self.ok = False
-        self._handles: dict[int, Any] = {}
-        self._pid = os.getpid()
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml: Any = pynvml
-            self.ok = True
-        except Exception:
-            self._nvml = None
-
-    def handle(self, index: int) -> Any:
-        if not self.ok:
-            return None
-        if index not in self._handles:
-            try:
-                uuid = str(torch.cuda.get_device_properties(index).uuid)
-                self._handles[index] = self._nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
-            except Exception:
-                self._handles[index] = None
-        return self._handles[index]
-
-    def processes(self, index: int) -> dict[int, int] | None:
-        """Used bytes by pid on this device, or None where NVML can't list them."""
-        handle = self.handle(index)
-        if handle is None:
-            return None
-        try:
-            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        except Exception:
-            return None
-        return {p.pid: int(p.usedGpuMemory or 0) for p in procs}
-
-    def own(self, processes: dict[int, int] | None) -> int | None:
-        return None if processes is None else processes.get(self._pid)
-
-    def driver_version(self) -> str | None:
-        if not self.ok:
-            return None
-        try:
-            return str(self._nvml.nvmlSystemGetDriverVersion())
-        except Exception:
-            return None
-
-    def visible_names(self) -> list[str]:
-        """GPU names in CUDA's visible order, without creating a CUDA context."""
-        if not self.ok:
-            return []
-        try:
-            count = self._nvml.nvmlDeviceGetCount()
-            handles = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible is not None:
-                chosen = []
-                for token in (t.strip() for t in visible.split(",") if t.strip()):
-                    if token.isdigit() and int(token) < count:
-                        chosen.append(handles[int(token)])
-                    else:
-                        chosen.append(self._nvml.nvmlDeviceGetHandleByUUID(token))
-                handles = chosen
-            return [str(self._nvml.nvmlDeviceGetName(h)) for h in handles]
-        except Exception:
-            return []
-
-
-_nvml_state: _Nvml | None = None
 _warmed: set[int] = set()
 _active: list[Region] = []
-
-
-def nvml() -> _Nvml:
-    global _nvml_state
-    if _nvml_state is None:
-        _nvml_state = _Nvml()
-    return _nvml_state
-
-
-def _stats(index: int) -> dict[str, Any]:
-    return torch.cuda.memory_stats_as_nested_dict(index)
-
-
-def _current(stats: dict[str, Any], key: str, which: str = "current") -> int:
-    return int(stats[key]["all"][which])
-
-
 _operands: dict[int, tuple[Any, Any]] = {}
 
 
@@ -145,7 +56,7 @@ def _reset_workspaces(devices: Sequence[int]) -> None:
     reuses the cached block: no cudaMalloc, two tiny kernels, no wait for them (allocator
     figures are kept on the host).
     """
-    torch._C._cuda_clearCublasWorkspaces()
+    allocator.clear_cublas_workspaces()
     for index in devices:
         with torch.cuda.device(index):
             _warm_handles()
@@ -161,7 +72,7 @@ def warm_up(index: int) -> None:
     with torch.cuda.device(index):
         _warm_handles()
         torch.cuda.synchronize()
-    nvml().handle(index)
+    nvml().handle(index, torch.cuda.get_device_properties(index).uuid)
     _warmed.add(index)
 
 
@@ -189,48 +100,46 @@ class Region:
     probes: list[Callable[[int], dict[str, Any]]] = field(default_factory=list)
     before_leak_check: list[Callable[[int], None]] = field(default_factory=list)
     track_graphs: bool = True
-    trackers: list[Any] = field(default_factory=list)  # objects with stop(); see graphs.py
+    trackers: list[GraphLog] = field(default_factory=list)
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
         if start is not None:
             start.peak_allocated = max(
-                start.peak_allocated, _current(stats, "allocated_bytes", "peak")
+                start.peak_allocated, current(stats, "allocated_bytes", "peak")
             )
-            start.peak_reserved = max(
-                start.peak_reserved, _current(stats, "reserved_bytes", "peak")
-            )
+            start.peak_reserved = max(start.peak_reserved, current(stats, "reserved_bytes", "peak"))
 
     def _watched(self) -> list[int]:
         if self.devices is not None:
             return list(self.devices)
-        return list(range(torch.cuda.device_count()))
+        return list(range(allocator.device_count()))
 
     def start(self) -> Region:
         if self._open or self._starts:
             raise RuntimeError("cgmem: a region is measured once; make a new one")
-        current = torch.cuda.current_device()
-        warm_up(current)
+        here = allocator.current_device()
+        warm_up(here)
         watched = self._watched()
-        active = [i for i in watched if i == current or _current(_stats(i), "reserved_bytes") > 0]
+        active = [i for i in watched if i == here or current(allocator.stats(i), "reserved_bytes")]
         for i in active:
-            torch.cuda.synchronize(i)
+            allocator.synchronize(i)
         _reset_workspaces(active)
-        torch.cuda.empty_cache()
+        allocator.empty_cache()
         meter = nvml()
         for i in watched:
-            stats = _stats(i)
+            stats = allocator.stats(i)
             for outer in _active:
                 outer._fold_peaks(i, stats)
-            torch.cuda.reset_peak_memory_stats(i)
+            allocator.reset_peaks(i)
             if i in active:
                 processes = meter.processes(i)
-                free, total = torch.cuda.mem_get_info(i)
+                free, total = allocator.mem_info(i)
                 used_total: int | None = total - free
             else:
                 processes, used_total = {}, None
-            allocated = _current(stats, "allocated_bytes")
-            reserved = _current(stats, "reserved_bytes")
+            allocated = current(stats, "allocated_bytes")
+            reserved = current(stats, "reserved_bytes")
             self._starts[i] = _Start(
                 allocated,
                 reserved,
@@ -249,8 +158,6 @@ class Region:
 
     def _track_graphs(self) -> None:
         """Log CUDA graph captures and replays; fills graph_pool, graphs and replays."""
-        from .graphs import GraphLog
-
         log = GraphLog().start()
         self.trackers.append(log)
         self.probes.append(log.figures)
@@ -276,29 +183,29 @@ class Region:
         return RegionResult(self.label, tuple(figures), seconds, message)
 
     def _read_all(self) -> list[DeviceFigures]:
-        current = torch.cuda.current_device()
+        here = allocator.current_device()
         used: list[tuple[int, dict[str, Any]]] = []
         for i, start in self._starts.items():
             if start.used_total is not None:
-                torch.cuda.synchronize(i)
-            stats = _stats(i)
+                allocator.synchronize(i)
+            stats = allocator.stats(i)
             touched = (
-                i == current
-                or _current(stats, "allocated_bytes", "peak") > start.allocated
-                or _current(stats, "reserved_bytes") != start.reserved
+                i == here
+                or current(stats, "allocated_bytes", "peak") > start.allocated
+                or current(stats, "reserved_bytes") != start.reserved
             )
             if touched:
                 if start.used_total is None:
-                    torch.cuda.synchronize(i)
-                    stats = _stats(i)
+                    allocator.synchronize(i)
+                    stats = allocator.stats(i)
                 used.append((i, stats))
         return [self._figures(i, stats) for i, stats in used]
 
     def _figures(self, index: int, stats: dict[str, Any]) -> DeviceFigures:
         start = self._starts[index]
         self._fold_peaks(index, stats)
-        allocated = _current(stats, "allocated_bytes")
-        reserved = _current(stats, "reserved_bytes")
+        allocated = current(stats, "allocated_bytes")
+        reserved = current(stats, "reserved_bytes")
         peak = start.peak_allocated - start.allocated
         reserved_peak = start.peak_reserved - start.reserved
         device, source, disturbed = self._device_growth(index, start)
@@ -336,14 +243,14 @@ class Region:
         processes = meter.processes(index)
         own_now, own_then = meter.own(processes), meter.own(start.processes)
         if own_now is not None and start.processes is not None:
-            others_then = sum(v for p, v in start.processes.items() if p != meter._pid)
-            others_now = sum(v for p, v in (processes or {}).items() if p != meter._pid)
+            others_then = meter.others(start.processes)
+            others_now = meter.others(processes)
             return (
                 own_now - (own_then or 0),
                 "nvml",
                 abs(others_now - others_then) > _DISTURBANCE_SLACK,
             )
-        free, total = torch.cuda.mem_get_info(index)
+        free, total = allocator.mem_info(index)
         used_then = start.used_total if start.used_total is not None else total - free
         disturbed = False
         if processes is not None and start.processes is not None:
@@ -362,34 +269,22 @@ class Region:
         Returns the persisting leak, whether the driver's figure grew as well, and the
         bytes garbage collection freed (which may include garbage from before the region).
         """
-        before_gc = _current(_stats(index), "allocated_bytes")
+        before_gc = current(allocator.stats(index), "allocated_bytes")
         gc.collect()
-        torch.cuda.synchronize(index)
-        gc_freed = before_gc - _current(_stats(index), "allocated_bytes")
+        allocator.synchronize(index)
+        gc_freed = before_gc - current(allocator.stats(index), "allocated_bytes")
         _reset_workspaces([index])
-        torch.cuda.empty_cache()
-        leak = _current(_stats(index), "allocated_bytes") - start.allocated
+        allocator.empty_cache()
+        leak = current(allocator.stats(index), "allocated_bytes") - start.allocated
         if leak <= 0:
             return 0, False, gc_freed
         own_then = nvml().own(start.processes)
         own_now = nvml().own(nvml().processes(index))
         if own_now is not None and own_then is not None:
             return leak, own_now > own_then, gc_freed
-        free, total = torch.cuda.mem_get_info(index)
+        free, total = allocator.mem_info(index)
         grew = start.used_total is not None and (total - free) > start.used_total
         return leak, grew, gc_freed
-
-
-@contextmanager
-def region(label: str | None = None, devices: Sequence[int] | None = None) -> Iterator[Region]:
-    r = Region(label, devices).start()
-    try:
-        yield r
-    except BaseException as exc:
-        r.stop(exc)
-        raise
-    else:
-        r.stop()
 
 
 def abandon_all() -> None:
@@ -397,27 +292,6 @@ def abandon_all() -> None:
     for open_region in _active:
         open_region._stop_trackers()
     _active.clear()
-
-
-def machine_info() -> dict[str, Any]:
-    """What makes figures comparable between runs; creates no CUDA context."""
-    meter = nvml()
-    return {
-        "gpus": meter.visible_names(),
-        "driver": meter.driver_version(),
-        "torch": str(torch.__version__),
-        "cuda": torch.version.cuda,
-        "allocator_backend": _allocator_backend(),
-        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
-        "nvml": meter.ok,
-    }
-
-
-def _allocator_backend() -> str:
-    try:
-        return str(torch.cuda.get_allocator_backend())
-    except Exception:
-        return "unknown"
 
 
 def release_exception_frames(exc: BaseException) -> None:
@@ -435,57 +309,4 @@ def release_exception_frames(exc: BaseException) -> None:
             frame.clear()
         tb = tb.tb_next
     gc.collect()
-    torch.cuda.empty_cache()
-
-
-def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
-# Allocator snapshots and history, for failure diagnostics (see diagnose.py, recorder.py).
-
-
-def snapshot() -> dict[str, Any]:
-    """The allocator's state (segments, blocks) and recorded history, as plain data."""
-    return dict(torch.cuda.memory._snapshot())
-
-
-def history_enabled() -> bool:
-    """Whether the allocator records history now (someone else may have switched it on)."""
-    probe = getattr(torch._C, "_cuda_isHistoryEnabled", None)
-    return bool(probe()) if probe is not None else False
-
-
-def start_history(max_entries: int) -> None:
-    """Record alloc/free events with their Python stacks, forgetting earlier history.
-
-    Warms the current device first so that warm-up allocations stay out of the trace.
-    """
-    warm_up(torch.cuda.current_device())
-    record: Any = torch.cuda.memory._record_memory_history
-    try:
-        record("all", context="alloc", stacks="python", max_entries=max_entries, clear_history=True)
-    except TypeError:  # a torch without clear_history
-        record(None)
-        record("all", context="alloc", stacks="python", max_entries=max_entries)
-
-
-def stop_history() -> None:
-    """Stop recording; torch drops the recorded events with it."""
-    record: Any = torch.cuda.memory._record_memory_history
-    record(None)
-
-
-def torch_dir() -> str:
-    return os.path.dirname(os.path.abspath(torch.__file__))
-
-
-def torch_segment_summary(data: dict[str, Any]) -> str | None:
-    """torch's own text rendering of the segments (``_memory_viz.segsum``), where it works."""
-    try:
-        from torch.cuda import _memory_viz
-
-        segsum: Callable[[dict[str, Any]], str] = _memory_viz.segsum
-        return str(segsum(data))
-    except Exception:
-        return None
+    allocator.empty_cache()

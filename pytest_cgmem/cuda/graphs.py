@@ -18,24 +18,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from .coverage import EagerFallback, PoolNotReleased, pad_to_captured
-from .measure import torch  # torch enters the package through measure
-from .units import CgmemUsageError, format_size
+import torch
 
-PoolId = tuple[int, int]
+from ..checks.graph_sizes import pad_to_captured
+from ..failures import EagerFallback, PoolNotReleased
+from ..units import CgmemUsageError, format_size
+from . import allocator
+from .allocator import PoolId, pool_id, pool_segments
+
 _METHODS = ("capture_begin", "capture_end", "replay")
 _MISSING = object()
-
-
-def pool_id(pool: object) -> PoolId | None:
-    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a pair) as a plain int pair."""
-    if pool is None:
-        return None
-    try:
-        first, second = pool  # type: ignore[misc]
-        return (int(first), int(second))  # type: ignore[has-type]
-    except (TypeError, ValueError):
-        return None
 
 
 @dataclass
@@ -219,8 +211,8 @@ class _Hooks:
         during a global-mode capture would invalidate it.
         """
         t0 = time.perf_counter()
-        device = torch.cuda.current_device()
-        free = None if self.capturing else _free_bytes(device)
+        device = allocator.current_device()
+        free = None if self.capturing else allocator.free_bytes(device)
         pool = kwargs.get("pool", args[0] if args else None)
         self.pending[id(graph)] = _Pending(device, pool_id(pool), 0, 0, free, t0)
         self.capturing += 1
@@ -235,7 +227,7 @@ class _Hooks:
         """
         start = self.pending.get(id(graph))
         if start is not None:
-            start.allocated, start.reserved = _allocator_now(start.device)
+            start.allocated, start.reserved = allocator.allocated_reserved(start.device)
 
     def _forget(self, graph: Any) -> None:
         if self.pending.pop(id(graph), None) is not None:
@@ -245,10 +237,10 @@ class _Hooks:
         start = self.pending.pop(id(graph))
         self.capturing = max(self.capturing - 1, 0)
         seconds = time.perf_counter() - start.t0
-        allocated, reserved = _allocator_now(start.device)
+        allocated, reserved = allocator.allocated_reserved(start.device)
         driver = None
         if start.free is not None and not self.capturing:
-            free = _free_bytes(start.device)
+            free = allocator.free_bytes(start.device)
             driver = None if free is None else start.free - free
         try:
             pool = pool_id(graph.pool())
@@ -270,51 +262,12 @@ def hooks_installed() -> bool:
     return _hooks.installed
 
 
-def _free_bytes(device: int) -> int | None:
-    try:
-        return int(torch.cuda.mem_get_info(device)[0])
-    except Exception:
-        return None
-
-
 # pool figures ------------------------------------------------------------------------
-def pool_segments(device: int | None = None) -> dict[tuple[int, PoolId], int]:
-    """Bytes of every pool's segments, keyed by (device, pool id), from one snapshot."""
-    held: dict[tuple[int, PoolId], int] = {}
-    for segment in torch.cuda.memory._snapshot()["segments"]:
-        if device is not None and segment["device"] != device:
-            continue
-        pid = pool_id(segment.get("segment_pool_id"))
-        if pid is None:
-            continue
-        key = (int(segment["device"]), pid)
-        held[key] = held.get(key, 0) + int(segment["total_size"])
-    return held
-
-
 def _by_pool(segments: dict[tuple[int, PoolId], int]) -> dict[PoolId, int]:
     result: dict[PoolId, int] = {}
     for (_, pid), size in segments.items():
         result[pid] = result.get(pid, 0) + size
     return result
-
-
-def _empty_cache() -> None:
-    for index in range(torch.cuda.device_count()):
-        if torch.cuda.memory_reserved(index):
-            torch.cuda.synchronize(index)
-    torch.cuda.empty_cache()
-
-
-def release_cublas_workspaces() -> None:
-    """Free the cuBLAS workspaces torch keeps per (handle, stream).
-
-    A workspace first used inside a capture lives in that graph's private pool and keeps
-    it alive after the graph is gone; PyTorch's own leak check clears them the same way.
-    """
-    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
-    if clear is not None:
-        clear()
 
 
 def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
@@ -324,11 +277,11 @@ def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> 
     once more before the final reading, unless ``release_workspaces`` is False.
     """
     wanted = [p for p in (pool_id(x) for x in pools) if p is not None]
-    _empty_cache()
+    allocator.settle_and_empty_cache()
     held = _by_pool(pool_segments())
     if release_workspaces and any(held.get(p, 0) for p in wanted):
-        release_cublas_workspaces()
-        _empty_cache()
+        allocator.clear_cublas_workspaces()
+        allocator.settle_and_empty_cache()
         held = _by_pool(pool_segments())
     return {p: held.get(p, 0) for p in wanted}
 
@@ -447,7 +400,7 @@ class GraphLog:
             device = capture.device
         else:
             known = getattr(graph, "_cgmem_device", None)
-            device = int(known) if known is not None else torch.cuda.current_device()
+            device = int(known) if known is not None else allocator.current_device()
         self._replays_by_device[device] = self._replays_by_device.get(device, 0) + 1
 
     # figures
@@ -470,9 +423,6 @@ class GraphLog:
         values = [c.driver for c in self.captures]
         return None if any(v is None for v in values) else sum(v or 0 for v in values)
 
-    def by_label(self) -> dict[object, Capture]:
-        return {c.label: c for c in self.captures}
-
     def pool_bytes(self, *, release_workspaces: bool | None = None) -> dict[PoolId, int]:
         """Bytes each pool this log saw holds now (snapshot segments, after emptying the
         cache). cuBLAS workspaces are released only for pools whose graphs are all gone,
@@ -480,14 +430,14 @@ class GraphLog:
         pools = self.pools
         if not pools:
             return {}
-        _empty_cache()
+        allocator.settle_and_empty_cache()
         segments = pool_segments()
         held = _by_pool(segments)
         if release_workspaces is None:
             release_workspaces = any(held.get(p, 0) and self._all_dead(p) for p in pools)
         if release_workspaces and any(held.get(p, 0) for p in pools):
-            release_cublas_workspaces()
-            _empty_cache()
+            allocator.clear_cublas_workspaces()
+            allocator.settle_and_empty_cache()
             segments = pool_segments()
             held = _by_pool(segments)
         self._pool_figures = {k: v for k, v in segments.items() if k[1] in set(pools)}
@@ -606,10 +556,6 @@ class SweepResult:
         """Per size, as ``cudaMemGetInfo`` saw it: read only while a log listens, else None."""
         return {s: c.driver for s, c in self.captures.items()}
 
-    @property
-    def capture_seconds(self) -> dict[int, float]:
-        return {s: c.seconds for s, c in self.captures.items()}
-
     def padded(self, size: int) -> int | None:
         """The captured size a runtime ``size`` pads to, None when it would run eagerly."""
         return pad_to_captured(self.sizes, size)
@@ -654,19 +600,6 @@ def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
     return sorted(result, reverse=True)
 
 
-def _allocator_now(device: int) -> tuple[int, int]:
-    """(allocated, reserved) bytes on ``device``: one reading of the allocator's counters.
-
-    ``torch._C._cuda_memoryStats`` is what ``memory_stats_as_nested_dict`` returns, without
-    its Python checks: the sweep calls this once per capture.
-    """
-    stats = torch._C._cuda_memoryStats(device)
-    return (
-        int(stats["allocated_bytes"]["all"]["current"]),
-        int(stats["reserved_bytes"]["all"]["current"]),
-    )
-
-
 @contextmanager
 def _captured_directly(graph: Any, pool: object, stream: Any) -> Iterator[None]:
     """Capture on ``stream`` as ``torch.cuda.graph`` does, without its synchronize and
@@ -681,12 +614,6 @@ def _captured_directly(graph: Any, pool: object, stream: Any) -> Iterator[None]:
                 graph.capture_end()
             raise
         graph.capture_end()
-
-
-def _pool_total(pid: PoolId) -> int:
-    """Bytes the pool's segments hold now: torch's snapshot of that one pool only."""
-    segments: list[dict[str, Any]] = torch.cuda.memory_snapshot(mempool_id=pid)  # type: ignore[no-untyped-call]
-    return sum(int(segment["total_size"]) for segment in segments)
 
 
 def capture_sweep(
@@ -727,11 +654,11 @@ def capture_sweep(
             for _ in range(warmup):
                 _call(fn, inputs[size])
     current.wait_stream(stream)
-    torch.cuda.synchronize()
+    allocator.synchronize()
     warmup_seconds = time.perf_counter() - t0
     handle = pool if pool is not None else torch.cuda.graph_pool_handle()
     pid = pool_id(handle)
-    device = torch.cuda.current_device()
+    device = allocator.current_device()
     graphs: dict[int, Any] = {}
     outputs: dict[int, Any] = {}
     captures: dict[int, Capture] = {}
@@ -741,8 +668,8 @@ def capture_sweep(
     _hooks.busy = True  # the wrappers pass our captures through; we report them below
     try:
         t1 = perf_counter()
-        torch.cuda.empty_cache()  # the warm-up's cache, before the first driver reading
-        first_free = free = _free_bytes(device)
+        allocator.empty_cache()  # the warm-up's cache, before the first driver reading
+        first_free = free = allocator.free_bytes(device)
         allocated = reserved = first_reserved = 0
         t_end = perf_counter()
         tracking = t_end - t1
@@ -759,18 +686,18 @@ def capture_sweep(
             with capturing:
                 if number == 1:
                     t_read = perf_counter()
-                    allocated, reserved = _allocator_now(device)
+                    allocated, reserved = allocator.allocated_reserved(device)
                     first_reserved = reserved
                     tracking += perf_counter() - t_read
                 outputs[size] = _call(fn, inputs[size])
                 t_read = perf_counter()
-                now_allocated, now_reserved = _allocator_now(device)
+                now_allocated, now_reserved = allocator.allocated_reserved(device)
                 tracking += perf_counter() - t_read
             t_end = perf_counter()
             graphs[size] = graph
             driver = None
             if listeners:
-                now_free = _free_bytes(device)
+                now_free = allocator.free_bytes(device)
                 if free is not None and now_free is not None:
                     driver = free - now_free
                 free = now_free
@@ -804,15 +731,15 @@ def capture_sweep(
                     )
         t_read = perf_counter()
         tracking += t_read - t_end
-        last_free = _free_bytes(device)
+        last_free = allocator.free_bytes(device)
         driver_total = None if first_free is None or last_free is None else first_free - last_free
         tracking += perf_counter() - t_read
-        torch.cuda.synchronize()
+        allocator.synchronize()
         seconds = perf_counter() - t1
     finally:
         _hooks.busy = was_busy
     t2 = perf_counter()
-    held = reserved - first_reserved if pool is None or pid is None else _pool_total(pid)
+    held = reserved - first_reserved if pool is None or pid is None else allocator.pool_total(pid)
     tracking += perf_counter() - t2
     return SweepResult(
         tuple(order),

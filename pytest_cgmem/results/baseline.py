@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .budgets import CALL_LABEL, METRICS, Number
-from .results import RegionResult
-from .runfile import figures, region_name
-from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
-
-#: Metrics held against a baseline: smaller is better for each. ``reserved_ratio`` (a
-#: quotient of two compared figures) and ``replays`` (more replays is no regression) are not.
-BASELINE_METRICS = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
+from ..metrics import CALL_LABEL, METRICS, Number, names, region_name
+from ..units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+from .records import RegionResult
+from .runfile import figures
 
 Verdict = Literal["regression", "improvement", "same"]
 
@@ -120,7 +116,7 @@ def compare_one(
     """Every baseline metric that both sides know, with its verdict."""
     nodeid, label, index = key
     found = []
-    for metric in BASELINE_METRICS:
+    for metric in names(baseline=True):
         if base.get(metric) is None or new.get(metric) is None:
             continue
         b, v = base[metric], new[metric]
@@ -183,29 +179,12 @@ class Baseline:
                 key = (nodeid, region.label, device.index)
                 base = self.figures.get(key)
                 if base is None:
-                    name = region_name(nodeid, region.label)
-                    if len(region.devices) > 1:
-                        name += f" cuda:{device.index}"
-                    new.append(name)
+                    many = len(region.devices) > 1
+                    new.append(region_name(nodeid, region.label, device.index if many else None))
                     continue
-                given = region.extra.get("recorded") or METRICS
-                values = {m: v for m, v in device.metrics().items() if v is not None and m in given}
+                values = device.known()
                 changes.extend(compare_one(key, base, values, tolerance))
         return Findings(tuple(changes), tuple(new))
-
-
-class BaselineRegression(AssertionError):
-    """Raised in a test's call phase when a figure grew past its baseline and tolerance."""
-
-    def __init__(self, changes: Iterable[Change], path: str) -> None:
-        self.changes = tuple(changes)
-        self.path = path
-        lines = [c.message for c in self.changes]
-        lines.append(f"cgmem: baseline {path}")
-        super().__init__("\n".join(lines))
-
-
-BaselineRegression.__module__ = "pytest_cgmem"
 
 
 @dataclass(frozen=True)
@@ -227,23 +206,24 @@ def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Toler
     new_names: list[str] = []
     for key, values in new_figures.items():
         if key not in base_figures:
-            new_names.append(region_name(key[0], key[1]) + _device_suffix(key, new_figures))
+            new_names.append(region_name(key[0], key[1], _device_of(key, new_figures)))
             continue
         tolerance = effective(default, tolerances.get(key[0]))
         changes.extend(compare_one(key, base_figures[key], values, tolerance))
     missing = [
-        region_name(k[0], k[1]) + _device_suffix(k, base_figures)
+        region_name(k[0], k[1], _device_of(k, base_figures))
         for k in base_figures
         if k not in new_figures
     ]
     return Comparison(tuple(changes), tuple(new_names), tuple(missing))
 
 
-def _device_suffix(
+def _device_of(
     key: tuple[str, str | None, int], table: Mapping[tuple[str, str | None, int], Any]
-) -> str:
+) -> int | None:
+    """The device index, where the region used several devices (and so names it)."""
     many = sum(1 for k in table if k[:2] == key[:2]) > 1
-    return f" cuda:{key[2]}" if many else ""
+    return key[2] if many else None
 
 
 def change_table(changes: Sequence[Change]) -> list[str]:

@@ -1,69 +1,14 @@
-"""Metrics, budgets and the check that turns figures into violations (pure)."""
+"""Budgets and the check that turns figures into violations (pure)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
-from .units import CgmemUsageError, format_size, parse_count, parse_ratio, parse_size
-
-Kind = Literal["bytes", "count", "ratio"]
-CALL_LABEL = "call"
-"""The label of the region a ``cgmem`` mark measures: the test's call phase."""
-Number = int | float
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    kind: Kind
-    doc: str
-
-    def parse(self, value: object) -> Number:
-        if self.kind == "bytes":
-            return parse_size(value)
-        if self.kind == "count":
-            return parse_count(value)
-        return parse_ratio(value)
-
-    def format(self, value: Number | None) -> str:
-        if value is None:
-            return "n/a"
-        if self.kind == "bytes":
-            return format_size(value)
-        if self.kind == "count":
-            return str(int(value))
-        return f"{value:.2f}"
-
-
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("peak", "bytes", "peak allocated bytes above allocated at the region's start"),
-        Metric("reserved", "bytes", "peak reserved bytes above reserved at the start"),
-        Metric("leak", "bytes", "allocated bytes left at the end above the start"),
-        Metric("device", "bytes", "this process's device memory growth as the driver sees it"),
-        Metric("non_torch", "bytes", "device growth minus the growth of torch's reserved bytes"),
-        Metric("reserved_ratio", "ratio", "peak reserved / peak allocated inside the region"),
-        Metric("graph_pool", "bytes", "bytes held by CUDA graph pools made in the region"),
-        Metric("graphs", "count", "CUDA graph captures in the region"),
-        Metric("replays", "count", "CUDA graph replays in the region"),
-    )
-}
-
-
-def metric_help() -> str:
-    """One line per budget keyword, for ``pytest --markers`` and docs."""
-    return "; ".join(f"{m.name} ({_KIND_HINT[m.kind]}): {m.doc}" for m in METRICS.values())
-
-
-_KIND_HINT: dict[Kind, str] = {
-    "bytes": "bytes: int or '1.5 GiB'",
-    "count": "whole number",
-    "ratio": "number",
-}
+from ..metrics import CALL_LABEL, METRICS, Number
+from ..units import CgmemUsageError
 
 
 @dataclass(frozen=True)
@@ -147,6 +92,16 @@ class Violation:
             f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {self.where}{region}"
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "limit": self.limit,
+            "actual": self.actual,
+            "where": self.where,
+            "label": self.label,
+            "message": self.message,
+        }
+
 
 def check(
     figures: Mapping[str, Number | None],
@@ -161,14 +116,3 @@ def check(
         if actual is not None and actual > limit:
             violations.append(Violation(name, limit, actual, where, label))
     return violations
-
-
-class BudgetExceeded(AssertionError):
-    """Raised when measured figures exceed their budget; the message lists every violation."""
-
-    def __init__(self, violations: Iterable[Violation]) -> None:
-        self.violations = tuple(violations)
-        super().__init__("\n".join(v.message for v in self.violations))
-
-
-BudgetExceeded.__module__ = "pytest_cgmem"

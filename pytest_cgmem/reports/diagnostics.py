@@ -9,18 +9,13 @@ history was recorded, ``device_traces`` (per device, a list of events with ``act
 
 from __future__ import annotations
 
-import hashlib
-import html
-import json
 import os
-import pickle
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .units import format_size
+from ..units import format_size
 
 Snapshot = Mapping[str, Any]
 FrameKey = tuple[str, int, str]
@@ -55,7 +50,7 @@ def make_hider(prefixes: Iterable[str] = ()) -> Hider:
     return hidden
 
 
-def _frame_key(frame: Mapping[str, Any]) -> FrameKey:
+def frame_key(frame: Mapping[str, Any]) -> FrameKey:
     return (str(frame.get("filename", "?")), int(frame.get("line", 0)), str(frame.get("name", "?")))
 
 
@@ -67,7 +62,7 @@ def site_of(
     When every frame is hidden the innermost one is kept, so a site is never blank; an
     allocation recorded without frames has the empty site.
     """
-    keys = [_frame_key(f) for f in frames]
+    keys = [frame_key(f) for f in frames]
     shown: list[FrameKey] = []
     for key in keys:
         if shown and _HARNESS.search(key[0]):
@@ -222,7 +217,7 @@ class PoolUsage:
         return "default" if self.pool == DEFAULT_POOL else "graph/private"
 
 
-def _pool(segment: Mapping[str, Any]) -> tuple[int, int]:
+def pool_of(segment: Mapping[str, Any]) -> tuple[int, int]:
     raw = segment.get("segment_pool_id", DEFAULT_POOL)
     try:
         first, second = raw
@@ -241,7 +236,7 @@ def segments_by_pool(snapshot: Snapshot, device: int | None = None) -> list[Pool
     for segment in snapshot.get("segments", ()):
         index = int(segment.get("device", 0))
         if device is None or index == device:
-            groups.setdefault((index, _pool(segment)), []).append(segment)
+            groups.setdefault((index, pool_of(segment)), []).append(segment)
     usages = []
     for (index, pool), segments in groups.items():
         sizes = sorted(
@@ -261,7 +256,7 @@ def segments_by_pool(snapshot: Snapshot, device: int | None = None) -> list[Pool
     return usages
 
 
-def _trace(snapshot: Snapshot | None, device: int) -> list[Mapping[str, Any]]:
+def trace_of(snapshot: Snapshot | None, device: int) -> list[Mapping[str, Any]]:
     if snapshot is None:
         return []
     traces = snapshot.get("device_traces") or []
@@ -298,11 +293,11 @@ def diagnose_device(
     the later trace, so allocations made by the clean-up are not blamed on the test.
     """
     hide = hidden or make_hider()
-    trace = _trace(snapshot, device)
+    trace = trace_of(snapshot, device)
     boundary: int | None = None
     truncated = False
     if before_leak_check is not None:
-        earlier = _trace(before_leak_check, device)
+        earlier = trace_of(before_leak_check, device)
         boundary = len(earlier)
         if max_entries is not None and len(trace) >= max_entries:
             # the ring buffer wrapped after the boundary: positions no longer line up
@@ -444,217 +439,3 @@ def render(
         )
         lines += site_lines(diagnosis.leak_sites, roots)
     return lines
-
-
-# --- artifacts --------------------------------------------------------------------------
-
-
-def artifact_stem(nodeid: str) -> str:
-    """A file name for a test: readable, filesystem-safe, unique through a short hash."""
-    digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("._")[-80:]
-    return f"{safe}-{digest}"
-
-
-def segment_summary(
-    snapshot: Snapshot, diagnoses: Sequence[DeviceDiagnosis], roots: Sequence[str] = ()
-) -> str:
-    """The text artifact: pools, every segment with its blocks, and the sites."""
-    lines: list[str] = []
-    for diagnosis in diagnoses:
-        lines.append(f"cuda:{diagnosis.device} segments by pool")
-        lines += pool_lines(diagnosis.pools)
-        lines.append("")
-        segments = [
-            s for s in snapshot.get("segments", ()) if int(s.get("device", 0)) == diagnosis.device
-        ]
-        for segment in sorted(segments, key=lambda s: (_pool(s), int(s.get("address", 0)))):
-            total = format_size(int(segment.get("total_size", 0)))
-            used = format_size(int(segment.get("allocated_size", 0)))
-            lines.append(
-                f"segment {int(segment.get('address', 0)):#x} pool {_pool(segment)} "
-                f"{segment.get('segment_type', '?')} total {total} allocated {used}"
-                f" stream {segment.get('stream', 0)}"
-            )
-            for block in segment.get("blocks", ()):
-                frames = block.get("frames") or ()
-                where = ""
-                if frames and block.get("state") == "active_allocated":
-                    where = "  " + format_frame(_frame_key(frames[0]), roots)
-                size = format_size(int(block.get("size", 0)))
-                lines.append(f"    {block.get('state', '?'):<22} {size:>12}{where}")
-        if diagnosis.peak_sites:
-            lines.append("")
-            lines.append("allocation sites live at the peak")
-            lines += site_lines(diagnosis.peak_sites, roots, limit=50)
-        if diagnosis.leak_sites:
-            lines.append("")
-            lines.append("allocations made in the region and still live at its end")
-            lines += site_lines(diagnosis.leak_sites, roots, limit=50)
-        lines.append("")
-    return "\n".join(lines)
-
-
-_SVG_W, _SVG_H, _MAX_POINTS = 900, 240, 4000
-_MAX_ROWS = 5000
-
-
-def _svg(result: Replay) -> str:
-    curve = list(result.curve)
-    if not curve:
-        return "<p>No allocation history was recorded.</p>"
-    if len(curve) > _MAX_POINTS:
-        step = len(curve) / _MAX_POINTS
-        picked = {int(i * step) for i in range(_MAX_POINTS)}
-        keep = {curve.index(max(curve, key=lambda c: c[1]))}
-        curve = [c for i, c in enumerate(curve) if i in picked or i in keep]
-    low = min(0, *(v for _, v in curve))
-    high = max(1, *(v for _, v in curve))
-    span = max(result.events, 1)
-
-    def x(i: int) -> float:
-        return 40 + (_SVG_W - 50) * i / span
-
-    def y(v: int) -> float:
-        return _SVG_H - 20 - (_SVG_H - 40) * (v - low) / (high - low)
-
-    points = [f"{x(0):.1f},{y(0):.1f}"]
-    last = 0
-    for i, v in curve:
-        points.append(f"{x(i):.1f},{y(last):.1f}")
-        points.append(f"{x(i):.1f},{y(v):.1f}")
-        last = v
-    peak = ""
-    if result.peak_index >= 0:
-        px, py = x(result.peak_index), y(result.peak)
-        peak = (
-            f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="#c0392b"/>'
-            f'<text x="{px + 6:.1f}" y="{py + 4:.1f}" font-size="12">peak '
-            f"+{html.escape(format_size(result.peak))}</text>"
-        )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_SVG_W}" height="{_SVG_H}" '
-        f'role="img" aria-label="allocated bytes over the trace">'
-        f'<line x1="40" y1="{y(0):.1f}" x2="{_SVG_W - 10}" y2="{y(0):.1f}" stroke="#999"/>'
-        f'<text x="2" y="14" font-size="11">+{html.escape(format_size(high))}</text>'
-        f'<text x="2" y="{_SVG_H - 6}" font-size="11">event 0</text>'
-        f'<text x="{_SVG_W - 90}" y="{_SVG_H - 6}" font-size="11">event {span}</text>'
-        f'<polyline fill="none" stroke="#2c7fb8" stroke-width="1.5" '
-        f'points="{" ".join(points)}"/>{peak}</svg>'
-    )
-
-
-def _site_table(title: str, sites: Sequence[Site], roots: Sequence[str]) -> str:
-    if not sites:
-        return ""
-    rows = "".join(
-        f"<tr><td>{html.escape(format_size(s.bytes))}</td><td>{s.count}</td><td>"
-        + "<br>".join(html.escape(format_frame(f, roots)) for f in s.frames)
-        + "</td></tr>"
-        for s in sites
-    )
-    return (
-        f"<h3>{html.escape(title)}</h3><table><tr><th>bytes</th><th>blocks</th>"
-        f"<th>site (innermost first)</th></tr>{rows}</table>"
-    )
-
-
-def trace_html(
-    nodeid: str,
-    snapshot: Snapshot,
-    diagnoses: Sequence[DeviceDiagnosis],
-    roots: Sequence[str] = (),
-    failure: str = "",
-) -> str:
-    """A self-contained page (no script, nothing fetched): a timeline, tables, the trace."""
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>cgmem: {html.escape(nodeid)}</title><style>",
-        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;"
-        "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;"
-        "vertical-align:top}pre{background:#f6f6f6;padding:6px}</style></head><body>",
-        f"<h1>{html.escape(nodeid)}</h1>",
-    ]
-    if failure:
-        parts.append(f"<pre>{html.escape(failure)}</pre>")
-    for diagnosis in diagnoses:
-        parts.append(f"<h2>cuda:{diagnosis.device}</h2>")
-        parts.append("<pre>" + html.escape("\n".join(pool_lines(diagnosis.pools))) + "</pre>")
-        if diagnosis.replay is not None:
-            parts.append("<h3>allocated bytes above the region's start, per event</h3>")
-            parts.append(_svg(diagnosis.replay))
-        parts.append(_site_table("allocation sites live at the peak", diagnosis.peak_sites, roots))
-        parts.append(
-            _site_table("allocated in the region, live at its end", diagnosis.leak_sites, roots)
-        )
-        trace = _trace(snapshot, diagnosis.device)
-        if trace:
-            rows = []
-            for i, event in enumerate(trace[:_MAX_ROWS]):
-                frames = event.get("frames") or ()
-                where = ""
-                if frames:
-                    shown = site_of(frames, 1, make_hider())
-                    where = format_frame(shown[0], roots) if shown else ""
-                rows.append(
-                    f"<tr><td>{i + 1}</td><td>{html.escape(str(event.get('action')))}</td>"
-                    f"<td>{int(event.get('addr', 0)):#x}</td>"
-                    f"<td>{html.escape(format_size(int(event.get('size', 0))))}</td>"
-                    f"<td>{html.escape(where)}</td></tr>"
-                )
-            more = len(trace) - _MAX_ROWS
-            parts.append(
-                f"<h3>trace ({len(trace)} events)</h3><table><tr><th>#</th><th>action</th>"
-                "<th>address</th><th>size</th><th>site</th></tr>" + "".join(rows) + "</table>"
-            )
-            if more > 0:
-                parts.append(f"<p>{more} more events in the snapshot pickle.</p>")
-            data = [
-                [str(e.get("action")), int(e.get("addr", 0)), int(e.get("size", 0))] for e in trace
-            ]
-            parts.append(
-                f'<script type="application/json" id="cgmem-trace-{diagnosis.device}">'
-                + json.dumps(data).replace("</", "<\\/")
-                + "</script>"
-            )
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    pickle: Path
-    html: Path
-    text: Path
-
-    def lines(self) -> list[str]:
-        return [
-            f"artifacts: {self.pickle} (drop on https://pytorch.org/memory_viz)",
-            f"           {self.html}",
-            f"           {self.text}",
-        ]
-
-
-def write_artifacts(
-    directory: Path,
-    nodeid: str,
-    snapshot: Snapshot,
-    diagnoses: Sequence[DeviceDiagnosis],
-    roots: Sequence[str] = (),
-    failure: str = "",
-    appendix: str | None = None,
-) -> Artifacts:
-    """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text."""
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = artifact_stem(nodeid)
-    paths = Artifacts(
-        directory / f"{stem}.pickle", directory / f"{stem}.html", directory / f"{stem}.txt"
-    )
-    with paths.pickle.open("wb") as f:
-        pickle.dump(dict(snapshot), f)
-    paths.html.write_text(trace_html(nodeid, snapshot, diagnoses, roots, failure), "utf-8")
-    text = segment_summary(snapshot, diagnoses, roots) + "\n"
-    if appendix:
-        text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix
-    paths.text.write_text(text, "utf-8")
-    return paths

@@ -7,13 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pytest_cgmem
-from pytest_cgmem.coverage import (
+from pytest_cgmem import (
     EagerFallback,
     EstimateMismatch,
     GraphCheckError,
     PoolNotReleased,
     SizesNotCaptured,
     SizesNotCovered,
+)
+from pytest_cgmem.checks.graph_sizes import (
     assert_all_captured,
     assert_estimate,
     assert_sizes_covered,

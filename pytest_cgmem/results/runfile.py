@@ -16,115 +16,24 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .budgets import METRICS, Budget, Number
-from .results import DeviceFigures, RegionResult
-from .units import CgmemUsageError
+from ..metrics import METRICS, Number
+from ..units import CgmemUsageError
+from .records import TestRecord
 
 SCHEMA_ID = "pytest-cgmem/1"
-#: Metrics in bytes: the github-action-benchmark export and the charts use these.
-BYTE_METRICS = tuple(name for name, m in METRICS.items() if m.kind == "bytes")
 #: Machine keys that must agree for figures to be comparable (``cgmem merge``).
 MACHINE_IDENTITY = ("gpus", "driver", "torch", "cuda", "allocator_backend", "alloc_conf")
-_DEVICE_FIELDS = {f.name for f in fields(DeviceFigures)}
 
 
 def schema() -> dict[str, Any]:
     """The JSON Schema of a run file (``pytest_cgmem/run.schema.json``)."""
-    text = resources.files("pytest_cgmem").joinpath("run.schema.json").read_text("utf-8")
-    loaded: dict[str, Any] = json.loads(text)
-    return loaded
+    from .schema import shipped
 
-
-@dataclass(frozen=True)
-class TestEntry:
-    """One measured test in a run file: its regions, budget, verdicts and baseline findings."""
-
-    __test__ = False  # not a pytest test class
-
-    nodeid: str
-    outcome: str
-    regions: tuple[RegionResult, ...]
-    budget: Mapping[str, Number] = field(default_factory=dict)
-    #: labels of the regions that the plugin held against the budget
-    checked: tuple[str | None, ...] = ()
-    tolerance: Mapping[str, Number] | None = None
-    worker: str | None = None
-    cuda_visible_devices: str | None = None
-    baseline: Mapping[str, Any] | None = None
-
-    def violations(self) -> list[dict[str, Any]]:
-        budget = Budget(dict(self.budget))
-        found = []
-        for region in self.regions:
-            if region.label not in self.checked:
-                continue
-            for v in region.check(budget):
-                found.append(
-                    {
-                        "metric": v.metric,
-                        "limit": v.limit,
-                        "actual": v.actual,
-                        "where": v.where,
-                        "label": v.label,
-                        "message": v.message,
-                    }
-                )
-        return found
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "nodeid": self.nodeid,
-            "outcome": self.outcome,
-            "worker": self.worker,
-            "cuda_visible_devices": self.cuda_visible_devices,
-            "budget": dict(self.budget),
-            "tolerance": None if self.tolerance is None else dict(self.tolerance),
-            "checked": list(self.checked),
-            "violations": self.violations(),
-            "baseline": None if self.baseline is None else _jsonable(self.baseline),
-            "regions": [region_to_dict(r) for r in self.regions],
-        }
-
-
-def region_to_dict(region: RegionResult) -> dict[str, Any]:
-    data = region.to_dict()
-    data["extra"] = _jsonable(data["extra"])
-    return data
-
-
-def region_from_dict(data: Mapping[str, Any]) -> RegionResult:
-    """A RegionResult back from its run-file form; unknown device keys are ignored."""
-    devices = tuple(
-        DeviceFigures(**{k: v for k, v in d.items() if k in _DEVICE_FIELDS})
-        for d in data.get("devices", ())
-    )
-    return RegionResult(
-        data.get("label"),
-        devices,
-        float(data.get("seconds") or 0.0),
-        data.get("error"),
-        dict(data.get("extra") or {}),
-    )
-
-
-def entry_from_dict(data: Mapping[str, Any]) -> TestEntry:
-    return TestEntry(
-        nodeid=data["nodeid"],
-        outcome=data["outcome"],
-        regions=tuple(region_from_dict(r) for r in data.get("regions", ())),
-        budget=dict(data.get("budget") or {}),
-        checked=tuple(data.get("checked") or ()),
-        tolerance=data.get("tolerance"),
-        worker=data.get("worker"),
-        cuda_visible_devices=data.get("cuda_visible_devices"),
-        baseline=data.get("baseline"),
-    )
+    return shipped()
 
 
 def _jsonable(value: Any) -> Any:
@@ -177,7 +86,7 @@ def git_commit(where: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def build_run(
-    entries: Iterable[TestEntry],
+    entries: Iterable[TestRecord],
     machine: Mapping[str, Any],
     commit: Mapping[str, Any] | None,
     *,
@@ -195,10 +104,10 @@ def build_run(
         "summary": {
             "tests": len(tests),
             "regions": sum(len(e.regions) for e in tests),
-            "violations": sum(len(e.violations()) for e in tests),
+            "violations": sum(len(e.violations) for e in tests),
             "failed": sum(e.outcome == "failed" for e in tests),
         },
-        "tests": [e.to_dict() for e in tests],
+        "tests": [_jsonable(e.to_dict()) for e in tests],
     }
 
 
@@ -294,15 +203,6 @@ def _shape_problem(data: Mapping[str, Any]) -> str | None:
     return None
 
 
-def entries(data: Mapping[str, Any]) -> list[TestEntry]:
-    return [entry_from_dict(t) for t in data["tests"]]
-
-
-def region_name(nodeid: str, label: str | None) -> str:
-    """How a region is named in tables and charts: the node id, plus ``[label]``."""
-    return nodeid if not label or label == "call" else f"{nodeid} [{label}]"
-
-
 def known(region: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Number]:
     """A device's known figures: not null, and for a recorded region only those given."""
     given = (region.get("extra") or {}).get("recorded") or METRICS
@@ -317,48 +217,6 @@ def figures(data: Mapping[str, Any]) -> dict[tuple[str, str | None, int], dict[s
             for device in region["devices"]:
                 key = (test["nodeid"], region.get("label"), device["index"])
                 found[key] = known(region, device)
-    return found
-
-
-def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, Any]]:
-    """github-action-benchmark ``customSmallerIsBetter`` entries: one per region and metric.
-
-    Every byte metric is given in one fixed unit (MiB); graph pool bytes only where the
-    region made graphs. Device index is in the name where a region used several devices.
-    """
-    scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
-    machine = data.get("machine") or {}
-    gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
-    found: list[dict[str, Any]] = []
-    for test in data["tests"]:
-        for region in test["regions"]:
-            many = len(region["devices"]) > 1
-            for device in region["devices"]:
-                name = region_name(test["nodeid"], region.get("label"))
-                if many:
-                    name += f" cuda:{device['index']}"
-                values = known(region, device)
-                for metric in BYTE_METRICS:
-                    value = values.get(metric)
-                    if value is None:
-                        continue
-                    if metric == "graph_pool" and not (value or device.get("graphs")):
-                        continue
-                    limit = (test.get("budget") or {}).get(metric)
-                    extra = (
-                        f"GPU: {gpus}; torch {machine.get('torch')}; CUDA {machine.get('cuda')}; "
-                        f"outcome {test.get('outcome')}"
-                    )
-                    if limit is not None:
-                        extra += f"; budget {limit / scale:.3f} {unit}"
-                    found.append(
-                        {
-                            "name": f"{name} - {metric}",
-                            "unit": unit,
-                            "value": round(value / scale, 3),
-                            "extra": extra,
-                        }
-                    )
     return found
 
 
@@ -406,7 +264,7 @@ def merge_runs(
             merged.append(test)
     if len(commits) > 1:
         warnings.append("warning: the files come from different commits; keeping the first")
-    tests = [entry_from_dict(t) for t in merged]
+    tests = [TestRecord.from_dict(t) for t in merged]
     document = build_run(
         tests,
         first["machine"],

@@ -1,0 +1,165 @@
+"""The metrics: one table, and every list of metrics in the package derives from it (pure).
+
+A metric's name is its budget keyword, its run-file key and its report column. Where it
+appears is said here once:
+
+- ``baseline``: held against a baseline (smaller is better, a growth is a regression);
+- ``summary``: a column of the terminal summary (``graph`` ones only when a region
+  captured or replayed a graph);
+- ``export``: a series in the github-action-benchmark file and in the HTML report's
+  history charts;
+- ``chart``: a bar in the HTML report's per-test figures chart.
+
+Budgets, the report section, JUnit properties and pytest-benchmark's ``extra_info`` show
+every metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .units import format_size, parse_count, parse_ratio, parse_size
+
+Kind = Literal["bytes", "count", "ratio"]
+Number = int | float
+
+CALL_LABEL = "call"
+"""The label of the region a ``cgmem`` mark measures: the test's call phase."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    kind: Kind
+    doc: str
+    baseline: bool = True
+    summary: bool = False
+    export: bool = False
+    chart: bool = False
+    graph: bool = False
+    #: the figure where a region did not produce one (None: unknown)
+    default: Number | None = None
+
+    def parse(self, value: object) -> Number:
+        if self.kind == "bytes":
+            return parse_size(value)
+        if self.kind == "count":
+            return parse_count(value)
+        return parse_ratio(value)
+
+    def format(self, value: Number | None) -> str:
+        if value is None:
+            return "n/a"
+        if self.kind == "bytes":
+            return format_size(value)
+        if self.kind == "count":
+            return str(int(value))
+        return f"{value:.2f}"
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(
+            "peak",
+            "bytes",
+            "peak allocated bytes above allocated at the region's start",
+            summary=True,
+            export=True,
+            chart=True,
+        ),
+        Metric(
+            "reserved",
+            "bytes",
+            "peak reserved bytes above reserved at the start",
+            summary=True,
+            export=True,
+            chart=True,
+        ),
+        Metric(
+            "leak",
+            "bytes",
+            "allocated bytes left at the end above the start",
+            summary=True,
+            export=True,
+        ),
+        Metric(
+            "device",
+            "bytes",
+            "this process's device memory growth as the driver sees it",
+            summary=True,
+            export=True,
+            chart=True,
+        ),
+        Metric(
+            "non_torch",
+            "bytes",
+            "device growth minus the growth of torch's reserved bytes",
+            summary=True,
+            export=True,
+        ),
+        Metric(
+            "reserved_ratio",
+            "ratio",
+            "peak reserved / peak allocated inside the region",
+            baseline=False,
+        ),
+        Metric(
+            "graph_pool",
+            "bytes",
+            "bytes held by CUDA graph pools made in the region",
+            summary=True,
+            export=True,
+            graph=True,
+            default=0,
+        ),
+        Metric(
+            "graphs",
+            "count",
+            "CUDA graph captures in the region",
+            summary=True,
+            graph=True,
+            default=0,
+        ),
+        Metric(
+            "replays",
+            "count",
+            "CUDA graph replays in the region",
+            baseline=False,
+            summary=True,
+            graph=True,
+            default=0,
+        ),
+    )
+}
+
+_KIND_HINT: dict[Kind, str] = {
+    "bytes": "bytes: int or '1.5 GiB'",
+    "count": "whole number",
+    "ratio": "number",
+}
+
+
+def names(**where: bool) -> tuple[str, ...]:
+    """Metric names in table order whose flags match, e.g. ``names(baseline=True)``."""
+    return tuple(
+        m.name for m in METRICS.values() if all(getattr(m, k) == v for k, v in where.items())
+    )
+
+
+def metric_help() -> str:
+    """One line per budget keyword, for ``pytest --markers`` and docs."""
+    return "; ".join(f"{m.name} ({_KIND_HINT[m.kind]}): {m.doc}" for m in METRICS.values())
+
+
+def region_name(nodeid: str, label: str | None, device: int | None = None) -> str:
+    """How a region is named in every output: the node id, ``[label]`` unless it is the
+    call phase, and `` cuda:N`` when the region used several devices (``device`` given)."""
+    name = nodeid if not label or label == CALL_LABEL else f"{nodeid} [{label}]"
+    return name if device is None else f"{name} cuda:{device}"
+
+
+def region_label(label: str | None) -> str:
+    """A region's label in keyed outputs (report headings, JUnit, pytest-benchmark)."""
+    return label or "region"

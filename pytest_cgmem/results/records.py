@@ -1,0 +1,224 @@
+"""The result records (pure): a region's figures per device, and one record per measured test.
+
+``DeviceFigures`` holds one figure per metric of ``METRICS`` (None where unknown), read as
+attributes named after the metrics (``figures.peak``), plus what the region saw around
+them. ``TestRecord`` is the one record of a measured test: every output (the run file,
+the summary, the exports, xdist transport) is made from it, and its verdicts are
+computed once, when it is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from ..checks.budgets import Budget, Violation, check
+from ..metrics import METRICS, Number
+
+
+@dataclass(frozen=True)
+class Details:
+    """What a region saw on a device besides its metrics."""
+
+    allocated_start: int = 0
+    reserved_start: int = 0
+    allocated_end: int = 0
+    reserved_end: int = 0
+    device_source: str = "nvml"
+    disturbed: bool = False
+    ooms: int = 0
+    leak_confirmed: bool = False
+    gc_freed: int = 0
+
+
+DETAIL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Details))
+
+
+class DeviceFigures:
+    """One region's figures on one CUDA device: ``figures.peak``, ``figures.leak``...
+
+    Build it with keywords: metric names (unknown ones raise TypeError; a metric not
+    given takes its ``Metric.default``, mostly None: unknown) and the ``Details`` fields.
+    """
+
+    __slots__ = ("details", "figures", "index")
+
+    def __init__(self, index: int, **values: Any) -> None:
+        unknown = set(values) - set(METRICS) - set(DETAIL_FIELDS)
+        if unknown:
+            raise TypeError(f"DeviceFigures: unknown figures {sorted(unknown)}")
+        self.index = index
+        self.figures: dict[str, Number | None] = {
+            name: values.get(name, metric.default) for name, metric in METRICS.items()
+        }
+        self.details = Details(**{k: v for k, v in values.items() if k in DETAIL_FIELDS})
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METRICS:
+            return self.figures[name]
+        if name in DETAIL_FIELDS:
+            return getattr(self.details, name)
+        raise AttributeError(name)
+
+    @property
+    def where(self) -> str:
+        return f"cuda:{self.index}"
+
+    def metrics(self) -> dict[str, Number | None]:
+        return dict(self.figures)
+
+    def known(self) -> dict[str, Number]:
+        return {m: v for m, v in self.figures.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The run-file form: index, every metric, every detail, flat."""
+        return {"index": self.index, **self.figures, **vars_of(self.details)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
+        """Back from the run-file form; keys this version does not know are ignored."""
+        known = set(METRICS) | set(DETAIL_FIELDS)
+        return cls(int(data["index"]), **{k: v for k, v in data.items() if k in known})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DeviceFigures):
+            return NotImplemented
+        return (self.index, self.figures, self.details) == (
+            other.index,
+            other.figures,
+            other.details,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.index, tuple(self.figures.items()), self.details))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.figures.items())
+        return f"DeviceFigures(index={self.index}, {shown})"
+
+
+def vars_of(details: Details) -> dict[str, Any]:
+    return {name: getattr(details, name) for name in DETAIL_FIELDS}
+
+
+@dataclass(frozen=True)
+class RegionResult:
+    """A finished region: figures per device used, plus what happened inside."""
+
+    label: str | None
+    devices: tuple[DeviceFigures, ...]
+    seconds: float
+    error: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def metric(self, name: str) -> Number | None:
+        """The worst (largest) figure over the devices used; None if no device knows it."""
+        if name not in METRICS:
+            raise AttributeError(name)
+        values = [v for d in self.devices if (v := d.figures[name]) is not None]
+        return max(values) if values else None
+
+    def check(self, budget: Budget) -> list[Violation]:
+        return [v for d in self.devices for v in check(d.figures, budget, d.where, self.label)]
+
+    @property
+    def recorded(self) -> bool:
+        """Figures given to ``cgmem_record`` rather than measured by a region."""
+        return bool(self.extra.get("recorded"))
+
+    @property
+    def ooms(self) -> int:
+        return sum(d.details.ooms for d in self.devices)
+
+    @property
+    def disturbed(self) -> bool:
+        return any(d.details.disturbed for d in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "seconds": self.seconds,
+            "error": self.error,
+            "devices": [d.to_dict() for d in self.devices],
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RegionResult:
+        return cls(
+            data.get("label"),
+            tuple(DeviceFigures.from_dict(d) for d in data.get("devices", ())),
+            float(data.get("seconds") or 0.0),
+            data.get("error"),
+            dict(data.get("extra") or {}),
+        )
+
+    def labelled(self, label: str | None) -> RegionResult:
+        return replace(self, label=label)
+
+
+@dataclass(frozen=True)
+class TestRecord:
+    """One measured test: its regions, the budget they were held against, the verdicts.
+
+    ``violations`` and ``baseline`` (the baseline's findings, as run-file data) are
+    computed once, when the test's call phase ends.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    nodeid: str
+    outcome: str
+    regions: tuple[RegionResult, ...]
+    budget: Mapping[str, Number] = field(default_factory=dict)
+    #: labels of the regions held against the budget
+    checked: tuple[str | None, ...] = ()
+    tolerance: Mapping[str, Number] | None = None
+    worker: str | None = None
+    cuda_visible_devices: str | None = None
+    violations: tuple[Violation, ...] = ()
+    baseline: Mapping[str, Any] | None = None
+
+    @property
+    def peak(self) -> int:
+        return max((int(r.metric("peak") or 0) for r in self.regions), default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "nodeid": self.nodeid,
+            "outcome": self.outcome,
+            "worker": self.worker,
+            "cuda_visible_devices": self.cuda_visible_devices,
+            "budget": dict(self.budget),
+            "tolerance": None if self.tolerance is None else dict(self.tolerance),
+            "checked": list(self.checked),
+            "violations": [v.to_dict() for v in self.violations],
+            "baseline": None if self.baseline is None else dict(self.baseline),
+            "regions": [r.to_dict() for r in self.regions],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TestRecord:
+        return cls(
+            nodeid=data["nodeid"],
+            outcome=data["outcome"],
+            regions=tuple(RegionResult.from_dict(r) for r in data.get("regions", ())),
+            budget=dict(data.get("budget") or {}),
+            checked=tuple(data.get("checked") or ()),
+            tolerance=data.get("tolerance"),
+            worker=data.get("worker"),
+            cuda_visible_devices=data.get("cuda_visible_devices"),
+            violations=tuple(
+                Violation(v["metric"], v["limit"], v["actual"], v["where"], v.get("label"))
+                for v in data.get("violations") or ()
+            ),
+            baseline=data.get("baseline"),
+        )
+
+
+def judged_violations(
+    regions: Sequence[RegionResult], budget: Budget, checked: Sequence[str | None]
+) -> tuple[Violation, ...]:
+    """The budget violations of the regions whose labels are in ``checked``."""
+    return tuple(v for r in regions if r.label in checked for v in r.check(budget))

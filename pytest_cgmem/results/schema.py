@@ -1,0 +1,267 @@
+"""The run file's JSON Schema, built from the record types and ``METRICS`` (pure).
+
+``pytest_cgmem/run.schema.json`` is this schema, written out: a test checks that the
+shipped file matches, and ``python -m pytest_cgmem.results.schema`` writes it anew after a
+metric or a record field was added.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from importlib import resources
+from typing import Any
+
+from ..metrics import METRICS
+from .records import Details
+
+_JSON_TYPES = {"bytes": "integer", "count": "integer", "ratio": "number"}
+_DETAIL_DOCS = {
+    "allocated_start": "allocated bytes at the region's start",
+    "reserved_start": "reserved bytes at the region's start",
+    "allocated_end": "allocated bytes at the region's end",
+    "reserved_end": "reserved bytes at the region's end",
+    "device_source": "where 'device' came from: nvml, cudaMemGetInfo or recorded",
+    "disturbed": "another process's device memory moved during the region",
+    "ooms": "CUDA out-of-memory errors inside the region",
+    "leak_confirmed": "the driver's figure grew with the leak",
+    "gc_freed": "bytes the leak check's garbage collection freed",
+}
+_PY_TYPES = {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}
+
+
+def device_schema() -> dict[str, Any]:
+    """A region's figures on one device: every metric (null where unknown), then details."""
+    properties: dict[str, Any] = {
+        "index": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "CUDA device index in the measuring process",
+        }
+    }
+    for metric in METRICS.values():
+        properties[metric.name] = {
+            "type": [_JSON_TYPES[metric.kind], "null"],
+            "description": metric.doc,
+        }
+    for field in fields(Details):
+        properties[field.name] = {
+            "type": _PY_TYPES[str(field.type)],
+            "description": _DETAIL_DOCS[field.name],
+        }
+    return {
+        "type": "object",
+        "required": ["index", *METRICS],
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
+def build() -> dict[str, Any]:
+    """The whole run-file schema."""
+    schema: dict[str, Any] = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://github.com/pytest-cgmem/pytest-cgmem/run.schema.json",
+        "title": "pytest-cgmem run file (schema pytest-cgmem/1)",
+        "description": "Written by --cgmem-json, --cgmem-save-baseline and cgmem merge; documented "
+        "in docs/json.md",
+        "type": "object",
+        "required": ["schema", "created", "machine", "commit", "settings", "summary", "tests"],
+        "properties": {
+            "schema": {"const": "pytest-cgmem/1"},
+            "created": {"type": "string", "description": "UTC time, ISO 8601"},
+            "machine": {
+                "type": "object",
+                "required": [
+                    "hostname",
+                    "python",
+                    "platform",
+                    "gpus",
+                    "driver",
+                    "torch",
+                    "cuda",
+                    "allocator_backend",
+                    "alloc_conf",
+                ],
+                "properties": {
+                    "hostname": {"type": "string"},
+                    "python": {"type": "string"},
+                    "platform": {"type": "string"},
+                    "gpus": {"type": ["array", "null"], "items": {"type": "string"}},
+                    "driver": {"type": ["string", "null"]},
+                    "torch": {"type": ["string", "null"]},
+                    "cuda": {"type": ["string", "null"]},
+                    "allocator_backend": {"type": ["string", "null"]},
+                    "alloc_conf": {"type": ["string", "null"]},
+                    "nvml": {"type": "boolean"},
+                },
+            },
+            "commit": {
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["sha", "dirty"],
+                        "properties": {"sha": {"type": "string"}, "dirty": {"type": "boolean"}},
+                    },
+                ]
+            },
+            "settings": {"type": "object"},
+            "summary": {
+                "type": "object",
+                "required": ["tests", "regions", "violations", "failed"],
+                "properties": {
+                    "tests": {"type": "integer", "minimum": 0},
+                    "regions": {"type": "integer", "minimum": 0},
+                    "violations": {"type": "integer", "minimum": 0},
+                    "failed": {"type": "integer", "minimum": 0},
+                },
+            },
+            "tests": {"type": "array", "items": {"$ref": "#/$defs/test"}},
+            "merged_from": {"type": "array", "items": {"type": "string"}},
+        },
+        "$defs": {
+            "test": {
+                "type": "object",
+                "required": [
+                    "nodeid",
+                    "outcome",
+                    "budget",
+                    "tolerance",
+                    "checked",
+                    "violations",
+                    "baseline",
+                    "regions",
+                    "worker",
+                    "cuda_visible_devices",
+                ],
+                "properties": {
+                    "nodeid": {"type": "string"},
+                    "outcome": {"enum": ["passed", "failed", "skipped", "xfailed", "xpassed"]},
+                    "worker": {
+                        "type": ["string", "null"],
+                        "description": "pytest-xdist worker id (gw0...) or null",
+                    },
+                    "cuda_visible_devices": {"type": ["string", "null"]},
+                    "budget": {
+                        "type": "object",
+                        "additionalProperties": {"type": "number"},
+                        "description": "metric -> limit (bytes, counts or a ratio)",
+                    },
+                    "tolerance": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "rel": {"type": "number", "minimum": 0},
+                                    "abs": {"type": "integer", "minimum": 0},
+                                },
+                                "additionalProperties": False,
+                            },
+                        ]
+                    },
+                    "checked": {
+                        "type": "array",
+                        "items": {"type": ["string", "null"]},
+                        "description": "labels of the regions held against the budget",
+                    },
+                    "violations": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["metric", "limit", "actual", "where", "label", "message"],
+                            "properties": {
+                                "metric": {"type": "string"},
+                                "limit": {"type": "number"},
+                                "actual": {"type": "number"},
+                                "where": {"type": "string"},
+                                "label": {"type": ["string", "null"]},
+                                "message": {"type": "string"},
+                            },
+                        },
+                    },
+                    "baseline": {
+                        "oneOf": [
+                            {"type": "null"},
+                            {
+                                "type": "object",
+                                "required": ["compared", "regressions", "improvements", "new"],
+                                "properties": {
+                                    "compared": {"type": "integer"},
+                                    "regressions": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/$defs/change"},
+                                    },
+                                    "improvements": {
+                                        "type": "array",
+                                        "items": {"$ref": "#/$defs/change"},
+                                    },
+                                    "new": {"type": "array", "items": {"type": "string"}},
+                                },
+                            },
+                        ]
+                    },
+                    "regions": {"type": "array", "items": {"$ref": "#/$defs/region"}},
+                },
+                "additionalProperties": True,
+            },
+            "region": {
+                "type": "object",
+                "required": ["label", "seconds", "error", "devices", "extra"],
+                "properties": {
+                    "label": {
+                        "type": ["string", "null"],
+                        "description": "'call' for the marked test's "
+                        "call phase, else the "
+                        "cgmem.measure() label",
+                    },
+                    "seconds": {"type": "number", "minimum": 0},
+                    "error": {
+                        "type": ["string", "null"],
+                        "description": "the exception that ended the region, one line",
+                    },
+                    "devices": {"type": "array", "items": {"$ref": "#/$defs/device"}},
+                    "extra": {
+                        "type": "object",
+                        "description": "region details such as graph "
+                        "captures in short; 'recorded' "
+                        "lists the figures given to "
+                        "cgmem_record",
+                    },
+                },
+                "additionalProperties": True,
+            },
+            "change": {
+                "type": "object",
+                "required": ["metric", "label", "device", "baseline", "value", "change", "message"],
+                "properties": {
+                    "metric": {"type": "string"},
+                    "label": {"type": ["string", "null"]},
+                    "device": {"type": "integer"},
+                    "baseline": {"type": "number"},
+                    "value": {"type": "number"},
+                    "change": {"type": "number"},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    }
+    schema["$defs"]["device"] = device_schema()
+    return schema
+
+
+def shipped() -> dict[str, Any]:
+    """The schema file shipped in the package (``run.schema.json``)."""
+    text = resources.files("pytest_cgmem").joinpath("run.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def dumps() -> str:
+    return json.dumps(build(), indent=1) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(dumps())
