@@ -13,7 +13,9 @@ from collections.abc import Callable
 
 import torch
 
+from pytest_cgmem.cuda import allocator
 from pytest_cgmem.cuda import region as measure
+from pytest_cgmem.cuda.nvml import nvml
 
 
 def per_call_us(fn: Callable[[], object], n: int) -> float:
@@ -33,7 +35,7 @@ def main() -> None:
     n = parser.parse_args().n
     x = torch.ones(256, device="cuda")
     measure.warm_up(0)
-    meter = measure.nvml()
+    meter = nvml()
 
     def region(track_graphs: bool = True) -> None:
         r = measure.Region("bench", track_graphs=track_graphs).start()
@@ -45,7 +47,7 @@ def main() -> None:
         ("region without graph tracking", lambda: region(False)),
         ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
         ("warm handles (2 tiny kernels)", measure._warm_handles),
-        ("memory_stats_as_nested_dict", lambda: torch.cuda.memory_stats_as_nested_dict(0)),
+        ("allocator stats (_cuda_memoryStats)", lambda: allocator.stats(0)),
         ("synchronize", lambda: torch.cuda.synchronize(0)),
         ("empty_cache", torch.cuda.empty_cache),
         ("reset_peak_memory_stats", lambda: torch.cuda.reset_peak_memory_stats(0)),

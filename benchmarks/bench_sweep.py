@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
-from pytest_cgmem.graphs import _allocator_now, _pool_total, capture_sweep, pool_segments, track
+from pytest_cgmem.cuda.allocator import allocated_reserved, pool_segments, pool_total
+from pytest_cgmem.cuda.graphs import capture_sweep, track
 
 SIZES = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)]
 
@@ -220,9 +221,9 @@ def main() -> int:
         assert swept_pool is not None
         for name, call in (
             ("memory_stats_as_nested_dict", read_allocator),
-            ("_cuda_memoryStats (the sweep's)", lambda: _allocator_now(device)),
+            ("_cuda_memoryStats (the sweep's)", lambda: allocated_reserved(device)),
             ("mem_get_info", read_driver),
-            ("snapshot of one pool (given pools)", lambda: _pool_total(swept_pool)),
+            ("snapshot of one pool (given pools)", lambda: pool_total(swept_pool)),
         ):
             print(f"  {name:<34}{micro(call):>8.1f}")
         swept.release()

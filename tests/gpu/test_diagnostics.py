@@ -252,16 +252,16 @@ def test_recording_is_off_after_keyboard_interrupt(
 
 
 COUNT_SNAPSHOTS = """
-from pytest_cgmem.cuda import region as measure
+from pytest_cgmem.cuda import allocator
 
 calls = []
-_snapshot = measure.snapshot
+_snapshot = allocator.snapshot
 
 def counting():
     calls.append(1)
     return _snapshot()
 
-measure.snapshot = counting
+allocator.snapshot = counting
 
 def pytest_sessionfinish(session):
     with open("snapshots.txt", "w") as f:

@@ -3,6 +3,7 @@
 import pytest
 
 from pytest_cgmem.plugin import settings_key
+from pytest_cgmem.settings import OPTIONS
 from pytest_cgmem.session import budget_key
 
 GiB = 2**30
@@ -115,3 +116,15 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
     for option in OPTIONS:
         result.stdout.fnmatch_lines([f"*{option.cli}*"])
         result.stdout.fnmatch_lines([f"*{option.ini}*"])
+
+
+def test_every_option_is_on_the_command_line_and_an_ini_key_with_its_help(
+    pytester: pytest.Pytester,
+) -> None:
+    """``pytest --help`` lists each option's flag and ini key, each with its help text."""
+    text = " ".join(pytester.runpytest("--help").stdout.str().split())
+    for option in OPTIONS:
+        assert option.help
+        words = " ".join(option.help.split())[:40]
+        assert text.count(words) == 2, option.name  # once for the flag, once for the ini key
+        assert option.cli in text and f"{option.ini} (" in text, option.name

@@ -51,13 +51,6 @@ def test_parse_bool(text: str, value: bool) -> None:
     assert parse_bool(text) is value
 
 
-def test_every_option_has_help_cli_and_ini() -> None:
-    for option in OPTIONS:
-        assert option.help
-        assert option.cli.startswith("--cgmem-")
-        assert option.ini.startswith("cgmem_")
-
-
 def test_every_option_is_documented_in_usage() -> None:
     from pathlib import Path
 

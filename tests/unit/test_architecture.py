@@ -1,0 +1,141 @@
+"""The layers of docs/architecture.md, held against the code's own imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "pytest_cgmem"
+DOC = PACKAGE.parent / "docs" / "architecture.md"
+
+#: bottom to top; a module imports only from its own layer or those below (docs/architecture.md)
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("units",),
+    ("metrics", "failures", "pinning"),
+    ("checks",),
+    ("settings", "results"),
+    ("reports",),
+    ("cuda",),
+    ("fixture", "session"),
+    ("plugin", "cli", "__init__"),
+)
+GPU_MODULES = ("torch", "pynvml")
+
+
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name below ``pytest_cgmem``."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+def imports(name: str, path: Path) -> tuple[set[str], set[str]]:
+    """(package modules, outside top-level packages) imported anywhere in the file,
+    function bodies included."""
+    tree = ast.parse(path.read_text())
+    inside, outside = set(), set()
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    if name == "__init__":
+        package = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("pytest_cgmem"):
+                    inside.add(alias.name.removeprefix("pytest_cgmem").lstrip(".") or "__init__")
+                else:
+                    outside.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                target = node.module or ""
+                if target.startswith("pytest_cgmem"):
+                    stem = target.removeprefix("pytest_cgmem").lstrip(".")
+                    inside.add(stem or "__init__")
+                    inside.update(f"{stem}.{a.name}".lstrip(".") for a in node.names)
+                else:
+                    outside.add(target.split(".")[0])
+                continue
+            base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+            stem = ".".join([*base, node.module] if node.module else base)
+            if node.module:
+                inside.add(stem)
+                inside.update(f"{stem}.{a.name}" for a in node.names)
+            else:  # from . import a, b
+                inside.update(".".join([*base, a.name]) for a in node.names)
+    known = modules()
+    return {m for m in inside if m in known or m == "__init__"}, outside
+
+
+def layer_of(name: str) -> int:
+    top = name.split(".")[0]
+    for i, layer in enumerate(LAYERS):
+        if top in layer:
+            return i
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS and docs/architecture.md")
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_only_the_cuda_package_imports_torch_or_pynvml(name: str) -> None:
+    _, outside = imports(name, modules()[name])
+    gpu = outside & set(GPU_MODULES)
+    if not name.startswith("cuda"):
+        assert not gpu, f"{name} imports {sorted(gpu)}: only pytest_cgmem.cuda may"
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_each_module_imports_only_its_layer_or_below(name: str) -> None:
+    inside, _ = imports(name, modules()[name])
+    for target in inside:
+        assert layer_of(target) <= layer_of(name), f"{name} imports {target}, a higher layer"
+
+
+def test_no_import_circle() -> None:
+    graph = {name: imports(name, path)[0] - {name} for name, path in modules().items()}
+    # a package imports its own modules' names only through its face: drop parent links
+    graph = {n: {t for t in ts if not n.startswith(t + ".")} for n, ts in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                circle = [*trail[trail.index(nxt) :], nxt] if nxt in trail else [node, nxt]
+                raise AssertionError("import circle: " + " -> ".join(circle))
+            if nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_every_module_is_on_the_map() -> None:
+    text = DOC.read_text()
+    for name, path in modules().items():
+        if path.name == "__init__.py":
+            continue
+        assert str(path.relative_to(PACKAGE)) in text, f"docs/architecture.md does not name {name}"
+
+
+def test_every_module_imports_and_only_cuda_brings_torch() -> None:
+    pytest.importorskip("torch")
+    pure = [f"pytest_cgmem.{n}" for n in modules() if n != "__init__" and not n.startswith("cuda")]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {pure!r}:\n"
+        "    importlib.import_module(name)\n"
+        "assert 'torch' not in sys.modules and 'pynvml' not in sys.modules\n"
+        "import pytest_cgmem.cuda\n"
+        "assert 'torch' not in sys.modules\n"
+        "for name in ('allocator', 'nvml', 'region', 'graphs', 'resize', 'history', 'machine'):\n"
+        "    importlib.import_module('pytest_cgmem.cuda.' + name)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
