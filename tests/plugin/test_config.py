@@ -3,8 +3,8 @@
 import pytest
 
 from pytest_cgmem.plugin import settings_key
-from pytest_cgmem.settings import OPTIONS
 from pytest_cgmem.session import budget_key
+from pytest_cgmem.settings import OPTIONS
 
 GiB = 2**30
 
