@@ -60,8 +60,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(option.ini, option.help, default=None)
 
 
+OFF_HELP = (
+    "cgmem_off(reason): under --cgmem-all, do not measure this test (or class, or module); "
+    "the reason, one non-empty string, is listed in the summary"
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARK_HELP)
+    config.addinivalue_line("markers", OFF_HELP)
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
     ini = {o.name: config.getini(o.ini) for o in OPTIONS}
     try:

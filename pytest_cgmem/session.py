@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +21,10 @@ from typing import Any
 import pytest
 
 from .checks.budgets import Budget, Violation, parse_budget
+from .cuda import cuda_started
 from .failures import BaselineRegression, BudgetExceeded, CgmemFailure
 from .metrics import CALL_LABEL, Number
-from .reports.text import baseline_summary, header, section, summary
+from .reports.text import baseline_summary, header, section, suite_summary, summary
 from .results.baseline import Baseline, Findings, effective, parse_tolerance
 from .results.exporters import benchmark_figures, junit_properties
 from .results.records import RegionResult, TestRecord
@@ -35,6 +37,9 @@ budget_key = pytest.StashKey[Budget]()
 """A marked test's budget: the default budget overridden by its marks, key by key."""
 regions_key = pytest.StashKey[list[RegionResult]]()
 """The finished regions of the test running now, in order (the marked call phase first)."""
+opted_out_key = pytest.StashKey[str]()
+"""Under --cgmem-all: the reason a test is not measured (its ``cgmem_off`` mark)."""
+_suite_key = pytest.StashKey[bool]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
 
@@ -79,6 +84,20 @@ def item_tolerance(item: pytest.Item) -> dict[str, Number] | None:
     return None
 
 
+def opt_out_reason(mark: pytest.Mark) -> str:
+    """The reason of a ``cgmem_off`` mark: one non-empty string, positional or ``reason=``."""
+    unknown = sorted(set(mark.kwargs) - {"reason"})
+    if unknown:
+        raise CgmemUsageError(f"unknown argument(s) {', '.join(unknown)}; it takes a reason")
+    reasons = [*mark.args, *mark.kwargs.values()]
+    if len(reasons) != 1 or not isinstance(reasons[0], str) or not reasons[0].strip():
+        raise CgmemUsageError(
+            "takes one reason, e.g. cgmem_off('runs its own allocator'), got "
+            + (", ".join(repr(r) for r in reasons) or "none")
+        )
+    return str(reasons[0]).strip()
+
+
 def uses_fixture(item: pytest.Item) -> bool:
     return "cgmem" in getattr(item, "fixturenames", ())
 
@@ -120,6 +139,8 @@ class CgmemSession:
         self.lines: list[str] = []
         self.baseline: Baseline | None = None
         self._cuda: bool | None = None
+        self.opted_out: dict[str, str] = {}
+        self.never_on_gpu = 0
         self._diagnostics: Any = None
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
@@ -138,18 +159,30 @@ class CgmemSession:
         default = self.settings.budget
         errors = []
         for item in items:
-            if item.get_closest_marker("cgmem") is None:
-                continue
-            try:
-                item.stash[budget_key] = item_budget(item, default)
-            except CgmemUsageError as exc:
-                errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
+            off = item.get_closest_marker("cgmem_off")
+            if off is not None:
+                try:
+                    reason = opt_out_reason(off)
+                except CgmemUsageError as exc:
+                    errors.append(f"{item.nodeid}: @pytest.mark.cgmem_off: {exc}")
+                    continue
+            if item.get_closest_marker("cgmem") is not None:
+                try:
+                    item.stash[budget_key] = item_budget(item, default)
+                except CgmemUsageError as exc:
+                    errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
+            elif self.settings.all:
+                if off is not None:
+                    item.stash[opted_out_key] = reason
+                    self.opted_out[item.nodeid] = reason
+                else:
+                    item.stash[_suite_key] = True
         if errors:
             raise pytest.UsageError(*errors)
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         if not any(measured(item) for item in items):
-            return []
+            return []  # under --cgmem-all too: nothing asked for CUDA, so torch stays out
         from .cuda.machine import machine_info
 
         return header(machine_info())
@@ -177,6 +210,10 @@ class CgmemSession:
         """A marked test's call phase is a region; every test with regions is judged."""
         __tracebackhide__ = True
         budget = item.stash.get(budget_key, None)
+        if budget is None and _suite_key in item.stash:
+            if not cuda_started():
+                return (yield from self._until_cuda_starts(item))
+            budget = self.settings.budget
         if budget is None and not uses_fixture(item):
             try:
                 outcome = yield
@@ -217,6 +254,36 @@ class CgmemSession:
             recorder.close()
         return outcome
 
+    def _until_cuda_starts(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """Under --cgmem-all, a test that begins with no CUDA context: free while it uses
+        none; one that starts CUDA itself is measured from CUDA's start."""
+        __tracebackhide__ = True
+        t0 = time.perf_counter()
+        try:
+            outcome = yield
+        except BaseException as exc:
+            if cuda_started():
+                self._late_region(item, t0, exc)
+                self._judge(item)
+            raise
+        if not cuda_started():
+            self.never_on_gpu += 1
+            return outcome
+        self._late_region(item, t0)
+        error = self._judge(item)
+        if error is not None:
+            raise error
+        return outcome
+
+    @staticmethod
+    def _late_region(item: pytest.Item, t0: float, error: BaseException | None = None) -> None:
+        from .cuda.region import Region
+
+        region = Region.since_cuda_started(CALL_LABEL)
+        region.started_at(t0)
+        with contextlib.suppress(Exception):  # the test's own error matters more
+            item.stash.setdefault(regions_key, []).insert(0, region.stop(error))
+
     def _judge(self, item: pytest.Item) -> CgmemFailure | None:
         """Hold the call region and recorded regions against the budget, every region
         against the baseline; keep the verdict for the test's record."""
@@ -224,6 +291,8 @@ class CgmemSession:
         if not regions:
             return None
         marked = item.stash.get(budget_key, None)
+        if marked is None and _suite_key in item.stash:
+            marked = self.settings.budget
         budget = marked if marked is not None else self.settings.budget
         checked = tuple(
             r.label
@@ -231,7 +300,7 @@ class CgmemSession:
             if r.recorded or (i == 0 and marked is not None and r.label == CALL_LABEL)
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
-        tolerance = item_tolerance(item) if marked is not None else None
+        tolerance = item_tolerance(item) if budget_key in item.stash else None
         findings = None
         if self.baseline is not None:
             default = self.settings.tolerance_default
@@ -422,6 +491,8 @@ class CgmemSession:
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = summary(self.records, self.settings.summary)
+        if self.settings.all:
+            lines[:0] = suite_summary(self.records, self.opted_out, self.never_on_gpu)
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:

@@ -94,6 +94,15 @@ OPTIONS: tuple[Option, ...] = (
         metavar="BUDGETS",
     ),
     Option(
+        "all",
+        "measure every test's call phase as if marked cgmem (unittest TestCases too), "
+        "against --cgmem-budget; a test that never uses CUDA is not measured and costs "
+        "nothing; @pytest.mark.cgmem_off(reason) opts a test, class or module out",
+        parse_bool,
+        False,
+        flag=True,
+    ),
+    Option(
         "require_gpu",
         "fail, instead of skip, GPU-memory tests when no CUDA device is available",
         parse_bool,
@@ -204,6 +213,7 @@ class Settings:
     """Every option, resolved; each field is named as its option."""
 
     budget: Budget = field(default_factory=Budget)
+    all: bool = False
     require_gpu: bool = False
     summary: int = DEFAULT_SUMMARY
     json: str | None = None

@@ -7,6 +7,7 @@ The only module that imports pynvml. It never imports torch itself: the device's
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 
@@ -17,6 +18,7 @@ class Nvml:
         self.ok = False
         self.pid = os.getpid()
         self._handles: dict[int, Any] = {}
+        self._others: dict[int, tuple[float, bool]] = {}
         try:
             import pynvml
 
@@ -46,7 +48,19 @@ class Nvml:
             procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
         except Exception:
             return None
-        return {p.pid: int(p.usedGpuMemory or 0) for p in procs}
+        found = {p.pid: int(p.usedGpuMemory or 0) for p in procs}
+        self._others[index] = (time.monotonic(), any(p != self.pid and v for p, v in found.items()))
+        return found
+
+    def others_present(self, index: int, max_age: float = 1.0) -> bool:
+        """Whether another process holds memory on the device, as NVML said at most
+        ``max_age`` seconds ago (read anew when older). False where NVML can't say."""
+        seen = self._others.get(index)
+        if seen is None or time.monotonic() - seen[0] > max_age:
+            if self.processes(index) is None:
+                return False
+            seen = self._others[index]
+        return seen[1]
 
     def own(self, processes: dict[int, int] | None) -> int | None:
         return None if processes is None else processes.get(self.pid)

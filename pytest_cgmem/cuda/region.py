@@ -27,24 +27,27 @@ _DISTURBANCE_SLACK = 2 * _MiB
 
 _warmed: set[int] = set()
 _active: list[Region] = []
-_operands: dict[int, tuple[Any, Any]] = {}
+_clean: dict[int, tuple[int, int]] = {}
+"""Per device: (allocated bytes, current stream) when the cuBLAS workspaces were last known
+to be exactly the current stream's. While allocated bytes and the stream are unchanged at
+a region's start, no workspace can have been made since, and the reset is skipped."""
 
 
 def _warm_handles() -> None:
     """Create the cuBLAS and cuBLASLt handles and workspaces of the current stream.
 
-    Two tiny GEMMs on operands kept from the first call (a few hundred bytes that stay in
-    every baseline), so a region start launches nothing else.
+    Two tiny GEMMs on operands freed right after: nothing of ours stays allocated, so no
+    block of ours pins a segment that the code under test would otherwise see released.
     """
-    index = torch.cuda.current_device()
-    if index not in _operands:
-        _operands[index] = (
-            torch.ones(8, 8, device="cuda"),
-            torch.ones(8, 8, device="cuda", dtype=torch.float16),
-        )
-    single, half = _operands[index]
+    single = torch.empty(8, 8, device="cuda")
+    half = torch.empty(8, 8, device="cuda", dtype=torch.float16)
     torch.mm(single, single)
     torch.nn.functional.linear(half, half, half[0])
+
+
+def _stream_id(index: int) -> int:
+    """The id of device ``index``'s current stream (torch's cheapest reading of it)."""
+    return int(torch._C._cuda_getCurrentStream(index)[0])
 
 
 def _reset_workspaces(devices: Sequence[int]) -> None:
@@ -53,13 +56,13 @@ def _reset_workspaces(devices: Sequence[int]) -> None:
     A workspace made earlier for another stream would otherwise sit in the region's
     baseline and hide a leak of up to its size when the leak check clears it. Dropping
     them all (as PyTorch's own leak check does) and recreating the current stream's one
-    reuses the cached block: no cudaMalloc, two tiny kernels, no wait for them (allocator
-    figures are kept on the host).
+    reuses the cached block: no cudaMalloc, two tiny kernels.
     """
     allocator.clear_cublas_workspaces()
     for index in devices:
         with torch.cuda.device(index):
             _warm_handles()
+            _clean[index] = (allocator.allocated_reserved(index)[0], _stream_id(index))
 
 
 def warm_up(index: int) -> None:
@@ -85,6 +88,7 @@ class _Start:
     used_total: int | None
     peak_allocated: int = 0
     peak_reserved: int = 0
+    late: bool = False
 
 
 @dataclass
@@ -116,6 +120,11 @@ class Region:
         return list(range(allocator.device_count()))
 
     def start(self) -> Region:
+        """Wait for the devices, make the workspaces known, empty the cache, read the start.
+
+        The driver's per-process list (NVML) is read only where another process has
+        device memory; alone on a device, ``cudaMemGetInfo`` says the same for less.
+        """
         if self._open or self._starts:
             raise RuntimeError("cgmem: a region is measured once; make a new one")
         here = allocator.current_device()
@@ -124,20 +133,30 @@ class Region:
         active = [i for i in watched if i == here or current(allocator.stats(i), "reserved_bytes")]
         for i in active:
             allocator.synchronize(i)
-        _reset_workspaces(active)
         allocator.empty_cache()
+        readings = {i: allocator.stats(i) for i in watched}
+        stale = [
+            i
+            for i in active
+            if _clean.get(i) != (current(readings[i], "allocated_bytes"), _stream_id(i))
+        ]
+        if stale:
+            _reset_workspaces(stale)
+            allocator.empty_cache()
+            readings.update({i: allocator.stats(i) for i in stale})
         meter = nvml()
         for i in watched:
-            stats = allocator.stats(i)
+            stats = readings[i]
             for outer in _active:
                 outer._fold_peaks(i, stats)
             allocator.reset_peaks(i)
+            processes: dict[int, int] | None = None
+            used_total: int | None = None
             if i in active:
-                processes = meter.processes(i)
+                if meter.others_present(i):
+                    processes = meter.processes(i)
                 free, total = allocator.mem_info(i)
-                used_total: int | None = total - free
-            else:
-                processes, used_total = {}, None
+                used_total = total - free
             allocated = current(stats, "allocated_bytes")
             reserved = current(stats, "reserved_bytes")
             self._starts[i] = _Start(
@@ -149,12 +168,34 @@ class Region:
                 allocated,
                 reserved,
             )
+        self._open_now()
+        return self
+
+    def _open_now(self) -> None:
         _active.append(self)
         self._open = True
         if self.track_graphs:
             self._track_graphs()
         self._t0 = time.perf_counter()
-        return self
+
+    @classmethod
+    def since_cuda_started(cls, label: str | None) -> Region:
+        """A region for code that started CUDA itself: it opens now, as if at CUDA's start.
+
+        Before CUDA started nothing was allocated or reserved and the peaks were never
+        reset, so allocated, reserved and their peaks are the code's own. The driver's
+        figures are not: the context itself took them, so ``device`` and ``non_torch``
+        are unknown, and so are the graph figures (no tracking was listening).
+        """
+        region = cls(label, track_graphs=False)
+        for i in range(allocator.device_count()):
+            region._starts[i] = _Start(0, 0, 0, None, None, late=True)
+        region._open_now()
+        return region
+
+    def started_at(self, t0: float) -> None:
+        """Count the region's time from ``t0`` (a ``time.perf_counter()`` reading)."""
+        self._t0 = t0
 
     def _track_graphs(self) -> None:
         """Log CUDA graph captures and replays; fills graph_pool, graphs and replays."""
@@ -186,7 +227,7 @@ class Region:
         here = allocator.current_device()
         used: list[tuple[int, dict[str, Any]]] = []
         for i, start in self._starts.items():
-            if start.used_total is not None:
+            if start.used_total is not None or start.late:
                 allocator.synchronize(i)
             stats = allocator.stats(i)
             touched = (
@@ -195,7 +236,7 @@ class Region:
                 or current(stats, "reserved_bytes") != start.reserved
             )
             if touched:
-                if start.used_total is None:
+                if start.used_total is None and not start.late:
                     allocator.synchronize(i)
                     stats = allocator.stats(i)
                 used.append((i, stats))
@@ -208,16 +249,22 @@ class Region:
         reserved = current(stats, "reserved_bytes")
         peak = start.peak_allocated - start.allocated
         reserved_peak = start.peak_reserved - start.reserved
-        device, source, disturbed = self._device_growth(index, start)
+        device, source, disturbed = self._device_growth(index, start, reserved)
         leak = allocated - start.allocated
         leak_confirmed, gc_freed = False, 0
         if leak > 0 and self.confirm_leaks:
             for hook in self.before_leak_check:
                 hook(index)
             leak, leak_confirmed, gc_freed = self._confirm_leak(index, start)
+        elif leak == 0 and not start.late:
+            _clean[index] = (allocated, _stream_id(index))
+        else:
+            _clean.pop(index, None)  # the code freed memory: a workspace, maybe
         extra: dict[str, Any] = {}
         for probe in self.probes:
             extra.update(probe(index))
+        if start.late:
+            extra.update({m: None for m in ("graph_pool", "graphs", "replays")})
         return DeviceFigures(
             index=index,
             peak=peak,
@@ -238,48 +285,67 @@ class Region:
             **extra,
         )
 
-    def _device_growth(self, index: int, start: _Start) -> tuple[int | None, str, bool]:
+    def _device_growth(
+        self, index: int, start: _Start, reserved: int
+    ) -> tuple[int | None, str, bool]:
+        """This process's device memory growth: NVML's per-process figure where another
+        process is on the device, else ``cudaMemGetInfo`` (NVML is asked only when the
+        driver's growth and torch's differ, to tell our own memory from another's)."""
+        if start.late:
+            return None, "n/a: CUDA started inside the region", False
         meter = nvml()
-        processes = meter.processes(index)
-        own_now, own_then = meter.own(processes), meter.own(start.processes)
-        if own_now is not None and start.processes is not None:
-            others_then = meter.others(start.processes)
-            others_now = meter.others(processes)
-            return (
-                own_now - (own_then or 0),
-                "nvml",
-                abs(others_now - others_then) > _DISTURBANCE_SLACK,
-            )
+        if start.processes is not None:
+            processes = meter.processes(index)
+            own_now, own_then = meter.own(processes), meter.own(start.processes)
+            if own_now is not None:
+                others_moved = meter.others(processes) - meter.others(start.processes)
+                return (
+                    own_now - (own_then or 0),
+                    "nvml",
+                    abs(others_moved) > _DISTURBANCE_SLACK,
+                )
         free, total = allocator.mem_info(index)
         used_then = start.used_total if start.used_total is not None else total - free
+        growth = (total - free) - used_then
         disturbed = False
-        if processes is not None and start.processes is not None:
-            changed = [
-                p
-                for p in set(processes) | set(start.processes)
-                if abs(processes.get(p, 0) - start.processes.get(p, 0)) > _DISTURBANCE_SLACK
-            ]
-            disturbed = len(changed) > 1 or set(processes) != set(start.processes)
-        return (total - free) - used_then, "cudaMemGetInfo", disturbed
+        if abs(growth - (reserved - start.reserved)) > _DISTURBANCE_SLACK and meter.ok:
+            disturbed = meter.others_present(index, max_age=0.0)
+        return growth, "cudaMemGetInfo", disturbed
 
     def _confirm_leak(self, index: int, start: _Start) -> tuple[int, bool, int]:
-        """PyTorch's leak check: collect garbage, drop cuBLAS workspaces, empty the cache.
+        """PyTorch's leak check, cheapest step first: drop the cuBLAS workspaces (a new
+        stream's is no leak), then collect garbage, young generations first (the code's
+        own garbage is young; a full collection costs ~0.3 s in a big heap) and a full
+        collection only if the leak persists, then empty the cache.
 
-        Only reached when allocated bytes grew, so passing tests never pay for gc.
+        Only reached when allocated bytes grew, so passing tests never pay for it.
         Returns the persisting leak, whether the driver's figure grew as well, and the
         bytes garbage collection freed (which may include garbage from before the region).
         """
-        before_gc = current(allocator.stats(index), "allocated_bytes")
-        gc.collect()
-        allocator.synchronize(index)
-        gc_freed = before_gc - current(allocator.stats(index), "allocated_bytes")
-        _reset_workspaces([index])
+
+        def settled() -> int:
+            """Allocated bytes with the workspaces as at the start: the current stream's,
+            or none where CUDA started inside the region."""
+            if start.late:
+                allocator.clear_cublas_workspaces()
+            else:
+                _reset_workspaces([index])
+            allocator.synchronize(index)
+            return allocator.allocated_reserved(index)[0]
+
+        allocated = before_gc = settled()
+        for generation in (0, 1, 2):
+            if allocated <= start.allocated:
+                break
+            gc.collect(generation)
+            allocated = settled()
+        gc_freed = before_gc - allocated
         allocator.empty_cache()
-        leak = current(allocator.stats(index), "allocated_bytes") - start.allocated
+        leak = allocated - start.allocated
         if leak <= 0:
             return 0, False, gc_freed
         own_then = nvml().own(start.processes)
-        own_now = nvml().own(nvml().processes(index))
+        own_now = nvml().own(nvml().processes(index)) if own_then is not None else None
         if own_now is not None and own_then is not None:
             return leak, own_now > own_then, gc_freed
         free, total = allocator.mem_info(index)

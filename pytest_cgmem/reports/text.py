@@ -88,6 +88,19 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     return lines
 
 
+def suite_summary(
+    records: Sequence[TestRecord], opted_out: Mapping[str, str], never_on_gpu: int
+) -> list[str]:
+    """--cgmem-all: how many tests were measured, over budget, opted out (with reasons)."""
+    over = sum(1 for r in records if r.violations)
+    lines = [
+        f"--cgmem-all: {len(records)} test(s) measured, {over} over budget, "
+        f"{len(opted_out)} opted out, {never_on_gpu} never used CUDA (not measured)"
+    ]
+    lines += [f"  opted out {nodeid}: {reason}" for nodeid, reason in sorted(opted_out.items())]
+    return lines
+
+
 def header(info: Mapping[str, Any]) -> list[str]:
     gpus = ", ".join(info.get("gpus") or []) or "none visible"
     return [

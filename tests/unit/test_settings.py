@@ -10,7 +10,7 @@ def _none() -> dict[str, object]:
 
 
 def test_defaults() -> None:
-    assert resolve(_none(), _none()) == Settings(Budget(), False, 10)
+    assert resolve(_none(), _none()) == Settings(Budget(), all=False, require_gpu=False, summary=10)
 
 
 def test_cli_beats_ini_beats_default() -> None:

@@ -1,0 +1,153 @@
+"""The plugin never changes what the code under test observes: each body runs plain and
+inside a region, and what it saw must be the same.
+
+The history bodies are PyTorch's own checks (test_cuda.py's snapshot tests, reduced);
+they failed under the plugin while it kept warm-up tensors alive, which pinned the small
+segment the body's tensor went into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pytest_cgmem import CgmemFixture
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.gpu
+MiB = 2**20
+
+
+def history_contexts() -> dict[str, Any]:
+    """Whether empty_cache's frames reach the snapshot, for each history context."""
+    seen = {}
+    for context in ["alloc", "all", "state"]:
+        try:
+            torch._C._cuda_clearCublasWorkspaces()
+            torch.cuda.memory.empty_cache()
+            torch.cuda.memory._record_memory_history(context=context)
+            x = torch.rand(3, 4, device="cuda")
+            del x
+            torch.cuda.memory.empty_cache()
+            seen[context] = "empty_cache" in json.dumps(torch.cuda.memory._snapshot())
+        finally:
+            torch.cuda.memory._record_memory_history(None)
+    return seen
+
+
+def history_frames_name_the_caller() -> dict[str, Any]:
+    """The innermost Python frame of a block allocated under recorded history."""
+    try:
+        torch.cuda.memory.empty_cache()
+        torch.cuda.memory._record_memory_history("all", stacks="python")
+        x = torch.rand(311, 411, device="cuda")
+        snapshot = torch.cuda.memory._snapshot()
+    finally:
+        torch.cuda.memory._record_memory_history(None)
+    names = []
+    for segment in snapshot["segments"]:
+        for block in segment["blocks"]:
+            if block.get("requested_size") == 311 * 411 * 4 and block.get("frames"):
+                names.append(block["frames"][0]["name"])
+    trace_names = {
+        f["name"]
+        for e in snapshot.get("device_traces", [[]])[torch.cuda.current_device()]
+        if e.get("action") == "alloc"
+        for f in e.get("frames", ())
+    }
+    del x
+    return {"innermost": names, "caller_in_trace": "history_frames_name_the_caller" in trace_names}
+
+
+def own_peak_reset() -> dict[str, Any]:
+    """max_memory_allocated after the body resets the peaks itself."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    x = torch.empty(8 * MiB, dtype=torch.uint8, device="cuda")
+    del x
+    return {"peak_over_base": torch.cuda.max_memory_allocated() - base}
+
+
+def stream_and_device() -> dict[str, Any]:
+    return {
+        "device": torch.cuda.current_device(),
+        "stream": torch.cuda.current_stream().cuda_stream,
+        "default": torch.cuda.current_stream() == torch.cuda.default_stream(),
+    }
+
+
+def allocator_settings() -> dict[str, Any]:
+    getter = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+    return {
+        "backend": torch.cuda.get_allocator_backend(),
+        "settings": getter() if getter is not None else None,
+        "env": os.environ.get("PYTORCH_CUDA_ALLOC_CONF"),
+        "fraction_api": hasattr(torch.cuda, "get_per_process_memory_fraction"),
+    }
+
+
+BODIES: dict[str, Callable[[], dict[str, Any]]] = {
+    "history contexts": history_contexts,
+    "history frames": history_frames_name_the_caller,
+    "own peak reset": own_peak_reset,
+    "stream and device": stream_and_device,
+    "allocator settings": allocator_settings,
+}
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+def test_a_region_changes_nothing_the_body_observes(cgmem: CgmemFixture, name: str) -> None:
+    body = BODIES[name]
+    body()  # warm: the first run of a body may initialise what later runs reuse
+    plain = body()
+    with cgmem.measure(name):
+        inside = body()
+    assert inside == plain
+    if name == "history contexts":
+        assert plain == {"alloc": False, "all": True, "state": False}
+    if name == "history frames":
+        assert plain["caller_in_trace"]
+
+
+OBSERVED_SUITE = """
+import pytest
+import torch
+
+from test_observers_bodies import BODIES
+
+EXPECTED = {}
+
+
+@pytest.mark.parametrize("name", list(BODIES))
+def test_body(name):
+    BODIES[name]()
+    seen = BODIES[name]()
+    if name == "history contexts":
+        assert seen == {"alloc": False, "all": True, "state": False}
+    if name == "history frames":
+        assert seen["caller_in_trace"]
+    if name == "own peak reset":
+        assert seen["peak_over_base"] == 8 * 2**20
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--cgmem-all"], ["--cgmem-all", "--cgmem-history"]])
+def test_observer_bodies_pass_under_the_plugin(pytester: pytest.Pytester, mode: list[str]) -> None:
+    import inspect
+    import sys
+
+    module = sys.modules[__name__]
+    source = inspect.getsource(module)
+    bodies = source[source.index("def history_contexts") : source.index("@pytest.mark.parametrize")]
+    pytester.makepyfile(
+        test_observers_bodies="import json, os\nfrom typing import Any\nfrom collections.abc import"
+        " Callable\nimport torch\nMiB = 2**20\n" + bodies,
+        test_observed=OBSERVED_SUITE,
+    )
+    result = pytester.runpytest_subprocess(*mode, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=len(BODIES))

@@ -1,0 +1,129 @@
+"""--cgmem-all on a machine without CUDA: nothing skipped, nothing imported, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+SUITE = """
+import sys
+import unittest
+
+import pytest
+
+
+def test_plain():
+    assert 1 + 1 == 2
+
+
+class TestGroup:
+    @pytest.mark.parametrize("n", [1, 2])
+    def test_param(self, n):
+        assert n
+
+
+class Legacy(unittest.TestCase):
+    def test_case(self):
+        self.assertTrue(True)
+
+
+@pytest.mark.cgmem_off("runs its own allocator")
+def test_opted_out():
+    pass
+"""
+
+NO_TORCH = """
+import sys
+
+def pytest_sessionfinish(session):
+    with open("torch.txt", "w") as f:
+        f.write(str("torch" in sys.modules))
+"""
+
+
+def test_cuda_free_suite_runs_whole_and_imports_no_torch(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest(NO_TORCH)
+    result = pytester.runpytest_subprocess("--cgmem-all", "--cgmem-budget=leak=0")
+    result.assert_outcomes(passed=5)
+    assert (pytester.path / "torch.txt").read_text() == "False"
+    result.stdout.fnmatch_lines(
+        [
+            "*--cgmem-all: 0 test(s) measured, 0 over budget, 1 opted out, "
+            "4 never used CUDA (not measured)",
+            "*opted out test_suite.py::test_opted_out: runs its own allocator",
+        ]
+    )
+
+
+def test_ini_key_turns_it_on(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeini("[pytest]\ncgmem_all = true\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*4 never used CUDA*"])
+
+
+def test_explicitly_marked_tests_still_skip_without_cuda(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("torch")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.cgmem(leak=0)
+        def test_marked():
+            pass
+
+        def test_unmarked():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--cgmem-all", "-rs")
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        pytest.skip("checks the no-CUDA path; a CUDA device is here")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*cgmem: no CUDA device*"])
+
+
+@pytest.mark.parametrize(
+    ("mark", "message"),
+    [
+        ("cgmem_off", "takes one reason, e.g. cgmem_off('runs its own allocator'), got none"),
+        ("cgmem_off('')", "takes one reason, e.g. cgmem_off('runs its own allocator'), got ''"),
+        ("cgmem_off(reason=3)", "takes one reason, e.g. cgmem_off('runs its own allocator'), got 3"),
+        ("cgmem_off('a', 'b')", "takes one reason*got 'a', 'b'"),
+        ("cgmem_off('a', why='b')", "unknown argument(s) why; it takes a reason"),
+    ],
+)
+def test_bad_opt_out_is_a_usage_error_naming_the_test(
+    pytester: pytest.Pytester, mark: str, message: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{mark}
+        def test_it():
+            pass
+        """
+    )
+    result = pytester.runpytest("--cgmem-all")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: test_*.py::test_it: @pytest.mark.cgmem_off: {message}"])
+
+
+def test_bad_budget_with_cgmem_all_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--cgmem-all", "--cgmem-budget=leak=lots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --cgmem-budget='leak=lots': leak='lots': cannot read*"])
+
+
+def test_opt_out_mark_is_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["@pytest.mark.cgmem_off(reason): under --cgmem-all*"])
