@@ -152,6 +152,11 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--json", default=None, help="write the figures here")
     options = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_suite: needs a CUDA device")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         kinds = write_suite(folder, options.tests)
