@@ -39,8 +39,8 @@ def _warm_handles() -> None:
     Two tiny GEMMs on operands freed right after: nothing of ours stays allocated, so no
     block of ours pins a segment that the code under test would otherwise see released.
     """
-    single = torch.empty(8, 8, device="cuda")
-    half = torch.empty(8, 8, device="cuda", dtype=torch.float16)
+    single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
+    half = torch.ones(8, 8, device="cuda", dtype=torch.float16)
     torch.mm(single, single)
     torch.nn.functional.linear(half, half, half[0])
 
