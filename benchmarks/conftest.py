@@ -5,6 +5,7 @@ Variants run interleaved (round robin) so that drift in the machine hits all of 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -30,10 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     groups: dict[str, list[pytest.Item]] = defaultdict(list)
     for item in items:
         groups[_variant(item)].append(item)
-    interleaved = []
-    for row in zip(*groups.values(), strict=False):
-        interleaved.extend(row)
-    items[:] = interleaved
+    rows = itertools.zip_longest(*groups.values())
+    items[:] = [item for row in rows for item in row if item is not None]
 
 
 @pytest.hookimpl(wrapper=True)
