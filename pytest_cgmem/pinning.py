@@ -23,7 +23,8 @@ def device_for_worker(
     """The ``CUDA_VISIBLE_DEVICES`` value for worker N: entry N mod k of the device list.
 
     ``devices`` is ``"all"`` or a tuple of indices/UUIDs. Indices count within an
-    inherited ``CUDA_VISIBLE_DEVICES`` (``visible``) when one is set, as CUDA would.
+    inherited ``CUDA_VISIBLE_DEVICES`` (``visible``) when one is set, as CUDA would, else
+    within the machine's ``count`` devices (not checked where the count is unknown, 0).
     None when this is not a worker or there is no device to choose from.
     """
     number = worker_number(workerid)
@@ -41,6 +42,11 @@ def device_for_worker(
                         f"device {token} is not among CUDA_VISIBLE_DEVICES={visible!r}"
                     )
                 pool.append(inherited[int(token)])
+            elif token.isdigit() and count and int(token) >= count:
+                raise IndexError(
+                    f"device {token} does not exist: this machine has {count} CUDA "
+                    f"device(s), 0 to {count - 1}"
+                )
             else:
                 pool.append(token)
     if not pool:

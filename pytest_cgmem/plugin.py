@@ -99,7 +99,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         devices = parse_devices(raw)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         count = 0
-        if devices == "all" and visible is None:
+        if visible is None:
             from .cuda.nvml import count_devices
 
             count = count_devices()

@@ -42,6 +42,11 @@ def test_device_for_worker(
     assert device_for_worker(workerid, devices, visible, count) == chosen
 
 
+def test_device_that_does_not_exist() -> None:
+    with pytest.raises(IndexError, match=r"device 99 does not exist: this machine has 2 CUDA"):
+        device_for_worker("gw0", ("99", "98"), None, 2)
+
+
 def test_index_outside_inherited_list() -> None:
     with pytest.raises(IndexError, match="device 2 is not among CUDA_VISIBLE_DEVICES='3,5'"):
         device_for_worker("gw0", ("2",), "3,5", 8)
