@@ -169,3 +169,14 @@ def test_xdist_on_one_gpu_agrees_with_a_serial_run(suite: pytest.Pytester) -> No
     assert None not in pinned
     assert len(pinned) == min(2, torch.cuda.device_count())
     assert torch_figures(xdist) == torch_figures(serial)
+
+
+def test_devices_the_machine_lacks_are_a_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "--cgmem-devices=99,98")
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*--cgmem-devices='99,98': device 99 does not exist*"])
