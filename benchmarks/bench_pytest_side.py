@@ -1,0 +1,87 @@
+"""The plugin's pytest-side cost per measured test, with no GPU work at all.
+
+300 plain tests and 300 tests that record one region with ``cgmem_record`` (which needs no
+CUDA), interleaved in one run, each test's whole protocol timed: the difference is what the
+hooks, the judging, the result record and the report cost. Runs anywhere (CPU too):
+``python benchmarks/bench_pytest_side.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CONFTEST = """
+import itertools, statistics, time
+from collections import defaultdict
+import pytest
+
+TIMES = defaultdict(list)
+
+
+def pytest_collection_modifyitems(items):
+    groups = defaultdict(list)
+    for item in items:
+        groups[item.originalname].append(item)
+    rows = itertools.zip_longest(*groups.values())
+    items[:] = [item for row in rows for item in row if item is not None]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item):
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        TIMES[item.originalname].append(time.perf_counter() - start)
+
+
+def pytest_terminal_summary(terminalreporter):
+    plain = TIMES["test_plain"]
+    for name, values in TIMES.items():
+        mean = (statistics.mean(values) - statistics.mean(plain)) * 1e6
+        median = (statistics.median(values) - statistics.median(plain)) * 1e6
+        terminalreporter.write_line(
+            f"{name:<16} mean {statistics.mean(values) * 1e6:8.1f} us  "
+            f"over plain: mean {mean:7.1f} us, median {median:7.1f} us"
+        )
+"""
+
+TESTS = """
+import pytest
+
+RANGE = range(300)
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_plain(i):
+    pass
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_recorded(i, cgmem_record):
+    cgmem_record("call", peak=1024, reserved=2048, leak=0)
+"""
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "conftest.py").write_text(CONFTEST)
+        (folder / "test_side.py").write_text(TESTS)
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    lines = [line for line in done.stdout.splitlines() if "over plain" in line]
+    print("\n".join(lines) or done.stdout[-2000:])
+    return done.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
