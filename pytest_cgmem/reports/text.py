@@ -23,6 +23,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                 if budget is not None and metric in budget.limits:
                     limit = budget.limits[metric]
                     verdict = "OVER" if value is not None and value > limit else "ok"
+                    if value is None and metric in (result.extra.get("unavailable") or {}):
+                        verdict = "unavailable"
                     row += f"   budget {spec.format(limit):>10}  {verdict}"
                 lines.append(row)
             lines.append(
@@ -53,6 +55,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+        for metric, reason in (result.extra.get("unavailable") or {}).items():
+            lines.append(f"  note: {metric} unavailable: {reason}")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")
