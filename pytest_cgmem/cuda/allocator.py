@@ -7,7 +7,8 @@ these functions and nothing else. Imported lazily: only when a test asks for GPU
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -141,14 +142,56 @@ def backend() -> str:
         return "unknown"
 
 
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"2.13.0+cpu"`` -> ``(2, 13)``; ``(0, 0)`` when it can't be read."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+RUNTIME_SETTINGS = "set at runtime"
+
+
+def alloc_conf_from_env(environ: Mapping[str, str], version: tuple[int, int]) -> tuple[str, str]:
+    """The allocator settings torch takes from ``environ``, and the variable they came from
+    (``""`` when none is set). Pure.
+
+    As torch reads them (c10's allocator configs, checked in the wheels of 2.4 to 2.15 and
+    on 2.13 and 2.14 builds): the first variable that is *set* is used whole, even when
+    empty, ``PYTORCH_CUDA_ALLOC_CONF`` first; torch 2.10 and newer fall back to
+    ``PYTORCH_ALLOC_CONF`` when it is unset, while before 2.10 the CUDA allocator reads
+    only ``PYTORCH_CUDA_ALLOC_CONF``.
+    """
+    names = ALLOC_CONF_VARS if version >= (2, 10) else ALLOC_CONF_VARS[:1]
+    for name in names:
+        if name in environ:
+            return environ[name], name
+    return "", ""
+
+
+def allocator_settings() -> tuple[str, str]:
+    """(settings, source) as this torch uses them: its own getter where it has one
+    (``torch._C._accelerator_getAllocatorSettings``, 2.12+: the last settings string it
+    parsed), else the environment read as torch reads it. ``source`` names the variable,
+    ``"set at runtime"`` when the getter's string differs from the environment's, or
+    ``""`` when nothing is set."""
+    value, source = alloc_conf_from_env(os.environ, version_tuple(str(torch.__version__)))
+    getter: Callable[[], object] | None = getattr(
+        torch._C, "_accelerator_getAllocatorSettings", None
+    )
+    if getter is not None:
+        try:
+            got = str(getter())
+        except Exception:
+            return value, source
+        if got != value:
+            return got, RUNTIME_SETTINGS
+    return value, source
+
+
 def alloc_conf() -> str:
-    """The allocator settings as torch reads them: ``PYTORCH_ALLOC_CONF`` first (torch
-    2.9 and newer give it priority), then ``PYTORCH_CUDA_ALLOC_CONF``."""
-    for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    return ""
+    """The allocator settings string torch uses (``allocator_settings``)."""
+    return allocator_settings()[0]
 
 
 def history_enabled() -> bool:

@@ -12,12 +12,14 @@ def machine_info() -> dict[str, Any]:
     """GPUs, driver, torch, CUDA and allocator settings; creates no CUDA context."""
     meter = nvml()
     torch_version, cuda_version = allocator.versions()
+    settings, source = allocator.allocator_settings()
     return {
         "gpus": meter.visible_names(),
         "driver": meter.driver_version(),
         "torch": torch_version,
         "cuda": cuda_version,
         "allocator_backend": allocator.backend(),
-        "alloc_conf": allocator.alloc_conf(),
+        "alloc_conf": settings,
+        "alloc_conf_source": source,
         "nvml": meter.ok,
     }

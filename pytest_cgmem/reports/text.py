@@ -92,14 +92,33 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     return lines
 
 
+def alloc_conf_text(info: Mapping[str, Any]) -> str:
+    """``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``: the allocator settings torch
+    uses and the variable it took them from."""
+    value = info.get("alloc_conf") or ""
+    source = info.get("alloc_conf_source")
+    if source is None:  # an older run file: the CUDA variable was all it recorded
+        source = "PYTORCH_CUDA_ALLOC_CONF" if value else ""
+    if not source:
+        return "PYTORCH_CUDA_ALLOC_CONF=(unset)"
+    if source.startswith("PYTORCH_"):
+        return f"{source}={value or '(empty)'}"
+    return f"allocator settings {value or '(empty)'} ({source})"
+
+
 def header(info: Mapping[str, Any]) -> list[str]:
     gpus = ", ".join(info.get("gpus") or []) or "none visible"
-    return [
+    lines = [
         f"cgmem: GPUs: {gpus}; driver {info.get('driver') or 'unknown'}",
         f"cgmem: torch {info.get('torch')}, CUDA {info.get('cuda') or 'none'}, "
-        f"allocator {info.get('allocator_backend')}, "
-        f"PYTORCH_CUDA_ALLOC_CONF={info.get('alloc_conf') or '(unset)'}",
+        f"allocator {info.get('allocator_backend')}, {alloc_conf_text(info)}",
     ]
+    if info.get("graph_tracking"):
+        lines.append(
+            f"cgmem: CUDA graphs seen through {info['graph_tracking']}; graph pool bytes "
+            f"from {info.get('graph_pools') or 'unknown'}"
+        )
+    return lines
 
 
 def baseline_summary(
