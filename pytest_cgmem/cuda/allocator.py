@@ -138,6 +138,18 @@ def light_snapshots(torch_module: Any) -> bool:
     return fn is not None and _has_parameter(fn, "include_traces")
 
 
+_snapshot_params: tuple[bool, bool] | None = None
+
+
+def _snapshot_takes() -> tuple[bool, bool]:
+    """(include_traces, mempool_id): what this torch's memory_snapshot takes, read once."""
+    global _snapshot_params
+    if _snapshot_params is None:
+        take = torch.cuda.memory_snapshot
+        _snapshot_params = (light_snapshots(torch), _has_parameter(take, "mempool_id"))
+    return _snapshot_params
+
+
 def per_pool_stats(torch_module: Any) -> bool:
     """Whether this torch's ``memory_stats`` carry each private pool's reserved bytes
     (``reserved_bytes_by_private_pools``, torch 2.13+): torch documents the key in
@@ -188,11 +200,12 @@ def describe_pool_source() -> str:
 def _snapshot_segments(mempool: PoolId | None = None) -> list[dict[str, Any]]:
     """Segments of every device (or of one pool), without history traces where torch can."""
     take: Any = torch.cuda.memory_snapshot
-    if light_snapshots(torch):
+    light, by_pool = _snapshot_takes()
+    if light:
         if mempool is None:
             return list(take(include_traces=False))
         return list(take(mempool_id=mempool, include_traces=False))
-    if mempool is not None and _has_parameter(take, "mempool_id"):  # torch 2.8 - 2.10
+    if mempool is not None and by_pool:  # torch 2.8 - 2.10
         return list(take(mempool_id=mempool))
     found: list[dict[str, Any]] = snapshot()["segments"]
     if mempool is None:
