@@ -409,6 +409,9 @@ class _Hooks:
     def _finish(self, graph: Any) -> None:
         start = self.pending.pop(id(graph))
         seconds = time.perf_counter() - start.t0
+        if start.pool is None:  # not readable at capture end: try again once instantiated
+            with suppress(Exception):
+                start.pool = pool_id(graph.pool())
         free = nvml().device_free(start.device)
         driver = None if start.free is None or free is None else start.free - free
         with suppress(Exception):

@@ -168,3 +168,24 @@ def test_unknown_allocator_figures_under_cudamallocasync(
     hooks._hook_instantiate(g)
     capture = hooks.log.captures[0]
     assert (capture.allocated, capture.reserved, capture.driver) == (None, None, 40)
+
+
+def test_pool_read_again_once_instantiated(hooks: Any) -> None:
+    class LatePool(Graph):
+        calls = 0
+
+        def pool(self) -> tuple[int, int]:
+            LatePool.calls += 1
+            if LatePool.calls == 1:
+                raise RuntimeError(
+                    "Called CUDAGraph::pool() without a preceding successful capture."
+                )
+            return (2, 0)
+
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    hooks.readings.free += [100, 90]
+    g = LatePool()
+    hooks._hook_capture_start(g)
+    hooks._hook_capture_end(g)
+    hooks._hook_instantiate(g)
+    assert hooks.log.captures[0].pool == (2, 0)
