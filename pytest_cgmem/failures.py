@@ -97,8 +97,23 @@ class PoolNotReleased(GraphCheckError):
         super().__init__(message)
 
 
+class FigureUnavailable(CgmemFailure):
+    """A figure this allocator cannot give was asked for (e.g. graph pool bytes under
+    ``backend:cudaMallocAsync``); the message says which and why."""
+
+
+class BudgetUnavailable(FigureUnavailable):
+    """Budgets on figures this allocator cannot give (``--cgmem-unavailable=fail``)."""
+
+    def __init__(self, items: Iterable[HasMessage]) -> None:
+        self.items = tuple(items)
+        super().__init__("\n".join(i.message for i in self.items))
+
+
 for _cls in (
     CgmemFailure,
+    FigureUnavailable,
+    BudgetUnavailable,
     BudgetExceeded,
     BaselineRegression,
     CheckFailed,

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from .checks.budgets import Budget, Violation, parse_budget
+from .checks.budgets import Budget, Unavailable, Violation, parse_budget, unavailable_budgets
 from .cuda import cuda_started
-from .failures import BaselineRegression, BudgetExceeded, CgmemFailure
+from .failures import BaselineRegression, BudgetExceeded, BudgetUnavailable, CgmemFailure
 from .metrics import CALL_LABEL, Number
 from .reports.text import baseline_summary, header, section, suite_summary, summary
 from .results.baseline import Baseline, Findings, effective, parse_tolerance
@@ -96,6 +96,21 @@ def opt_out_reason(mark: pytest.Mark) -> str:
             + (", ".join(repr(r) for r in reasons) or "none")
         )
     return str(reasons[0]).strip()
+
+
+def _unavailable(
+    regions: list[RegionResult], budget: Budget, checked: tuple[str | None, ...]
+) -> tuple[Unavailable, ...]:
+    """Budgets of the checked regions on figures their allocator could not give."""
+    return tuple(
+        u
+        for r in regions
+        if r.label in checked
+        for d in r.devices
+        for u in unavailable_budgets(
+            d.figures, budget, r.extra.get("unavailable") or {}, d.where, r.label
+        )
+    )
 
 
 def uses_fixture(item: pytest.Item) -> bool:
@@ -300,6 +315,7 @@ class CgmemSession:
             if r.recorded or (i == 0 and marked is not None and r.label == CALL_LABEL)
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
+        unavailable = _unavailable(regions, budget, checked)
         tolerance = item_tolerance(item) if budget_key in item.stash else None
         findings = None
         if self.baseline is not None:
@@ -308,8 +324,13 @@ class CgmemSession:
         item.stash[_verdict_key] = Verdict(
             dict(budget.limits) if checked else {}, checked, tolerance, violations, findings
         )
+        skip_unavailable = self.settings.unavailable == "skip"
+        for skipped in unavailable if skip_unavailable else ():
+            item.warn(pytest.PytestWarning(skipped.skipped_message))
         if violations:
             return BudgetExceeded(violations)
+        if unavailable and not skip_unavailable:
+            return BudgetUnavailable(unavailable)
         if findings is not None and findings.regressions:
             assert self.baseline is not None
             return BaselineRegression(findings.regressions, self.baseline.path)

@@ -57,6 +57,16 @@ def parse_positive(value: object) -> int:
     return int(text)
 
 
+UNAVAILABLE_CHOICES = ("fail", "skip")
+
+
+def parse_unavailable(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in UNAVAILABLE_CHOICES:
+        raise CgmemUsageError(f"expected 'fail' or 'skip', got {value!r}")
+    return text
+
+
 DEFAULT_HISTORY_ENTRIES = 100_000
 DEFAULT_STACKS = 4
 DEFAULT_SUMMARY = 10
@@ -205,6 +215,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         metavar="DIR",
     ),
+    Option(
+        "unavailable",
+        "a budget on a figure this allocator cannot give (graph_pool under "
+        "PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync): 'fail' the test saying why "
+        "(default), or 'skip' that budget with a warning",
+        parse_unavailable,
+        "fail",
+        metavar="fail|skip",
+    ),
 )
 
 
@@ -227,6 +246,7 @@ class Settings:
     history_entries: int = DEFAULT_HISTORY_ENTRIES
     stacks: int = DEFAULT_STACKS
     artifacts: str | None = None
+    unavailable: str = "fail"
 
     @property
     def tolerance_default(self) -> Tolerance:

@@ -116,3 +116,49 @@ def check(
         if actual is not None and actual > limit:
             violations.append(Violation(name, limit, actual, where, label))
     return violations
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A budget on a figure the allocator cannot give (e.g. graph_pool under
+    cudaMallocAsync): never held as passed, since there is no figure to hold."""
+
+    metric: str
+    limit: Number
+    where: str
+    reason: str
+    label: str | None = None
+
+    @property
+    def message(self) -> str:
+        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        return (
+            f"cgmem: {self.metric} budget {METRICS[self.metric].format(self.limit)} cannot be "
+            f"checked on {self.where}{region}: {self.reason}; measure it under an allocator "
+            "that gives it, or pass --cgmem-unavailable=skip to skip budgets on unavailable "
+            "figures"
+        )
+
+    @property
+    def skipped_message(self) -> str:
+        """The warning when such budgets are skipped (``--cgmem-unavailable=skip``)."""
+        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        return (
+            f"cgmem: {self.metric} budget {METRICS[self.metric].format(self.limit)} not "
+            f"checked on {self.where}{region} (--cgmem-unavailable=skip): {self.reason}"
+        )
+
+
+def unavailable_budgets(
+    figures: Mapping[str, Number | None],
+    budget: Budget,
+    unavailable: Mapping[str, str],
+    where: str,
+    label: str | None = None,
+) -> list[Unavailable]:
+    """The budgets on figures that were unavailable (None, with a reason) on one device."""
+    return [
+        Unavailable(name, limit, where, unavailable[name], label)
+        for name, limit in budget.limits.items()
+        if name in unavailable and figures.get(name) is None
+    ]

@@ -6,14 +6,20 @@ these functions and nothing else. Imported lazily: only when a test asks for GPU
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
+from ..failures import FigureUnavailable
+
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
+
+ASYNC_BACKEND = "cudaMallocAsync"
 
 
 def cuda_available() -> bool:
@@ -87,6 +93,15 @@ def mem_info(index: int) -> tuple[int, int]:
     return int(free), int(total)
 
 
+def device_uuid(index: int) -> Any:
+    """The device's UUID (to find its NVML handle); call it outside a capture."""
+    return torch.cuda.get_device_properties(index).uuid
+
+
+def cuda_initialized() -> bool:
+    return bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
+
+
 def free_bytes(index: int) -> int | None:
     try:
         return mem_info(index)[0]
@@ -95,20 +110,123 @@ def free_bytes(index: int) -> int | None:
 
 
 def snapshot() -> dict[str, Any]:
-    """The allocator's state (segments, blocks) and recorded history, as plain data."""
+    """The allocator's state (segments, blocks) and recorded history, as plain data.
+
+    Raises under ``backend:cudaMallocAsync``, which keeps no blocks: ask
+    ``snapshots_available()`` first.
+    """
     return dict(torch.cuda.memory._snapshot())
 
 
-def segments(device: int | None = None) -> list[dict[str, Any]]:
-    """The allocator's segments (every device, or one), from one snapshot."""
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"2.13.0+cpu"`` -> ``(2, 13)``; ``(0, 0)`` when it can't be read."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _has_parameter(fn: object, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def light_snapshots(torch_module: Any) -> bool:
+    """Whether ``torch.cuda.memory_snapshot`` takes ``include_traces`` (torch 2.11+): a
+    snapshot without the recorded history's trace entries."""
+    fn = getattr(getattr(torch_module, "cuda", None), "memory_snapshot", None)
+    return fn is not None and _has_parameter(fn, "include_traces")
+
+
+_snapshot_params: tuple[bool, bool] | None = None
+
+
+def _snapshot_takes() -> tuple[bool, bool]:
+    """(include_traces, mempool_id): what this torch's memory_snapshot takes, read once."""
+    global _snapshot_params
+    if _snapshot_params is None:
+        take = torch.cuda.memory_snapshot
+        _snapshot_params = (light_snapshots(torch), _has_parameter(take, "mempool_id"))
+    return _snapshot_params
+
+
+def per_pool_stats(torch_module: Any) -> bool:
+    """Whether this torch's ``memory_stats`` carry each private pool's reserved bytes
+    (``reserved_bytes_by_private_pools``, torch 2.13+): torch documents the key in
+    ``memory_stats``' docstring; without docstrings (``python -OO``), the version says."""
+    fn = getattr(getattr(torch_module, "cuda", None), "memory_stats", None)
+    doc = getattr(fn, "__doc__", None)
+    if doc:
+        return POOL_STATS_KEY in doc
+    return version_tuple(str(getattr(torch_module, "__version__", ""))) >= (2, 13)
+
+
+def choose_pool_source(torch_module: Any) -> str:
+    """Where graph pool bytes come from on this torch (pure given its attributes):
+    ``"stats"`` (per-pool reserved stats, 2.13+), ``"light snapshot"`` (snapshot
+    segments without traces, 2.11+) or ``"snapshot"`` (older torch)."""
+    if per_pool_stats(torch_module):
+        return "stats"
+    if light_snapshots(torch_module):
+        return "light snapshot"
+    return "snapshot"
+
+
+POOL_SOURCE_NAMES = {
+    "stats": "memory_stats reserved_bytes_by_private_pools",
+    "light snapshot": "memory_snapshot(include_traces=False) segments",
+    "snapshot": "memory_snapshot segments",
+}
+
+_pool_source: str | None = None
+
+
+def pool_source() -> str:
+    """This process's pool source (``choose_pool_source`` of the torch imported here);
+    ``"unavailable"`` under ``backend:cudaMallocAsync``."""
+    global _pool_source
+    if _pool_source is None:
+        _pool_source = "unavailable" if is_async_backend() else choose_pool_source(torch)
+    return _pool_source
+
+
+def describe_pool_source() -> str:
+    source = pool_source()
+    if source == "unavailable":
+        return f"unavailable (backend:{ASYNC_BACKEND} keeps no graph pools)"
+    return POOL_SOURCE_NAMES[source]
+
+
+def _snapshot_segments(mempool: PoolId | None = None) -> list[dict[str, Any]]:
+    """Segments of every device (or of one pool), without history traces where torch can."""
+    take: Any = torch.cuda.memory_snapshot
+    light, by_pool = _snapshot_takes()
+    if light:
+        if mempool is None:
+            return list(take(include_traces=False))
+        return list(take(mempool_id=mempool, include_traces=False))
+    if mempool is not None and by_pool:  # torch 2.8 - 2.10
+        return list(take(mempool_id=mempool))
     found: list[dict[str, Any]] = snapshot()["segments"]
+    if mempool is None:
+        return found
+    return [s for s in found if pool_id(s.get("segment_pool_id")) == mempool]
+
+
+def segments(device: int | None = None) -> list[dict[str, Any]]:
+    """The allocator's segments and their blocks (every device, or one), from one
+    snapshot without the history's trace entries where torch can."""
+    found = _snapshot_segments()
     return found if device is None else [s for s in found if s.get("device") == device]
 
 
 def pool_id(pool: object) -> PoolId | None:
-    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a pair) as a plain int pair."""
+    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a ``MemPool``, a pair) as a
+    plain int pair."""
     if pool is None:
         return None
+    if not isinstance(pool, (tuple, list)):
+        pool = getattr(pool, "id", pool)  # torch.cuda.MemPool
     try:
         first, second = pool  # type: ignore[misc]
         return (int(first), int(second))  # type: ignore[has-type]
@@ -128,27 +246,171 @@ def pool_segments(device: int | None = None) -> dict[tuple[int, PoolId], int]:
     return held
 
 
+POOL_STATS_KEY = "reserved_bytes_by_private_pools"
+POOLS_UNAVAILABLE = "cgmem: CUDA graph pool bytes are unavailable here: {}"
+
+
+def _stat_pool_id(key: object) -> PoolId | None:
+    if isinstance(key, str):  # the flattened form joins the pair with "_"
+        first, sep, second = key.partition("_")
+        if not sep:
+            return None
+        try:
+            return (int(first), int(second))
+        except ValueError:
+            return None
+    return pool_id(key)
+
+
+def parse_pool_stats(reading: Mapping[str, Any]) -> dict[PoolId, int] | None:
+    """Each private pool's current reserved bytes from one device's memory stats, or
+    None when the reading has no per-pool figures (torch before 2.13).
+
+    Takes the nested form (``memory_stats_as_nested_dict``, ``_cuda_memoryStats``:
+    ``{"reserved_bytes_by_private_pools": {(0, 1): {"all": {"current": n}}}}``) and the
+    flat one of ``memory_stats()`` (``"reserved_bytes_by_private_pools.0_1.all.current"``).
+    Pools whose memory is gone (current 0: torch keeps their entries until a reset) are
+    left out, as they are from a snapshot.
+    """
+    result: dict[PoolId, int] = {}
+    nested = reading.get(POOL_STATS_KEY)
+    if isinstance(nested, Mapping):
+        for key, value in nested.items():
+            pid = _stat_pool_id(key)
+            if pid is None or not isinstance(value, Mapping):
+                continue
+            size = int(value.get("all", {}).get("current", 0))
+            if size:
+                result[pid] = size
+        return result
+    prefix, suffix = POOL_STATS_KEY + ".", ".all.current"
+    flat = [k for k in reading if isinstance(k, str) and k.startswith(prefix)]
+    if not flat:
+        return None
+    for key in flat:
+        if key.endswith(suffix):
+            pid = _stat_pool_id(key[len(prefix) : -len(suffix)])
+            size = int(reading[key])
+            if pid is not None and size:
+                result[pid] = size
+    return result
+
+
+def pool_reserved() -> dict[tuple[int, PoolId], int]:
+    """Bytes each graph pool holds, keyed by (device, pool id): from the per-pool stats
+    where torch has them (2.13+), else from snapshot segments (without traces where torch
+    can). Raises ``FigureUnavailable`` under ``backend:cudaMallocAsync``."""
+    source = pool_source()
+    if source == "unavailable":
+        raise FigureUnavailable(POOLS_UNAVAILABLE.format(unavailable_reason("graph_pool")))
+    if source == "stats":
+        held: dict[tuple[int, PoolId], int] = {}
+        for index in range(device_count()):
+            parsed = parse_pool_stats(stats(index))
+            if parsed is None:  # no per-pool figures after all: read the snapshot
+                break
+            held.update({(index, pid): size for pid, size in parsed.items()})
+        else:
+            return held
+    return {k: v for k, v in pool_segments().items() if k[1] != (0, 0)}
+
+
 def pool_total(pid: PoolId) -> int:
-    """Bytes one pool's segments hold now: torch's snapshot of that pool only."""
-    found: list[dict[str, Any]] = torch.cuda.memory_snapshot(mempool_id=pid)  # type: ignore[no-untyped-call]
-    return sum(int(segment["total_size"]) for segment in found)
+    """Bytes one pool holds now, on every device: its per-pool stat where torch has one,
+    else the snapshot of that pool only."""
+    if pool_source() == "stats":
+        return sum(v for (_, p), v in pool_reserved().items() if p == pid)
+    if pool_source() == "unavailable":
+        raise FigureUnavailable(POOLS_UNAVAILABLE.format(unavailable_reason("graph_pool")))
+    return sum(int(segment["total_size"]) for segment in _snapshot_segments(pid))
+
+
+# the allocator backend and its settings --------------------------------------------------
+_backend: str | None = None
 
 
 def backend() -> str:
-    try:
-        return str(torch.cuda.get_allocator_backend())
-    except Exception:
-        return "unknown"
+    """``native`` or ``cudaMallocAsync`` (read once: torch fixes it when CUDA starts)."""
+    global _backend
+    if _backend is None:
+        try:
+            _backend = str(torch.cuda.get_allocator_backend())
+        except Exception:
+            return "unknown"
+    return _backend
+
+
+def is_async_backend() -> bool:
+    return backend() == ASYNC_BACKEND
+
+
+def snapshots_available() -> bool:
+    """Whether the allocator keeps blocks a snapshot can list (not under cudaMallocAsync)."""
+    return not is_async_backend()
+
+
+#: figures ``backend:cudaMallocAsync`` cannot give, and why (docs/measuring.md)
+ASYNC_UNAVAILABLE = {
+    "graph_pool": (
+        f"backend:{ASYNC_BACKEND} keeps no graph pools: captured allocations become CUDA "
+        "graph memory that neither the allocator's snapshot nor its stats list"
+    ),
+}
+
+
+def unavailable_figures() -> dict[str, str]:
+    """The region metrics this process's allocator cannot give, each with its reason."""
+    return dict(ASYNC_UNAVAILABLE) if is_async_backend() else {}
+
+
+def unavailable_reason(metric: str) -> str:
+    return unavailable_figures().get(metric) or f"{metric} is unavailable here"
+
+
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+RUNTIME_SETTINGS = "set at runtime"
+
+
+def alloc_conf_from_env(environ: Mapping[str, str], version: tuple[int, int]) -> tuple[str, str]:
+    """The allocator settings torch takes from ``environ``, and the variable they came from
+    (``""`` when none is set). Pure.
+
+    As torch reads them (c10's allocator configs, checked in the wheels of 2.4 to 2.15 and
+    on 2.13 and 2.14 builds): the first variable that is *set* is used whole, even when
+    empty, ``PYTORCH_CUDA_ALLOC_CONF`` first; torch 2.10 and newer fall back to
+    ``PYTORCH_ALLOC_CONF`` when it is unset, while before 2.10 the CUDA allocator reads
+    only ``PYTORCH_CUDA_ALLOC_CONF``.
+    """
+    names = ALLOC_CONF_VARS if version >= (2, 10) else ALLOC_CONF_VARS[:1]
+    for name in names:
+        if name in environ:
+            return environ[name], name
+    return "", ""
+
+
+def allocator_settings() -> tuple[str, str]:
+    """(settings, source) as this torch uses them: its own getter where it has one
+    (``torch._C._accelerator_getAllocatorSettings``, 2.12+: the last settings string it
+    parsed), else the environment read as torch reads it. ``source`` names the variable,
+    ``"set at runtime"`` when the getter's string differs from the environment's, or
+    ``""`` when nothing is set."""
+    value, source = alloc_conf_from_env(os.environ, version_tuple(str(torch.__version__)))
+    getter: Callable[[], object] | None = getattr(
+        torch._C, "_accelerator_getAllocatorSettings", None
+    )
+    if getter is not None:
+        try:
+            got = str(getter())
+        except Exception:
+            return value, source
+        if got != value:
+            return got, RUNTIME_SETTINGS
+    return value, source
 
 
 def alloc_conf() -> str:
-    """The allocator settings as torch reads them: ``PYTORCH_ALLOC_CONF`` first (torch
-    2.9 and newer give it priority), then ``PYTORCH_CUDA_ALLOC_CONF``."""
-    for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
-        value = os.environ.get(name)
-        if value:
-            return value
-    return ""
+    """The allocator settings string torch uses (``allocator_settings``)."""
+    return allocator_settings()[0]
 
 
 def history_enabled() -> bool:

@@ -1,16 +1,28 @@
 """CUDA graph tracking: captures, replays and pools; capture sweeps; eager-fallback checks.
 
-GPU side, imported lazily (never at plugin import time). Tracking wraps three methods of
-``torch.cuda.CUDAGraph`` on the class — ``capture_begin``, ``capture_end`` and ``replay`` —
-so it sees every graph whoever captures it: ``torch.cuda.graph``, direct calls,
-``torch.cuda.make_graphed_callables`` and ``torch.compile(mode="reduce-overhead")``.
-The wrappers are installed while at least one log listens and removed when the last one
-stops, also when the body raised. Pool bytes come from the allocator's snapshot segments
-(``segment_pool_id``), read only when a capture happened.
+GPU side, imported lazily (never at plugin import time). How graphs are seen depends on
+the torch (``choose_mechanism``, the one place that decides):
+
+- torch 2.14 and newer: torch's global graph hooks (``torch.cuda.graphs.
+  register_graph_{capture_start,capture_end,instantiate,replay_start,replay_end}_hook``),
+  which fire from ``torch.cuda.CUDAGraph`` itself; the class is left untouched;
+- older torch: wrappers around three methods of ``torch.cuda.CUDAGraph`` on the class,
+  ``capture_begin``, ``capture_end`` and ``replay`` (Python methods in every release);
+- where ``torch.accelerator.Graph`` exists (2.12+), which is no ``CUDAGraph`` and fires
+  no global hook, the same three wrappers on that class too.
+
+Either way every graph is seen whoever captures it: ``torch.cuda.graph``, direct calls
+(the split ``capture_end_pre``/``capture_end_post`` included), ``torch.cuda.
+make_graphed_callables`` and ``torch.compile(mode="reduce-overhead")``. Hooks and wrappers
+are installed while at least one log listens and removed when the last one stops, also
+when the body raised, leaving the classes as they were. Pool bytes come from
+``allocator.pool_reserved`` (per-pool stats or snapshot segments), read only when a
+capture happened.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,13 +33,92 @@ from typing import Any
 import torch
 
 from ..checks.graph_sizes import pad_to_captured
-from ..failures import EagerFallback, PoolNotReleased
+from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..units import CgmemUsageError, format_size
 from . import allocator
-from .allocator import PoolId, pool_id, pool_segments
+from .allocator import PoolId, pool_id
+from .allocator import pool_segments as pool_segments  # read here by tests and benchmarks
+from .nvml import nvml
 
 _METHODS = ("capture_begin", "capture_end", "replay")
+_HOOKS = ("capture_start", "capture_end", "instantiate", "replay_start", "replay_end")
 _MISSING = object()
+
+
+# which mechanism ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Mechanism:
+    """How graph captures and replays are seen on a torch (``choose_mechanism``).
+
+    ``hooks``: torch's global graph hooks; ``wrapped``: the ``torch.cuda.CUDAGraph``
+    methods wrapped instead; ``accelerator``: ``torch.accelerator.Graph``'s methods
+    wrapped as well.
+    """
+
+    hooks: bool
+    wrapped: tuple[str, ...]
+    accelerator: bool
+
+    @property
+    def name(self) -> str:
+        parts = ["global graph hooks" if self.hooks else "CUDAGraph method wrappers"]
+        if self.accelerator:
+            parts.append("torch.accelerator.Graph method wrappers")
+        return " + ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "hooks": self.hooks,
+            "wrapped": list(self.wrapped),
+            "accelerator": self.accelerator,
+        }
+
+
+def choose_mechanism(torch_module: Any) -> Mechanism:
+    """The best way to see graphs on ``torch_module``: pure, it reads only attributes.
+
+    Global hooks where ``torch.cuda.graphs`` has every ``register_graph_*_hook`` this
+    tracking needs (torch 2.14+), else method wrappers on ``torch.cuda.CUDAGraph``; and
+    wrappers on ``torch.accelerator.Graph`` where that class exists and is not a
+    ``CUDAGraph`` (whose hooks or wrappers would see it already).
+    """
+    cuda = getattr(torch_module, "cuda", None)
+    module = getattr(cuda, "graphs", None)
+    hooks = all(callable(getattr(module, f"register_graph_{name}_hook", None)) for name in _HOOKS)
+    cuda_graph = getattr(cuda, "CUDAGraph", None)
+    graph = getattr(getattr(torch_module, "accelerator", None), "Graph", None)
+    accelerator = isinstance(graph, type) and not (
+        isinstance(cuda_graph, type) and issubclass(graph, cuda_graph)
+    )
+    return Mechanism(hooks, () if hooks else _METHODS, accelerator)
+
+
+_mechanism: Mechanism | None = None
+
+
+def mechanism() -> Mechanism:
+    """This process's mechanism: ``choose_mechanism`` of the torch imported here."""
+    global _mechanism
+    if _mechanism is None:
+        _mechanism = choose_mechanism(torch)
+    return _mechanism
+
+
+def _wrapped_classes(chosen: Mechanism) -> list[type]:
+    classes: list[type] = []
+    if chosen.wrapped:
+        classes.append(torch.cuda.CUDAGraph)
+    if chosen.accelerator:
+        classes.append(torch.accelerator.Graph)
+    return classes
+
+
+# one capture ----------------------------------------------------------------------------
+def _growth(before: int, after: int) -> int | None:
+    """An allocator figure's growth across a capture; None under cudaMallocAsync, whose
+    captured allocations become graph memory the allocator's counters do not hold."""
+    return None if allocator.is_async_backend() else after - before
 
 
 @dataclass
@@ -35,34 +126,58 @@ class Capture:
     """One CUDA graph capture as a log saw it.
 
     ``allocated`` and ``reserved`` are the allocator's growth across the capture (the live
-    tensors it left behind, and the segments it added to the pool); ``driver`` is the
-    device's used memory growth as ``cudaMemGetInfo`` saw it (pool segments plus the
-    instantiated graph), None where it could not be read safely.
+    tensors it left behind, and the segments it added to the pool), None where the
+    allocator cannot say (``backend:cudaMallocAsync``); ``driver`` is the device's used
+    memory growth as the driver saw it (pool segments plus the instantiated graph), None
+    where it could not be read safely.
     """
 
     number: int
     device: int
     pool: PoolId | None
-    allocated: int
-    reserved: int
+    allocated: int | None
+    reserved: int | None
     driver: int | None
     seconds: float
     label: object = None
     replays: int = 0
 
     @property
-    def bytes(self) -> int:
+    def bytes(self) -> int | None:
         """Bytes this capture added to its pool (allocator reserved growth)."""
         return self.reserved
 
     def describe(self) -> str:
         label = "" if self.label is None else f" [{self.label}]"
-        driver = "n/a" if self.driver is None else format_size(self.driver)
         return (
             f"capture {self.number}{label} on cuda:{self.device} pool {self.pool}: "
-            f"+{format_size(self.reserved)} reserved, +{format_size(self.allocated)} allocated, "
-            f"driver +{driver}, {self.seconds * 1000:.1f} ms, {self.replays} replays"
+            f"+{_size(self.reserved)} reserved, +{_size(self.allocated)} allocated, "
+            f"driver +{_size(self.driver)}, {self.seconds * 1000:.1f} ms, {self.replays} replays"
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the label as it is when JSON can carry it, else its str)."""
+        return {
+            "number": self.number,
+            "device": self.device,
+            "pool": None if self.pool is None else list(self.pool),
+            "allocated": self.allocated,
+            "reserved": self.reserved,
+            "driver": self.driver,
+            "seconds": self.seconds,
+            "label": _plain(self.label),
+            "replays": self.replays,
+        }
+
+
+def _size(value: int | None) -> str:
+    return "n/a" if value is None else format_size(value)
+
+
+def _plain(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 @dataclass
@@ -73,18 +188,23 @@ class _Pending:
     reserved: int
     free: int | None
     t0: float
+    ended: bool = False
+    allocated_end: int = 0
+    reserved_end: int = 0
 
 
 class _Hooks:
-    """The one set of wrappers on ``torch.cuda.CUDAGraph``, shared by every listening log."""
+    """The one installation (hooks or wrappers, ``mechanism()``), shared by every log."""
 
     def __init__(self) -> None:
         self.listeners: list[GraphLog] = []
-        self.saved: dict[str, Any] = {}
-        self.wrappers: dict[str, Any] = {}
+        self.saved: dict[tuple[type, str], Any] = {}
+        self.wrappers: dict[tuple[type, str], Any] = {}
+        self.handles: list[Any] = []
         self.pending: dict[int, _Pending] = {}
+        self.replaying: dict[int, list[BaseException | None]] = {}
         self.capturing = 0
-        self.busy = False  # inside one of our wrappers: nested calls are passed through
+        self.busy = False  # inside one of our wrappers, or a sweep: pass calls through
         self.last_error: Exception | None = None
 
     # installation --------------------------------------------------------------------
@@ -100,35 +220,63 @@ class _Hooks:
             self._uninstall()
 
     def _install(self) -> None:
-        cls = torch.cuda.CUDAGraph
+        chosen = mechanism()
+        try:
+            if chosen.hooks:
+                self._register_hooks()
+            for cls in _wrapped_classes(chosen):
+                self._wrap_class(cls)
+        except BaseException:
+            self._uninstall()
+            raise
+
+    def _register_hooks(self) -> None:
+        module: Any = torch.cuda.graphs
+        callbacks = {
+            "capture_start": self._hook_capture_start,
+            "capture_end": self._hook_capture_end,
+            "instantiate": self._hook_instantiate,
+            "replay_start": self._hook_replay_start,
+            "replay_end": self._hook_replay_end,
+        }
+        for name in _HOOKS:
+            self.handles.append(getattr(module, f"register_graph_{name}_hook")(callbacks[name]))
+        if allocator.cuda_initialized():
+            with suppress(Exception):
+                _find_nvml_handle(allocator.current_device())
+
+    def _wrap_class(self, cls: type) -> None:
         makers = {
             "capture_begin": self._wrap_begin,
             "capture_end": self._wrap_end,
             "replay": self._wrap_replay,
         }
         for name in _METHODS:
-            self.saved[name] = cls.__dict__.get(name, _MISSING)
+            self.saved[(cls, name)] = cls.__dict__.get(name, _MISSING)
             wrapper = makers[name](getattr(cls, name))
-            self.wrappers[name] = wrapper
+            self.wrappers[(cls, name)] = wrapper
             setattr(cls, name, wrapper)
 
     def _uninstall(self) -> None:
-        cls = torch.cuda.CUDAGraph
-        for name in _METHODS:
-            wrapper = self.wrappers.pop(name, None)
-            saved = self.saved.pop(name, _MISSING)
-            if wrapper is None or cls.__dict__.get(name) is not wrapper:
+        while self.handles:
+            self.handles.pop().remove()
+        for (cls, name), wrapper in list(self.wrappers.items()):
+            saved = self.saved.pop((cls, name), _MISSING)
+            del self.wrappers[(cls, name)]
+            if cls.__dict__.get(name) is not wrapper:
                 continue  # someone patched over us; leave their patch alone
             if saved is _MISSING:
                 delattr(cls, name)
             else:
                 setattr(cls, name, saved)
+        self.saved.clear()
         self.pending.clear()
+        self.replaying.clear()
         self.capturing = 0
 
     @property
     def installed(self) -> bool:
-        return bool(self.wrappers)
+        return bool(self.wrappers or self.handles)
 
     # the wrappers ----------------------------------------------------------------------
     def _wrap_begin(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -192,6 +340,89 @@ class _Hooks:
         replay.__wrapped__ = original  # type: ignore[attr-defined]
         return replay
 
+    # torch's global hooks (2.14+) ------------------------------------------------------
+    # torch calls them from CUDAGraph's own methods and swallows their errors; each step
+    # is guarded besides, so a failing reading leaves the capture out and keeps the error.
+    def _hook_capture_start(self, graph: Any) -> None:
+        """The capture is live: host-side readings only (allocator counters, NVML)."""
+        if not self.busy and self.listeners:
+            self._guarded(graph, self._started, graph)
+
+    def _hook_capture_end(self, graph: Any) -> None:
+        """After ``capture_end_pre``: capture has ended, the graph is not instantiated."""
+        pending = self.pending.get(id(graph))
+        if pending is not None and not pending.ended and not self.busy:
+            self._guarded(graph, self._ended, graph, pending)
+
+    def _hook_instantiate(self, graph: Any) -> None:
+        """``capture_end`` instantiates a ``keep_graph=False`` graph; the split API
+        (``capture_end_pre``, ``instantiate``, ``capture_end_post``) and a lazy first
+        replay of a ``keep_graph=True`` one come here without the capture-end hook."""
+        pending = self.pending.get(id(graph))
+        if pending is None or self.busy:
+            return
+        if not pending.ended:
+            self._guarded(graph, self._ended, graph, pending, False)
+        if id(graph) in self.pending:
+            self._guarded(graph, self._finish, graph)
+
+    def _hook_replay_start(self, graph: Any) -> None:
+        if not self.busy:
+            self.replaying.setdefault(id(graph), []).append(sys.exc_info()[1])
+
+    def _hook_replay_end(self, graph: Any) -> None:
+        """Counted once the launch is enqueued: torch fires this hook in a ``finally``,
+        also when the launch raised, which the exception in flight tells apart."""
+        stack = self.replaying.get(id(graph))
+        if self.busy or not stack:
+            return
+        before = stack.pop()
+        if not stack:
+            del self.replaying[id(graph)]
+        raised = sys.exc_info()[1]
+        if raised is not None and raised is not before:
+            return
+        for listener in list(self.listeners):
+            listener._on_replay(graph)
+
+    def _started(self, graph: Any) -> None:
+        device = allocator.current_device()
+        allocated, reserved = allocator.allocated_reserved(device)
+        free = nvml().device_free(device)
+        self.pending[id(graph)] = _Pending(
+            device, None, allocated, reserved, free, time.perf_counter()
+        )
+        self.capturing += 1
+
+    def _ended(self, graph: Any, pending: _Pending, finish_kept: bool = True) -> None:
+        pending.ended = True
+        self.capturing = max(self.capturing - 1, 0)
+        pending.allocated_end, pending.reserved_end = allocator.allocated_reserved(pending.device)
+        with suppress(Exception):
+            pending.pool = pool_id(graph.pool())
+        if not nvml().has_handle(pending.device):  # capture is over: safe to look it up
+            with suppress(Exception):
+                _find_nvml_handle(pending.device)
+        if finish_kept and getattr(graph, "_keep_graph", False):
+            self._finish(graph)  # nothing is instantiated before the first replay
+
+    def _finish(self, graph: Any) -> None:
+        start = self.pending.pop(id(graph))
+        seconds = time.perf_counter() - start.t0
+        if start.pool is None:  # not readable at capture end: try again once instantiated
+            with suppress(Exception):
+                start.pool = pool_id(graph.pool())
+        free = nvml().device_free(start.device)
+        driver = None if start.free is None or free is None else start.free - free
+        with suppress(Exception):
+            graph._cgmem_device = start.device
+        allocated = _growth(start.allocated, start.allocated_end)
+        reserved = _growth(start.reserved, start.reserved_end)
+        for listener in list(self.listeners):
+            listener._on_capture(
+                graph, start.device, start.pool, allocated, reserved, driver, seconds
+            )
+
     # the figures -----------------------------------------------------------------------
     def _guarded(self, graph: Any, step: Callable[..., None], *args: Any) -> None:
         """Run a tracking step; its failure must never break the user's capture.
@@ -208,12 +439,13 @@ class _Hooks:
         """Before the capture begins: the clock and the driver's free bytes.
 
         cudaMemGetInfo is not called while another capture is underway: an unsafe API call
-        during a global-mode capture would invalidate it.
+        during a global-mode capture would invalidate it. ``torch.accelerator.Graph``
+        takes its pool at construction (``graph_pool``), ``CUDAGraph`` as an argument.
         """
         t0 = time.perf_counter()
         device = allocator.current_device()
         free = None if self.capturing else allocator.free_bytes(device)
-        pool = kwargs.get("pool", args[0] if args else None)
+        pool = kwargs.get("pool", args[0] if args else getattr(graph, "graph_pool", None))
         self.pending[id(graph)] = _Pending(device, pool_id(pool), 0, 0, free, t0)
         self.capturing += 1
 
@@ -230,7 +462,8 @@ class _Hooks:
             start.allocated, start.reserved = allocator.allocated_reserved(start.device)
 
     def _forget(self, graph: Any) -> None:
-        if self.pending.pop(id(graph), None) is not None:
+        pending = self.pending.pop(id(graph), None)
+        if pending is not None and not pending.ended:
             self.capturing = max(self.capturing - 1, 0)
 
     def _after(self, graph: Any) -> None:
@@ -248,46 +481,64 @@ class _Hooks:
             pool = start.pool
         with suppress(Exception):
             graph._cgmem_device = start.device
-        allocated -= start.allocated
-        reserved -= start.reserved
+        grew = _growth(start.allocated, allocated), _growth(start.reserved, reserved)
         for listener in list(self.listeners):
-            listener._on_capture(graph, start.device, pool, allocated, reserved, driver, seconds)
+            listener._on_capture(graph, start.device, pool, *grew, driver, seconds)
+
+
+def _find_nvml_handle(device: int) -> None:
+    """NVML's handle of ``device``, for the hooks' driver readings (outside a capture)."""
+    nvml().handle(device, allocator.device_uuid(device))
 
 
 _hooks = _Hooks()
 
 
 def hooks_installed() -> bool:
-    """Whether the CUDAGraph wrappers are in place (some log is listening)."""
+    """Whether the hooks or wrappers are in place (some log is listening)."""
     return _hooks.installed
 
 
 # pool figures ------------------------------------------------------------------------
-def _by_pool(segments: dict[tuple[int, PoolId], int]) -> dict[PoolId, int]:
+def _by_pool(held: dict[tuple[int, PoolId], int]) -> dict[PoolId, int]:
     result: dict[PoolId, int] = {}
-    for (_, pid), size in segments.items():
+    for (_, pid), size in held.items():
         result[pid] = result.get(pid, 0) + size
     return result
 
 
-def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
-    """Bytes each pool's segments hold after emptying the cache (0 for a released pool).
-
-    When a pool still holds memory, cuBLAS workspaces are released and the cache emptied
-    once more before the final reading, unless ``release_workspaces`` is False.
-    """
-    wanted = [p for p in (pool_id(x) for x in pools) if p is not None]
+def _measure_pools(
+    wanted: Sequence[PoolId], release_workspaces: Callable[[dict[PoolId, int]], bool]
+) -> dict[tuple[int, PoolId], int]:
+    """Every graph pool's bytes by (device, pool) after emptying the cache; once more
+    after releasing the cuBLAS workspaces when ``release_workspaces(held)`` says so."""
     allocator.settle_and_empty_cache()
-    held = _by_pool(pool_segments())
-    if release_workspaces and any(held.get(p, 0) for p in wanted):
+    held = allocator.pool_reserved()
+    if release_workspaces(_by_pool(held)):
         allocator.clear_cublas_workspaces()
         allocator.settle_and_empty_cache()
-        held = _by_pool(pool_segments())
+        held = allocator.pool_reserved()
+    return {k: v for k, v in held.items() if k[1] in set(wanted)}
+
+
+def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
+    """Bytes each pool holds after emptying the cache (0 for a released pool).
+
+    When a pool still holds memory, cuBLAS workspaces are released and the cache emptied
+    once more before the final reading, unless ``release_workspaces`` is False. Raises
+    ``FigureUnavailable`` where the allocator keeps no pools (cudaMallocAsync).
+    """
+    wanted = [p for p in (pool_id(x) for x in pools) if p is not None]
+    held = _by_pool(
+        _measure_pools(
+            wanted, lambda now: release_workspaces and any(now.get(p, 0) for p in wanted)
+        )
+    )
     return {p: held.get(p, 0) for p in wanted}
 
 
 def pool_bytes(pool: object, *, release_workspaces: bool = True) -> int:
-    """Bytes a graph pool's segments still hold, after emptying the cache."""
+    """Bytes a graph pool still holds, after emptying the cache."""
     pid = pool_id(pool)
     if pid is None:
         raise CgmemUsageError(
@@ -319,7 +570,9 @@ class GraphLog:
 
     ``captures`` (one Capture each), ``replays`` (count), ``pools`` (pool ids captured
     into, in order), ``pool_bytes()`` (bytes each pool holds now) and, once stopped,
-    ``held_at_exit`` (pools still holding memory when the log closed).
+    ``held_at_exit`` (pools still holding memory when the log closed). Where the
+    allocator keeps no pools (``backend:cudaMallocAsync``) ``pool_bytes()`` raises
+    ``FigureUnavailable`` and ``pools_unavailable`` says why.
     """
 
     def __init__(self, label: Callable[[], object] | None = None) -> None:
@@ -335,6 +588,7 @@ class GraphLog:
         self._listening = False
         self._t0 = 0.0
         self._pool_figures: dict[tuple[int, PoolId], int] | None = None
+        self.pools_unavailable: str | None = None
 
     # lifecycle
     def start(self) -> GraphLog:
@@ -353,7 +607,12 @@ class GraphLog:
             self.seconds = time.perf_counter() - self._t0
             _hooks.remove(self)
         if measure_pools and self.captures:
-            self.held_at_exit = {p: b for p, b in self.pool_bytes().items() if b}
+            try:
+                held = self.pool_bytes()
+            except FigureUnavailable as exc:
+                self.pools_unavailable = str(exc)
+            else:
+                self.held_at_exit = {p: b for p, b in held.items() if b}
         return self
 
     # what the hooks call
@@ -366,8 +625,8 @@ class GraphLog:
         graph: Any,
         device: int,
         pool: PoolId | None,
-        allocated: int,
-        reserved: int,
+        allocated: int | None,
+        reserved: int | None,
         driver: int | None,
         seconds: float,
     ) -> None:
@@ -413,9 +672,10 @@ class GraphLog:
         return list(seen)
 
     @property
-    def reserved(self) -> int:
-        """Bytes all captures added to their pools (allocator)."""
-        return sum(c.reserved for c in self.captures)
+    def reserved(self) -> int | None:
+        """Bytes all captures added to their pools (allocator); None if one is unknown."""
+        values = [c.reserved for c in self.captures]
+        return None if any(v is None for v in values) else sum(v or 0 for v in values)
 
     @property
     def driver(self) -> int | None:
@@ -424,23 +684,21 @@ class GraphLog:
         return None if any(v is None for v in values) else sum(v or 0 for v in values)
 
     def pool_bytes(self, *, release_workspaces: bool | None = None) -> dict[PoolId, int]:
-        """Bytes each pool this log saw holds now (snapshot segments, after emptying the
-        cache). cuBLAS workspaces are released only for pools whose graphs are all gone,
-        unless ``release_workspaces`` says otherwise."""
+        """Bytes each pool this log saw holds now, after emptying the cache (per-pool
+        stats or snapshot segments, ``allocator.pool_reserved``). cuBLAS workspaces are
+        released only for pools whose graphs are all gone, unless ``release_workspaces``
+        says otherwise. Raises ``FigureUnavailable`` under cudaMallocAsync."""
         pools = self.pools
         if not pools:
             return {}
-        allocator.settle_and_empty_cache()
-        segments = pool_segments()
-        held = _by_pool(segments)
-        if release_workspaces is None:
-            release_workspaces = any(held.get(p, 0) and self._all_dead(p) for p in pools)
-        if release_workspaces and any(held.get(p, 0) for p in pools):
-            allocator.clear_cublas_workspaces()
-            allocator.settle_and_empty_cache()
-            segments = pool_segments()
-            held = _by_pool(segments)
-        self._pool_figures = {k: v for k, v in segments.items() if k[1] in set(pools)}
+
+        def release(held: dict[PoolId, int]) -> bool:
+            if release_workspaces is None:
+                return any(held.get(p, 0) and self._all_dead(p) for p in pools)
+            return release_workspaces and any(held.get(p, 0) for p in pools)
+
+        self._pool_figures = _measure_pools(pools, release)
+        held = _by_pool(self._pool_figures)
         return {p: held.get(p, 0) for p in pools}
 
     def total_pool_bytes(self) -> int:
@@ -452,10 +710,13 @@ class GraphLog:
     def figures(self, device: int) -> dict[str, Any]:
         """The region metrics on one device: ``graphs``, ``replays``, ``graph_pool``.
 
-        The pools are measured once (a snapshot, only when something was captured)."""
+        The pools are measured once (only when something was captured); ``graph_pool``
+        is None where the allocator keeps no pools (cudaMallocAsync)."""
         captures = [c for c in self.captures if c.device == device]
-        pool_total = 0
-        if self.captures:
+        pool_total: int | None = 0
+        if "graph_pool" in allocator.unavailable_figures():
+            pool_total = None
+        elif self.captures:
             if self._pool_figures is None:
                 self.pool_bytes()
             figures = self._pool_figures or {}
@@ -474,7 +735,43 @@ class GraphLog:
         lines += ["  " + c.describe() for c in self.captures]
         for pid, size in self.held_at_exit.items():
             lines.append(f"  pool {pid} still holds {format_size(size)}")
+        if self.pools_unavailable:
+            lines.append(f"  pool bytes: {self.pools_unavailable.removeprefix('cgmem: ')}")
         return "\n".join(lines)
+
+    def pool_figures(self) -> list[dict[str, Any]]:
+        """Each pool on each device it was captured on, with the bytes it held when last
+        measured (``pool_bytes()``, the log's stop, a region's end); bytes None when
+        never measured or unavailable."""
+        seen: dict[tuple[int, PoolId], None] = {}
+        for capture in self.captures:
+            if capture.pool is not None:
+                seen.setdefault((capture.device, capture.pool), None)
+        measured = self._pool_figures
+        return [
+            {
+                "device": device,
+                "pool": list(pid),
+                "bytes": None if measured is None else measured.get((device, pid), 0),
+            }
+            for device, pid in seen
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: the captures (label, pool, allocator and driver bytes, replays),
+        the replays, each pool's bytes, and how graphs were seen."""
+        return {
+            "mechanism": mechanism().name,
+            "captures": [c.to_dict() for c in self.captures],
+            "replays": self.replays,
+            "replays_by_device": [
+                {"device": d, "replays": n} for d, n in sorted(self._replays_by_device.items())
+            ],
+            "pools": self.pool_figures(),
+            "held_at_exit": [{"pool": list(p), "bytes": b} for p, b in self.held_at_exit.items()],
+            "pools_unavailable": self.pools_unavailable,
+            "seconds": self.seconds,
+        }
 
     def __repr__(self) -> str:
         return f"<GraphLog {len(self.captures)} captures, {self.replays} replays>"
@@ -529,11 +826,15 @@ def _call(fn: Callable[..., Any], args: Any) -> Any:
 
 @dataclass
 class SweepResult:
-    """What ``capture_sweep`` captured: per-size figures, the shared pool, the graphs."""
+    """What ``capture_sweep`` captured: per-size figures, the shared pool, the graphs.
+
+    ``pool_bytes`` and the per-size allocator figures are None where the allocator keeps
+    no pools (``backend:cudaMallocAsync``).
+    """
 
     sizes: tuple[int, ...]  # capture order, largest first
     pool: PoolId | None
-    pool_bytes: int
+    pool_bytes: int | None
     seconds: float  # capturing only
     warmup_seconds: float
     captures: dict[int, Capture]
@@ -547,7 +848,7 @@ class SweepResult:
     driver_total: int | None = None
 
     @property
-    def bytes(self) -> dict[int, int]:
+    def bytes(self) -> dict[int, int | None]:
         """Per size: bytes its capture added to the pool (0 when it reused the pool)."""
         return {s: c.reserved for s, c in self.captures.items()}
 
@@ -575,18 +876,45 @@ class SweepResult:
         lines = [f"{'size':>8}{'pool +':>14}{'driver +':>14}{'ms':>9}"]
         for size in self.sizes:
             c = self.captures[size]
-            driver = "n/a" if c.driver is None else format_size(c.driver)
             lines.append(
-                f"{size:>8}{format_size(c.reserved):>14}{driver:>14}{c.seconds * 1000:>9.2f}"
+                f"{size:>8}{_size(c.reserved):>14}{_size(c.driver):>14}{c.seconds * 1000:>9.2f}"
             )
-        driver_total = "n/a" if self.driver_total is None else format_size(self.driver_total)
         lines.append(
-            f"pool {self.pool}: {format_size(self.pool_bytes)} (driver +{driver_total}); "
+            f"pool {self.pool}: {_size(self.pool_bytes)} (driver +{_size(self.driver_total)}); "
             f"{len(self.sizes)} graphs in "
             f"{self.seconds:.3f} s (+{self.warmup_seconds:.3f} s warm-up; "
             f"{self.tracking_seconds * 1000:.1f} ms of it the plugin's readings)"
         )
         return "\n".join(lines)
+
+    def per_size(self) -> list[dict[str, Any]]:
+        """One entry per captured size, in capture order: the bytes it added to the pool
+        (allocator), the device memory it took (driver, None unless a log listened), the
+        live bytes it left, its seconds and its number."""
+        return [
+            {
+                "size": size,
+                "bytes": self.captures[size].reserved,
+                "driver": self.captures[size].driver,
+                "allocated": self.captures[size].allocated,
+                "seconds": self.captures[size].seconds,
+                "number": self.captures[size].number,
+            }
+            for size in self.sizes
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: the sizes, the pool and its bytes, per-size figures, times."""
+        return {
+            "sizes": list(self.sizes),
+            "pool": None if self.pool is None else list(self.pool),
+            "pool_bytes": self.pool_bytes,
+            "driver_total": self.driver_total,
+            "per_size": self.per_size(),
+            "seconds": self.seconds,
+            "warmup_seconds": self.warmup_seconds,
+            "tracking_seconds": self.tracking_seconds,
+        }
 
 
 def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
@@ -705,8 +1033,8 @@ def capture_sweep(
                 number,
                 device,
                 pid,
-                now_allocated - allocated,
-                now_reserved - reserved,
+                _growth(allocated, now_allocated),
+                _growth(reserved, now_reserved),
                 driver,
                 t_end - t_start,
                 size,
@@ -739,7 +1067,13 @@ def capture_sweep(
     finally:
         _hooks.busy = was_busy
     t2 = perf_counter()
-    held = reserved - first_reserved if pool is None or pid is None else allocator.pool_total(pid)
+    held: int | None
+    if "graph_pool" in allocator.unavailable_figures():
+        held = None
+    elif pool is None or pid is None:
+        held = reserved - first_reserved
+    else:
+        held = allocator.pool_total(pid)
     tracking += perf_counter() - t2
     return SweepResult(
         tuple(order),

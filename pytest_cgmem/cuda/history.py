@@ -19,6 +19,15 @@ from . import allocator
 from .region import Region, warm_up
 
 
+def no_snapshot_note(backend: str, history: bool) -> str:
+    """The one line a failing test gets where the allocator cannot be snapshotted."""
+    recorded = " and records no allocation history (--cgmem-history)" if history else ""
+    return (
+        f"diagnostics: no allocator snapshot: backend:{backend} keeps no per-block "
+        f"records{recorded}; the figures above come from its memory pool's counters"
+    )
+
+
 @dataclass(frozen=True)
 class DiagnosticsConfig:
     history: bool = False
@@ -40,8 +49,8 @@ class Recorder:
     before_leak_check: dict[str, Any] | None = None
 
     def start(self, region: Region | None = None) -> None:
-        if not self.config.history:
-            return
+        if not self.config.history or not allocator.snapshots_available():
+            return  # cudaMallocAsync records no history: diagnose() says so
         if allocator.history_enabled():
             self.foreign_history = True  # someone else records: leave it as it is
             return
@@ -62,7 +71,10 @@ class Recorder:
             allocator.stop_history()
 
     def diagnose(self, regions: Sequence[RegionResult], failure: str = "") -> str:
-        """The diagnostic lines for a failing test (takes the allocator snapshot)."""
+        """The diagnostic lines for a failing test (takes the allocator snapshot); one
+        note instead where the allocator keeps no blocks to snapshot (cudaMallocAsync)."""
+        if not allocator.snapshots_available():
+            return no_snapshot_note(allocator.backend(), self.config.history)
         snapshot = allocator.snapshot()
         history = self.recording
         hidden = diagnose.make_hider((*self.config.hidden_dirs, allocator.torch_dir()))

@@ -62,6 +62,21 @@ class Nvml:
             seen = self._others[index]
         return seen[1]
 
+    def device_free(self, index: int) -> int | None:
+        """Free bytes of the whole device as the driver sees them (``cudaMemGetInfo``'s
+        figure, read through NVML: safe while a CUDA graph capture is underway), or None
+        where NVML can't say or the device's handle was not found yet."""
+        handle = self._handles.get(index) if self.ok else None
+        if handle is None:
+            return None
+        try:
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(handle).free)
+        except Exception:
+            return None
+
+    def has_handle(self, index: int) -> bool:
+        return self._handles.get(index) is not None
+
     def own(self, processes: dict[int, int] | None) -> int | None:
         return None if processes is None else processes.get(self.pid)
 

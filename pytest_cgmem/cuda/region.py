@@ -221,7 +221,9 @@ class Region:
             if self in _active:
                 _active.remove(self)
         message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
-        return RegionResult(self.label, tuple(figures), seconds, message)
+        unavailable = allocator.unavailable_figures()
+        extra = {"unavailable": unavailable} if unavailable else {}
+        return RegionResult(self.label, tuple(figures), seconds, message, extra)
 
     def _read_all(self) -> list[DeviceFigures]:
         here = allocator.current_device()

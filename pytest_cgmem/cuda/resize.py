@@ -30,6 +30,7 @@ from ..checks.resize import (
     steady_lines,
     steady_violations,
 )
+from ..failures import FigureUnavailable
 from ..results.records import RegionResult
 from ..units import parse_size
 from . import allocator
@@ -103,6 +104,11 @@ def run_resize_check(
     """Call ``resize(n)`` for each size in a measured region; figures and violations."""
     fixed_slack = resolve_slack(slack)
     allowed = parse_size(retain)
+    if not allocator.snapshots_available():
+        raise FigureUnavailable(
+            f"cgmem: {label} needs the allocator's blocks (its snapshot), which "
+            f"backend:{allocator.backend()} does not keep; run it under backend:native"
+        )
     region = Region(label).start()
     index = allocator.current_device()
     where = f"cuda:{index}"
@@ -190,13 +196,19 @@ def run_steady(
         _finish(region, record, steady_lines(base, after, label), {"check": "steady"}, exc)
         raise
     violations = steady_violations(base, after, warmup, f"cuda:{index}", label)
+    lines = steady_lines(base, after, label)
+    if allocator.is_async_backend():
+        lines.append(
+            f"note: backend:{allocator.backend()} keeps no segment count (always 0): "
+            "allocated and reserved bytes are checked, segments are not"
+        )
     extra = {
         "check": "steady",
         "base": dataclasses.asdict(base),
         "calls": [dataclasses.asdict(a) for a in after],
         "violations": [v.message for v in violations],
     }
-    _finish(region, record, steady_lines(base, after, label), extra)
+    _finish(region, record, lines, extra)
     return base, after, violations
 
 

@@ -23,6 +23,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                 if budget is not None and metric in budget.limits:
                     limit = budget.limits[metric]
                     verdict = "OVER" if value is not None and value > limit else "ok"
+                    if value is None and metric in (result.extra.get("unavailable") or {}):
+                        verdict = "unavailable"
                     row += f"   budget {spec.format(limit):>10}  {verdict}"
                 lines.append(row)
             lines.append(
@@ -53,6 +55,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+        for metric, reason in (result.extra.get("unavailable") or {}).items():
+            lines.append(f"  note: {metric} unavailable: {reason}")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")
@@ -101,14 +105,33 @@ def suite_summary(
     return lines
 
 
+def alloc_conf_text(info: Mapping[str, Any]) -> str:
+    """``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``: the allocator settings torch
+    uses and the variable it took them from."""
+    value = info.get("alloc_conf") or ""
+    source = info.get("alloc_conf_source")
+    if source is None:  # an older run file: the CUDA variable was all it recorded
+        source = "PYTORCH_CUDA_ALLOC_CONF" if value else ""
+    if not source:
+        return "PYTORCH_CUDA_ALLOC_CONF=(unset)"
+    if source.startswith("PYTORCH_"):
+        return f"{source}={value or '(empty)'}"
+    return f"allocator settings {value or '(empty)'} ({source})"
+
+
 def header(info: Mapping[str, Any]) -> list[str]:
     gpus = ", ".join(info.get("gpus") or []) or "none visible"
-    return [
+    lines = [
         f"cgmem: GPUs: {gpus}; driver {info.get('driver') or 'unknown'}",
         f"cgmem: torch {info.get('torch')}, CUDA {info.get('cuda') or 'none'}, "
-        f"allocator {info.get('allocator_backend')}, "
-        f"PYTORCH_CUDA_ALLOC_CONF={info.get('alloc_conf') or '(unset)'}",
+        f"allocator {info.get('allocator_backend')}, {alloc_conf_text(info)}",
     ]
+    if info.get("graph_tracking"):
+        lines.append(
+            f"cgmem: CUDA graphs seen through {info['graph_tracking']}; graph pool bytes "
+            f"from {info.get('graph_pools') or 'unknown'}"
+        )
+    return lines
 
 
 def baseline_summary(

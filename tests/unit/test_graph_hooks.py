@@ -1,7 +1,9 @@
-"""The CUDAGraph wrappers go in and come out cleanly: nesting, exceptions, other patches.
+"""Graph tracking goes in and comes out cleanly: nesting, exceptions, other patches.
 
-These exercise only the patching of ``torch.cuda.CUDAGraph`` (a Python class in every torch
-build, CPU ones included); the figures they record are tested on a GPU in tests/gpu.
+These exercise only the installation (torch's global graph hooks on 2.14+, wrappers on
+``torch.cuda.CUDAGraph`` before, and on ``torch.accelerator.Graph`` where it exists: Python
+classes in every torch build, CPU ones included); the figures they record are tested on a
+GPU in tests/gpu, and tests/unit/test_torch_contract.py holds the choice per torch.
 """
 
 from __future__ import annotations
@@ -12,44 +14,75 @@ torch = pytest.importorskip("torch")
 graphs = pytest.importorskip("pytest_cgmem.cuda.graphs")
 
 NAMES = ("capture_begin", "capture_end", "replay")
+HOOKS = ("capture_start", "capture_end", "instantiate", "replay_start", "replay_end")
 
 
-def _methods():
-    return {name: torch.cuda.CUDAGraph.__dict__.get(name) for name in NAMES}
+def _wrapped_class():
+    """The class whose methods this torch's mechanism wraps (None: hooks only)."""
+    chosen = graphs.mechanism()
+    if chosen.wrapped:
+        return torch.cuda.CUDAGraph
+    if chosen.accelerator:
+        return torch.accelerator.Graph
+    return None
+
+
+def _methods(cls=None):
+    cls = cls or torch.cuda.CUDAGraph
+    return {name: cls.__dict__.get(name) for name in NAMES}
+
+
+def _installed():
+    """Everything the tracking may change: both classes' methods, the hook registries."""
+    state = {"cuda": _methods()}
+    if graphs.mechanism().accelerator:
+        state["accelerator"] = _methods(torch.accelerator.Graph)
+    for name in HOOKS:
+        registry = getattr(torch.cuda.graphs, f"_global_{name}_hooks", None)
+        if registry is not None:
+            state[name] = dict(registry)
+    return state
 
 
 @pytest.fixture(autouse=True)
 def _clean():
-    before = _methods()
+    before = _installed()
     yield
-    assert _methods() == before
+    assert _installed() == before
     assert not graphs.hooks_installed()
 
 
 def test_installed_inside_and_restored_after():
-    before = _methods()
+    before = _installed()
+    cls = _wrapped_class()
+    key = "cuda" if cls is torch.cuda.CUDAGraph else "accelerator"
     with graphs.track() as log:
-        inside = _methods()
+        inside = _installed()
         assert graphs.hooks_installed()
-        for name in NAMES:
-            assert inside[name] is not before[name]
-            assert inside[name].__wrapped__ is before[name]
-    assert _methods() == before
+        if cls is not None:
+            for name in NAMES:
+                assert inside[key][name] is not before[key][name]
+                assert inside[key][name].__wrapped__ is before[key][name]
+        if graphs.mechanism().hooks:
+            assert inside["cuda"] == before["cuda"]  # hooks leave CUDAGraph alone
+            for name in HOOKS:
+                assert len(inside[name]) == len(before[name]) + 1
+    assert _installed() == before
     assert log.captures == [] and log.replays == 0 and log.held_at_exit == {}
 
 
 def test_restored_when_the_body_raises():
-    before = _methods()
+    before = _installed()
     with pytest.raises(RuntimeError, match="boom"), graphs.track():
         raise RuntimeError("boom")
-    assert _methods() == before
+    assert _installed() == before
 
 
 def test_expect_replay_restores_and_keeps_the_body_error():
-    before = _methods()
+    before = _installed()
     with pytest.raises(KeyError), graphs.expect_replay():
         raise KeyError("x")
-    assert _methods() == before
+    assert _installed() == before
 
 
 def test_expect_replay_with_no_replay_says_eager():
@@ -68,17 +101,17 @@ def test_expect_replay_bad_count(bad):
 
 
 def test_nested_logs_share_one_patch_and_unwind_in_any_order():
-    before = _methods()
+    before = _installed()
     outer = graphs.GraphLog().start()
     inner = graphs.GraphLog().start()
-    patched = _methods()
+    patched = _installed()
     assert patched != before
     outer.stop()  # out of order: the inner one still listens
-    assert _methods() == patched
+    assert _installed() == patched
     inner.stop()
-    assert _methods() == before
+    assert _installed() == before
     inner.stop()  # stopping twice is harmless
-    assert _methods() == before
+    assert _installed() == before
 
 
 def test_a_log_listens_once():
@@ -91,24 +124,27 @@ def test_a_log_listens_once():
 
 
 def test_someone_elses_patch_on_top_is_left_alone():
-    before = _methods()
+    cls = _wrapped_class()
+    if cls is None:
+        pytest.skip("this torch's mechanism wraps no class")
+    before = _methods(cls)
     log = graphs.GraphLog().start()
-    ours = torch.cuda.CUDAGraph.__dict__["replay"]
+    ours = cls.__dict__["replay"]
 
     def theirs(self):
         return ours(self)
 
-    torch.cuda.CUDAGraph.replay = theirs
+    cls.replay = theirs
     try:
         log.stop()
-        assert torch.cuda.CUDAGraph.__dict__["replay"] is theirs
+        assert cls.__dict__["replay"] is theirs
         for name in ("capture_begin", "capture_end"):
-            assert torch.cuda.CUDAGraph.__dict__.get(name) is before[name]
+            assert cls.__dict__.get(name) is before[name]
     finally:
         if before["replay"] is None:
-            del torch.cuda.CUDAGraph.replay
+            del cls.replay
         else:
-            torch.cuda.CUDAGraph.replay = before["replay"]
+            cls.replay = before["replay"]
 
 
 def test_region_abandon_stops_its_graph_tracking():

@@ -1,0 +1,135 @@
+"""What graph logs and capture sweeps hand on as plain data (``to_dict``), and their text.
+
+No GPU: the captures are given to a log the way the tracking gives them; the figures
+themselves are measured in tests/gpu.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+from pytest_cgmem.cuda import graphs
+
+MiB = 2**20
+
+
+class FakeGraph:
+    """Something a log can hold a weak reference to (a CUDAGraph stands here)."""
+
+
+def _log() -> tuple[graphs.GraphLog, list[FakeGraph]]:
+    log = graphs.GraphLog()
+    kept = [FakeGraph(), FakeGraph(), FakeGraph()]
+    log.label(256)
+    log._on_capture(kept[0], 0, (0, 1), MiB, 22 * MiB, 24 * MiB, 0.002)
+    log.label("bs=128")
+    log._on_capture(kept[1], 0, (0, 1), MiB // 2, 0, 0, 0.001)
+    log.label(object())
+    log._on_capture(kept[2], 1, (0, 2), None, None, None, 0.003)  # cudaMallocAsync-style
+    log._on_replay(kept[0])
+    log._on_replay(kept[0])
+    log._on_replay(kept[2])
+    return log, kept
+
+
+def test_capture_to_dict() -> None:
+    log, _ = _log()
+    assert log.captures[0].to_dict() == {
+        "number": 1,
+        "device": 0,
+        "pool": [0, 1],
+        "allocated": MiB,
+        "reserved": 22 * MiB,
+        "driver": 24 * MiB,
+        "seconds": 0.002,
+        "label": 256,
+        "replays": 2,
+    }
+    third = log.captures[2].to_dict()
+    assert third["allocated"] is None and third["reserved"] is None and third["driver"] is None
+    assert third["label"].startswith("<object object at")  # not JSON: its str
+
+
+def test_log_to_dict_is_json_and_has_pools_per_device() -> None:
+    log, _kept = _log()
+    data = log.to_dict()
+    json.dumps(data)
+    assert data["mechanism"] == graphs.mechanism().name
+    assert [c["number"] for c in data["captures"]] == [1, 2, 3]
+    assert data["replays"] == 3
+    assert data["replays_by_device"] == [{"device": 0, "replays": 2}, {"device": 1, "replays": 1}]
+    # never measured: the pools are named, their bytes unknown
+    assert data["pools"] == [
+        {"device": 0, "pool": [0, 1], "bytes": None},
+        {"device": 1, "pool": [0, 2], "bytes": None},
+    ]
+    assert data["held_at_exit"] == [] and data["pools_unavailable"] is None
+    log._pool_figures = {(0, (0, 1)): 22 * MiB}  # as a measurement leaves it
+    log.held_at_exit = {(0, 1): 22 * MiB}
+    data = log.to_dict()
+    assert data["pools"][0]["bytes"] == 22 * MiB
+    assert data["pools"][1]["bytes"] == 0  # measured and gone
+    assert data["held_at_exit"] == [{"pool": [0, 1], "bytes": 22 * MiB}]
+
+
+def test_unknown_allocator_figures_make_the_totals_unknown() -> None:
+    log, _kept = _log()
+    assert log.reserved is None
+    assert log.driver is None
+    assert "+n/a reserved, +n/a allocated, driver +n/a" in log.captures[2].describe()
+    log.captures.pop()
+    assert log.reserved == 22 * MiB and log.driver == 24 * MiB
+
+
+def test_describe_names_unavailable_pools() -> None:
+    log, _kept = _log()
+    log.pools_unavailable = "cgmem: CUDA graph pool bytes are unavailable here: why"
+    assert log.describe().endswith("  pool bytes: CUDA graph pool bytes are unavailable here: why")
+
+
+def _sweep(pool_bytes: int | None = 20 * MiB) -> graphs.SweepResult:
+    captures = {
+        64: graphs.Capture(1, 0, (0, 1), 4 * MiB, 20 * MiB, 22 * MiB, 0.004, 64),
+        8: graphs.Capture(2, 0, (0, 1), MiB, 0, None, 0.001, 8),
+    }
+    return graphs.SweepResult(
+        (64, 8), (0, 1), pool_bytes, 0.005, 0.01, captures, {}, {}, {}, None, 0.0004, 30 * MiB
+    )
+
+
+def test_sweep_per_size_and_to_dict() -> None:
+    result = _sweep()
+    assert result.per_size() == [
+        {
+            "size": 64,
+            "bytes": 20 * MiB,
+            "driver": 22 * MiB,
+            "allocated": 4 * MiB,
+            "seconds": 0.004,
+            "number": 1,
+        },
+        {"size": 8, "bytes": 0, "driver": None, "allocated": MiB, "seconds": 0.001, "number": 2},
+    ]
+    data = result.to_dict()
+    json.dumps(data)
+    assert data["sizes"] == [64, 8]
+    assert data["pool"] == [0, 1]
+    assert data["pool_bytes"] == 20 * MiB
+    assert data["driver_total"] == 30 * MiB
+    assert data["per_size"] == result.per_size()
+    assert (data["seconds"], data["warmup_seconds"], data["tracking_seconds"]) == (
+        0.005,
+        0.01,
+        0.0004,
+    )
+
+
+def test_sweep_table_says_n_a_for_unknown_figures() -> None:
+    result = _sweep(pool_bytes=None)
+    result.captures[64].reserved = None
+    table = result.table()
+    assert "pool (0, 1): n/a (driver +30.00 MiB)" in table
+    assert table.splitlines()[1].split()[:2] == ["64", "n/a"]
