@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,20 @@ def _dest(name: str) -> str:
     return "cgmem_" + name
 
 
+def _ini_type(name: str) -> Any:
+    """pytest's ini ``int`` type came in 8.4; before it, an int option reads as a string."""
+    if name == "int" and tuple(int(p) for p in pytest.__version__.split(".")[:2]) < (8, 4):
+        return "string"
+    return name
+
+
+def _read_ini(config: pytest.Config, key: str) -> object:
+    try:
+        return config.getini(key)
+    except (TypeError, ValueError, pytest.UsageError) as exc:  # a value its type refuses
+        raise CgmemUsageError(f"{key}: {exc}") from None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cgmem", "GPU memory budgets (pytest-cgmem)")
     for option in OPTIONS:
@@ -57,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 metavar=option.metavar,
                 help=option.help,
             )
-        parser.addini(option.ini, option.help, default=None)
+        parser.addini(option.ini, option.help, type=_ini_type(option.ini_type), default=None)
 
 
 OFF_HELP = (
@@ -70,9 +85,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARK_HELP)
     config.addinivalue_line("markers", OFF_HELP)
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
-    ini = {o.name: config.getini(o.ini) for o in OPTIONS}
     try:
-        settings = config.stash[settings_key] = resolve(cli, ini)
+        ini = {o.name: _read_ini(config, o.ini) for o in OPTIONS}
+        ini_dir = None if config.inipath is None else str(config.inipath.parent)
+        settings = config.stash[settings_key] = resolve(cli, ini, ini_dir)
     except CgmemUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     problem = config.stash.get(pin_problem_key, None)

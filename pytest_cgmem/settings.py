@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +85,20 @@ class Option:
     default: Any
     flag: bool = False
     metavar: str | None = None
+
+    @property
+    def ini_type(self) -> str:
+        """Its pytest ini type, so that native TOML takes natural values (``true``, ``5``)."""
+        if self.flag:
+            return "bool"
+        if self.parse in (parse_summary, parse_positive):
+            return "int"
+        return "string"
+
+    @property
+    def path(self) -> bool:
+        """A file or folder path: relative to the ini file when it comes from there."""
+        return self.parse is parse_path
 
     @property
     def cli(self) -> str:
@@ -253,10 +268,15 @@ class Settings:
         return Tolerance(self.tolerance, self.tolerance_abs)
 
 
-def resolve(cli: Mapping[str, object], ini: Mapping[str, object]) -> Settings:
+def resolve(
+    cli: Mapping[str, object], ini: Mapping[str, object], ini_dir: str | None = None
+) -> Settings:
     """Settings from CLI values (None when not given) over ini values (None or '' when unset).
 
-    A bad value raises CgmemUsageError naming the option or ini key and the value.
+    A relative path from the ini file is taken relative to the ini file's folder
+    (``ini_dir``), as pytest takes its own path options; one from the command line stays
+    relative to the folder pytest was started in. A bad value raises CgmemUsageError naming
+    the option or ini key and the value.
     """
     values: dict[str, Any] = {}
     for option in OPTIONS:
@@ -272,4 +292,6 @@ def resolve(cli: Mapping[str, object], ini: Mapping[str, object]) -> Settings:
             values[option.name] = option.parse(raw)
         except CgmemUsageError as exc:
             raise CgmemUsageError(f"{source}={raw!r}: {exc}") from None
+        if option.path and source == option.ini and ini_dir is not None:
+            values[option.name] = os.path.join(ini_dir, values[option.name])
     return Settings(**values)

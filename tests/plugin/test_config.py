@@ -88,7 +88,7 @@ def test_bad_mark_is_a_one_line_usage_error(
         (
             [],
             "cgmem_require_gpu = maybe",
-            "ERROR: cgmem_require_gpu='maybe': expected true or false*",
+            "ERROR: cgmem_require_gpu: invalid truth value 'maybe'",
         ),
     ],
 )
@@ -128,3 +128,73 @@ def test_every_option_is_on_the_command_line_and_an_ini_key_with_its_help(
         words = " ".join(option.help.split())[:40]
         assert text.count(words) == 2, option.name  # once for the flag, once for the ini key
         assert option.cli in text and f"{option.ini} (" in text, option.name
+
+
+NATIVE = """
+def test_it(request):
+    from pytest_cgmem.plugin import settings_key
+
+    s = request.config.stash[settings_key]
+    print("SETTINGS", s.summary, s.require_gpu, s.all, s.history_entries, s.json)
+"""
+
+
+@pytest.mark.parametrize(
+    ("config_file", "text"),
+    [
+        (
+            "pyproject.toml",
+            "[tool.pytest]\ncgmem_summary = 5\ncgmem_require_gpu = true\ncgmem_all = true\n"
+            'cgmem_history_entries = 7\ncgmem_json = "out/run.json"\n',
+        ),
+        (
+            "pytest.ini",
+            "[pytest]\ncgmem_summary = 5\ncgmem_require_gpu = true\ncgmem_all = yes\n"
+            "cgmem_history_entries = 7\ncgmem_json = out/run.json\n",
+        ),
+    ],
+)
+def test_ini_keys_take_natural_values_in_toml_and_ini(
+    pytester: pytest.Pytester, config_file: str, text: str
+) -> None:
+    if config_file == "pyproject.toml" and int(pytest.__version__.split(".")[0]) < 9:
+        pytest.skip("native [tool.pytest] TOML tables came in pytest 9")
+    (pytester.path / config_file).write_text(text)
+    pytester.makepyfile(NATIVE)
+    result = pytester.runpytest("-s", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    expected = str(pytester.path / "out" / "run.json")
+    result.stdout.fnmatch_lines([f"*SETTINGS 5 True True 7 {expected}"])
+
+
+def test_ini_paths_are_relative_to_the_ini_file(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_json = results/run.json\n")
+    sub = pytester.mkdir("sub")
+    (sub / "test_sub.py").write_text(
+        "def test_record(cgmem_record):\n    cgmem_record('server', peak='1 MiB')\n"
+    )
+    pytester.chdir()
+    import os
+
+    os.chdir(sub)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "results" / "run.json").is_file()
+    assert not (sub / "results").exists()
+
+
+def test_cli_paths_are_relative_to_the_invocation_folder(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile("def test_record(cgmem_record):\n    cgmem_record('s', peak=1)\n")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-json=here/run.json")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "here" / "run.json").is_file()
+
+
+def test_bad_typed_ini_value_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_summary = lots\n")
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "Traceback" not in result.stderr.str()
+    result.stderr.fnmatch_lines(["ERROR: *cgmem_summary*lots*"])
