@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-_WORKER = re.compile(r"^gw(\d+)$")
+from .units import whole_number
+
+_WORKER = re.compile(r"^gw([0-9]+)$")
 
 
 def worker_number(workerid: str | None) -> int | None:
@@ -35,12 +37,13 @@ def device_for_worker(
     else:
         pool = []
         for token in devices:
-            if token.isdigit() and inherited is not None:
-                if int(token) >= len(inherited):
+            index = whole_number(token)
+            if index is not None and inherited is not None:
+                if index >= len(inherited):
                     raise IndexError(
                         f"device {token} is not among CUDA_VISIBLE_DEVICES={visible!r}"
                     )
-                pool.append(inherited[int(token)])
+                pool.append(inherited[index])
             else:
                 pool.append(token)
     if not pool:

@@ -67,7 +67,7 @@ def item_budget(item: pytest.Item, default: Budget) -> Budget:
                 parse_tolerance(kwargs.pop("tolerance"))
             except CgmemUsageError as exc:
                 raise CgmemUsageError(f"tolerance={mark.kwargs['tolerance']!r}: {exc}") from None
-        budget = budget.merged(parse_budget(kwargs))
+        budget = budget.merged(parse_budget(kwargs, also_valid=("tolerance",)))
     return budget
 
 
@@ -142,7 +142,7 @@ class CgmemSession:
                 continue
             try:
                 item.stash[budget_key] = item_budget(item, default)
-            except CgmemUsageError as exc:
+            except (ValueError, TypeError) as exc:  # CgmemUsageError, or a value no parser foresaw
                 errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
         if errors:
             raise pytest.UsageError(*errors)
@@ -164,7 +164,7 @@ class CgmemSession:
             self._cuda = cuda_available()
         if not self._cuda:
             if self.settings.require_gpu:
-                pytest.fail(f"{NO_GPU} (--cgmem-require-gpu)", pytrace=False)
+                pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
             raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
 
     @pytest.hookimpl(tryfirst=True)
