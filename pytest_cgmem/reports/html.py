@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..metrics import METRICS, names, region_name
+from ..metrics import METRICS, names, region_keys, region_name
 from ..results.baseline import compare_runs
 from ..results.runfile import known
 from ..settings import DEFAULT_TOLERANCE
@@ -28,12 +28,11 @@ def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per test region and device: its name, outcome, budget and known figures."""
     rows = []
     for test in doc["tests"]:
-        for region in test["regions"]:
+        regions = test["regions"]
+        for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
             for device in region["devices"]:
                 many = len(region["devices"]) > 1
-                name = region_name(
-                    test["nodeid"], region.get("label"), device["index"] if many else None
-                )
+                name = region_name(test["nodeid"], key, device["index"] if many else None)
                 checked = region.get("label") in (test.get("checked") or [])
                 rows.append(
                     {

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..metrics import METRICS, Number
+from ..metrics import METRICS, Number, region_keys
 from ..units import CgmemUsageError
 from .records import TestRecord
 
@@ -209,14 +209,15 @@ def known(region: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Num
     return {m: device[m] for m in METRICS if m in given and device.get(m) is not None}
 
 
-def figures(data: Mapping[str, Any]) -> dict[tuple[str, str | None, int], dict[str, Number]]:
-    """``(nodeid, label, device index) -> {metric: value}`` for every known figure."""
-    found: dict[tuple[str, str | None, int], dict[str, Number]] = {}
+def figures(data: Mapping[str, Any]) -> dict[tuple[str, str, int], dict[str, Number]]:
+    """``(nodeid, region key, device index) -> {metric: value}`` for every known figure
+    (``metrics.region_keys``: unlabelled regions and repeated labels get keys of their own)."""
+    found: dict[tuple[str, str, int], dict[str, Number]] = {}
     for test in data["tests"]:
-        for region in test["regions"]:
+        regions = test["regions"]
+        for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
             for device in region["devices"]:
-                key = (test["nodeid"], region.get("label"), device["index"])
-                found[key] = known(region, device)
+                found[(test["nodeid"], key, device["index"])] = known(region, device)
     return found
 
 

@@ -177,7 +177,7 @@ def test_gab_json(pytester: pytest.Pytester) -> None:
         "test_suite.py::test_two_regions [decode] - leak": 0.0,
     }
     assert {e["unit"] for e in entries} == {"MiB"}
-    assert all(e["extra"].startswith("GPU: ") and "torch " in e["extra"] for e in entries)
+    assert all(e["extra"].startswith("GPU: ") and "\ntorch: " in e["extra"] for e in entries)
 
 
 def test_ini_keys(pytester: pytest.Pytester) -> None:

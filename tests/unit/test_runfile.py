@@ -213,8 +213,13 @@ def test_gab_entries() -> None:
     assert {e["unit"] for e in entries} == {"MiB"}
     first = entries[0]
     assert first["value"] == 100.0
-    assert "NVIDIA H200" in first["extra"] and "torch 2.11" in first["extra"]
-    assert "budget 50.000 MiB" in first["extra"]
+    assert first["extra"].split("\n") == [
+        "GPU: NVIDIA H200",
+        "torch: 2.11",
+        "CUDA: None",
+        "outcome: passed",
+        "budget: 50.000 MiB",
+    ]
     assert all(set(e) == {"name", "unit", "value", "extra"} for e in entries)
 
 
