@@ -499,7 +499,7 @@ class CgmemSession:
         payload = getattr(report, RESULT_ATTRIBUTE, None)
         if self.worker is not None or not isinstance(payload, Mapping):
             return
-        from .results.runfile import nonfinite_problem
+        from .results.runfile import record_problem
 
         machine = payload.get("machine")
         if isinstance(machine, Mapping) and self.machine is None:
@@ -508,7 +508,7 @@ class CgmemSession:
         data = payload.get("record")
         if not isinstance(data, Mapping):
             return
-        problem = nonfinite_problem(data)
+        problem = record_problem(data)
         if problem:
             self.refused.append(problem)
             self.errors.append(problem)
@@ -569,7 +569,7 @@ class CgmemSession:
             else:
                 reasons.append(f"worker {lost['worker']} went down ({lost['error']})")
         if self.refused:
-            reasons.append(f"the figures of {len(self.refused)} test(s) were refused")
+            reasons.append(f"the figures of {len(self.refused)} test(s) could not be written")
         return reasons
 
     def _run_machine(self) -> dict[str, Any]:

@@ -130,6 +130,33 @@ def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
     )
 
 
+def record_problem(test: Mapping[str, Any]) -> str | None:
+    """Why a test's run-file form cannot go into a run file (one line naming the test), or
+    None: a number that is not finite, or a place the schema rejects (what a reader would
+    refuse; a RegionResult handed to ``cgmem_record`` can hold anything)."""
+    problem = nonfinite_problem(test)
+    if problem:
+        return problem
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_test_validator().iter_errors(dict(test)))
+    if error is None:
+        return None
+    return (
+        f"cgmem: test {test.get('nodeid')!r}: {path_of(error.absolute_path, '').lstrip('.')} "
+        "does not match "
+        f"the run-file schema: {_expected(error)}; its figures are left out of the files"
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _test_validator() -> Any:
+    import jsonschema
+
+    whole = schema()
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/test", "$defs": whole["$defs"]})
+
+
 def record_data(record: TestRecord) -> dict[str, Any]:
     """A record in its run-file form; CgmemUsageError (``nonfinite_problem``) for a figure
     that is NaN or ±Infinity."""
@@ -282,14 +309,14 @@ def validate(document: Mapping[str, Any]) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     return jsonschema.Draft202012Validator(schema())
 
 
 def _schema_problem(document: Mapping[str, Any]) -> str | None:
     """``$.json.path: what was expected`` for the most telling schema error, or None."""
-    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+    from jsonschema.exceptions import best_match
 
     error = best_match(_validator().iter_errors(document))
     if error is None:

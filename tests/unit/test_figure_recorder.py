@@ -48,3 +48,9 @@ def test_record_a_region_result() -> None:
 def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(CgmemUsageError, match=message):
         FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "1"])
+def test_record_rejects_seconds_that_are_not_a_finite_number(seconds: object) -> None:
+    with pytest.raises(CgmemUsageError, match=r"cgmem_record\('x'\): seconds must be a finite"):
+        FigureRecorder(lambda r: None)("x", peak=1, seconds=seconds)  # type: ignore[arg-type]
