@@ -220,6 +220,13 @@ class FigureRecorder:
         if isinstance(label, RegionResult):
             if figures:
                 raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
+            from .results.runfile import plain_region, region_problem
+
+            problem = region_problem(plain_region(label))
+            if problem:
+                raise CgmemUsageError(
+                    f"cgmem_record: the RegionResult cannot be recorded: {problem}"
+                )
             result = RegionResult(
                 label.label,
                 label.devices,

@@ -499,7 +499,7 @@ class CgmemSession:
         payload = getattr(report, RESULT_ATTRIBUTE, None)
         if self.worker is not None or not isinstance(payload, Mapping):
             return
-        from .results.runfile import record_problem
+        from .results.runfile import nonfinite_problem
 
         machine = payload.get("machine")
         if isinstance(machine, Mapping) and self.machine is None:
@@ -508,7 +508,7 @@ class CgmemSession:
         data = payload.get("record")
         if not isinstance(data, Mapping):
             return
-        problem = record_problem(data)
+        problem = nonfinite_problem(data)
         if problem:
             self.refused.append(problem)
             self.errors.append(problem)

@@ -26,7 +26,7 @@ from ..metrics import METRICS, Number, region_keys
 from ..units import CgmemUsageError
 from . import journal
 from .jsonio import NonFiniteError, first_nonfinite, loads, path_of, write_json
-from .records import TestRecord
+from .records import RegionResult, TestRecord
 
 __all__ = ["write_json"]
 
@@ -103,12 +103,19 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def plain_region(region: RegionResult) -> dict[str, Any]:
+    """A region in its run-file form, plain data; ``extra`` made JSON (NaN there is None),
+    a figure that is NaN or ±Infinity left so, for ``nonfinite_problem`` to name."""
+    data = region.to_dict()
+    data["extra"] = _jsonable(data["extra"])
+    plain: dict[str, Any] = _jsonable(data, finite=False)
+    return plain
+
+
 def plain_record(record: TestRecord) -> dict[str, Any]:
-    """A record in its run-file form, plain data (what travels from an xdist worker); a
-    figure that is NaN or ±Infinity stays so, for ``nonfinite_problem`` to name."""
+    """A record in its run-file form, plain data (what travels from an xdist worker)."""
     data = record.to_dict()
-    for region in data["regions"]:
-        region["extra"] = _jsonable(region["extra"])
+    data["regions"] = [plain_region(r) for r in record.regions]
     plain: dict[str, Any] = _jsonable(data, finite=False)
     return plain
 
@@ -116,7 +123,12 @@ def plain_record(record: TestRecord) -> dict[str, Any]:
 def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
     """One line naming the test and the figure (any number outside ``extra``) that is NaN
     or ±Infinity, or None: JSON has neither, and a NaN baseline figure never regresses."""
-    bad = first_nonfinite(test, "")
+    try:
+        json.dumps(test, allow_nan=False)
+    except ValueError:
+        bad = first_nonfinite(test, "")
+    else:
+        return None  # the quick way: the whole test serializes without NaN
     if bad is None:
         return None
     where, value = bad
@@ -130,31 +142,29 @@ def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
     )
 
 
-def record_problem(test: Mapping[str, Any]) -> str | None:
-    """Why a test's run-file form cannot go into a run file (one line naming the test), or
-    None: a number that is not finite, or a place the schema rejects (what a reader would
-    refuse; a RegionResult handed to ``cgmem_record`` can hold anything)."""
-    problem = nonfinite_problem(test)
-    if problem:
-        return problem
+def region_problem(region: Mapping[str, Any]) -> str | None:
+    """Where a region in its run-file form breaks the schema or holds a number that is not
+    finite (``seconds: expected a number >= 0, got number -1.0``), or None."""
+    bad = first_nonfinite(region, "")
+    if bad is not None:
+        return f"{bad[0].lstrip('.')} is {bad[1]!r}, not a finite number"
     from jsonschema.exceptions import best_match
 
-    error = best_match(_test_validator().iter_errors(dict(test)))
+    error = best_match(_region_validator().iter_errors(dict(region)))
     if error is None:
+        indices = [d.get("index") for d in region.get("devices", ())]
+        if len(indices) != len(set(indices)):
+            return "devices: a device index appears twice"
         return None
-    return (
-        f"cgmem: test {test.get('nodeid')!r}: {path_of(error.absolute_path, '').lstrip('.')} "
-        "does not match "
-        f"the run-file schema: {_expected(error)}; its figures are left out of the files"
-    )
+    return f"{path_of(error.absolute_path, '').lstrip('.') or 'the region'}: {_expected(error)}"
 
 
 @functools.lru_cache(maxsize=1)
-def _test_validator() -> Any:
+def _region_validator() -> Any:
     import jsonschema
 
     whole = schema()
-    return jsonschema.Draft202012Validator({"$ref": "#/$defs/test", "$defs": whole["$defs"]})
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/region", "$defs": whole["$defs"]})
 
 
 def record_data(record: TestRecord) -> dict[str, Any]:

@@ -523,11 +523,17 @@ def test_merge_of_an_incomplete_shard_is_incomplete() -> None:
     ]
 
 
-def test_a_record_a_reader_would_refuse_is_not_written() -> None:
-    """A RegionResult handed to cgmem_record can hold anything: held against the schema."""
-    odd = entry(regions=(RegionResult("load", (device(),), -1.0),))
-    assert runfile.record_problem(runfile.plain_record(odd)) == (
-        "cgmem: test 't.py::test_a': regions[0].seconds does not match the run-file schema: "
-        "expected a number >= 0, got number -1.0; its figures are left out of the files"
+def test_region_problem_names_what_a_reader_would_refuse() -> None:
+    def problem(region: RegionResult) -> str | None:
+        return runfile.region_problem(runfile.plain_region(region))
+
+    assert problem(RegionResult("load", (device(),), 0.0)) is None
+    assert problem(RegionResult("load", (device(),), -1.0)) == (
+        "seconds: expected a number >= 0, got number -1.0"
     )
-    assert runfile.record_problem(runfile.plain_record(entry())) is None
+    assert problem(RegionResult("load", (device(peak=float("nan")),), 0.0)) == (
+        "devices[0].peak is nan, not a finite number"
+    )
+    assert problem(RegionResult("load", (device(), device()), 0.0)) == (
+        "devices: a device index appears twice"
+    )
