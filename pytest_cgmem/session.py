@@ -3,9 +3,9 @@
 ``CgmemSession`` is registered by the plugin in ``pytest_configure``. It measures a marked
 test's call phase, judges every measured test once (budgets of the call region and of
 recorded regions, the baseline), keeps one ``TestRecord`` per measured test, exports the
-figures (JUnit, pytest-benchmark, files), carries records from xdist workers to the
-controller and prints the summary. GPU work goes through the ``cuda`` package, imported
-only when a test asks for GPU memory figures.
+figures (JUnit, pytest-benchmark, files), journals each record as its test ends (carried
+from xdist workers on the test's report) and prints the summary. GPU work goes through the
+``cuda`` package, imported only when a test asks for GPU memory figures.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ _diagnosis_key = pytest.StashKey[str]()
 _machine_key = pytest.StashKey[dict[str, Any]]()
 
 RESULT_ATTRIBUTE = "cgmem_result"
-"""The call report's attribute that carries a measured test's record (and, the first time,
-the measuring process's machine) to whoever writes the files: the same process in a plain
-run, the controller under pytest-xdist, which serializes a report's attributes with it."""
+"""Under pytest-xdist, the call report's attribute that carries a measured test's record in
+its run-file form (and, the first time, the worker's machine) to the controller: xdist
+serializes a report's attributes with it, so the record arrives as the test ends."""
 
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 
@@ -130,10 +130,10 @@ def forget_last_failure() -> None:
 class CgmemSession:
     """Measures, judges and records the run's GPU-memory tests (see the module docstring).
 
-    Each measured test's record travels on its call report (``RESULT_ATTRIBUTE``); the
-    process that writes the files (the only one in a plain run, the controller under
-    pytest-xdist) takes it from there as each test ends and journals it at once, so a
-    killed run or a crashed worker loses at most the test that was running.
+    The process that writes the files (the only one in a plain run, the controller under
+    pytest-xdist) takes each measured test's record as the test ends, from the test itself
+    or from its call report (``RESULT_ATTRIBUTE``), and journals it at once: a killed run
+    or a crashed worker loses at most the test that was running.
     """
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
@@ -374,11 +374,16 @@ class CgmemSession:
             violations=verdict.violations if verdict else (),
             baseline=None if findings is None else findings.to_dict(),
         )
-        payload: dict[str, Any] = {"record": plain_record(record)}
-        if not self._machine_sent:
-            payload["machine"] = process_machine(self.config)
-            self._machine_sent = True
-        setattr(report, RESULT_ATTRIBUTE, payload)
+        if self.worker is None:  # this process writes the files: no need to travel
+            if self.machine is None:
+                self._take_machine(process_machine(self.config))
+            self._take(record, None)
+        else:
+            payload: dict[str, Any] = {"record": plain_record(record)}
+            if not self._machine_sent:
+                payload["machine"] = process_machine(self.config)
+                self._machine_sent = True
+            setattr(report, RESULT_ATTRIBUTE, payload)
         properties = junit_properties(regions)
         report.user_properties.extend(properties)  # the call report, for report readers
         item.user_properties.extend(properties)  # the teardown report, which JUnit reads
@@ -494,31 +499,46 @@ class CgmemSession:
                     self.errors.append(message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """A measured test's record, as soon as its call phase is reported (from a worker,
-        under xdist): kept, and journaled."""
+        """On the xdist controller: a measured test's record, as soon as its worker reports
+        the call phase."""
         payload = getattr(report, RESULT_ATTRIBUTE, None)
         if self.worker is not None or not isinstance(payload, Mapping):
             return
-        from .results.runfile import nonfinite_problem
-
         machine = payload.get("machine")
         if isinstance(machine, Mapping) and self.machine is None:
-            self.machine = dict(machine)
-            self._journal("machine", self.machine)
+            self._take_machine(machine)
         data = payload.get("record")
-        if not isinstance(data, Mapping):
-            return
-        problem = nonfinite_problem(data)
-        if problem:
-            self.refused.append(problem)
-            self.errors.append(problem)
-            return
-        nodeid = str(data["nodeid"])
-        self.records.pop(nodeid, None)  # a rerun: the last attempt, in its place
-        self.tests.pop(nodeid, None)
-        self.records[nodeid] = TestRecord.from_dict(data)
-        self.tests[nodeid] = dict(data)
-        self._journal("test", data)
+        if isinstance(data, Mapping):
+            self._take(None, data)
+
+    def _take_machine(self, machine: Mapping[str, Any]) -> None:
+        self.machine = dict(machine)
+        self._journal("machine", self.machine)
+
+    def _take(self, record: TestRecord | None, data: Mapping[str, Any] | None) -> None:
+        """Keep a measured test's record (a rerun replaces the earlier attempt) and, when
+        this run writes files, journal its run-file form at once."""
+        if self.started:
+            from .results.runfile import nonfinite_problem, plain_record
+
+            if data is None:
+                assert record is not None
+                data = plain_record(record)
+            problem = nonfinite_problem(data)
+            if problem:
+                self.refused.append(problem)
+                self.errors.append(problem)
+                return
+        if record is None:
+            assert data is not None
+            record = TestRecord.from_dict(data)
+        nodeid = record.nodeid
+        self.records.pop(nodeid, None)
+        self.records[nodeid] = record
+        if data is not None:
+            self.tests.pop(nodeid, None)
+            self.tests[nodeid] = dict(data)
+            self._journal("test", data)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -47,17 +47,25 @@ def schema() -> dict[str, Any]:
     return shipped()
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def _jsonable(value: Any, finite: bool = True) -> Any:
     """Plain JSON data: tuples become lists, odd objects their ``str``; with ``finite``,
     NaN and ±Infinity become None (for ``extra``, the details other parts add; a figure
     that is not finite is refused instead, see ``nonfinite_problem``)."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return None if finite and not math.isfinite(value) else value
+    if kind is dict or isinstance(value, Mapping):
         return {str(k): _jsonable(v, finite) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v, finite) for v in value]
-    if finite and isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
+    if isinstance(value, float):
+        return _jsonable(float(value), finite)
+    if isinstance(value, (str, int, bool)):
         return value
     return str(value)
 
@@ -115,8 +123,9 @@ def plain_region(region: RegionResult) -> dict[str, Any]:
 def plain_record(record: TestRecord) -> dict[str, Any]:
     """A record in its run-file form, plain data (what travels from an xdist worker)."""
     data = record.to_dict()
-    data["regions"] = [plain_region(r) for r in record.regions]
+    data["regions"] = []
     plain: dict[str, Any] = _jsonable(data, finite=False)
+    plain["regions"] = [plain_region(r) for r in record.regions]
     return plain
 
 

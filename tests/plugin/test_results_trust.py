@@ -574,6 +574,7 @@ def test_serial_xdist_and_empty_shards_record_one_machine_and_merge(
 
 CRASH_SUITE = """
 import os
+import signal
 import pytest
 
 @pytest.mark.parametrize("i", range(16))
@@ -584,12 +585,14 @@ def test_zz_crash(cgmem_record):
     cgmem_record("load", peak=2**30)
     with open("crashed-worker.txt", "w") as f:
         f.write(os.environ["PYTEST_XDIST_WORKER"])
-    os._exit(1)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
 """
 
 
 @pytest.mark.usefixtures("this_checkout")
 def test_a_crashed_worker_loses_only_the_test_it_crashed_in(pytester: pytest.Pytester) -> None:
+    """The CPU twin of tests/gpu/test_results_gpu.py's killed worker: -n 4, one worker
+    SIGKILLed in its test, every other test's figures in the file."""
     pytest.importorskip("xdist")
     pytester.makepyfile(test_crash=CRASH_SUITE)
     result = pytester.runpytest_subprocess(
