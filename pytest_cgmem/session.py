@@ -162,7 +162,12 @@ class CgmemSession:
             problems = self._output_problems()
             if problems:
                 raise pytest.UsageError(*problems)
-        if settings.baseline:
+        shipped = None if workerinput is None else workerinput.get("cgmem_baseline")
+        if settings.baseline and shipped is not None:
+            # an xdist worker holds the baseline the controller read: the file itself may
+            # already be this run's stub (--cgmem-save-baseline on the same path)
+            self.baseline = Baseline(settings.baseline, shipped)
+        elif settings.baseline:
             from .results import runfile
 
             try:
@@ -539,6 +544,13 @@ class CgmemSession:
             self.tests.pop(nodeid, None)
             self.tests[nodeid] = dict(data)
             self._journal("test", data)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """On the xdist controller: each worker gets the baseline as read here, before this
+        run replaced any file."""
+        if self.baseline is not None:
+            node.workerinput["cgmem_baseline"] = self.baseline.document
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -212,6 +212,7 @@ def test_pytest_benchmark_carries_figures(pytester: pytest.Pytester) -> None:
     (entry,) = bench["benchmarks"]
     figures = entry["extra_info"]["cgmem"]["call"]
     assert figures["peak"] == 64 * MiB and figures["device"] == 70 * MiB
+    assert "reserved" not in figures  # not recorded: unknown, left out (not 0)
     assert "gpus" in bench["machine_info"]["cgmem"]
 
 

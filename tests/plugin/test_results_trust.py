@@ -644,3 +644,33 @@ def test_a_killed_xdist_controller_leaves_every_reported_test(pytester: pytest.P
     assert {t["worker"] for t in doc["tests"]} <= {"gw0", "gw1"}
     assert doc["machine"]["torch"] == torch.__version__
     assert journal.busy(pytester.path / "run.json") is None
+
+
+@pytest.mark.usefixtures("this_checkout")
+def test_xdist_checks_and_refreshes_one_baseline_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers check against the baseline the controller read before the run replaced the
+    file with its stub (--cgmem-baseline and --cgmem-save-baseline on one path)."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        """
+        import os
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_many(cgmem_record, i):
+            cgmem_record("load", peak=f"{(i + 1) * int(os.environ.get('SCALE', '10'))} MiB")
+        """
+    )
+    args = ("-p", "no:benchmark", "-n", "2", "--cgmem-baseline=base.json")
+    pytester.runpytest("-p", "no:benchmark", "--cgmem-save-baseline=base.json")
+    monkeypatch.setenv("SCALE", "20")
+    result = pytester.runpytest(*args, "--cgmem-save-baseline=base.json")
+    result.assert_outcomes(failed=6)
+    result.stdout.fnmatch_lines(
+        ["cgmem baseline base.json: 6 figure(s) of 6 test(s) compared: 6 *"]
+    )
+    doc = runfile.load_run(pytester.path / "base.json")  # refreshed: the new figures
+    assert doc["complete"] is True
+    assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 20 * MiB
