@@ -295,9 +295,12 @@ def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, An
 def check(document: Mapping[str, Any]) -> str | None:
     """What is wrong with a run-file document, in one line, or None: the first place the
     JSON Schema rejects, a NaN or ±Infinity, a test listed twice, a device twice in a region."""
-    bad = first_nonfinite(document)
-    if bad is not None:
-        return f"has a number that is not finite at {bad[0]}: {bad[1]!r}"
+    try:
+        json.dumps(document, allow_nan=False)
+    except ValueError:
+        bad = first_nonfinite(document)
+        if bad is not None:
+            return f"has a number that is not finite at {bad[0]}: {bad[1]!r}"
     problem = _schema_problem(document)
     if problem:
         return f"does not match the run-file schema at {problem}"
