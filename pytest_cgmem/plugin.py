@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -118,8 +119,12 @@ def pytest_benchmark_update_machine_info(
 ) -> None:
     """pytest-benchmark's ``machine_info["cgmem"]``: this process's machine, the same when
     pytest-benchmark reads it for ``--benchmark-compare`` (at configure time) and when it
-    saves, so that compare is quiet when the machines match."""
-    machine_info["cgmem"] = process_machine(config)
+    saves, so that compare is quiet when the machines match. A run that neither measures
+    nor compares (torch never imported) adds nothing, and imports nothing."""
+    session = config.stash.get(session_key, None)
+    comparing = bool(config.getoption("benchmark_compare", None))
+    if comparing or "torch" in sys.modules or (session is not None and session.records):
+        machine_info["cgmem"] = process_machine(config)
 
 
 @pytest.fixture

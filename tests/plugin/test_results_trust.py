@@ -674,3 +674,29 @@ def test_xdist_checks_and_refreshes_one_baseline_file(
     doc = runfile.load_run(pytester.path / "base.json")  # refreshed: the new figures
     assert doc["complete"] is True
     assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 20 * MiB
+
+
+@pytest.mark.usefixtures("this_checkout")
+def test_pytest_benchmark_without_gpu_tests_imports_no_torch_unless_comparing(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("pytest_benchmark")
+    pytester.makeconftest(
+        """
+        import sys
+        def pytest_unconfigure(config):
+            with open("torch-imported.txt", "w") as f:
+                f.write(str("torch" in sys.modules))
+        """
+    )
+    pytester.makepyfile("def test_bench(benchmark):\n    benchmark(lambda: sum(range(10)))\n")
+    args = ("--benchmark-storage=store", "--benchmark-max-time=0.001", "-p", "no:xdist")
+    pytester.runpytest_subprocess(*args, "--benchmark-autosave").assert_outcomes(passed=1)
+    assert (pytester.path / "torch-imported.txt").read_text() == "False"
+    (saved,) = (pytester.path / "store").rglob("*.json")
+    assert "cgmem" not in raw(saved)["machine_info"]
+    result = pytester.runpytest_subprocess(*args, "--benchmark-compare", "--benchmark-autosave")
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "torch-imported.txt").read_text() == "True"  # compare asked
+    newest = max((pytester.path / "store").rglob("*.json"), key=lambda p: p.name)
+    assert raw(newest)["machine_info"]["cgmem"]["torch"] == torch.__version__
