@@ -150,6 +150,7 @@ class CgmemSession:
         self.baseline: Baseline | None = None
         self.interrupted: str | None = None
         self.started = False
+        self._exitstatus: int | None = None
         self._journals: list[tuple[str, str, Any]] = []
         self._commit: dict[str, Any] | None = None
         self._xdist = False
@@ -379,13 +380,14 @@ class CgmemSession:
             violations=verdict.violations if verdict else (),
             baseline=None if findings is None else findings.to_dict(),
         )
+        # the machine is read (torch imported) only for a run that writes files
         if self.worker is None:  # this process writes the files: no need to travel
-            if self.machine is None:
+            if self.started and self.machine is None:
                 self._take_machine(process_machine(self.config))
             self._take(record, None)
         else:
             payload: dict[str, Any] = {"record": plain_record(record)}
-            if not self._machine_sent:
+            if not self._machine_sent and self._outputs():
                 payload["machine"] = process_machine(self.config)
                 self._machine_sent = True
             setattr(report, RESULT_ATTRIBUTE, payload)
@@ -498,10 +500,13 @@ class CgmemSession:
         for what, given, journal in self._journals:
             try:
                 journal.append(kind, data)
-            except OSError as exc:
-                message = f"cgmem: could not journal {what} {given!r} to {journal.path}: {exc}"
-                if message not in self.errors:
-                    self.errors.append(message)
+            except OSError as exc:  # the final file may still be written: a warning
+                message = (
+                    f"cgmem: warning: could not journal {what} {given!r} to {journal.path} "
+                    f"({exc}); a killed run would lose tests"
+                )
+                if message not in self.lines:
+                    self.lines.append(message)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """On the xdist controller: a measured test's record, as soon as its worker reports
@@ -704,12 +709,8 @@ class CgmemSession:
         if not self.errors:
             return
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        status = getattr(self, "_exitstatus", None)
-        lines = [
-            *self.errors,
-            "cgmem: the run's files are not all as they should be"
-            + (f" (exit status {status})" if status else ""),
-        ]
+        status = f": exit status {self._exitstatus}" if self._exitstatus else ""
+        lines = [*self.errors, f"cgmem: the run's results were not all written{status}"]
         for line in lines:
             if reporter is not None:
                 reporter.write_line(line, red=True, bold=True)

@@ -131,9 +131,7 @@ def test_a_write_that_fails_at_the_end_fails_the_run_and_says_so_last(
     assert result.ret == pytest.ExitCode.TESTS_FAILED  # every test passed
     result.assert_outcomes(passed=2)
     assert result.stdout.lines[-2].startswith("cgmem: could not write run file 'out/run.json': ")
-    assert result.stdout.lines[-1] == (
-        "cgmem: the run's files are not all as they should be (exit status 1)"
-    )
+    assert result.stdout.lines[-1] == "cgmem: the run's results were not all written: exit status 1"
 
 
 # -- a run that dies leaves every finished test, marked incomplete ------------------------
@@ -334,7 +332,7 @@ def test_a_nan_figure_is_refused_naming_the_test_and_the_run_fails(
         "finite number (JSON has no NaN or Infinity); its figures are left out of the files"
     )
     assert line in result.stdout.lines
-    assert result.stdout.lines[-1].startswith("cgmem: the run's files are not all")
+    assert result.stdout.lines[-1] == "cgmem: the run's results were not all written: exit status 1"
     doc = runfile.load_run(pytester.path / "run.json")
     assert nodeids(doc) == ["test_fine"]
     assert doc["incomplete_reason"] == "the figures of 1 test(s) could not be written"
