@@ -1,7 +1,8 @@
 """The ``cgmem`` command: ``compare``, ``merge`` and ``report`` on run files.
 
 Exit status: 0 fine, 1 a regression (``compare``), 2 a usage problem (a bad file or
-option, one line on stderr).
+option, one line on stderr), 3 ``compare`` given a file from an incomplete run without
+``--allow-incomplete``.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .results.baseline import change_table, compare_runs, describe
-from .results.runfile import load_run, merge_runs, write_json
+from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
 from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
 
@@ -41,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--all", action="store_true", help="list every figure, not only those that moved"
+    )
+    compare.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="compare a file from a run that did not finish (killed, interrupted, a lost "
+        "worker) without failing (exit 3) for it",
     )
 
     merge = sub.add_parser(
@@ -81,6 +90,11 @@ def _compare(args: argparse.Namespace) -> int:
     base = load_run(args.base, "baseline")
     new = load_run(args.new)
     result = compare_runs(base, new, tolerance)
+    partial = [
+        (name, why)
+        for name, doc in ((args.base, base), (args.new, new))
+        if (why := incomplete(doc)) is not None
+    ]
     shown = list(result.changes) if args.all else [c for c in result.changes if c.verdict != "same"]
     shown.sort(key=lambda c: ({"regression": 0, "improvement": 1, "same": 2}[c.verdict], c.nodeid))
     print(f"cgmem compare {args.base} -> {args.new} ({describe(tolerance)})")
@@ -91,12 +105,24 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"new: {name}")
     for name in result.missing:
         print(f"missing from {args.new}: {name}")
+    for name, why in partial:
+        print(f"incomplete run: {name}: {why}")
     print(
         f"{len(result.changes)} figure(s) compared: {len(result.regressions)} regression(s), "
         f"{len(result.improvements)} improvement(s), {len(result.new)} new, "
         f"{len(result.missing)} missing"
     )
-    return 1 if result.regressions else 0
+    if result.regressions:
+        return 1
+    if partial and not args.allow_incomplete:
+        names = " and ".join(name for name, _ in partial)
+        print(
+            f"cgmem compare: {names}: from an incomplete run, so figures may be missing; "
+            "pass --allow-incomplete to accept it",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -105,8 +131,10 @@ def _merge(args: argparse.Namespace) -> int:
     for line in warnings:
         print(line, file=sys.stderr)
     write_json(args.output, document)
+    partial = "" if document["complete"] else " (marked incomplete)"
     print(
-        f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> {args.output}"
+        f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> "
+        f"{args.output}{partial}"
     )
     return 0
 
@@ -116,6 +144,7 @@ def _report(args: argparse.Namespace) -> int:
     from .reports.html import render
 
     runs = [(name, load_run(name)) for name in args.files]
+    _note_incomplete("cgmem report", runs)
     try:
         page = render(runs, args.title)
     except MissingExtra as exc:
@@ -129,6 +158,13 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _note_incomplete(command: str, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    for name, doc in runs:
+        why = incomplete(doc)
+        if why is not None:
+            print(f"{command}: note: {name} is from an incomplete run: {why}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = {"compare": _compare, "merge": _merge, "report": _report}[args.command]
@@ -140,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         print(f"cgmem {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: never exit 1, the regression code
+        traceback.print_exc()
+        print(f"cgmem {args.command}: internal error: {exc!r} (please report it)", file=sys.stderr)
         return 2
 
 

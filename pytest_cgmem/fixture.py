@@ -7,6 +7,7 @@ that adds a finished region to its test.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
@@ -219,6 +220,13 @@ class FigureRecorder:
         if isinstance(label, RegionResult):
             if figures:
                 raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
+            from .results.runfile import plain_region, region_problem
+
+            problem = region_problem(plain_region(label))
+            if problem:
+                raise CgmemUsageError(
+                    f"cgmem_record: the RegionResult cannot be recorded: {problem}"
+                )
             result = RegionResult(
                 label.label,
                 label.devices,
@@ -246,6 +254,13 @@ class FigureRecorder:
                 raise CgmemUsageError(f"{where}: {name}={value!r}: {exc}") from None
         if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
             raise CgmemUsageError(f"{where}: device_index must be an int >= 0")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, (int, float))
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise CgmemUsageError(f"{where}: seconds must be a finite number >= 0, got {seconds!r}")
         unknown = {name: None for name in METRICS if name not in values}
         device = DeviceFigures(device_index, device_source="recorded", **values, **unknown)
         result = RegionResult(label, (device,), float(seconds), None, {"recorded": sorted(figures)})

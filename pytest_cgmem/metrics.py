@@ -16,6 +16,7 @@ every metric.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,8 @@ Number = int | float
 
 CALL_LABEL = "call"
 """The label of the region a ``cgmem`` mark measures: the test's call phase."""
+UNLABELLED = "region"
+"""How an unlabelled region (``cgmem.measure()`` with no label) is named in outputs."""
 
 
 @dataclass(frozen=True)
@@ -153,13 +156,37 @@ def metric_help() -> str:
     return "; ".join(f"{m.name} ({_KIND_HINT[m.kind]}): {m.doc}" for m in METRICS.values())
 
 
-def region_name(nodeid: str, label: str | None, device: int | None = None) -> str:
-    """How a region is named in every output: the node id, ``[label]`` unless it is the
-    call phase, and `` cuda:N`` when the region used several devices (``device`` given)."""
-    name = nodeid if not label or label == CALL_LABEL else f"{nodeid} [{label}]"
+def region_keys(labels: Iterable[str | None]) -> tuple[str, ...]:
+    """A key for each region of one test, in order, unique within the test.
+
+    A region's key is its label (``region`` for an unlabelled one); the second region
+    with the same key is ``key#2``, the third ``key#3``, skipping any number that another
+    region's own label already takes. The keys depend only on the labels and their order,
+    so a run file's regions get the same keys in every reader.
+    """
+    bases = [region_label(label) for label in labels]
+    taken = set(bases)
+    keys: list[str] = []
+    for base in bases:
+        key, number = base, 1
+        while key in keys or (number > 1 and key in taken):
+            number += 1
+            key = f"{base}#{number}"
+        keys.append(key)
+    return tuple(keys)
+
+
+def region_name(nodeid: str, key: str | None, device: int | None = None) -> str:
+    """How a region is named in every output: the node id, `` [key]`` unless it is the
+    call phase, and `` cuda:N`` when the region used several devices (``device`` given).
+
+    ``key`` is the region's key (``region_keys``); None is an unlabelled region.
+    """
+    key = region_label(key)
+    name = nodeid if key == CALL_LABEL else f"{nodeid} [{key}]"
     return name if device is None else f"{name} cuda:{device}"
 
 
 def region_label(label: str | None) -> str:
-    """A region's label in keyed outputs (report headings, JUnit, pytest-benchmark)."""
-    return label or "region"
+    """A region's label in keyed outputs; ``region`` for an unlabelled one."""
+    return label or UNLABELLED

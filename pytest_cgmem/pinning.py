@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-_WORKER = re.compile(r"^gw(\d+)$")
+from .units import whole_number
+
+_WORKER = re.compile(r"^gw([0-9]+)$")
 
 
 def worker_number(workerid: str | None) -> int | None:
@@ -36,13 +38,14 @@ def device_for_worker(
     else:
         pool = []
         for token in devices:
-            if token.isdigit() and inherited is not None:
-                if int(token) >= len(inherited):
+            index = whole_number(token)
+            if index is not None and inherited is not None:
+                if index >= len(inherited):
                     raise IndexError(
                         f"device {token} is not among CUDA_VISIBLE_DEVICES={visible!r}"
                     )
-                pool.append(inherited[int(token)])
-            elif token.isdigit() and count and int(token) >= count:
+                pool.append(inherited[index])
+            elif index is not None and count and index >= count:
                 raise IndexError(
                     f"device {token} does not exist: this machine has {count} CUDA "
                     f"device(s), 0 to {count - 1}"

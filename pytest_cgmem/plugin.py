@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from .cuda import cuda_started
 from .fixture import CgmemFixture, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import CgmemSession, regions_key
+from .session import CgmemSession, process_machine, regions_key
 from .settings import OPTIONS, Settings, parse_devices, resolve
 from .units import CgmemUsageError
 
@@ -132,6 +133,20 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         )
         return
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    """pytest-benchmark's ``machine_info["cgmem"]``: this process's machine, the same when
+    pytest-benchmark reads it for ``--benchmark-compare`` (at configure time) and when it
+    saves, so that compare is quiet when the machines match. A run that neither measures
+    nor compares (torch never imported) adds nothing, and imports nothing."""
+    session = config.stash.get(session_key, None)
+    comparing = bool(config.getoption("benchmark_compare", None))
+    if comparing or "torch" in sys.modules or (session is not None and session.records):
+        machine_info["cgmem"] = process_machine(config)
 
 
 @pytest.fixture

@@ -3,9 +3,9 @@
 ``CgmemSession`` is registered by the plugin in ``pytest_configure``. It measures a marked
 test's call phase, judges every measured test once (budgets of the call region and of
 recorded regions, the baseline), keeps one ``TestRecord`` per measured test, exports the
-figures (JUnit, pytest-benchmark, files), carries records from xdist workers to the
-controller and prints the summary. GPU work goes through the ``cuda`` package, imported
-only when a test asks for GPU memory figures.
+figures (JUnit, pytest-benchmark, files), journals each record as its test ends (carried
+from xdist workers on the test's report) and prints the summary. GPU work goes through the
+``cuda`` package, imported only when a test asks for GPU memory figures.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Generator
+import uuid
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +44,12 @@ opted_out_key = pytest.StashKey[str]()
 _suite_key = pytest.StashKey[bool]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
+_machine_key = pytest.StashKey[dict[str, Any]]()
+
+RESULT_ATTRIBUTE = "cgmem_result"
+"""Under pytest-xdist, the call report's attribute that carries a measured test's record in
+its run-file form (and, the first time, the worker's machine) to the controller: xdist
+serializes a report's attributes with it, so the record arrives as the test ends."""
 
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 
@@ -72,7 +80,7 @@ def item_budget(item: pytest.Item, default: Budget) -> Budget:
                 parse_tolerance(kwargs.pop("tolerance"))
             except CgmemUsageError as exc:
                 raise CgmemUsageError(f"tolerance={mark.kwargs['tolerance']!r}: {exc}") from None
-        budget = budget.merged(parse_budget(kwargs))
+        budget = budget.merged(parse_budget(kwargs, also_valid=("tolerance",)))
     return budget
 
 
@@ -128,6 +136,20 @@ def _outcome(report: pytest.TestReport) -> str:
     return str(report.outcome)
 
 
+def process_machine(config: pytest.Config) -> dict[str, Any]:
+    """This process's machine: host, Python and platform, GPUs, driver, torch, CUDA and the
+    allocator's settings (imports torch; creates no CUDA context). Read once per process,
+    so that every place that records it (the run file, pytest-benchmark's machine_info)
+    records the same thing."""
+    machine = config.stash.get(_machine_key, None)
+    if machine is None:
+        from .cuda.machine import machine_info
+        from .results.runfile import base_machine
+
+        machine = config.stash[_machine_key] = {**base_machine(), **machine_info()}
+    return machine
+
+
 def forget_last_failure() -> None:
     """Drop ``sys.last_*`` before the region starts, not inside it as pytest's runner does.
 
@@ -142,24 +164,47 @@ def forget_last_failure() -> None:
 class CgmemSession:
     """Measures, judges and records the run's GPU-memory tests (see the module docstring).
 
-    Under pytest-xdist each worker sends its records to the controller
-    (``workeroutput``), which alone writes files and prints the summary.
+    The process that writes the files (the only one in a plain run, the controller under
+    pytest-xdist) takes each measured test's record as the test ends, from the test itself
+    or from its call report (``RESULT_ATTRIBUTE``), and journals it at once: a killed run
+    or a crashed worker loses at most the test that was running.
     """
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
-        self.records: list[TestRecord] = []
+        #: the run's records, by node id (a rerun replaces the earlier attempt)
+        self.records: dict[str, TestRecord] = {}
+        self.tests: dict[str, dict[str, Any]] = {}
         self.machine: dict[str, Any] | None = None
+        self.workers_lost: list[dict[str, Any]] = []
         self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.refused: list[str] = []
         self.baseline: Baseline | None = None
+        self.interrupted: str | None = None
+        self.started = False
+        self._exitstatus: int | None = None
+        self._journals: list[tuple[str, str, Any]] = []
+        self._commit: dict[str, Any] | None = None
+        self._xdist = False
+        self._machine_sent = False
         self._cuda: bool | None = None
         self.opted_out: dict[str, str] = {}
         self.never_on_gpu = 0
         self._diagnostics: Any = None
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
-        if settings.baseline:
+        if self.worker is None:
+            problems = self._output_problems()
+            if problems:
+                raise pytest.UsageError(*problems)
+        shipped = None if workerinput is None else workerinput.get("cgmem_baseline")
+        if settings.baseline and shipped is not None:
+            # an xdist worker holds the baseline the controller read: the file itself may
+            # already be this run's stub (--cgmem-save-baseline on the same path)
+            self.baseline = Baseline(settings.baseline, shipped)
+        elif settings.baseline:
             from .results import runfile
 
             try:
@@ -167,6 +212,12 @@ class CgmemSession:
             except CgmemUsageError as exc:
                 raise pytest.UsageError(str(exc)) from None
             self.baseline = Baseline(settings.baseline, document)
+
+    def path(self, given: str) -> Path:
+        """An output or input path as given, against the folder pytest was started in."""
+        from .results.outputs import resolve
+
+        return resolve(given, self.config.invocation_params.dir)
 
     # -- collection ---------------------------------------------------------------------
 
@@ -184,7 +235,10 @@ class CgmemSession:
             if item.get_closest_marker("cgmem") is not None:
                 try:
                     item.stash[budget_key] = item_budget(item, default)
-                except CgmemUsageError as exc:
+                except (
+                    ValueError,
+                    TypeError,
+                ) as exc:  # a usage error, or a value no parser foresaw
                     errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
             elif self.settings.all:
                 if off is not None:
@@ -212,7 +266,7 @@ class CgmemSession:
             self._cuda = cuda_available()
         if not self._cuda:
             if self.settings.require_gpu:
-                pytest.fail(f"{NO_GPU} (--cgmem-require-gpu)", pytrace=False)
+                pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
             raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
 
     @pytest.hookimpl(tryfirst=True)
@@ -403,6 +457,8 @@ class CgmemSession:
     def _record(
         self, item: pytest.Item, report: pytest.TestReport, regions: tuple[RegionResult, ...]
     ) -> None:
+        from .results.runfile import plain_record
+
         verdict = item.stash.get(_verdict_key, None)
         findings = None if verdict is None else verdict.findings
         record = TestRecord(
@@ -417,7 +473,17 @@ class CgmemSession:
             violations=verdict.violations if verdict else (),
             baseline=None if findings is None else findings.to_dict(),
         )
-        self.records.append(record)
+        # the machine is read (torch imported) only for a run that writes files
+        if self.worker is None:  # this process writes the files: no need to travel
+            if self.started and self.machine is None:
+                self._take_machine(process_machine(self.config))
+            self._take(record, None)
+        else:
+            payload: dict[str, Any] = {"record": plain_record(record)}
+            if not self._machine_sent and self._outputs():
+                payload["machine"] = process_machine(self.config)
+                self._machine_sent = True
+            setattr(report, RESULT_ATTRIBUTE, payload)
         properties = junit_properties(regions)
         report.user_properties.extend(properties)  # the call report, for report readers
         item.user_properties.extend(properties)  # the teardown report, which JUnit reads
@@ -435,93 +501,313 @@ class CgmemSession:
             if isinstance(extra, dict):
                 extra["cgmem"] = benchmark_figures(regions)
 
-    # -- the run's end ------------------------------------------------------------------
+    # -- the files: started before the first test, journaled per test, replaced at the end -
+
+    def _outputs(self) -> list[tuple[str, str, str]]:
+        """(what, option or ini key, path as given) of each file this run writes."""
+        settings = self.settings
+        found = []
+        for name, what in (
+            ("json", "run file"),
+            ("save_baseline", "baseline"),
+            ("gab_json", "github-action-benchmark file"),
+        ):
+            given = getattr(settings, name)
+            if given:
+                found.append((what, settings.source(name), given))
+        return found
+
+    def _output_problems(self) -> list[str]:
+        """Every output path that cannot be written, before the first test (one line each)."""
+        from .results.outputs import Output, problems
+
+        settings = self.settings
+        kinds = {"run file": "run", "baseline": "run", "github-action-benchmark file": "file"}
+        wanted = [Output(source, given, kinds[what]) for what, source, given in self._outputs()]
+        if settings.artifacts:
+            wanted.append(Output(settings.source("artifacts"), settings.artifacts, "dir"))
+        if settings.baseline:
+            wanted.append(Output(settings.source("baseline"), settings.baseline, "input"))
+        option = self.config.option
+        for flag, name in (("--junitxml", "xmlpath"), ("--benchmark-json", "benchmark_json")):
+            other = getattr(option, name, None)
+            if isinstance(other, (str, os.PathLike)) and os.fspath(other):
+                wanted.append(Output(flag, os.fspath(other), "other"))
+        return problems(wanted, self.config.invocation_params.dir)
+
+    def _settings_data(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "budget": dict(settings.budget.limits),
+            "tolerance": settings.tolerance,
+            "tolerance_abs": settings.tolerance_abs,
+            "baseline": settings.baseline,
+            "xdist": self._xdist or any(r.worker for r in self.records.values()),
+        }
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        """Before the first test: each run file becomes a stub marked incomplete, with its
+        journal beside it; a stale github-action-benchmark file goes. ``--collect-only``
+        (and an xdist worker) writes nothing."""
+        if self.worker is not None or self.config.option.collectonly or self.started:
+            return
+        outputs = self._outputs()
+        if not outputs:
+            return
+        from .results import journal, runfile
+
+        self._xdist = self.config.pluginmanager.has_plugin("dsession")
+        self._commit = runfile.git_commit(self.config.rootpath)
+        run = uuid.uuid4().hex
+        stub = runfile.build_run(
+            [],
+            runfile.base_machine(),
+            self._commit,
+            settings=self._settings_data(),
+            complete=False,
+        )
+        try:
+            for what, source, given in outputs:
+                path = self.path(given)
+                try:
+                    if what == "github-action-benchmark file":
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()  # a killed run must not leave the last run's figures
+                        continue
+                    marker = {"file": journal.journal_path(path).name, "run": run}
+                    self._journals.append(
+                        (what, given, journal.Journal.start(path, {**stub, "journal": marker}))
+                    )
+                except (OSError, CgmemUsageError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    raise pytest.UsageError(f"{source}={given!r}: {why}") from None
+        except BaseException:
+            for _, _, opened in self._journals:
+                opened.close()
+            self._journals = []
+            raise
+        self.started = True
+
+    def _journal(self, kind: str, data: Any) -> None:
+        for what, given, journal in self._journals:
+            try:
+                journal.append(kind, data)
+            except OSError as exc:  # the final file may still be written: a warning
+                message = (
+                    f"cgmem: warning: could not journal {what} {given!r} to {journal.path} "
+                    f"({exc}); a killed run would lose tests"
+                )
+                if message not in self.lines:
+                    self.lines.append(message)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """On the xdist controller: a measured test's record, as soon as its worker reports
+        the call phase."""
+        payload = getattr(report, RESULT_ATTRIBUTE, None)
+        if self.worker is not None or not isinstance(payload, Mapping):
+            return
+        machine = payload.get("machine")
+        if isinstance(machine, Mapping) and self.machine is None:
+            self._take_machine(machine)
+        data = payload.get("record")
+        if isinstance(data, Mapping):
+            self._take(None, data)
+
+    def _take_machine(self, machine: Mapping[str, Any]) -> None:
+        self.machine = dict(machine)
+        self._journal("machine", self.machine)
+
+    def _take(self, record: TestRecord | None, data: Mapping[str, Any] | None) -> None:
+        """Keep a measured test's record (a rerun replaces the earlier attempt) and, when
+        this run writes files, journal its run-file form at once."""
+        if self.started:
+            from .results.runfile import nonfinite_problem, plain_record
+
+            if data is None:
+                assert record is not None
+                data = plain_record(record)
+            problem = nonfinite_problem(data)
+            if problem:
+                self.refused.append(problem)
+                self.errors.append(problem)
+                return
+        if record is None:
+            assert data is not None
+            record = TestRecord.from_dict(data)
+        nodeid = record.nodeid
+        self.records.pop(nodeid, None)
+        self.records[nodeid] = record
+        if data is not None:
+            self.tests.pop(nodeid, None)
+            self.tests[nodeid] = dict(data)
+            self._journal("test", data)
 
     @pytest.hookimpl(optionalhook=True)
-    def pytest_benchmark_update_machine_info(
-        self, config: pytest.Config, machine_info: dict[str, Any]
-    ) -> None:
-        if "torch" in sys.modules or self.records:
-            machine_info["cgmem"] = self._machine()
-
-    def _machine(self) -> dict[str, Any]:
-        from .results import runfile
-
-        if self.machine is None:
-            machine = runfile.base_machine()
-            if self.records or _CUDA_MODULE in sys.modules:
-                from .cuda.machine import machine_info
-
-                machine.update(machine_info())
-            self.machine = machine
-        return self.machine
-
-    def pytest_sessionfinish(self) -> None:
-        if self.worker is not None:
-            workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
-            workeroutput["cgmem"] = {
-                "entries": [r.to_dict() for r in self.records],
-                "machine": self._machine() if self.records else None,
-            }
-            return
-        self._write()
+    def pytest_configure_node(self, node: Any) -> None:
+        """On the xdist controller: each worker gets the baseline as read here, before this
+        run replaced any file."""
+        if self.baseline is not None:
+            node.workerinput["cgmem_baseline"] = self.baseline.document
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """On the xdist controller: a worker's records."""
-        payload = getattr(node, "workeroutput", {}).get("cgmem")
-        if not payload:
+        """On the xdist controller: a worker that died is recorded, with when."""
+        if error is None or self.worker is not None:
             return
-        self.records.extend(TestRecord.from_dict(data) for data in payload["entries"])
-        if self.machine is None and payload.get("machine"):
-            self.machine = payload["machine"]
+        from .results.journal import now
 
-    def _write(self) -> None:
+        text = " ".join(str(error).split())
+        entry = {
+            "worker": str(getattr(getattr(node, "gateway", None), "id", None) or "?"),
+            "when": now(),
+            "test": None,
+            "error": text[:500] if text else None,
+        }
+        self.workers_lost.append(entry)
+        self._journal("worker_lost", entry)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        """On the xdist controller: the test a dead worker was running (its figures are lost)."""
+        worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
+        for entry in reversed(self.workers_lost):
+            if entry["worker"] == worker and entry["test"] is None:
+                entry["test"] = crashitem
+                self._journal("worker_lost", entry)
+                break
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        value = excinfo.value
+        text = " ".join(str(getattr(value, "msg", None) or value).split())
+        self.interrupted = f"interrupted: {text}" if text else f"interrupted ({excinfo.typename})"
+
+    def _reasons(self, session: pytest.Session, exitstatus: int) -> list[str]:
+        """Why this run is incomplete (nothing when it is complete)."""
+        reasons = [self.interrupted] if self.interrupted else []
+        stop = session.shouldfail or session.shouldstop
+        if stop and not self.interrupted:
+            reasons.append(f"stopped early: {stop}")
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
+            reasons.append("an internal error ended the run")
+        for lost in self.workers_lost:
+            if lost["test"]:
+                reasons.append(
+                    f"worker {lost['worker']} crashed while running {lost['test']} "
+                    "(that test's figures are lost)"
+                )
+            else:
+                reasons.append(f"worker {lost['worker']} went down ({lost['error']})")
+        if self.refused:
+            reasons.append(f"the figures of {len(self.refused)} test(s) could not be written")
+        return reasons
+
+    def _run_machine(self) -> dict[str, Any]:
+        """The measuring process's machine; host, Python and platform only when nothing was
+        measured (the GPU keys are then null: nothing measured, nothing to compare)."""
+        from .results import runfile
+
+        return dict(self.machine) if self.machine else runfile.base_machine()
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.worker is not None or not self.started:
+            return
         from .results import runfile
         from .results.exporters import gab_entries
 
-        settings = self.settings
-        if not (settings.json or settings.gab_json or settings.save_baseline):
-            return
+        reasons = self._reasons(session, exitstatus)
         document = runfile.build_run(
-            self.records,
-            self._machine(),
-            runfile.git_commit(self.config.rootpath),
-            settings={
-                "budget": dict(settings.budget.limits),
-                "tolerance": settings.tolerance,
-                "tolerance_abs": settings.tolerance_abs,
-                "baseline": settings.baseline,
-                "xdist": any(r.worker for r in self.records),
-            },
+            self.tests.values(),
+            self._run_machine(),
+            self._commit,
+            settings=self._settings_data(),
+            complete=not reasons,
+            incomplete_reason="; ".join(reasons) or None,
+            workers_lost=self.workers_lost,
         )
-        targets = [
-            (settings.json, "run file", document),
-            (settings.save_baseline, "baseline", document),
-            (settings.gab_json, "github-action-benchmark file", None),
-        ]
-        for path, what, data in targets:
-            if not path:
-                continue
+        count = f"{len(self.tests)} test(s)"
+        note = f"; the run is incomplete: {document['incomplete_reason']}" if reasons else ""
+        for what, given, journal in self._journals:
             try:
-                runfile.write_json(path, gab_entries(document) if data is None else data)
+                journal.finish(document)
             except (OSError, ValueError) as exc:
-                self.lines.append(f"cgmem: could not write {what} {path!r}: {exc}")
+                journal.close()
+                self.errors.append(f"cgmem: could not write {what} {given!r}: {exc}")
             else:
-                self.lines.append(f"cgmem: wrote {what} {path} ({len(self.records)} test(s))")
+                self.lines.append(f"cgmem: wrote {what} {given} ({count}){note}")
+        self._journals = []
+        gab = self.settings.gab_json
+        if gab:
+            what = "github-action-benchmark file"
+            entries = gab_entries(document)
+            if not entries:
+                self.lines.append(
+                    f"cgmem: no figures measured: {what} {gab} not written (the action fails "
+                    "on an empty list)"
+                )
+            else:
+                try:
+                    runfile.write_json(self.path(gab), entries)
+                except (OSError, ValueError) as exc:
+                    self.errors.append(f"cgmem: could not write {what} {gab!r}: {exc}")
+                else:
+                    self.lines.append(f"cgmem: wrote {what} {gab} ({count}){note}")
+        if self.errors and session.exitstatus in (
+            pytest.ExitCode.OK,
+            pytest.ExitCode.NO_TESTS_COLLECTED,
+        ):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self._exitstatus = int(session.exitstatus)
+
+    def pytest_report_header(self) -> list[str]:
+        if self.baseline is None or self.worker is not None:
+            return []
+        from .results.runfile import incomplete
+
+        why = incomplete(self.baseline.document)
+        if why is None:
+            return []
+        return [f"cgmem: baseline {self.baseline.path} is from an incomplete run ({why})"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = summary(self.records, self.settings.summary)
+        records = list(self.records.values())
+        lines = summary(records, self.settings.summary)
         if self.settings.all:
-            lines[:0] = suite_summary(self.records, self.opted_out, self.never_on_gpu)
+            lines[:0] = suite_summary(records, self.opted_out, self.never_on_gpu)
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:
                 terminalreporter.write_line(line)
         results = list(self.lines)
         if self.baseline is not None:
-            results[:0] = baseline_summary(self.baseline.path, self.records, self.baseline.nodeids)
-        if results:
+            from .results.runfile import incomplete
+
+            found = baseline_summary(self.baseline.path, records, self.baseline.nodeids)
+            why = incomplete(self.baseline.document)
+            if why is not None:
+                found.insert(
+                    1,
+                    f"  note: the baseline is from an incomplete run ({why}); tests it lacks "
+                    "count as new",
+                )
+            results[:0] = found
+        if results or self.errors:
             terminalreporter.write_sep("-", "cgmem results")
             for line in results:
                 terminalreporter.write_line(line)
+            for line in self.errors:
+                terminalreporter.write_line(line, red=True, bold=True)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """A file that could not be written is said last, after pytest's own last line."""
+        if not self.errors:
+            return
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        status = f": exit status {self._exitstatus}" if self._exitstatus else ""
+        lines = [*self.errors, f"cgmem: the run's results were not all written{status}"]
+        for line in lines:
+            if reporter is not None:
+                reporter.write_line(line, red=True, bold=True)
+            else:
+                sys.stderr.write(line + "\n")

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checks.budgets import Budget, parse_budget_string
-from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+from .units import (
+    CgmemUsageError,
+    Tolerance,
+    format_size,
+    parse_percent,
+    parse_size,
+    whole_number,
+)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -38,24 +45,24 @@ def parse_devices(value: object) -> tuple[str, ...] | str:
     if text.lower() == "all":
         return "all"
     devices = tuple(t.strip() for t in text.split(","))
-    valid = all(t.isdigit() or t.startswith(("GPU-", "MIG-")) for t in devices)
+    valid = all(whole_number(t) is not None or t.startswith(("GPU-", "MIG-")) for t in devices)
     if not text or not valid:
         raise CgmemUsageError(f"expected 'all' or device indices such as '0,1', got {value!r}")
     return devices
 
 
 def parse_summary(value: object) -> int:
-    text = str(value).strip()
-    if not text.isdigit():
+    number = None if isinstance(value, bool) else whole_number(str(value))
+    if number is None:
         raise CgmemUsageError(f"expected a whole number >= 0 (0 turns it off), got {value!r}")
-    return int(text)
+    return number
 
 
 def parse_positive(value: object) -> int:
-    text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    number = None if isinstance(value, bool) else whole_number(str(value))
+    if number is None or number < 1:
         raise CgmemUsageError(f"expected a whole number >= 1, got {value!r}")
-    return int(text)
+    return number
 
 
 UNAVAILABLE_CHOICES = ("fail", "skip")
@@ -262,6 +269,13 @@ class Settings:
     stacks: int = DEFAULT_STACKS
     artifacts: str | None = None
     unavailable: str = "fail"
+    #: where each setting that was given came from: its flag (``--cgmem-json``) or its ini
+    #: key (``cgmem_json``); a setting left at its default is absent
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source(self, name: str) -> str:
+        """The flag or ini key that set ``name``; the flag where it is the default."""
+        return self.sources.get(name) or next(o.cli for o in OPTIONS if o.name == name)
 
     @property
     def tolerance_default(self) -> Tolerance:
@@ -279,6 +293,7 @@ def resolve(
     the option or ini key and the value.
     """
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for option in OPTIONS:
         raw, source = cli.get(option.name), option.cli
         if raw is None:
@@ -294,4 +309,5 @@ def resolve(
             raise CgmemUsageError(f"{source}={raw!r}: {exc}") from None
         if option.path and source == option.ini and ini_dir is not None:
             values[option.name] = os.path.join(ini_dir, values[option.name])
-    return Settings(**values)
+        sources[option.name] = source
+    return Settings(**values, sources=sources)

@@ -18,7 +18,11 @@ _UNITS: dict[str, int] = {
     "tb": 10**12,
 }
 UNIT_NAMES = ("B", "KiB", "MiB", "GiB", "TiB", "KB", "MB", "GB", "TB")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]+)?\s*$")
+# ASCII digits only: ``\d``, ``str.isdigit`` and ``float`` also take other scripts' digits
+# ("٣", and "²" for isdigit), which int() or a reader of the value may then refuse.
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?|\.[0-9]+)\s*([a-zA-Z]+)?\s*$")
+_WHOLE = re.compile(r"[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _BINARY_STEPS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
@@ -66,12 +70,28 @@ def format_size(num_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+def whole_number(text: str) -> int | None:
+    """``text`` (surrounding spaces allowed) as a whole number >= 0 in ASCII digits, else None.
+
+    ``"²".isdigit()`` is True and ``int("٣")`` is 3: every integer the plugin reads goes
+    through here so that neither passes as a number.
+    """
+    stripped = text.strip()
+    return int(stripped) if _WHOLE.fullmatch(stripped) else None
+
+
+def _number(text: str) -> float | None:
+    """A decimal number in ASCII (``1.5``, ``-2e3``), else None; no ``inf``, ``nan`` or ``1_0``."""
+    stripped = text.strip()
+    return float(stripped) if _NUMBER.fullmatch(stripped) else None
+
+
 def parse_count(value: object) -> int:
     """A non-negative whole number (graph captures, replays)."""
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a whole number, got {value!r}")
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and (number := whole_number(value)) is not None:
+        return number
     if isinstance(value, int) and value >= 0:
         return value
     raise CgmemUsageError(f"expected a whole number >= 0, got {value!r}")
@@ -85,10 +105,10 @@ def parse_ratio(value: object) -> float:
     if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}") from None
+        parsed = _number(value)
+        if parsed is None:
+            raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}")
+        number = parsed
     else:
         raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}")
     if not math.isfinite(number) or number <= 0:
@@ -114,10 +134,10 @@ def parse_percent(value: object) -> float:
     if isinstance(value, (int, float)):
         fraction = float(value)
     elif isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            fraction = float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}") from None
+        number = _number(value.strip()[:-1])
+        if number is None:
+            raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
+        fraction = number / 100
     else:
         raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
     if not math.isfinite(fraction) or fraction < 0:

@@ -25,13 +25,18 @@ class Budget:
         return bool(self.limits)
 
 
-def parse_budget(values: Mapping[str, object]) -> Budget:
-    """A Budget from keyword values; raises CgmemUsageError naming the keyword and value."""
+def parse_budget(values: Mapping[str, object], also_valid: tuple[str, ...] = ()) -> Budget:
+    """A Budget from keyword values; raises CgmemUsageError naming the keyword and value.
+
+    ``also_valid`` are keywords the caller takes itself (the mark's ``tolerance``), listed
+    among the valid ones when a keyword is unknown.
+    """
     limits: dict[str, Number] = {}
     for key, value in values.items():
         metric = METRICS.get(key)
         if metric is None:
-            raise CgmemUsageError(f"unknown budget keyword {key!r} (valid: {', '.join(METRICS)})")
+            valid = ", ".join((*METRICS, *also_valid))
+            raise CgmemUsageError(f"unknown budget keyword {key!r} (valid: {valid})")
         try:
             limits[key] = metric.parse(value)
         except CgmemUsageError as exc:

@@ -10,9 +10,9 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..metrics import METRICS, names, region_name
+from ..metrics import METRICS, names, region_keys, region_name
 from ..results.baseline import compare_runs
-from ..results.runfile import known
+from ..results.runfile import incomplete, known
 from ..settings import DEFAULT_TOLERANCE
 from .charts import OK as _OK
 from .charts import OVER as _OVER
@@ -28,12 +28,11 @@ def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
     """One row per test region and device: its name, outcome, budget and known figures."""
     rows = []
     for test in doc["tests"]:
-        for region in test["regions"]:
+        regions = test["regions"]
+        for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
             for device in region["devices"]:
                 many = len(region["devices"]) > 1
-                name = region_name(
-                    test["nodeid"], region.get("label"), device["index"] if many else None
-                )
+                name = region_name(test["nodeid"], key, device["index"] if many else None)
                 checked = region.get("label") in (test.get("checked") or [])
                 rows.append(
                     {
@@ -235,7 +234,19 @@ td.over{color:#c8372d;font-weight:600} .b{color:#777;font-size:11px}
 .up{color:#c8372d;font-size:11px;display:block} .down{color:#3b8f4f;font-size:11px;display:block}
 .grid{display:flex;flex-wrap:wrap;gap:8px} .grid svg{max-width:620px;height:auto}
 svg{max-width:100%;height:auto}
+.warn{border:1px solid #c8372d;border-radius:6px;padding:8px 12px;color:#8a241c;background:#fdf1ef}
 """
+
+
+def _incomplete(doc: Mapping[str, Any]) -> str:
+    """A warning at the top of the page for a run that did not finish; '' otherwise."""
+    why = incomplete(doc)
+    if why is None:
+        return ""
+    return (
+        "<p class='warn'><b>Incomplete run:</b> figures of some tests may be missing ("
+        f"{html.escape(why)}).</p>"
+    )
 
 
 def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memory") -> str:
@@ -286,6 +297,7 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><div class='meta'>{meta}</div>",
+        _incomplete(doc),
         "<div class='cards'>"
         + "".join(
             f"<div class='card {cls}'><div class='v'>{value}</div><div class='k'>{key}</div></div>"

@@ -6,15 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..checks.budgets import Budget
-from ..metrics import METRICS, names, region_label, region_name
+from ..metrics import METRICS, names, region_keys, region_name
 from ..results.records import RegionResult, TestRecord
 
 
 def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> str:
     """Every metric of every region and device, with its budget and verdict."""
     lines: list[str] = []
-    for result in regions:
-        name = region_label(result.label)
+    for name, result in zip(region_keys(r.label for r in regions), regions, strict=True):
         for figures in result.devices:
             lines.append(f"{name} on {figures.where} ({result.seconds * 1000:.1f} ms):")
             for metric, value in figures.metrics().items():
@@ -83,8 +82,9 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
         header,
     ]
     for record in ranked:
-        for result in record.regions:
-            name = region_name(record.nodeid, result.label)
+        keys = region_keys(r.label for r in record.regions)
+        for key, result in zip(keys, record.regions, strict=True):
+            name = region_name(record.nodeid, key)
             if len(name) > 59:
                 name = "..." + name[-56:]
             cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..metrics import CALL_LABEL, METRICS, Number, names, region_name
+from ..metrics import CALL_LABEL, METRICS, Number, names, region_keys, region_name
 from ..units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
 from .records import RegionResult
 from .runfile import figures
@@ -108,7 +108,7 @@ class Change:
 
 
 def compare_one(
-    key: tuple[str, str | None, int],
+    key: tuple[str, str, int],
     base: Mapping[str, Number],
     new: Mapping[str, Number],
     tolerance: Tolerance,
@@ -174,13 +174,13 @@ class Baseline:
     def check(self, nodeid: str, regions: Sequence[RegionResult], tolerance: Tolerance) -> Findings:
         changes: list[Change] = []
         new: list[str] = []
-        for region in regions:
+        for name, region in zip(region_keys(r.label for r in regions), regions, strict=True):
             for device in region.devices:
-                key = (nodeid, region.label, device.index)
+                key = (nodeid, name, device.index)
                 base = self.figures.get(key)
                 if base is None:
                     many = len(region.devices) > 1
-                    new.append(region_name(nodeid, region.label, device.index if many else None))
+                    new.append(region_name(nodeid, name, device.index if many else None))
                     continue
                 values = device.known()
                 changes.extend(compare_one(key, base, values, tolerance))
@@ -218,9 +218,7 @@ def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Toler
     return Comparison(tuple(changes), tuple(new_names), tuple(missing))
 
 
-def _device_of(
-    key: tuple[str, str | None, int], table: Mapping[tuple[str, str | None, int], Any]
-) -> int | None:
+def _device_of(key: tuple[str, str, int], table: Mapping[tuple[str, str, int], Any]) -> int | None:
     """The device index, where the region used several devices (and so names it)."""
     many = sum(1 for k in table if k[:2] == key[:2]) > 1
     return key[2] if many else None

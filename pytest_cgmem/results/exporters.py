@@ -1,12 +1,17 @@
 """Figures for other tools: github-action-benchmark entries, pytest-benchmark's
-``extra_info`` and JUnit properties (pure)."""
+``extra_info`` and JUnit properties (pure).
+
+Every output names a region by its key (``metrics.region_keys``), so an unlabelled region
+and a repeated label never share a name with another region of the same test; unknown
+figures are left out of each.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..metrics import METRICS, names, region_label, region_name
+from ..metrics import METRICS, names, region_keys, region_name
 from .records import RegionResult
 from .runfile import known
 
@@ -16,18 +21,22 @@ def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, An
 
     Every byte metric is given in one fixed unit (MiB); graph pool bytes only where the
     region made graphs. Device index is in the name where a region used several devices.
+    Names are unique (the action matches entries by name): a name that would repeat (two
+    node ids that print alike) gets `` #2``, `` #3``... in file order. ``extra`` is lines
+    separated by ``\\n``, as the action's own extractors write it. An empty list means
+    nothing was measured: the action refuses it, so the caller writes no file.
     """
     scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
     machine = data.get("machine") or {}
     gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
     found: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for test in data["tests"]:
-        for region in test["regions"]:
+        regions = test["regions"]
+        for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
             many = len(region["devices"]) > 1
             for device in region["devices"]:
-                name = region_name(
-                    test["nodeid"], region.get("label"), device["index"] if many else None
-                )
+                name = region_name(test["nodeid"], key, device["index"] if many else None)
                 values = known(region, device)
                 for metric in names(export=True):
                     value = values.get(metric)
@@ -36,41 +45,53 @@ def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, An
                     if METRICS[metric].graph and not (value or device.get("graphs")):
                         continue
                     limit = (test.get("budget") or {}).get(metric)
-                    extra = (
-                        f"GPU: {gpus}; torch {machine.get('torch')}; CUDA {machine.get('cuda')}; "
-                        f"outcome {test.get('outcome')}"
-                    )
+                    lines = [
+                        f"GPU: {gpus}",
+                        f"torch: {machine.get('torch')}",
+                        f"CUDA: {machine.get('cuda')}",
+                        f"outcome: {test.get('outcome')}",
+                    ]
                     if limit is not None:
-                        extra += f"; budget {limit / scale:.3f} {unit}"
+                        lines.append(f"budget: {limit / scale:.3f} {unit}")
+                    entry_name = unique(f"{name} - {metric}", seen)
                     found.append(
                         {
-                            "name": f"{name} - {metric}",
+                            "name": entry_name,
                             "unit": unit,
                             "value": round(value / scale, 3),
-                            "extra": extra,
+                            "extra": "\n".join(lines),
                         }
                     )
     return found
 
 
+def unique(name: str, seen: set[str]) -> str:
+    """``name``, or ``name #2``, ``name #3``... : the first not in ``seen`` (then added)."""
+    found, number = name, 1
+    while found in seen:
+        number += 1
+        found = f"{name} #{number}"
+    seen.add(found)
+    return found
+
+
 def benchmark_figures(regions: Sequence[RegionResult]) -> dict[str, Any]:
-    """``{label: {metric: value}}``; ``{label: {"cuda:N": {...}}}`` for a multi-device
+    """``{key: {metric: value}}``; ``{key: {"cuda:N": {...}}}`` for a multi-device
     region (pytest-benchmark's ``extra_info["cgmem"]``); unknown figures are left out."""
     found: dict[str, Any] = {}
-    for region in regions:
+    for key, region in zip(region_keys(r.label for r in regions), regions, strict=True):
         per_device = {d.where: d.known() for d in region.devices}
         one = len(per_device) == 1
-        found[region_label(region.label)] = next(iter(per_device.values())) if one else per_device
+        found[key] = next(iter(per_device.values())) if one else per_device
     return found
 
 
 def junit_properties(regions: Sequence[RegionResult]) -> list[tuple[str, Any]]:
-    """``cgmem.<label>.<metric>`` (``cgmem.<label>.cuda<N>.<metric>`` for a region on
+    """``cgmem.<key>.<metric>`` (``cgmem.<key>.cuda<N>.<metric>`` for a region on
     several devices) for every known figure."""
     found: list[tuple[str, Any]] = []
-    for region in regions:
-        label = region_label(region.label)
+    for key, region in zip(region_keys(r.label for r in regions), regions, strict=True):
         for device in region.devices:
-            where = f"{label}.cuda{device.index}" if len(region.devices) > 1 else label
+            where = f"{key}.cuda{device.index}" if len(region.devices) > 1 else key
             found.extend((f"cgmem.{where}.{m}", v) for m, v in device.known().items())
     return found

@@ -1,32 +1,43 @@
-"""The run file: JSON export, loading, github-action-benchmark entries, merge (pure).
+"""The run file: build, load (the one loader every reader uses), merge (pure, but for files).
 
-A run file (``--cgmem-json``, ``--cgmem-save-baseline``) is one JSON object with the schema
-id ``pytest-cgmem/1``; ``docs/json.md`` documents it and ``run.schema.json`` (shipped in
-the package) is its machine-readable JSON Schema.
+A run file (``--cgmem-json``, ``--cgmem-save-baseline``, ``cgmem merge``) is one JSON object
+with the schema id ``pytest-cgmem/1``; ``docs/json.md`` documents it and
+``run.schema.json`` (shipped in the package) is its JSON Schema. ``load_run`` checks a file
+against that schema, refuses NaN, ±Infinity and a test listed twice, and folds in the
+journal of a run that did not finish (``journal.py``).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..metrics import METRICS, Number
+from ..metrics import METRICS, Number, region_keys
 from ..units import CgmemUsageError
-from .records import TestRecord
+from . import journal
+from .jsonio import NonFiniteError, first_nonfinite, loads, path_of, write_json
+from .records import RegionResult, TestRecord
+
+__all__ = ["write_json"]
 
 SCHEMA_ID = "pytest-cgmem/1"
 #: Machine keys that must agree for figures to be comparable (``cgmem merge``).
 MACHINE_IDENTITY = ("gpus", "driver", "torch", "cuda", "allocator_backend", "alloc_conf")
+#: What a run file says while its run is under way, and after a run that was killed.
+NOT_FINISHED = (
+    "the run did not finish: it is still going, or it was killed (SIGKILL, an OOM kill, "
+    "os._exit, a crash) before it could say why"
+)
 
 
 def schema() -> dict[str, Any]:
@@ -36,21 +47,32 @@ def schema() -> dict[str, Any]:
     return shipped()
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON data: tuples become lists, odd objects their ``str``; NaN becomes None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
+def _jsonable(value: Any, finite: bool = True) -> Any:
+    """Plain JSON data: tuples become lists, odd objects their ``str``; with ``finite``,
+    NaN and ±Infinity become None (for ``extra``, the details other parts add; a figure
+    that is not finite is refused instead, see ``nonfinite_problem``)."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return None if finite and not math.isfinite(value) else value
+    if kind is dict or isinstance(value, Mapping):
+        return {str(k): _jsonable(v, finite) for k, v in value.items()}
+    if kind is list or isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v, finite) for v in value]
+    if isinstance(value, float):
+        return _jsonable(float(value), finite)
+    if isinstance(value, (str, int, bool)):
         return value
     return str(value)
 
 
-def base_machine() -> dict[str, Any]:
-    """What is known about the machine without torch: host, Python, platform."""
+def base_machine(alloc_conf: str | None = None) -> dict[str, Any]:
+    """What is known about a machine without torch: host, Python, platform. The GPU keys
+    and ``alloc_conf`` are null: the measuring process fills them (``cuda.machine``)."""
     return {
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
@@ -60,7 +82,7 @@ def base_machine() -> dict[str, Any]:
         "torch": None,
         "cuda": None,
         "allocator_backend": None,
-        "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+        "alloc_conf": alloc_conf,
     }
 
 
@@ -85,122 +107,283 @@ def git_commit(where: str | os.PathLike[str]) -> dict[str, Any] | None:
     return {"sha": sha, "dirty": dirty}
 
 
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def plain_region(region: RegionResult) -> dict[str, Any]:
+    """A region in its run-file form, plain data; ``extra`` made JSON (NaN there is None),
+    a figure that is NaN or ±Infinity left so, for ``nonfinite_problem`` to name."""
+    data = region.to_dict()
+    data["extra"] = _jsonable(data["extra"])
+    plain: dict[str, Any] = _jsonable(data, finite=False)
+    return plain
+
+
+def plain_record(record: TestRecord) -> dict[str, Any]:
+    """A record in its run-file form, plain data (what travels from an xdist worker)."""
+    data = record.to_dict()
+    data["regions"] = []
+    plain: dict[str, Any] = _jsonable(data, finite=False)
+    plain["regions"] = [plain_region(r) for r in record.regions]
+    return plain
+
+
+def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
+    """One line naming the test and the figure (any number outside ``extra``) that is NaN
+    or ±Infinity, or None: JSON has neither, and a NaN baseline figure never regresses."""
+    try:
+        json.dumps(test, allow_nan=False)
+    except ValueError:
+        bad = first_nonfinite(test, "")
+    else:
+        return None  # the quick way: the whole test serializes without NaN
+    if bad is None:
+        return None
+    where, value = bad
+    label = ""
+    match = re.match(r"\.regions\[(\d+)\]", where)
+    if match and isinstance(test.get("regions"), list):
+        label = f" (region {test['regions'][int(match.group(1))].get('label')!r})"
+    return (
+        f"cgmem: test {test.get('nodeid')!r}: {where.lstrip('.')}{label} is {value!r}, not a "
+        "finite number (JSON has no NaN or Infinity); its figures are left out of the files"
+    )
+
+
+def region_problem(region: Mapping[str, Any]) -> str | None:
+    """Where a region in its run-file form breaks the schema or holds a number that is not
+    finite (``seconds: expected a number >= 0, got number -1.0``), or None."""
+    bad = first_nonfinite(region, "")
+    if bad is not None:
+        return f"{bad[0].lstrip('.')} is {bad[1]!r}, not a finite number"
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_region_validator().iter_errors(dict(region)))
+    if error is None:
+        indices = [d.get("index") for d in region.get("devices", ())]
+        if len(indices) != len(set(indices)):
+            return "devices: a device index appears twice"
+        return None
+    return f"{path_of(error.absolute_path, '').lstrip('.') or 'the region'}: {_expected(error)}"
+
+
+@functools.lru_cache(maxsize=1)
+def _region_validator() -> Any:
+    import jsonschema
+
+    whole = schema()
+    return jsonschema.Draft202012Validator({"$ref": "#/$defs/region", "$defs": whole["$defs"]})
+
+
+def record_data(record: TestRecord) -> dict[str, Any]:
+    """A record in its run-file form; CgmemUsageError (``nonfinite_problem``) for a figure
+    that is NaN or ±Infinity."""
+    data = plain_record(record)
+    problem = nonfinite_problem(data)
+    if problem:
+        raise CgmemUsageError(problem)
+    return data
+
+
 def build_run(
-    entries: Iterable[TestRecord],
+    entries: Iterable[TestRecord | Mapping[str, Any]],
     machine: Mapping[str, Any],
     commit: Mapping[str, Any] | None,
     *,
     created: str | None = None,
     settings: Mapping[str, Any] | None = None,
+    complete: bool = True,
+    incomplete_reason: str | None = None,
+    workers_lost: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The run-file document; tests sorted by node id so that runs diff cleanly."""
-    tests = sorted(entries, key=lambda e: e.nodeid)
+    """The run-file document; tests sorted by node id so that runs diff cleanly. An entry
+    is a record or a test already in run-file form (a merged file's, a journal's)."""
+    tests = sorted(
+        (record_data(e) if isinstance(e, TestRecord) else dict(e) for e in entries),
+        key=lambda t: str(t["nodeid"]),
+    )
     return {
         "schema": SCHEMA_ID,
-        "created": created or datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "created": created or now(),
+        "complete": complete,
+        "incomplete_reason": None if complete else (incomplete_reason or NOT_FINISHED),
         "machine": _jsonable(dict(machine)),
         "commit": None if commit is None else _jsonable(dict(commit)),
         "settings": _jsonable(dict(settings or {})),
         "summary": {
             "tests": len(tests),
-            "regions": sum(len(e.regions) for e in tests),
-            "violations": sum(len(e.violations) for e in tests),
-            "failed": sum(e.outcome == "failed" for e in tests),
+            "regions": sum(len(t["regions"]) for t in tests),
+            "violations": sum(len(t.get("violations") or ()) for t in tests),
+            "failed": sum(t.get("outcome") == "failed" for t in tests),
         },
-        "tests": [_jsonable(e.to_dict()) for e in tests],
+        "workers_lost": [dict(w) for w in workers_lost],
+        "tests": tests,
     }
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON atomically: a temp file in the same folder, then a rename.
-
-    A crash or Ctrl-C leaves either the old file or the new one, never half a file.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, allow_nan=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+# -- reading ------------------------------------------------------------------------------
 
 
 def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, Any]:
-    """A run file's document; any problem is one-line CgmemUsageError naming the file."""
+    """A run file's document, checked: every problem is a one-line CgmemUsageError naming
+    the file (and, for a file the schema rejects, the JSON path and what was expected).
+
+    The document always has ``complete`` and ``incomplete_reason`` (a file from before
+    journaling has neither: it is taken as complete). A run that did not finish has its
+    journal's tests folded in.
+    """
     name = os.fspath(path)
+    label = f"{what} {name!r}"
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CgmemUsageError(f"cgmem: {what} {name!r} does not exist") from None
+        raise CgmemUsageError(f"cgmem: {label} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise CgmemUsageError(f"cgmem: cannot read {what} {name!r}: {exc}") from None
+        raise CgmemUsageError(f"cgmem: cannot read {label}: {exc}") from None
     if not text.strip():
-        raise CgmemUsageError(f"cgmem: {what} {name!r} is empty") from None
+        raise CgmemUsageError(f"cgmem: {label} is empty")
     try:
-        data = json.loads(text)
+        data: dict[str, Any] = loads(text)
+    except NonFiniteError as exc:
+        raise CgmemUsageError(f"cgmem: {label} has a number that is not finite at {exc}") from None
     except json.JSONDecodeError as exc:
         raise CgmemUsageError(
-            f"cgmem: {what} {name!r} is not valid JSON (line {exc.lineno}: {exc.msg})"
+            f"cgmem: {label} is not valid JSON (line {exc.lineno}: {exc.msg})"
         ) from None
     if not isinstance(data, dict) or "schema" not in data:
-        raise CgmemUsageError(f"cgmem: {what} {name!r} is not a pytest-cgmem run file")
+        raise CgmemUsageError(f"cgmem: {label} is not a pytest-cgmem run file")
     if data["schema"] != SCHEMA_ID:
         raise CgmemUsageError(
-            f"cgmem: {what} {name!r} has schema {data['schema']!r}; this pytest-cgmem "
+            f"cgmem: {label} has schema {data['schema']!r}; this pytest-cgmem "
             f"reads {SCHEMA_ID!r} (save it again with this version)"
         )
-    problem = _shape_problem(data)
+    problem = check(data)
     if problem:
-        raise CgmemUsageError(f"cgmem: {what} {name!r} is malformed: {problem}")
+        raise CgmemUsageError(f"cgmem: {label} {problem}")
+    data.setdefault("complete", True)
+    data.setdefault("incomplete_reason", None)
+    data.setdefault("workers_lost", [])
+    if not data["complete"] and "journal" in data:
+        try:
+            contents = journal.read(path, data["journal"])
+        except journal.JournalError as exc:
+            raise CgmemUsageError(f"cgmem: {label}: {exc}") from None
+        data = _folded(data, contents)
+        problem = check(data)
+        if problem:
+            raise CgmemUsageError(f"cgmem: {label} (with the tests of its journal) {problem}")
     return data
 
 
-def validate(document: Mapping[str, Any]) -> None:
-    """Check a run file against ``run.schema.json`` with jsonschema where it is installed,
-    else with the light shape check; raises (jsonschema's error, or ValueError) on a problem."""
+def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, Any]:
+    """A stub with its journal's tests, machine and lost workers, as one run file."""
+    reason = "; ".join([str(stub.get("incomplete_reason") or NOT_FINISHED), *contents.notes])
+    document = build_run(
+        contents.tests,
+        contents.machine or stub["machine"],
+        stub.get("commit"),
+        created=stub.get("created"),
+        settings=stub.get("settings"),
+        complete=False,
+        incomplete_reason=reason,
+        workers_lost=[*stub.get("workers_lost", ()), *contents.workers_lost],
+    )
+    return document
+
+
+def check(document: Mapping[str, Any]) -> str | None:
+    """What is wrong with a run-file document, in one line, or None: the first place the
+    JSON Schema rejects, a NaN or ±Infinity, a test listed twice, a device twice in a region."""
     try:
-        import jsonschema  # type: ignore[import-untyped]
-    except ImportError:
-        problem = _shape_problem(document)
-        if problem is not None:
-            raise ValueError(problem) from None
-        return
-    jsonschema.validate(dict(document), schema())
-
-
-def _shape_problem(data: Mapping[str, Any]) -> str | None:
-    """The first thing a reader would trip on, or None (a light check, no jsonschema)."""
-    tests = data.get("tests")
-    if not isinstance(tests, list):
-        return "'tests' is not a list"
-    if not isinstance(data.get("machine"), dict):
-        return "'machine' is not an object"
-    for i, test in enumerate(tests):
-        if not isinstance(test, dict) or not isinstance(test.get("nodeid"), str):
-            return f"tests[{i}] has no 'nodeid'"
-        if not isinstance(test.get("regions"), list):
-            return f"tests[{i}] ({test['nodeid']}) has no 'regions' list"
+        json.dumps(document, allow_nan=False)
+    except ValueError:
+        bad = first_nonfinite(document)
+        if bad is not None:
+            return f"has a number that is not finite at {bad[0]}: {bad[1]!r}"
+    problem = _schema_problem(document)
+    if problem:
+        return f"does not match the run-file schema at {problem}"
+    seen: dict[str, int] = {}
+    for i, test in enumerate(document["tests"]):
+        nodeid = test["nodeid"]
+        if nodeid in seen:
+            return f"lists test {nodeid!r} twice ($.tests[{seen[nodeid]}] and $.tests[{i}])"
+        seen[nodeid] = i
         for j, region in enumerate(test["regions"]):
-            if not isinstance(region, dict) or not isinstance(region.get("devices"), list):
-                return f"tests[{i}].regions[{j}] has no 'devices' list"
-            for device in region["devices"]:
-                if not isinstance(device, dict) or not isinstance(device.get("index"), int):
-                    return f"tests[{i}].regions[{j}] has a device without an 'index'"
-                for name in METRICS:
-                    value = device.get(name)
-                    if value is not None and not isinstance(value, (int, float)):
-                        return f"tests[{i}].regions[{j}] {name}={value!r} is not a number"
+            indices: set[int] = set()
+            for k, device in enumerate(region["devices"]):
+                if device["index"] in indices:
+                    return (
+                        f"has device {device['index']} twice in one region at "
+                        f"$.tests[{i}].regions[{j}].devices[{k}]"
+                    )
+                indices.add(device["index"])
     return None
+
+
+def validate(document: Mapping[str, Any]) -> None:
+    """Raise CgmemUsageError (a ValueError) naming what is wrong with ``document``."""
+    problem = check(document)
+    if problem:
+        raise CgmemUsageError(f"the run file {problem}")
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _schema_problem(document: Mapping[str, Any]) -> str | None:
+    """``$.json.path: what was expected`` for the most telling schema error, or None."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(document))
+    if error is None:
+        return None
+    return f"{path_of(error.absolute_path)}: {_expected(error)}"
+
+
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    type(None): "null",
+}
+
+
+def _shown(value: Any) -> str:
+    kind = _JSON_TYPES.get(type(value), type(value).__name__)
+    text = json.dumps(value, default=str)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{kind} {text}"
+
+
+def _expected(error: Any) -> str:
+    """What the schema expected where ``error`` (a jsonschema ValidationError) is."""
+    rule, value, instance = error.validator, error.validator_value, error.instance
+    if rule == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return f"expected {' or '.join(kinds)}, got {_shown(instance)}"
+    if rule == "required":
+        missing = [k for k in value if isinstance(instance, dict) and k not in instance]
+        return f"{missing[0]!r} is missing" if missing else str(error.message)
+    if rule == "enum":
+        return f"expected one of {', '.join(json.dumps(v) for v in value)}, got {_shown(instance)}"
+    if rule == "const":
+        return f"expected {json.dumps(value)}, got {_shown(instance)}"
+    if rule in ("minimum", "exclusiveMinimum"):
+        return f"expected a number >= {value}, got {_shown(instance)}"
+    if rule == "pattern":
+        return f"expected a plain file name, got {_shown(instance)}"
+    message = str(error.message)
+    return message if len(message) <= 120 else message[:117] + "..."
 
 
 def known(region: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Number]:
@@ -209,19 +392,40 @@ def known(region: Mapping[str, Any], device: Mapping[str, Any]) -> dict[str, Num
     return {m: device[m] for m in METRICS if m in given and device.get(m) is not None}
 
 
-def figures(data: Mapping[str, Any]) -> dict[tuple[str, str | None, int], dict[str, Number]]:
-    """``(nodeid, label, device index) -> {metric: value}`` for every known figure."""
-    found: dict[tuple[str, str | None, int], dict[str, Number]] = {}
+def figures(data: Mapping[str, Any]) -> dict[tuple[str, str, int], dict[str, Number]]:
+    """``(nodeid, region key, device index) -> {metric: value}`` for every known figure
+    (``metrics.region_keys``: unlabelled regions and repeated labels get keys of their own)."""
+    found: dict[tuple[str, str, int], dict[str, Number]] = {}
     for test in data["tests"]:
-        for region in test["regions"]:
+        regions = test["regions"]
+        for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
             for device in region["devices"]:
-                key = (test["nodeid"], region.get("label"), device["index"])
-                found[key] = known(region, device)
+                found[(test["nodeid"], key, device["index"])] = known(region, device)
     return found
+
+
+def incomplete(document: Mapping[str, Any]) -> str | None:
+    """Why the run behind ``document`` is incomplete, or None when it is complete."""
+    if document.get("complete", True):
+        return None
+    return str(document.get("incomplete_reason") or NOT_FINISHED)
+
+
+# -- merging ------------------------------------------------------------------------------
 
 
 def machine_identity(machine: Mapping[str, Any]) -> dict[str, Any]:
     return {k: machine.get(k) for k in MACHINE_IDENTITY}
+
+
+def machine_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """The identity keys on which two machines differ; a null (not known) differs from
+    nothing."""
+    return [
+        f"{k} {a.get(k)!r} vs {b.get(k)!r}"
+        for k in MACHINE_IDENTITY
+        if a.get(k) is not None and b.get(k) is not None and a.get(k) != b.get(k)
+    ]
 
 
 def merge_runs(
@@ -231,29 +435,31 @@ def merge_runs(
 ) -> tuple[dict[str, Any], list[str]]:
     """Join shard run files into one; returns the document and warning lines.
 
-    Refuses (CgmemUsageError) files from different machines unless allowed, and a test
-    that appears in more than one file (nothing doubled, nothing dropped).
+    Only files that measured something are held against each other's machine (a file with
+    no test measured nothing, whatever machine it names), and a key either file does not
+    know is not compared. Files from different machines are refused (CgmemUsageError)
+    unless allowed, and so is a test in more than one file (nothing doubled, nothing
+    dropped). The merged run is complete only when every file is.
     """
     if not runs:
         raise CgmemUsageError("cgmem merge: no files given")
     warnings: list[str] = []
-    first_name, first = runs[0]
-    identity = machine_identity(first["machine"])
-    owner: dict[str, str] = {}
-    merged: list[dict[str, Any]] = []
-    commits = {json.dumps(doc.get("commit"), sort_keys=True) for _, doc in runs}
-    for name, doc in runs:
-        other = machine_identity(doc["machine"])
-        if other != identity:
-            differ = ", ".join(
-                f"{k} {identity[k]!r} vs {other[k]!r}" for k in identity if identity[k] != other[k]
+    measured = [(name, doc) for name, doc in runs if doc["tests"]]
+    first_name, first = measured[0] if measured else runs[0]
+    for name, doc in measured[1:]:
+        differ = machine_differences(first["machine"], doc["machine"])
+        if not differ:
+            continue
+        text = ", ".join(differ)
+        if not allow_mixed_machines:
+            raise CgmemUsageError(
+                f"cgmem merge: {name!r} comes from a different machine than "
+                f"{first_name!r} ({text}); pass --allow-mixed-machines to merge anyway"
             )
-            if not allow_mixed_machines:
-                raise CgmemUsageError(
-                    f"cgmem merge: {name!r} comes from a different machine than "
-                    f"{first_name!r} ({differ}); pass --allow-mixed-machines to merge anyway"
-                )
-            warnings.append(f"warning: {name!r} comes from a different machine ({differ})")
+        warnings.append(f"warning: {name!r} comes from a different machine ({text})")
+    owner: dict[str, str] = {}
+    merged: list[Mapping[str, Any]] = []
+    for name, doc in runs:
         for test in doc["tests"]:
             if test["nodeid"] in owner:
                 raise CgmemUsageError(
@@ -262,17 +468,22 @@ def merge_runs(
                 )
             owner[test["nodeid"]] = name
             merged.append(test)
+    commits = {json.dumps(doc.get("commit"), sort_keys=True) for _, doc in runs}
     if len(commits) > 1:
         warnings.append("warning: the files come from different commits; keeping the first")
-    tests = [TestRecord.from_dict(t) for t in merged]
-    document = build_run(
-        tests,
-        first["machine"],
-        first.get("commit"),
-        created=max(str(doc.get("created", "")) for _, doc in runs),
-        settings=first.get("settings"),
-    )
+    reasons = [(name, why) for name, doc in runs if (why := incomplete(doc)) is not None]
+    for name, why in reasons:
+        warnings.append(f"warning: {name!r} is from an incomplete run: {why}")
     # keep what each file said about its tests, verbatim (violations, baseline findings)
-    document["tests"] = sorted(merged, key=lambda t: t["nodeid"])
+    document = build_run(
+        merged,
+        first["machine"],
+        runs[0][1].get("commit"),
+        created=max(str(doc.get("created", "")) for _, doc in runs),
+        settings=runs[0][1].get("settings"),
+        complete=not reasons,
+        incomplete_reason="; ".join(f"{name}: {why}" for name, why in reasons) or None,
+        workers_lost=[w for _, doc in runs for w in doc.get("workers_lost") or ()],
+    )
     document["merged_from"] = [name for name, _ in runs]
     return document, warnings

@@ -93,19 +93,57 @@ def build() -> dict[str, Any]:
                     "torch": {"type": ["string", "null"]},
                     "cuda": {"type": ["string", "null"]},
                     "allocator_backend": {"type": ["string", "null"]},
-                    "alloc_conf": {"type": ["string", "null"]},
+                    "alloc_conf": {
+                        "type": ["string", "null"],
+                        "description": "PYTORCH_ALLOC_CONF, else PYTORCH_CUDA_ALLOC_CONF, in "
+                        "the measuring process ('' when neither is set); null when nothing "
+                        "was measured",
+                    },
                     "nvml": {"type": "boolean"},
                 },
             },
             "commit": {
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "required": ["sha", "dirty"],
-                        "properties": {"sha": {"type": "string"}, "dirty": {"type": "boolean"}},
+                "type": ["object", "null"],
+                "required": ["sha", "dirty"],
+                "properties": {"sha": {"type": "string"}, "dirty": {"type": "boolean"}},
+            },
+            "complete": {
+                "type": "boolean",
+                "description": "true: the run ended on its own and nothing it measured was lost; "
+                "false: it was interrupted, killed, stopped early or lost a worker "
+                "(incomplete_reason says why). Files written before pytest-cgmem journaled "
+                "runs have no such key.",
+            },
+            "incomplete_reason": {
+                "type": ["string", "null"],
+                "description": "why the run is incomplete, as far as is known; null when complete",
+            },
+            "workers_lost": {
+                "type": "array",
+                "description": "pytest-xdist workers that died during the run",
+                "items": {
+                    "type": "object",
+                    "required": ["worker", "when", "test", "error"],
+                    "properties": {
+                        "worker": {"type": "string", "description": "worker id (gw0...)"},
+                        "when": {"type": "string", "description": "UTC time, ISO 8601"},
+                        "test": {
+                            "type": ["string", "null"],
+                            "description": "the test it was running, whose figures are lost",
+                        },
+                        "error": {"type": ["string", "null"]},
                     },
-                ]
+                },
+            },
+            "journal": {
+                "type": "object",
+                "description": "only while a run is under way (or was killed): the journal "
+                "file next to this one holding each finished test's record",
+                "required": ["file", "run"],
+                "properties": {
+                    "file": {"type": "string", "pattern": "^[^/\\\\]+$"},
+                    "run": {"type": "string"},
+                },
             },
             "settings": {"type": "object"},
             "summary": {
@@ -146,21 +184,18 @@ def build() -> dict[str, Any]:
                     "cuda_visible_devices": {"type": ["string", "null"]},
                     "budget": {
                         "type": "object",
+                        "propertyNames": {"enum": list(METRICS)},
                         "additionalProperties": {"type": "number"},
                         "description": "metric -> limit (bytes, counts or a ratio)",
                     },
                     "tolerance": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "properties": {
-                                    "rel": {"type": "number", "minimum": 0},
-                                    "abs": {"type": "integer", "minimum": 0},
-                                },
-                                "additionalProperties": False,
-                            },
-                        ]
+                        "type": ["object", "null"],
+                        "properties": {
+                            "rel": {"type": "number", "minimum": 0},
+                            "abs": {"type": "integer", "minimum": 0},
+                        },
+                        "additionalProperties": False,
+                        "description": "the mark's tolerance=: relative and/or absolute part",
                     },
                     "checked": {
                         "type": "array",
@@ -173,7 +208,7 @@ def build() -> dict[str, Any]:
                             "type": "object",
                             "required": ["metric", "limit", "actual", "where", "label", "message"],
                             "properties": {
-                                "metric": {"type": "string"},
+                                "metric": {"enum": list(METRICS)},
                                 "limit": {"type": "number"},
                                 "actual": {"type": "number"},
                                 "where": {"type": "string"},
@@ -183,25 +218,20 @@ def build() -> dict[str, Any]:
                         },
                     },
                     "baseline": {
-                        "oneOf": [
-                            {"type": "null"},
-                            {
-                                "type": "object",
-                                "required": ["compared", "regressions", "improvements", "new"],
-                                "properties": {
-                                    "compared": {"type": "integer"},
-                                    "regressions": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/$defs/change"},
-                                    },
-                                    "improvements": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/$defs/change"},
-                                    },
-                                    "new": {"type": "array", "items": {"type": "string"}},
-                                },
+                        "type": ["object", "null"],
+                        "required": ["compared", "regressions", "improvements", "new"],
+                        "properties": {
+                            "compared": {"type": "integer", "minimum": 0},
+                            "regressions": {
+                                "type": "array",
+                                "items": {"$ref": "#/$defs/change"},
                             },
-                        ]
+                            "improvements": {
+                                "type": "array",
+                                "items": {"$ref": "#/$defs/change"},
+                            },
+                            "new": {"type": "array", "items": {"type": "string"}},
+                        },
                     },
                     "regions": {"type": "array", "items": {"$ref": "#/$defs/region"}},
                 },
@@ -229,6 +259,13 @@ def build() -> dict[str, Any]:
                         "captures in short; 'recorded' "
                         "lists the figures given to "
                         "cgmem_record",
+                        "properties": {
+                            "recorded": {
+                                "type": "array",
+                                "items": {"enum": list(METRICS)},
+                            },
+                            "lines": {"type": "array", "items": {"type": "string"}},
+                        },
                     },
                 },
                 "additionalProperties": True,
@@ -237,7 +274,7 @@ def build() -> dict[str, Any]:
                 "type": "object",
                 "required": ["metric", "label", "device", "baseline", "value", "change", "message"],
                 "properties": {
-                    "metric": {"type": "string"},
+                    "metric": {"enum": list(METRICS)},
                     "label": {"type": ["string", "null"]},
                     "device": {"type": "integer"},
                     "baseline": {"type": "number"},

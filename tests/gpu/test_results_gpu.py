@@ -180,3 +180,65 @@ def test_devices_the_machine_lacks_are_a_usage_error(
     result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "--cgmem-devices=99,98")
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--cgmem-devices='99,98': device 99 does not exist*"])
+CRASH_SUITE = """
+import os
+import signal
+import pytest
+import torch
+
+MiB = 2**20
+
+@pytest.mark.parametrize("n", range(1, 17))
+@pytest.mark.cgmem(peak="1 GiB", leak=0)
+def test_alloc(n):
+    x = torch.empty(n * MiB, dtype=torch.uint8, device="cuda")
+    x.fill_(1)
+    del x
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_zz_killed():
+    x = torch.empty(64 * MiB, dtype=torch.uint8, device="cuda")
+    x.fill_(1)
+    with open("killed-worker.txt", "w") as f:
+        f.write(os.environ["PYTEST_XDIST_WORKER"])
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+"""
+
+
+def test_xdist_worker_killed_mid_run_keeps_every_other_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A marked suite under -n 4; one worker is SIGKILLed in its test: the run file holds
+    every other test's measured figures and says which worker died, running what."""
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    pytester.makepyfile(test_crash=CRASH_SUITE)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:benchmark", "-n", "4", "--cgmem-devices=all", "--cgmem-json=run.json"
+    )
+    result.assert_outcomes(passed=16, failed=1)
+    dead = (pytester.path / "killed-worker.txt").read_text()
+    doc = runfile.load_run(pytester.path / "run.json")
+    tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
+    assert sorted(tests) == sorted(f"test_alloc[{n}]" for n in range(1, 17))
+    for n in range(1, 17):
+        (region,) = tests[f"test_alloc[{n}]"]["regions"]
+        assert region["label"] == "call"
+        assert region["devices"][0]["peak"] == n * MiB  # the allocator's own figure, exact
+        assert region["devices"][0]["leak"] == 0
+    assert doc["complete"] is False
+    (lost,) = doc["workers_lost"]
+    assert (lost["worker"], lost["test"]) == (dead, "test_crash.py::test_zz_killed")
+    assert doc["incomplete_reason"] == (
+        f"worker {dead} crashed while running test_crash.py::test_zz_killed (that test's "
+        "figures are lost)"
+    )
+    survivors = sorted(n for n, t in tests.items() if t["worker"] == dead)
+    assert survivors, "the killed worker had passed tests before; their figures must be here"
+    assert doc["machine"]["gpus"] and doc["machine"]["torch"] == torch.__version__
+    lost_list = [(w["worker"], w["test"]) for w in doc["workers_lost"]]
+    print(
+        f"cgmem crash check: -n 4, worker {dead} SIGKILLed in test_zz_killed; run file: "
+        f"{len(tests)} of 16 other tests, {len(survivors)} of them from {dead} before it died; "
+        f"complete={doc['complete']}; workers_lost={lost_list}"
+    )

@@ -61,6 +61,12 @@ def test_unmarked_tests_get_no_budget(pytester: pytest.Pytester) -> None:
         ),
         ('"1 GiB"', "*test_it: @pytest.mark.cgmem: takes keyword budgets only*'1 GiB'*"),
         ("graphs=1.5", "*test_it: @pytest.mark.cgmem: graphs=1.5: expected a whole number*"),
+        ('graphs="²"', "*test_it: @pytest.mark.cgmem: graphs='²': expected a whole number*"),
+        ('replays="٣"', "*test_it: @pytest.mark.cgmem: replays='٣': expected a whole number*"),
+        (
+            'peek="1 GiB"',
+            "*unknown budget keyword 'peek' (valid: peak, *, replays, tolerance)",
+        ),
     ],
 )
 def test_bad_mark_is_a_one_line_usage_error(
@@ -79,10 +85,40 @@ def test_bad_mark_is_a_one_line_usage_error(
     assert "Traceback" not in result.stderr.str()
 
 
+def test_every_bad_mark_is_listed_non_ascii_digits_too(pytester: pytest.Pytester) -> None:
+    """A mark that no parser could read ('²') is one line among the others, not an
+    INTERNALERROR that hides them."""
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        @pytest.mark.cgmem(graphs="²")
+        def test_one(): pass
+        @pytest.mark.cgmem(peak="lots")
+        def test_two(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: test_x.py::test_one: @pytest.mark.cgmem: graphs='²': expected a whole*",
+            "ERROR: test_x.py::test_two: @pytest.mark.cgmem: peak='lots': cannot read*",
+        ]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 @pytest.mark.parametrize(
     ("args", "ini", "line"),
     [
         (["--cgmem-summary=x"], "", "ERROR: --cgmem-summary='x': expected a whole number*"),
+        (["--cgmem-summary=²"], "", "ERROR: --cgmem-summary='²': expected a whole number*"),
+        ([], "cgmem_stacks = ٣", "ERROR: cgmem_stacks='٣': expected a whole number >= 1*"),
+        (
+            ["--cgmem-history-entries=1²"],
+            "",
+            "ERROR: --cgmem-history-entries='1²': expected a whole number >= 1*",
+        ),
         (["--cgmem-budget=peak=lots"], "", "ERROR: --cgmem-budget='peak=lots': *"),
         ([], "cgmem_budget = peak", "ERROR: cgmem_budget='peak': cannot read 'peak'*"),
         (

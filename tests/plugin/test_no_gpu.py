@@ -39,12 +39,19 @@ def test_gpu_memory_tests_skip_with_reason(pytester: pytest.Pytester) -> None:
 
 
 @needs_no_cuda
-@pytest.mark.parametrize("how", [["--cgmem-require-gpu"], ["-o", "cgmem_require_gpu=true"]])
-def test_require_gpu_fails_instead(pytester: pytest.Pytester, how: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("how", "source"),
+    [
+        (["--cgmem-require-gpu"], "--cgmem-require-gpu"),
+        (["-o", "cgmem_require_gpu=true"], "cgmem_require_gpu"),
+    ],
+)
+def test_require_gpu_fails_instead(pytester: pytest.Pytester, how: list[str], source: str) -> None:
+    """The message names where the setting came from: the flag or the ini key."""
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest(*how)
     result.assert_outcomes(passed=1, errors=2)
-    result.stdout.fnmatch_lines(["*cgmem: no CUDA device (--cgmem-require-gpu)*"])
+    result.stdout.fnmatch_lines([f"*cgmem: no CUDA device ({source})"])
 
 
 def test_plain_suite_never_imports_torch(pytester: pytest.Pytester) -> None:

@@ -48,3 +48,21 @@ def test_record_a_region_result() -> None:
 def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(CgmemUsageError, match=message):
         FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "1"])
+def test_record_rejects_seconds_that_are_not_a_finite_number(seconds: object) -> None:
+    with pytest.raises(CgmemUsageError, match=r"cgmem_record\('x'\): seconds must be a finite"):
+        FigureRecorder(lambda r: None)("x", peak=1, seconds=seconds)  # type: ignore[arg-type]
+
+
+def test_record_a_region_result_a_reader_would_refuse() -> None:
+    """A RegionResult can hold anything: one the run file could not hold is refused here,
+    in the test that records it, not when the files are written."""
+    bad = RegionResult("sub", (DeviceFigures(0, peak=1, reserved_ratio=float("inf")),), 0.0)
+    with pytest.raises(CgmemUsageError) as info:
+        FigureRecorder(lambda r: None)(bad)
+    assert str(info.value) == (
+        "cgmem_record: the RegionResult cannot be recorded: devices[0].reserved_ratio is inf, "
+        "not a finite number"
+    )

@@ -16,7 +16,7 @@ from pytest_cgmem.checks.budgets import Budget
 from pytest_cgmem.results import exporters, runfile
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, judged_violations
 from pytest_cgmem.results.records import TestRecord as TestEntry
-from pytest_cgmem.units import CgmemUsageError
+from pytest_cgmem.units import CgmemUsageError, Tolerance
 
 MiB = 2**20
 MACHINE = {**runfile.base_machine(), "gpus": ["NVIDIA H200"], "driver": "580", "torch": "2.11"}
@@ -167,11 +167,9 @@ GOOD = runfile.build_run([entry()], MACHINE, None)
         ("[1, 2]", "is not a pytest-cgmem run file"),
         ('{"tests": []}', "is not a pytest-cgmem run file"),
         ('{"schema": "pytest-cgmem/0", "tests": []}', "has schema 'pytest-cgmem/0'"),
-        ('{"schema": "pytest-cgmem/1", "machine": {}, "tests": {}}', "'tests' is not a list"),
         (
-            '{"schema": "pytest-cgmem/1", "machine": {}, "tests": [{"nodeid": "a", "regions": '
-            '[{"devices": [{"index": 0, "peak": "big"}]}]}]}',
-            "peak='big' is not a number",
+            '{"schema": "pytest-cgmem/1", "machine": {}, "tests": {}}',
+            "does not match the run-file schema at $: 'created' is missing",
         ),
     ],
 )
@@ -213,8 +211,13 @@ def test_gab_entries() -> None:
     assert {e["unit"] for e in entries} == {"MiB"}
     first = entries[0]
     assert first["value"] == 100.0
-    assert "NVIDIA H200" in first["extra"] and "torch 2.11" in first["extra"]
-    assert "budget 50.000 MiB" in first["extra"]
+    assert first["extra"].split("\n") == [
+        "GPU: NVIDIA H200",
+        "torch: 2.11",
+        "CUDA: None",
+        "outcome: passed",
+        "budget: 50.000 MiB",
+    ]
     assert all(set(e) == {"name", "unit", "value", "extra"} for e in entries)
 
 
@@ -279,3 +282,258 @@ def test_git_commit(tmp_path: Path) -> None:
     assert commit is not None and len(commit["sha"]) == 40 and commit["dirty"] is False
     (tmp_path / "f").write_text("2")
     assert runfile.git_commit(tmp_path) == {"sha": commit["sha"], "dirty": True}
+
+
+# -- the one loader: the shipped schema, NaN, duplicates -------------------------------------
+
+
+def write(tmp_path: Path, doc: Any, name: str = "run.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc) if not isinstance(doc, str) else doc)
+    return path
+
+
+def good() -> dict[str, Any]:
+    """A run file with a bit of everything: a budget and its violation, a recorded region,
+    baseline findings, a lost worker."""
+    recorded = RegionResult("load", (device(),), 0.0, extra={"recorded": ["peak"]})
+    change = {
+        "metric": "peak",
+        "label": "call",
+        "device": 0,
+        "baseline": 1,
+        "value": 2,
+        "change": 1,
+        "message": "m",
+    }
+    findings = {"compared": 1, "regressions": [change], "improvements": [], "new": ["x"]}
+    tests = [
+        entry(),
+        entry("t.py::test_b", regions=(recorded,), checked=("load",), baseline=findings),
+    ]
+    lost = {"worker": "gw1", "when": "now", "test": "t.py::c", "error": None}
+    doc = runfile.build_run(tests, MACHINE, {"sha": "abc", "dirty": False}, workers_lost=[lost])
+    return json.loads(json.dumps(doc))
+
+
+def _set(doc: dict[str, Any], where: str, value: Any) -> None:
+    *parents, last = where.split(".")
+    node: Any = doc
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is KeyError:
+        del node[last]
+    else:
+        node[int(last) if last.isdigit() else last] = value
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        (
+            "tests.0.tolerance",
+            "10%",
+            'at $.tests[0].tolerance: expected object or null, got string "10%"',
+        ),
+        ("tests.0.outcome", KeyError, "at $.tests[0]: 'outcome' is missing"),
+        ("settings", "x", 'at $.settings: expected object, got string "x"'),
+        (
+            "tests.0.regions.0.extra",
+            "x",
+            'at $.tests[0].regions[0].extra: expected object, got string "x"',
+        ),
+        (
+            "tests.0.outcome",
+            "won",
+            'at $.tests[0].outcome: expected one of "passed", "failed", "skipped", "xfailed", '
+            '"xpassed", got string "won"',
+        ),
+        (
+            "tests.0.regions.0.devices.0.peak",
+            "a lot",
+            "at $.tests[0].regions[0].devices[0].peak: expected integer or null, got string",
+        ),
+        ("complete", "yes", 'at $.complete: expected boolean, got string "yes"'),
+        ("machine", None, "at $.machine: expected object, got null"),
+    ],
+)
+def test_files_the_schema_rejects_are_one_line_naming_the_json_path(
+    tmp_path: Path, where: str, value: Any, message: str
+) -> None:
+    doc = good()
+    _set(doc, where, value)
+    path = write(tmp_path, doc)
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path, "baseline")
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"cgmem: baseline {str(path)!r} does not match the run-file schema ")
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e999", "1e999")],
+)
+def test_nan_and_infinity_are_refused_when_read(tmp_path: Path, number: str, shown: str) -> None:
+    text = json.dumps(good()).replace('"peak": 104857600', f'"peak": {number}', 1)
+    assert number in text
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(write(tmp_path, text), "baseline")
+    assert str(info.value).endswith(
+        f"has a number that is not finite at $.tests[0].regions[0].devices[0].peak: {shown} "
+        "is not a finite number (JSON has no NaN or Infinity)"
+    )
+
+
+def test_a_test_listed_twice_is_refused(tmp_path: Path) -> None:
+    doc = good()
+    doc["tests"].append(doc["tests"][0])
+    with pytest.raises(CgmemUsageError, match=r"lists test 't.py::test_a' twice \(\$.tests\[0\] "):
+        runfile.load_run(write(tmp_path, doc))
+    doc = good()
+    devices = doc["tests"][0]["regions"][0]["devices"]
+    devices.append(devices[0])
+    with pytest.raises(CgmemUsageError, match=r"device 0 twice in one region at .*devices\[1\]"):
+        runfile.load_run(write(tmp_path, doc))
+
+
+def test_a_file_from_before_journaling_reads_as_complete(tmp_path: Path) -> None:
+    doc = good()
+    for key in ("complete", "incomplete_reason", "workers_lost"):
+        del doc[key]
+    loaded = runfile.load_run(write(tmp_path, doc))
+    assert loaded["complete"] is True and loaded["incomplete_reason"] is None
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**40) | st.floats(-1e3, 1e3) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(node: Any, trail: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [trail]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths(value, (*trail, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _paths(value, (*trail, i))
+    return found
+
+
+@given(st.data())
+def test_every_reader_takes_what_the_loader_accepts(tmp_path_factory: Any, data: Any) -> None:
+    """Change one place of a good file to anything: the loader refuses it in one line, or
+    every reader (baseline, compare, merge, GAB, report rows) reads it without a traceback."""
+    from pytest_cgmem.reports.html import _rows
+    from pytest_cgmem.results.baseline import Baseline, compare_runs
+
+    doc = good()
+    trail = data.draw(st.sampled_from(_paths(doc)[1:]))
+    node: Any = doc
+    for part in trail[:-1]:
+        node = node[part]
+    if data.draw(st.booleans()) and isinstance(node, dict):
+        del node[trail[-1]]
+    else:
+        node[trail[-1]] = data.draw(json_values)
+    path = tmp_path_factory.mktemp("any") / "run.json"
+    path.write_text(json.dumps(doc))
+    try:
+        loaded = runfile.load_run(path)
+    except CgmemUsageError as exc:
+        assert "\n" not in str(exc)
+        return
+    Baseline("b.json", loaded).check(
+        "t.py::test_a", (RegionResult("call", (device(),), 0.0),), Tolerance()
+    )
+    compare_runs(loaded, loaded, Tolerance())
+    runfile.merge_runs([("a.json", loaded)])
+    exporters.gab_entries(loaded)
+    _rows(loaded)
+
+
+# -- refusing NaN on write ---------------------------------------------------------------------
+
+
+def test_a_figure_that_is_not_finite_is_refused_naming_the_test_and_figure() -> None:
+    bad = entry(regions=(RegionResult("load", (device(reserved_ratio=float("nan")),), 0.0),))
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.build_run([bad], MACHINE, None)
+    assert str(info.value) == (
+        "cgmem: test 't.py::test_a': regions[0].devices[0].reserved_ratio (region 'load') is "
+        "nan, not a finite number (JSON has no NaN or Infinity); its figures are left out of "
+        "the files"
+    )
+    slow = entry(regions=(RegionResult("load", (device(),), float("inf")),))
+    problem = runfile.nonfinite_problem(runfile.plain_record(slow))
+    assert problem is not None and "regions[0].seconds (region 'load') is inf" in problem
+
+
+# -- machines, merge rules ---------------------------------------------------------------------
+
+
+def test_base_machine_reads_no_allocator_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    assert runfile.base_machine()["alloc_conf"] is None  # the measuring process says
+    assert runfile.base_machine("x")["alloc_conf"] == "x"
+
+
+def test_an_empty_shard_merges_whatever_machine_it_names() -> None:
+    empty = runfile.build_run([], runfile.base_machine(), {"sha": "abc", "dirty": False})
+    doc, warnings = runfile.merge_runs([("empty.json", empty), ("a.json", shard("t.py::a"))])
+    assert warnings == [] and [t["nodeid"] for t in doc["tests"]] == ["t.py::a"]
+    assert doc["machine"]["gpus"] == ["NVIDIA H200"]  # the machine of the file that measured
+
+
+def test_merge_compares_only_what_both_files_know() -> None:
+    runs = [("a.json", shard("t.py::a")), ("b.json", shard("t.py::b", driver=None, nvml=False))]
+    doc, warnings = runfile.merge_runs(runs)
+    assert warnings == [] and doc["summary"]["tests"] == 2
+
+
+def test_merge_of_an_incomplete_shard_is_incomplete() -> None:
+    lost = {
+        "worker": "gw1",
+        "when": "2026-01-01T00:00:00.000+00:00",
+        "test": "t.py::c",
+        "error": "x",
+    }
+    broken = runfile.build_run(
+        [entry("t.py::b")],
+        MACHINE,
+        {"sha": "abc", "dirty": False},
+        complete=False,
+        incomplete_reason="worker gw1 crashed while running t.py::c",
+        workers_lost=[lost],
+    )
+    doc, warnings = runfile.merge_runs([("a.json", shard("t.py::a")), ("b.json", broken)])
+    runfile.validate(doc)
+    assert doc["complete"] is False
+    assert doc["incomplete_reason"] == "b.json: worker gw1 crashed while running t.py::c"
+    assert doc["workers_lost"] == [lost]
+    assert warnings == [
+        "warning: 'b.json' is from an incomplete run: worker gw1 crashed while running t.py::c"
+    ]
+
+
+def test_region_problem_names_what_a_reader_would_refuse() -> None:
+    def problem(region: RegionResult) -> str | None:
+        return runfile.region_problem(runfile.plain_region(region))
+
+    assert problem(RegionResult("load", (device(),), 0.0)) is None
+    assert problem(RegionResult("load", (device(),), -1.0)) == (
+        "seconds: expected a number >= 0, got number -1.0"
+    )
+    assert problem(RegionResult("load", (device(peak=float("nan")),), 0.0)) == (
+        "devices[0].peak is nan, not a finite number"
+    )
+    assert problem(RegionResult("load", (device(), device()), 0.0)) == (
+        "devices: a device index appears twice"
+    )

@@ -58,3 +58,18 @@ def test_every_option_is_documented_in_usage() -> None:
     for option in OPTIONS:
         assert f"`{option.cli}" in usage, option.cli
         assert f"`{option.ini}`" in usage, option.ini
+
+
+@pytest.mark.parametrize("name", ["summary", "history_entries", "stacks", "devices"])
+@pytest.mark.parametrize("value", ["²", "٣", "1²", "0,٣"])
+def test_integer_options_refuse_non_ascii_digits(name: str, value: str) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        resolve({**_none(), name: value}, _none())
+    assert str(info.value).startswith(f"--cgmem-{name.replace('_', '-')}={value!r}: expected")
+
+
+def test_sources_name_the_flag_or_the_ini_key() -> None:
+    settings = resolve({**_none(), "json": "a.json"}, {**_none(), "require_gpu": "true"})
+    assert settings.sources == {"json": "--cgmem-json", "require_gpu": "cgmem_require_gpu"}
+    assert settings.source("require_gpu") == "cgmem_require_gpu"
+    assert settings.source("summary") == "--cgmem-summary"  # a default: the flag

@@ -1,3 +1,4 @@
+import contextlib
 import math
 
 import pytest
@@ -127,3 +128,34 @@ def test_tolerance_allows_the_larger_slack() -> None:
     assert not tol.allows(1000, 1101)
     assert tol.allows(10**6, 10**6 + 50_000)
     assert not tol.allows(10**6, 10**6 + 50_001)
+
+
+# Other scripts' digits: "²".isdigit() is True, and \d, int() and float() take "٣" (3).
+NON_ASCII_DIGITS = ["²", "٣", "１", "३", "1²", "٣ MiB", "1.٥ GiB", "١٠%"]
+
+
+@pytest.mark.parametrize("text", NON_ASCII_DIGITS)
+def test_non_ascii_digits_are_refused_with_a_usage_error(text: str) -> None:
+    for parse in (parse_size, parse_count, parse_ratio, parse_percent):
+        with pytest.raises(CgmemUsageError):
+            parse(text)
+
+
+@given(st.text(min_size=1, max_size=6))
+def test_whole_number_takes_ascii_digits_only(text: str) -> None:
+    from pytest_cgmem.units import whole_number
+
+    number = whole_number(text)
+    stripped = text.strip()
+    if stripped and all(c in "0123456789" for c in stripped):
+        assert number == int(stripped)
+    else:
+        assert number is None
+
+
+@given(st.text(max_size=8))
+def test_parsers_raise_only_usage_errors(text: str) -> None:
+    """Whatever the text, a parser returns a value or raises CgmemUsageError, nothing else."""
+    for parse in (parse_size, parse_count, parse_ratio, parse_percent):
+        with contextlib.suppress(CgmemUsageError):
+            parse(text)

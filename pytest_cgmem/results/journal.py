@@ -1,0 +1,260 @@
+"""The journal: a run file's tests, one line each as they finish, so that a run killed at
+any point leaves every finished test behind (docs/json.md, "A run that did not finish").
+
+While a run is under way its run file (``PATH``) is a stub that says so (``"complete":
+false``, and a ``journal`` naming ``PATH.journal`` and the run's id), and ``PATH.journal``
+gets one JSON line per event, written and flushed to the operating system at once:
+
+    {"journal": "pytest-cgmem/1", "run": "<id>", "pid": 4242, "host": "runner-3", "started": "..."}
+    {"machine": {...}}                      the measuring process's machine, once known
+    {"test": {...}}                         one measured test's record, as in the run file
+    {"worker_lost": {...}}                  a pytest-xdist worker died
+
+A clean finish replaces the stub with the whole run file atomically and deletes the
+journal. Readers of a stub fold the journal back in (``read``). The writer holds an
+exclusive ``flock`` on the journal for the whole run: a second run on the same path is
+refused while the first is alive, and a reader can tell a run still going from a dead one.
+The lock goes with the process, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..units import CgmemUsageError
+from .jsonio import dumps_line, loads, write_json
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock, runs on one path are not refused
+    fcntl = None  # type: ignore[assignment]
+
+SUFFIX = ".journal"
+FORMAT = "pytest-cgmem/1"
+KINDS = ("test", "machine", "worker_lost")
+
+
+def journal_path(run_path: str | os.PathLike[str]) -> Path:
+    run = Path(run_path)
+    return run.with_name(run.name + SUFFIX)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class JournalBusy(CgmemUsageError):
+    """Another live run holds the journal: it is writing the same run file."""
+
+
+def _header(fd: int) -> dict[str, Any]:
+    """The journal's first line (who holds it), or {} when it cannot be read."""
+    try:
+        with open(os.dup(fd), encoding="utf-8", errors="replace") as handle:
+            handle.seek(0)
+            first = handle.readline()
+        data = loads(first)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _holder(header: Mapping[str, Any]) -> str:
+    if not header.get("pid"):
+        return "another pytest run"
+    return (
+        f"another pytest run (pid {header.get('pid')} on {header.get('host')}, started "
+        f"{header.get('started')})"
+    )
+
+
+def busy(run_path: str | os.PathLike[str]) -> str | None:
+    """Who holds ``run_path``'s journal now (a live run writing it), or None. Creates nothing."""
+    return _busy(journal_path(run_path))
+
+
+def _busy(path: Path) -> str | None:
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(_header(fd))
+        except OSError:
+            return None  # a file system without locks: nothing to say
+        return None
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+
+
+def _lock(path: Path) -> int:
+    """Open ``path`` (created if need be) and take its exclusive lock; JournalBusy if held."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            header = _header(fd)
+            os.close(fd)
+            raise JournalBusy(
+                f"{_holder(header)} is writing this run file; give each concurrent run its own path"
+            ) from None
+        except OSError:
+            return fd  # a file system without locks: journal anyway, unguarded
+        try:  # a run that just finished may have removed the file we opened: open it anew
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+class Journal:
+    """The writer's side: started before the first test, appended to as tests finish."""
+
+    def __init__(self, run_path: Path, fd: int) -> None:
+        self.run_path = run_path
+        self.path = journal_path(run_path)
+        self._fd: int | None = fd
+
+    @classmethod
+    def start(cls, run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Journal:
+        """Lock the journal, replace the run file with ``stub`` (which names the journal and
+        the run's id), and start the journal afresh with its header line."""
+        run = Path(run_path)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        fd = _lock(journal_path(run))
+        journal = cls(run, fd)
+        try:
+            write_json(run, stub)
+            os.ftruncate(fd, 0)
+            journal._write(
+                {
+                    "journal": FORMAT,
+                    "run": stub["journal"]["run"],
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": now(),
+                }
+            )
+        except BaseException:
+            journal.close()
+            raise
+        return journal
+
+    def _write(self, data: Mapping[str, Any]) -> None:
+        if self._fd is None:
+            raise OSError(f"the journal {str(self.path)!r} is closed")
+        line = dumps_line(dict(data)).encode("utf-8")
+        while line:
+            written = os.write(self._fd, line)
+            line = line[written:]
+
+    def append(self, kind: str, data: Any) -> None:
+        """One line: ``{kind: data}``; it is in the operating system's hands on return, so it
+        outlives the process (a power loss may still take it: nothing is fsynced per test)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown journal line {kind!r}")
+        self._write({kind: data})
+
+    def finish(self, document: Mapping[str, Any]) -> None:
+        """The whole run file in place of the stub (atomically), then no journal."""
+        write_json(self.run_path, document)
+        with contextlib.suppress(OSError):
+            if self._fd is not None and os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+                os.unlink(self.path)
+        self.close()
+
+    def close(self) -> None:
+        """Release the lock and leave the journal where it is (the stub still names it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class Contents:
+    """What a reader found in a journal."""
+
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    machine: dict[str, Any] | None = None
+    workers_lost: list[dict[str, Any]] = field(default_factory=list)
+    #: what the reader adds to the run's incomplete_reason (a cut last line, a live run)
+    notes: list[str] = field(default_factory=list)
+
+
+class JournalError(ValueError):
+    """A journal line that cannot be read (not the last one, which may be cut off)."""
+
+
+def read(run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Contents:
+    """The tests, machine and lost workers the journal named by ``stub`` (a run file's
+    ``journal``) holds. A later line for the same test replaces an earlier one (a rerun)."""
+    name = str(stub.get("file") or "")
+    path = Path(run_path).with_name(name)
+    found = Contents()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        found.notes.append(f"its journal {name!r} is missing, so no test survives")
+        return found
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JournalError(f"cannot read its journal {name!r}: {exc}") from None
+    lines = text.split("\n")
+    cut = lines.pop()  # '' when the last line ended with its newline
+    header: Any = None
+    with contextlib.suppress(ValueError):
+        header = loads(lines[0]) if lines else None
+    if not isinstance(header, dict) or header.get("journal") != FORMAT:
+        raise JournalError(f"its journal {name!r} has no pytest-cgmem header line")
+    if header.get("run") != stub.get("run"):
+        found.notes.append(
+            f"its journal {name!r} belongs to another run, so no test of this one survives"
+        )
+        return found
+    tests: dict[str, dict[str, Any]] = {}
+    lost: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            data = loads(line)
+        except ValueError as exc:
+            raise JournalError(f"its journal {name!r} line {number}: {exc}") from None
+        if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in KINDS:
+            raise JournalError(
+                f"its journal {name!r} line {number}: expected one of "
+                f"{', '.join(repr(k) for k in KINDS)} as its only key"
+            )
+        ((kind, value),) = data.items()
+        if kind == "test":
+            if not isinstance(value, dict) or not isinstance(value.get("nodeid"), str):
+                raise JournalError(f"its journal {name!r} line {number}: a test without a nodeid")
+            tests.pop(value["nodeid"], None)  # a rerun: the last attempt, in its place
+            tests[value["nodeid"]] = value
+        elif kind == "machine":
+            found.machine = value if isinstance(value, dict) else None
+        else:
+            if not isinstance(value, dict):
+                raise JournalError(f"its journal {name!r} line {number}: expected an object")
+            lost[(value.get("worker"), value.get("when"))] = value
+    if cut:
+        found.notes.append(f"the last line of its journal was cut off ({len(cut)} bytes)")
+    found.tests = list(tests.values())
+    found.workers_lost = list(lost.values())
+    holder = _busy(path)
+    if holder:
+        found.notes.append(f"{holder} still holds its journal: the run is still going")
+    return found

@@ -1,0 +1,175 @@
+"""The journal: a run in progress leaves every finished test behind, and readers fold it in."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_cgmem.results import journal, runfile
+from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
+from pytest_cgmem.units import CgmemUsageError
+
+MiB = 2**20
+
+
+def record(nodeid: str, peak: int = MiB) -> dict[str, Any]:
+    region = RegionResult("call", (DeviceFigures(0, peak=peak),), 0.0)
+    return runfile.record_data(TestRecord(nodeid, "passed", (region,)))
+
+
+def stub(run: str = "run-1") -> dict[str, Any]:
+    doc = runfile.build_run([], runfile.base_machine(), None, complete=False)
+    doc["journal"] = {"file": "run.json.journal", "run": run}
+    return doc
+
+
+def test_a_run_that_finishes_leaves_the_whole_file_and_no_journal(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "run.json"
+    written = journal.Journal.start(path, stub())
+    assert runfile.load_run(path)["complete"] is False  # while it runs, it says so
+    written.append("test", record("t.py::a"))
+    final = runfile.build_run([record("t.py::a")], runfile.base_machine(), None)
+    written.finish(final)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
+    assert runfile.load_run(path) == final
+
+
+def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text('{"an old": "complete file"}')
+    written = journal.Journal.start(path, stub())
+    machine = {**runfile.base_machine(), "gpus": ["NVIDIA H200"], "alloc_conf": ""}
+    written.append("machine", machine)
+    written.append("test", record("t.py::b", 2 * MiB))
+    written.append("test", record("t.py::a"))
+    written.append("test", record("t.py::b", 3 * MiB))  # a rerun replaces the first attempt
+    lost = {"worker": "gw1", "when": "w", "test": None, "error": "crashed"}
+    written.append("worker_lost", lost)
+    written.append("worker_lost", {**lost, "test": "t.py::c"})  # the same loss, its test known
+    written.close()  # as a killed process's descriptors are
+    doc = runfile.load_run(path)
+    assert doc["complete"] is False
+    assert doc["incomplete_reason"] == runfile.NOT_FINISHED
+    assert [t["nodeid"] for t in doc["tests"]] == ["t.py::a", "t.py::b"]
+    assert doc["tests"][1]["regions"][0]["devices"][0]["peak"] == 3 * MiB
+    assert doc["machine"]["gpus"] == ["NVIDIA H200"]
+    assert doc["workers_lost"] == [{**lost, "test": "t.py::c"}]
+    assert "journal" not in doc and doc["summary"]["tests"] == 2
+    runfile.validate(doc)
+
+
+def test_a_line_cut_off_by_the_kill_is_noted_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    written.close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write('{"test": {"nodeid": "t.py::b", "outc')
+    doc = runfile.load_run(path)
+    assert [t["nodeid"] for t in doc["tests"]] == ["t.py::a"]
+    assert doc["incomplete_reason"].endswith(
+        "; the last line of its journal was cut off (36 bytes)"
+    )
+
+
+def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write('{"test": 1, "machine": 2}\n')
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path, "baseline")
+    assert str(info.value) == (
+        f"cgmem: baseline {str(path)!r}: its journal 'run.json.journal' line 2: expected one "
+        "of 'test', 'machine', 'worker_lost' as its only key"
+    )
+
+
+def test_a_record_the_schema_rejects_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", {**record("t.py::a"), "outcome": "won"})
+    written.close()
+    with pytest.raises(CgmemUsageError, match=r"\(with the tests of its journal\) does not match"):
+        runfile.load_run(path)
+
+
+def test_missing_or_foreign_journal(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub("mine")).close()
+    other = journal.journal_path(path)
+    text = other.read_text().replace('"run":"mine"', '"run":"another"')
+    other.write_text(text)
+    doc = runfile.load_run(path)
+    assert doc["tests"] == []
+    assert "its journal 'run.json.journal' belongs to another run" in doc["incomplete_reason"]
+    other.unlink()
+    assert (
+        "its journal 'run.json.journal' is missing" in runfile.load_run(path)["incomplete_reason"]
+    )
+
+
+HOLD = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_on_one_path_is_refused_while_the_first_lives(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(journal.journal_path(path))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        said = journal.busy(path)
+        assert said is not None and said.startswith(f"another pytest run (pid {os.getpid()} on ")
+        with pytest.raises(journal.JournalBusy, match="give each concurrent run its own path"):
+            journal.Journal.start(path, stub("second"))
+        doc = runfile.load_run(path)  # the first run's stub is untouched, and known to be live
+        assert "still holds its journal: the run is still going" in doc["incomplete_reason"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert journal.busy(path) is None  # the lock went with the process
+    journal.Journal.start(path, stub("third")).close()
+
+
+def test_the_lock_is_exclusive_in_this_process_too(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    first = journal.Journal.start(path, stub())
+    try:
+        fd = os.open(journal.journal_path(path), os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    finally:
+        first.close()
+
+
+def test_journal_lines_are_one_json_object_each(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    with pytest.raises(ValueError):
+        written.append("test", {"nodeid": "t.py::n", "x": float("nan")})
+    with pytest.raises(ValueError, match="unknown journal line"):
+        written.append("other", {})
+    written.close()
+    lines = journal.journal_path(path).read_text().splitlines()
+    assert [next(iter(json.loads(line))) for line in lines] == ["journal", "test"]
