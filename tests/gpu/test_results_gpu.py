@@ -180,6 +180,8 @@ def test_devices_the_machine_lacks_are_a_usage_error(
     result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "--cgmem-devices=99,98")
     assert result.ret != pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["*--cgmem-devices='99,98': device 99 does not exist*"])
+
+
 CRASH_SUITE = """
 import os
 import signal
