@@ -41,10 +41,18 @@ def _dest(name: str) -> str:
 
 
 def _ini_type(name: str) -> Any:
-    """pytest's ini ``int`` type came in 8.4; before it, an int option reads as a string."""
-    if name == "int" and tuple(int(p) for p in pytest.__version__.split(".")[:2]) < (8, 4):
-        return "string"
-    return name
+    """The ini type pytest gets for an option.
+
+    An int option reads its text itself where pytest lets it (a string first, so that only
+    ASCII digits pass), and takes a TOML integer too: ``str | int`` from pytest 9.2;
+    ``int`` from 8.4, where pytest's ``int()`` parses the text; a string before.
+    """
+    if name != "int":
+        return name
+    version = tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit())
+    if version >= (9, 2):
+        return str | int
+    return "int" if version >= (8, 4) else "string"
 
 
 def _read_ini(config: pytest.Config, key: str) -> object:
