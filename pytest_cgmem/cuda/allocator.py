@@ -403,7 +403,7 @@ def allocator_settings() -> tuple[str, str]:
             got = str(getter())
         except Exception:
             return value, source
-        if got != value:
+        if got != value and (got or torch.cuda.is_initialized()):  # '' until CUDA parsed it
             return got, RUNTIME_SETTINGS
     return value, source
 

@@ -40,7 +40,7 @@ def test_history_flag(pytester: pytest.Pytester) -> None:
     [
         (["--cgmem-history-entries=0"], "", "*--cgmem-history-entries='0': expected a whole*"),
         (["--cgmem-stacks=many"], "", "*--cgmem-stacks='many': expected a whole number >= 1*"),
-        ([], "cgmem_history = maybe", "*cgmem_history='maybe': expected true or false*"),
+        ([], "cgmem_history = maybe", "*cgmem_history: invalid truth value 'maybe'*"),
         ([], "cgmem_stacks = -2", "*cgmem_stacks='-2': expected a whole number >= 1*"),
     ],
 )
