@@ -297,7 +297,7 @@ class CgmemSession:
         checked = tuple(
             r.label
             for i, r in enumerate(regions)
-            if r.recorded or (i == 0 and marked is not None and r.label == CALL_LABEL)
+            if r.judged or (i == 0 and marked is not None and r.label == CALL_LABEL)
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         tolerance = item_tolerance(item) if budget_key in item.stash else None

@@ -53,6 +53,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+        if not result.devices:
+            lines.append(f"{name}: no figures ({result.extra.get('unmeasured') or 'no device'})")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")
