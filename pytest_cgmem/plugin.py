@@ -141,9 +141,13 @@ def _require_devices(config: pytest.Config) -> Callable[[int], None]:
 @pytest.fixture
 def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     """Explicit GPU memory regions: ``with cgmem.measure("prefill") as m: ...``."""
-    request.config.stash[session_key].require_cuda()
+    session = request.config.stash[session_key]
+    session.require_cuda()
+    device, rank = session.place()
     return CgmemFixture(
         request.node.stash.setdefault(regions_key, []).append,
+        device=device,
+        rank=rank,
         require_devices=_require_devices(request.config),
     )
 
@@ -152,7 +156,10 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
 def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     """Record figures measured elsewhere as a region of this test (needs no CUDA):
     ``cgmem_record("server", peak="1.2 GiB", device=...)``."""
-    return FigureRecorder(request.node.stash.setdefault(regions_key, []).append)
+    job = request.config.stash[session_key].job
+    return FigureRecorder(
+        request.node.stash.setdefault(regions_key, []).append, None if job is None else job.rank
+    )
 
 
 @pytest.fixture

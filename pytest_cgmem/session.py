@@ -28,6 +28,7 @@ from .reports.text import baseline_summary, header, section, suite_summary, summ
 from .results.baseline import Baseline, Findings, effective, parse_tolerance
 from .results.exporters import benchmark_figures, junit_properties
 from .results.records import RegionResult, TestRecord
+from .results.torchrun import Job, ranked_regions
 from .settings import Settings
 from .units import CgmemUsageError
 
@@ -144,6 +145,8 @@ class CgmemSession:
         self._diagnostics: Any = None
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
+        self.job = Job.from_env(os.environ)
+        """This process's place in a torchrun job (None outside one): results/torchrun.py."""
         if settings.baseline:
             from .results import runfile
 
@@ -231,7 +234,8 @@ class CgmemSession:
             from .cuda.region import Region
 
             forget_last_failure()
-            region = Region(CALL_LABEL).start()
+            device, rank = self.place()
+            region = Region(CALL_LABEL, device=device, rank=rank).start()
         try:
             recorder.start(region)
             try:
@@ -253,6 +257,16 @@ class CgmemSession:
         finally:
             recorder.close()
         return outcome
+
+    def place(self) -> tuple[int | None, int | None]:
+        """(device, rank) of this process's regions: in a torchrun rank its ``LOCAL_RANK``
+        device (where that is a visible device index) and its rank; else (None, None), the
+        current device and no rank."""
+        if self.job is None:
+            return None, None
+        from .cuda.distributed import torchrun_device
+
+        return torchrun_device(self.job.local_rank), self.job.rank
 
     def _until_cuda_starts(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """Under --cgmem-all, a test that begins with no CUDA context: free while it uses
@@ -304,7 +318,8 @@ class CgmemSession:
         findings = None
         if self.baseline is not None:
             default = self.settings.tolerance_default
-            findings = self.baseline.check(item.nodeid, regions, effective(default, tolerance))
+            mine = regions if self.job is None else ranked_regions(regions, self.job.rank)
+            findings = self.baseline.check(item.nodeid, mine, effective(default, tolerance))
         item.stash[_verdict_key] = Verdict(
             dict(budget.limits) if checked else {}, checked, tolerance, violations, findings
         )
@@ -474,6 +489,15 @@ class CgmemSession:
                 "xdist": any(r.worker for r in self.records),
             },
         )
+        job = self.job
+        if job is not None:  # a torchrun rank: rank 0 writes every rank's records
+            from .results import torchrun
+
+            shared = str(settings.json or settings.save_baseline or settings.gab_json)
+            gathered = torchrun.gather(job, document, shared, self.lines)
+            if gathered is None:
+                return
+            document = gathered
         targets = [
             (settings.json, "run file", document),
             (settings.save_baseline, "baseline", document),
@@ -488,6 +512,8 @@ class CgmemSession:
                 self.lines.append(f"cgmem: could not write {what} {path!r}: {exc}")
             else:
                 self.lines.append(f"cgmem: wrote {what} {path} ({len(self.records)} test(s))")
+        if job is not None:
+            torchrun.release(job, shared)  # the other ranks may exit now
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = summary(self.records, self.settings.summary)

@@ -116,6 +116,12 @@ def cuda_devices() -> int:
     return allocator.device_count() if allocator.cuda_available() else 0
 
 
+def torchrun_device(local_rank: int) -> int | None:
+    """A torchrun rank's device: ``cuda:LOCAL_RANK`` where that index is visible; None (the
+    current device) where it is not, e.g. where each rank sees only its own GPU."""
+    return local_rank if local_rank < cuda_devices() else None
+
+
 def run(
     fn: Callable[[int, int], Any],
     launch: Launch,

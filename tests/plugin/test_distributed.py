@@ -1,4 +1,4 @@
-"""``cgmem_distributed`` with the gloo backend on CPU.
+"""``cgmem_distributed`` with the gloo backend on CPU, and a torchrun job's one run file.
 
 No CUDA is needed: the ranks run ``fn`` in a real process group (gloo) and measure nothing;
 what they did, how they failed and the run file's entries per rank are the same as on GPUs
@@ -6,6 +6,9 @@ what they did, how they failed and the run file's entries per rank are the same 
 """
 
 from __future__ import annotations
+
+import json
+import sys
 
 import pytest
 
@@ -153,3 +156,81 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     ]
     assert errors["test_exits"][1] == "the rank's exit before it sent its figures (exit status 3)"
     assert errors["test_hangs"] == [None, "the timeout (2 s): cgmem stopped it"]
+
+
+TORCHRUN = """
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+
+@pytest.fixture(scope="session", autouse=True)
+def group():
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    yield
+    dist.destroy_process_group()
+    if rank == 0:
+        time.sleep(1.5)  # rank 1, with a failed test, ends first: it must wait for rank 0
+
+
+def test_all_reduce(cgmem_record):
+    rank = dist.get_rank()
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    assert t.item() == 3.0
+    cgmem_record("load", peak=f"{rank + 1} MiB", device_index=rank)
+
+
+def test_over_budget_on_rank_1_only(cgmem_record):
+    rank = dist.get_rank()
+    cgmem_record("kv", peak=f"{64 * (rank + 1)} MiB", device_index=rank)
+"""
+
+
+def test_torchrun_ranks_write_one_run_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_job=TORCHRUN)
+    result = pytester.run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--cgmem-json=run.json",
+        "--cgmem-budget=peak=100MiB",
+        "test_job.py",
+        timeout=120,
+    )
+    assert result.ret != 0  # rank 1 failed a test
+    output = result.stdout.str() + result.stderr.str()
+    assert "cgmem: rank 1 handed its records to rank 0 (run.json)" in output
+    assert "cgmem: gathered the records of 2 rank(s)" in output
+    document = runfile.load_run(pytester.path / "run.json")
+    runfile.validate(document)
+    assert document["ranks"] == {"world_size": 2, "gathered": [0, 1], "missing": []}
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert sorted(tests) == [
+        "test_job.py::test_all_reduce",
+        "test_job.py::test_over_budget_on_rank_1_only",
+    ]
+    load = tests["test_job.py::test_all_reduce"]
+    assert load["outcome"] == "passed"
+    assert [(r["label"], r["extra"]["rank"]) for r in load["regions"]] == [
+        ("rank0/load", 0),
+        ("rank1/load", 1),
+    ]
+    assert [r["devices"][0]["peak"] for r in load["regions"]] == [2**20, 2 * 2**20]
+    over = tests["test_job.py::test_over_budget_on_rank_1_only"]
+    assert over["outcome"] == "failed"  # on rank 1; rank 0 passed it
+    assert [v["message"] for v in over["violations"]] == [
+        "cgmem: peak 128.00 MiB exceeds budget 100.00 MiB (+28.0%) on rank 1 (cuda:1) in 'kv'"
+    ]
+    assert not (pytester.path / "run.json.rank1").exists()
+    assert json.loads((pytester.path / "run.json").read_text())["summary"]["tests"] == 2

@@ -1,12 +1,17 @@
 """Distributed ranks without processes: arguments, rank naming in failures, the result a
-test gets (pure)."""
+test gets, and a torchrun job's records merged by rank 0 (pure)."""
 
 from __future__ import annotations
+
+import threading
+from pathlib import Path
 
 import pytest
 
 from pytest_cgmem import BudgetExceeded, DeviceFigures, RegionResult, Violation
+from pytest_cgmem.checks.budgets import parse_budget
 from pytest_cgmem.metrics import rank_label, unranked_label
+from pytest_cgmem.results import runfile
 from pytest_cgmem.results.ranks import (
     EXITED,
     OK,
@@ -20,6 +25,15 @@ from pytest_cgmem.results.ranks import (
     launch_arguments,
     rank_region,
     result,
+)
+from pytest_cgmem.results.records import TestRecord
+from pytest_cgmem.results.torchrun import (
+    Job,
+    gather,
+    merge_records,
+    rank_file,
+    ranked_regions,
+    release,
 )
 from pytest_cgmem.units import CgmemUsageError
 
@@ -248,3 +262,111 @@ def test_long_output_is_cut_to_its_end() -> None:
     lines = str(problem).splitlines()
     assert lines[1] == "    ... (70 lines above)"
     assert lines[-1] == "    line 99"
+
+
+# -- torchrun ---------------------------------------------------------------------------------
+
+ENV = {
+    "RANK": "1",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "TORCHELASTIC_RUN_ID": "abc",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+    "TORCHELASTIC_RESTART_COUNT": "0",
+}
+
+
+def test_job_from_torchrun_environment() -> None:
+    job = Job.from_env(ENV)
+    assert job is not None
+    assert (job.rank, job.world_size, job.local_rank) == (1, 2, 1)
+    assert "abc" in job.identity and "29500" in job.identity
+    assert Job.from_env({}) is None
+    assert Job.from_env({**ENV, "RANK": "x"}) is None
+    assert Job.from_env({**ENV, "RANK": "2"}) is None
+    assert Job.from_env({k: v for k, v in ENV.items() if k != "LOCAL_RANK"}) is None
+    other = Job.from_env({**ENV, "MASTER_PORT": "29501"})
+    assert other is not None and other.identity != job.identity
+
+
+def record(rank: int, peak: int, outcome: str = "passed") -> TestRecord:
+    budget = parse_budget({"peak": 100 * MiB})
+    kv = RegionResult(
+        "kv", (DeviceFigures(rank, peak=peak),), 0.0, None, {"rank": rank, "recorded": ["peak"]}
+    )
+    call = RegionResult("call", (DeviceFigures(rank, peak=MiB),), 0.0, None, {"rank": rank})
+    return TestRecord(
+        "test_x.py::test_a",
+        outcome,
+        (call, kv),
+        budget=budget.limits,
+        checked=("call", "kv"),
+        violations=tuple(kv.check(budget)),
+    )
+
+
+def test_records_of_every_rank_merge_into_one_entry_per_test() -> None:
+    merged = merge_records({0: [record(0, 64 * MiB)], 1: [record(1, 128 * MiB, "failed")]})
+    assert len(merged) == 1
+    test = merged[0]
+    assert test.outcome == "failed"
+    assert [r.label for r in test.regions] == ["rank0", "rank0/kv", "rank1", "rank1/kv"]
+    assert [r.extra["rank"] for r in test.regions] == [0, 0, 1, 1]
+    assert test.checked == ("rank0", "rank0/kv", "rank1", "rank1/kv")
+    assert [v.message for v in test.violations] == [
+        "cgmem: peak 128.00 MiB exceeds budget 100.00 MiB (+28.0%) on rank 1 (cuda:1) in 'kv'"
+    ]
+    # the merged file's figures are keyed apart even where ranks share a device index
+    assert [r.label for r in ranked_regions(record(0, 0).regions, 3)] == ["rank3", "rank3/kv"]
+
+
+def document_of(records: list[TestRecord]) -> dict[str, object]:
+    return runfile.build_run(records, runfile.base_machine(), None)
+
+
+def test_rank0_gathers_the_other_ranks_files_into_one_run_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.json")
+    job0 = Job(0, 2, 0, "job")
+    job1 = Job(1, 2, 1, "job")
+    lines1: list[str] = []
+    other = threading.Thread(
+        target=gather,
+        args=(job1, document_of([record(1, 128 * MiB)]), path, lines1),
+        kwargs={"timeout": 20.0},
+    )
+    other.start()
+    lines0: list[str] = []
+    merged = gather(job0, document_of([record(0, 64 * MiB)]), path, lines0, timeout=20.0)
+    assert merged is not None
+    assert other.is_alive()  # rank 1 waits until rank 0 has written the run file
+    runfile.write_json(path, merged)
+    release(job0, path)
+    other.join(20)
+    assert not other.is_alive()
+    assert lines0 == ["cgmem: gathered the records of 2 rank(s)"]
+    assert lines1 == [f"cgmem: rank 1 handed its records to rank 0 ({path})"]
+    assert merged["ranks"] == {"world_size": 2, "gathered": [0, 1], "missing": []}
+    loaded = runfile.load_run(path)
+    runfile.validate(loaded)
+    labels = [r["label"] for r in loaded["tests"][0]["regions"]]
+    assert labels == ["rank0", "rank0/kv", "rank1", "rank1/kv"]
+    assert loaded["summary"]["violations"] == 1
+    assert not Path(rank_file(path, 1)).exists()
+
+
+def test_a_missing_rank_is_said_and_a_stale_file_ignored(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.json")
+    stale = {**document_of([record(1, MiB)]), "job": "an earlier job", "rank": 1}
+    runfile.write_json(rank_file(path, 1), stale)
+    lines: list[str] = []
+    merged = gather(Job(0, 2, 0, "job"), document_of([record(0, MiB)]), path, lines, timeout=0.3)
+    assert merged is not None
+    assert merged["ranks"] == {"world_size": 2, "gathered": [0], "missing": [1]}
+    assert [r.label for r in TestRecord.from_dict(merged["tests"][0]).regions] == [
+        "rank0",
+        "rank0/kv",
+    ]
+    assert len(lines) == 1
+    assert lines[0].startswith("cgmem: rank(s) 1 sent no records within 0.3 s")
