@@ -59,6 +59,9 @@ _GRACE = 5.0
 _SETTLE = 0.5
 """Seconds to hear from the other ranks once one failed, before stopping them: a peer's
 own error (a closed connection) tells less than the failure that caused it."""
+_C10D_SETTLE = 1.0
+"""Seconds a rank whose allocated bytes grew waits for them to fall back (see
+``_settle_collectives``); only a region that looks like a leak pays it."""
 _PG_SLACK = 60.0
 """The ranks' process group outlives the call's timeout by this much: the test's process,
 not torch's watchdog, decides that time is up (and names the rank still running)."""
@@ -450,7 +453,9 @@ def _rank_main(task: _Task, conn: Connection) -> None:
             from .region import Region
 
             devices = [task.rank]
-            region = Region(task.label, devices, device=task.rank, rank=task.rank).start()
+            region = Region(task.label, devices, device=task.rank, rank=task.rank)
+            region.before_leak_check.append(_settle_collectives(region))
+            region.start()
         t0 = time.perf_counter()
         try:
             value = fn(task.rank, task.world_size)
@@ -480,6 +485,24 @@ def _rank_main(task: _Task, conn: Connection) -> None:
         os._exit(1)  # no teardown: the peers may be stuck in a collective with this rank
     with contextlib.suppress(Exception):
         dist.destroy_process_group()
+
+
+def _settle_collectives(region: Any) -> Callable[[int], None]:
+    """Before a rank's leak check: c10d hands a finished collective's work to its watchdog
+    thread, which may keep the work's tensors for a moment after the region's end. Wait
+    (at most ``_C10D_SETTLE`` seconds) for allocated bytes to fall back to the region's
+    start, so that only what ``fn`` kept counts as its leak."""
+
+    def settle(index: int) -> None:
+        import torch
+
+        start = region.allocated_at_start(index)
+        torch.cuda.synchronize(index)
+        end = time.monotonic() + _C10D_SETTLE
+        while torch.cuda.memory_allocated(index) > start and time.monotonic() < end:
+            time.sleep(0.05)
+
+    return settle
 
 
 def _send_failure(

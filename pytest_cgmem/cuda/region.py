@@ -132,6 +132,10 @@ class Region:
             watched.append(self.device)
         return watched
 
+    def allocated_at_start(self, index: int) -> int:
+        """Allocated bytes on device ``index`` when the region started."""
+        return self._starts[index].allocated
+
     def _home(self) -> int:
         """The region's own device: ``device`` where given, else the current device."""
         if self.device is None:

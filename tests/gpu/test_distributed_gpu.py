@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -32,15 +31,6 @@ two_gpus = pytest.mark.skipif(
 _kept: list[Any] = []
 
 
-def _settle(allocated: int, seconds: float = 2.0) -> None:
-    """c10d may hold a finished collective's tensors for a moment after it completes:
-    wait until torch's allocated bytes are back where they were (or the time is up)."""
-    torch.cuda.synchronize()
-    end = time.monotonic() + seconds
-    while torch.cuda.memory_allocated() > allocated and time.monotonic() < end:
-        time.sleep(0.05)
-
-
 def keep_64_mib_on_the_last_rank(rank: int, world_size: int) -> None:
     """A leak planted on the last rank only (rank 0 of one, rank 1 of two)."""
     if rank == world_size - 1:
@@ -48,13 +38,11 @@ def keep_64_mib_on_the_last_rank(rank: int, world_size: int) -> None:
 
 
 def all_reduce_once(rank: int, world_size: int) -> tuple[float, str | None, int]:
-    """A clean all-reduce of 4 MiB: NCCL makes its communicator and buffers here."""
-    before = torch.cuda.memory_allocated()
+    """A clean all-reduce of 4 MiB: NCCL makes its communicator and buffers here. c10d
+    may hold the finished work's tensor for a moment: the rank's leak check waits for it."""
     x = torch.full((MiB,), float(rank + 1), device="cuda")
     dist.all_reduce(x)
     value = float(x[0].item())
-    del x
-    _settle(before)
     return value, os.environ.get("NCCL_NVLS_ENABLE"), torch.cuda.current_device()
 
 
