@@ -18,13 +18,15 @@ from .failures import (
     FigureUnavailable,
     GraphCheckError,
     PoolNotReleased,
+    RankFailed,
     ResizeCheckFailed,
     SizesNotCaptured,
     SizesNotCovered,
     SteadyStateFailed,
 )
-from .fixture import CgmemFixture, Measurement
+from .fixture import CgmemFixture, DistributedRunner, Measurement
 from .metrics import METRICS
+from .results.ranks import DistributedResult, RankResult
 from .results.records import DeviceFigures, RegionResult
 from .units import CgmemUsageError, format_size, parse_size
 
@@ -39,12 +41,16 @@ __all__ = [
     "CgmemUsageError",
     "CheckFailed",
     "DeviceFigures",
+    "DistributedResult",
+    "DistributedRunner",
     "EagerFallback",
     "EstimateMismatch",
     "FigureUnavailable",
     "GraphCheckError",
     "Measurement",
     "PoolNotReleased",
+    "RankFailed",
+    "RankResult",
     "RegionResult",
     "ResizeCheckFailed",
     "SizesNotCaptured",

@@ -55,6 +55,24 @@ class SteadyStateFailed(CheckFailed):
     """``cgmem.steady`` found growth after warm-up."""
 
 
+class RankFailed(CgmemFailure):
+    """A rank of ``cgmem.distributed`` raised, exited, crashed or outlived the timeout.
+
+    ``rank`` is the first rank that failed, ``status`` how (``raised``, ``exited``,
+    ``timeout``), ``exitcode`` its exit status where it ended (negative: the signal that
+    ended it), ``outcomes`` what happened on every rank.
+    """
+
+    def __init__(
+        self, message: str, rank: int, status: str, exitcode: int | None, outcomes: Any = ()
+    ) -> None:
+        self.rank = rank
+        self.status = status
+        self.exitcode = exitcode
+        self.outcomes = tuple(outcomes)
+        super().__init__(message)
+
+
 class GraphCheckError(CgmemFailure):
     """Base of the CUDA graph check failures."""
 
@@ -117,6 +135,7 @@ for _cls in (
     BudgetExceeded,
     BaselineRegression,
     CheckFailed,
+    RankFailed,
     ResizeCheckFailed,
     SteadyStateFailed,
     GraphCheckError,

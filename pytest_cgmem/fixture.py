@@ -22,6 +22,7 @@ from .checks.graph_sizes import (
 )
 from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
 from .metrics import METRICS, names
+from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import DeviceFigures, RegionResult
 from .units import CgmemUsageError
 
@@ -74,11 +75,66 @@ class Measurement:
         return f"<Measurement {self.label!r} {figures}>"
 
 
-class CgmemFixture:
-    """What a test gets from the ``cgmem`` fixture."""
+class DistributedRunner:
+    """``cgmem_distributed(fn, world_size=2, backend="nccl", timeout=300)`` (and
+    ``cgmem.distributed``): run ``fn(rank, world_size)`` on ``world_size`` ranks, each a
+    process on its own device (rank r on ``cuda:r``) in an initialised process group, each
+    measuring a region around ``fn``; returns a ``DistributedResult``.
 
-    def __init__(self, record: Callable[[RegionResult], None]) -> None:
+    ``fn`` must be picklable: a function at the top level of an importable module (a test
+    module is one), not a lambda or a nested function. Each rank's region is added to the
+    test (labelled ``rank0``, ``rank1``... or ``rank1/<label>``) and held against its budget
+    like a marked test's call phase. A rank that raises, exits or is still running after
+    ``timeout`` seconds fails the test (RankFailed) naming the rank and its exit status; the
+    other ranks are stopped. See docs/distributed.md.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[RegionResult], None],
+        require_devices: Callable[[int], None] | None = None,
+    ) -> None:
         self._record = record
+        self._require_devices = require_devices
+
+    def __call__(
+        self,
+        fn: Callable[[int, int], Any],
+        world_size: int = 2,
+        backend: str = "nccl",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        label: str | None = None,
+        start_method: str = START_METHODS[0],
+    ) -> DistributedResult:
+        __tracebackhide__ = True
+        launch = launch_arguments(fn, world_size, backend, timeout, label, start_method)
+        if launch.needs_cuda and self._require_devices is not None:
+            self._require_devices(launch.world_size)
+        from .cuda.distributed import run
+
+        return run(fn, launch, self._record)
+
+
+class CgmemFixture:
+    """What a test gets from the ``cgmem`` fixture.
+
+    ``device`` and ``rank``: in a torchrun rank, its device (``LOCAL_RANK``) and rank, the
+    default of every region measured here.
+    """
+
+    def __init__(
+        self,
+        record: Callable[[RegionResult], None],
+        *,
+        device: int | None = None,
+        rank: int | None = None,
+        require_devices: Callable[[int], None] | None = None,
+    ) -> None:
+        self._record = record
+        self._device = device
+        self._rank = rank
+        self._distributed = DistributedRunner(record, require_devices)
 
     @contextmanager
     def measure(
@@ -88,7 +144,7 @@ class CgmemFixture:
         from .cuda.region import Region
 
         measurement = Measurement(label)
-        region = Region(label, devices).start()
+        region = Region(label, devices, device=self._device, rank=self._rank).start()
         try:
             yield measurement
         except BaseException as exc:
@@ -97,6 +153,23 @@ class CgmemFixture:
             raise
         measurement.result = region.stop()
         self._record(measurement.result)
+
+    def distributed(
+        self,
+        fn: Callable[[int, int], Any],
+        world_size: int = 2,
+        backend: str = "nccl",
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        label: str | None = None,
+        start_method: str = START_METHODS[0],
+    ) -> DistributedResult:
+        """Run ``fn(rank, world_size)`` on ``world_size`` ranks, rank r on ``cuda:r``, each
+        measured; see ``DistributedRunner`` and docs/distributed.md."""
+        __tracebackhide__ = True
+        return self._distributed(
+            fn, world_size, backend, timeout=timeout, label=label, start_method=start_method
+        )
 
     # CUDA graphs (pytest_cgmem.cuda.graphs, imported on first use) ----------------------
     @contextmanager
@@ -206,8 +279,9 @@ class FigureRecorder:
     like a marked test's ``call`` region.
     """
 
-    def __init__(self, add: Callable[[RegionResult], None]) -> None:
+    def __init__(self, add: Callable[[RegionResult], None], rank: int | None = None) -> None:
         self._add = add
+        self._rank = rank
 
     def __call__(
         self,
@@ -232,7 +306,7 @@ class FigureRecorder:
                 label.devices,
                 label.seconds,
                 label.error,
-                {**label.extra, "recorded": sorted(METRICS)},
+                {**self._ranked, **label.extra, "recorded": sorted(METRICS)},
             )
             self._add(result)
             return result
@@ -263,6 +337,11 @@ class FigureRecorder:
             raise CgmemUsageError(f"{where}: seconds must be a finite number >= 0, got {seconds!r}")
         unknown = {name: None for name in METRICS if name not in values}
         device = DeviceFigures(device_index, device_source="recorded", **values, **unknown)
-        result = RegionResult(label, (device,), float(seconds), None, {"recorded": sorted(figures)})
+        extra = {**self._ranked, "recorded": sorted(figures)}
+        result = RegionResult(label, (device,), float(seconds), None, extra)
         self._add(result)
         return result
+
+    @property
+    def _ranked(self) -> dict[str, int]:
+        return {} if self._rank is None else {"rank": self._rank}

@@ -190,3 +190,18 @@ def region_name(nodeid: str, key: str | None, device: int | None = None) -> str:
 def region_label(label: str | None) -> str:
     """A region's label in keyed outputs; ``region`` for an unlabelled one."""
     return label or UNLABELLED
+
+
+def rank_label(rank: int, label: str | None = None) -> str:
+    """The label of a distributed rank's region: ``rank1`` for its main region (a
+    ``cgmem.distributed`` rank, a torchrun rank's call phase), ``rank1/load`` for one it
+    labelled ``load``."""
+    return f"rank{rank}" if not label or label == CALL_LABEL else f"rank{rank}/{label}"
+
+
+def unranked_label(rank: int, label: str | None) -> str | None:
+    """``label`` without the ``rankN`` naming of ``rank_label`` (None for the main region)."""
+    if label == f"rank{rank}":
+        return None
+    prefix = f"rank{rank}/"
+    return label[len(prefix) :] if label is not None and label.startswith(prefix) else label

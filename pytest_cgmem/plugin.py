@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from .cuda import cuda_started
-from .fixture import CgmemFixture, FigureRecorder
+from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
 from .session import CgmemSession, process_machine, regions_key
@@ -157,15 +158,55 @@ def pytest_benchmark_update_machine_info(
         machine_info["cgmem"] = process_machine(config)
 
 
+def _require_devices(config: pytest.Config) -> Callable[[int], None]:
+    """Skip (fail under --cgmem-require-gpu) a distributed test with fewer CUDA devices
+    than ranks: NCCL puts each rank on its own device."""
+
+    def require(count: int) -> None:
+        session = config.stash[session_key]
+        session.require_cuda()
+        from .cuda.allocator import device_count
+
+        visible = device_count()
+        if visible < count:
+            message = f"cgmem: {count} ranks need {count} CUDA devices; {visible} visible"
+            if session.settings.require_gpu:
+                pytest.fail(f"{message} (--cgmem-require-gpu)", pytrace=False)
+            pytest.skip(message)
+
+    return require
+
+
 @pytest.fixture
 def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     """Explicit GPU memory regions: ``with cgmem.measure("prefill") as m: ...``."""
-    request.config.stash[session_key].require_cuda()
-    return CgmemFixture(request.node.stash.setdefault(regions_key, []).append)
+    session = request.config.stash[session_key]
+    session.require_cuda()
+    device, rank = session.place()
+    return CgmemFixture(
+        request.node.stash.setdefault(regions_key, []).append,
+        device=device,
+        rank=rank,
+        require_devices=_require_devices(request.config),
+    )
 
 
 @pytest.fixture
 def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     """Record figures measured elsewhere as a region of this test (needs no CUDA):
     ``cgmem_record("server", peak="1.2 GiB", device=...)``."""
-    return FigureRecorder(request.node.stash.setdefault(regions_key, []).append)
+    job = request.config.stash[session_key].job
+    return FigureRecorder(
+        request.node.stash.setdefault(regions_key, []).append, None if job is None else job.rank
+    )
+
+
+@pytest.fixture
+def cgmem_distributed(request: pytest.FixtureRequest) -> DistributedRunner:
+    """``cgmem_distributed(fn, world_size=2, backend="nccl")``: ``fn(rank, world_size)`` on
+    that many ranks, each measured on its own device (docs/distributed.md). Runs without
+    CUDA too with a CPU backend (``backend="gloo"``): the ranks run, nothing is measured."""
+    return DistributedRunner(
+        request.node.stash.setdefault(regions_key, []).append,
+        _require_devices(request.config),
+    )

@@ -30,6 +30,7 @@ from .reports.text import baseline_summary, header, section, suite_summary, summ
 from .results.baseline import Baseline, Findings, effective, parse_tolerance
 from .results.exporters import benchmark_figures, junit_properties
 from .results.records import RegionResult, TestRecord
+from .results.torchrun import Job, ranked_regions
 from .settings import Settings
 from .units import CgmemUsageError
 
@@ -195,6 +196,8 @@ class CgmemSession:
         self._diagnostics: Any = None
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
+        self.job = Job.from_env(os.environ)
+        """This process's place in a torchrun job (None outside one): results/torchrun.py."""
         if self.worker is None:
             problems = self._output_problems()
             if problems:
@@ -300,7 +303,8 @@ class CgmemSession:
             from .cuda.region import Region
 
             forget_last_failure()
-            region = Region(CALL_LABEL).start()
+            device, rank = self.place()
+            region = Region(CALL_LABEL, device=device, rank=rank).start()
         try:
             recorder.start(region)
             try:
@@ -322,6 +326,16 @@ class CgmemSession:
         finally:
             recorder.close()
         return outcome
+
+    def place(self) -> tuple[int | None, int | None]:
+        """(device, rank) of this process's regions: in a torchrun rank its ``LOCAL_RANK``
+        device (where that is a visible device index) and its rank; else (None, None), the
+        current device and no rank."""
+        if self.job is None:
+            return None, None
+        from .cuda.distributed import torchrun_device
+
+        return torchrun_device(self.job.local_rank), self.job.rank
 
     def _until_cuda_starts(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """Under --cgmem-all, a test that begins with no CUDA context: free while it uses
@@ -366,7 +380,7 @@ class CgmemSession:
         checked = tuple(
             r.label
             for i, r in enumerate(regions)
-            if r.recorded or (i == 0 and marked is not None and r.label == CALL_LABEL)
+            if r.judged or (i == 0 and marked is not None and r.label == CALL_LABEL)
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         unavailable = _unavailable(regions, budget, checked)
@@ -374,7 +388,8 @@ class CgmemSession:
         findings = None
         if self.baseline is not None:
             default = self.settings.tolerance_default
-            findings = self.baseline.check(item.nodeid, regions, effective(default, tolerance))
+            mine = regions if self.job is None else ranked_regions(regions, self.job.rank)
+            findings = self.baseline.check(item.nodeid, mine, effective(default, tolerance))
         item.stash[_verdict_key] = Verdict(
             dict(budget.limits) if checked else {}, checked, tolerance, violations, findings
         )
@@ -555,6 +570,9 @@ class CgmemSession:
         outputs = self._outputs()
         if not outputs:
             return
+        if self.job is not None and self.job.rank != 0:
+            self.started = True  # rank 0 writes the files; this rank hands its records over
+            return
         from .results import journal, runfile
 
         self._xdist = self.config.pluginmanager.has_plugin("dsession")
@@ -726,6 +744,19 @@ class CgmemSession:
             incomplete_reason="; ".join(reasons) or None,
             workers_lost=self.workers_lost,
         )
+        job = self.job
+        shared = ""
+        if job is not None:  # a torchrun rank: rank 0 writes every rank's records
+            from .results import torchrun
+
+            settings = self.settings
+            shared = str(
+                self.path(str(settings.json or settings.save_baseline or settings.gab_json))
+            )
+            gathered = torchrun.gather(job, document, shared, self.lines)
+            if gathered is None:
+                return
+            document = gathered
         count = f"{len(self.tests)} test(s)"
         note = f"; the run is incomplete: {document['incomplete_reason']}" if reasons else ""
         for what, given, journal in self._journals:
@@ -759,6 +790,10 @@ class CgmemSession:
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._exitstatus = int(session.exitstatus)
+        if job is not None:
+            from .results import torchrun
+
+            torchrun.release(job, shared)  # the other ranks may exit now
 
     def pytest_report_header(self) -> list[str]:
         if self.baseline is None or self.worker is not None:

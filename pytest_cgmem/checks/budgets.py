@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics import CALL_LABEL, METRICS, Number
+from ..metrics import CALL_LABEL, METRICS, Number, unranked_label
 from ..units import CgmemUsageError
 
 
@@ -73,13 +73,14 @@ def parse_budget_string(text: object) -> Budget:
 
 @dataclass(frozen=True)
 class Violation:
-    """One metric over its budget on one device."""
+    """One metric over its budget on one device (of one distributed rank, where ``rank``)."""
 
     metric: str
     limit: Number
     actual: Number
     where: str
     label: str | None = None
+    rank: int | None = None
 
     @property
     def message(self) -> str:
@@ -92,20 +93,35 @@ class Violation:
             over = f"(+{(self.actual - self.limit) / self.limit * 100:.1f}%)"
         else:
             over = f"(over by {spec.format(self.actual - self.limit)})"
-        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
-        return (
-            f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {self.where}{region}"
-        )
+        where, label = self.where, self.label
+        if self.rank is not None:
+            where, label = f"rank {self.rank} ({where})", unranked_label(self.rank, label)
+        region = f" in {label!r}" if label and label != CALL_LABEL else ""
+        return f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {where}{region}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "metric": self.metric,
             "limit": self.limit,
             "actual": self.actual,
             "where": self.where,
             "label": self.label,
-            "message": self.message,
         }
+        if self.rank is not None:
+            data["rank"] = self.rank
+        data["message"] = self.message
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Violation:
+        return cls(
+            data["metric"],
+            data["limit"],
+            data["actual"],
+            data["where"],
+            data.get("label"),
+            data.get("rank"),
+        )
 
 
 def check(
@@ -113,13 +129,14 @@ def check(
     budget: Budget,
     where: str,
     label: str | None = None,
+    rank: int | None = None,
 ) -> list[Violation]:
     """Violations of ``budget`` by one device's ``figures``; unknown figures never violate."""
     violations = []
     for name, limit in budget.limits.items():
         actual = figures.get(name)
         if actual is not None and actual > limit:
-            violations.append(Violation(name, limit, actual, where, label))
+            violations.append(Violation(name, limit, actual, where, label, rank))
     return violations
 
 

@@ -403,7 +403,7 @@ def allocator_settings() -> tuple[str, str]:
             got = str(getter())
         except Exception:
             return value, source
-        if got != value and (got or torch.cuda.is_initialized()):  # '' until CUDA parsed it
+        if got != value and (got or bool(torch.cuda.is_initialized())):  # type: ignore[no-untyped-call]
             return got, RUNTIME_SETTINGS
     return value, source
 

@@ -93,11 +93,19 @@ class _Start:
 
 @dataclass
 class Region:
-    """One measured stretch of GPU work. ``start()`` then ``stop()``; never reused."""
+    """One measured stretch of GPU work. ``start()`` then ``stop()``; never reused.
+
+    ``devices``: the devices watched (default: every device); ``device``: the region's own
+    device, warmed up and always reported (default: the current device; a distributed
+    rank's is its own, whatever the current device); ``rank``: the distributed rank
+    measuring, kept in the result's ``extra`` so that failures name it.
+    """
 
     label: str | None = None
     devices: Sequence[int] | None = None
     confirm_leaks: bool = True
+    device: int | None = None
+    rank: int | None = None
     _starts: dict[int, _Start] = field(default_factory=dict)
     _t0: float = 0.0
     _open: bool = False
@@ -115,9 +123,30 @@ class Region:
             start.peak_reserved = max(start.peak_reserved, current(stats, "reserved_bytes", "peak"))
 
     def _watched(self) -> list[int]:
-        if self.devices is not None:
-            return list(self.devices)
-        return list(range(allocator.device_count()))
+        watched = (
+            list(self.devices)
+            if self.devices is not None
+            else list(range(allocator.device_count()))
+        )
+        if self.device is not None and self.device not in watched:
+            watched.append(self.device)
+        return watched
+
+    def allocated_at_start(self, index: int) -> int:
+        """Allocated bytes on device ``index`` when the region started."""
+        return self._starts[index].allocated
+
+    def _home(self) -> int:
+        """The region's own device: ``device`` where given, else the current device."""
+        if self.device is None:
+            return allocator.current_device()
+        count = allocator.device_count()
+        if not 0 <= self.device < count:
+            raise RuntimeError(
+                f"cgmem: the region's device cuda:{self.device} does not exist "
+                f"({count} CUDA device(s) visible)"
+            )
+        return self.device
 
     def start(self) -> Region:
         """Wait for the devices, make the workspaces known, empty the cache, read the start.
@@ -127,7 +156,7 @@ class Region:
         """
         if self._open or self._starts:
             raise RuntimeError("cgmem: a region is measured once; make a new one")
-        here = allocator.current_device()
+        here = self._home()
         warm_up(here)
         watched = self._watched()
         active = [i for i in watched if i == here or current(allocator.stats(i), "reserved_bytes")]
@@ -222,11 +251,13 @@ class Region:
                 _active.remove(self)
         message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
         unavailable = allocator.unavailable_figures()
-        extra = {"unavailable": unavailable} if unavailable else {}
+        extra: dict[str, Any] = {"unavailable": unavailable} if unavailable else {}
+        if self.rank is not None:
+            extra["rank"] = self.rank
         return RegionResult(self.label, tuple(figures), seconds, message, extra)
 
     def _read_all(self) -> list[DeviceFigures]:
-        here = allocator.current_device()
+        here = self._home()
         used: list[tuple[int, dict[str, Any]]] = []
         for i, start in self._starts.items():
             if start.used_total is not None or start.late:

@@ -56,6 +56,8 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                 )
         for metric, reason in (result.extra.get("unavailable") or {}).items():
             lines.append(f"  note: {metric} unavailable: {reason}")
+        if not result.devices:
+            lines.append(f"{name}: no figures ({result.extra.get('unmeasured') or 'no device'})")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
             lines.append(f"  region ended by {result.error}")

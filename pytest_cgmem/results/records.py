@@ -16,6 +16,9 @@ from typing import Any
 from ..checks.budgets import Budget, Violation, check
 from ..metrics import METRICS, Number
 
+DISTRIBUTED_LAUNCHER = "cgmem.distributed"
+"""``extra["launcher"]`` of the regions of ``cgmem.distributed``'s ranks."""
+
 
 @dataclass(frozen=True)
 class Details:
@@ -120,12 +123,29 @@ class RegionResult:
         return max(values) if values else None
 
     def check(self, budget: Budget) -> list[Violation]:
-        return [v for d in self.devices for v in check(d.figures, budget, d.where, self.label)]
+        return [
+            v
+            for d in self.devices
+            for v in check(d.figures, budget, d.where, self.label, self.rank)
+        ]
 
     @property
     def recorded(self) -> bool:
         """Figures given to ``cgmem_record`` rather than measured by a region."""
         return bool(self.extra.get("recorded"))
+
+    @property
+    def rank(self) -> int | None:
+        """The distributed rank that measured the region (``extra["rank"]``), if any."""
+        rank = self.extra.get("rank")
+        return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
+
+    @property
+    def judged(self) -> bool:
+        """Held against the test's budget when its call phase ends, like a marked test's
+        call region: figures given to ``cgmem_record`` and the ranks of
+        ``cgmem.distributed``."""
+        return self.recorded or self.extra.get("launcher") == DISTRIBUTED_LAUNCHER
 
     @property
     def ooms(self) -> int:
@@ -209,10 +229,7 @@ class TestRecord:
             tolerance=data.get("tolerance"),
             worker=data.get("worker"),
             cuda_visible_devices=data.get("cuda_visible_devices"),
-            violations=tuple(
-                Violation(v["metric"], v["limit"], v["actual"], v["where"], v.get("label"))
-                for v in data.get("violations") or ()
-            ),
+            violations=tuple(Violation.from_dict(v) for v in data.get("violations") or ()),
             baseline=data.get("baseline"),
         )
 

@@ -158,6 +158,17 @@ def build() -> dict[str, Any]:
             },
             "tests": {"type": "array", "items": {"$ref": "#/$defs/test"}},
             "merged_from": {"type": "array", "items": {"type": "string"}},
+            "ranks": {
+                "type": "object",
+                "description": "a torchrun job's run file, written by rank 0: the ranks "
+                "whose records it holds and those it waited for in vain",
+                "required": ["world_size", "gathered", "missing"],
+                "properties": {
+                    "world_size": {"type": "integer", "minimum": 1},
+                    "gathered": {"type": "array", "items": {"type": "integer"}},
+                    "missing": {"type": "array", "items": {"type": "integer"}},
+                },
+            },
         },
         "$defs": {
             "test": {
@@ -213,6 +224,11 @@ def build() -> dict[str, Any]:
                                 "actual": {"type": "number"},
                                 "where": {"type": "string"},
                                 "label": {"type": ["string", "null"]},
+                                "rank": {
+                                    "type": "integer",
+                                    "description": "the distributed rank whose figure it "
+                                    "is (absent outside distributed runs)",
+                                },
                                 "message": {"type": "string"},
                             },
                         },
@@ -245,7 +261,8 @@ def build() -> dict[str, Any]:
                         "type": ["string", "null"],
                         "description": "'call' for the marked test's "
                         "call phase, else the "
-                        "cgmem.measure() label",
+                        "cgmem.measure() label; 'rankN' or "
+                        "'rankN/<label>' for a distributed rank's",
                     },
                     "seconds": {"type": "number", "minimum": 0},
                     "error": {
@@ -258,7 +275,10 @@ def build() -> dict[str, Any]:
                         "description": "region details such as graph "
                         "captures in short; 'recorded' "
                         "lists the figures given to "
-                        "cgmem_record",
+                        "cgmem_record; 'rank' (and for "
+                        "cgmem.distributed 'world_size', "
+                        "'backend', 'launcher', "
+                        "'unmeasured') a distributed rank's",
                         "properties": {
                             "recorded": {
                                 "type": "array",

@@ -135,7 +135,8 @@ def test_every_module_imports_and_only_cuda_brings_torch() -> None:
         "assert 'torch' not in sys.modules and 'pynvml' not in sys.modules\n"
         "import pytest_cgmem.cuda\n"
         "assert 'torch' not in sys.modules\n"
-        "for name in ('allocator', 'nvml', 'region', 'graphs', 'resize', 'history', 'machine'):\n"
+        "for name in ('allocator', 'nvml', 'region', 'graphs', 'resize', 'history', 'machine',\n"
+        "             'distributed'):\n"
         "    importlib.import_module('pytest_cgmem.cuda.' + name)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

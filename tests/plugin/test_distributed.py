@@ -1,0 +1,238 @@
+"""``cgmem_distributed`` with the gloo backend on CPU, and a torchrun job's one run file.
+
+No CUDA is needed: the ranks run ``fn`` in a real process group (gloo) and measure nothing;
+what they did, how they failed and the run file's entries per rank are the same as on GPUs
+(tests/gpu/test_distributed_gpu.py measures them there).
+"""
+
+from __future__ import annotations
+
+import re
+
+import json
+import sys
+
+import pytest
+
+from pytest_cgmem.results import runfile
+
+torch = pytest.importorskip("torch")  # imported here, before pytester's module snapshot
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
+    pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
+
+needs_no_cuda = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the no-CUDA path; a CUDA device is here"
+)
+
+RANKS = """
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from pytest_cgmem import RankFailed
+
+
+def all_reduce(rank, world_size):
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    print(f"rank {rank} of {world_size} (RANK={os.environ['RANK']}): {t.item()}")
+    return t.item()
+
+
+def raises_on_1(rank, world_size):
+    if rank == 1:
+        print("rank 1 is about to raise")
+        raise ValueError("planted on rank 1")
+    time.sleep(120)  # still at work: stopped once rank 1 failed
+
+
+def exits_on_1(rank, world_size):
+    if rank == 1:
+        os._exit(3)
+    time.sleep(120)
+
+
+def hangs_on_1(rank, world_size):
+    if rank == 1:
+        time.sleep(120)
+
+
+def test_all_reduce(cgmem_distributed):
+    result = cgmem_distributed(all_reduce, 2, "gloo", timeout=60)
+    assert result.values == [3.0, 3.0]
+    assert not result.measured and result.unmeasured == "no CUDA device"
+    assert result.per_rank[1].leak is None and result.leak is None
+    result.check(leak=0)
+
+
+def test_raises(cgmem_distributed):
+    cgmem_distributed(raises_on_1, 2, "gloo", timeout=60)
+
+
+def test_exits(cgmem_distributed):
+    cgmem_distributed(exits_on_1, 2, "gloo", timeout=60)
+
+
+def test_hangs(cgmem_distributed):
+    t0 = time.monotonic()
+    try:
+        cgmem_distributed(hangs_on_1, 2, "gloo", timeout=2)
+    except RankFailed:
+        assert time.monotonic() - t0 < 2 + 4  # the timeout, start-up and stopping
+        raise
+
+
+def test_not_picklable(cgmem_distributed):
+    cgmem_distributed(lambda rank, world_size: None, 2, "gloo")
+
+
+def test_no_ranks(cgmem_distributed):
+    cgmem_distributed(all_reduce, 0, "gloo")
+
+
+def test_bad_timeout(cgmem_distributed):
+    cgmem_distributed(all_reduce, 2, "gloo", timeout=-1)
+
+
+def test_nccl_needs_cuda(cgmem_distributed):
+    cgmem_distributed(all_reduce, 2)  # backend="nccl" by default
+"""
+
+
+@needs_no_cuda
+def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_rank_cases=RANKS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=1, failed=6, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
+            "E*Traceback (most recent call last):",
+            '*File "*test_rank_cases.py", line *, in raises_on_1',
+            "E*ValueError: planted on rank 1",
+            "E*cgmem: stopped rank 0 (still running when rank 1 failed)",
+        ]
+    )
+    result.stdout.fnmatch_lines(["[[]rank 1[]] rank 1 is about to raise"])
+    result.stdout.fnmatch_lines(
+        [
+            "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 exited before sending its "
+            "figures: exit status 3",
+            "E*cgmem: stopped rank 0 (still running when rank 1 failed)",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 did not finish within the "
+            "timeout of 2 s; stopped: exit status -15 (SIGTERM)",
+        ]
+    )
+    for usage in (
+        "fn must be picklable, i.e. a function defined at the top level of an importable "
+        "module; 'test_not_picklable.<locals>.<lambda>' is not *",
+        "world_size must be a whole number >= 1, got 0",
+        "timeout must be a number of seconds > 0, got -1",
+    ):
+        result.stdout.fnmatch_lines([f"E*CgmemUsageError: cgmem.distributed: {usage}"])
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_rank_cases.py:*: cgmem: no CUDA device"])
+
+    document = runfile.load_run(pytester.path / "run.json")
+    runfile.validate(document)
+    tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
+    assert sorted(tests) == ["test_all_reduce", "test_exits", "test_hangs", "test_raises"]
+    for test in tests.values():  # one entry per rank, with no figures: there is no device
+        assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
+        assert [r["extra"]["rank"] for r in test["regions"]] == [0, 1]
+        assert all(r["devices"] == [] for r in test["regions"])
+        assert all(r["extra"]["unmeasured"] == "no CUDA device" for r in test["regions"])
+        assert test["checked"] == ["rank0", "rank1"]
+    errors = {name: [r["error"] for r in t["regions"]] for name, t in tests.items()}
+    assert errors["test_all_reduce"] == [None, None]
+    assert errors["test_raises"] == [
+        "cgmem stopping it: still running when rank 1 failed",
+        "ValueError: planted on rank 1",
+    ]
+    assert errors["test_exits"][1] == "the rank's exit before it sent its figures (exit status 3)"
+    assert errors["test_hangs"] == [None, "the timeout (2 s): cgmem stopped it"]
+
+
+TORCHRUN = """
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+
+@pytest.fixture(scope="session", autouse=True)
+def group():
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    yield
+    dist.destroy_process_group()
+    if rank == 0:
+        time.sleep(1.5)  # rank 1, with a failed test, ends first: it must wait for rank 0
+
+
+def test_all_reduce(cgmem_record):
+    rank = dist.get_rank()
+    t = torch.tensor([float(rank + 1)])
+    dist.all_reduce(t)
+    assert t.item() == 3.0
+    cgmem_record("load", peak=f"{rank + 1} MiB", device_index=rank)
+
+
+def test_over_budget_on_rank_1_only(cgmem_record):
+    rank = dist.get_rank()
+    cgmem_record("kv", peak=f"{64 * (rank + 1)} MiB", device_index=rank)
+"""
+
+
+def test_torchrun_ranks_write_one_run_file(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_job=TORCHRUN)
+    result = pytester.run(
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "--cgmem-json=run.json",
+        "--cgmem-budget=peak=100MiB",
+        "test_job.py",
+        timeout=120,
+    )
+    assert result.ret != 0  # rank 1 failed a test
+    output = result.stdout.str() + result.stderr.str()
+    assert re.search(r"cgmem: rank 1 handed its records to rank 0 \(\S*run\.json\)", output)
+    assert "cgmem: gathered the records of 2 rank(s)" in output
+    document = runfile.load_run(pytester.path / "run.json")
+    runfile.validate(document)
+    assert document["ranks"] == {"world_size": 2, "gathered": [0, 1], "missing": []}
+    tests = {t["nodeid"]: t for t in document["tests"]}
+    assert sorted(tests) == [
+        "test_job.py::test_all_reduce",
+        "test_job.py::test_over_budget_on_rank_1_only",
+    ]
+    load = tests["test_job.py::test_all_reduce"]
+    assert load["outcome"] == "passed"
+    assert [(r["label"], r["extra"]["rank"]) for r in load["regions"]] == [
+        ("rank0/load", 0),
+        ("rank1/load", 1),
+    ]
+    assert [r["devices"][0]["peak"] for r in load["regions"]] == [2**20, 2 * 2**20]
+    over = tests["test_job.py::test_over_budget_on_rank_1_only"]
+    assert over["outcome"] == "failed"  # on rank 1; rank 0 passed it
+    assert [v["message"] for v in over["violations"]] == [
+        "cgmem: peak 128.00 MiB exceeds budget 100.00 MiB (+28.0%) on rank 1 (cuda:1) in 'kv'"
+    ]
+    assert not (pytester.path / "run.json.rank1").exists()
+    assert json.loads((pytester.path / "run.json").read_text())["summary"]["tests"] == 2

@@ -1,0 +1,372 @@
+"""Distributed ranks without processes: arguments, rank naming in failures, the result a
+test gets, and a torchrun job's records merged by rank 0 (pure)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from pytest_cgmem import BudgetExceeded, DeviceFigures, RegionResult, Violation
+from pytest_cgmem.checks.budgets import parse_budget
+from pytest_cgmem.metrics import rank_label, unranked_label
+from pytest_cgmem.results import runfile
+from pytest_cgmem.results.ranks import (
+    EXITED,
+    OK,
+    RAISED,
+    STOPPED,
+    TIMEOUT,
+    Launch,
+    RankOutcome,
+    exit_status,
+    failure,
+    launch_arguments,
+    rank_region,
+    result,
+)
+from pytest_cgmem.results.records import TestRecord
+from pytest_cgmem.results.torchrun import (
+    Job,
+    gather,
+    merge_records,
+    rank_file,
+    ranked_regions,
+    release,
+)
+from pytest_cgmem.units import CgmemUsageError
+
+MiB = 2**20
+
+
+def fn(rank: int, world_size: int) -> None:
+    """A picklable rank function."""
+
+
+# -- arguments ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"world_size": 0}, "world_size must be a whole number >= 1, got 0"),
+        ({"world_size": -2}, "world_size must be a whole number >= 1, got -2"),
+        ({"world_size": True}, "world_size must be a whole number >= 1, got True"),
+        ({"world_size": "2"}, "world_size must be a whole number >= 1, got '2'"),
+        ({"timeout": 0}, "timeout must be a number of seconds > 0, got 0"),
+        ({"timeout": -1.5}, "timeout must be a number of seconds > 0, got -1.5"),
+        ({"timeout": float("inf")}, "timeout must be a number of seconds > 0, got inf"),
+        ({"timeout": float("nan")}, "timeout must be a number of seconds > 0, got nan"),
+        ({"timeout": "60"}, "timeout must be a number of seconds > 0, got '60'"),
+        ({"backend": ""}, "backend must be a torch.distributed backend name"),
+        ({"backend": None}, "backend must be a torch.distributed backend name"),
+        ({"label": "a/b"}, "label must be a non-empty string without '/'"),
+        ({"start_method": "fork"}, "start_method must be one of forkserver, spawn, got 'fork'"),
+        ({"fn": "not a function"}, "fn must be a function fn(rank, world_size)"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(kwargs: dict[str, object], fragment: str) -> None:
+    arguments: dict[str, object] = {
+        "fn": fn,
+        "world_size": 2,
+        "backend": "gloo",
+        "timeout": 60,
+        **kwargs,
+    }
+    with pytest.raises(CgmemUsageError) as info:
+        launch_arguments(**arguments)
+    message = str(info.value)
+    assert message.startswith("cgmem.distributed: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_good_arguments() -> None:
+    launch = launch_arguments(fn, 2, " nccl ", 30)
+    assert launch == Launch(2, "nccl", 30.0, None, "forkserver")
+    assert launch.needs_cuda
+    assert not launch_arguments(fn, 1, "gloo", 0.5, "tp", "spawn").needs_cuda
+    assert launch_arguments(fn, 2, "cpu:gloo,cuda:nccl", 1).needs_cuda
+
+
+def test_exit_status_in_words() -> None:
+    assert exit_status(3) == "exit status 3"
+    assert exit_status(0) == "exit status 0"
+    assert exit_status(-9) == "exit status -9 (SIGKILL)"
+    assert exit_status(-15) == "exit status -15 (SIGTERM)"
+    assert exit_status(None) == "still running"
+
+
+# -- rank naming ------------------------------------------------------------------------------
+
+
+def test_rank_labels() -> None:
+    assert rank_label(1) == "rank1"
+    assert rank_label(1, "call") == "rank1"
+    assert rank_label(0, "kv") == "rank0/kv"
+    assert unranked_label(1, "rank1") is None
+    assert unranked_label(1, "rank1/kv") == "kv"
+    assert unranked_label(1, "other") == "other"
+
+
+def test_violation_names_rank_and_device() -> None:
+    violation = Violation("leak", 0, 64 * MiB, "cuda:1", "rank1", 1)
+    assert violation.message == (
+        "cgmem: leak 64.00 MiB exceeds budget 0 B (over by 64.00 MiB) on rank 1 (cuda:1)"
+    )
+    labelled = Violation("peak", MiB, 2 * MiB, "cuda:0", "rank0/kv", 0)
+    assert labelled.message.endswith("on rank 0 (cuda:0) in 'kv'")
+    data = violation.to_dict()
+    assert data["rank"] == 1
+    assert Violation.from_dict(data) == violation
+
+
+def test_violation_without_rank_is_unchanged() -> None:
+    violation = Violation("leak", 0, 4 * MiB, "cuda:1", "prefill")
+    assert violation.message == (
+        "cgmem: leak 4.00 MiB exceeds budget 0 B (over by 4.00 MiB) on cuda:1 in 'prefill'"
+    )
+    assert "rank" not in violation.to_dict()
+    assert list(violation.to_dict()) == ["metric", "limit", "actual", "where", "label", "message"]
+
+
+def region_of(rank: int, leak: int, *, unmeasured: str | None = None) -> RegionResult:
+    launch = Launch(2, "nccl", 60.0)
+    devices = () if unmeasured else (DeviceFigures(rank, peak=leak, leak=leak, non_torch=MiB),)
+    measured = RegionResult(f"rank{rank}", devices, 0.1, None, {"rank": rank})
+    return rank_region(launch, rank, measured, 0.1, None, unmeasured)
+
+
+def test_distributed_result_checks_every_rank_naming_it() -> None:
+    launch = Launch(2, "nccl", 60.0)
+    regions = {0: region_of(0, 0), 1: region_of(1, 64 * MiB)}
+    outcomes = [RankOutcome(0, OK, 0, value=3.0), RankOutcome(1, OK, 0, value=3.0)]
+    found = result(launch, outcomes, regions)
+    assert found.measured and found.unmeasured is None
+    assert found.values == [3.0, 3.0]
+    assert found.per_rank[1].leak == 64 * MiB
+    assert found.per_rank[1].device == 1
+    assert found.per_rank[0].leak == 0
+    assert found.leak == 64 * MiB  # the largest over the ranks
+    assert found.non_torch == MiB
+    found.check(leak="64 MiB")
+    with pytest.raises(BudgetExceeded) as info:
+        found.check(leak=0)
+    assert str(info.value) == (
+        "cgmem: leak 64.00 MiB exceeds budget 0 B (over by 64.00 MiB) on rank 1 (cuda:1)"
+    )
+    assert "rank 1 cuda:1" in repr(found)
+
+
+def test_rank_regions_are_labelled_tagged_and_judged() -> None:
+    region = region_of(1, 0)
+    assert region.label == "rank1"
+    assert region.extra["rank"] == 1
+    assert region.extra["world_size"] == 2
+    assert region.extra["backend"] == "nccl"
+    assert region.judged  # held against the test's budget, like recorded figures
+    assert not RegionResult("call", (), 0.0, None, {"rank": 1}).judged  # a torchrun rank's
+    labelled = rank_region(Launch(2, "gloo", 1.0, "tp"), 0, None, 0.5, "stopped", None)
+    assert labelled.label == "rank0/tp"
+    assert labelled.error == "stopped"
+    assert labelled.devices == ()
+
+
+def test_without_cuda_a_result_holds_no_figures_and_says_why() -> None:
+    launch = Launch(2, "gloo", 60.0)
+    regions = {r: region_of(r, 0, unmeasured="no CUDA device") for r in (0, 1)}
+    outcomes = [RankOutcome(r, OK, 0, value=r) for r in (0, 1)]
+    found = result(launch, outcomes, regions)
+    assert not found.measured
+    assert found.unmeasured == "no CUDA device"
+    assert found.leak is None and found.per_rank[0].peak is None
+    assert found.per_rank[0].device is None
+    found.check(leak=0, peak=0)  # nothing was measured: nothing is over budget
+    assert "not measured (no CUDA device)" in repr(found)
+
+
+# -- failures -------------------------------------------------------------------------------
+
+
+def test_a_raising_rank_is_named_with_its_traceback_and_the_stopped_ones() -> None:
+    launch = Launch(3, "gloo", 60.0)
+    outcomes = [
+        RankOutcome(0, STOPPED, -15),
+        RankOutcome(1, RAISED, 1, error="ValueError: boom", detail="Traceback\n  line\n"),
+        RankOutcome(2, STOPPED, -15),
+    ]
+    problem = failure(outcomes, launch)
+    assert problem is not None
+    assert str(problem).splitlines() == [
+        "cgmem: rank 1 of 3 raised ValueError: boom",
+        "    Traceback",
+        "      line",
+        "cgmem: stopped ranks 0, 2 (still running when rank 1 failed)",
+    ]
+    assert (problem.rank, problem.status, problem.exitcode) == (1, RAISED, 1)
+
+
+def test_an_exited_rank_is_named_with_its_exit_status_and_device() -> None:
+    launch = Launch(2, "nccl", 60.0)
+    outcomes = [RankOutcome(0, STOPPED, -15, device=0), RankOutcome(1, EXITED, 3, device=1)]
+    problem = failure(outcomes, launch)
+    assert problem is not None
+    assert str(problem).splitlines() == [
+        "cgmem: rank 1 of 2 (cuda:1) exited before sending its figures: exit status 3",
+        "cgmem: stopped rank 0 (still running when rank 1 failed)",
+    ]
+    assert problem.exitcode == 3
+
+
+def test_a_hanging_rank_is_named_with_the_timeout() -> None:
+    launch = Launch(2, "gloo", 2.5)
+    outcomes = [RankOutcome(0, OK, 0), RankOutcome(1, TIMEOUT, -15, detail="waiting...")]
+    problem = failure(outcomes, launch)
+    assert problem is not None
+    assert str(problem).splitlines() == [
+        "cgmem: rank 1 of 2 did not finish within the timeout of 2.5 s; "
+        "stopped: exit status -15 (SIGTERM)",
+        "    waiting...",
+    ]
+    assert failure([RankOutcome(0, OK, 0)], launch) is None
+
+
+def test_the_likeliest_cause_comes_first() -> None:
+    launch = Launch(3, "gloo", 60.0)
+    peer_error = "RuntimeError: Connection closed by peer"
+    crashed = [
+        RankOutcome(0, RAISED, 1, error=peer_error, at=2.0),
+        RankOutcome(1, EXITED, -11, at=3.0),  # seen later, but its end caused rank 0's error
+        RankOutcome(2, STOPPED, -15),
+    ]
+    problem = failure(crashed, launch)
+    assert problem is not None
+    assert str(problem).splitlines() == [
+        "cgmem: rank 1 of 3 exited before sending its figures: exit status -11 (SIGSEGV)",
+        f"cgmem: rank 0 of 3 raised {peer_error}",
+        "cgmem: stopped rank 2 (still running when rank 1 failed)",
+    ]
+    raised = [
+        RankOutcome(0, RAISED, 1, error=peer_error, at=2.0),
+        RankOutcome(1, RAISED, 1, error="ValueError: first", at=1.0),
+    ]
+    problem = failure(raised, Launch(2, "gloo", 60.0))
+    assert problem is not None and problem.rank == 1
+
+
+def test_long_output_is_cut_to_its_end() -> None:
+    detail = "\n".join(f"line {i}" for i in range(100))
+    problem = failure([RankOutcome(0, EXITED, 1, detail=detail)], Launch(1, "gloo", 1.0))
+    assert problem is not None
+    lines = str(problem).splitlines()
+    assert lines[1] == "    ... (70 lines above)"
+    assert lines[-1] == "    line 99"
+
+
+# -- torchrun ---------------------------------------------------------------------------------
+
+ENV = {
+    "RANK": "1",
+    "WORLD_SIZE": "2",
+    "LOCAL_RANK": "1",
+    "LOCAL_WORLD_SIZE": "2",
+    "TORCHELASTIC_RUN_ID": "abc",
+    "MASTER_ADDR": "127.0.0.1",
+    "MASTER_PORT": "29500",
+    "TORCHELASTIC_RESTART_COUNT": "0",
+}
+
+
+def test_job_from_torchrun_environment() -> None:
+    job = Job.from_env(ENV)
+    assert job is not None
+    assert (job.rank, job.world_size, job.local_rank) == (1, 2, 1)
+    assert "abc" in job.identity and "29500" in job.identity
+    assert Job.from_env({}) is None
+    assert Job.from_env({**ENV, "RANK": "x"}) is None
+    assert Job.from_env({**ENV, "RANK": "2"}) is None
+    assert Job.from_env({k: v for k, v in ENV.items() if k != "LOCAL_RANK"}) is None
+    other = Job.from_env({**ENV, "MASTER_PORT": "29501"})
+    assert other is not None and other.identity != job.identity
+
+
+def record(rank: int, peak: int, outcome: str = "passed") -> TestRecord:
+    budget = parse_budget({"peak": 100 * MiB})
+    kv = RegionResult(
+        "kv", (DeviceFigures(rank, peak=peak),), 0.0, None, {"rank": rank, "recorded": ["peak"]}
+    )
+    call = RegionResult("call", (DeviceFigures(rank, peak=MiB),), 0.0, None, {"rank": rank})
+    return TestRecord(
+        "test_x.py::test_a",
+        outcome,
+        (call, kv),
+        budget=budget.limits,
+        checked=("call", "kv"),
+        violations=tuple(kv.check(budget)),
+    )
+
+
+def test_records_of_every_rank_merge_into_one_entry_per_test() -> None:
+    merged = merge_records({0: [record(0, 64 * MiB)], 1: [record(1, 128 * MiB, "failed")]})
+    assert len(merged) == 1
+    test = merged[0]
+    assert test.outcome == "failed"
+    assert [r.label for r in test.regions] == ["rank0", "rank0/kv", "rank1", "rank1/kv"]
+    assert [r.extra["rank"] for r in test.regions] == [0, 0, 1, 1]
+    assert test.checked == ("rank0", "rank0/kv", "rank1", "rank1/kv")
+    assert [v.message for v in test.violations] == [
+        "cgmem: peak 128.00 MiB exceeds budget 100.00 MiB (+28.0%) on rank 1 (cuda:1) in 'kv'"
+    ]
+    # the merged file's figures are keyed apart even where ranks share a device index
+    assert [r.label for r in ranked_regions(record(0, 0).regions, 3)] == ["rank3", "rank3/kv"]
+
+
+def document_of(records: list[TestRecord]) -> dict[str, object]:
+    return runfile.build_run(records, runfile.base_machine(), None)
+
+
+def test_rank0_gathers_the_other_ranks_files_into_one_run_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.json")
+    job0 = Job(0, 2, 0, "job")
+    job1 = Job(1, 2, 1, "job")
+    lines1: list[str] = []
+    other = threading.Thread(
+        target=gather,
+        args=(job1, document_of([record(1, 128 * MiB)]), path, lines1),
+        kwargs={"timeout": 20.0},
+    )
+    other.start()
+    lines0: list[str] = []
+    merged = gather(job0, document_of([record(0, 64 * MiB)]), path, lines0, timeout=20.0)
+    assert merged is not None
+    assert other.is_alive()  # rank 1 waits until rank 0 has written the run file
+    runfile.write_json(path, merged)
+    release(job0, path)
+    other.join(20)
+    assert not other.is_alive()
+    assert lines0 == ["cgmem: gathered the records of 2 rank(s)"]
+    assert lines1 == [f"cgmem: rank 1 handed its records to rank 0 ({path})"]
+    assert merged["ranks"] == {"world_size": 2, "gathered": [0, 1], "missing": []}
+    loaded = runfile.load_run(path)
+    runfile.validate(loaded)
+    labels = [r["label"] for r in loaded["tests"][0]["regions"]]
+    assert labels == ["rank0", "rank0/kv", "rank1", "rank1/kv"]
+    assert loaded["summary"]["violations"] == 1
+    assert not Path(rank_file(path, 1)).exists()
+
+
+def test_a_missing_rank_is_said_and_a_stale_file_ignored(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.json")
+    stale = {**document_of([record(1, MiB)]), "job": "an earlier job", "rank": 1}
+    runfile.write_json(rank_file(path, 1), stale)
+    lines: list[str] = []
+    merged = gather(Job(0, 2, 0, "job"), document_of([record(0, MiB)]), path, lines, timeout=0.3)
+    assert merged is not None
+    assert merged["ranks"] == {"world_size": 2, "gathered": [0], "missing": [1]}
+    assert [r.label for r in TestRecord.from_dict(merged["tests"][0]).regions] == [
+        "rank0",
+        "rank0/kv",
+    ]
+    assert len(lines) == 1
+    assert lines[0].startswith("cgmem: rank(s) 1 sent no records within 0.3 s")
