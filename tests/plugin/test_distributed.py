@@ -7,9 +7,8 @@ what they did, how they failed and the run file's entries per rank are the same 
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import sys
 
 import pytest
