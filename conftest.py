@@ -28,6 +28,14 @@ def _cuda_available(config: pytest.Config) -> bool:
     return config.stash[_cuda]
 
 
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``pytest -n``, a test's own pytester runs must not look like xdist workers (the
+    plugin pins devices, pytest-benchmark turns itself off, in a process with these set)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("gpu") is None or _cuda_available(item.config):
         return

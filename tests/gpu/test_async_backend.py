@@ -99,15 +99,24 @@ def _run(tmp_path: Path, *args: str, conf: str = ASYNC) -> subprocess.CompletedP
     env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_ALLOC_CONF",)}
     env["PYTORCH_CUDA_ALLOC_CONF"] = conf
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-s", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-        check=False,
-    )
+    # one process per test: under cudaMallocAsync, torch 2.11 trips an internal assert
+    # (capture_free_streams.empty()) on a second graph capture in one process
+    names = re.findall(r"^def (test_\w+)", textwrap.dedent(SUITE), re.M)
+    stdout, stderr = [], []
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-s", *args]
+    for name in names:
+        one = subprocess.run(
+            [*command, f"test_async_suite.py::{name}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=500,
+            check=False,
+        )
+        stdout.append(one.stdout)
+        stderr.append(one.stderr)
+    done = subprocess.CompletedProcess(["pytest"], 0, "\n".join(stdout), "\n".join(stderr))
     print(done.stdout[-12000:], done.stderr[-3000:])
     return done
 

@@ -75,8 +75,8 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=6, failed=2)
     result.stdout.fnmatch_lines(
         [
-            "FAILED test_suite.py::test_leaks - pytest_cgmem.BudgetExceeded: cgmem: leak 4*",
-            "FAILED test_suite.py::Legacy::test_case_leaks - pytest_cgmem.BudgetExceeded*",
+            "FAILED test_suite.py::test_leaks - *",
+            "FAILED test_suite.py::Legacy::test_case_leaks - *",
             "*--cgmem-all: 6 test(s) measured, 2 over budget, 1 opted out, 1 never used CUDA*",
         ],
         consecutive=False,

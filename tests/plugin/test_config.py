@@ -130,6 +130,8 @@ def test_every_bad_mark_is_listed_non_ascii_digits_too(pytester: pytest.Pytester
 )
 def test_bad_option_values(pytester: pytest.Pytester, args: list[str], ini: str, line: str) -> None:
     if ini:
+        if "\u0663" in ini and tuple(map(int, pytest.__version__.split(".")[:2])) < (9, 2):
+            pytest.skip("before pytest 9.2 an int ini key is parsed by pytest's own int()")
         pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile("def test_plain(): pass")
     result = pytester.runpytest(*args)

@@ -41,7 +41,7 @@ def test_history_flag(pytester: pytest.Pytester) -> None:
         (["--cgmem-history-entries=0"], "", "*--cgmem-history-entries='0': expected a whole*"),
         (["--cgmem-stacks=many"], "", "*--cgmem-stacks='many': expected a whole number >= 1*"),
         ([], "cgmem_history = maybe", "*cgmem_history: invalid truth value 'maybe'*"),
-        ([], "cgmem_stacks = -2", "*cgmem_stacks='-2': expected a whole number >= 1*"),
+        ([], "cgmem_stacks = -2", "*cgmem_stacks=*-2*: expected a whole number >= 1*"),
     ],
 )
 def test_bad_values_are_one_line_usage_errors(
