@@ -407,5 +407,5 @@ def release_exception_frames(exc: BaseException) -> None:
         with contextlib.suppress(RuntimeError):
             frame.clear()
         tb = tb.tb_next
-    gc.collect(1)  # young cycles through the frames; a full collection costs ~0.3 s
+    gc.collect()
     allocator.empty_cache()
