@@ -18,6 +18,7 @@ from .charts import OK as _OK
 from .charts import OVER as _OVER
 from .charts import MiB as _MiB
 from .charts import pyplot, svg
+from .text import alloc_conf_text
 
 _MAX_ROWS = 40
 _PALETTE = ("#2f6db5", "#7fa8d9", "#e39b3b", "#8e6bbf", "#4aa3a1", "#b5892f")
@@ -287,7 +288,7 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
             f"GPU: {', '.join(machine.get('gpus') or []) or 'none'} · driver "
             f"{machine.get('driver') or '?'} · torch {machine.get('torch') or '?'} · CUDA "
             f"{machine.get('cuda') or '?'} · allocator {machine.get('allocator_backend') or '?'}"
-            f" · PYTORCH_CUDA_ALLOC_CONF={machine.get('alloc_conf') or '(unset)'}",
+            f" · {alloc_conf_text(machine)}",
             f"commit {commit.get('sha') or 'unknown'}"
             f"{' (dirty)' if commit.get('dirty') else ''} · created {doc.get('created')}"
             f" · file {name}",
