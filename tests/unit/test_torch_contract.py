@@ -394,3 +394,21 @@ def test_snapshot_calls_match_this_torch() -> None:
     assert allocator.light_snapshots(torch) == ("include_traces" in params)
     assert ("include_traces" in params) == (VERSION >= (2, 11))
     assert ("mempool_id" in params) == (VERSION >= (2, 8))
+
+
+#: the private entry points cuda/ reads (the cheapest readings torch has); CUDA builds only
+CUDA_ENTRY_POINTS = (
+    "_cuda_getCurrentStream",
+    "_cuda_memoryStats",
+    "_cuda_clearCublasWorkspaces",
+    "_cuda_isHistoryEnabled",
+)
+
+
+def test_the_private_entry_points_the_torch_door_reads_exist() -> None:
+    import torch
+
+    if torch.version.cuda is None:
+        pytest.skip(f"torch {torch.__version__} is a CPU build: it has no CUDA entry points")
+    missing = [name for name in CUDA_ENTRY_POINTS if not hasattr(torch._C, name)]
+    assert not missing, f"torch {torch.__version__} lacks {missing}"
