@@ -347,13 +347,14 @@ class CgmemSession:
         except BaseException as exc:
             if cuda_started():
                 self._late_region(item, t0, exc)
-                self._judge(item)
+            self._judge(item)
             raise
-        if not cuda_started():
+        if cuda_started():
+            self._late_region(item, t0)
+        elif not item.stash.get(regions_key, None):
             self.never_on_gpu += 1
             return outcome
-        self._late_region(item, t0)
-        error = self._judge(item)
+        error = self._judge(item)  # recorded regions too (cgmem_record, distributed ranks)
         if error is not None:
             raise error
         return outcome

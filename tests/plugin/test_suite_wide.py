@@ -131,3 +131,17 @@ def test_bad_budget_with_cgmem_all_is_a_usage_error(pytester: pytest.Pytester) -
 def test_opt_out_mark_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.cgmem_off(reason): under --cgmem-all*"])
+
+
+def test_recorded_regions_are_judged_under_cgmem_all_without_cuda(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_server(cgmem_record):
+            cgmem_record("server", leak="8 MiB")
+        """
+    )
+    result = pytester.runpytest("--cgmem-all", "--cgmem-budget=leak=0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*cgmem: leak 8.00 MiB exceeds budget 0 B*in 'server'*"])
