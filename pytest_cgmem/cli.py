@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .results.baseline import change_table, compare_runs, describe
+from .metrics import region_name
+from .results.baseline import Comparison, change_table, compare_runs, describe
+from .results.graphfigures import size_rows, size_table, size_table_lines
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
 from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
@@ -105,6 +107,9 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"new: {name}")
     for name in result.missing:
         print(f"missing from {args.new}: {name}")
+    for size in result.sizes:
+        print(f"size {size.change}: {size.name}{_held(size.bytes)}")
+    _size_tables(result, base, new, args.all)
     for name, why in partial:
         print(f"incomplete run: {name}: {why}")
     print(
@@ -112,6 +117,12 @@ def _compare(args: argparse.Namespace) -> int:
         f"{len(result.improvements)} improvement(s), {len(result.new)} new, "
         f"{len(result.missing)} missing"
     )
+    if result.sizes:
+        vanished = sum(1 for s in result.sizes if s.change == "vanished")
+        print(
+            f"{len(result.sizes)} capture size(s) changed: {vanished} vanished, "
+            f"{len(result.sizes) - vanished} appeared (reported, not a regression)"
+        )
     if result.regressions:
         return 1
     if partial and not args.allow_incomplete:
@@ -123,6 +134,28 @@ def _compare(args: argparse.Namespace) -> int:
         )
         return 3
     return 0
+
+
+def _held(value: int | None) -> str:
+    return "" if value is None else f" ({format_size(value)})"
+
+
+def _size_tables(
+    result: Comparison, base: Mapping[str, Any], new: Mapping[str, Any], every: bool
+) -> None:
+    """Per-size bytes, baseline against new, of each graph region whose sizes changed
+    (every graph region with ``--all``)."""
+    changed = {(s.nodeid, s.label) for s in result.sizes}
+    base_table, new_table = size_table(base), size_table(new)
+    for key in result.graph_regions:
+        if key not in changed and not every:
+            continue
+        rows = size_rows(base_table[key], new_table[key])
+        if not rows:
+            continue
+        print(f"per-size bytes: {region_name(*key)}")
+        for line in size_table_lines(rows):
+            print("  " + line)
 
 
 def _merge(args: argparse.Namespace) -> int:

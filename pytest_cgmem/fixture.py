@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager as ContextManager
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from .checks.budgets import parse_budget
@@ -22,6 +22,7 @@ from .checks.graph_sizes import (
 )
 from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
 from .metrics import METRICS, names
+from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import DeviceFigures, RegionResult
 from .units import CgmemUsageError
@@ -29,6 +30,11 @@ from .units import CgmemUsageError
 if TYPE_CHECKING:
     from .checks.resize import SteadyFigures, StepFigures
     from .cuda.graphs import GraphLog, SweepResult
+
+
+def _region_label(where: str, region: object) -> None:
+    if not isinstance(region, str) or not region:
+        raise CgmemUsageError(f"{where}: region must be a non-empty string, got {region!r}")
 
 
 class Measurement:
@@ -173,16 +179,29 @@ class CgmemFixture:
 
     # CUDA graphs (pytest_cgmem.cuda.graphs, imported on first use) ----------------------
     @contextmanager
-    def graphs(self, label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
+    def graphs(
+        self, label: Callable[[], object] | None = None, *, region: str = LOG_LABEL
+    ) -> Iterator[GraphLog]:
         """Log every CUDA graph captured and replayed in the body, whoever captures it.
 
         ``label`` (a callable, read at each capture) or ``log.label(size)`` names captures.
-        On exit ``log.held_at_exit`` lists the pools still holding memory.
+        On exit ``log.held_at_exit`` lists the pools still holding memory. The log is a
+        region of the test, labelled ``region`` (``graphs``): its graph figures reach the
+        run file and every output (docs/graphs.md).
         """
-        from .cuda.graphs import track
+        from .cuda.graphs import GraphLog
 
-        with track(label) as log:
+        _region_label("graphs", region)
+        log = GraphLog(label).start()
+        try:
             yield log
+        except BaseException as exc:
+            log.stop(measure_pools=False)
+            with suppress(Exception):  # the test's own error matters more
+                self._record(log.region(region, exc))
+            raise
+        log.stop()
+        self._record(log.region(region))
 
     def capture_sweep(
         self,
@@ -191,11 +210,18 @@ class CgmemFixture:
         make_input: Callable[[int], Any],
         warmup: int = 2,
         pool: object = None,
+        *,
+        region: str = SWEEP_LABEL,
     ) -> SweepResult:
-        """Capture ``fn`` at every size, largest first, into one shared pool."""
+        """Capture ``fn`` at every size, largest first, into one shared pool. The sweep is
+        a region of the test, labelled ``region`` (``capture_sweep``), with its per-size
+        figures (docs/graphs.md)."""
         from .cuda.graphs import capture_sweep
 
-        return capture_sweep(fn, sizes, make_input, warmup=warmup, pool=pool)
+        _region_label("capture_sweep", region)
+        result = capture_sweep(fn, sizes, make_input, warmup=warmup, pool=pool)
+        self._record(result.region(region))
+        return result
 
     def expect_replay(
         self, what: str | None = None, *, at_least: int = 1

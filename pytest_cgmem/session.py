@@ -772,7 +772,7 @@ class CgmemSession:
         gab = self.settings.gab_json
         if gab:
             what = "github-action-benchmark file"
-            entries = gab_entries(document)
+            entries = gab_entries(document, sizes=self.settings.gab_sizes)
             if not entries:
                 self.lines.append(
                     f"cgmem: no figures measured: {what} {gab} not written (the action fails "

@@ -165,6 +165,14 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PATH",
     ),
     Option(
+        "gab_sizes",
+        "add each CUDA graph capture size's bytes to --cgmem-gab-json as series of their "
+        "own ('<test> [capture_sweep] size 256 - graph_pool', '... - driver')",
+        parse_bool,
+        False,
+        flag=True,
+    ),
+    Option(
         "save_baseline",
         "save this run's figures as a baseline (the --cgmem-json format) to PATH",
         parse_path,
@@ -259,6 +267,7 @@ class Settings:
     summary: int = DEFAULT_SUMMARY
     json: str | None = None
     gab_json: str | None = None
+    gab_sizes: bool = False
     save_baseline: str | None = None
     baseline: str | None = None
     tolerance: float = DEFAULT_TOLERANCE.rel

@@ -34,6 +34,8 @@ import torch
 
 from ..checks.graph_sizes import pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
+from ..results import graphfigures
+from ..results.records import RegionResult
 from ..units import CgmemUsageError, format_size
 from . import allocator
 from .allocator import PoolId, pool_id
@@ -773,6 +775,30 @@ class GraphLog:
             "seconds": self.seconds,
         }
 
+    def region(self, label: str, error: BaseException | None = None) -> RegionResult:
+        """The log as a region of its test (``cgmem.graphs()`` records it): ``graph_pool``,
+        ``graphs`` and ``replays`` on each device captured or replayed on, and the graph
+        figures in ``extra["graph_figures"]``. After an error the pools are not measured
+        (``graph_pool`` None)."""
+        indices = sorted({c.device for c in self.captures} | set(self._replays_by_device))
+        devices = []
+        for index in indices:
+            if error is None:
+                figures = self.figures(index)
+            else:
+                figures = {
+                    "graphs": sum(1 for c in self.captures if c.device == index),
+                    "replays": self._replays_by_device.get(index, 0),
+                    "graph_pool": None,
+                }
+            devices.append(
+                graphfigures.graph_device(
+                    index, figures["graph_pool"], figures["graphs"], figures["replays"]
+                )
+            )
+        data = graphfigures.from_log(self.to_dict())
+        return graphfigures.region(label, devices, self.seconds, data, error)
+
     def __repr__(self) -> str:
         return f"<GraphLog {len(self.captures)} captures, {self.replays} replays>"
 
@@ -902,6 +928,24 @@ class SweepResult:
             }
             for size in self.sizes
         ]
+
+    def region(self, label: str) -> RegionResult:
+        """The sweep as a region of its test (``cgmem.capture_sweep()`` records it):
+        ``graph_pool`` (the shared pool's bytes), ``graphs`` (one per size) and ``replays``
+        (0: a sweep only captures) on its device, and the graph figures, per size, in
+        ``extra["graph_figures"]``."""
+        devices = sorted({c.device for c in self.captures.values()})
+        figures = [
+            graphfigures.graph_device(
+                index,
+                self.pool_bytes,
+                sum(1 for c in self.captures.values() if c.device == index),
+                0,
+            )
+            for index in devices
+        ]
+        data = graphfigures.from_sweep(self.to_dict(), devices[0] if devices else None)
+        return graphfigures.region(label, figures, self.seconds + self.warmup_seconds, data)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: the sizes, the pool and its bytes, per-size figures, times."""

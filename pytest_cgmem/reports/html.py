@@ -12,6 +12,7 @@ from typing import Any
 
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.baseline import compare_runs
+from ..results.graphfigures import ordered, size_series
 from ..results.runfile import incomplete, known
 from ..settings import DEFAULT_TOLERANCE
 from .charts import OK as _OK
@@ -176,6 +177,49 @@ def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> 
     return charts
 
 
+_MAX_SIZE_CHARTS = 12
+
+
+def _size_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """Per graph region with capture sizes (a ``capture_sweep``, a labelled
+    ``cgmem.graphs()`` log): the bytes each size added to the pool, one line per run; the
+    sizes that vanished or appeared since the previous run are named under the chart."""
+    docs = [doc for _, doc in runs]
+    labels = [_run_label(doc, i).replace("\n", " ") for i, doc in enumerate(docs)]
+    charts = []
+    for (nodeid, key), per_run in list(size_series(docs).items())[:_MAX_SIZE_CHARTS]:
+        sizes = ordered(list({s: None for run in per_run for s in run}))
+        fig, ax = plt.subplots(figsize=(5.4, 3.2))
+        for label, run in zip(labels, per_run, strict=True):
+            if not run:
+                continue
+            xs = [i for i, s in enumerate(sizes) if run.get(s) is not None]
+            ax.plot(xs, [(run[sizes[i]] or 0) / _MiB for i in xs], marker="o", label=label)
+        ax.set_xticks(range(len(sizes)), [str(s) for s in sizes], fontsize=7, rotation=90)
+        ax.set_xlabel("capture size")
+        ax.set_ylabel("MiB added to the pool")
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title(_short(region_name(nodeid, key), 50), loc="left", fontsize=10)
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(0, -0.3))
+        note = ""
+        present = [run for run in per_run if run]
+        if len(present) > 1:
+            before, after = present[-2], present[-1]
+            gone = [s for s in ordered(list(before)) if s not in after]
+            came = [s for s in ordered(list(after)) if s not in before]
+            words = [
+                f"{word}: {', '.join(map(str, found))}"
+                for word, found in (("vanished", gone), ("appeared", came))
+                if found
+            ]
+            if words:
+                note = f"<p class='meta'>sizes {html.escape('; '.join(words))}</p>"
+        charts.append(f"<div>{svg(plt, fig)}{note}</div>")
+    return charts
+
+
 def _cell(metric: str, value: Any, limit: Any = None) -> str:
     if value is None:
         return '<td class="n">–</td>'
@@ -320,6 +364,10 @@ def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memo
         parts.append("<div class='grid'>" + "".join(_history_charts(plt, runs)) + "</div>")
     else:
         parts.append("<p>Give more run files (older runs) to see each metric's history.</p>")
+    size_charts = _size_charts(plt, runs)
+    if size_charts:
+        parts.append("<h2>CUDA graph bytes per capture size</h2>")
+        parts.append("<div class='grid'>" + "".join(size_charts) + "</div>")
     compared = " (changes against the previous run below each figure)" if previous else ""
     parts.append(f"<h2>All figures{compared}</h2>")
     parts.append(_table(rows, previous))

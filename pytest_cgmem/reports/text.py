@@ -158,4 +158,8 @@ def baseline_summary(
             text = change["message"].removeprefix("cgmem: ")
             lines.append(f"  {word} {nodeid}: {text}")
     lines.extend(f"  new {name}" for name in new)
+    for nodeid, findings in checked:
+        for size in findings.get("sizes") or ():
+            text = size["message"].removeprefix("cgmem: ")
+            lines.append(f"  size {size['change']} {nodeid}: {text}")
     return lines

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from ..metrics import CALL_LABEL, METRICS, Number, names, region_keys, region_name
 from ..units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
 from .records import RegionResult
 from .runfile import figures
 
@@ -152,6 +153,8 @@ class Findings(_Verdicts):
 
     changes: tuple[Change, ...] = ()
     new: tuple[str, ...] = ()
+    #: capture sizes of graph regions that vanished or appeared (reported, not failing)
+    sizes: tuple[SizeChange, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +162,7 @@ class Findings(_Verdicts):
             "regressions": [c.to_dict() for c in self.regressions],
             "improvements": [c.to_dict() for c in self.improvements],
             "new": list(self.new),
+            "sizes": [c.to_dict() for c in self.sizes],
         }
 
 
@@ -170,11 +174,16 @@ class Baseline:
         self.document = document
         self.figures = figures(document)
         self.nodeids = {t["nodeid"] for t in document["tests"]}
+        self.sizes = size_table(document)
 
     def check(self, nodeid: str, regions: Sequence[RegionResult], tolerance: Tolerance) -> Findings:
         changes: list[Change] = []
         new: list[str] = []
+        sizes: list[SizeChange] = []
         for name, region in zip(region_keys(r.label for r in regions), regions, strict=True):
+            base_sizes = self.sizes.get((nodeid, name))
+            if base_sizes is not None and has_figures(region.extra):
+                sizes.extend(size_changes(nodeid, name, base_sizes, sizes_of(region.extra)))
             for device in region.devices:
                 key = (nodeid, name, device.index)
                 base = self.figures.get(key)
@@ -184,7 +193,7 @@ class Baseline:
                     continue
                 values = device.known()
                 changes.extend(compare_one(key, base, values, tolerance))
-        return Findings(tuple(changes), tuple(new))
+        return Findings(tuple(changes), tuple(new), tuple(sizes))
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,10 @@ class Comparison(_Verdicts):
     changes: tuple[Change, ...]
     new: tuple[str, ...]
     missing: tuple[str, ...]
+    #: capture sizes that vanished or appeared in graph regions of both runs
+    sizes: tuple[SizeChange, ...] = ()
+    #: the graph regions in both runs, ``(nodeid, key)``: their per-size tables
+    graph_regions: tuple[tuple[str, str], ...] = ()
 
 
 def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Tolerance) -> Comparison:
@@ -215,7 +228,8 @@ def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Toler
         for k in base_figures
         if k not in new_figures
     ]
-    return Comparison(tuple(changes), tuple(new_names), tuple(missing))
+    sizes, both = compare_sizes(base, new)
+    return Comparison(tuple(changes), tuple(new_names), tuple(missing), tuple(sizes), tuple(both))
 
 
 def _device_of(key: tuple[str, str, int], table: Mapping[tuple[str, str, int], Any]) -> int | None:

@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..metrics import METRICS, names, region_keys, region_name
+from .graphfigures import size_text, sizes_of
 from .records import RegionResult
 from .runfile import known
 
 
-def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, Any]]:
+def gab_entries(
+    data: Mapping[str, Any], unit: str = "MiB", *, sizes: bool = False
+) -> list[dict[str, Any]]:
     """github-action-benchmark ``customSmallerIsBetter`` entries: one per region and metric.
 
     Every byte metric is given in one fixed unit (MiB); graph pool bytes only where the
@@ -25,6 +28,11 @@ def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, An
     node ids that print alike) gets `` #2``, `` #3``... in file order. ``extra`` is lines
     separated by ``\\n``, as the action's own extractors write it. An empty list means
     nothing was measured: the action refuses it, so the caller writes no file.
+
+    With ``sizes`` (``--cgmem-gab-sizes``) a region with graph figures (a
+    ``cgmem.graphs()`` log, a ``capture_sweep``) adds, per capture size, the bytes its
+    captures added to the pool (``<name> size 256 - graph_pool``) and the driver's bytes
+    (``<name> size 256 - driver``), each where known.
     """
     scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
     machine = data.get("machine") or {}
@@ -34,6 +42,27 @@ def gab_entries(data: Mapping[str, Any], unit: str = "MiB") -> list[dict[str, An
     for test in data["tests"]:
         regions = test["regions"]
         for key, region in zip(region_keys(r.get("label") for r in regions), regions, strict=True):
+            if sizes:
+                lines = [
+                    f"GPU: {gpus}",
+                    f"torch: {machine.get('torch')}",
+                    f"CUDA: {machine.get('cuda')}",
+                    f"outcome: {test.get('outcome')}",
+                ]
+                base = region_name(test["nodeid"], key)
+                for size, row in sizes_of(region.get("extra")).items():
+                    for field, series in (("bytes", "graph_pool"), ("driver", "driver")):
+                        value = row.get(field)
+                        if value is None:
+                            continue
+                        found.append(
+                            {
+                                "name": unique(f"{base} {size_text(size)} - {series}", seen),
+                                "unit": unit,
+                                "value": round(value / scale, 3),
+                                "extra": "\n".join([*lines, f"captures: {row.get('captures')}"]),
+                            }
+                        )
             many = len(region["devices"]) > 1
             for device in region["devices"]:
                 name = region_name(test["nodeid"], key, device["index"] if many else None)

@@ -22,13 +22,67 @@ _DETAIL_DOCS = {
     "reserved_start": "reserved bytes at the region's start",
     "allocated_end": "allocated bytes at the region's end",
     "reserved_end": "reserved bytes at the region's end",
-    "device_source": "where 'device' came from: nvml, cudaMemGetInfo or recorded",
+    "device_source": "where 'device' came from: nvml, cudaMemGetInfo or recorded; 'graphs' "
+    "for a cgmem.graphs() log's or a capture_sweep's region, which knows only graph_pool, "
+    "graphs and replays",
     "disturbed": "another process's device memory moved during the region",
     "ooms": "CUDA out-of-memory errors inside the region",
     "leak_confirmed": "the driver's figure grew with the leak",
     "gc_freed": "bytes the leak check's garbage collection freed",
 }
 _PY_TYPES = {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}
+
+
+_BYTES_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
+GRAPH_FIGURES: dict[str, Any] = {
+    "type": "object",
+    "description": "a cgmem.graphs() log's or a capture_sweep's figures (docs/graphs.md)",
+    "required": ["source", "captures", "replays", "pools", "sizes"],
+    "properties": {
+        "source": {"enum": ["graphs", "capture_sweep"]},
+        "captures": {"type": "integer", "minimum": 0, "description": "captures made"},
+        "replays": {"type": "integer", "minimum": 0, "description": "replays seen"},
+        "pools": {
+            "type": "array",
+            "description": "each pool on each device captured into, with the bytes it held "
+            "when the log closed or the sweep ended (null: not measured or unavailable)",
+            "items": {
+                "type": "object",
+                "required": ["device", "pool", "bytes"],
+                "properties": {
+                    "device": {"type": ["integer", "null"]},
+                    "pool": {"type": "array", "items": {"type": "integer"}},
+                    "bytes": _BYTES_OR_NULL,
+                },
+            },
+        },
+        "sizes": {
+            "type": "array",
+            "description": "per capture size (a sweep's size, a log's capture label), in "
+            "capture order: the bytes its captures added to the pool (allocator) and the "
+            "device memory they took (driver), null where unknown",
+            "items": {
+                "type": "object",
+                "required": ["size", "bytes", "driver", "captures"],
+                "properties": {
+                    "size": {"type": ["integer", "string"]},
+                    "bytes": {"type": ["integer", "null"]},
+                    "driver": {"type": ["integer", "null"]},
+                    "captures": {"type": "integer", "minimum": 1},
+                },
+            },
+        },
+        "mechanism": {"type": ["string", "null"], "description": "a log's: how graphs were seen"},
+        "pools_unavailable": {
+            "type": ["string", "null"],
+            "description": "a log's: why pool bytes could not be read",
+        },
+        "driver_total": {
+            "type": ["integer", "null"],
+            "description": "a sweep's: device memory the whole sweep took (cudaMemGetInfo)",
+        },
+    },
+}
 
 
 def device_schema() -> dict[str, Any]:
@@ -247,6 +301,13 @@ def build() -> dict[str, Any]:
                                 "items": {"$ref": "#/$defs/change"},
                             },
                             "new": {"type": "array", "items": {"type": "string"}},
+                            "sizes": {
+                                "type": "array",
+                                "description": "capture sizes of a graph region that vanished "
+                                "since the baseline or appeared in this run (reported, not "
+                                "a regression); absent in files of earlier versions",
+                                "items": {"$ref": "#/$defs/size_change"},
+                            },
                         },
                     },
                     "regions": {"type": "array", "items": {"$ref": "#/$defs/region"}},
@@ -285,10 +346,27 @@ def build() -> dict[str, Any]:
                                 "items": {"enum": list(METRICS)},
                             },
                             "lines": {"type": "array", "items": {"type": "string"}},
+                            "graph_figures": {"$ref": "#/$defs/graph_figures"},
                         },
                     },
                 },
                 "additionalProperties": True,
+            },
+            "graph_figures": GRAPH_FIGURES,
+            "size_change": {
+                "type": "object",
+                "required": ["label", "size", "change", "bytes", "message"],
+                "properties": {
+                    "label": {"type": "string", "description": "the region's key"},
+                    "size": {"type": ["integer", "string"]},
+                    "change": {"enum": ["vanished", "appeared"]},
+                    "bytes": {
+                        "type": ["integer", "null"],
+                        "description": "the size's bytes where it was (the baseline's for "
+                        "a vanished size, this run's for one that appeared)",
+                    },
+                    "message": {"type": "string"},
+                },
             },
             "change": {
                 "type": "object",

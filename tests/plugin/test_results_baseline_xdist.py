@@ -100,6 +100,7 @@ def test_regression_fails_that_test_only(
         "regressions": [],
         "improvements": [],
         "new": [],
+        "sizes": [],
     }
 
 

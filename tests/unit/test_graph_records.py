@@ -133,3 +133,43 @@ def test_sweep_table_says_n_a_for_unknown_figures() -> None:
     table = result.table()
     assert "pool (0, 1): n/a (driver +30.00 MiB)" in table
     assert table.splitlines()[1].split()[:2] == ["64", "n/a"]
+
+
+# the regions a log and a sweep add to their test (tests/unit/test_graph_figures.py reads them)
+def test_log_region_has_graph_metrics_per_device_and_figures() -> None:
+    log, _kept = _log()
+    log._pool_figures = {(0, (0, 1)): 22 * MiB, (1, (0, 2)): 0}  # as measured at stop
+    region = log.region("graphs")
+    assert region.label == "graphs" and region.error is None
+    assert [(d.index, d.known()) for d in region.devices] == [
+        (0, {"graph_pool": 22 * MiB, "graphs": 2, "replays": 2}),
+        (1, {"graph_pool": 0, "graphs": 1, "replays": 1}),
+    ]
+    figures = region.extra["graph_figures"]
+    assert figures["captures"] == 3 and figures["replays"] == 3
+    assert [s["size"] for s in figures["sizes"]][:2] == [256, "bs=128"]
+    json.dumps(region.to_dict())
+
+
+def test_log_region_after_an_error_leaves_pools_unmeasured() -> None:
+    log, _kept = _log()
+    region = log.region("graphs", ValueError("boom\nmore"))
+    assert region.error == "ValueError: boom"
+    assert [d.graph_pool for d in region.devices] == [None, None]
+    assert [d.graphs for d in region.devices] == [2, 1]
+
+
+def test_sweep_region() -> None:
+    captures = {
+        64: graphs.Capture(1, 0, (0, 9), MiB, 4 * MiB, 5 * MiB, 0.01, 64),
+        32: graphs.Capture(2, 0, (0, 9), MiB, 0, None, 0.01, 32),
+    }
+    sweep = graphs.SweepResult((64, 32), (0, 9), 4 * MiB, 0.02, 0.1, captures, {}, {}, {})
+    region = sweep.region("prefill")
+    (device,) = region.devices
+    assert device.known() == {"graph_pool": 4 * MiB, "graphs": 2, "replays": 0}
+    assert region.extra["graph_figures"]["sizes"] == [
+        {"size": 64, "bytes": 4 * MiB, "driver": 5 * MiB, "captures": 1},
+        {"size": 32, "bytes": 0, "driver": None, "captures": 1},
+    ]
+    assert region.seconds == pytest.approx(0.12)
