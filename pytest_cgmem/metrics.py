@@ -205,3 +205,8 @@ def unranked_label(rank: int, label: str | None) -> str | None:
         return None
     prefix = f"rank{rank}/"
     return label[len(prefix) :] if label is not None and label.startswith(prefix) else label
+
+
+def in_region(label: str | None) -> str:
+    """`` in 'prefill'``: how a message names its region; nothing for the call phase."""
+    return f" in {label!r}" if label and label != CALL_LABEL else ""

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..metrics import CALL_LABEL, METRICS, Number, unranked_label
+from ..metrics import METRICS, Number, in_region, unranked_label
 from ..units import CgmemUsageError
 
 
@@ -96,7 +96,7 @@ class Violation:
         where, label = self.where, self.label
         if self.rank is not None:
             where, label = f"rank {self.rank} ({where})", unranked_label(self.rank, label)
-        region = f" in {label!r}" if label and label != CALL_LABEL else ""
+        region = in_region(label)
         return f"cgmem: {self.metric} {actual} exceeds budget {limit} {over} on {where}{region}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -153,7 +153,7 @@ class Unavailable:
 
     @property
     def message(self) -> str:
-        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        region = in_region(self.label)
         return (
             f"cgmem: {self.metric} budget {METRICS[self.metric].format(self.limit)} cannot be "
             f"checked on {self.where}{region}: {self.reason}; measure it under an allocator "
@@ -164,7 +164,7 @@ class Unavailable:
     @property
     def skipped_message(self) -> str:
         """The warning when such budgets are skipped (``--cgmem-unavailable=skip``)."""
-        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        region = in_region(self.label)
         return (
             f"cgmem: {self.metric} budget {METRICS[self.metric].format(self.limit)} not "
             f"checked on {self.where}{region} (--cgmem-unavailable=skip): {self.reason}"

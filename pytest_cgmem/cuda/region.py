@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..metrics import names
 from ..results.records import DeviceFigures, RegionResult
 from . import allocator
 from .allocator import current
@@ -297,7 +298,7 @@ class Region:
         for probe in self.probes:
             extra.update(probe(index))
         if start.late:
-            extra.update({m: None for m in ("graph_pool", "graphs", "replays")})
+            extra.update({m: None for m in names(graph=True)})
         return DeviceFigures(
             index=index,
             peak=peak,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..metrics import CALL_LABEL, METRICS, Number, names, region_keys, region_name
+from ..metrics import METRICS, Number, in_region, names, region_keys, region_name
 from ..units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
 from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
 from .records import RegionResult
@@ -89,7 +89,7 @@ class Change:
         spec = METRICS[self.metric]
         word = {"regression": "regressed", "improvement": "improved", "same": "held"}[self.verdict]
         where = f"cuda:{self.index}"
-        region = f" in {self.label!r}" if self.label and self.label != CALL_LABEL else ""
+        region = in_region(self.label)
         return (
             f"cgmem: {self.metric} {spec.format(self.value)} {word} from baseline "
             f"{spec.format(self.baseline)} ({self.change_text()}; {describe(self.tolerance)}) "
