@@ -328,7 +328,7 @@ class _Hooks:
         hooks = self
 
         def replay(graph: Any) -> Any:
-            if hooks.busy:
+            if hooks.busy or not hooks.listeners:
                 return original(graph)
             hooks.busy = True
             try:
@@ -457,10 +457,11 @@ class _Hooks:
         Read here rather than before ``capture_begin`` so that what capture_begin itself
         allocates outside the graph's pool (the RNG's seed and offset tensors of a first
         graph) is not charged to the capture: from here on, the capturing stream allocates
-        from the graph's private pool.
+        from the graph's private pool. Under cudaMallocAsync the figures are unavailable
+        anyway, and its stats query the driver's pool, which a capture does not allow.
         """
         start = self.pending.get(id(graph))
-        if start is not None:
+        if start is not None and not allocator.is_async_backend():
             start.allocated, start.reserved = allocator.allocated_reserved(start.device)
 
     def _forget(self, graph: Any) -> None:
@@ -489,8 +490,11 @@ class _Hooks:
 
 
 def _find_nvml_handle(device: int) -> None:
-    """NVML's handle of ``device``, for the hooks' driver readings (outside a capture)."""
-    nvml().handle(device, allocator.device_uuid(device))
+    """NVML's handle of ``device``, for the hooks' driver readings (outside a capture);
+    looked up once per device (the UUID read costs more than the rest of an install)."""
+    meter = nvml()
+    if not meter.looked_up(device):
+        meter.handle(device, allocator.device_uuid(device))
 
 
 _hooks = _Hooks()
@@ -1038,6 +1042,8 @@ def capture_sweep(
     perf_counter = time.perf_counter
     was_busy = _hooks.busy
     _hooks.busy = True  # the wrappers pass our captures through; we report them below
+    # cudaMallocAsync's stats query the driver's pool, which invalidates a capture
+    readable = not allocator.is_async_backend()
     try:
         t1 = perf_counter()
         allocator.empty_cache()  # the warm-up's cache, before the first driver reading
@@ -1056,14 +1062,17 @@ def capture_sweep(
                 else _captured_directly(graph, handle, stream)
             )
             with capturing:
-                if number == 1:
+                if number == 1 and readable:
                     t_read = perf_counter()
                     allocated, reserved = allocator.allocated_reserved(device)
                     first_reserved = reserved
                     tracking += perf_counter() - t_read
                 outputs[size] = _call(fn, inputs[size])
                 t_read = perf_counter()
-                now_allocated, now_reserved = allocator.allocated_reserved(device)
+                if readable:
+                    now_allocated, now_reserved = allocator.allocated_reserved(device)
+                else:
+                    now_allocated = now_reserved = 0
                 tracking += perf_counter() - t_read
             t_end = perf_counter()
             graphs[size] = graph

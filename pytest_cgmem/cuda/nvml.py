@@ -74,6 +74,10 @@ class Nvml:
         except Exception:
             return None
 
+    def looked_up(self, index: int) -> bool:
+        """Whether the handle of device ``index`` was looked for already (found or not)."""
+        return not self.ok or index in self._handles
+
     def has_handle(self, index: int) -> bool:
         return self._handles.get(index) is not None
 

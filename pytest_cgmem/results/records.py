@@ -36,6 +36,7 @@ class Details:
 
 
 DETAIL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Details))
+_DETAIL_NAMES = frozenset(DETAIL_FIELDS)
 
 
 class DeviceFigures:
@@ -48,14 +49,14 @@ class DeviceFigures:
     __slots__ = ("details", "figures", "index")
 
     def __init__(self, index: int, **values: Any) -> None:
-        unknown = set(values) - set(METRICS) - set(DETAIL_FIELDS)
+        unknown = values.keys() - METRICS.keys() - _DETAIL_NAMES
         if unknown:
             raise TypeError(f"DeviceFigures: unknown figures {sorted(unknown)}")
         self.index = index
         self.figures: dict[str, Number | None] = {
             name: values.get(name, metric.default) for name, metric in METRICS.items()
         }
-        self.details = Details(**{k: v for k, v in values.items() if k in DETAIL_FIELDS})
+        self.details = Details(**{k: v for k, v in values.items() if k in _DETAIL_NAMES})
 
     def __getattr__(self, name: str) -> Any:
         if name in METRICS:
@@ -81,8 +82,7 @@ class DeviceFigures:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
         """Back from the run-file form; keys this version does not know are ignored."""
-        known = set(METRICS) | set(DETAIL_FIELDS)
-        return cls(int(data["index"]), **{k: v for k, v in data.items() if k in known})
+        return cls(int(data["index"]), **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES})
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DeviceFigures):

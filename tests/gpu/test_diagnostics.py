@@ -5,6 +5,7 @@ Each test runs a small suite through pytester and reads the failure report it pr
 
 from __future__ import annotations
 
+import os
 import pickle
 import textwrap
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_leak_without_history_lists_block_sizes(
 ) -> None:
     # a fresh process: garbage left by this suite's in-process runs would sit in the
     # region's start figure, and the leak check's gc.collect() could offset the leak
-    monkeypatch.setenv("PYTHONPATH", REPO)
+    monkeypatch.setenv("PYTHONPATH", REPO, prepend=os.pathsep)
     pytester.makepyfile(test_leak=LEAK)
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(failed=1)
@@ -226,7 +227,7 @@ def test_recording_is_off_after_every_outcome(pytester: pytest.Pytester) -> None
 def test_recording_is_off_after_keyboard_interrupt(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", REPO)
+    monkeypatch.setenv("PYTHONPATH", REPO, prepend=os.pathsep)
     pytester.makeconftest(
         """
         import torch
@@ -273,7 +274,7 @@ def pytest_sessionfinish(session):
 def test_passing_tests_take_no_snapshot(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, history: bool
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", REPO)
+    monkeypatch.setenv("PYTHONPATH", REPO, prepend=os.pathsep)
     pytester.makeconftest(COUNT_SNAPSHOTS)
     pytester.makepyfile(
         test_pass="""

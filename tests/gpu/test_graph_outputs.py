@@ -6,6 +6,7 @@ subprocess, so each has its own fresh CUDA context."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ def test_sweep(cgmem):
 
 def test_graphs_only(cgmem):
     x = torch.ones(256, 1024, device="cuda")
+    side = torch.cuda.Stream()  # warm up as torch's docs say: cuBLAS can't start in a capture
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x @ x.T
+    torch.cuda.current_stream().wait_stream(side)
     with cgmem.graphs() as log:
         for size in (256, 128):
             log.label(size)
@@ -53,7 +59,9 @@ def test_graphs_only(cgmem):
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
+    )
     monkeypatch.delenv("CGMEM_SIZES", raising=False)
     monkeypatch.delenv("CGMEM_WIDTH", raising=False)
     pytester.makepyfile(test_suite=SUITE)

@@ -75,9 +75,9 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=6, failed=2)
     result.stdout.fnmatch_lines(
         [
+            "*--cgmem-all: 6 test(s) measured, 2 over budget, 1 opted out, 1 never used CUDA*",
             "FAILED test_suite.py::test_leaks - *",
             "FAILED test_suite.py::Legacy::test_case_leaks - *",
-            "*--cgmem-all: 6 test(s) measured, 2 over budget, 1 opted out, 1 never used CUDA*",
         ],
         consecutive=False,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,9 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
 def test_unused_plugin_still_imports_no_torch(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parent.parent))
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parent.parent), prepend=os.pathsep
+    )
     pytester.makepyfile(
         """
         import sys

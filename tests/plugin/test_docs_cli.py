@@ -55,7 +55,7 @@ def sessions(text: str) -> list[tuple[str, list[str]]]:
 
 @pytest.fixture
 def files(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT), prepend=os.pathsep)
     for name in ("A", "B", "DIE", "NEW"):
         monkeypatch.delenv(name, raising=False)
     pytester.makepyfile(test_s=SUITE)

@@ -4,6 +4,7 @@ results reach the controller once each; --cgmem-devices pins workers."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,9 @@ def test_known_growth(cgmem_record):
 @pytest.fixture
 def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     """xdist workers and subprocesses import this checkout's pytest_cgmem."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
+    )
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -128,7 +129,10 @@ def test_console_script_module(runs: Path) -> None:
         cwd=runs,
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PATH": "/usr/bin:/bin",
+        },
     )
     assert done.returncode == 1, done.stderr
     assert "REGRESSION" in done.stdout

@@ -7,6 +7,7 @@ results without a GPU; the CUDA measuring path is tested in tests/gpu.
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,9 @@ def test_json_when_nothing_was_measured(pytester: pytest.Pytester) -> None:
 @pytest.fixture
 def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     """Subprocesses import this checkout's pytest_cgmem (not another installed copy)."""
-    monkeypatch.setenv("PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]))
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
+    )
 
 
 @pytest.mark.usefixtures("this_checkout")

@@ -315,5 +315,8 @@ def test_importing_resize_needs_no_torch() -> None:
 
     root = str(Path(pytest_cgmem.__file__).parent.parent)
     code = "import sys, pytest_cgmem.checks.resize; sys.exit('torch' in sys.modules)"
-    env = {**os.environ, "PYTHONPATH": root}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+    }
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
