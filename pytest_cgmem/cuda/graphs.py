@@ -389,7 +389,9 @@ class _Hooks:
 
     def _started(self, graph: Any) -> None:
         device = allocator.current_device()
-        allocated, reserved = allocator.allocated_reserved(device)
+        allocated = reserved = 0  # unavailable under cudaMallocAsync: not read mid-capture
+        if not allocator.is_async_backend():
+            allocated, reserved = allocator.allocated_reserved(device)
         free = nvml().device_free(device)
         self.pending[id(graph)] = _Pending(
             device, None, allocated, reserved, free, time.perf_counter()
@@ -1005,7 +1007,8 @@ def capture_sweep(
     ``fn`` runs ``warmup`` times per size on a side stream first, then each size is
     captured on that stream into ``pool`` (a new pool if None): the first with
     ``torch.cuda.graph`` (synchronize, empty the caches, capture), the others directly, as
-    nothing runs between two captures that those steps could wait for or release.
+    nothing runs between two captures that those steps could wait for or release (under
+    cudaMallocAsync, whose frees are stream-ordered, every one with ``torch.cuda.graph``).
 
     The figures are chained: one allocator reading per capture, taken once ``fn`` has
     returned and before ``capture_end`` (host-side, safe while capturing; capture_end
@@ -1058,7 +1061,7 @@ def capture_sweep(
             graph: Any = torch.cuda.CUDAGraph()
             capturing = (
                 torch.cuda.graph(graph, pool=handle, stream=stream)  # type: ignore[arg-type]
-                if number == 1
+                if number == 1 or not readable  # cudaMallocAsync: synchronize between
                 else _captured_directly(graph, handle, stream)
             )
             with capturing:

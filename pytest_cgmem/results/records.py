@@ -82,7 +82,10 @@ class DeviceFigures:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
         """Back from the run-file form; keys this version does not know are ignored."""
-        return cls(int(data["index"]), **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES})
+        return cls(
+            int(data["index"]),
+            **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES},
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DeviceFigures):

@@ -189,3 +189,55 @@ def test_pool_read_again_once_instantiated(hooks: Any) -> None:
     hooks._hook_capture_end(g)
     hooks._hook_instantiate(g)
     assert hooks.log.captures[0].pool == (2, 0)
+
+
+def test_no_allocator_reading_inside_a_capture_under_cuda_malloc_async(
+    hooks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under cudaMallocAsync the allocator's stats query the driver's pool, which
+    invalidates a capture: the capture-start hook reads nothing from the allocator, the
+    capture-end hook (capture over) still may, and the capture's figures are None."""
+    monkeypatch.setattr(allocator, "is_async_backend", lambda: True)
+    phase = ["before"]
+    reads: list[str] = []
+
+    def reading(index: int) -> tuple[int, int]:
+        reads.append(phase[0])
+        return (8, 8)
+
+    monkeypatch.setattr(allocator, "allocated_reserved", reading)
+    hooks.readings.free += [100, 90]
+    g = Graph()
+    phase[0] = "capturing"  # torch fires the capture-start hook once capture has begun
+    hooks._hook_capture_start(g)
+    phase[0] = "ended"
+    hooks._hook_capture_end(g)
+    hooks._hook_instantiate(g)
+    assert "capturing" not in reads
+    (capture,) = hooks.log.captures
+    assert (capture.allocated, capture.reserved, capture.driver) == (None, None, 10)
+
+
+def test_the_wrappers_read_nothing_inside_a_capture_under_cuda_malloc_async(
+    hooks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CUDAGraph method wrappers (torch < 2.14): the same rule for ``_begun``."""
+    monkeypatch.setattr(allocator, "is_async_backend", lambda: True)
+    monkeypatch.setattr(allocator, "free_bytes", lambda index: 1000)
+    phase = ["before"]
+    reads: list[str] = []
+
+    def reading(index: int) -> tuple[int, int]:
+        reads.append(phase[0])
+        return (8, 8)
+
+    monkeypatch.setattr(allocator, "allocated_reserved", reading)
+    g = Graph()
+    hooks._before(g, (), {})
+    phase[0] = "capturing"  # the wrapper calls _begun once capture_begin has returned
+    hooks._begun(g)
+    phase[0] = "ended"
+    hooks._after(g)
+    assert "capturing" not in reads
+    (capture,) = hooks.log.captures
+    assert (capture.allocated, capture.reserved) == (None, None)
