@@ -862,6 +862,11 @@ class SweepResult:
 
     ``pool_bytes`` and the per-size allocator figures are None where the allocator keeps
     no pools (``backend:cudaMallocAsync``).
+
+    ``outputs`` comes before ``graphs`` on purpose: a dropped result releases its fields in
+    that order, so no captured output outlives its graph. Under cudaMallocAsync an output
+    freed after its graph is gone is the likely cause of a crash seen in torch's
+    ``free_impl`` (docs/measuring.md).
     """
 
     sizes: tuple[int, ...]  # capture order, largest first
@@ -870,9 +875,9 @@ class SweepResult:
     seconds: float  # capturing only
     warmup_seconds: float
     captures: dict[int, Capture]
-    graphs: dict[int, Any]
-    inputs: dict[int, Any]
     outputs: dict[int, Any]
+    inputs: dict[int, Any]
+    graphs: dict[int, Any]
     stream: Any = field(repr=False, default=None)
     # time the plugin's own readings took (allocator, cudaMemGetInfo, the pool's snapshot)
     tracking_seconds: float = 0.0
@@ -1138,9 +1143,9 @@ def capture_sweep(
         seconds,
         warmup_seconds,
         captures,
-        graphs,
-        inputs,
         outputs,
+        inputs,
+        graphs,
         stream,
         tracking,
         driver_total,

@@ -173,3 +173,21 @@ def test_sweep_region() -> None:
         {"size": 32, "bytes": 0, "driver": None, "captures": 1},
     ]
     assert region.seconds == pytest.approx(0.12)
+
+
+def test_a_dropped_sweep_releases_its_outputs_before_its_graphs() -> None:
+    """No captured output may outlive its graph (cudaMallocAsync; docs/measuring.md)."""
+    released: list[str] = []
+
+    class Tracked:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __del__(self) -> None:
+            released.append(self.name)
+
+    result = graphs.SweepResult(
+        (8,), None, None, 0.0, 0.0, {}, {8: Tracked("output")}, {}, {8: Tracked("graph")}
+    )
+    del result
+    assert released == ["output", "graph"]
