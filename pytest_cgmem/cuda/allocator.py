@@ -344,6 +344,15 @@ def is_async_backend() -> bool:
     return backend() == ASYNC_BACKEND
 
 
+def readable_in_capture() -> bool:
+    """Whether the allocator's stats may be read while a CUDA graph capture is underway.
+
+    Not under cudaMallocAsync: its stats query the driver's memory pool, and that call
+    invalidates the capture (plain ``torch.cuda.memory_stats()`` fails the same way).
+    """
+    return not is_async_backend()
+
+
 def snapshots_available() -> bool:
     """Whether the allocator keeps blocks a snapshot can list (not under cudaMallocAsync)."""
     return not is_async_backend()

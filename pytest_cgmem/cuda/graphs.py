@@ -389,8 +389,8 @@ class _Hooks:
 
     def _started(self, graph: Any) -> None:
         device = allocator.current_device()
-        allocated = reserved = 0  # unavailable under cudaMallocAsync: not read mid-capture
-        if not allocator.is_async_backend():
+        allocated = reserved = 0  # unknown where it can't be read (growth: None)
+        if allocator.readable_in_capture():
             allocated, reserved = allocator.allocated_reserved(device)
         free = nvml().device_free(device)
         self.pending[id(graph)] = _Pending(
@@ -404,9 +404,8 @@ class _Hooks:
         pending.allocated_end, pending.reserved_end = allocator.allocated_reserved(pending.device)
         with suppress(Exception):
             pending.pool = pool_id(graph.pool())
-        if not nvml().has_handle(pending.device):  # capture is over: safe to look it up
-            with suppress(Exception):
-                _find_nvml_handle(pending.device)
+        with suppress(Exception):  # capture is over: safe to look the handle up
+            _find_nvml_handle(pending.device)
         if finish_kept and getattr(graph, "_keep_graph", False):
             self._finish(graph)  # nothing is instantiated before the first replay
 
@@ -459,11 +458,10 @@ class _Hooks:
         Read here rather than before ``capture_begin`` so that what capture_begin itself
         allocates outside the graph's pool (the RNG's seed and offset tensors of a first
         graph) is not charged to the capture: from here on, the capturing stream allocates
-        from the graph's private pool. Under cudaMallocAsync the figures are unavailable
-        anyway, and its stats query the driver's pool, which a capture does not allow.
+        from the graph's private pool.
         """
         start = self.pending.get(id(graph))
-        if start is not None and not allocator.is_async_backend():
+        if start is not None and allocator.readable_in_capture():
             start.allocated, start.reserved = allocator.allocated_reserved(start.device)
 
     def _forget(self, graph: Any) -> None:
@@ -1050,8 +1048,7 @@ def capture_sweep(
     perf_counter = time.perf_counter
     was_busy = _hooks.busy
     _hooks.busy = True  # the wrappers pass our captures through; we report them below
-    # cudaMallocAsync's stats query the driver's pool, which invalidates a capture
-    readable = not allocator.is_async_backend()
+    readable = allocator.readable_in_capture()
     try:
         t1 = perf_counter()
         allocator.empty_cache()  # the warm-up's cache, before the first driver reading
@@ -1066,7 +1063,7 @@ def capture_sweep(
             graph: Any = torch.cuda.CUDAGraph()
             capturing = (
                 torch.cuda.graph(graph, pool=handle, stream=stream)  # type: ignore[arg-type]
-                if number == 1 or not readable  # cudaMallocAsync: synchronize between
+                if number == 1 or not readable  # stream-ordered frees: synchronize between
                 else _captured_directly(graph, handle, stream)
             )
             with capturing:
