@@ -145,3 +145,26 @@ def test_recorded_regions_are_judged_under_cgmem_all_without_cuda(
     result = pytester.runpytest("--cgmem-all", "--cgmem-budget=leak=0")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*cgmem: leak 8.00 MiB exceeds budget 0 B*in 'server'*"])
+
+
+def test_the_existing_suite_example_exits_0_where_there_is_no_gpu() -> None:
+    """``./dev demo``'s second run: on a CPU machine its tests skip one by one (a module
+    skipped whole would leave no test collected: exit status 5, a failed demo)."""
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("checks the no-CUDA path; a CUDA device is here")
+    from pathlib import Path
+
+    import pytest_cgmem
+
+    root = Path(pytest_cgmem.__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/existing_suite"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert " skipped in " in last and "passed" not in last and "failed" not in last, last
