@@ -6,6 +6,9 @@
   empty cache, allocator and driver figures on each side)
 - vllm: vLLM's ``memory_profiling`` style (gc, empty cache, reset peaks and a full
   memory snapshot on each side)
+- synced: plain, then ``torch.cuda.synchronize()``: what waiting for the test's kernels costs
+- region: a bare ``Region`` started and stopped by a fixture, without the plugin's judging,
+  record or report: the marked test's extra minus this is the pytest side
 
 Run: ``pytest benchmarks -p no:randomly -q`` on a GPU machine (see docs/performance.md).
 """
@@ -73,8 +76,28 @@ def vllm_profile() -> Iterator[None]:
     assert after["torch_peak"] - before["torch_peak"] >= 0 and isinstance(non_torch, int)
 
 
+@pytest.fixture
+def bare_region() -> Iterator[None]:
+    from pytest_cgmem.cuda.region import Region
+
+    region = Region("bench").start()
+    yield
+    region.stop()
+
+
 @pytest.mark.parametrize("i", RANGE)
 def test_plain(i: int) -> None:
+    tiny_gpu_work()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_synced(i: int) -> None:
+    tiny_gpu_work()
+    torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_region(i: int, bare_region: None) -> None:
     tiny_gpu_work()
 
 
