@@ -1,9 +1,11 @@
 """The plugin's pytest-side cost per measured test, with no GPU work at all.
 
-300 plain tests and 300 tests that record one region with ``cgmem_record`` (which needs no
-CUDA), interleaved in one run, each test's whole protocol timed: the difference is what the
-hooks, the judging, the result record and the report cost. Runs anywhere (CPU too):
-``python benchmarks/bench_pytest_side.py``.
+300 plain tests, 300 tests that record one region with ``cgmem_record`` (which needs no
+CUDA) and 300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
+fixed figures: the hooks, judging, record and report run as for a real one), interleaved
+in one run, each test's whole protocol timed: the difference to plain is what the hooks,
+the judging, the result record and the report cost. Runs anywhere torch imports (CPU
+too): ``python benchmarks/bench_pytest_side.py [--profile FILE]``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,31 @@ CONFTEST = """
 import itertools, statistics, time
 from collections import defaultdict
 import pytest
+
+import pytest_cgmem.cuda.allocator as allocator
+import pytest_cgmem.cuda.region as region
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
+
+
+class NullRegion:
+    \"\"\"Reads nothing: what is left of a marked test's cost is the pytest side.\"\"\"
+
+    def __init__(self, label, device=None, rank=None):
+        self.label = label
+
+    def start(self):
+        return self
+
+    def stop(self, error=None):
+        figures = DeviceFigures(
+            0, peak=1024, reserved=2048, leak=0, device=0, non_torch=0,
+            graphs=0, replays=0, graph_pool=0,
+        )
+        return RegionResult(self.label, (figures,), 1e-4)
+
+
+allocator.cuda_available = lambda: True
+region.Region = NullRegion
 
 TIMES = defaultdict(list)
 
@@ -61,18 +88,36 @@ def test_plain(i):
 
 
 @pytest.mark.parametrize("i", RANGE)
+@pytest.mark.cgmem(peak="1 MiB", leak=0)
+def test_marked(i):
+    pass
+
+
+@pytest.mark.parametrize("i", RANGE)
 def test_recorded(i, cgmem_record):
     cgmem_record("call", peak=1024, reserved=2048, leak=0)
 """
 
 
 def main() -> int:
+    profile = sys.argv[2] if sys.argv[1:2] == ["--profile"] else None
+    prefix = ["-m", "cProfile", "-o", profile] if profile else []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "conftest.py").write_text(CONFTEST)
         (folder / "test_side.py").write_text(TESTS)
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+            [
+                sys.executable,
+                *prefix,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:xdist",
+            ],
             cwd=folder,
             capture_output=True,
             text=True,

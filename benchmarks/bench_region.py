@@ -15,6 +15,7 @@ import torch
 
 from pytest_cgmem.cuda import allocator
 from pytest_cgmem.cuda import region as measure
+from pytest_cgmem.cuda.graphs import GraphLog
 from pytest_cgmem.cuda.nvml import nvml
 
 
@@ -42,13 +43,21 @@ def main() -> None:
         (x * 2).sum()
         r.stop()
 
+    def graph_tracking() -> None:
+        GraphLog().start().stop(measure_pools=False)
+
     rows = [
         ("region start+stop (as a marked test)", lambda: region()),
         ("region without graph tracking", lambda: region(False)),
+        ("graph tracking alone (install, remove)", graph_tracking),
         ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
         ("warm handles (2 tiny kernels)", measure._warm_handles),
         ("allocator stats (_cuda_memoryStats)", lambda: allocator.stats(0)),
         ("synchronize", lambda: torch.cuda.synchronize(0)),
+        ("synchronize, torch._C directly", torch._C._cuda_synchronize),
+        ("current_device", torch.cuda.current_device),
+        ("device_count", torch.cuda.device_count),
+        ("current stream id", lambda: measure._stream_id(0)),
         ("empty_cache", torch.cuda.empty_cache),
         ("reset_peak_memory_stats", lambda: torch.cuda.reset_peak_memory_stats(0)),
         ("mem_get_info", lambda: torch.cuda.mem_get_info(0)),

@@ -200,8 +200,15 @@ class _Hooks:
 
     def __init__(self) -> None:
         self.listeners: list[GraphLog] = []
-        self.saved: dict[tuple[type, str], Any] = {}
-        self.wrappers: dict[tuple[type, str], Any] = {}
+        # (class, method, what the class itself held: _MISSING if inherited, the method
+        # as looked up, its wrapper)
+        self.patches: list[tuple[type, str, Any, Any, Callable[..., Any]]] = []
+        self.wrapped = False
+        self._makers: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+            "capture_begin": self._wrap_begin,
+            "capture_end": self._wrap_end,
+            "replay": self._wrap_replay,
+        }
         self.handles: list[Any] = []
         self.pending: dict[int, _Pending] = {}
         self.replaying: dict[int, list[BaseException | None]] = {}
@@ -226,8 +233,8 @@ class _Hooks:
         try:
             if chosen.hooks:
                 self._register_hooks()
-            for cls in _wrapped_classes(chosen):
-                self._wrap_class(cls)
+            if chosen.wrapped or chosen.accelerator:
+                self._wrap_methods(chosen)
         except BaseException:
             self._uninstall()
             raise
@@ -247,38 +254,47 @@ class _Hooks:
             with suppress(Exception):
                 _find_nvml_handle(allocator.current_device())
 
-    def _wrap_class(self, cls: type) -> None:
-        makers = {
-            "capture_begin": self._wrap_begin,
-            "capture_end": self._wrap_end,
-            "replay": self._wrap_replay,
-        }
-        for name in _METHODS:
-            self.saved[(cls, name)] = cls.__dict__.get(name, _MISSING)
-            wrapper = makers[name](getattr(cls, name))
-            self.wrappers[(cls, name)] = wrapper
+    def _wrap_methods(self, chosen: Mechanism) -> None:
+        """Put the wrappers on. A region installs and removes them each time, so the
+        patches are worked out once, and again only where a method changed since."""
+        patches = self.patches
+        stale = not patches
+        for cls, name, before, original, _ in patches:
+            if cls.__dict__.get(name, _MISSING) is not before or getattr(cls, name) is not original:
+                stale = True
+                break
+        if stale:
+            patches[:] = [
+                (cls, name, cls.__dict__.get(name, _MISSING), original, make(original))
+                for cls in _wrapped_classes(chosen)
+                for name, make in self._makers.items()
+                if (original := getattr(cls, name)) is not None
+            ]
+        for cls, name, _, _, wrapper in patches:
             setattr(cls, name, wrapper)
+        self.wrapped = True
 
     def _uninstall(self) -> None:
         while self.handles:
             self.handles.pop().remove()
-        for (cls, name), wrapper in list(self.wrappers.items()):
-            saved = self.saved.pop((cls, name), _MISSING)
-            del self.wrappers[(cls, name)]
-            if cls.__dict__.get(name) is not wrapper:
-                continue  # someone patched over us; leave their patch alone
-            if saved is _MISSING:
-                delattr(cls, name)
-            else:
-                setattr(cls, name, saved)
-        self.saved.clear()
-        self.pending.clear()
-        self.replaying.clear()
+        if self.wrapped:
+            self.wrapped = False
+            for cls, name, before, _, wrapper in self.patches:
+                if cls.__dict__.get(name) is not wrapper:
+                    continue  # not ours (never put on, or someone patched over us): leave it
+                if before is _MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, before)
+        if self.pending:
+            self.pending.clear()
+        if self.replaying:
+            self.replaying.clear()
         self.capturing = 0
 
     @property
     def installed(self) -> bool:
-        return bool(self.wrappers or self.handles)
+        return self.wrapped or bool(self.handles)
 
     # the wrappers ----------------------------------------------------------------------
     def _wrap_begin(self, original: Callable[..., Any]) -> Callable[..., Any]:

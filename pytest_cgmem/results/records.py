@@ -37,6 +37,7 @@ class Details:
 
 DETAIL_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Details))
 _DETAIL_NAMES = frozenset(DETAIL_FIELDS)
+_NO_DETAILS = Details()
 
 
 class DeviceFigures:
@@ -49,14 +50,19 @@ class DeviceFigures:
     __slots__ = ("details", "figures", "index")
 
     def __init__(self, index: int, **values: Any) -> None:
-        unknown = values.keys() - METRICS.keys() - _DETAIL_NAMES
-        if unknown:
-            raise TypeError(f"DeviceFigures: unknown figures {sorted(unknown)}")
+        figures = {name: metric.default for name, metric in METRICS.items()}
+        details: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in figures:
+                figures[key] = value
+            elif key in _DETAIL_NAMES:
+                details[key] = value
+            else:
+                unknown = values.keys() - METRICS.keys() - _DETAIL_NAMES
+                raise TypeError(f"DeviceFigures: unknown figures {sorted(unknown)}")
         self.index = index
-        self.figures: dict[str, Number | None] = {
-            name: values.get(name, metric.default) for name, metric in METRICS.items()
-        }
-        self.details = Details(**{k: v for k, v in values.items() if k in _DETAIL_NAMES})
+        self.figures: dict[str, Number | None] = figures
+        self.details = Details(**details) if details else _NO_DETAILS
 
     def __getattr__(self, name: str) -> Any:
         if name in METRICS:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -77,11 +79,19 @@ def test_log(cgmem):
     assert log.pools_unavailable and "cudaMallocAsync" in log.pools_unavailable
     with pytest.raises(pytest_cgmem.FigureUnavailable, match="cudaMallocAsync"):
         log.pool_bytes()
+    print("LOG", log.describe())
+
+
+SWEEPS = []  # never freed here: torch 2.11 aborts freeing a sweep's outputs under this backend
+
+
+def test_sweep(cgmem):
+    capture()
     result = cgmem.capture_sweep(lambda t: t * 2, [8, 16], lambda n: torch.ones(n, device="cuda"))
+    SWEEPS.append(result)
     assert result.pool_bytes is None
     assert set(result.bytes.values()) == {None}
     assert "n/a" in result.table()
-    print("LOG", log.describe())
 
 
 def test_resize_check_says_why(cgmem):
@@ -94,30 +104,60 @@ def test_steady_notes_the_segments(cgmem):
 """
 
 
-def _run(tmp_path: Path, *args: str, conf: str = ASYNC) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "test_async_suite.py").write_text("import pytest_cgmem\n" + textwrap.dedent(SUITE))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTORCH_ALLOC_CONF",)}
+#: the suite's tests by process: under cudaMallocAsync, torch 2.11 trips an internal assert
+#: (capture_free_streams.empty()) on a second graph capture in one process, so each test
+#: that captures has its own; the rest share one. The processes run side by side.
+GROUPS = (
+    ("test_pool_budget",),
+    ("test_counts_only",),
+    ("test_log",),
+    ("test_sweep",),
+    (
+        "test_leaks",
+        "test_over_peak",
+        "test_resize_check_says_why",
+        "test_steady_notes_the_segments",
+    ),
+)
+
+
+def _env(conf: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTORCH_ALLOC_CONF")}
     env["PYTORCH_CUDA_ALLOC_CONF"] = conf
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    # one process per test: under cudaMallocAsync, torch 2.11 trips an internal assert
-    # (capture_free_streams.empty()) on a second graph capture in one process
-    names = re.findall(r"^def (test_\w+)", textwrap.dedent(SUITE), re.M)
-    stdout, stderr = [], []
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return env
+
+
+@dataclass
+class SuiteRun:
+    stdout: str
+    stderr: str
+    codes: dict[tuple[str, ...], int]  # each group's exit status
+
+
+def _run(tmp_path: Path, *args: str, conf: str = ASYNC) -> SuiteRun:
+    """The suite under ``conf``, its groups side by side."""
+    (tmp_path / "test_async_suite.py").write_text("import pytest_cgmem\n" + textwrap.dedent(SUITE))
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-s", *args]
-    for name in names:
-        one = subprocess.run(
-            [*command, f"test_async_suite.py::{name}"],
+    running = [
+        subprocess.Popen(
+            [*command, *(f"test_async_suite.py::{name}" for name in group)],
             cwd=tmp_path,
-            env=env,
-            capture_output=True,
+            env=_env(conf),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=500,
-            check=False,
         )
-        stdout.append(one.stdout)
-        stderr.append(one.stderr)
-    done = subprocess.CompletedProcess(["pytest"], 0, "\n".join(stdout), "\n".join(stderr))
-    print(done.stdout[-12000:], done.stderr[-3000:])
+        for group in GROUPS
+    ]
+    stdout, stderr, codes = [], [], {}
+    for group, process in zip(GROUPS, running, strict=True):
+        out, err = process.communicate(timeout=500)
+        stdout.append(out)
+        stderr.append(err)
+        codes[group] = process.returncode
+    done = SuiteRun("\n".join(stdout), "\n".join(stderr), codes)
+    print(done.stdout[-12000:], done.stderr[:3000])
     return done
 
 
@@ -142,9 +182,15 @@ def test_unavailable_figures_are_named_and_fail_their_budget(tmp_path: Path) -> 
         "test_leaks": "FAILED",
         "test_over_peak": "FAILED",
         "test_log": "PASSED",
+        "test_sweep": "PASSED",
         "test_resize_check_says_why": "PASSED",
         "test_steady_notes_the_segments": "PASSED",
     }
+    codes = done.codes
+    assert codes[("test_counts_only",)] == 0 and codes[("test_log",)] == 0
+    # the sweep passed and was reported; its process then aborts in torch as it exits,
+    # freeing the sweep's outputs (plain torch does too: the test below)
+    assert codes[("test_sweep",)] == -signal.SIGABRT, done.stderr
     assert (
         "BudgetUnavailable: cgmem: graph_pool budget 64.00 MiB cannot be checked on cuda:0: "
         "backend:cudaMallocAsync keeps no graph pools" in out
@@ -172,4 +218,60 @@ def test_the_same_suite_under_the_native_allocator_has_every_figure(tmp_path: Pa
     outcomes = _outcomes(done.stdout)
     assert outcomes["test_pool_budget"] == "PASSED"  # 16 MiB pool within 64 MiB
     assert outcomes["test_log"] == "FAILED"  # its figures are there under native
+    assert outcomes["test_sweep"] == "FAILED"
+    assert set(done.codes.values()) <= {0, 1}  # no abort under native
     assert outcomes["test_resize_check_says_why"] == "FAILED"
+
+
+PLAIN_TORCH_SWEEP = """
+import torch
+
+def say(text):
+    print(text, flush=True)
+
+x = torch.ones(2**20, device="cuda")
+first = torch.cuda.CUDAGraph()
+with torch.cuda.graph(first):
+    y = x * 2
+first.replay()
+inputs = {n: torch.ones(n, device="cuda") for n in (16, 8)}
+stream = torch.cuda.Stream()
+stream.wait_stream(torch.cuda.current_stream())
+with torch.cuda.stream(stream):
+    for n in (16, 8):
+        inputs[n] * 2
+torch.cuda.current_stream().wait_stream(stream)
+torch.cuda.synchronize()
+pool = torch.cuda.graph_pool_handle()
+graphs, outputs = {}, {}
+for n in (16, 8):
+    graphs[n] = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graphs[n], pool=pool, stream=stream):
+        outputs[n] = inputs[n] * 2
+torch.cuda.synchronize()
+say("captured")
+del outputs
+say("outputs freed")
+"""
+
+
+def test_plain_torch_aborts_freeing_a_sweeps_outputs(tmp_path: Path) -> None:
+    """Pins torch's own abort that ends a sweep's process under cudaMallocAsync (torch
+    2.11): one graph kept, two more captured into a shared pool on a side stream, then
+    their outputs freed, graphs still alive. No pytest, no plugin. When a torch release
+    stops aborting here, this fails: drop the note in docs/measuring.md and let the
+    suite's sweep free its result."""
+    script = tmp_path / "sweep.py"
+    script.write_text(PLAIN_TORCH_SWEEP)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=_env(ASYNC),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "captured" in done.stdout, done.stderr[-3000:]
+    assert "outputs freed" not in done.stdout
+    assert done.returncode == -signal.SIGABRT, done.stderr[-3000:]
+    assert "free_impl" in done.stderr and "invalid argument" in done.stderr

@@ -402,6 +402,8 @@ CUDA_ENTRY_POINTS = (
     "_cuda_memoryStats",
     "_cuda_clearCublasWorkspaces",
     "_cuda_isHistoryEnabled",
+    "_cuda_synchronize",
+    "_cuda_getDevice",
 )
 
 
