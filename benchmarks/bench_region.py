@@ -37,6 +37,7 @@ def main() -> None:
     x = torch.ones(256, device="cuda")
     measure.warm_up(0)
     meter = nvml()
+    cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
 
     def region(track_graphs: bool = True) -> None:
         r = measure.Region("bench", track_graphs=track_graphs).start()
@@ -61,6 +62,7 @@ def main() -> None:
         ("empty_cache", torch.cuda.empty_cache),
         ("reset_peak_memory_stats", lambda: torch.cuda.reset_peak_memory_stats(0)),
         ("mem_get_info", lambda: torch.cuda.mem_get_info(0)),
+        ("cudaMemGetInfo, torch.cuda.cudart() directly", lambda: cudart.cudaMemGetInfo(0)),
         ("NVML per-process list", lambda: meter.processes(0)),
         ("tiny op (x * 2).sum()", lambda: (x * 2).sum()),
     ]
