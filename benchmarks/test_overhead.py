@@ -7,6 +7,9 @@
 - vllm: vLLM's ``memory_profiling`` style (gc, empty cache, reset peaks and a full
   memory snapshot on each side)
 - synced: plain, then ``torch.cuda.synchronize()``: what waiting for the test's kernels costs
+- emptied: plain, after ``torch.cuda.empty_cache()``: what a region's start costs the test's
+  first allocation (the cache is emptied so that reserved figures are the region's own;
+  the allocation then comes from the driver again)
 - region: a bare ``Region`` started and stopped by a fixture, without the plugin's judging,
   record or report: the marked test's extra minus this is the pytest side
 
@@ -94,6 +97,12 @@ def test_plain(i: int) -> None:
 def test_synced(i: int) -> None:
     tiny_gpu_work()
     torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_emptied(i: int) -> None:
+    torch.cuda.empty_cache()
+    tiny_gpu_work()
 
 
 @pytest.mark.parametrize("i", RANGE)
