@@ -1,0 +1,98 @@
+"""Where a marked test's time goes in place, inside a pytest run (not in a loop).
+
+Runs ``benchmarks/test_overhead.py``'s plain and marked variants with every reading the
+region makes wrapped in a timer, and prints µs per marked test for each step, the test
+body's own time in each variant, and the garbage collections inside each. Timers cost
+about 0.2 µs a call. Run on a GPU machine: ``python benchmarks/bench_in_situ.py``.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+TOTALS: dict[str, float] = defaultdict(float)
+COUNTS: dict[str, int] = defaultdict(int)
+STATE = {"variant": "", "gc_t0": 0.0}
+
+
+def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TOTALS[f"{STATE['variant']}: {name}"] += time.perf_counter() - t0
+
+    return wrapper
+
+
+def on_gc(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        STATE["gc_t0"] = time.perf_counter()
+    else:
+        key = f"{STATE['variant']}: gc generation {info['generation']}"
+        TOTALS[key] += time.perf_counter() - STATE["gc_t0"]
+        COUNTS[key] += 1
+
+
+class Timers:
+    def pytest_configure(self, config: pytest.Config) -> None:
+        from pytest_cgmem.cuda import allocator, graphs, region
+        from pytest_cgmem.cuda.nvml import Nvml
+
+        for name in ("stats", "synchronize", "empty_cache", "reset_peaks", "mem_info"):
+            setattr(allocator, name, timed(f"allocator.{name}", getattr(allocator, name)))
+        region.Region.start = timed("Region.start (all)", region.Region.start)
+        region.Region.stop = timed("Region.stop (all)", region.Region.stop)
+        region._reset_workspaces = timed("cuBLAS workspace reset", region._reset_workspaces)
+        region._stream_id = timed("current stream id", region._stream_id)
+        graphs.GraphLog.start = timed("graph tracking start", graphs.GraphLog.start)
+        graphs.GraphLog.stop = timed("graph tracking stop", graphs.GraphLog.stop)
+        Nvml.processes = timed("NVML per-process list", Nvml.processes)
+        Nvml.others_present = timed("NVML others_present", Nvml.others_present)
+        gc.callbacks.append(on_gc)
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            module = getattr(item, "module", None)
+            work = getattr(module, "tiny_gpu_work", None)
+            if work is not None and not hasattr(work, "timed"):
+                wrapped = timed("test body (tiny_gpu_work)", work)
+                wrapped.timed = True  # type: ignore[attr-defined]
+                module.tiny_gpu_work = wrapped  # type: ignore[union-attr]
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Any:
+        STATE["variant"] = getattr(item, "originalname", item.name).removeprefix("test_")
+        COUNTS[STATE["variant"]] += 1
+        t0 = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            TOTALS[f"{STATE['variant']}: whole protocol"] += time.perf_counter() - t0
+
+
+def main() -> int:
+    code = pytest.main(
+        [str(HERE / "test_overhead.py"), "-q", "-p", "no:cacheprovider", "-k", "plain or marked"],
+        plugins=[Timers()],
+    )
+    print(f"{'variant: step':<48}{'µs per test':>12}{'count':>8}")
+    for key in sorted(TOTALS):
+        variant = key.split(":")[0]
+        tests = COUNTS[variant] or 1
+        print(f"{key:<48}{TOTALS[key] / tests * 1e6:>12.1f}{COUNTS.get(key, 0):>8}")
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
