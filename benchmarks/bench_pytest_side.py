@@ -1,7 +1,8 @@
 """The plugin's pytest-side cost per measured test, with no GPU work at all.
 
-300 plain tests, 300 tests that record one region with ``cgmem_record`` (which needs no
-CUDA) and 300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
+300 plain tests, 300 tests that use a bare function fixture (what pytest charges any
+fixture), 300 tests that record one region with ``cgmem_record`` (which needs no CUDA) and
+300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
 fixed figures: the hooks, judging, record and report run as for a real one), interleaved
 in one run, each test's whole protocol timed: the difference to plain is what the hooks,
 the judging, the result record and the report cost. Runs anywhere torch imports (CPU
@@ -45,6 +46,12 @@ class NullRegion:
 allocator.cuda_available = lambda: True
 region.Region = NullRegion
 
+
+@pytest.fixture
+def bare_fixture():
+    \"\"\"What any function fixture costs pytest: cgmem_record's share of that is pytest's.\"\"\"
+    return len
+
 TIMES = defaultdict(list)
 
 
@@ -52,8 +59,12 @@ def pytest_collection_modifyitems(items):
     groups = defaultdict(list)
     for item in items:
         groups[item.originalname].append(item)
-    rows = itertools.zip_longest(*groups.values())
-    items[:] = [item for row in rows for item in row if item is not None]
+    ordered = []
+    for number, row in enumerate(itertools.zip_longest(*groups.values())):
+        present = [item for item in row if item is not None]
+        turn = number % len(present)  # each variant follows each other one equally often
+        ordered += present[turn:] + present[:turn]
+    items[:] = ordered
 
 
 @pytest.hookimpl(wrapper=True)
@@ -91,6 +102,11 @@ def test_plain(i):
 @pytest.mark.cgmem(peak="1 MiB", leak=0)
 def test_marked(i):
     pass
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_fixture(i, bare_fixture):
+    bare_fixture("call")
 
 
 @pytest.mark.parametrize("i", RANGE)
