@@ -1,8 +1,9 @@
 """The plugin's pytest-side cost per measured test, with no GPU work at all.
 
-300 plain tests, 300 tests that use a bare function fixture (what pytest charges any
-fixture), 300 tests that record one region with ``cgmem_record`` (which needs no CUDA) and
-300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
+300 plain tests, 300 tests that use a bare function fixture and 300 that use one taking
+``request`` (what pytest charges any fixture, and one that reads its test as
+``cgmem_record`` does), 300 tests that record one region with ``cgmem_record`` (which
+needs no CUDA) and 300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
 fixed figures: the hooks, judging, record and report run as for a real one), interleaved
 in one run, each test's whole protocol timed: the difference to plain is what the hooks,
 the judging, the result record and the report cost. Runs anywhere torch imports (CPU
@@ -49,8 +50,14 @@ region.Region = NullRegion
 
 @pytest.fixture
 def bare_fixture():
-    \"\"\"What any function fixture costs pytest: cgmem_record's share of that is pytest's.\"\"\"
+    \"\"\"What any function fixture costs pytest.\"\"\"
     return len
+
+
+@pytest.fixture
+def request_fixture(request):
+    \"\"\"What a fixture that reads its test (as cgmem_record does) costs pytest.\"\"\"
+    return request.node.stash
 
 TIMES = defaultdict(list)
 
@@ -107,6 +114,11 @@ def test_marked(i):
 @pytest.mark.parametrize("i", RANGE)
 def test_fixture(i, bare_fixture):
     bare_fixture("call")
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_request(i, request_fixture):
+    pass
 
 
 @pytest.mark.parametrize("i", RANGE)
