@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+CHECKOUT = str(Path(__file__).resolve().parent)
 
 GPU_REASON = "no CUDA device: GPU tests run on a GPU machine (scripts/gpu-check)"
 _cuda = pytest.StashKey[bool]()
@@ -44,6 +49,13 @@ def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     PYTEST_ADDOPTS when it starts, so it is set here, after."""
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest")
     return pytester
+
+
+@pytest.fixture
+def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses and xdist workers import this checkout's pytest_cgmem (not another
+    installed copy); PYTHONPATH is prepended to, so what the machine adds stays."""
+    monkeypatch.setenv("PYTHONPATH", CHECKOUT, prepend=os.pathsep)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -4,13 +4,11 @@ results reach the controller once each; --cgmem-devices pins workers."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
-import pytest_cgmem
 from pytest_cgmem.results import runfile
 
 MiB = 2**20
@@ -41,14 +39,6 @@ def test_new(cgmem_record):
 def test_known_growth(cgmem_record):
     cgmem_record("load", peak=figure("KNOWN", "100 MiB"))
 """
-
-
-@pytest.fixture
-def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """xdist workers and subprocesses import this checkout's pytest_cgmem."""
-    monkeypatch.setenv(
-        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
-    )
 
 
 @pytest.fixture

@@ -7,15 +7,12 @@ results without a GPU; the CUDA measuring path is tested in tests/gpu.
 from __future__ import annotations
 
 import json
-import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
 
-import pytest_cgmem
 from pytest_cgmem.plugin import MARK_HELP
 from pytest_cgmem.results import runfile
 
@@ -127,14 +124,6 @@ def test_json_when_nothing_was_measured(pytester: pytest.Pytester) -> None:
     )
     _, doc = run_json(pytester)
     assert doc["tests"] == [] and doc["summary"]["tests"] == 0
-
-
-@pytest.fixture
-def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses import this checkout's pytest_cgmem (not another installed copy)."""
-    monkeypatch.setenv(
-        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
-    )
 
 
 @pytest.mark.usefixtures("this_checkout")

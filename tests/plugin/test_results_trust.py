@@ -7,7 +7,6 @@ all of it runs without a GPU; tests/gpu/test_results_gpu.py runs the worker cras
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -23,12 +22,6 @@ from pytest_cgmem.results import journal, runfile
 
 MiB = 2**20
 ROOT = Path(pytest_cgmem.__file__).parents[1]
-
-
-@pytest.fixture
-def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses and xdist workers import this checkout's pytest_cgmem."""
-    monkeypatch.setenv("PYTHONPATH", str(ROOT), prepend=os.pathsep)
 
 
 def raw(path: Path) -> dict[str, Any]:
