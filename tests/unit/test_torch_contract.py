@@ -298,6 +298,31 @@ def test_install_and_remove_leave_the_classes_exactly_as_they_were() -> None:
     assert not graphs.hooks_installed()
 
 
+def test_a_method_patched_between_regions_is_wrapped_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wrappers are made once and reused; a method someone replaced since (a test's
+    monkeypatch, another tool) gets a wrapper of its own, and is there again afterwards."""
+    classes = graphs._wrapped_classes(graphs.mechanism())
+    if not classes:
+        pytest.skip(f"torch {torch.__version__}: every graph class is seen through hooks")
+    cls = classes[0]
+    with graphs.track():
+        first = cls.__dict__["replay"]
+    with graphs.track():
+        assert cls.__dict__["replay"] is first  # reused, not made again
+
+    def theirs(graph: Any) -> str:
+        return "theirs"
+
+    monkeypatch.setattr(cls, "replay", theirs)
+    with graphs.track():
+        wrapper = cls.__dict__["replay"]
+        assert wrapper is not first and wrapper.__wrapped__ is theirs
+    assert cls.__dict__["replay"] is theirs
+    assert wrapper(object()) == "theirs"  # with nothing listening, a call passes through
+
+
 def test_nested_logs_and_a_raising_body_leave_them_as_they_were() -> None:
     before = _state()
     outer = graphs.GraphLog().start()
