@@ -264,12 +264,13 @@ class _Hooks:
                 stale = True
                 break
         if stale:
-            patches[:] = [
-                (cls, name, cls.__dict__.get(name, _MISSING), original, make(original))
-                for cls in _wrapped_classes(chosen)
-                for name, make in self._makers.items()
-                if (original := getattr(cls, name)) is not None
-            ]
+            patches.clear()
+            for cls in _wrapped_classes(chosen):
+                for name, make in self._makers.items():
+                    original = getattr(cls, name)
+                    patches.append(
+                        (cls, name, cls.__dict__.get(name, _MISSING), original, make(original))
+                    )
         for cls, name, _, _, wrapper in patches:
             setattr(cls, name, wrapper)
         self.wrapped = True
@@ -286,10 +287,8 @@ class _Hooks:
                     delattr(cls, name)
                 else:
                     setattr(cls, name, before)
-        if self.pending:
-            self.pending.clear()
-        if self.replaying:
-            self.replaying.clear()
+        self.pending.clear()
+        self.replaying.clear()
         self.capturing = 0
 
     @property
