@@ -876,10 +876,10 @@ class SweepResult:
     ``pool_bytes`` and the per-size allocator figures are None where the allocator keeps
     no pools (``backend:cudaMallocAsync``).
 
-    ``outputs`` comes before ``graphs`` on purpose: a dropped result releases its fields in
-    that order, so no captured output outlives its graph. Under cudaMallocAsync an output
-    freed after its graph is gone is the likely cause of a crash seen in torch's
-    ``free_impl`` (docs/measuring.md).
+    ``outputs`` comes before ``graphs``: a dropped result releases its fields in that
+    order, so captured outputs are freed while their graphs still exist. (Under
+    cudaMallocAsync, torch 2.11 aborts freeing several graphs' outputs in either order:
+    docs/measuring.md.)
     """
 
     sizes: tuple[int, ...]  # capture order, largest first

@@ -176,7 +176,7 @@ def test_sweep_region() -> None:
 
 
 def test_a_dropped_sweep_releases_its_outputs_before_its_graphs() -> None:
-    """No captured output may outlive its graph (cudaMallocAsync; docs/measuring.md)."""
+    """Captured outputs are freed while their graphs still exist."""
     released: list[str] = []
 
     class Tracked:
