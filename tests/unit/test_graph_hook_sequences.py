@@ -191,12 +191,10 @@ def test_pool_read_again_once_instantiated(hooks: Any) -> None:
     assert hooks.log.captures[0].pool == (2, 0)
 
 
-def test_no_allocator_reading_inside_a_capture_under_cuda_malloc_async(
-    hooks: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Under cudaMallocAsync the allocator's stats query the driver's pool, which
-    invalidates a capture: the capture-start hook reads nothing from the allocator, the
-    capture-end hook (capture over) still may, and the capture's figures are None."""
+@pytest.fixture
+def async_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """cudaMallocAsync, with every allocator reading logged by the phase it came in:
+    ``(phase, reads)``; a test sets ``phase[0]`` as the capture goes on."""
     monkeypatch.setattr(allocator, "is_async_backend", lambda: True)
     phase = ["before"]
     reads: list[str] = []
@@ -206,6 +204,16 @@ def test_no_allocator_reading_inside_a_capture_under_cuda_malloc_async(
         return (8, 8)
 
     monkeypatch.setattr(allocator, "allocated_reserved", reading)
+    return phase, reads
+
+
+def test_no_allocator_reading_inside_a_capture_under_cuda_malloc_async(
+    hooks: Any, async_reads: tuple[list[str], list[str]]
+) -> None:
+    """Under cudaMallocAsync the allocator's stats query the driver's pool, which
+    invalidates a capture: the capture-start hook reads nothing from the allocator, the
+    capture-end hook (capture over) still may, and the capture's figures are None."""
+    phase, reads = async_reads
     hooks.readings.free += [100, 90]
     g = Graph()
     phase[0] = "capturing"  # torch fires the capture-start hook once capture has begun
@@ -219,19 +227,11 @@ def test_no_allocator_reading_inside_a_capture_under_cuda_malloc_async(
 
 
 def test_the_wrappers_read_nothing_inside_a_capture_under_cuda_malloc_async(
-    hooks: Any, monkeypatch: pytest.MonkeyPatch
+    hooks: Any, async_reads: tuple[list[str], list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CUDAGraph method wrappers (torch < 2.14): the same rule for ``_begun``."""
-    monkeypatch.setattr(allocator, "is_async_backend", lambda: True)
     monkeypatch.setattr(allocator, "free_bytes", lambda index: 1000)
-    phase = ["before"]
-    reads: list[str] = []
-
-    def reading(index: int) -> tuple[int, int]:
-        reads.append(phase[0])
-        return (8, 8)
-
-    monkeypatch.setattr(allocator, "allocated_reserved", reading)
+    phase, reads = async_reads
     g = Graph()
     hooks._before(g, (), {})
     phase[0] = "capturing"  # the wrapper calls _begun once capture_begin has returned
