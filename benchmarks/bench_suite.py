@@ -22,11 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CONFTEST = """
 import json
@@ -42,21 +46,44 @@ try:
 except ImportError:
     pass
 
+import gc
+
 MODE = os.environ["BENCH_MODE"]
 RESULTS = {}
+SESSION = {"gc_seconds": 0.0, "gc_collections": [0, 0, 0], "full_gc_seconds": 0.0}
+_GC_START = [0.0]
+
+
+def _on_gc(phase, info):
+    if phase == "start":
+        _GC_START[0] = time.perf_counter()
+        return
+    seconds = time.perf_counter() - _GC_START[0]
+    SESSION["gc_seconds"] += seconds
+    SESSION["gc_collections"][info["generation"]] += 1
+    if info["generation"] == 2:
+        SESSION["full_gc_seconds"] += seconds
+
+
+def pytest_sessionstart(session):
+    SESSION["t0"] = time.perf_counter()
+    gc.callbacks.append(_on_gc)
 
 
 def pytest_runtest_logreport(report):
     entry = RESULTS.setdefault(report.nodeid, {"seconds": 0.0, "outcome": "passed", "why": ""})
     entry["seconds"] += report.duration
+    entry[report.when] = report.duration
     if report.failed:
         entry["outcome"] = "failed"
         entry["why"] = (report.longreprtext or "").strip().splitlines()[-1][:200]
 
 
 def pytest_sessionfinish(session):
+    gc.callbacks.remove(_on_gc)
+    SESSION["session_seconds"] = time.perf_counter() - SESSION.pop("t0")
     with open(os.environ["BENCH_OUT"], "w") as f:
-        json.dump(RESULTS, f)
+        json.dump({"tests": RESULTS, "session": SESSION}, f)
 
 
 if MODE == "pytorch":
@@ -120,7 +147,23 @@ def write_suite(folder: Path, count: int) -> dict[str, str]:
     return kinds
 
 
-def run(folder: Path, mode: str, args: list[str]) -> tuple[dict[str, dict[str, object]], float]:
+@dataclass
+class Run:
+    """One pytest process of one side: its tests' results and its timings."""
+
+    tests: dict[str, dict[str, Any]]
+    wall: float
+    session: dict[str, Any]
+
+    def summed(self, kinds: dict[str, str], only: str | None = None, leaks: bool = True) -> float:
+        return sum(
+            float(entry["seconds"])
+            for nodeid, entry in self.tests.items()
+            if (only is None or kinds[nodeid] == only) and (leaks or kinds[nodeid] != "leak")
+        )
+
+
+def run(folder: Path, mode: str, args: list[str]) -> Run:
     out = folder / f"result-{mode}.json"
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_OUT": str(out)}
     t0 = time.perf_counter()
@@ -142,16 +185,29 @@ def run(folder: Path, mode: str, args: list[str]) -> tuple[dict[str, dict[str, o
         check=False,
     )
     wall = time.perf_counter() - t0
-    return json.loads(out.read_text()), wall
+    data = json.loads(out.read_text())
+    return Run(data["tests"], wall, data["session"])
 
 
-def verdict(entry: dict[str, object]) -> str:
+def verdict(entry: dict[str, Any]) -> str:
     return "leak" if entry["outcome"] == "failed" else "clean"
+
+
+def order(rounds: int) -> list[str]:
+    """plain and cgmem ``rounds`` times each, alternating which goes first; PyTorch's
+    check once, after the first round (it costs as much as all the others together)."""
+    sides: list[str] = []
+    for number in range(rounds):
+        sides += ["plain", "cgmem"] if number % 2 == 0 else ["cgmem", "plain"]
+        if number == 0:
+            sides.append("pytorch")
+    return sides
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="runs of plain and of cgmem")
     parser.add_argument("--json", default=None, help="write the figures here")
     options = parser.parse_args()
     import torch
@@ -159,75 +215,143 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_suite: needs a CUDA device")
         return 0
+    sides = {
+        "plain": [],
+        "cgmem": ["--cgmem-all", "--cgmem-budget=leak=0"],
+        "pytorch": [],
+    }
+    runs: dict[str, list[Run]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         kinds = write_suite(folder, options.tests)
-        sides = {
-            "plain": [],
-            "cgmem": ["--cgmem-all", "--cgmem-budget=leak=0"],
-            "pytorch": [],
-        }
-        results: dict[str, dict[str, dict[str, object]]] = {}
-        summed: dict[str, list[float]] = {name: [] for name in sides}
-        walls: dict[str, list[float]] = {name: [] for name in sides}
-        all_results: dict[str, list[dict[str, dict[str, object]]]] = {n: [] for n in sides}
-        for name in ("plain", "cgmem", "pytorch", "plain", "cgmem"):
-            got, seconds = run(folder, name, sides[name])
-            results[name] = got
-            all_results[name].append(got)
-            summed[name].append(sum(float(e["seconds"]) for e in got.values()))
-            walls[name].append(seconds)
-    best = {name: min(v) for name, v in summed.items()}
-    wall = {name: min(v) for name, v in walls.items()}
-    leaks = {nodeid for nodeid, kind in kinds.items() if kind == "leak"}
-    # the same sums without the real leaks: what a passing suite pays
-    clean = {
-        name: min(
-            sum(float(e["seconds"]) for nodeid, e in got.items() if nodeid not in leaks)
-            for got in runs
-        )
-        for name, runs in all_results.items()
+        for name in order(options.rounds):
+            runs[name].append(run(folder, name, sides[name]))
+
+    def median(name: str, figure: Callable[[Run], float]) -> float:
+        return statistics.median(figure(r) for r in runs[name])
+
+    def session_figure(key: str) -> Callable[[Run], float]:
+        return lambda r: float(r.session[key])
+
+    def of_kind(kind: str) -> Callable[[Run], float]:
+        return lambda r: r.summed(kinds, only=kind)
+
+    def collections(generation: int) -> Callable[[Run], float]:
+        return lambda r: float(r.session["gc_collections"][generation])
+
+    figures: dict[str, Callable[[Run], float]] = {
+        "wall s": lambda r: r.wall,
+        "session s": lambda r: float(r.session["session_seconds"]),
+        "summed test s": lambda r: r.summed(kinds),
+        "without leaks s": lambda r: r.summed(kinds, leaks=False),
     }
     print(
         f"suite: {options.tests} tests; kinds: "
         + ", ".join(f"{k} {sum(1 for v in kinds.values() if v == k)}" for k in TEMPLATES)
+        + f"; medians of {options.rounds} runs of plain and cgmem, one of pytorch"
+    )
+    print(f"{'side':<10}" + "".join(f"{label:>17}{'x plain':>9}" for label in figures))
+    table: dict[str, dict[str, float]] = {}
+    for name in sides:
+        table[name] = {label: median(name, f) for label, f in figures.items()}
+        print(
+            f"{name:<10}"
+            + "".join(
+                f"{table[name][label]:>17.3f}{table[name][label] / table['plain'][label]:>9.3f}"
+                for label in figures
+            )
+        )
+    print(
+        "each run's wall s: "
+        + "; ".join(f"{name} " + ", ".join(f"{r.wall:.2f}" for r in runs[name]) for name in sides)
     )
     print(
-        f"{'side':<10}{'wall s':>9}{'x plain':>9}{'summed test s':>15}{'x plain':>9}"
-        f"{'without leaks s':>17}{'x plain':>9}"
+        f"{'per kind, summed test ms':<28}"
+        + "".join(f"{name:>10}" for name in sides)
+        + f"{'cgmem - plain, ms per test':>28}"
     )
-    for name in sides:
+    for kind in TEMPLATES:
+        count = sum(1 for v in kinds.values() if v == kind)
+        per_side = {name: median(name, of_kind(kind)) for name in sides}
+        extra = (per_side["cgmem"] - per_side["plain"]) / max(count, 1) * 1e3
         print(
-            f"{name:<10}{wall[name]:>9.2f}{wall[name] / wall['plain']:>9.3f}"
-            f"{best[name]:>15.3f}{best[name] / best['plain']:>9.3f}"
-            f"{clean[name]:>17.3f}{clean[name] / clean['plain']:>9.3f}"
+            f"{kind + f' ({count})':<28}"
+            + "".join(f"{per_side[name] * 1e3:>10.1f}" for name in sides)
+            + f"{extra:>28.3f}"
         )
+    per_test = {
+        nodeid: {
+            name: statistics.median(float(r.tests[nodeid]["seconds"]) for r in runs[name])
+            for name in ("plain", "cgmem")
+        }
+        for nodeid in kinds
+    }
+    costliest = sorted(per_test, key=lambda n: per_test[n]["plain"] - per_test[n]["cgmem"])[:6]
+    print("the tests the cgmem side costs most (median ms, plain -> cgmem):")
+    for nodeid in costliest:
+        print(
+            f"  {nodeid} ({kinds[nodeid]}): {per_test[nodeid]['plain'] * 1e3:.2f} -> "
+            f"{per_test[nodeid]['cgmem'] * 1e3:.2f}"
+        )
+    print(f"{'garbage collection':<28}" + "".join(f"{name:>10}" for name in sides))
+    for label, key in (("all collections, ms", "gc_seconds"), ("full ones, ms", "full_gc_seconds")):
+        print(
+            f"{label:<28}"
+            + "".join(f"{median(n, session_figure(key)) * 1e3:>10.1f}" for n in sides)
+        )
+    for generation in range(3):
+        print(
+            f"{f'collections of generation {generation}':<28}"
+            + "".join(f"{median(n, collections(generation)):>10.0f}" for n in sides)
+        )
+    last = {name: runs[name][-1].tests for name in sides}
     mismatches = []
-    table: dict[str, dict[str, str]] = {}
+    verdicts: dict[str, dict[str, str]] = {}
     for nodeid, kind in kinds.items():
-        row = {side: verdict(results[side][nodeid]) for side in ("cgmem", "pytorch")}
-        table[nodeid] = {"kind": kind, **row}
-        if row["cgmem"] != row["pytorch"]:
+        row = {side: verdict(r.tests[nodeid]) for side in ("cgmem", "pytorch") for r in runs[side]}
+        agreed = all(
+            verdict(r.tests[nodeid]) == verdict(last["pytorch"][nodeid])
+            for side in ("cgmem", "pytorch")
+            for r in runs[side]
+        )
+        verdicts[nodeid] = {"kind": kind, **row}
+        if not agreed:
             mismatches.append(
-                f"  {nodeid} ({kind}): cgmem {row['cgmem']}, pytorch {row['pytorch']}"
+                f"  {nodeid} ({kind}): cgmem "
+                + ", ".join(verdict(r.tests[nodeid]) for r in runs["cgmem"])
+                + f"; pytorch {verdict(last['pytorch'][nodeid])}"
             )
     counts: dict[str, int] = {}
-    for row in table.values():
+    for row in verdicts.values():
         key = f"{row['kind']}: cgmem {row['cgmem']} / pytorch {row['pytorch']}"
         counts[key] = counts.get(key, 0) + 1
     print("verdicts (kind: cgmem / pytorch):")
     for key in sorted(counts):
         print(f"  {counts[key]:>4}  {key}")
-    print(f"verdicts matched on {len(table) - len(mismatches)} of {len(table)} tests")
+    print(
+        f"verdicts matched on {len(verdicts) - len(mismatches)} of {len(verdicts)} tests, "
+        f"in every cgmem run"
+    )
     for line in mismatches:
         print(line)
-    for what, figures in (("wall", wall), ("summed test time", best), ("without leaks", clean)):
-        ratio = figures["cgmem"] / figures["plain"]
-        verdict_word = "met" if ratio <= 1.05 else "MISSED"
-        print(f"cgmem side, {what}: {ratio:.3f}x plain (target <= 1.05x: {verdict_word})")
+    for label in figures:
+        if label == "wall s" or label == "session s" or label == "without leaks s":
+            ratio = table["cgmem"][label] / table["plain"][label]
+            word = "met" if ratio <= 1.05 else "MISSED"
+            print(f"cgmem side, {label[:-2]}: {ratio:.3f}x plain (target <= 1.05x: {word})")
     if options.json:
         Path(options.json).write_text(
-            json.dumps({"summed": summed, "walls": walls, "verdicts": table}, indent=1)
+            json.dumps(
+                {
+                    "table": table,
+                    "runs": {
+                        name: [{"wall": r.wall, "session": r.session} for r in rs]
+                        for name, rs in runs.items()
+                    },
+                    "verdicts": verdicts,
+                },
+                indent=1,
+            )
         )
     return 0 if not mismatches else 1
 
