@@ -139,7 +139,8 @@ def _outcome(report: pytest.TestReport) -> str:
 
 def process_machine(config: pytest.Config) -> dict[str, Any]:
     """This process's machine: host, Python and platform, GPUs, driver, torch, CUDA and the
-    allocator's settings (imports torch; creates no CUDA context). Read once per process,
+    allocator's settings (imports torch, unless it is a CPU build; creates no CUDA
+    context). Read once per process,
     so that every place that records it (the run file, pytest-benchmark's machine_info)
     records the same thing."""
     machine = config.stash.get(_machine_key, None)
@@ -264,9 +265,14 @@ class CgmemSession:
     def require_cuda(self) -> None:
         """Skip (or fail under --cgmem-require-gpu) when no CUDA device can be used."""
         if self._cuda is None:
-            from .cuda.allocator import cuda_available
+            from .cuda.installed import cpu_only_torch
 
-            self._cuda = cuda_available()
+            if cpu_only_torch() is not None:
+                self._cuda = False  # a build without CUDA: known without importing torch
+            else:
+                from .cuda.allocator import cuda_available
+
+                self._cuda = cuda_available()
         if not self._cuda:
             if self.settings.require_gpu:
                 pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
@@ -489,7 +495,7 @@ class CgmemSession:
             violations=verdict.violations if verdict else (),
             baseline=None if findings is None else findings.to_dict(),
         )
-        # the machine is read (torch imported) only for a run that writes files
+        # the machine is read (torch imported, for a GPU build) only for a run that writes files
         if self.worker is None:  # this process writes the files: no need to travel
             if self.started and self.machine is None:
                 self._take_machine(process_machine(self.config))

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..failures import FigureUnavailable
+from .installed import alloc_conf_from_env, version_tuple
 
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
@@ -121,12 +121,6 @@ def snapshot() -> dict[str, Any]:
     ``snapshots_available()`` first.
     """
     return dict(torch.cuda.memory._snapshot())
-
-
-def version_tuple(version: str) -> tuple[int, int]:
-    """``"2.13.0+cpu"`` -> ``(2, 13)``; ``(0, 0)`` when it can't be read."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def _has_parameter(fn: object, name: str) -> bool:
@@ -381,25 +375,7 @@ def unavailable_reason(metric: str) -> str:
     return unavailable_figures().get(metric) or f"{metric} is unavailable here"
 
 
-ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 RUNTIME_SETTINGS = "set at runtime"
-
-
-def alloc_conf_from_env(environ: Mapping[str, str], version: tuple[int, int]) -> tuple[str, str]:
-    """The allocator settings torch takes from ``environ``, and the variable they came from
-    (``""`` when none is set). Pure.
-
-    As torch reads them (c10's allocator configs, checked in the wheels of 2.4 to 2.15 and
-    on 2.13 and 2.14 builds): the first variable that is *set* is used whole, even when
-    empty, ``PYTORCH_CUDA_ALLOC_CONF`` first; torch 2.10 and newer fall back to
-    ``PYTORCH_ALLOC_CONF`` when it is unset, while before 2.10 the CUDA allocator reads
-    only ``PYTORCH_CUDA_ALLOC_CONF``.
-    """
-    names = ALLOC_CONF_VARS if version >= (2, 10) else ALLOC_CONF_VARS[:1]
-    for name in names:
-        if name in environ:
-            return environ[name], name
-    return "", ""
 
 
 def allocator_settings() -> tuple[str, str]:
@@ -460,6 +436,11 @@ def torch_dir() -> str:
 def versions() -> tuple[str, str | None]:
     """(torch, CUDA) versions."""
     return str(torch.__version__), torch.version.cuda
+
+
+def gpu_build() -> bool:
+    """Whether this torch was built with CUDA or ROCm (a CPU build can capture no graph)."""
+    return torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
 
 
 def torch_segment_summary(data: dict[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import pytest_cgmem  # noqa: E402
-from pytest_cgmem.cuda import allocator, graphs  # noqa: E402
+from pytest_cgmem.cuda import allocator, graphs, installed  # noqa: E402
 from pytest_cgmem.cuda.nvml import nvml  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.gpu
 MiB = 2**20
 N = 16 * MiB
 ROOT = Path(pytest_cgmem.__file__).resolve().parent.parent
-VERSION = allocator.version_tuple(str(torch.__version__))
+VERSION = installed.version_tuple(str(torch.__version__))
 
 
 def _classes_state():
@@ -238,7 +238,7 @@ print("RESULT " + json.dumps(result))
 def test_pool_figures_agree_with_the_snapshot_sums(conf: str | None) -> None:
     """On any torch: the pool source it gets (per-pool stats on 2.13+, the light snapshot
     on 2.11+, the full one before) equals the sum of each pool's snapshot segments."""
-    env = {k: v for k, v in os.environ.items() if k not in allocator.ALLOC_CONF_VARS}
+    env = {k: v for k, v in os.environ.items() if k not in installed.ALLOC_CONF_VARS}
     if conf:
         env["PYTORCH_CUDA_ALLOC_CONF"] = conf
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])

@@ -1,5 +1,7 @@
 """Behaviour where there is no CUDA device (CI's CPU machines), and the light-import promise."""
 
+import json
+
 import pytest
 
 try:
@@ -68,6 +70,38 @@ def test_plain_suite_never_imports_torch(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     assert (pytester.path / "torch-imported.txt").read_text() == "False"
     assert "cgmem:" not in result.stdout.str()
+
+
+CPU_BUILD = "torch" in globals() and torch.version.cuda is None and torch.version.hip is None
+
+
+@pytest.mark.skipif(not CPU_BUILD, reason="needs a CPU build of torch (a GPU build is imported)")
+@pytest.mark.usefixtures("this_checkout")
+def test_a_cpu_build_is_never_imported_and_marked_tests_skip(pytester: pytest.Pytester) -> None:
+    """Under a torch built without CUDA, marked tests skip and the run file records the
+    machine from torch's version file: the plugin never pays torch's 2-3 s import."""
+    pytester.makeconftest(
+        """
+        import sys
+        def pytest_sessionfinish(session):
+            with open("torch-imported.txt", "w") as f:
+                f.write(str("torch" in sys.modules))
+        """
+    )
+    recorded = "\ndef test_recorded(cgmem_record):\n    cgmem_record('load', peak=1)\n"
+    pytester.makepyfile(test_suite=SUITE + recorded)
+    result = pytester.runpytest_subprocess("-rs", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=2, skipped=2)
+    result.stdout.fnmatch_lines(
+        [f"cgmem: torch {torch.__version__}, CUDA none*", "*cgmem: no CUDA device*"]
+    )
+    assert (pytester.path / "torch-imported.txt").read_text() == "False"
+    machine = json.loads((pytester.path / "run.json").read_text())["machine"]
+    assert (machine["torch"], machine["cuda"], machine["graph_tracking"]) == (
+        torch.__version__,
+        None,
+        None,
+    )
 
 
 def test_plugin_is_registered_by_entry_point(pytester: pytest.Pytester) -> None:

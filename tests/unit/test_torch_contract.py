@@ -30,10 +30,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from pytest_cgmem.cuda import allocator, graphs  # noqa: E402
+from pytest_cgmem.cuda import allocator, graphs, installed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-VERSION = allocator.version_tuple(str(torch.__version__))
+VERSION = installed.version_tuple(str(torch.__version__))
 WRAPPED = ("capture_begin", "capture_end", "replay")
 HOOK_NAMES = ("capture_start", "capture_end", "instantiate", "replay_start", "replay_end")
 
@@ -134,7 +134,7 @@ def test_mechanism_to_dict() -> None:
 def test_allocator_settings_as_each_release_reads_them(
     environ: dict[str, str], version: tuple[int, int], expected: tuple[str, str]
 ) -> None:
-    assert allocator.alloc_conf_from_env(environ, version) == expected
+    assert installed.alloc_conf_from_env(environ, version) == expected
 
 
 @pytest.mark.parametrize(
@@ -142,7 +142,7 @@ def test_allocator_settings_as_each_release_reads_them(
     [("2.13.0+cpu", (2, 13)), ("2.4.1+cu121", (2, 4)), ("2.15.0a0+git", (2, 15)), ("x", (0, 0))],
 )
 def test_version_tuple(text: str, expected: tuple[int, int]) -> None:
-    assert allocator.version_tuple(text) == expected
+    assert installed.version_tuple(text) == expected
 
 
 # per-pool stats: a 2.11-style reading has none; a 2.13-style one has them by pool id
@@ -349,7 +349,7 @@ def test_global_hook_registrations_of_others_are_kept() -> None:
 
 
 def _run(code: str, **environ: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in allocator.ALLOC_CONF_VARS} | environ
+    env = {k: v for k, v in os.environ.items() if k not in installed.ALLOC_CONF_VARS} | environ
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code],
@@ -384,7 +384,7 @@ def test_allocator_settings_reader_agrees_with_this_torch(environ: dict[str, str
     """Where torch has its own getter (2.12+) it must say what our reader says from the
     environment; before, our reader follows the rules the wheels' sources show."""
     got = _run(SETTINGS, **environ)
-    expected = allocator.alloc_conf_from_env(environ, VERSION)
+    expected = installed.alloc_conf_from_env(environ, VERSION)
     assert tuple(got["ours"]) == expected
     if got["torch"] is not None:
         assert got["torch"] == expected[0]

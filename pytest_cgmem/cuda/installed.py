@@ -1,0 +1,86 @@
+"""What the installed torch is and how it reads its allocator settings, without importing it.
+
+Importing torch costs 2-3 s a process. Where the installed torch is a build without CUDA or
+ROCm, nothing the plugin measures can run, and its version file says so: marked tests skip
+and the machine is recorded without that import. Pure (reads one file); imports no torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.util
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """``"2.13.0+cpu"`` -> ``(2, 13)``; ``(0, 0)`` when it can't be read."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def alloc_conf_from_env(environ: Mapping[str, str], version: tuple[int, int]) -> tuple[str, str]:
+    """The allocator settings torch takes from ``environ``, and the variable they came from
+    (``""`` when none is set).
+
+    As torch reads them (c10's allocator configs, checked in the wheels of 2.4 to 2.15 and
+    on 2.13 and 2.14 builds): the first variable that is *set* is used whole, even when
+    empty, ``PYTORCH_CUDA_ALLOC_CONF`` first; torch 2.10 and newer fall back to
+    ``PYTORCH_ALLOC_CONF`` when it is unset, while before 2.10 the CUDA allocator reads
+    only ``PYTORCH_CUDA_ALLOC_CONF``.
+    """
+    names = ALLOC_CONF_VARS if version >= (2, 10) else ALLOC_CONF_VARS[:1]
+    for name in names:
+        if name in environ:
+            return environ[name], name
+    return "", ""
+
+
+def version_file_build(text: str) -> str | None:
+    """The version a torch ``version.py`` names when it is a build without CUDA or ROCm
+    (``cuda`` and ``hip`` both None); None for a GPU build or a file not as expected."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        target: ast.expr | None = None
+        if isinstance(node, ast.AnnAssign):
+            target = node.target
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+            values[target.id] = value.value
+    version = values.get("__version__")
+    if not isinstance(version, str) or "cuda" not in values or "hip" not in values:
+        return None
+    return version if values["cuda"] is None and values["hip"] is None else None
+
+
+@functools.cache
+def _installed_cpu_build() -> str | None:
+    try:
+        spec = importlib.util.find_spec("torch")
+        locations = None if spec is None else spec.submodule_search_locations
+        if not locations:
+            return None
+        text = (Path(next(iter(locations))) / "version.py").read_text(encoding="utf-8")
+    except (OSError, ValueError, ImportError, UnicodeDecodeError):
+        return None
+    return version_file_build(text)
+
+
+def cpu_only_torch() -> str | None:
+    """The installed torch's version when it is a build without CUDA or ROCm, read from its
+    ``version.py``; None when torch is imported already (ask it instead), is not
+    installed, is a GPU build, or its version file is not as expected."""
+    if "torch" in sys.modules:
+        return None
+    return _installed_cpu_build()

@@ -1,0 +1,93 @@
+"""The installed torch read without importing it: a CPU build is known from its version file."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_cgmem.cuda.installed import cpu_only_torch, version_file_build
+
+CPU = """
+from typing import Optional
+
+__all__ = ['__version__', 'debug', 'cuda', 'git_version', 'hip']
+__version__ = '2.13.0+cpu'
+debug = False
+cuda: Optional[str] = None
+git_version = 'cf30153c4c131c8164ee7798e5022d810682e2cb'
+hip: Optional[str] = None
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (CPU, "2.13.0+cpu"),
+        (CPU.replace("cuda: Optional[str] = None", "cuda: Optional[str] = '13.0'"), None),
+        (CPU.replace("hip: Optional[str] = None", "hip: Optional[str] = '6.2.4'"), None),
+        (CPU.replace("cuda: Optional[str] = None", "cuda = None"), "2.13.0+cpu"),
+        (CPU.replace("hip: Optional[str] = None\n", ""), None),  # not as expected: ask torch
+        (CPU.replace("__version__ = '2.13.0+cpu'", "__version__ = VERSION"), None),
+        (CPU.replace("cuda: Optional[str] = None", "cuda = get_cuda()"), None),
+        ("not python (", None),
+        ("", None),
+    ],
+    ids=[
+        "cpu",
+        "cuda",
+        "rocm",
+        "plain-assign",
+        "no-hip",
+        "computed-version",
+        "computed-cuda",
+        "syntax-error",
+        "empty",
+    ],
+)
+def test_version_file_build(text: str, expected: str | None) -> None:
+    assert version_file_build(text) == expected
+
+
+@given(st.text())
+def test_version_file_build_never_raises(text: str) -> None:
+    assert version_file_build(text) is None or isinstance(version_file_build(text), str)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",))))
+def test_a_cpu_build_of_any_version_is_read_back(version: str) -> None:
+    text = CPU.replace("'2.13.0+cpu'", repr(version))
+    assert version_file_build(text) == version
+
+
+def test_the_installed_torchs_version_file_says_what_torch_says() -> None:
+    """On every torch of the matrix: the version file read as the plugin reads it agrees
+    with the imported torch."""
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.find_spec("torch")
+    assert spec is not None and spec.submodule_search_locations
+    text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    cpu_build = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+    assert version_file_build(text) == (torch.__version__ if cpu_build else None)
+
+
+def test_a_fresh_process_knows_a_cpu_build_without_importing_torch() -> None:
+    torch = pytest.importorskip("torch")
+    cpu_build = torch.version.cuda is None and getattr(torch.version, "hip", None) is None
+    code = (
+        "import sys\n"
+        "from pytest_cgmem.cuda.installed import cpu_only_torch\n"
+        "print(cpu_only_torch(), 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"{torch.__version__ if cpu_build else None} False"
+
+
+def test_once_torch_is_imported_torch_itself_is_asked() -> None:
+    pytest.importorskip("torch")
+    assert cpu_only_torch() is None
