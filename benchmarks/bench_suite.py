@@ -349,6 +349,10 @@ def main() -> int:
                         for name, rs in runs.items()
                     },
                     "verdicts": verdicts,
+                    "per_test_seconds": {
+                        nodeid: {name: [r.tests[nodeid] for r in runs[name]] for name in sides}
+                        for nodeid in kinds
+                    },
                 },
                 indent=1,
             )
