@@ -620,7 +620,12 @@ def test_many(cgmem_record, i):
     cgmem_record("load", peak=(i + 1) * 2**20)
 
 def test_zz_kill_the_controller():
-    time.sleep(3)  # every other test has ended and been reported by then
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the controller has journaled the other ten
+        with open("run.json.journal") as f:
+            if sum('"test"' in line for line in f) == 10:
+                break
+        time.sleep(0.05)
     os.kill(os.getppid(), signal.SIGKILL)
     time.sleep(30)
 """
