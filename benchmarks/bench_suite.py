@@ -332,8 +332,10 @@ def main() -> int:
         f"verdicts matched on {len(verdicts) - len(mismatches)} of {len(verdicts)} tests, "
         f"in every cgmem run"
     )
-    for line in mismatches:
+    for line in mismatches[:10]:
         print(line)
+    if len(mismatches) > 10:
+        print(f"  ... and {len(mismatches) - 10} more (the JSON has every verdict)")
     for label in figures:
         if label == "wall s" or label == "session s" or label == "without leaks s":
             ratio = table["cgmem"][label] / table["plain"][label]
