@@ -140,9 +140,8 @@ def _outcome(report: pytest.TestReport) -> str:
 def process_machine(config: pytest.Config) -> dict[str, Any]:
     """This process's machine: host, Python and platform, GPUs, driver, torch, CUDA and the
     allocator's settings (imports torch, unless it is a CPU build; creates no CUDA
-    context). Read once per process,
-    so that every place that records it (the run file, pytest-benchmark's machine_info)
-    records the same thing."""
+    context). Read once per process, so that every place that records it (the run file,
+    pytest-benchmark's machine_info) records the same thing."""
     machine = config.stash.get(_machine_key, None)
     if machine is None:
         from .cuda.machine import machine_info

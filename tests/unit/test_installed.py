@@ -56,7 +56,8 @@ def test_version_file_build(text: str, expected: str | None) -> None:
 
 @given(st.text())
 def test_version_file_build_never_raises(text: str) -> None:
-    assert version_file_build(text) is None or isinstance(version_file_build(text), str)
+    found = version_file_build(text)
+    assert found is None or isinstance(found, str)
 
 
 @given(st.text(st.characters(blacklist_categories=("Cs",))))
