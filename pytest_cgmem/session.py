@@ -43,6 +43,7 @@ regions_key = pytest.StashKey[list[RegionResult]]()
 opted_out_key = pytest.StashKey[str]()
 """Under --cgmem-all: the reason a test is not measured (its ``cgmem_off`` mark)."""
 _suite_key = pytest.StashKey[bool]()
+_tolerance_key = pytest.StashKey[dict[str, Number]]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
 _machine_key = pytest.StashKey[dict[str, Any]]()
@@ -157,9 +158,9 @@ def forget_last_failure() -> None:
     They pin the previous failing test's frames (and its tensors); freed inside the region,
     that memory would offset this test's figures.
     """
+    names = vars(sys)  # hasattr on a module builds an AttributeError for each missing name
     for name in ("last_type", "last_value", "last_traceback", "last_exc"):
-        if hasattr(sys, name):
-            delattr(sys, name)
+        names.pop(name, None)
 
 
 class CgmemSession:
@@ -238,6 +239,9 @@ class CgmemSession:
             if item.get_closest_marker("cgmem") is not None:
                 try:
                     item.stash[budget_key] = item_budget(item, default)
+                    tolerance = item_tolerance(item)
+                    if tolerance is not None:
+                        item.stash[_tolerance_key] = tolerance
                 except (
                     ValueError,
                     TypeError,
@@ -305,7 +309,8 @@ class CgmemSession:
         recorder = self._recorder(item)
         region = None
         if budget is not None:
-            from .cuda.region import Region
+            # absolute: a relative import in a function resolves its package at every call
+            from pytest_cgmem.cuda.region import Region
 
             forget_last_failure()
             device, rank = self.place()
@@ -390,7 +395,7 @@ class CgmemSession:
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         unavailable = _unavailable(regions, budget, checked)
-        tolerance = item_tolerance(item) if budget_key in item.stash else None
+        tolerance = item.stash.get(_tolerance_key, None)
         findings = None
         if self.baseline is not None:
             default = self.settings.tolerance_default
@@ -413,7 +418,7 @@ class CgmemSession:
 
     def _recorder(self, item: pytest.Item) -> Any:
         """The test's diagnostics recorder; its settings are worked out once per session."""
-        from .cuda.history import DiagnosticsConfig, Recorder
+        from pytest_cgmem.cuda.history import DiagnosticsConfig, Recorder
 
         if self._diagnostics is None:
             settings = self.settings
@@ -478,8 +483,6 @@ class CgmemSession:
     def _record(
         self, item: pytest.Item, report: pytest.TestReport, regions: tuple[RegionResult, ...]
     ) -> None:
-        from .results.runfile import plain_record
-
         verdict = item.stash.get(_verdict_key, None)
         findings = None if verdict is None else verdict.findings
         record = TestRecord(
@@ -500,6 +503,8 @@ class CgmemSession:
                 self._take_machine(process_machine(self.config))
             self._take(record, None)
         else:
+            from pytest_cgmem.results.runfile import plain_record
+
             payload: dict[str, Any] = {"record": plain_record(record)}
             if not self._machine_sent and self._outputs():
                 payload["machine"] = process_machine(self.config)
