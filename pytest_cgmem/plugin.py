@@ -102,10 +102,39 @@ def pytest_configure(config: pytest.Config) -> None:
     except CgmemUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     problem = config.stash.get(pin_problem_key, None)
+    if problem is None and _starts_xdist_workers(config):
+        raw, source = cli["devices"], "--cgmem-devices"
+        if raw is None:
+            raw, source = ini["devices"], "cgmem_devices"
+        if raw is not None:  # the workers would refuse it: say so once, before they start
+            problem = _worker_device("gw0", raw, source)[1]
     if problem:
         raise pytest.UsageError(problem)
     session = config.stash[session_key] = CgmemSession(config, settings)
     config.pluginmanager.register(session, "cgmem-session")
+
+
+def _starts_xdist_workers(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist controller about to start workers (``-n N``, N > 0)."""
+    return os.environ.get("PYTEST_XDIST_WORKER") is None and bool(
+        config.getoption("numprocesses", None)
+    )
+
+
+def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None, str | None]:
+    """(the ``CUDA_VISIBLE_DEVICES`` worker ``workerid`` gets, None), or (None, the usage
+    error naming ``source``) when the device list cannot be used here."""
+    try:
+        devices = parse_devices(raw)
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        count = 0
+        if visible is None:
+            from .cuda.nvml import count_devices
+
+            count = count_devices()
+        return device_for_worker(workerid, devices, visible, count), None
+    except (CgmemUsageError, IndexError) as exc:
+        return None, f"{source}={raw!r}: {exc}"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -121,17 +150,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
             raw, source = early_config.getini("cgmem_devices") or None, "cgmem_devices"
     if raw is None:
         return
-    try:
-        devices = parse_devices(raw)
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        count = 0
-        if visible is None:
-            from .cuda.nvml import count_devices
-
-            count = count_devices()
-        chosen = device_for_worker(workerid, devices, visible, count)
-    except (CgmemUsageError, IndexError) as exc:
-        early_config.stash[pin_problem_key] = f"{source}={raw!r}: {exc}"
+    chosen, problem = _worker_device(workerid, raw, source)
+    if problem is not None:
+        early_config.stash[pin_problem_key] = problem
         return
     if chosen is None:
         return

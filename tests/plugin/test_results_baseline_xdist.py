@@ -334,14 +334,23 @@ def test_devices_pin_workers_before_conftest(
 
 
 @pytest.mark.usefixtures("this_checkout")
+@pytest.mark.parametrize(
+    ("args", "source"),
+    [(["--cgmem-devices=0,1"], "--cgmem-devices"), (["-o", "cgmem_devices=0,1"], "cgmem_devices")],
+)
 def test_devices_index_outside_inherited_list(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], source: str
 ) -> None:
+    """The controller refuses the list once, before any worker starts."""
     pytest.importorskip("xdist")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
-    pytester.makepyfile("def test_a(): pass")
-    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", "--cgmem-devices=0,1")
-    assert result.ret != pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(
-        ["*--cgmem-devices='0,1': device 1 is not among CUDA_VISIBLE_DEVICES='3'*"]
+    pytester.makeconftest(
+        "import os\nif os.environ.get('PYTEST_XDIST_WORKER'):\n    open('worker-ran', 'w')\n"
     )
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"ERROR: {source}='0,1': device 1 is not among CUDA_VISIBLE_DEVICES='3'"]
+    )
+    assert not (pytester.path / "worker-ran").exists()
