@@ -44,11 +44,11 @@ def _unpatched_after():
     assert not graphs.hooks_installed()
 
 
-def test_capture_of_exactly_n_bytes(cgmem):
+def test_capture_of_exactly_n_bytes(cgmem, others_moved):
     x = torch.ones(N // 4, device="cuda")  # float32: N bytes, allocated outside the graph
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
-    with cgmem.graphs() as log, torch.cuda.graph(g):
+    with others_moved() as moved, cgmem.graphs() as log, torch.cuda.graph(g):
         y = x * 2  # the graph's only allocation: exactly N bytes in its pool
     assert len(log.captures) == 1
     capture = log.captures[0]
@@ -57,7 +57,7 @@ def test_capture_of_exactly_n_bytes(cgmem):
         assert capture.reserved >= N
     else:
         assert capture.reserved == N
-    assert capture.driver is not None and capture.driver >= N
+    assert capture.driver is not None and capture.driver - moved.bytes >= N
     assert capture.pool == graphs.pool_id(g.pool())
     assert capture.pool != (0, 0)
     assert capture.seconds > 0
@@ -292,17 +292,18 @@ def test_capture_sweep(cgmem):
     assert cgmem.pool_bytes(pool) == 0
 
 
-def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem):
+def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem, others_moved):
     """With no log listening, cudaMemGetInfo is read before and after, not per capture."""
     big, small = 1 << 20, 1 << 19
-    result = cgmem.capture_sweep(
-        lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
-    )
+    with others_moved() as moved:
+        result = cgmem.capture_sweep(
+            lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
+        )
     assert result.driver_bytes == {big: None, small: None}
     assert result.captures[big].allocated == 4 * MiB
     assert result.captures[small].allocated == 2 * MiB
     assert result.driver_total is not None
-    assert result.driver_total >= result.pool_bytes == sum(result.bytes.values()) > 0
+    assert result.driver_total - moved.bytes >= result.pool_bytes == sum(result.bytes.values()) > 0
     assert "driver +" in result.table()
     pool = result.pool
     result.release()
@@ -319,10 +320,10 @@ def test_capture_sweep_into_a_given_pool(cgmem):
     assert result.pool != other.pool
 
 
-def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem):
+def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem, others_moved):
     """One reading per capture, chained: still each capture's own bytes, seen by every log."""
     big, small = 1 << 20, 1 << 19  # float32 outputs of exactly 4 MiB and 2 MiB
-    with cgmem.graphs() as log:
+    with others_moved() as moved, cgmem.graphs() as log:
         assert graphs.hooks_installed()
         result = cgmem.capture_sweep(
             lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
@@ -335,7 +336,9 @@ def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem)
     if not expandable_segments():
         assert result.bytes[small] == 0  # fits in the 20 MiB segment the first one made
     assert result.driver_bytes[big] is not None
-    assert result.driver_bytes[big] >= result.bytes[big]  # segments + the instantiated graph
+    # segments + the instantiated graph; memory other processes gave back meanwhile is
+    # added back (what they took only makes the driver's figure larger)
+    assert result.driver_bytes[big] - min(moved.bytes, 0) >= result.bytes[big]
     assert 0 < result.tracking_seconds < result.seconds
     seen = [(c.allocated, c.reserved, c.driver, c.pool) for c in log.captures]
     ours = [result.captures[s] for s in result.sizes]

@@ -183,8 +183,8 @@ def test_devices_the_machine_lacks_are_a_usage_error(
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "--cgmem-devices=99,98")
-    assert result.ret != pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*--cgmem-devices='99,98': device 99 does not exist*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # refused by the controller, before workers
+    result.stderr.fnmatch_lines(["ERROR: --cgmem-devices='99,98': device 99 does not exist*"])
 
 
 CRASH_SUITE = """

@@ -1,0 +1,37 @@
+"""What the GPU tests share."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_cgmem.cuda.nvml import nvml
+
+
+class OthersMoved:
+    """``with OthersMoved() as moved:``: the bytes other processes took on device ``index``
+    while the block ran, as NVML counts them (0 where it can't say).
+
+    ``cudaMemGetInfo`` is device-wide, so a driver figure taken meanwhile includes them: on
+    the GPU machine the suite's other xdist workers share the one GPU.
+    """
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.bytes = 0
+        self._before = 0
+
+    def _others(self) -> int:
+        meter = nvml()
+        return meter.others(meter.processes(self.index))
+
+    def __enter__(self) -> OthersMoved:
+        self._before = self._others()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bytes = self._others() - self._before
+
+
+@pytest.fixture
+def others_moved() -> type[OthersMoved]:
+    return OthersMoved
