@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_cgmem.cuda import allocator
 from pytest_cgmem.cuda.nvml import nvml
 
 
@@ -19,6 +20,7 @@ class OthersMoved:
         self.index = index
         self.bytes = 0
         self._before = 0
+        nvml().handle(index, allocator.device_uuid(index))  # looked up once per device
 
     def _others(self) -> int:
         meter = nvml()
