@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_cgmem.cuda import allocator
 from pytest_cgmem.cuda.nvml import nvml
 
 
@@ -20,6 +19,8 @@ class OthersMoved:
         self.index = index
         self.bytes = 0
         self._before = 0
+        from pytest_cgmem.cuda import allocator  # torch: only where a GPU test runs
+
         nvml().handle(index, allocator.device_uuid(index))  # looked up once per device
 
     def _others(self) -> int:
