@@ -105,7 +105,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if problem is None and _starts_xdist_workers(config):
         raw, source = cli["devices"], "--cgmem-devices"
         if raw is None:
-            raw, source = ini["devices"], "cgmem_devices"
+            raw, source = ini["devices"] or None, "cgmem_devices"
         if raw is not None:  # the workers would refuse it: say so once, before they start
             problem = _worker_device("gw0", raw, source)[1]
     if problem:
