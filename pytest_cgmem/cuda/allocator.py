@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from ..failures import FigureUnavailable
-from .installed import alloc_conf_from_env, version_tuple
+from .installed import UNKNOWN_BACKEND, alloc_conf_from_env, version_tuple
 
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
@@ -335,7 +335,7 @@ def backend() -> str:
         try:
             _backend = str(torch.cuda.get_allocator_backend())
         except Exception:
-            return "unknown"
+            return UNKNOWN_BACKEND
     return _backend
 
 

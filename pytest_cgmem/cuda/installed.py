@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+UNKNOWN_BACKEND = "unknown"
+"""The allocator backend where torch cannot say (a CPU build among them)."""
 
 
 def version_tuple(version: str) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .installed import alloc_conf_from_env, cpu_only_torch, version_tuple
+from .installed import UNKNOWN_BACKEND, alloc_conf_from_env, cpu_only_torch, version_tuple
 from .nvml import nvml
 
 
@@ -19,7 +19,7 @@ def machine_info() -> dict[str, Any]:
     """
     cpu_version = cpu_only_torch()
     if cpu_version is not None:
-        torch_version, cuda_version, backend = cpu_version, None, "unknown"
+        torch_version, cuda_version, backend = cpu_version, None, UNKNOWN_BACKEND
         settings, source = alloc_conf_from_env(os.environ, version_tuple(cpu_version))
         tracking = pools = None
     else:

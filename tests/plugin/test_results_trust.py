@@ -18,6 +18,7 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 
 import pytest_cgmem
 from pytest_cgmem.cli import main
+from pytest_cgmem.cuda import allocator
 from pytest_cgmem.results import journal, runfile
 
 MiB = 2**20
@@ -699,7 +700,7 @@ def test_pytest_benchmark_without_gpu_tests_imports_no_torch_unless_comparing(
     result = pytester.runpytest_subprocess(*args, "--benchmark-compare", "--benchmark-autosave")
     result.assert_outcomes(passed=1)
     # compare asked for the machine: a GPU build is imported for it, a CPU build is read
-    gpu_build = torch.version.cuda is not None or torch.version.hip is not None
+    gpu_build = allocator.gpu_build()
     assert (pytester.path / "torch-imported.txt").read_text() == str(gpu_build)
     newest = max((pytester.path / "store").rglob("*.json"), key=lambda p: p.name)
     assert raw(newest)["machine_info"]["cgmem"]["torch"] == torch.__version__
