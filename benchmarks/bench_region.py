@@ -44,12 +44,25 @@ def main() -> None:
         (x * 2).sum()
         r.stop()
 
+    def floor() -> None:
+        """The region's torch and driver calls alone, each through its cheapest binding."""
+        torch._C._cuda_synchronize()
+        torch._C._cuda_emptyCache()
+        torch._C._cuda_memoryStats(0)
+        torch._C._cuda_resetPeakMemoryStats(0)
+        cudart.cudaMemGetInfo(0)
+        (x * 2).sum()
+        torch._C._cuda_synchronize()
+        torch._C._cuda_memoryStats(0)
+        cudart.cudaMemGetInfo(0)
+
     def graph_tracking() -> None:
         GraphLog().start().stop(measure_pools=False)
 
     rows = [
         ("region start+stop (as a marked test)", lambda: region()),
         ("region without graph tracking", lambda: region(False)),
+        ("its torch and driver calls alone (the floor)", floor),
         ("graph tracking alone (install, remove)", graph_tracking),
         ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
         ("warm handles (2 tiny kernels)", measure._warm_handles),

@@ -9,8 +9,10 @@ tenth never touch CUDA, four leak for real and the rest are tiny GPU tests. It r
 - with PyTorch's own ``CudaMemoryLeakCheck`` (torch.testing._internal.common_utils)
   around each test, as ``PYTORCH_TEST_CUDA_MEM_LEAK_CHECK=1`` does in PyTorch's suites,
 
-each in a fresh process, plain and cgmem twice (interleaved, best of two). It prints each
-side's wall time (the whole pytest process: what CI pays), its summed test time (setup +
+each in a fresh process: plain and cgmem three times each (alternating which goes first),
+PyTorch's check once. It prints each side's medians: wall time (the whole pytest process:
+what CI pays) and where it went (start-up, importing torch and transformers, pytest's
+configuration, the session, after it), the session's time, the summed test time (setup +
 call + teardown), the same sum without the four leaking tests (what a passing suite pays),
 the ratios to plain, and each test's verdict on each side.
 
@@ -38,6 +40,8 @@ import os
 import time
 import warnings
 
+IMPORTS_STARTED = time.time()
+
 import pytest
 import torch
 
@@ -45,6 +49,8 @@ try:
     import transformers  # noqa: F401  (a real engine's heap)
 except ImportError:
     pass
+
+IMPORTED = time.time()
 
 import gc
 
@@ -67,6 +73,8 @@ def _on_gc(phase, info):
 
 def pytest_sessionstart(session):
     SESSION["t0"] = time.perf_counter()
+    SESSION["epochs"] = {"imports_started": IMPORTS_STARTED, "imported": IMPORTED,
+                         "session_started": time.time()}
     gc.callbacks.append(_on_gc)
 
 
@@ -82,6 +90,7 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     gc.callbacks.remove(_on_gc)
     SESSION["session_seconds"] = time.perf_counter() - SESSION.pop("t0")
+    SESSION["epochs"]["session_finished"] = time.time()
     with open(os.environ["BENCH_OUT"], "w") as f:
         json.dump({"tests": RESULTS, "session": SESSION}, f)
 
@@ -166,6 +175,7 @@ class Run:
 def run(folder: Path, mode: str, args: list[str]) -> Run:
     out = folder / f"result-{mode}.json"
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_OUT": str(out)}
+    launched = time.time()
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -185,7 +195,16 @@ def run(folder: Path, mode: str, args: list[str]) -> Run:
         check=False,
     )
     wall = time.perf_counter() - t0
+    ended = time.time()
     data = json.loads(out.read_text())
+    epochs = data["session"].pop("epochs")
+    data["session"]["phases"] = {
+        "start-up": epochs["imports_started"] - launched,
+        "torch, transformers": epochs["imported"] - epochs["imports_started"],
+        "to the session": epochs["session_started"] - epochs["imported"],
+        "session": epochs["session_finished"] - epochs["session_started"],
+        "after the session": ended - epochs["session_finished"],
+    }
     return Run(data["tests"], wall, data["session"])
 
 
@@ -265,6 +284,15 @@ def main() -> int:
         "each run's wall s: "
         + "; ".join(f"{name} " + ", ".join(f"{r.wall:.2f}" for r in runs[name]) for name in sides)
     )
+    print(f"{'wall time by phase, s':<28}" + "".join(f"{name:>10}" for name in sides))
+    for phase in runs["plain"][0].session["phases"]:
+        print(
+            f"{phase:<28}"
+            + "".join(
+                f"{median(n, lambda r, p=phase: float(r.session['phases'][p])):>10.3f}"
+                for n in sides
+            )
+        )
     print(
         f"{'per kind, summed test ms':<28}"
         + "".join(f"{name:>10}" for name in sides)

@@ -54,19 +54,24 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     times = config.stash[_times]
     if not times:
         return
-    plain = statistics.mean(times["plain"]) if "plain" in times else None
+    plain = times.get("plain")
     rows = []
     terminalreporter.write_sep("=", "overhead per test (whole protocol)")
-    head = ("variant", "tests", "mean ms", "median ms", "over plain ms", "x plain")
-    terminalreporter.write_line("{:<12}{:>6}{:>10}{:>11}{:>15}{:>9}".format(*head))
+    head = ("variant", "tests", "mean ms", "median ms", "over plain ms", "x plain", "median x")
+    terminalreporter.write_line("{:<12}{:>6}{:>10}{:>11}{:>15}{:>9}{:>10}".format(*head))
     for name, values in times.items():
         mean = statistics.mean(values) * 1000
         median = statistics.median(values) * 1000
-        over = "" if plain is None else f"{mean - plain * 1000:.3f}"
-        ratio = "" if plain is None else f"{mean / (plain * 1000):.2f}"
+        over = ratio = median_ratio = ""
+        if plain:
+            plain_mean = statistics.mean(plain) * 1000
+            over = f"{mean - plain_mean:.3f}"
+            ratio = f"{mean / plain_mean:.2f}"
+            median_ratio = f"{median / (statistics.median(plain) * 1000):.2f}"
         rows.append({"variant": name, "tests": len(values), "mean_ms": mean, "median_ms": median})
         terminalreporter.write_line(
             f"{name:<12}{len(values):>6}{mean:>10.3f}{median:>11.3f}{over:>15}{ratio:>9}"
+            f"{median_ratio:>10}"
         )
     target = os.environ.get("CGMEM_BENCH_JSON")
     if target:

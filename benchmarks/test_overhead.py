@@ -1,4 +1,4 @@
-"""300 tiny GPU tests in four variants, side by side in one run.
+"""300 tiny GPU tests in several variants, side by side in one run.
 
 - plain: no memory check at all
 - marked: ``@pytest.mark.cgmem`` with a peak and leak budget
@@ -12,6 +12,10 @@
   the allocation then comes from the driver again)
 - region: a bare ``Region`` started and stopped by a fixture, without the plugin's judging,
   record or report: the marked test's extra minus this is the pytest side
+- floor: only the torch and driver calls a region makes (synchronize, empty cache, one
+  allocator reading, a peak reset and ``cudaMemGetInfo`` at the start; synchronize, one
+  reading and ``cudaMemGetInfo`` at the end), each through its cheapest binding and with
+  no Python of the plugin's: what no trimming of the plugin can take away
 
 Run: ``pytest benchmarks -p no:randomly -q`` on a GPU machine (see docs/performance.md).
 """
@@ -80,6 +84,20 @@ def vllm_profile() -> Iterator[None]:
 
 
 @pytest.fixture
+def floor() -> Iterator[None]:
+    cudart = torch.cuda.cudart()
+    torch._C._cuda_synchronize()
+    torch._C._cuda_emptyCache()
+    torch._C._cuda_memoryStats(0)
+    torch._C._cuda_resetPeakMemoryStats(0)
+    cudart.cudaMemGetInfo(0)
+    yield
+    torch._C._cuda_synchronize()
+    torch._C._cuda_memoryStats(0)
+    cudart.cudaMemGetInfo(0)
+
+
+@pytest.fixture
 def bare_region() -> Iterator[None]:
     from pytest_cgmem.cuda.region import Region
 
@@ -102,6 +120,11 @@ def test_synced(i: int) -> None:
 @pytest.mark.parametrize("i", RANGE)
 def test_emptied(i: int) -> None:
     torch.cuda.empty_cache()
+    tiny_gpu_work()
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_floor(i: int, floor: None) -> None:
     tiny_gpu_work()
 
 
