@@ -3,6 +3,8 @@
 Variants run interleaved (round robin) so that drift in the machine hits all of them alike;
 the order turns by one every round, so that the after-effects of a test (the gc-based peers
 empty the cache: the next test allocates from the driver again) land on every variant alike.
+The first test of each variant is left out: it carries the process's one-time costs (the
+CUDA context for the first test of all, the plugin's warm-up for the first marked one).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    times = config.stash[_times]
+    times = {name: values[1:] for name, values in config.stash[_times].items() if len(values) > 1}
     if not times:
         return
     plain = times.get("plain")
