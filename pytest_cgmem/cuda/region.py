@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..metrics import names
-from ..results.records import DeviceFigures, RegionResult
+from ..metrics import METRICS, names
+from ..results.records import Details, DeviceFigures, RegionResult
 from . import allocator
 from .allocator import current
 from .graphs import GraphLog
@@ -294,19 +294,18 @@ class Region:
             _clean[index] = (allocated, _stream_id(index))
         else:
             _clean.pop(index, None)  # the code freed memory: a workspace, maybe
-        extra: dict[str, Any] = {}
+        figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
+        figures["peak"] = peak
+        figures["reserved"] = reserved_peak
+        figures["leak"] = max(leak, 0)
+        figures["device"] = device
+        figures["non_torch"] = None if device is None else device - (reserved - start.reserved)
+        figures["reserved_ratio"] = reserved_peak / peak if peak > 0 else None
         for probe in self.probes:
-            extra.update(probe(index))
+            figures.update(probe(index))
         if start.late:
-            extra.update({m: None for m in names(graph=True)})
-        return DeviceFigures(
-            index=index,
-            peak=peak,
-            reserved=reserved_peak,
-            leak=max(leak, 0),
-            device=device,
-            non_torch=None if device is None else device - (reserved - start.reserved),
-            reserved_ratio=reserved_peak / peak if peak > 0 else None,
+            figures.update({m: None for m in names(graph=True)})
+        details = Details(
             allocated_start=start.allocated,
             reserved_start=start.reserved,
             allocated_end=allocated,
@@ -316,8 +315,8 @@ class Region:
             ooms=int(stats.get("num_ooms", 0)) - start.ooms,
             leak_confirmed=leak_confirmed,
             gc_freed=gc_freed,
-            **extra,
         )
+        return DeviceFigures.of(index, figures, details)
 
     def _device_growth(
         self, index: int, start: _Start, reserved: int

@@ -64,6 +64,23 @@ class DeviceFigures:
         self.figures: dict[str, Number | None] = figures
         self.details = Details(**details) if details else _NO_DETAILS
 
+    @classmethod
+    def of(cls, index: int, figures: dict[str, Number | None], details: Details) -> DeviceFigures:
+        """From a figure for each metric of ``METRICS`` (a dict this record keeps) and the
+        details: what a region builds for every device it measures, without the keyword
+        constructor's per-keyword sorting."""
+        if figures.keys() != METRICS.keys():
+            unknown = figures.keys() - METRICS.keys()
+            missing = METRICS.keys() - figures.keys()
+            raise TypeError(
+                f"DeviceFigures: unknown figures {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        made = cls.__new__(cls)
+        made.index = index
+        made.figures = figures
+        made.details = details
+        return made
+
     def __getattr__(self, name: str) -> Any:
         if name in METRICS:
             return self.figures[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_cgmem.checks.budgets import Budget
+from pytest_cgmem.metrics import METRICS
 from pytest_cgmem.results import exporters, runfile
-from pytest_cgmem.results.records import DeviceFigures, RegionResult, judged_violations
+from pytest_cgmem.results.records import Details, DeviceFigures, RegionResult, judged_violations
 from pytest_cgmem.results.records import TestRecord as TestEntry
 from pytest_cgmem.units import CgmemUsageError, Tolerance
 
@@ -537,3 +539,34 @@ def test_region_problem_names_what_a_reader_would_refuse() -> None:
     assert problem(RegionResult("load", (device(), device()), 0.0)) == (
         "devices: a device index appears twice"
     )
+
+
+def test_a_record_made_from_a_figure_per_metric_equals_the_keyword_one() -> None:
+    details = Details(allocated_start=5, reserved_end=7, device_source="cudaMemGetInfo")
+    figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
+    figures.update(peak=100 * MiB, leak=3, graphs=2)
+    made = DeviceFigures.of(1, figures, details)
+    assert made == DeviceFigures(
+        1,
+        peak=100 * MiB,
+        leak=3,
+        graphs=2,
+        allocated_start=5,
+        reserved_end=7,
+        device_source="cudaMemGetInfo",
+    )
+    assert made.to_dict() == DeviceFigures.from_dict(made.to_dict()).to_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"trial": 1}, "unknown figures ['trial']"), ({"peak": None, "drop": "leak"}, "'leak'")],
+)
+def test_a_record_from_figures_that_are_not_one_per_metric_is_refused(
+    change: dict[str, Any], named: str
+) -> None:
+    figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
+    figures.pop(str(change.pop("drop", "")), None)
+    figures.update(change)
+    with pytest.raises(TypeError, match=re.escape(named)):
+        DeviceFigures.of(0, figures, Details())
