@@ -474,19 +474,25 @@ def test_marked_budgets_pass_and_fail_for_real(pytester):
 SUBPROCESS = """
 import json, torch
 from pytest_cgmem.cuda import graphs
+from pytest_cgmem.cuda.nvml import nvml
 N = 16 * 2**20
 x = torch.ones(N // 4, device="cuda")
 torch.cuda.synchronize()
+meter = nvml()
+meter.handle(0, torch.cuda.get_device_properties(0).uuid)
+others_before = meter.others(meter.processes(0))
 g = torch.cuda.CUDAGraph()
 with graphs.track() as log:
     with torch.cuda.graph(g):
         y = x * 2
     g.replay()
+others_moved = meter.others(meter.processes(0)) - others_before
 pool = g.pool()
 own = [s for s in torch.cuda.memory_snapshot(mempool_id=pool)]
 c = log.captures[0]
 out = {
     "allocated": c.allocated, "reserved": c.reserved, "driver": c.driver,
+    "others_moved": others_moved,
     "replays": log.replays, "pool_bytes": log.pool_bytes()[c.pool],
     "own": sum(int(s["total_size"]) for s in own),
     "expandable": [bool(s.get("is_expandable")) for s in own],
@@ -502,7 +508,7 @@ def test_expandable_segments_in_a_subprocess():
     assert done.returncode == 0, done.stderr
     assert out["allocated"] == N
     assert out["reserved"] >= N
-    assert out["driver"] >= N
+    assert out["driver"] - out["others_moved"] >= N  # net of the other xdist workers
     assert out["replays"] == 1
     assert out["pool_bytes"] == out["own"] >= N
     # whether a graph's private pool uses expandable segments depends on the torch version
