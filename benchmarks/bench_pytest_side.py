@@ -1,16 +1,24 @@
 """The plugin's pytest-side cost per measured test, with no GPU work at all.
 
-300 plain tests, 300 tests that use a bare function fixture and 300 that use one taking
-``request`` (what pytest charges any fixture, and one that reads its test as
-``cgmem_record`` does), 300 tests that record one region with ``cgmem_record`` (which
-needs no CUDA) and 300 marked tests whose region reads nothing (a stand-in ``Region`` that returns
-fixed figures: the hooks, judging, record and report run as for a real one), interleaved
-in one run, each test's whole protocol timed: the difference to plain is what the hooks,
-the judging, the result record and the report cost. ``recorded over request`` is what the
-plugin adds to a ``cgmem_record`` test beyond what pytest charges any fixture that takes
-``request``. Each figure is a median over a run's 300 tests; the run is repeated (three
-processes by default) and the median of the runs' figures is printed last, since a single
-run's figures move by tens of µs. Runs anywhere torch imports (CPU too):
+Two parts, each in pytest processes of its own, each test's whole protocol timed by the
+suite's conftest, variants interleaved so that drift hits them alike:
+
+- **Measured tests.** 300 plain tests, 300 tests that use a bare function fixture and 300
+  that use one taking ``request`` (what pytest charges any fixture, and one that reads its
+  test as ``cgmem_record`` does), 300 tests that record one region with ``cgmem_record``
+  (which needs no CUDA) and 300 marked tests whose region reads nothing (a stand-in
+  ``Region`` that returns fixed figures: the hooks, judging, record and report run as for a
+  real one). The difference to plain is what the hooks, the judging, the result record and
+  the report cost; ``recorded over request`` is what the plugin adds to a ``cgmem_record``
+  test beyond what pytest charges any fixture that takes ``request``.
+- **Tests that never touch CUDA, under ``--cgmem-all``.** 500 tests that import nothing
+  from torch, measured, against 500 that opt out with ``cgmem_off`` (the plugin only looks
+  them up, as for a test nobody marked); the conftest records whether torch was imported by
+  the end (issue 11: ≤ 50 µs a test, and no torch import).
+
+Each figure is a median over a process's tests; each part runs three processes by default
+and prints the median of their figures last, since one process's figures move by tens of
+µs. Runs anywhere torch imports (CPU too):
 ``python benchmarks/bench_pytest_side.py [--runs N] [--profile FILE]``.
 """
 
@@ -24,12 +32,43 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-CONFTEST = """
-import itertools, statistics, time
+TIMING = """
+import itertools, json, os, sys, time
 from collections import defaultdict
 import pytest
 
+TIMES = defaultdict(list)
+
+
+def pytest_collection_modifyitems(items):
+    groups = defaultdict(list)
+    for item in items:
+        groups[item.originalname].append(item)
+    ordered = []
+    for number, row in enumerate(itertools.zip_longest(*groups.values())):
+        present = [item for item in row if item is not None]
+        turn = number % len(present)  # each variant follows each other one equally often
+        ordered += present[turn:] + present[:turn]
+    items[:] = ordered
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item):
+    start = time.perf_counter()
+    try:
+        return (yield)
+    finally:
+        TIMES[item.originalname].append(time.perf_counter() - start)
+
+
+def pytest_sessionfinish(session):
+    with open(os.environ["SIDE_OUT"], "w") as f:
+        json.dump({"times": TIMES, "torch_imported": "torch" in sys.modules}, f)
+"""
+
+STUBS = """
 import pytest_cgmem.cuda.allocator as allocator
 import pytest_cgmem.cuda.region as region
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
@@ -66,35 +105,6 @@ def bare_fixture():
 def request_fixture(request):
     \"\"\"What a fixture that reads its test (as cgmem_record does) costs pytest.\"\"\"
     return request.node.stash
-
-TIMES = defaultdict(list)
-
-
-def pytest_collection_modifyitems(items):
-    groups = defaultdict(list)
-    for item in items:
-        groups[item.originalname].append(item)
-    ordered = []
-    for number, row in enumerate(itertools.zip_longest(*groups.values())):
-        present = [item for item in row if item is not None]
-        turn = number % len(present)  # each variant follows each other one equally often
-        ordered += present[turn:] + present[:turn]
-    items[:] = ordered
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item):
-    start = time.perf_counter()
-    try:
-        return (yield)
-    finally:
-        TIMES[item.originalname].append(time.perf_counter() - start)
-
-
-def pytest_terminal_summary(terminalreporter):
-    import json, os
-    with open(os.environ["SIDE_OUT"], "w") as f:
-        json.dump(dict(TIMES), f)
 """
 
 TESTS = """
@@ -129,15 +139,33 @@ def test_recorded(i, cgmem_record):
     cgmem_record("call", peak=1024, reserved=2048, leak=0)
 """
 
+CUDA_FREE_TESTS = """
+import pytest
 
-def run_once(folder: Path, profile: str | None) -> dict[str, list[float]] | str:
-    """One pytest process over the five variants: each test's protocol seconds by variant,
-    or pytest's output where it failed."""
+RANGE = range(500)
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_measured(i):
+    assert sum(range(50)) == 1225
+
+
+@pytest.mark.cgmem_off("the baseline: run as if nobody had asked for --cgmem-all")
+@pytest.mark.parametrize("i", RANGE)
+def test_opted_out(i):
+    assert sum(range(50)) == 1225
+"""
+
+
+def run_once(folder: Path, args: list[str], profile: str | None = None) -> dict[str, Any]:
+    """One pytest process: each test's protocol seconds by variant, and whether torch was
+    imported; exits with pytest's output where the run failed."""
     prefix = ["-m", "cProfile", "-o", profile] if profile else []
     out = folder / "times.json"
     out.unlink(missing_ok=True)
+    pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args]
     done = subprocess.run(
-        [sys.executable, *prefix, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        [sys.executable, *prefix, *pytest],
         cwd=folder,
         env={**os.environ, "SIDE_OUT": str(out)},
         capture_output=True,
@@ -145,38 +173,53 @@ def run_once(folder: Path, profile: str | None) -> dict[str, list[float]] | str:
         check=False,
     )
     if done.returncode != 0 or not out.exists():
-        return done.stdout[-2000:] + done.stderr[-2000:]
-    times: dict[str, list[float]] = json.loads(out.read_text())
-    return times
+        raise SystemExit(done.stdout[-2000:] + done.stderr[-2000:])
+    data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
+def print_runs(name: str, values: list[float]) -> None:
+    runs = ", ".join(f"{v:6.1f}" for v in values)
+    print(f"{name:<22} {runs}   median {statistics.median(values):6.1f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3, help="pytest processes, one after another")
+    parser.add_argument("--runs", type=int, default=3, help="pytest processes a part")
     parser.add_argument("--profile", default=None, help="cProfile the first run into this file")
     options = parser.parse_args()
     over: dict[str, list[float]] = {}
+    free: list[float] = []
+    imported = False
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        (folder / "conftest.py").write_text(CONFTEST)
-        (folder / "test_side.py").write_text(TESTS)
+        side, cuda_free = Path(tmp, "side"), Path(tmp, "cuda_free")
+        for folder, conftest, tests in (
+            (side, TIMING + STUBS, TESTS),
+            (cuda_free, TIMING, CUDA_FREE_TESTS),
+        ):
+            folder.mkdir()
+            (folder / "conftest.py").write_text(conftest)
+            (folder / "test_side.py").write_text(tests)
         for number in range(options.runs):
-            times = run_once(folder, options.profile if number == 0 else None)
-            if isinstance(times, str):
-                print(times)
-                return 1
-            plain = statistics.median(times["test_plain"])
+            times = run_once(side, [], options.profile if number == 0 else None)["times"]
             medians = {name: statistics.median(values) for name, values in times.items()}
             for name, median in medians.items():
-                over.setdefault(name, []).append((median - plain) * 1e6)
+                over.setdefault(name, []).append((median - medians["test_plain"]) * 1e6)
             over.setdefault("recorded over request", []).append(
                 (medians["test_recorded"] - medians["test_request"]) * 1e6
             )
+            data = run_once(cuda_free, ["--cgmem-all", "--cgmem-budget=leak=0"])
+            medians = {name: statistics.median(values) for name, values in data["times"].items()}
+            free.append((medians["test_measured"] - medians["test_opted_out"]) * 1e6)
+            imported = imported or bool(data["torch_imported"])
     print(f"median us over plain, per run ({options.runs} runs), and the median of those:")
     for name, values in over.items():
-        runs = ", ".join(f"{v:6.1f}" for v in values)
-        print(f"{name.removeprefix('test_'):<22} {runs}   median {statistics.median(values):6.1f}")
-    return 0
+        print_runs(name.removeprefix("test_"), values)
+    print("under --cgmem-all, a test that never touches CUDA, us over one opted out:")
+    print_runs("cuda-free", free)
+    word = "met" if statistics.median(free) <= 50 and not imported else "MISSED"
+    print(f"torch imported: {'yes' if imported else 'no'} (target <= 50 us, no torch: {word})")
+    return 1 if imported else 0
 
 
 if __name__ == "__main__":
