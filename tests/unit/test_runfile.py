@@ -559,14 +559,15 @@ def test_a_record_made_from_a_figure_per_metric_equals_the_keyword_one() -> None
 
 
 @pytest.mark.parametrize(
-    ("change", "named"),
-    [({"trial": 1}, "unknown figures ['trial']"), ({"peak": None, "drop": "leak"}, "'leak'")],
+    ("added", "dropped", "named"),
+    [({"trial": 1}, None, "unknown figures ['trial']"), ({}, "leak", "'leak'")],
 )
 def test_a_record_from_figures_that_are_not_one_per_metric_is_refused(
-    change: dict[str, Any], named: str
+    added: dict[str, Any], dropped: str | None, named: str
 ) -> None:
     figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
-    figures.pop(str(change.pop("drop", "")), None)
-    figures.update(change)
+    figures.update(added)
+    if dropped is not None:
+        del figures[dropped]
     with pytest.raises(TypeError, match=re.escape(named)):
         DeviceFigures.of(0, figures, Details())
