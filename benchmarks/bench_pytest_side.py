@@ -209,8 +209,11 @@ def main() -> int:
                 (medians["test_recorded"] - medians["test_request"]) * 1e6
             )
             data = run_once(cuda_free, ["--cgmem-all", "--cgmem-budget=leak=0"])
-            medians = {name: statistics.median(values) for name, values in data["times"].items()}
-            free.append((medians["test_measured"] - medians["test_opted_out"]) * 1e6)
+            measured, opted_out = (
+                statistics.median(data["times"][name])
+                for name in ("test_measured", "test_opted_out")
+            )
+            free.append((measured - opted_out) * 1e6)
             imported = imported or bool(data["torch_imported"])
     print(f"median us over plain, per run ({options.runs} runs), and the median of those:")
     for name, values in over.items():
