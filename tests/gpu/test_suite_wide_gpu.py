@@ -110,3 +110,119 @@ def test_cuda_free_suite_creates_no_context(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--cgmem-all", "--cgmem-budget=leak=0")
     result.assert_outcomes(passed=1)
     assert (pytester.path / "ctx.txt").read_text() == "False"
+
+
+FIRST_LIBRARY_USERS = """
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def attention(backend):
+    q, k, v = (torch.randn(2, 8, 128, 64, device="cuda", dtype=torch.float16) for _ in range(3))
+    with sdpa_kernel(backend):
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().item()
+
+
+def test_a_starts_cuda():
+    torch.ones(8, device="cuda").sum().item()
+
+
+def test_b_first_cudnn_convolution():
+    assert torch.backends.cudnn.is_available()
+    x, w = torch.randn(1, 3, 32, 32, device="cuda"), torch.randn(8, 3, 3, 3, device="cuda")
+    F.conv2d(x, w).sum().item()
+
+
+def test_c_first_flash_attention():
+    attention(SDPBackend.FLASH_ATTENTION)
+
+
+def test_d_first_memory_efficient_attention():
+    attention(SDPBackend.EFFICIENT_ATTENTION)
+
+
+def test_e_first_bfloat16_linear():
+    x, w = (torch.randn(64, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    F.linear(x, w, w[0]).sum().item()
+"""
+
+
+@pytest.mark.parametrize(
+    ("selected", "measured"),
+    [
+        pytest.param("test_first.py", 5, id="each-library-after-cuda-started"),
+        pytest.param("test_first.py::test_c_first_flash_attention", 1, id="flash-starts-cuda"),
+    ],
+)
+def test_first_library_users_are_no_leak(
+    pytester: pytest.Pytester, selected: str, measured: int
+) -> None:
+    """The first test to use cuDNN, flash or memory-efficient attention, or cuBLASLt in
+    bfloat16 (each makes handles or loads kernels once per process) is no leak; nor is a
+    test that starts CUDA with flash attention."""
+    pytester.makepyfile(test_first=FIRST_LIBRARY_USERS)
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-budget=leak=0", "--cgmem-json=run.json", selected
+    )
+    result.assert_outcomes(passed=measured)
+    run = json.loads((pytester.path / "run.json").read_text())
+    leaks = {t["nodeid"]: t["regions"][0]["devices"][0]["leak"] for t in run["tests"]}
+    assert len(leaks) == measured and set(leaks.values()) == {0}, leaks
+
+
+WORKER_REPORT = """
+import json
+import os
+
+import pytest
+import torch
+
+ran = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    ran.append(item.nodeid)
+    return (yield)
+
+
+def pytest_sessionfinish(session):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        with open(f"worker-{worker}.json", "w") as f:
+            json.dump({"ran": ran, "cuda": torch.cuda.is_initialized()}, f)
+"""
+
+
+def test_cpu_only_xdist_worker_creates_no_context(pytester: pytest.Pytester) -> None:
+    """Under xdist, --cgmem-all and one GPU: the worker given only CPU tests (``loadfile``
+    hands each of the two files to its own worker) never starts CUDA."""
+    pytester.makeconftest(WORKER_REPORT)
+    pytester.makepyfile(
+        test_cpu="""
+        import torch
+
+        def test_cpu_tensor():
+            assert torch.ones(3).sum() == 3
+
+        def test_cpu_matmul():
+            assert (torch.eye(4) @ torch.eye(4)).trace() == 4
+        """,
+        test_gpu="""
+        import torch
+
+        def test_gpu_tensor():
+            torch.ones(3, device="cuda").sum().item()
+        """,
+    )
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-budget=leak=0", "-n", "2", "--dist", "loadfile"
+    )
+    result.assert_outcomes(passed=3)
+    workers = [json.loads(p.read_text()) for p in pytester.path.glob("worker-*.json")]
+    by_file = {w["ran"][0].split("::")[0]: w for w in workers if w["ran"]}
+    assert sorted(by_file) == ["test_cpu.py", "test_gpu.py"], workers
+    assert all(n.startswith("test_cpu.py") for n in by_file["test_cpu.py"]["ran"]), workers
+    assert by_file["test_cpu.py"]["cuda"] is False
+    assert by_file["test_gpu.py"]["cuda"] is True
