@@ -1,12 +1,16 @@
 """Where a measured region's time goes: each step of start/stop timed on its own.
 
-Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000]``. Prints µs per call,
-median of five batches, for the whole region and for the torch/NVML calls it makes.
+Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000] [--profile]``. Prints
+µs per call, median of five batches, for the whole region and for the torch/NVML calls it
+makes, and last the region's Python alone (its torch and CUDA calls answered by stubs);
+``--profile`` adds the functions a region spends most in (cProfile over n regions).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import time
 from collections.abc import Callable
@@ -33,7 +37,9 @@ def per_call_us(fn: Callable[[], object], n: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=2000)
-    n = parser.parse_args().n
+    parser.add_argument("--profile", action="store_true")
+    options = parser.parse_args()
+    n = options.n
     x = torch.ones(256, device="cuda")
     measure.warm_up(0)
     meter = nvml()
@@ -82,6 +88,49 @@ def main() -> None:
     print(f"{'step':<42}{'µs per call':>12}")
     for name, fn in rows:
         print(f"{name:<42}{per_call_us(fn, n):>12.1f}")
+    if options.profile:
+        profile = cProfile.Profile()
+
+        def regions() -> None:
+            for _ in range(n):
+                region()
+
+        profile.runcall(regions)
+        print(f"\nwhere {n} regions spend their time (cProfile, its own overhead included):")
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    name = "the region's Python alone (calls stubbed)"
+    print(f"{name:<42}{python_alone_us(n):>12.1f}")
+    others = meter.others_present(0, max_age=0.0)
+    print(
+        f"another process held memory on the GPU at the end: {'yes' if others else 'no'}"
+        + (" (a region then reads NVML's per-process list at each end)" if others else "")
+    )
+
+
+def python_alone_us(n: int) -> float:
+    """A region's start and stop with each torch and CUDA call it makes answered at once
+    by a stub giving the same figures: what is left is the region's own Python (NVML's
+    answer is cached for a second, as in a real region). Patches torch for the rest of
+    the process, so it runs last."""
+    reading = allocator.stats(0)
+    free_total = torch.cuda.mem_get_info(0)
+    stream = torch._C._cuda_getCurrentStream(0)
+    stubs = {
+        "_cuda_memoryStats": lambda index: reading,
+        "_cuda_synchronize": lambda: None,
+        "_cuda_emptyCache": lambda: None,
+        "_cuda_resetPeakMemoryStats": lambda index: None,
+        "_cuda_getCurrentStream": lambda index: stream,
+    }
+    for name, stub in stubs.items():
+        setattr(torch._C, name, stub)
+    torch.cuda.mem_get_info = lambda device=None: free_total
+    measure._clean[0] = (allocator.current(reading, "allocated_bytes"), int(stream[0]))
+
+    def region() -> None:
+        measure.Region("bench").start().stop()
+
+    return per_call_us(region, n)
 
 
 if __name__ == "__main__":
