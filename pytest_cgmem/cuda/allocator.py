@@ -31,6 +31,9 @@ def device_count() -> int:
 
 
 def current_device() -> int:
+    """The current CUDA device (straight to torch's binding once CUDA has started)."""
+    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return int(torch._C._cuda_getDevice())
     return int(torch.cuda.current_device())
 
 
@@ -65,7 +68,8 @@ def synchronize(index: int | None = None) -> None:
 
 
 def reset_peaks(index: int) -> None:
-    torch.cuda.reset_peak_memory_stats(index)
+    """``torch.cuda.reset_peak_memory_stats(index)`` without its argument parsing."""
+    torch._C._cuda_resetPeakMemoryStats(index)
 
 
 def empty_cache() -> None:
@@ -92,9 +96,16 @@ def clear_cublas_workspaces() -> None:
         clear()
 
 
+_cudart: Any = None
+
+
 def mem_info(index: int) -> tuple[int, int]:
-    """(free, total) device bytes as ``cudaMemGetInfo`` sees them."""
-    free, total = torch.cuda.mem_get_info(index)
+    """(free, total) device bytes as ``cudaMemGetInfo`` sees them: what
+    ``torch.cuda.mem_get_info(index)`` returns, straight from ``torch.cuda.cudart()``."""
+    global _cudart
+    if _cudart is None:
+        _cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
+    free, total = _cudart.cudaMemGetInfo(index)
     return int(free), int(total)
 
 

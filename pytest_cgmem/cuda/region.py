@@ -26,6 +26,8 @@ from .nvml import nvml
 _MiB = 2**20
 _DISTURBANCE_SLACK = 2 * _MiB
 
+_NO_FIGURES: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
+"""Each metric's default: a device's figures start as a copy of it."""
 _warmed: set[int] = set()
 _active: list[Region] = []
 _clean: dict[int, tuple[int, int]] = {}
@@ -294,7 +296,7 @@ class Region:
             _clean[index] = (allocated, _stream_id(index))
         else:
             _clean.pop(index, None)  # the code freed memory: a workspace, maybe
-        figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
+        figures = dict(_NO_FIGURES)
         figures["peak"] = peak
         figures["reserved"] = reserved_peak
         figures["leak"] = max(leak, 0)

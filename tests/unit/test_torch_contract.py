@@ -429,6 +429,7 @@ CUDA_ENTRY_POINTS = (
     "_cuda_isHistoryEnabled",
     "_cuda_synchronize",
     "_cuda_getDevice",
+    "_cuda_resetPeakMemoryStats",
 )
 
 
@@ -439,3 +440,5 @@ def test_the_private_entry_points_the_torch_door_reads_exist() -> None:
         pytest.skip(f"torch {torch.__version__} is a CPU build: it has no CUDA entry points")
     missing = [name for name in CUDA_ENTRY_POINTS if not hasattr(torch._C, name)]
     assert not missing, f"torch {torch.__version__} lacks {missing}"
+    # what torch.cuda.cudart() returns, once CUDA has started: the region's cudaMemGetInfo
+    assert hasattr(getattr(torch._C, "_cudart", None), "cudaMemGetInfo")
