@@ -7,6 +7,20 @@ import sys
 
 import pytest
 
+# torch is imported here, at collection: a test that imported it itself while holding a
+# pytester would see it dropped from sys.modules at teardown (pytester restores them), and
+# the process's next import of torch would fail.
+try:
+    import torch
+
+    HAS_CUDA = torch.cuda.is_available()
+except ImportError:  # pragma: no cover
+    HAS_CUDA = False
+
+needs_no_cuda = pytest.mark.skipif(
+    HAS_CUDA, reason="checks the no-CUDA path; a CUDA device is here"
+)
+
 SUITE = """
 import sys
 import unittest
@@ -59,17 +73,18 @@ def test_cuda_free_suite_runs_whole_and_imports_no_torch(pytester: pytest.Pytest
 
 
 def test_ini_key_turns_it_on(pytester: pytest.Pytester) -> None:
+    """In a fresh process: where CUDA has started, every test is measured (on a GPU machine
+    an earlier test of this process may have started it)."""
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeini("[pytest]\ncgmem_all = true\n")
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*4 never used CUDA*"])
 
 
+@needs_no_cuda
 def test_explicitly_marked_tests_still_skip_without_cuda(pytester: pytest.Pytester) -> None:
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("checks the no-CUDA path; a CUDA device is here")
+    pytest.importorskip("torch")
     pytester.makepyfile(
         """
         import pytest
@@ -143,12 +158,11 @@ def test_recorded_regions_are_judged_under_cgmem_all_without_cuda(
     result.stdout.fnmatch_lines(["*cgmem: leak 8.00 MiB exceeds budget 0 B*in 'server'*"])
 
 
+@needs_no_cuda
 def test_the_existing_suite_example_exits_0_where_there_is_no_gpu() -> None:
     """``./dev demo``'s second run: on a CPU machine its tests skip one by one (a module
     skipped whole would leave no test collected: exit status 5, a failed demo)."""
-    torch = pytest.importorskip("torch")
-    if torch.cuda.is_available():
-        pytest.skip("checks the no-CUDA path; a CUDA device is here")
+    pytest.importorskip("torch")
     from pathlib import Path
 
     import pytest_cgmem
