@@ -1,4 +1,5 @@
-"""Project-wide test setup: GPU tests run where a CUDA device is, and skip visibly elsewhere."""
+"""Project-wide test setup: GPU tests run where a CUDA device is, and skip visibly elsewhere;
+no-CUDA tests the other way round."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 CHECKOUT = str(Path(__file__).resolve().parent)
 
 GPU_REASON = "no CUDA device: GPU tests run on a GPU machine (scripts/gpu-check)"
+NO_CUDA_REASON = "checks the no-CUDA path; a CUDA device is here"
 _cuda = pytest.StashKey[bool]()
 
 
@@ -59,6 +61,8 @@ def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("no_cuda") is not None and _cuda_available(item.config):
+        pytest.skip(NO_CUDA_REASON)
     if item.get_closest_marker("gpu") is None or _cuda_available(item.config):
         return
     if item.config.getoption("--gpu"):

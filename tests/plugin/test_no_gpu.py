@@ -1,19 +1,12 @@
 """Behaviour where there is no CUDA device (CI's CPU machines), and the light-import promise."""
 
+import contextlib
 import json
 
 import pytest
 
-try:
+with contextlib.suppress(ImportError):
     import torch
-
-    HAS_CUDA = torch.cuda.is_available()
-except ImportError:  # pragma: no cover
-    HAS_CUDA = False
-
-needs_no_cuda = pytest.mark.skipif(
-    HAS_CUDA, reason="checks the no-CUDA path; a CUDA device is here"
-)
 
 SUITE = """
 import pytest
@@ -27,7 +20,7 @@ def test_plain(): pass
 """
 
 
-@needs_no_cuda
+@pytest.mark.no_cuda
 def test_gpu_memory_tests_skip_with_reason(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-rs")
@@ -40,7 +33,7 @@ def test_gpu_memory_tests_skip_with_reason(pytester: pytest.Pytester) -> None:
     )
 
 
-@needs_no_cuda
+@pytest.mark.no_cuda
 @pytest.mark.parametrize(
     ("how", "source"),
     [
