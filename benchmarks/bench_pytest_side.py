@@ -34,24 +34,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
+PYTHONPATH = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+"""The benchmarks folder first, for the timing conftest's ``interleave``."""
+
 TIMING = """
-import itertools, json, os, sys, time
+import json, os, sys, time
 from collections import defaultdict
 import pytest
+from interleave import interleaved
 
 TIMES = defaultdict(list)
 
 
 def pytest_collection_modifyitems(items):
-    groups = defaultdict(list)
-    for item in items:
-        groups[item.originalname].append(item)
-    ordered = []
-    for number, row in enumerate(itertools.zip_longest(*groups.values())):
-        present = [item for item in row if item is not None]
-        turn = number % len(present)  # each variant follows each other one equally often
-        ordered += present[turn:] + present[:turn]
-    items[:] = ordered
+    items[:] = interleaved(items, lambda item: item.originalname)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -167,7 +164,7 @@ def run_once(folder: Path, args: list[str], profile: str | None = None) -> dict[
     done = subprocess.run(
         [sys.executable, *prefix, *pytest],
         cwd=folder,
-        env={**os.environ, "SIDE_OUT": str(out)},
+        env={**os.environ, "SIDE_OUT": str(out), "PYTHONPATH": PYTHONPATH},
         capture_output=True,
         text=True,
         check=False,

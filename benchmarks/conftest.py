@@ -9,7 +9,6 @@ CUDA context for the first test of all, the plugin's warm-up for the first marke
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import statistics
@@ -19,6 +18,7 @@ from collections.abc import Generator
 from typing import Any
 
 import pytest
+from interleave import interleaved
 
 _times = pytest.StashKey[dict[str, list[float]]]()
 
@@ -32,15 +32,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    groups: dict[str, list[pytest.Item]] = defaultdict(list)
-    for item in items:
-        groups[_variant(item)].append(item)
-    ordered: list[pytest.Item] = []
-    for number, row in enumerate(itertools.zip_longest(*groups.values())):
-        present = [item for item in row if item is not None]
-        turn = number % len(present)  # each variant follows each other one equally often
-        ordered += present[turn:] + present[:turn]
-    items[:] = ordered
+    items[:] = interleaved(items, _variant)
 
 
 @pytest.hookimpl(wrapper=True)
