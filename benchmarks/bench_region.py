@@ -4,6 +4,10 @@ Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000] [--profile]
 µs per call, median of five batches, for the whole region and for the torch/NVML calls it
 makes, and last the region's Python alone (its torch and CUDA calls answered by stubs);
 ``--profile`` adds the functions a region spends most in (cProfile over n regions).
+
+The first four rows (the region with and without graph tracking, the floor, the tiny op)
+are timed in turn, batch by batch, after a round of warm-up batches, so that a process or
+GPU that speeds up as it runs does not favour whichever row comes later.
 """
 
 from __future__ import annotations
@@ -32,6 +36,19 @@ def per_call_us(fn: Callable[[], object], n: int) -> float:
             fn()
         batches.append((time.perf_counter() - start) / n * 1e6)
     return statistics.median(batches)
+
+
+def interleaved_per_call_us(fns: list[Callable[[], object]], n: int) -> list[float]:
+    """``per_call_us`` of each function, their batches in turn after one warm-up round."""
+    batches: list[list[float]] = [[] for _ in fns]
+    for round_ in range(6):
+        for fn, times in zip(fns, batches, strict=True):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if round_:
+                times.append((time.perf_counter() - start) / n * 1e6)
+    return [statistics.median(times) for times in batches]
 
 
 def main() -> None:
@@ -65,10 +82,13 @@ def main() -> None:
     def graph_tracking() -> None:
         GraphLog().start().stop(measure_pools=False)
 
-    rows = [
+    headline = [
         ("region start+stop (as a marked test)", lambda: region()),
         ("region without graph tracking", lambda: region(False)),
         ("its torch and driver calls alone (the floor)", floor),
+        ("tiny op (x * 2).sum()", lambda: (x * 2).sum()),
+    ]
+    rows = [
         ("graph tracking alone (install, remove)", graph_tracking),
         ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
         ("warm handles (2 tiny kernels)", measure._warm_handles),
@@ -83,9 +103,11 @@ def main() -> None:
         ("mem_get_info", lambda: torch.cuda.mem_get_info(0)),
         ("cudaMemGetInfo, torch.cuda.cudart() directly", lambda: cudart.cudaMemGetInfo(0)),
         ("NVML per-process list", lambda: meter.processes(0)),
-        ("tiny op (x * 2).sum()", lambda: (x * 2).sum()),
     ]
     print(f"{'step':<42}{'µs per call':>12}")
+    timed = interleaved_per_call_us([fn for _, fn in headline], n)
+    for (name, _), us in zip(headline, timed, strict=True):
+        print(f"{name:<42}{us:>12.1f}")
     for name, fn in rows:
         print(f"{name:<42}{per_call_us(fn, n):>12.1f}")
     if options.profile:
