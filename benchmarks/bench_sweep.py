@@ -126,7 +126,7 @@ def main() -> int:
         torch.cuda.empty_cache()
         return total, capture, tracking
 
-    pool_bytes = [0]
+    pool_bytes: list[int | None] = [0]
 
     def run_bare() -> tuple[float, float, Any]:
         seconds, kept = bare_loop(mlp, SIZES, make_input)
@@ -234,7 +234,8 @@ def main() -> int:
     for name in ("bare + allocator", "bare + driver"):
         extra = (ms(captures[name]) - ms(captures["bare"])) * 1000 / n
         print(f"  {name:<20}{ms(captures[name]):>9.2f} ms capture phase ({extra:+.1f} µs/capture)")
-    print(f"pool held by the sweep's {n} graphs: {pool_bytes[0] / 2**20:.1f} MiB")
+    held = "unavailable" if pool_bytes[0] is None else f"{pool_bytes[0] / 2**20:.1f} MiB"
+    print(f"pool held by the sweep's {n} graphs: {held}")
     ratio = statistics.median(totals["sweep"]) / statistics.median(totals["bare"])
     print(f"target whole call <= 1.10x: {'met' if ratio <= 1.10 else 'MISSED'} ({ratio:.3f}x)")
     torch.cuda.synchronize()

@@ -28,7 +28,8 @@ def _variant(item: pytest.Item) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_times] = defaultdict(list)
+    times: dict[str, list[float]] = defaultdict(list)
+    config.stash[_times] = times
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
