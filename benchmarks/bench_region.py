@@ -7,7 +7,11 @@ makes, and last the region's Python alone (its torch and CUDA calls answered by 
 
 The first four rows (the region with and without graph tracking, the floor, the tiny op)
 are timed in turn, batch by batch, after a round of warm-up batches, so that a process or
-GPU that speeds up as it runs does not favour whichever row comes later.
+GPU that speeds up as it runs does not favour whichever row comes later. Three rows time
+single calls: emptying a cache that holds a freed 2 MiB segment (what a region's start
+does after a test that freed its tensors; the plain ``empty_cache`` row finds nothing to
+free), ``cudaMemGetInfo`` right after it, and the next tensor, which the driver provides
+again.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ def interleaved_per_call_us(fns: list[Callable[[], object]], n: int) -> list[flo
             if round_:
                 times.append((time.perf_counter() - start) / n * 1e6)
     return [statistics.median(times) for times in batches]
+
+
+def each_call_us(prepare: Callable[[], object], fn: Callable[[], object], n: int) -> float:
+    """Median µs of ``fn`` alone, each call timed on its own after an untimed ``prepare``."""
+    times = []
+    for _ in range(n):
+        prepare()
+        start = time.perf_counter_ns()
+        fn()
+        times.append((time.perf_counter_ns() - start) / 1e3)
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -110,6 +125,22 @@ def main() -> None:
         print(f"{name:<42}{us:>12.1f}")
     for name, fn in rows:
         print(f"{name:<42}{per_call_us(fn, n):>12.1f}")
+
+    def cache_a_segment() -> None:
+        """Leave one freed 2 MiB block in the cache, as a tiny test leaves its tensors."""
+        torch.empty(2**19, device="cuda")
+
+    def cache_and_empty() -> None:
+        cache_a_segment()
+        torch._C._cuda_emptyCache()
+
+    freeing = [
+        ("empty_cache freeing a cached 2 MiB segment", cache_a_segment, torch._C._cuda_emptyCache),
+        ("cudaMemGetInfo right after that", cache_and_empty, lambda: cudart.cudaMemGetInfo(0)),
+        ("a 2 MiB tensor from the emptied cache", torch._C._cuda_emptyCache, cache_a_segment),
+    ]
+    for name, prepare, fn in freeing:
+        print(f"{name:<42}{each_call_us(prepare, fn, n):>12.1f}")
     if options.profile:
         profile = cProfile.Profile()
 
