@@ -5,13 +5,13 @@ Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000] [--profile]
 makes, and last the region's Python alone (its torch and CUDA calls answered by stubs);
 ``--profile`` adds the functions a region spends most in (cProfile over n regions).
 
-The first four rows (the region with and without graph tracking, the floor, the tiny op)
-are timed in turn, batch by batch, after a round of warm-up batches, so that a process or
-GPU that speeds up as it runs does not favour whichever row comes later. Three rows time
-single calls: emptying a cache that holds a freed 2 MiB segment (what a region's start
-does after a test that freed its tensors; the plain ``empty_cache`` row finds nothing to
-free), ``cudaMemGetInfo`` right after it, and the next tensor, which the driver provides
-again.
+The first rows (the region with and without graph tracking, the floor, the floor with
+pure-Python filler between its calls, the filler alone, the tiny op) are timed in turn,
+batch by batch, after a round of warm-up batches, so that a process or GPU that speeds up
+as it runs does not favour whichever row comes later. Three rows time single calls:
+emptying a cache that holds a freed 2 MiB segment (what a region's start does after a
+test that freed its tensors; the plain ``empty_cache`` row finds nothing to free),
+``cudaMemGetInfo`` right after it, and the next tensor, which the driver provides again.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -82,17 +83,39 @@ def main() -> None:
         (x * 2).sum()
         r.stop()
 
-    def floor() -> None:
-        """The region's torch and driver calls alone, each through its cheapest binding."""
+    junk: list[dict[str, Any]] = [{"a": i, "b": str(i), "c": [i]} for i in range(2000)]
+
+    def filler() -> int:
+        """About 3 µs of pure Python on the H200 host: a seventh of the region's own."""
+        total = 0
+        for item in junk[::60]:
+            total += item["a"] + len(item["b"]) + len(item["c"])
+        return total
+
+    def floor(fill: bool = False) -> None:
+        """The region's torch and driver calls alone, each through its cheapest binding;
+        with ``fill``, Python work between them as the region has (do the calls cost more
+        when they do not follow each other at once?)."""
         torch._C._cuda_synchronize()
         torch._C._cuda_emptyCache()
+        _ = fill and filler()
         torch._C._cuda_memoryStats(0)
         torch._C._cuda_resetPeakMemoryStats(0)
+        _ = fill and filler()
         cudart.cudaMemGetInfo(0)
+        _ = fill and filler()
         (x * 2).sum()
+        _ = fill and filler()
         torch._C._cuda_synchronize()
+        _ = fill and filler()
         torch._C._cuda_memoryStats(0)
+        _ = fill and filler()
         cudart.cudaMemGetInfo(0)
+        _ = fill and filler()
+
+    def filler_alone() -> None:
+        for _ in range(7):
+            filler()
 
     def graph_tracking() -> None:
         GraphLog().start().stop(measure_pools=False)
@@ -101,6 +124,8 @@ def main() -> None:
         ("region start+stop (as a marked test)", lambda: region()),
         ("region without graph tracking", lambda: region(False)),
         ("its torch and driver calls alone (the floor)", floor),
+        ("the floor, Python filler between its calls", lambda: floor(fill=True)),
+        ("the filler alone", filler_alone),
         ("tiny op (x * 2).sum()", lambda: (x * 2).sum()),
     ]
     rows = [
