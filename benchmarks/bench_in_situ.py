@@ -6,6 +6,10 @@ body's own time in each variant, and the garbage collections inside each. Timers
 about 0.2 µs a call. The first test of each variant is left out: it carries the
 process's one-time costs (the CUDA context, the region's cuBLAS warm-up). Run on a GPU
 machine: ``python benchmarks/bench_in_situ.py``.
+
+``--loop N`` times the same steps in N regions in a loop instead (the tiny op inside each),
+and prints what the region's start and stop take beyond the steps it times: the Python
+between them, and whatever else the region pays in a loop.
 """
 
 from __future__ import annotations
@@ -48,26 +52,34 @@ def on_gc(phase: str, info: dict[str, Any]) -> None:
         COUNTS[key] += 1
 
 
+WHOLE = ("Region.start (all)", "Region.stop (all)")
+
+
+def install_timers() -> None:
+    """Wrap every reading and step a region makes in a timer (once per process)."""
+    from pytest_cgmem.cuda import allocator, graphs, region
+    from pytest_cgmem.cuda.nvml import Nvml
+
+    for name in ("stats", "synchronize", "empty_cache", "reset_peaks", "mem_info"):
+        setattr(allocator, name, timed(f"allocator.{name}", getattr(allocator, name)))
+    wrapped: list[tuple[Any, str, str]] = [
+        (region.Region, "start", WHOLE[0]),
+        (region.Region, "stop", WHOLE[1]),
+        (region, "_reset_workspaces", "cuBLAS workspace reset"),
+        (region, "_stream_id", "current stream id"),
+        (graphs.GraphLog, "start", "graph tracking start"),
+        (graphs.GraphLog, "stop", "graph tracking stop"),
+        (Nvml, "processes", "NVML per-process list"),
+        (Nvml, "others_present", "NVML others_present"),
+    ]
+    for owner, attribute, label in wrapped:
+        setattr(owner, attribute, timed(label, getattr(owner, attribute)))
+    gc.callbacks.append(on_gc)
+
+
 class Timers:
     def pytest_configure(self, config: pytest.Config) -> None:
-        from pytest_cgmem.cuda import allocator, graphs, region
-        from pytest_cgmem.cuda.nvml import Nvml
-
-        for name in ("stats", "synchronize", "empty_cache", "reset_peaks", "mem_info"):
-            setattr(allocator, name, timed(f"allocator.{name}", getattr(allocator, name)))
-        wrapped: list[tuple[Any, str, str]] = [
-            (region.Region, "start", "Region.start (all)"),
-            (region.Region, "stop", "Region.stop (all)"),
-            (region, "_reset_workspaces", "cuBLAS workspace reset"),
-            (region, "_stream_id", "current stream id"),
-            (graphs.GraphLog, "start", "graph tracking start"),
-            (graphs.GraphLog, "stop", "graph tracking stop"),
-            (Nvml, "processes", "NVML per-process list"),
-            (Nvml, "others_present", "NVML others_present"),
-        ]
-        for owner, attribute, label in wrapped:
-            setattr(owner, attribute, timed(label, getattr(owner, attribute)))
-        gc.callbacks.append(on_gc)
+        install_timers()
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
@@ -94,7 +106,38 @@ class Timers:
             STATE["counting"] = False
 
 
+def loop(n: int) -> None:
+    """The same timers over ``n`` regions in a loop, a tiny op inside each."""
+    import torch
+
+    from pytest_cgmem.cuda import region
+
+    install_timers()
+    x = torch.ones(256, device="cuda")
+    region.warm_up(0)
+    for counting in (False, True):  # a round of warm-up first
+        STATE["variant"], STATE["counting"] = "loop", counting
+        t0 = time.perf_counter()
+        for _ in range(n):
+            measured = region.Region("bench").start()
+            (x * 2).sum()
+            measured.stop()
+        whole = time.perf_counter() - t0
+    STATE["counting"] = False
+    print(f"{'step, in a loop of ' + str(n) + ' regions':<48}{'µs per region':>14}")
+    steps = {key.split(": ", 1)[1]: total / n * 1e6 for key, total in TOTALS.items()}
+    for name in sorted(steps):
+        print(f"{name:<48}{steps[name]:>14.1f}")
+    inside = sum(v for k, v in steps.items() if k not in WHOLE and not k.startswith("gc "))
+    regions = steps.get(WHOLE[0], 0.0) + steps.get(WHOLE[1], 0.0)
+    print(f"{'start + stop, less the steps timed inside':<48}{regions - inside:>14.1f}")
+    print(f"{'the loop, per region (tiny op included)':<48}{whole / n * 1e6:>14.1f}")
+
+
 def main() -> int:
+    if "--loop" in sys.argv:
+        loop(int(sys.argv[sys.argv.index("--loop") + 1]))
+        return 0
     code = pytest.main(
         [str(HERE / "test_overhead.py"), "-q", "-p", "no:cacheprovider", "-k", "plain or marked"],
         plugins=[Timers()],
