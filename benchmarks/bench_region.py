@@ -32,19 +32,9 @@ from pytest_cgmem.cuda.graphs import GraphLog
 from pytest_cgmem.cuda.nvml import nvml
 
 
-def per_call_us(fn: Callable[[], object], n: int) -> float:
-    fn()
-    batches = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        batches.append((time.perf_counter() - start) / n * 1e6)
-    return statistics.median(batches)
-
-
 def interleaved_per_call_us(fns: list[Callable[[], object]], n: int) -> list[float]:
-    """``per_call_us`` of each function, their batches in turn after one warm-up round."""
+    """µs per call of each function: the median of five batches of ``n`` calls, the
+    functions' batches in turn, after one warm-up round."""
     batches: list[list[float]] = [[] for _ in fns]
     for round_ in range(6):
         for fn, times in zip(fns, batches, strict=True):
@@ -54,6 +44,10 @@ def interleaved_per_call_us(fns: list[Callable[[], object]], n: int) -> list[flo
             if round_:
                 times.append((time.perf_counter() - start) / n * 1e6)
     return [statistics.median(times) for times in batches]
+
+
+def per_call_us(fn: Callable[[], object], n: int) -> float:
+    return interleaved_per_call_us([fn], n)[0]
 
 
 def each_call_us(prepare: Callable[[], object], fn: Callable[[], object], n: int) -> float:
@@ -86,7 +80,8 @@ def main() -> None:
     junk: list[dict[str, Any]] = [{"a": i, "b": str(i), "c": [i]} for i in range(2000)]
 
     def filler() -> int:
-        """About 3 µs of pure Python on the H200 host: a seventh of the region's own."""
+        """3-6 µs of pure Python on the H200 host; seven of them take about what the
+        region's own Python takes."""
         total = 0
         for item in junk[::60]:
             total += item["a"] + len(item["b"]) + len(item["c"])
