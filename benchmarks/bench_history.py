@@ -32,19 +32,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 CONFTEST = """
-import json, os, time
-import pytest
+import json, os
+from protocol_timer import timed_protocol
 
 _times = {}
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item):
-    start = time.perf_counter()
-    try:
-        return (yield)
-    finally:
-        kind = item.originalname.removeprefix("test_")
-        _times.setdefault(kind, []).append(time.perf_counter() - start)
+def _record(item, seconds):
+    _times.setdefault(item.originalname.removeprefix("test_"), []).append(seconds)
+
+pytest_runtest_protocol = timed_protocol(_record)
 
 def pytest_sessionfinish(session):
     with open(os.environ["CGMEM_BENCH_OUT"], "w") as f:
@@ -94,7 +90,9 @@ def run(folder: Path, name: str, tests: int) -> dict[str, list[float]]:
         CGMEM_BENCH_TESTS=str(tests),
         CGMEM_BENCH_MARK=mark,
         CGMEM_BENCH_PEAK=peak,
-        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO), str(REPO / "benchmarks"), env.get("PYTHONPATH", "")]
+        ),
     )
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options]
     subprocess.run(

@@ -36,13 +36,15 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHONPATH = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-"""The benchmarks folder first, for the timing conftest's ``interleave``."""
+"""The benchmarks folder first, for the timing conftest's ``interleave`` and
+``protocol_timer``."""
 
 TIMING = """
-import json, os, sys, time
+import json, os, sys
 from collections import defaultdict
 import pytest
 from interleave import interleaved
+from protocol_timer import timed_protocol
 
 TIMES = defaultdict(list)
 
@@ -51,13 +53,9 @@ def pytest_collection_modifyitems(items):
     items[:] = interleaved(items, lambda item: item.originalname)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item):
-    start = time.perf_counter()
-    try:
-        return (yield)
-    finally:
-        TIMES[item.originalname].append(time.perf_counter() - start)
+pytest_runtest_protocol = timed_protocol(
+    lambda item, seconds: TIMES[item.originalname].append(seconds)
+)
 
 
 def pytest_sessionfinish(session):

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
 from collections import defaultdict
-from collections.abc import Generator
 from typing import Any
 
 import pytest
 from interleave import interleaved
+from protocol_timer import timed_protocol
 
 _times = pytest.StashKey[dict[str, list[float]]]()
 
@@ -36,13 +35,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items[:] = interleaved(items, _variant)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, Any, Any]:
-    start = time.perf_counter()
-    try:
-        return (yield)
-    finally:
-        item.config.stash[_times][_variant(item)].append(time.perf_counter() - start)
+def _record(item: pytest.Item, seconds: float) -> None:
+    item.config.stash[_times][_variant(item)].append(seconds)
+
+
+pytest_runtest_protocol = timed_protocol(_record)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
