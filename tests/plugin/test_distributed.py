@@ -65,6 +65,11 @@ def test_all_reduce(cgmem_distributed):
     result.check(leak=0)
 
 
+def test_all_reduce_spawned(cgmem_distributed):
+    result = cgmem_distributed(all_reduce, 2, "gloo", timeout=60, start_method="spawn")
+    assert result.values == [3.0, 3.0]
+
+
 def test_raises(cgmem_distributed):
     cgmem_distributed(raises_on_1, 2, "gloo", timeout=60)
 
@@ -103,7 +108,7 @@ def test_nccl_needs_cuda(cgmem_distributed):
 def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_rank_cases=RANKS)
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json")
-    result.assert_outcomes(passed=1, failed=6, skipped=1)
+    result.assert_outcomes(passed=2, failed=6, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -139,7 +144,13 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     document = runfile.load_run(pytester.path / "run.json")
     runfile.validate(document)
     tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
-    assert sorted(tests) == ["test_all_reduce", "test_exits", "test_hangs", "test_raises"]
+    assert sorted(tests) == [
+        "test_all_reduce",
+        "test_all_reduce_spawned",
+        "test_exits",
+        "test_hangs",
+        "test_raises",
+    ]
     for test in tests.values():  # one entry per rank, with no figures: there is no device
         assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
         assert [r["extra"]["rank"] for r in test["regions"]] == [0, 1]
@@ -147,7 +158,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
         assert all(r["extra"]["unmeasured"] == "no CUDA device" for r in test["regions"])
         assert test["checked"] == ["rank0", "rank1"]
     errors = {name: [r["error"] for r in t["regions"]] for name, t in tests.items()}
-    assert errors["test_all_reduce"] == [None, None]
+    assert errors["test_all_reduce"] == errors["test_all_reduce_spawned"] == [None, None]
     assert errors["test_raises"] == [
         "cgmem stopping it: still running when rank 1 failed",
         "ValueError: planted on rank 1",
