@@ -107,8 +107,10 @@ def test_nccl_needs_cuda(cgmem_distributed):
 @pytest.mark.no_cuda
 def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_rank_cases=RANKS)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json")
-    result.assert_outcomes(passed=2, failed=6, skipped=1)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json", "-k", "not spawned"
+    )
+    result.assert_outcomes(passed=1, failed=6, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -144,13 +146,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     document = runfile.load_run(pytester.path / "run.json")
     runfile.validate(document)
     tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
-    assert sorted(tests) == [
-        "test_all_reduce",
-        "test_all_reduce_spawned",
-        "test_exits",
-        "test_hangs",
-        "test_raises",
-    ]
+    assert sorted(tests) == ["test_all_reduce", "test_exits", "test_hangs", "test_raises"]
     for test in tests.values():  # one entry per rank, with no figures: there is no device
         assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
         assert [r["extra"]["rank"] for r in test["regions"]] == [0, 1]
@@ -158,13 +154,26 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
         assert all(r["extra"]["unmeasured"] == "no CUDA device" for r in test["regions"])
         assert test["checked"] == ["rank0", "rank1"]
     errors = {name: [r["error"] for r in t["regions"]] for name, t in tests.items()}
-    assert errors["test_all_reduce"] == errors["test_all_reduce_spawned"] == [None, None]
+    assert errors["test_all_reduce"] == [None, None]
     assert errors["test_raises"] == [
         "cgmem stopping it: still running when rank 1 failed",
         "ValueError: planted on rank 1",
     ]
     assert errors["test_exits"][1] == "the rank's exit before it sent its figures (exit status 3)"
     assert errors["test_hangs"] == [None, "the timeout (2 s): cgmem stopped it"]
+
+
+@pytest.mark.no_cuda
+def test_gloo_ranks_start_as_fresh_interpreters(pytester: pytest.Pytester) -> None:
+    """start_method="spawn": each rank imports torch and the test's module itself."""
+    pytester.makepyfile(test_rank_cases=RANKS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-json=run.json", "-k", "spawned")
+    result.assert_outcomes(passed=1)
+    (test,) = runfile.load_run(pytester.path / "run.json")["tests"]
+    assert [(r["label"], r["error"]) for r in test["regions"]] == [
+        ("rank0", None),
+        ("rank1", None),
+    ]
 
 
 TORCHRUN = """
