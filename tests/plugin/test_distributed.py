@@ -39,6 +39,18 @@ def all_reduce(rank, world_size):
     return t.item()
 
 
+def all_reduce_noting_teardown(rank, world_size):
+    # all_reduce, and a file for each call of destroy_process_group after it
+    destroy = dist.destroy_process_group
+
+    def noted(*args, **kwargs):
+        open(os.path.join(os.environ["TEARDOWN_NOTES"], f"rank{rank}"), "w").close()
+        return destroy(*args, **kwargs)
+
+    dist.destroy_process_group = noted
+    return all_reduce(rank, world_size)
+
+
 def raises_on_1(rank, world_size):
     if rank == 1:
         print("rank 1 is about to raise")
@@ -63,6 +75,14 @@ def test_all_reduce(cgmem_distributed):
     assert not result.measured and result.unmeasured == "no CUDA device"
     assert result.per_rank[1].leak is None and result.leak is None
     result.check(leak=0)
+
+
+def test_gloo_group_is_left_for_the_process_end(cgmem_distributed, tmp_path, monkeypatch):
+    # destroying it can deadlock in ProcessGroupGloo's destructor (docs/distributed.md)
+    monkeypatch.setenv("TEARDOWN_NOTES", str(tmp_path))
+    result = cgmem_distributed(all_reduce_noting_teardown, 2, "gloo", timeout=60)
+    assert result.values == [3.0, 3.0]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_all_reduce_spawned(cgmem_distributed):
@@ -110,7 +130,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     result = pytester.runpytest(
         "-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json", "-k", "not spawned"
     )
-    result.assert_outcomes(passed=1, failed=6, skipped=1)
+    result.assert_outcomes(passed=2, failed=6, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -146,7 +166,13 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     document = runfile.load_run(pytester.path / "run.json")
     runfile.validate(document)
     tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
-    assert sorted(tests) == ["test_all_reduce", "test_exits", "test_hangs", "test_raises"]
+    assert sorted(tests) == [
+        "test_all_reduce",
+        "test_exits",
+        "test_gloo_group_is_left_for_the_process_end",
+        "test_hangs",
+        "test_raises",
+    ]
     for test in tests.values():  # one entry per rank, with no figures: there is no device
         assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
         assert [r["extra"]["rank"] for r in test["regions"]] == [0, 1]
