@@ -5,7 +5,9 @@ Run on a GPU machine: ``python benchmarks/bench_region.py [--n 2000] [--profile]
 makes, and last the region's Python alone (its torch and CUDA calls answered by stubs);
 ``--profile`` adds the functions a region spends most in (cProfile over n regions).
 
-The first rows (the region with and without graph tracking, the floor, the floor with
+The first rows (the region as a marked test makes it, with its graph tracking left installed
+between regions; the same installing and removing the tracking each time, as a region of
+the fixture does; without graph tracking; the floor, the floor with
 pure-Python filler between its calls, the filler alone, the tiny op) are timed in turn,
 batch by batch, after a round of warm-up batches, so that a process or GPU that speeds up
 as it runs does not favour whichever row comes later. Three rows time single calls:
@@ -28,7 +30,7 @@ import torch
 
 from pytest_cgmem.cuda import allocator
 from pytest_cgmem.cuda import region as measure
-from pytest_cgmem.cuda.graphs import GraphLog
+from pytest_cgmem.cuda.graphs import GraphLog, release_tracking
 from pytest_cgmem.cuda.nvml import nvml
 
 
@@ -72,8 +74,9 @@ def main() -> None:
     meter = nvml()
     cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
 
-    def region(track_graphs: bool = True) -> None:
-        r = measure.Region("bench", track_graphs=track_graphs).start()
+    def region(track_graphs: bool = True, linger: bool = True) -> None:
+        """A marked test's region: its graph tracking stays installed for the next one."""
+        r = measure.Region("bench", track_graphs=track_graphs, linger_tracking=linger).start()
         (x * 2).sum()
         r.stop()
 
@@ -117,6 +120,7 @@ def main() -> None:
 
     headline = [
         ("region start+stop (as a marked test)", lambda: region()),
+        ("region, tracking installed and removed", lambda: region(linger=False)),
         ("region without graph tracking", lambda: region(False)),
         ("its torch and driver calls alone (the floor)", floor),
         ("the floor, Python filler between its calls", lambda: floor(fill=True)),
@@ -141,6 +145,7 @@ def main() -> None:
     ]
     print(f"{'step':<42}{'µs per call':>12}")
     timed = interleaved_per_call_us([fn for _, fn in headline], n)
+    release_tracking()
     for (name, _), us in zip(headline, timed, strict=True):
         print(f"{name:<42}{us:>12.1f}")
     for name, fn in rows:
@@ -202,7 +207,7 @@ def python_alone_us(n: int) -> float:
     measure._clean[0] = (allocator.current(reading, "allocated_bytes"), int(stream[0]))
 
     def region() -> None:
-        measure.Region("bench").start().stop()
+        measure.Region("bench", linger_tracking=True).start().stop()
 
     return per_call_us(region, n)
 

@@ -194,6 +194,8 @@ class CgmemSession:
         self._cuda: bool | None = None
         self.opted_out: dict[str, str] = {}
         self.never_on_gpu = 0
+        self.tracking_lingers = False
+        """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._diagnostics: Any = None
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
@@ -285,6 +287,16 @@ class CgmemSession:
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         if budget_key in item.stash:
             self.require_cuda()
+        elif self.tracking_lingers and _suite_key not in item.stash:
+            self.release_tracking()
+
+    def release_tracking(self) -> None:
+        """Remove the graph tracking the last call region left installed: a test whose
+        call is no region runs with CUDAGraph as torch made it."""
+        from pytest_cgmem.cuda.graphs import release_tracking
+
+        self.tracking_lingers = False
+        release_tracking()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
@@ -314,7 +326,9 @@ class CgmemSession:
 
             forget_last_failure()
             device, rank = self.place()
-            region = Region(CALL_LABEL, device=device, rank=rank).start()
+            region = Region(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
+            self.tracking_lingers = True
+            region.start()
         try:
             recorder.start(region)
             try:
@@ -740,6 +754,8 @@ class CgmemSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.tracking_lingers:
+            self.release_tracking()
         if self.worker is not None or not self.started:
             return
         from .results import runfile

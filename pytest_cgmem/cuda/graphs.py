@@ -218,15 +218,39 @@ class _Hooks:
 
     # installation --------------------------------------------------------------------
     def add(self, listener: GraphLog) -> None:
-        if not self.listeners:
+        if not self.listeners and not self._in_place():
+            self._uninstall()
             self._install()
         self.listeners.append(listener)
 
-    def remove(self, listener: GraphLog) -> None:
+    def remove(self, listener: GraphLog, *, linger: bool = False) -> None:
+        """Stop ``listener``; the last one out removes the installation unless it
+        ``linger``s, to be taken up by the next listener (``release()`` removes it)."""
         if listener in self.listeners:
             self.listeners.remove(listener)
         if not self.listeners:
+            if linger:
+                self._idle()
+            else:
+                self._uninstall()
+
+    def release(self) -> None:
+        """Remove a lingering installation that no listener uses."""
+        if not self.listeners and (self.wrapped or self.handles):
             self._uninstall()
+
+    def _in_place(self) -> bool:
+        """Whether the installation is whole: every hook registered, every wrapper still
+        the class's own attribute (code may have patched over one since)."""
+        chosen = mechanism()
+        if chosen.hooks and not self.handles:
+            return False
+        if not self.wrapped:
+            return not (chosen.wrapped or chosen.accelerator)
+        for cls, name, _, _, wrapper in self.patches:  # noqa: SIM110 (each region's start: all() over a generator costs more)
+            if cls.__dict__.get(name) is not wrapper:
+                return False
+        return True
 
     def _install(self) -> None:
         chosen = mechanism()
@@ -287,6 +311,11 @@ class _Hooks:
                     delattr(cls, name)
                 else:
                     setattr(cls, name, before)
+        self._idle()
+
+    def _idle(self) -> None:
+        """Forget captures and replays under way: with no listener, the installation only
+        passes calls through, as if it were not there."""
         self.pending.clear()
         self.replaying.clear()
         self.capturing = 0
@@ -384,7 +413,7 @@ class _Hooks:
             self._guarded(graph, self._finish, graph)
 
     def _hook_replay_start(self, graph: Any) -> None:
-        if not self.busy:
+        if not self.busy and self.listeners:
             self.replaying.setdefault(id(graph), []).append(sys.exc_info()[1])
 
     def _hook_replay_end(self, graph: Any) -> None:
@@ -515,6 +544,11 @@ def _find_nvml_handle(device: int) -> None:
 _hooks = _Hooks()
 
 
+def release_tracking() -> None:
+    """Remove the tracking a log left installed when it stopped with ``linger``."""
+    _hooks.release()
+
+
 def hooks_installed() -> bool:
     """Whether the hooks or wrappers are in place (some log is listening)."""
     return _hooks.installed
@@ -620,13 +654,14 @@ class GraphLog:
         self._t0 = time.perf_counter()
         return self
 
-    def stop(self, *, measure_pools: bool = True) -> GraphLog:
-        """Stop listening (restores CUDAGraph once no log listens); with ``measure_pools``
-        and at least one capture, records the pools still holding memory."""
+    def stop(self, *, measure_pools: bool = True, linger: bool = False) -> GraphLog:
+        """Stop listening (restores CUDAGraph once no log listens, unless ``linger``: then
+        ``release_tracking()`` does); with ``measure_pools`` and at least one capture,
+        records the pools still holding memory."""
         if self._listening:
             self._listening = False
             self.seconds = time.perf_counter() - self._t0
-            _hooks.remove(self)
+            _hooks.remove(self, linger=linger)
         if measure_pools and self.captures:
             try:
                 held = self.pool_bytes()

@@ -102,6 +102,9 @@ class Region:
     device, warmed up and always reported (default: the current device; a distributed
     rank's is its own, whatever the current device); ``rank``: the distributed rank
     measuring, kept in the result's ``extra`` so that failures name it.
+    ``linger_tracking``: leave the graph tracking installed at the stop for the next
+    region to take up, as installing it costs more than the rest of the tracking; the
+    caller removes it (``graphs.release_tracking()``) before code no region measures.
     """
 
     label: str | None = None
@@ -116,6 +119,7 @@ class Region:
     before_leak_check: list[Callable[[int], None]] = field(default_factory=list)
     track_graphs: bool = True
     trackers: list[GraphLog] = field(default_factory=list)
+    linger_tracking: bool = False
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -237,7 +241,7 @@ class Region:
 
     def _stop_trackers(self) -> None:
         while self.trackers:
-            self.trackers.pop().stop(measure_pools=False)
+            self.trackers.pop().stop(measure_pools=False, linger=self.linger_tracking)
 
     def stop(self, error: BaseException | None = None) -> RegionResult:
         """Close the region; always leaves the tracker clean, even when reading fails."""

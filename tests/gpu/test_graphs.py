@@ -515,3 +515,84 @@ def test_expandable_segments_in_a_subprocess():
     # (older allocators keep cudaMalloc for private pools); the figures must hold either way
     assert out["expandable"]
     assert out["released"] == 0
+
+
+LINGERING = """
+import pytest, torch
+
+NAMES = ("capture_begin", "capture_end", "replay")
+TORCHS = {name: torch.cuda.CUDAGraph.__dict__.get(name) for name in NAMES}
+
+
+def as_torch_made_it():
+    return {name: torch.cuda.CUDAGraph.__dict__.get(name) for name in NAMES} == TORCHS
+
+
+def capture_and_replay(replays=1):
+    x = torch.ones(1024, device="cuda")
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = x * 2
+    for _ in range(replays):
+        g.replay()
+    torch.cuda.synchronize()
+    del g, y
+
+
+@pytest.fixture
+def graph_between_regions():
+    capture_and_replay()  # setup: outside the call's region
+    yield as_torch_made_it()
+    capture_and_replay()
+
+
+@pytest.mark.cgmem
+def test_first_marked():
+    assert not as_torch_made_it()
+    capture_and_replay()
+
+
+@pytest.mark.cgmem
+def test_next_marked_takes_the_tracking_up(graph_between_regions):
+    capture_and_replay(replays=2)
+
+
+@pytest.mark.cgmem
+def test_marked_without_graphs(graph_between_regions):
+    pass
+
+
+def test_unmarked_runs_with_torchs_classes(graph_between_regions):
+    assert graph_between_regions and as_torch_made_it()
+    capture_and_replay()
+
+
+@pytest.mark.cgmem
+def test_marked_after_an_unmarked_one():
+    capture_and_replay(replays=3)
+"""
+
+
+def test_marked_tests_share_one_tracking_and_others_see_torchs_classes(pytester):
+    """A marked test leaves the graph tracking installed for the next marked test; a test
+    that is not measured, the captures between regions and the run's end see none of it."""
+    pytester.makepyfile(test_lingering=LINGERING)
+    before = _methods()
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=5)
+    assert _methods() == before
+    assert not graphs.hooks_installed()
+    document = json.loads((pytester.path / "run.json").read_text())
+    figures = {
+        t["nodeid"].split("::")[1]: (
+            t["regions"][0]["devices"][0]["graphs"],
+            t["regions"][0]["devices"][0]["replays"],
+        )
+        for t in document["tests"]
+    }
+    assert figures == {
+        "test_first_marked": (1, 1),
+        "test_next_marked_takes_the_tracking_up": (1, 2),
+        "test_marked_without_graphs": (0, 0),
+        "test_marked_after_an_unmarked_one": (1, 3),
+    }

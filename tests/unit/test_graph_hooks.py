@@ -114,6 +114,66 @@ def test_nested_logs_share_one_patch_and_unwind_in_any_order():
     assert _installed() == before
 
 
+def test_a_lingering_installation_is_taken_up_then_released(monkeypatch):
+    install = graphs._hooks._install
+    installs = []
+
+    def counted():
+        installs.append(1)
+        install()
+
+    monkeypatch.setattr(graphs._hooks, "_install", counted)
+    before = _installed()
+    first = graphs.GraphLog().start()
+    patched = _installed()
+    first.stop(linger=True)
+    assert _installed() == patched
+    assert graphs.hooks_installed()
+    second = graphs.GraphLog().start()
+    assert _installed() == patched  # the same wrappers and hook handles
+    assert len(installs) == 1
+    second.stop(linger=True)
+    graphs.release_tracking()
+    assert _installed() == before
+    assert not graphs.hooks_installed()
+
+
+def test_release_leaves_a_listening_log_its_installation():
+    outer = graphs.GraphLog().start()
+    try:
+        graphs.GraphLog().start().stop(linger=True)
+        graphs.release_tracking()
+        assert graphs.hooks_installed()
+    finally:
+        outer.stop()
+    assert not graphs.hooks_installed()
+
+
+def test_a_patch_over_a_lingering_wrapper_is_wrapped_again():
+    cls = _wrapped_class()
+    if cls is None:
+        pytest.skip("this torch's mechanism wraps no class")
+    before = _methods(cls)
+    graphs.GraphLog().start().stop(linger=True)
+    lingering = cls.__dict__["replay"]
+
+    def theirs(self):
+        return lingering(self)
+
+    cls.replay = theirs
+    try:
+        log = graphs.GraphLog().start()
+        assert cls.__dict__["replay"].__wrapped__ is theirs
+        log.stop()
+        assert cls.__dict__["replay"] is theirs
+    finally:
+        graphs.release_tracking()
+        if before["replay"] is None:
+            del cls.replay
+        else:
+            cls.replay = before["replay"]
+
+
 def test_a_log_listens_once():
     log = graphs.GraphLog().start()
     try:
@@ -145,6 +205,18 @@ def test_someone_elses_patch_on_top_is_left_alone():
             del cls.replay
         else:
             cls.replay = before["replay"]
+
+
+def test_a_lingering_region_leaves_its_tracking_installed():
+    measure = pytest.importorskip("pytest_cgmem.cuda.region")
+    before = _installed()
+    region = measure.Region("r", linger_tracking=True)
+    region._track_graphs()
+    patched = _installed()
+    region._stop_trackers()
+    assert _installed() == patched
+    graphs.release_tracking()
+    assert _installed() == before
 
 
 def test_region_abandon_stops_its_graph_tracking():
