@@ -236,7 +236,7 @@ class _Hooks:
 
     def release(self) -> None:
         """Remove a lingering installation that no listener uses."""
-        if not self.listeners and (self.wrapped or self.handles):
+        if not self.listeners and self.installed:
             self._uninstall()
 
     def _in_place(self) -> bool:
@@ -550,7 +550,8 @@ def release_tracking() -> None:
 
 
 def hooks_installed() -> bool:
-    """Whether the hooks or wrappers are in place (some log is listening)."""
+    """Whether the hooks or wrappers are in place (some log is listening, or one left
+    them for the next: ``linger``)."""
     return _hooks.installed
 
 
