@@ -30,15 +30,14 @@ case = sys.argv[1]
 if case == "warm-up":
     from pytest_cgmem.cuda import allocator, nvml as nvml_module
     t = time.perf_counter()
-    single = torch.ones(8, 8, device="cuda")
-    torch.mm(single, single)
+    torch.cuda.current_blas_handle()
     torch.cuda.synchronize()
-    steps["fp32 mm (cuBLAS handle and workspace)"] = time.perf_counter() - t
+    steps["cuBLAS handle and workspace (no kernel)"] = time.perf_counter() - t
     t = time.perf_counter()
-    half = torch.ones(8, 8, device="cuda", dtype=torch.float16)
-    torch.nn.functional.linear(half, half, half[0])
+    single = torch.ones(8, 8, device="cuda")
+    torch.nn.functional.linear(single, single, single[0])
     torch.cuda.synchronize()
-    steps["fp16 linear (cuBLASLt handle and workspace)"] = time.perf_counter() - t
+    steps["fp32 linear with bias (cuBLASLt workspace)"] = time.perf_counter() - t
     t = time.perf_counter()
     meter = nvml_module.nvml()
     steps["NVML init"] = time.perf_counter() - t
@@ -53,6 +52,11 @@ if case == "warm-up":
     t = time.perf_counter()
     Region("call").start().stop()
     steps["first region, warmed up"] = time.perf_counter() - t
+    t = time.perf_counter()
+    half = torch.ones(8, 8, device="cuda", dtype=torch.float16)
+    torch.nn.functional.linear(half, half, half[0])
+    torch.cuda.synchronize()
+    steps["afterwards, a test's first fp16 linear (its kernels)"] = time.perf_counter() - t
 elif case == "region":
     from pytest_cgmem.cuda.region import Region
     t = time.perf_counter()

@@ -37,15 +37,17 @@ a region's start, no workspace can have been made since, and the reset is skippe
 
 
 def _warm_handles() -> None:
-    """Create the cuBLAS and cuBLASLt handles and workspaces of the current stream.
+    """Create the cuBLAS handle and the cuBLAS and cuBLASLt workspaces of the current stream.
 
-    Two tiny GEMMs on operands freed right after: nothing of ours stays allocated, so no
-    block of ours pins a segment that the code under test would otherwise see released.
+    The handle and the cuBLAS workspace come without a kernel; the cuBLASLt workspace
+    needs one GEMM through cuBLASLt, made in float32 (the dtype most suites run first,
+    so its kernels are usually loaded already). Its operands are freed right after:
+    nothing of ours stays allocated, so no block of ours pins a segment that the code
+    under test would otherwise see released.
     """
     single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
-    half = torch.ones(8, 8, device="cuda", dtype=torch.float16)
-    torch.mm(single, single)
-    torch.nn.functional.linear(half, half, half[0])
+    torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
+    torch.nn.functional.linear(single, single, single[0])
 
 
 def _stream_id(index: int) -> int:

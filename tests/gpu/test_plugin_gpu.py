@@ -170,3 +170,24 @@ def test_first_test_is_not_charged_for_context_and_cublas(pytester: pytest.Pytes
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
+
+
+def test_warm_up_warns_nothing_where_cuda_started_without_a_context(
+    pytester: pytest.Pytester,
+) -> None:
+    """CUDA initialised but no context yet (the conftest only asks for the device): the
+    warm-up must not make cuBLAS warn that no context is current, which ``-W error``
+    would turn into the test's failure."""
+    pytester.makeconftest("import torch\ntorch.cuda.init()\n")
+    pytester.makepyfile(
+        test_first="""
+        import pytest, torch
+
+        @pytest.mark.cgmem(leak=0)
+        def test_first_tensor():
+            torch.ones(8, device="cuda").sum().item()
+        """
+    )
+    result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "no current CUDA context" not in result.stdout.str() + result.stderr.str()

@@ -426,6 +426,7 @@ CUDA_ENTRY_POINTS = (
     "_cuda_getCurrentStream",
     "_cuda_memoryStats",
     "_cuda_clearCublasWorkspaces",
+    "_cuda_getCurrentBlasHandle",
     "_cuda_isHistoryEnabled",
     "_cuda_synchronize",
     "_cuda_getDevice",
