@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.gpu
 MiB = 2**20
 N = 5 * MiB + 512
+QUIET_TRIES = 50
 
 
 def test_other_process_changing_device_memory_flags_the_region(cgmem: CgmemFixture) -> None:
@@ -39,10 +41,16 @@ def test_other_process_changing_device_memory_flags_the_region(cgmem: CgmemFixtu
         assert abs(m.device) <= 2 * MiB  # our own figure is untouched by the other process
 
 
-def test_quiet_region_is_not_flagged(cgmem: CgmemFixture) -> None:
-    with cgmem.measure() as m:
-        torch.empty(N, dtype=torch.uint8, device="cuda")
-    assert not m.result.disturbed
+def test_quiet_region_is_not_flagged(cgmem: CgmemFixture, others_moved: Any) -> None:
+    """Under xdist the suite's other workers share the GPU and move memory at any moment:
+    a region they disturbed is rightly flagged, so the check is made on a quiet one."""
+    for _ in range(QUIET_TRIES):
+        with others_moved() as moved, cgmem.measure() as m:
+            torch.empty(N, dtype=torch.uint8, device="cuda")
+        if moved.bytes == 0:
+            assert not m.result.disturbed
+            return
+    pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} regions")
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
