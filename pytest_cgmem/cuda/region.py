@@ -39,8 +39,9 @@ a region's start, no workspace can have been made since, and the reset is skippe
 def _warm_handles() -> None:
     """Create the cuBLAS handle and the cuBLAS and cuBLASLt workspaces of the current stream.
 
-    The handle and the cuBLAS workspace come without a kernel; the cuBLASLt workspace
-    needs one GEMM through cuBLASLt, made in float32 (the dtype most suites run first,
+    The handle and the cuBLAS workspace come without a kernel (torch 2.4+ sets the
+    workspace whenever it hands out the handle); the cuBLASLt workspace needs one GEMM
+    through cuBLASLt, made in float32 (the dtype most suites run first,
     so its kernels are usually loaded already). Its operands are freed right after:
     nothing of ours stays allocated, so no block of ours pins a segment that the code
     under test would otherwise see released.
