@@ -41,10 +41,10 @@ def _warm_handles() -> None:
 
     The handle and the cuBLAS workspace come without a kernel (torch 2.4+ sets the
     workspace whenever it hands out the handle); the cuBLASLt workspace needs one GEMM
-    through cuBLASLt, made in float32 (the dtype most suites run first,
-    so its kernels are usually loaded already). Its operands are freed right after:
-    nothing of ours stays allocated, so no block of ours pins a segment that the code
-    under test would otherwise see released.
+    through cuBLASLt, made in float32 (the dtype most suites run first, so its kernels
+    are usually loaded already). Its operands are freed right after: nothing of ours
+    stays allocated, so no block of ours pins a segment that the code under test would
+    otherwise see released.
     """
     single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
     torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
