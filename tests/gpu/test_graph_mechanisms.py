@@ -28,6 +28,7 @@ from pytest_cgmem.cuda.nvml import nvml  # noqa: E402
 pytestmark = pytest.mark.gpu
 
 MiB = 2**20
+QUIET_TRIES = 50
 N = 16 * MiB
 ROOT = Path(pytest_cgmem.__file__).resolve().parent.parent
 VERSION = installed.version_tuple(str(torch.__version__))
@@ -266,22 +267,32 @@ def test_pool_figures_agree_with_the_snapshot_sums(conf: str | None) -> None:
         assert out["stats"] is None
 
 
-def test_nvml_device_free_moves_with_cudamemgetinfo() -> None:
+def test_nvml_device_free_moves_with_cudamemgetinfo(others_moved) -> None:
     """The hooks (2.14+) read the driver through NVML during a capture; its device figure
-    must move as cudaMemGetInfo's does."""
+    must move as cudaMemGetInfo's does.
+
+    Both figures are device-wide, and under xdist the suite's other workers share the GPU:
+    the comparison is made on a try during which no other process moved memory.
+    """
     index = torch.cuda.current_device()
     torch.cuda.synchronize()
     meter = nvml()
     meter.handle(index, allocator.device_uuid(index))
     if meter.device_free(index) is None:
         pytest.skip("NVML cannot read this device's memory")
-    torch.cuda.empty_cache()
-    nvml_before, cuda_before = meter.device_free(index), allocator.mem_info(index)[0]
-    block = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
-    torch.cuda.synchronize()
-    nvml_after, cuda_after = meter.device_free(index), allocator.mem_info(index)[0]
-    assert nvml_before is not None and nvml_after is not None
-    nvml_delta, cuda_delta = nvml_before - nvml_after, cuda_before - cuda_after
-    assert cuda_delta >= 256 * MiB
-    assert abs(nvml_delta - cuda_delta) <= 2 * MiB, (nvml_delta, cuda_delta)
-    del block
+    for _ in range(QUIET_TRIES):
+        torch.cuda.empty_cache()
+        with others_moved(index) as moved:
+            nvml_before, cuda_before = meter.device_free(index), allocator.mem_info(index)[0]
+            block = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
+            torch.cuda.synchronize()
+            nvml_after, cuda_after = meter.device_free(index), allocator.mem_info(index)[0]
+        del block
+        if moved.bytes != 0:
+            continue
+        assert nvml_before is not None and nvml_after is not None
+        nvml_delta, cuda_delta = nvml_before - nvml_after, cuda_before - cuda_after
+        assert cuda_delta >= 256 * MiB
+        assert abs(nvml_delta - cuda_delta) <= 2 * MiB, (nvml_delta, cuda_delta)
+        return
+    pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} tries")
