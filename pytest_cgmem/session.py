@@ -528,7 +528,11 @@ class CgmemSession:
         report.user_properties.extend(properties)  # the call report, for report readers
         item.user_properties.extend(properties)  # the teardown report, which JUnit reads
         if report.failed:
-            text = section(regions, item.stash.get(budget_key, None))
+            text = section(
+                regions,
+                Budget(verdict.budget) if verdict else None,
+                verdict.checked if verdict else (),
+            )
             diagnosis = item.stash.get(_diagnosis_key, None)
             if diagnosis:
                 text += "\n" + diagnosis

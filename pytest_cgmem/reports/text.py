@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ..checks.budgets import Budget
@@ -10,17 +10,23 @@ from ..metrics import METRICS, names, region_keys, region_name
 from ..results.records import RegionResult, TestRecord
 
 
-def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> str:
-    """Every metric of every region and device, with its budget and verdict."""
+def section(
+    regions: Sequence[RegionResult],
+    budget: Budget | None = None,
+    checked: Collection[str | None] | None = None,
+) -> str:
+    """Every metric of every region and device; where a region was held to ``budget``
+    (``checked``: the labels that were; default: every region), its limit and verdict."""
     lines: list[str] = []
     for name, result in zip(region_keys(r.label for r in regions), regions, strict=True):
+        limits = budget.limits if budget and (checked is None or result.label in checked) else {}
         for figures in result.devices:
             lines.append(f"{name} on {figures.where} ({result.seconds * 1000:.1f} ms):")
             for metric, value in figures.metrics().items():
                 spec = METRICS[metric]
                 row = f"  {metric:<15}{spec.format(value):>12}"
-                if budget is not None and metric in budget.limits:
-                    limit = budget.limits[metric]
+                if metric in limits:
+                    limit = limits[metric]
                     verdict = "OVER" if value is not None and value > limit else "ok"
                     if value is None and metric in (result.extra.get("unavailable") or {}):
                         verdict = "unavailable"
@@ -49,7 +55,7 @@ def section(regions: Sequence[RegionResult], budget: Budget | None = None) -> st
                     f"{METRICS['peak'].format(figures.gc_freed)}; garbage left from before "
                     "the region counts in its start figure and can offset a leak"
                 )
-            if figures.leak and not figures.leak_confirmed:
+            if figures.leak and not figures.leak_confirmed and not result.recorded:
                 lines.append(
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"

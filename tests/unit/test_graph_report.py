@@ -50,3 +50,22 @@ def test_section_lists_graph_budgets():
     assert "graph_pool" in text and "40.00 MiB" in text and "OVER" in text
     graphs_row = next(line for line in text.splitlines() if line.strip().startswith("graphs"))
     assert graphs_row.split()[-1] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("checked", "annotated"),
+    [(None, {"call", "inner"}), (("call",), {"call"}), (("inner",), {"inner"}), ((), set())],
+)
+def test_section_shows_a_budget_only_on_the_regions_held_to_it(checked, annotated):
+    call = _record("t.py::a").regions[0]
+    inner = RegionResult("inner", call.devices, 0.01)
+    text = section([call, inner], parse_budget({"peak": "32 MiB"}), checked)
+    assert [line.split(" on ")[0] for line in text.splitlines() if " on cuda:" in line] == [
+        "call",
+        "inner",
+    ]
+    peaks = [line for line in text.splitlines() if line.lstrip().startswith("peak")]
+    assert [("budget" in line) for line in peaks] == [
+        name in annotated for name in ("call", "inner")
+    ]
+    assert text.count("OVER") == len(annotated)
