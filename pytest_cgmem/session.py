@@ -41,7 +41,10 @@ budget_key = pytest.StashKey[Budget]()
 regions_key = pytest.StashKey[list[RegionResult]]()
 """The finished regions of the test running now, in order (the marked call phase first)."""
 opted_out_key = pytest.StashKey[str]()
-"""Under --cgmem-all: the reason a test is not measured (its ``cgmem_off`` mark)."""
+"""The reason of an unmarked test's ``cgmem_off`` mark: under --cgmem-all its call phase is
+not measured, and in any run nothing it records is held to the default budget."""
+_never_used_key = pytest.StashKey[bool]()
+"""Under --cgmem-all: the test ran and never used CUDA (so it was not measured)."""
 _suite_key = pytest.StashKey[bool]()
 _tolerance_key = pytest.StashKey[dict[str, Number]]()
 _verdict_key = pytest.StashKey["Verdict"]()
@@ -49,9 +52,10 @@ _diagnosis_key = pytest.StashKey[str]()
 _machine_key = pytest.StashKey[dict[str, Any]]()
 
 RESULT_ATTRIBUTE = "cgmem_result"
-"""Under pytest-xdist, the call report's attribute that carries a measured test's record in
-its run-file form (and, the first time, the worker's machine) to the controller: xdist
-serializes a report's attributes with it, so the record arrives as the test ends."""
+"""Under pytest-xdist, the call report's attribute that carries to the controller a measured
+test's record in its run-file form (and, the first time, the worker's machine), and under
+--cgmem-all whether the test was opted out or never used CUDA: xdist serializes a report's
+attributes with it, so they arrive as the test ends."""
 
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 
@@ -193,7 +197,9 @@ class CgmemSession:
         self._machine_sent = False
         self._cuda: bool | None = None
         self.opted_out: dict[str, str] = {}
-        self.never_on_gpu = 0
+        """Under --cgmem-all: each opted-out test that ran, with its reason."""
+        self.never_used: dict[str, None] = {}
+        """Under --cgmem-all: the tests that ran and never used CUDA."""
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._diagnostics: Any = None
@@ -249,12 +255,10 @@ class CgmemSession:
                     TypeError,
                 ) as exc:  # a usage error, or a value no parser foresaw
                     errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
+            elif off is not None:
+                item.stash[opted_out_key] = reason
             elif self.settings.all:
-                if off is not None:
-                    item.stash[opted_out_key] = reason
-                    self.opted_out[item.nodeid] = reason
-                else:
-                    item.stash[_suite_key] = True
+                item.stash[_suite_key] = True
         if errors:
             raise pytest.UsageError(*errors)
 
@@ -376,7 +380,7 @@ class CgmemSession:
         if cuda_started():
             self._late_region(item, t0)
         elif not item.stash.get(regions_key, None):
-            self.never_on_gpu += 1
+            item.stash[_never_used_key] = True
             return outcome
         error = self._judge(item)  # recorded regions too (cgmem_record, distributed ranks)
         if error is not None:
@@ -402,10 +406,12 @@ class CgmemSession:
         if marked is None and _suite_key in item.stash:
             marked = self.settings.budget
         budget = marked if marked is not None else self.settings.budget
+        opted_out = marked is None and opted_out_key in item.stash
         checked = tuple(
             r.label
             for i, r in enumerate(regions)
-            if r.judged or (i == 0 and marked is not None and r.label == CALL_LABEL)
+            if not opted_out
+            and (r.judged or (i == 0 and marked is not None and r.label == CALL_LABEL))
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         unavailable = _unavailable(regions, budget, checked)
@@ -483,8 +489,13 @@ class CgmemSession:
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
     ) -> None:
         regions = item.stash.get(regions_key, None)
+        payload: dict[str, Any] = {}
+        if self.settings.all:
+            self._count_unmeasured(item, payload)
         if regions:
-            self._record(item, report, tuple(regions))
+            self._record(item, report, tuple(regions), payload)
+        if payload and self.worker is not None:
+            setattr(report, RESULT_ATTRIBUTE, payload)
         excinfo = call.excinfo
         if excinfo is not None and _CUDA_MODULE in sys.modules:
             allocator = sys.modules[_CUDA_MODULE]
@@ -494,8 +505,31 @@ class CgmemSession:
 
                 release_exception_frames(excinfo.value)
 
+    def _count_unmeasured(self, item: pytest.Item, payload: dict[str, Any]) -> None:
+        """Under --cgmem-all: an opted-out test, or one that never used CUDA, counted here
+        or, on an xdist worker, told to the controller in ``payload``."""
+        reason = item.stash.get(opted_out_key, None)
+        never_used = item.stash.get(_never_used_key, False)
+        if self.worker is not None:
+            if reason is not None:
+                payload["opted_out"] = reason
+            if never_used:
+                payload["never_used"] = True
+            return
+        self._take_unmeasured(item.nodeid, reason, never_used)
+
+    def _take_unmeasured(self, nodeid: str, reason: Any, never_used: Any) -> None:
+        if isinstance(reason, str):
+            self.opted_out[nodeid] = reason
+        if never_used is True:
+            self.never_used[nodeid] = None
+
     def _record(
-        self, item: pytest.Item, report: pytest.TestReport, regions: tuple[RegionResult, ...]
+        self,
+        item: pytest.Item,
+        report: pytest.TestReport,
+        regions: tuple[RegionResult, ...],
+        payload: dict[str, Any],
     ) -> None:
         verdict = item.stash.get(_verdict_key, None)
         findings = None if verdict is None else verdict.findings
@@ -519,11 +553,10 @@ class CgmemSession:
         else:
             from pytest_cgmem.results.runfile import plain_record
 
-            payload: dict[str, Any] = {"record": plain_record(record)}
+            payload["record"] = plain_record(record)
             if not self._machine_sent and self._outputs():
                 payload["machine"] = process_machine(self.config)
                 self._machine_sent = True
-            setattr(report, RESULT_ATTRIBUTE, payload)
         properties = junit_properties(regions)
         report.user_properties.extend(properties)  # the call report, for report readers
         item.user_properties.extend(properties)  # the teardown report, which JUnit reads
@@ -654,6 +687,7 @@ class CgmemSession:
         payload = getattr(report, RESULT_ATTRIBUTE, None)
         if self.worker is not None or not isinstance(payload, Mapping):
             return
+        self._take_unmeasured(report.nodeid, payload.get("opted_out"), payload.get("never_used"))
         machine = payload.get("machine")
         if isinstance(machine, Mapping) and self.machine is None:
             self._take_machine(machine)
@@ -840,7 +874,7 @@ class CgmemSession:
         records = list(self.records.values())
         lines = summary(records, self.settings.summary)
         if self.settings.all:
-            lines[:0] = suite_summary(records, self.opted_out, self.never_on_gpu)
+            lines[:0] = suite_summary(records, self.opted_out, len(self.never_used))
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:

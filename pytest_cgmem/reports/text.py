@@ -103,13 +103,20 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
 def suite_summary(
     records: Sequence[TestRecord], opted_out: Mapping[str, str], never_on_gpu: int
 ) -> list[str]:
-    """--cgmem-all: how many tests were measured, over budget, opted out (with reasons)."""
-    over = sum(1 for r in records if r.violations)
+    """--cgmem-all: how many tests were measured, over budget, opted out (with reasons).
+
+    An opted-out test that recorded figures itself (``cgmem_record``, ``cgmem.distributed``)
+    counts as opted out, not measured: its figures are kept, and not judged."""
+    measured = [r for r in records if r.nodeid not in opted_out]
+    over = sum(1 for r in measured if r.violations)
+    recorded = {r.nodeid for r in records}
     lines = [
-        f"--cgmem-all: {len(records)} test(s) measured, {over} over budget, "
+        f"--cgmem-all: {len(measured)} test(s) measured, {over} over budget, "
         f"{len(opted_out)} opted out, {never_on_gpu} never used CUDA (not measured)"
     ]
-    lines += [f"  opted out {nodeid}: {reason}" for nodeid, reason in sorted(opted_out.items())]
+    for nodeid, reason in sorted(opted_out.items()):
+        kept = " (the figures it recorded are kept, not judged)" if nodeid in recorded else ""
+        lines.append(f"  opted out {nodeid}: {reason}{kept}")
     return lines
 
 

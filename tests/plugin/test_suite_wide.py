@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 
@@ -149,6 +150,74 @@ def test_recorded_regions_are_judged_under_cgmem_all_without_cuda(
     result = pytester.runpytest("--cgmem-all", "--cgmem-budget=leak=0")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*cgmem: leak 8.00 MiB exceeds budget 0 B*in 'server'*"])
+
+
+def test_recorded_regions_show_the_budget_they_were_held_to(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_server(cgmem_record):
+            cgmem_record("server", leak="8 MiB")
+        """
+    )
+    result = pytester.runpytest("--cgmem-all", "--cgmem-budget=leak=0")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["server on cuda:0 (*", "  leak * 8.00 MiB   budget * 0 B  OVER"])
+    result.stdout.no_fnmatch_line("*driver figure did not grow*")  # recorded, not measured
+
+
+OPTED_OUT_RECORDING = """
+import pytest
+
+
+@pytest.mark.cgmem_off("keeps its cache on purpose")
+def test_keeps(cgmem_record):
+    cgmem_record("cache", leak="8 MiB")
+
+
+def test_server(cgmem_record):
+    cgmem_record("server", leak="8 MiB")
+"""
+
+
+@pytest.mark.parametrize("suite_wide", [["--cgmem-all"], []], ids=["cgmem-all", "marked-only"])
+def test_an_opted_out_test_records_figures_but_is_not_held_to_the_default_budget(
+    pytester: pytest.Pytester, suite_wide: list[str]
+) -> None:
+    pytester.makepyfile(test_rec=OPTED_OUT_RECORDING)
+    result = pytester.runpytest(*suite_wide, "--cgmem-budget=leak=0", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_rec.py::test_server - *BudgetExceeded*"])
+    run = json.loads((pytester.path / "run.json").read_text())
+    kept = {t["nodeid"]: t for t in run["tests"]}["test_rec.py::test_keeps"]
+    assert kept["regions"][0]["devices"][0]["leak"] == 8 * 2**20
+    assert kept["budget"] == {} and kept["violations"] == []
+    if suite_wide:
+        result.stdout.fnmatch_lines(
+            [
+                "*--cgmem-all: 1 test(s) measured, 1 over budget, 1 opted out, *",
+                "  opted out test_rec.py::test_keeps: keeps its cache on purpose "
+                "(the figures it recorded are kept, not judged)",
+            ]
+        )
+
+
+def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_suite=SUITE, test_rec=OPTED_OUT_RECORDING)
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-budget=leak=0", "-n", "2", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*--cgmem-all: 1 test(s) measured, 1 over budget, 2 opted out, "
+            "4 never used CUDA (not measured)",
+            "  opted out test_rec.py::test_keeps: keeps its cache on purpose (the figures *",
+            "  opted out test_suite.py::test_opted_out: runs its own allocator",
+        ]
+    )
 
 
 @pytest.mark.no_cuda
