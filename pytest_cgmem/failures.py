@@ -59,8 +59,9 @@ class RankFailed(CgmemFailure):
     """A rank of ``cgmem.distributed`` raised, exited, crashed or outlived the timeout.
 
     ``rank`` is the first rank that failed, ``status`` how (``raised``, ``exited``,
-    ``timeout``), ``exitcode`` its exit status where it ended (negative: the signal that
-    ended it), ``outcomes`` what happened on every rank.
+    ``timeout``, or ``lingered``: it sent its figures but did not exit), ``exitcode`` its
+    exit status where it ended (negative: the signal that ended it), ``outcomes`` what
+    happened on every rank.
     """
 
     def __init__(

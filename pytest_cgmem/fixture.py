@@ -25,7 +25,7 @@ from .metrics import METRICS, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import DeviceFigures, RegionResult
-from .units import CgmemUsageError
+from .units import CgmemUsageError, as_float, short_repr
 
 if TYPE_CHECKING:
     from .checks.resize import SteadyFigures, StepFigures
@@ -67,6 +67,7 @@ class Measurement:
 
     def check(self, **budgets: object) -> None:
         """Raise BudgetExceeded (an AssertionError) listing every metric over its budget."""
+        __tracebackhide__ = True
         violations = self._finished().check(parse_budget(budgets))
         if violations:
             raise BudgetExceeded(violations)
@@ -216,6 +217,7 @@ class CgmemFixture:
         """Capture ``fn`` at every size, largest first, into one shared pool. The sweep is
         a region of the test, labelled ``region`` (``capture_sweep``), with its per-size
         figures (docs/graphs.md)."""
+        __tracebackhide__ = True
         from .cuda.graphs import capture_sweep
 
         _region_label("capture_sweep", region)
@@ -233,12 +235,14 @@ class CgmemFixture:
 
     def pool_bytes(self, pool: object, *, release_workspaces: bool = True) -> int:
         """Bytes a graph pool's segments still hold, after emptying the cache."""
+        __tracebackhide__ = True
         from .cuda.graphs import pool_bytes
 
         return pool_bytes(pool, release_workspaces=release_workspaces)
 
     def assert_pool_released(self, *pools: object, release_workspaces: bool = True) -> None:
         """Fail (PoolNotReleased) naming every pool that still holds device memory."""
+        __tracebackhide__ = True
         from .cuda.graphs import assert_pools_released
 
         assert_pools_released(*pools, release_workspaces=release_workspaces)
@@ -317,6 +321,7 @@ class FigureRecorder:
         seconds: float = 0.0,
         **figures: object,
     ) -> RegionResult:
+        __tracebackhide__ = True
         if isinstance(label, RegionResult):
             if figures:
                 raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
@@ -351,16 +356,18 @@ class FigureRecorder:
             try:
                 values[name] = metric.parse(value)
             except CgmemUsageError as exc:
-                raise CgmemUsageError(f"{where}: {name}={value!r}: {exc}") from None
+                raise CgmemUsageError(f"{where}: {name}={short_repr(value)}: {exc}") from None
         if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
             raise CgmemUsageError(f"{where}: device_index must be an int >= 0")
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, (int, float))
-            or not math.isfinite(seconds)
+            or not math.isfinite(as_float(seconds))
             or seconds < 0
         ):
-            raise CgmemUsageError(f"{where}: seconds must be a finite number >= 0, got {seconds!r}")
+            raise CgmemUsageError(
+                f"{where}: seconds must be a finite number >= 0, got {short_repr(seconds)}"
+            )
         unknown = {name: None for name in METRICS if name not in values}
         device = DeviceFigures(device_index, device_source="recorded", **values, **unknown)
         extra = {**self._ranked, "recorded": sorted(figures)}

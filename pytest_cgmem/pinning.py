@@ -32,7 +32,7 @@ def device_for_worker(
     number = worker_number(workerid)
     if number is None:
         return None
-    inherited = [t.strip() for t in visible.split(",") if t.strip()] if visible else None
+    inherited = None if visible is None else [t.strip() for t in visible.split(",") if t.strip()]
     if devices == "all":
         pool = inherited if inherited is not None else [str(i) for i in range(count)]
     else:

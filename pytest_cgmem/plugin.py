@@ -21,7 +21,7 @@ from .metrics import metric_help
 from .pinning import device_for_worker
 from .session import CgmemSession, process_machine, regions_key
 from .settings import OPTIONS, Settings, parse_devices, resolve
-from .units import CgmemUsageError
+from .units import CgmemUsageError, short_repr
 
 MARK_HELP = (
     "cgmem(**budgets): measure the test's call phase on the GPU and fail it when a "
@@ -59,7 +59,8 @@ def _ini_type(name: str) -> Any:
 def _read_ini(config: pytest.Config, key: str) -> object:
     try:
         return config.getini(key)
-    except (TypeError, ValueError, pytest.UsageError) as exc:  # a value its type refuses
+    except (TypeError, ValueError, pytest.UsageError, Warning) as exc:
+        # a value its type refuses, or pytest's deprecation of one, made an error by -W error
         raise CgmemUsageError(f"{key}: {exc}") from None
 
 
@@ -86,8 +87,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 OFF_HELP = (
-    "cgmem_off(reason): under --cgmem-all, do not measure this test (or class, or module); "
-    "the reason, one non-empty string, is listed in the summary"
+    "cgmem_off(reason): under --cgmem-all, do not measure this test (or class, or module), "
+    "and in any run hold no figure it records to the default budget or the baseline; a cgmem "
+    "mark on the test wins; the reason, one non-empty string, is listed in the --cgmem-all "
+    "summary"
 )
 
 
@@ -134,7 +137,7 @@ def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None,
             count = count_devices()
         return device_for_worker(workerid, devices, visible, count), None
     except (CgmemUsageError, IndexError) as exc:
-        return None, f"{source}={raw!r}: {exc}"
+        return None, f"{source}={short_repr(raw)}: {exc}"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -158,7 +161,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     if cuda_started():
         early_config.stash[pin_problem_key] = (
-            f"{source}={raw!r}: CUDA was already initialised in worker {workerid}; "
+            f"{source}={short_repr(raw)}: CUDA was already initialised in worker {workerid}; "
             "it cannot be pinned to a device"
         )
         return

@@ -42,10 +42,14 @@ regions_key = pytest.StashKey[list[RegionResult]]()
 """The finished regions of the test running now, in order (the marked call phase first)."""
 opted_out_key = pytest.StashKey[str]()
 """The reason of an unmarked test's ``cgmem_off`` mark: under --cgmem-all its call phase is
-not measured, and in any run nothing it records is held to the default budget."""
+not measured, and in any run nothing it records is held to the default budget or the
+baseline."""
 _never_used_key = pytest.StashKey[bool]()
 """Under --cgmem-all: the test ran and never used CUDA (so it was not measured)."""
 _suite_key = pytest.StashKey[bool]()
+_usage_error_key = pytest.StashKey[str]()
+"""On an xdist worker: why the test's marks cannot be used (failed in its setup, since
+xdist turns a worker's usage error into an internal error that loses the message)."""
 _tolerance_key = pytest.StashKey[dict[str, Number]]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
@@ -235,15 +239,16 @@ class CgmemSession:
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         default = self.settings.budget
-        errors = []
+        errors: list[tuple[pytest.Item, str]] = []
         for item in items:
             off = item.get_closest_marker("cgmem_off")
             if off is not None:
                 try:
-                    reason = opt_out_reason(off)
+                    reasons = [opt_out_reason(mark) for mark in item.iter_markers("cgmem_off")]
                 except CgmemUsageError as exc:
-                    errors.append(f"{item.nodeid}: @pytest.mark.cgmem_off: {exc}")
+                    errors.append((item, f"{item.nodeid}: @pytest.mark.cgmem_off: {exc}"))
                     continue
+                reason = reasons[0]
             if item.get_closest_marker("cgmem") is not None:
                 try:
                     item.stash[budget_key] = item_budget(item, default)
@@ -254,13 +259,16 @@ class CgmemSession:
                     ValueError,
                     TypeError,
                 ) as exc:  # a usage error, or a value no parser foresaw
-                    errors.append(f"{item.nodeid}: @pytest.mark.cgmem: {exc}")
+                    errors.append((item, f"{item.nodeid}: @pytest.mark.cgmem: {exc}"))
             elif off is not None:
                 item.stash[opted_out_key] = reason
             elif self.settings.all:
                 item.stash[_suite_key] = True
-        if errors:
-            raise pytest.UsageError(*errors)
+        if errors and self.worker is not None:
+            for item, message in errors:
+                item.stash[_usage_error_key] = message
+        elif errors:
+            raise pytest.UsageError(*(message for _, message in errors))
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         if not any(measured(item) for item in items):
@@ -289,6 +297,8 @@ class CgmemSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        if _usage_error_key in item.stash:
+            pytest.fail(item.stash[_usage_error_key], pytrace=False)
         if budget_key in item.stash:
             self.require_cuda()
         elif self.tracking_lingers and _suite_key not in item.stash:
@@ -417,7 +427,7 @@ class CgmemSession:
         unavailable = _unavailable(regions, budget, checked)
         tolerance = item.stash.get(_tolerance_key, None)
         findings = None
-        if self.baseline is not None:
+        if self.baseline is not None and not opted_out:
             default = self.settings.tolerance_default
             mine = regions if self.job is None else ranked_regions(regions, self.job.rank)
             findings = self.baseline.check(item.nodeid, mine, effective(default, tolerance))

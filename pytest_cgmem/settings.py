@@ -12,8 +12,10 @@ from .units import (
     CgmemUsageError,
     Tolerance,
     format_size,
+    parse_count,
     parse_percent,
     parse_size,
+    short_repr,
     whole_number,
 )
 
@@ -33,7 +35,9 @@ def parse_bool(value: object) -> bool:
 
 
 def parse_path(value: object) -> str:
-    text = str(value).strip()
+    if not isinstance(value, str):  # a list or a number from a legacy [tool.pytest.ini_options]
+        raise CgmemUsageError(f"expected a file path as a string, got {short_repr(value)}")
+    text = value.strip()
     if not text:
         raise CgmemUsageError("expected a file path, got an empty value")
     return text
@@ -45,23 +49,40 @@ def parse_devices(value: object) -> tuple[str, ...] | str:
     if text.lower() == "all":
         return "all"
     devices = tuple(t.strip() for t in text.split(","))
-    valid = all(whole_number(t) is not None or t.startswith(("GPU-", "MIG-")) for t in devices)
+    valid = all(whole_number(t) is not None or _is_uuid(t) for t in devices)
     if not text or not valid:
-        raise CgmemUsageError(f"expected 'all' or device indices such as '0,1', got {value!r}")
+        raise CgmemUsageError(
+            f"expected 'all' or device indices such as '0,1', got {short_repr(value)}"
+        )
     return devices
 
 
+def _is_uuid(token: str) -> bool:
+    return token.startswith(("GPU-", "MIG-")) and len(token) > len("GPU-")
+
+
+def _whole(value: object) -> int | None:
+    """An int, or a string of ASCII digits, as a whole number >= 0; else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return parse_count(value) if value >= 0 else None
+    return whole_number(value) if isinstance(value, str) else None
+
+
 def parse_summary(value: object) -> int:
-    number = None if isinstance(value, bool) else whole_number(str(value))
+    number = _whole(value)
     if number is None:
-        raise CgmemUsageError(f"expected a whole number >= 0 (0 turns it off), got {value!r}")
+        raise CgmemUsageError(
+            f"expected a whole number >= 0 (0 turns it off), got {short_repr(value)}"
+        )
     return number
 
 
 def parse_positive(value: object) -> int:
-    number = None if isinstance(value, bool) else whole_number(str(value))
+    number = _whole(value)
     if number is None or number < 1:
-        raise CgmemUsageError(f"expected a whole number >= 1, got {value!r}")
+        raise CgmemUsageError(f"expected a whole number >= 1, got {short_repr(value)}")
     return number
 
 
@@ -315,7 +336,7 @@ def resolve(
         try:
             values[option.name] = option.parse(raw)
         except CgmemUsageError as exc:
-            raise CgmemUsageError(f"{source}={raw!r}: {exc}") from None
+            raise CgmemUsageError(f"{source}={short_repr(raw)}: {exc}") from None
         if option.path and source == option.ini and ini_dir is not None:
             values[option.name] = os.path.join(ini_dir, values[option.name])
         sources[option.name] = source

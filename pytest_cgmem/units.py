@@ -26,8 +26,27 @@ _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?
 _BINARY_STEPS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
+MAX_FIGURE = 2**63 - 1
+"""The largest whole number the plugin takes (bytes, counts): torch's allocator counters are
+int64, and a larger value would overflow the floats figures are formatted and compared in."""
+
+
 class CgmemUsageError(ValueError):
     """A value given by the user (mark, option, ini key, file) that cannot be used."""
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)`` for an error message, cut short where it is long (a number of 400
+    digits; Python refuses to write an int of more than 4300 digits at all)."""
+    if isinstance(value, int) and value.bit_length() > 200:
+        return f"an integer of about {round(value.bit_length() * math.log10(2))} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
+
+
+def _too_large() -> CgmemUsageError:
+    """Said after the value by every caller (``peak=...: too large...``), so not repeated."""
+    return CgmemUsageError(f"too large: the most is {MAX_FIGURE}")
 
 
 def parse_size(value: object) -> int:
@@ -37,24 +56,34 @@ def parse_size(value: object) -> int:
     unit letters are case-insensitive. Fractions round to the nearest byte.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise CgmemUsageError(f"expected bytes as an int or a string like '512 MiB', got {value!r}")
+        raise CgmemUsageError(
+            f"expected bytes as an int or a string like '512 MiB', got {short_repr(value)}"
+        )
     if isinstance(value, int):
         if value < 0:
-            raise CgmemUsageError(f"a size cannot be negative: {value!r}")
+            raise CgmemUsageError(f"a size cannot be negative: {short_repr(value)}")
+        if value > MAX_FIGURE:
+            raise _too_large()
         return value
     match = _SIZE.match(value)
     if match is None:
+        negative = _SIZE.match(value.strip().removeprefix("-")) is not None
+        if negative:
+            raise CgmemUsageError(f"a size cannot be negative: {short_repr(value)}")
         raise CgmemUsageError(
-            f"cannot read {value!r} as a size: use a number and a unit, "
+            f"cannot read {short_repr(value)} as a size: use a number and a unit, "
             f"one of {', '.join(UNIT_NAMES)} (e.g. '1.5 GiB')"
         )
     number, unit = match.groups()
     factor = _UNITS.get((unit or "b").lower())
     if factor is None:
         raise CgmemUsageError(
-            f"unknown unit {unit!r} in {value!r}: use one of {', '.join(UNIT_NAMES)}"
+            f"unknown unit {unit!r} in {short_repr(value)}: use one of {', '.join(UNIT_NAMES)}"
         )
-    return round(float(number) * factor)
+    size = float(number) * factor
+    if not size <= MAX_FIGURE:  # also inf, for a number of more than 308 digits
+        raise _too_large()
+    return round(size)
 
 
 def format_size(num_bytes: float) -> str:
@@ -77,7 +106,11 @@ def whole_number(text: str) -> int | None:
     through here so that neither passes as a number.
     """
     stripped = text.strip()
-    return int(stripped) if _WHOLE.fullmatch(stripped) else None
+    if not _WHOLE.fullmatch(stripped):
+        return None
+    if len(stripped.lstrip("0")) > len(str(MAX_FIGURE)) or int(stripped) > MAX_FIGURE:
+        raise _too_large()
+    return int(stripped)
 
 
 def _number(text: str) -> float | None:
@@ -93,8 +126,10 @@ def parse_count(value: object) -> int:
     if isinstance(value, str) and (number := whole_number(value)) is not None:
         return number
     if isinstance(value, int) and value >= 0:
+        if value > MAX_FIGURE:
+            raise _too_large()
         return value
-    raise CgmemUsageError(f"expected a whole number >= 0, got {value!r}")
+    raise CgmemUsageError(f"expected a whole number >= 0, got {short_repr(value)}")
 
 
 def parse_ratio(value: object) -> float:
@@ -103,17 +138,25 @@ def parse_ratio(value: object) -> float:
         raise CgmemUsageError(f"expected a number, got {value!r}")
     number: float
     if isinstance(value, (int, float)):
-        number = float(value)
+        number = as_float(value)
     elif isinstance(value, str):
         parsed = _number(value)
         if parsed is None:
-            raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}")
+            raise CgmemUsageError(f"expected a number such as 1.5, got {short_repr(value)}")
         number = parsed
     else:
-        raise CgmemUsageError(f"expected a number such as 1.5, got {value!r}")
+        raise CgmemUsageError(f"expected a number such as 1.5, got {short_repr(value)}")
     if not math.isfinite(number) or number <= 0:
-        raise CgmemUsageError(f"expected a positive finite number, got {value!r}")
+        raise CgmemUsageError(f"expected a positive finite number, got {short_repr(value)}")
     return number
+
+
+def as_float(value: int | float) -> float:
+    """``float(value)``, an int too large for a float being infinite rather than an error."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 @dataclass(frozen=True)
@@ -132,14 +175,16 @@ def parse_percent(value: object) -> float:
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
     if isinstance(value, (int, float)):
-        fraction = float(value)
+        fraction = as_float(value)
     elif isinstance(value, str) and value.strip().endswith("%"):
         number = _number(value.strip()[:-1])
         if number is None:
-            raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
+            raise CgmemUsageError(f"expected a percentage such as '5%', got {short_repr(value)}")
         fraction = number / 100
     else:
-        raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
-    if not math.isfinite(fraction) or fraction < 0:
-        raise CgmemUsageError(f"a tolerance must be >= 0%, got {value!r}")
+        raise CgmemUsageError(f"expected a percentage such as '5%', got {short_repr(value)}")
+    if not math.isfinite(fraction):
+        raise CgmemUsageError(f"a tolerance must be a finite percentage, got {short_repr(value)}")
+    if fraction < 0:
+        raise CgmemUsageError(f"a tolerance must be >= 0%, got {short_repr(value)}")
     return fraction

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..metrics import METRICS, Number, in_region, unranked_label
-from ..units import CgmemUsageError
+from ..units import CgmemUsageError, short_repr
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def parse_budget(values: Mapping[str, object], also_valid: tuple[str, ...] = ())
         try:
             limits[key] = metric.parse(value)
         except CgmemUsageError as exc:
-            raise CgmemUsageError(f"{key}={value!r}: {exc}") from None
+            raise CgmemUsageError(f"{key}={short_repr(value)}: {exc}") from None
     return Budget(limits)
 
 

@@ -12,15 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..failures import EstimateMismatch, SizesNotCaptured, SizesNotCovered
-from ..units import CgmemUsageError, format_size, parse_percent, parse_size
+from ..units import CgmemUsageError, format_size, parse_percent, parse_size, short_repr
 
 _SHOWN = 20
 
 
 def _sizes(values: Iterable[object], what: str) -> list[int]:
     """Validated sizes: whole numbers >= 1 (bools and floats are refused)."""
-    if isinstance(values, (str, bytes)):
-        raise CgmemUsageError(f"{what}: expected a collection of sizes, got {values!r}")
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise CgmemUsageError(f"{what}: expected a collection of sizes, got {short_repr(values)}")
     result = []
     for value in values:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -114,6 +114,7 @@ def check_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> Size
 
 def assert_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> None:
     """Raise SizesNotCovered listing the runtime sizes larger than every captured size."""
+    __tracebackhide__ = True
     violation = check_sizes_covered(captured, runtime)
     if violation is not None:
         raise SizesNotCovered(violation)
@@ -141,6 +142,7 @@ def check_all_captured(requested: Iterable[int], captured: Iterable[int]) -> Siz
 
 def assert_all_captured(requested: Iterable[int], captured: Iterable[int]) -> None:
     """Raise SizesNotCaptured listing the requested sizes that were never captured."""
+    __tracebackhide__ = True
     violation = check_all_captured(requested, captured)
     if violation is not None:
         raise SizesNotCaptured(violation)
@@ -233,6 +235,7 @@ def assert_estimate(
     what: str = "graph memory",
 ) -> None:
     """Raise EstimateMismatch when ``estimate`` misses ``measured`` by more than allowed."""
+    __tracebackhide__ = True
     violation = check_estimate(estimate, measured, rel=rel, abs=abs, what=what)
     if violation is not None:
         raise EstimateMismatch(violation)

@@ -605,6 +605,7 @@ def pool_bytes(pool: object, *, release_workspaces: bool = True) -> int:
 
 def assert_pools_released(*pools: object, release_workspaces: bool = True) -> None:
     """Raise PoolNotReleased naming every pool that still holds memory."""
+    __tracebackhide__ = True
     held = {p: b for p, b in pools_bytes(pools, release_workspaces=release_workspaces).items() if b}
     if held:
         listing = ", ".join(f"pool {p} holds {format_size(b)}" for p, b in held.items())

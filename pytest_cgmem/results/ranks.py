@@ -16,7 +16,7 @@ from typing import Any
 from ..checks.budgets import parse_budget
 from ..failures import BudgetExceeded, RankFailed
 from ..metrics import METRICS, names, rank_label
-from ..units import CgmemUsageError
+from ..units import CgmemUsageError, as_float, short_repr
 from .records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
 
 DEFAULT_TIMEOUT = 300.0
@@ -69,10 +69,12 @@ def launch_arguments(
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))
-        or not math.isfinite(timeout)
+        or not math.isfinite(as_float(timeout))
         or timeout <= 0
     ):
-        raise CgmemUsageError(f"{_WHERE}: timeout must be a number of seconds > 0, got {timeout!r}")
+        raise CgmemUsageError(
+            f"{_WHERE}: timeout must be a number of seconds > 0, got {short_repr(timeout)}"
+        )
     if label is not None and (not isinstance(label, str) or not label or "/" in label):
         raise CgmemUsageError(
             f"{_WHERE}: label must be a non-empty string without '/', got {label!r}"

@@ -236,3 +236,91 @@ def test_bad_typed_ini_value_is_one_line(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "Traceback" not in result.stderr.str()
     result.stderr.fnmatch_lines(["ERROR: *cgmem_summary*lots*"])
+
+
+@pytest.mark.parametrize(
+    ("mark", "line"),
+    [
+        (
+            'peak="9" * 400',
+            "*test_it: @pytest.mark.cgmem: peak='999*' (402 characters): too large: *",
+        ),
+        ("peak=10**400", "*test_it: @pytest.mark.cgmem: peak=an integer of about 400 digits: *"),
+        ("reserved_ratio=10**400", "*test_it: @pytest.mark.cgmem: reserved_ratio=an integer *"),
+        ('tolerance="1" + "0" * 310', "*test_it: @pytest.mark.cgmem: *"),
+    ],
+    ids=["string", "int", "ratio", "tolerance"],
+)
+def test_a_huge_mark_value_is_a_one_line_usage_error(
+    pytester: pytest.Pytester, mark: str, line: str
+) -> None:
+    pytester.makepyfile(
+        test_x=f"""
+        import pytest
+        @pytest.mark.cgmem({mark})
+        def test_it(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {line}"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_bad_marks_are_named_under_xdist(pytester: pytest.Pytester) -> None:
+    """xdist turns a worker's usage error into an INTERNALERROR without its message, so a
+    worker fails each test whose marks are bad, naming the mark."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+
+        @pytest.mark.cgmem(peek=1)
+        def test_bad_budget(): pass
+
+        @pytest.mark.cgmem_off()
+        def test_bad_opt_out(): pass
+
+        def test_fine(): pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "test_x.py::test_bad_budget: @pytest.mark.cgmem: unknown budget keyword 'peek' *",
+            "test_x.py::test_bad_opt_out: @pytest.mark.cgmem_off: takes one reason, *",
+        ]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_every_opt_out_mark_of_a_test_is_checked(pytester: pytest.Pytester) -> None:
+    """A module's mark without a reason is refused even where the test has its own."""
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+
+        pytestmark = pytest.mark.cgmem_off()
+
+        @pytest.mark.cgmem_off("has one")
+        def test_it(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_x.py::test_it: @pytest.mark.cgmem_off: *got none"])
+
+
+def test_a_list_for_a_path_in_a_legacy_toml_table_is_one_line_under_w_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest warns that the value is not a string; ``-W error`` makes its warning an error."""
+    pytester.makepyprojecttoml('[tool.pytest.ini_options]\ncgmem_json = ["a.json", "b.json"]\n')
+    pytester.makepyfile("def test_a(): pass")
+    for args in ([], ["-W", "error"]):
+        result = pytester.runpytest(*args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines(["ERROR: cgmem_json*"])
+        assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert not list(pytester.path.glob("*[[]*"))  # no file named after the list

@@ -201,6 +201,30 @@ def test_an_opted_out_test_records_figures_but_is_not_held_to_the_default_budget
         )
 
 
+def test_an_opted_out_test_is_not_held_to_the_baseline(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_rec="""
+        import os
+        import pytest
+
+        @pytest.mark.cgmem_off("keeps its cache on purpose")
+        def test_keeps(cgmem_record):
+            cgmem_record("cache", peak=os.environ["PEAK"])
+
+        def test_server(cgmem_record):
+            cgmem_record("server", peak=os.environ["PEAK"])
+        """
+    )
+    monkeypatch.setenv("PEAK", "1 MiB")
+    pytester.runpytest("--cgmem-save-baseline=base.json").assert_outcomes(passed=2)
+    monkeypatch.setenv("PEAK", "8 MiB")
+    result = pytester.runpytest("--cgmem-baseline=base.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_rec.py::test_server - *BaselineRegression*"])
+
+
 def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
     pytester: pytest.Pytester,
 ) -> None:

@@ -47,6 +47,13 @@ def test_device_that_does_not_exist() -> None:
         device_for_worker("gw0", ("99", "98"), None, 2)
 
 
+def test_an_empty_cuda_visible_devices_hides_every_device() -> None:
+    """CUDA takes an empty CUDA_VISIBLE_DEVICES as no device at all, not as unset."""
+    with pytest.raises(IndexError, match="device 3 is not among CUDA_VISIBLE_DEVICES=''"):
+        device_for_worker("gw0", ("3",), "", 8)
+    assert device_for_worker("gw0", "all", "", 8) is None
+
+
 def test_index_outside_inherited_list() -> None:
     with pytest.raises(IndexError, match="device 2 is not among CUDA_VISIBLE_DEVICES='3,5'"):
         device_for_worker("gw0", ("2",), "3,5", 8)
@@ -66,7 +73,12 @@ def test_parse_devices(text: str, parsed: object) -> None:
     assert parse_devices(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["", "0,", "cuda:0", "one", "0;1", "-1"])
+@pytest.mark.parametrize("text", ["", "0,", "cuda:0", "one", "0;1", "-1", "GPU-", "MIG-"])
 def test_parse_devices_rejects(text: str) -> None:
     with pytest.raises(CgmemUsageError, match="expected 'all' or device indices"):
         parse_devices(text)
+
+
+def test_parse_devices_refuses_an_index_past_int64() -> None:
+    with pytest.raises(CgmemUsageError, match="too large: the most is"):
+        parse_devices("0," + "9" * 30)

@@ -31,12 +31,24 @@ def test_empty_ini_value_is_unset() -> None:
         ("summary", "-1", "--cgmem-summary='-1'"),
         ("budget", "peak=lots", "--cgmem-budget='peak=lots'"),
         ("budget", "peek=1GiB", "unknown budget keyword 'peek'"),
+        ("summary", "9" * 5000, "(5002 characters): too large: the most is "),
+        ("budget", f"peak={'9' * 400}GiB", "(405 characters): too large"),
+        ("tolerance_abs", "9" * 400, "(402 characters): too large"),
+        ("history_entries", 10**5000, "=an integer of about 5000 digits: too large"),
     ],
+    ids=["negative", "unreadable", "unknown-key", "huge-summary", "huge-budget", "huge-abs", "int"],
 )
 def test_bad_cli_value_names_option(name: str, value: str, fragment: str) -> None:
     with pytest.raises(CgmemUsageError) as info:
         resolve({**_none(), name: value}, _none())
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("value", [["a.json", "b.json"], 5, True])
+def test_a_path_from_a_legacy_toml_table_must_be_a_string(value: object) -> None:
+    """``[tool.pytest.ini_options]`` hands a TOML list or number over as it is."""
+    with pytest.raises(CgmemUsageError, match=r"cgmem_json=.*expected a file path as a string"):
+        resolve(_none(), {**_none(), "json": value})
 
 
 def test_bad_ini_value_names_ini_key() -> None:

@@ -1,11 +1,13 @@
 import contextlib
 import math
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_cgmem.units import (
+    MAX_FIGURE,
     CgmemUsageError,
     Tolerance,
     format_size,
@@ -13,6 +15,8 @@ from pytest_cgmem.units import (
     parse_percent,
     parse_ratio,
     parse_size,
+    short_repr,
+    whole_number,
 )
 
 
@@ -159,3 +163,59 @@ def test_parsers_raise_only_usage_errors(text: str) -> None:
     for parse in (parse_size, parse_count, parse_ratio, parse_percent):
         with contextlib.suppress(CgmemUsageError):
             parse(text)
+
+
+HUGE = [10**400, 10**5000, "9" * 400, "9" * 5000, "9" * 400 + " GiB", "1e999"]
+
+
+@pytest.mark.parametrize("parse", [parse_size, parse_count, parse_ratio, parse_percent])
+@pytest.mark.parametrize("value", HUGE, ids=range(len(HUGE)))
+def test_a_number_too_large_is_a_short_usage_error(parse, value) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        parse(value)
+    assert len(str(info.value)) < 200
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "message"),
+    [
+        (parse_size, 10**400, "too large: the most is 9223372036854775807"),
+        (parse_size, "9" * 400 + "GiB", "too large: the most is 9223372036854775807"),
+        (parse_size, MAX_FIGURE + 1, "too large: the most is 9223372036854775807"),
+        (parse_count, 2**64, "too large: the most is 9223372036854775807"),
+        (parse_percent, "1e999%", "a tolerance must be a finite percentage, got '1e999%'"),
+        (parse_ratio, 10**400, "a positive finite number, got an integer of about 400 digits"),
+    ],
+    ids=["int", "string", "past-int64", "count", "percent", "ratio"],
+)
+def test_a_number_too_large_says_so(parse, value, message) -> None:
+    with pytest.raises(CgmemUsageError, match=re.escape(message)):
+        parse(value)
+
+
+@pytest.mark.parametrize("text", ["-1", "-1 GiB", " -0.5MiB"])
+def test_a_negative_size_string_says_it_is_negative(text: str) -> None:
+    with pytest.raises(CgmemUsageError, match="a size cannot be negative"):
+        parse_size(text)
+
+
+def test_the_largest_figure_is_taken() -> None:
+    assert parse_size(MAX_FIGURE) == MAX_FIGURE
+    assert parse_count(str(MAX_FIGURE)) == MAX_FIGURE
+    assert whole_number("0" * 30 + "7") == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("short", "'short'"),
+        (12, "12"),
+        ("x" * 100, "'" + "x" * 39 + "...xxxxxxxxxxx' (102 characters)"),
+        (10**5000, "an integer of about 5000 digits"),
+        (-(10**300), "an integer of about 300 digits"),
+    ],
+    ids=["short", "int", "long", "huge", "negative"],
+)
+def test_short_repr(value: object, expected: str) -> None:
+    assert short_repr(value) == expected
