@@ -107,7 +107,7 @@ def test_recorded_figures_over_budget_fail_the_call_phase(pytester: pytest.Pytes
             "in 'load'",
             "*- cgmem -*",
             "load on cuda:0 (0.0 ms):",
-            "  peak*5.00 GiB",
+            "  peak*5.00 GiB   budget*3.00 GiB  OVER",
         ]
     )
 
