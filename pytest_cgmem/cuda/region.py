@@ -25,6 +25,8 @@ from .nvml import nvml
 
 _MiB = 2**20
 _DISTURBANCE_SLACK = 2 * _MiB
+IDLE_AT_START = "n/a: the device held no memory of this process at the region's start"
+"""The ``device_source`` of a device the region began to use: its driver figure is unknown."""
 
 _NO_FIGURES: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
 """Each metric's default: a device's figures start as a copy of it."""
@@ -335,6 +337,10 @@ class Region:
         driver's growth and torch's differ, to tell our own memory from another's)."""
         if start.late:
             return None, "n/a: CUDA started inside the region", False
+        if start.used_total is None:
+            # not read at the start: the device held nothing of ours then, and asking the
+            # driver about it could have made this process a context there
+            return None, IDLE_AT_START, False
         meter = nvml()
         if start.processes is not None:
             processes = meter.processes(index)
@@ -347,8 +353,7 @@ class Region:
                     abs(others_moved) > _DISTURBANCE_SLACK,
                 )
         free, total = allocator.mem_info(index)
-        used_then = start.used_total if start.used_total is not None else total - free
-        growth = (total - free) - used_then
+        growth = (total - free) - start.used_total
         disturbed = False
         if abs(growth - (reserved - start.reserved)) > _DISTURBANCE_SLACK and meter.ok:
             disturbed = meter.others_present(index, max_age=0.0)

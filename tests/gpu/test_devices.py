@@ -71,6 +71,23 @@ def test_figures_are_per_device_and_budgets_hold_on_each(cgmem: CgmemFixture) ->
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_device_idle_at_the_start_has_no_driver_figure(cgmem: CgmemFixture) -> None:
+    """Its driver figure was not read at the start: unknown, not 0 (and ``non_torch`` not
+    minus the region's reserved bytes)."""
+    from pytest_cgmem.cuda.region import IDLE_AT_START
+
+    torch.empty(1, device="cuda:1")
+    torch.cuda.empty_cache()  # a context on cuda:1, and no memory of ours there
+    with cgmem.measure("second device") as m:
+        block = torch.empty(N, dtype=torch.uint8, device="cuda:1")
+    del block
+    second = m.per_device[1]
+    assert second.peak == N and second.leak == 0
+    assert second.device is None and second.non_torch is None
+    assert second.device_source == IDLE_AT_START
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_device_first_touched_inside_the_region_is_reported(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_second=f"""
