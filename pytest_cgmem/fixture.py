@@ -32,9 +32,12 @@ if TYPE_CHECKING:
     from .cuda.graphs import GraphLog, SweepResult
 
 
-def _region_label(where: str, region: object) -> None:
-    if not isinstance(region, str) or not region:
-        raise CgmemUsageError(f"{where}: region must be a non-empty string, got {region!r}")
+def _region_label(where: str, region: object, name: str = "region") -> None:
+    if not isinstance(region, str) or not region or not region.isprintable():
+        raise CgmemUsageError(
+            f"{where}: {name} must be a non-empty printable string (no newline or tab), "
+            f"got {short_repr(region)}"
+        )
 
 
 class Measurement:
@@ -148,6 +151,8 @@ class CgmemFixture:
         self, label: str | None = None, *, devices: Sequence[int] | None = None
     ) -> Iterator[Measurement]:
         """Measure the body; regions nest, and each device used gets its own figures."""
+        if label is not None:
+            _region_label("cgmem.measure", label, "label")
         from .cuda.region import Region
 
         measurement = Measurement(label)
@@ -341,8 +346,11 @@ class FigureRecorder:
             )
             self._add(result)
             return result
-        if not isinstance(label, str) or not label:
-            raise CgmemUsageError(f"cgmem_record: a label must be a non-empty string: {label!r}")
+        if not isinstance(label, str) or not label or not label.isprintable():
+            raise CgmemUsageError(
+                "cgmem_record: a label must be a non-empty printable string (no newline or "
+                f"tab): {short_repr(label)}"
+            )
         where = f"cgmem_record({label!r})"
         if not figures:
             raise CgmemUsageError(f"{where}: give at least one figure, e.g. peak='1 GiB'")

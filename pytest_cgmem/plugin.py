@@ -20,7 +20,7 @@ from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
 from .session import CgmemSession, process_machine, regions_key
-from .settings import OPTIONS, Settings, parse_devices, resolve
+from .settings import OPTIONS, Settings, idle_options, parse_devices, resolve
 from .units import CgmemUsageError, short_repr
 
 MARK_HELP = (
@@ -113,6 +113,13 @@ def pytest_configure(config: pytest.Config) -> None:
             problem = _worker_device("gw0", raw, source)[1]
     if problem:
         raise pytest.UsageError(problem)
+    if getattr(config, "workerinput", None) is None:  # said once, by the process started
+        idle = idle_options(settings)
+        given_devices = settings.sources.get("devices", "").startswith("--")
+        if given_devices and not _starts_xdist_workers(config):
+            idle.append("cgmem: --cgmem-devices does nothing without pytest-xdist workers (-n)")
+        for message in idle:
+            config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
     session = config.stash[session_key] = CgmemSession(config, settings)
     config.pluginmanager.register(session, "cgmem-session")
 

@@ -341,3 +341,24 @@ def resolve(
             values[option.name] = os.path.join(ini_dir, values[option.name])
         sources[option.name] = source
     return Settings(**values, sources=sources)
+
+
+_NEEDS = (
+    ("history_entries", "history"),
+    ("stacks", "history"),
+    ("gab_sizes", "gab_json"),
+    ("tolerance", "baseline"),
+    ("tolerance_abs", "baseline"),
+)
+"""(setting, the setting without which it does nothing)."""
+
+
+def idle_options(settings: Settings) -> list[str]:
+    """A warning for each option given on the command line that does nothing without
+    another that is not set (an ini key is left alone: a project's ini file sets its
+    defaults once, for runs with and without the partner)."""
+    return [
+        f"cgmem: {settings.source(name)} does nothing without {settings.source(needed)}"
+        for name, needed in _NEEDS
+        if settings.sources.get(name, "").startswith("--") and not getattr(settings, needed)
+    ]

@@ -171,7 +171,11 @@ class Tolerance:
 
 
 def parse_percent(value: object) -> float:
-    """A relative tolerance from ``"5%"``, ``"0.5 %"`` or a fraction such as ``0.05``."""
+    """A relative tolerance from ``"5%"``, ``"0.5 %"`` or a fraction such as ``0.05``.
+
+    A fraction above 1 is refused: ``5`` is far likelier to mean 5% than 500% (a string
+    says more than 100%: ``"150%"``).
+    """
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a percentage such as '5%', got {value!r}")
     if isinstance(value, (int, float)):
@@ -187,4 +191,9 @@ def parse_percent(value: object) -> float:
         raise CgmemUsageError(f"a tolerance must be a finite percentage, got {short_repr(value)}")
     if fraction < 0:
         raise CgmemUsageError(f"a tolerance must be >= 0%, got {short_repr(value)}")
+    if fraction > 1 and not isinstance(value, str):
+        raise CgmemUsageError(
+            f"a fraction is at most 1, got {short_repr(value)}: write '{value}%' for "
+            f"{value} percent, or a string such as '150%' for more than 100%"
+        )
     return fraction

@@ -324,3 +324,16 @@ def test_a_list_for_a_path_in_a_legacy_toml_table_is_one_line_under_w_error(
         result.stderr.fnmatch_lines(["ERROR: cgmem_json*"])
         assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     assert not list(pytester.path.glob("*[[]*"))  # no file named after the list
+
+
+def test_options_that_do_nothing_here_are_warned_about(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest("--cgmem-stacks=3", "--cgmem-devices=0")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*PytestConfigWarning: cgmem: --cgmem-stacks does nothing without --cgmem-history",
+            "*PytestConfigWarning: cgmem: --cgmem-devices does nothing without pytest-xdist "
+            "workers (-n)",
+        ]
+    )

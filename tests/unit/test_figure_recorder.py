@@ -42,7 +42,10 @@ def test_record_a_region_result() -> None:
         (("x",), {"peak": "1 parsec"}, "peak='1 parsec'"),
         (("x",), {"peak": -1}, "negative"),
         (("x",), {"peak": 1, "device_index": -1}, "device_index"),
-        (("",), {"peak": 1}, "non-empty string"),
+        (("",), {"peak": 1}, "non-empty printable string"),
+        (("a\nb",), {"peak": 1}, "non-empty printable string"),
+        (("x",), {"peak": 10**400}, "peak=an integer of about 400 digits: too large"),
+        (("x",), {"reserved_ratio": 10**400}, "reserved_ratio=an integer of about 400 digits"),
     ],
 )
 def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
@@ -50,7 +53,7 @@ def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], mes
         FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "1"])
+@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "1", 10**400])
 def test_record_rejects_seconds_that_are_not_a_finite_number(seconds: object) -> None:
     with pytest.raises(CgmemUsageError, match=r"cgmem_record\('x'\): seconds must be a finite"):
         FigureRecorder(lambda r: None)("x", peak=1, seconds=seconds)  # type: ignore[arg-type]

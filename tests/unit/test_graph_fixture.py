@@ -33,13 +33,23 @@ def test_graphs_records_its_region_when_the_body_raises() -> None:
     assert region.error == "KeyError: 'x'"
 
 
-@pytest.mark.parametrize("bad", ["", None, 3])
+@pytest.mark.parametrize("bad", ["", None, 3, "two\nlines", "a\ttab"])
 def test_region_label_must_be_a_string(bad: object) -> None:
     fixture = CgmemFixture([].append)
     with (
-        pytest.raises(CgmemUsageError, match="region must be a non-empty string"),
+        pytest.raises(CgmemUsageError, match="region must be a non-empty printable string"),
         fixture.graphs(region=bad),  # type: ignore[arg-type]
     ):
         pass
-    with pytest.raises(CgmemUsageError, match="region must be a non-empty string"):
+    with pytest.raises(CgmemUsageError, match="region must be a non-empty printable string"):
         fixture.capture_sweep(lambda x: x, [1], lambda n: n, region=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", 3, "two\nlines"])
+def test_a_measure_label_must_be_a_printable_string(bad: object) -> None:
+    fixture = CgmemFixture([].append)
+    with (
+        pytest.raises(CgmemUsageError, match=r"cgmem\.measure: label must be a non-empty"),
+        fixture.measure(bad),  # type: ignore[arg-type]
+    ):
+        pass

@@ -85,3 +85,36 @@ def test_sources_name_the_flag_or_the_ini_key() -> None:
     assert settings.sources == {"json": "--cgmem-json", "require_gpu": "cgmem_require_gpu"}
     assert settings.source("require_gpu") == "cgmem_require_gpu"
     assert settings.source("summary") == "--cgmem-summary"  # a default: the flag
+
+
+@pytest.mark.parametrize(
+    ("cli", "ini", "warned"),
+    [
+        ({"stacks": "3"}, {}, ["cgmem: --cgmem-stacks does nothing without --cgmem-history"]),
+        ({"stacks": "3", "history": True}, {}, []),
+        ({}, {"stacks": "3"}, []),  # a project's ini sets defaults for every run
+        ({"gab_sizes": True}, {}, ["--cgmem-gab-sizes does nothing without --cgmem-gab-json"]),
+        (
+            {"tolerance": "9%", "tolerance_abs": "1MiB"},
+            {"baseline": "b.json"},
+            [],
+        ),
+        (
+            {"tolerance": "9%", "history_entries": "5"},
+            {},
+            [
+                "--cgmem-history-entries does nothing without --cgmem-history",
+                "--cgmem-tolerance does nothing without --cgmem-baseline",
+            ],
+        ),
+    ],
+)
+def test_idle_options_are_those_given_on_the_command_line_without_their_partner(
+    cli: dict[str, object], ini: dict[str, object], warned: list[str]
+) -> None:
+    from pytest_cgmem.settings import idle_options
+
+    settings = resolve({**_none(), **cli}, {**_none(), **ini})
+    assert [m.removeprefix("cgmem: ") for m in idle_options(settings)] == [
+        w.removeprefix("cgmem: ") for w in warned
+    ]

@@ -120,7 +120,7 @@ def test_parse_percent(value: object, expected: float) -> None:
     assert parse_percent(value) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("bad", ["5", "-5%", "x%", True, "nan%"])
+@pytest.mark.parametrize("bad", ["5", "-5%", "x%", True, "nan%", 5, 1.5])
 def test_parse_percent_rejects(bad: object) -> None:
     with pytest.raises(CgmemUsageError):
         parse_percent(bad)
@@ -219,3 +219,10 @@ def test_the_largest_figure_is_taken() -> None:
 )
 def test_short_repr(value: object, expected: str) -> None:
     assert short_repr(value) == expected
+
+
+def test_a_fraction_above_1_says_how_to_write_a_percentage() -> None:
+    with pytest.raises(CgmemUsageError, match="a fraction is at most 1, got 5: write '5%' for 5"):
+        parse_percent(5)
+    assert parse_percent(1) == 1.0
+    assert parse_percent("150%") == 1.5
