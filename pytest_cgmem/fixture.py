@@ -25,11 +25,30 @@ from .metrics import METRICS, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import DeviceFigures, RegionResult
-from .units import CgmemUsageError, as_float, short_repr
+from .units import CgmemUsageError, as_float, parse_size, short_repr
 
 if TYPE_CHECKING:
     from .checks.resize import SteadyFigures, StepFigures
     from .cuda.graphs import GraphLog, SweepResult
+
+
+def _whole_at_least(where: str, name: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise CgmemUsageError(
+            f"{where}: {name} must be a whole number >= {least}, got {short_repr(value)}"
+        )
+
+
+def _size_argument(where: str, name: str, value: object) -> None:
+    try:
+        parse_size(value)
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"{where}: {name}={short_repr(value)}: {exc}") from None
+
+
+def _callable(where: str, name: str, value: object) -> None:
+    if not callable(value):
+        raise CgmemUsageError(f"{where}: {name} must be callable, got {short_repr(value)}")
 
 
 def _region_label(where: str, region: object, name: str = "region") -> None:
@@ -153,6 +172,18 @@ class CgmemFixture:
         """Measure the body; regions nest, and each device used gets its own figures."""
         if label is not None:
             _region_label("cgmem.measure", label, "label")
+        if devices is not None:
+            given = devices
+            devices = tuple(given) if isinstance(given, Iterable) else ()
+            if (
+                isinstance(given, (str, bytes))
+                or not isinstance(given, Iterable)
+                or not all(isinstance(d, int) and not isinstance(d, bool) for d in devices)
+            ):
+                raise CgmemUsageError(
+                    "cgmem.measure: devices must be device indices such as [0, 1], "
+                    f"got {short_repr(given)}"
+                )
         from .cuda.region import Region
 
         measurement = Measurement(label)
@@ -275,6 +306,14 @@ class CgmemFixture:
         purpose). Raises ResizeCheckFailed (an AssertionError).
         """
         __tracebackhide__ = True
+        where = "cgmem.resize_check"
+        _callable(where, "resize", resize)
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+            raise CgmemUsageError(f"{where}: sizes must be a sequence, got {short_repr(sizes)}")
+        if slack is not None:
+            _size_argument(where, "slack", slack)
+        _size_argument(where, "retain", retain)
+        _region_label(where, label, "label")
         from .cuda.resize import run_resize_check
 
         steps, violations = run_resize_check(resize, sizes, slack, self._record, label, retain)
@@ -295,6 +334,10 @@ class CgmemFixture:
         and its growth per call; returns the figures after warm-up and after each call.
         """
         __tracebackhide__ = True
+        _callable("cgmem.steady", "fn", fn)
+        _whole_at_least("cgmem.steady", "warmup", warmup, 0)
+        _whole_at_least("cgmem.steady", "repeat", repeat, 1)
+        _region_label("cgmem.steady", label, "label")
         from .cuda.resize import run_steady
 
         base, after, violations = run_steady(fn, warmup, repeat, self._record, label)

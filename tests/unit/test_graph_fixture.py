@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytest.importorskip("torch")
@@ -51,5 +53,34 @@ def test_a_measure_label_must_be_a_printable_string(bad: object) -> None:
     with (
         pytest.raises(CgmemUsageError, match=r"cgmem\.measure: label must be a non-empty"),
         fixture.measure(bad),  # type: ignore[arg-type]
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda f: f.steady(lambda: None, warmup="2"), "cgmem.steady: warmup must be a whole"),
+        (lambda f: f.steady(lambda: None, warmup=-1), "warmup must be a whole number >= 0, got -1"),
+        (lambda f: f.steady(lambda: None, repeat=0), "repeat must be a whole number >= 1, got 0"),
+        (lambda f: f.steady(lambda: None, warmup=1.5), "warmup must be a whole number >= 0"),
+        (lambda f: f.steady("fn"), "cgmem.steady: fn must be callable, got 'fn'"),
+        (lambda f: f.resize_check(lambda n: n, 5), "cgmem.resize_check: sizes must be a sequence"),
+        (lambda f: f.resize_check(lambda n: n, [1], slack=-1), "slack=-1: a size cannot be"),
+        (lambda f: f.resize_check(lambda n: n, [1], retain="x"), "retain='x': cannot read"),
+        (lambda f: f.resize_check(None, [1]), "cgmem.resize_check: resize must be callable"),
+    ],
+    ids=["str", "negative", "repeat", "float", "fn", "sizes", "slack", "retain", "resize"],
+)
+def test_resize_and_steady_arguments_are_checked_before_any_gpu_work(call, message) -> None:
+    with pytest.raises(CgmemUsageError, match=re.escape(message)):
+        call(CgmemFixture([].append))
+
+
+@pytest.mark.parametrize("devices", [0, "0", [0.5], [True]])
+def test_measure_devices_must_be_indices(devices: object) -> None:
+    with (
+        pytest.raises(CgmemUsageError, match=r"devices must be device indices such as \[0, 1\]"),
+        CgmemFixture([].append).measure(devices=devices),  # type: ignore[arg-type]
     ):
         pass
