@@ -8,19 +8,22 @@ option, one line on stderr), 3 ``compare`` given a file from an incomplete run w
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
+from .results.jsonio import write_text
+from .results.outputs import output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
 from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,14 +84,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _compare(args: argparse.Namespace) -> int:
+def _option(name: str, given: str | None, parse: Callable[[str], T], default: T) -> T:
+    """An option's value parsed, or its default; a value it cannot take is one line naming
+    the option (also for an error the parser did not foresee, such as an overflow)."""
+    if given is None:
+        return default
     try:
-        tolerance = Tolerance(
-            DEFAULT_TOLERANCE.rel if args.tolerance is None else parse_percent(args.tolerance),
-            DEFAULT_TOLERANCE.abs if args.tolerance_abs is None else parse_size(args.tolerance_abs),
-        )
+        return parse(given)
     except CgmemUsageError as exc:
-        raise CgmemUsageError(f"--tolerance/--tolerance-abs: {exc}") from None
+        raise CgmemUsageError(f"{name}: {exc}") from None
+    except (ValueError, OverflowError) as exc:
+        shown = (
+            given if len(given) <= 40 else f"{given[:20]}...{given[-8:]} ({len(given)} characters)"
+        )
+        raise CgmemUsageError(f"{name}: cannot use {shown!r} ({exc})") from None
+
+
+def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
+    """The file ``-o`` names (symlinks resolved), once it is known that writing it replaces
+    no input and nothing but what this command writes (``outputs.existing_problem``)."""
+    where = f"cgmem {command}: -o {given!r}"
+    if not given:
+        raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")
+    target = resolve(given, Path.cwd())
+    for name in inputs:
+        if same_file(resolve(name, Path.cwd()), target):
+            raise CgmemUsageError(
+                f"{where}: it is the input file {name!r}; give the output its own path"
+            )
+    problem = output_problem(target, kind)
+    if problem:
+        raise CgmemUsageError(f"{where}: {problem}")
+    return target
+
+
+def _compare(args: argparse.Namespace) -> int:
+    tolerance = Tolerance(
+        _option("--tolerance", args.tolerance, parse_percent, DEFAULT_TOLERANCE.rel),
+        _option("--tolerance-abs", args.tolerance_abs, parse_size, DEFAULT_TOLERANCE.abs),
+    )
     base = load_run(args.base, "baseline")
     new = load_run(args.new)
     result = compare_runs(base, new, tolerance)
@@ -159,11 +193,12 @@ def _size_tables(
 
 
 def _merge(args: argparse.Namespace) -> int:
+    target = _output("merge", args.output, args.files, "run")
     runs = [(name, load_run(name)) for name in args.files]
     document, warnings = merge_runs(runs, allow_mixed_machines=args.allow_mixed_machines)
     for line in warnings:
         print(line, file=sys.stderr)
-    write_json(args.output, document)
+    write_json(target, document)
     partial = "" if document["complete"] else " (marked incomplete)"
     print(
         f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> "
@@ -176,17 +211,14 @@ def _report(args: argparse.Namespace) -> int:
     from .reports.charts import MissingExtra
     from .reports.html import render
 
+    target = _output("report", args.output, args.files, "html")
     runs = [(name, load_run(name)) for name in args.files]
     _note_incomplete("cgmem report", runs)
     try:
         page = render(runs, args.title)
     except MissingExtra as exc:
         raise CgmemUsageError(str(exc)) from None
-    target = Path(args.output)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    write_text(target, page)
     print(f"cgmem report: {len(runs)} run(s) -> {args.output}")
     return 0
 

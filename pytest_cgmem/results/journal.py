@@ -22,14 +22,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..units import CgmemUsageError
-from .jsonio import dumps_line, loads, write_json
+from .jsonio import Refused, dumps_line, loads, write_json
 
 try:
     import fcntl
@@ -201,18 +201,26 @@ class JournalError(ValueError):
     """A journal line that cannot be read (not the last one, which may be cut off)."""
 
 
-def read(run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Contents:
+def read(
+    run_path: str | os.PathLike[str],
+    stub: Mapping[str, Any],
+    record_problem: Callable[[Mapping[str, Any], str], str | None] | None = None,
+) -> Contents:
     """The tests, machine and lost workers the journal named by ``stub`` (a run file's
-    ``journal``) holds. A later line for the same test replaces an earlier one (a rerun)."""
+    ``journal``) holds. A later line for the same test replaces an earlier one (a rerun).
+
+    ``record_problem(test, "$.test")`` says what is wrong with a test line's record, if
+    anything (``runfile.record_problem``): such a line is a JournalError naming it.
+    """
     name = str(stub.get("file") or "")
-    path = Path(run_path).with_name(name)
     found = Contents()
     try:
+        path = Path(run_path).with_name(name)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         found.notes.append(f"its journal {name!r} is missing, so no test survives")
         return found
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a name such as '.', a NUL in it
         raise JournalError(f"cannot read its journal {name!r}: {exc}") from None
     lines = text.split("\n")
     cut = lines.pop()  # '' when the last line ended with its newline
@@ -231,6 +239,8 @@ def read(run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Contents:
     for number, line in enumerate(lines[1:], start=2):
         try:
             data = loads(line)
+        except Refused as exc:
+            raise JournalError(f"its journal {name!r} line {number} {exc.lead} {exc}") from None
         except ValueError as exc:
             raise JournalError(f"its journal {name!r} line {number}: {exc}") from None
         if not isinstance(data, dict) or len(data) != 1 or next(iter(data)) not in KINDS:
@@ -242,6 +252,9 @@ def read(run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Contents:
         if kind == "test":
             if not isinstance(value, dict) or not isinstance(value.get("nodeid"), str):
                 raise JournalError(f"its journal {name!r} line {number}: a test without a nodeid")
+            problem = record_problem(value, "$.test") if record_problem else None
+            if problem:
+                raise JournalError(f"its journal {name!r} line {number}: {problem}")
             tests.pop(value["nodeid"], None)  # a rerun: the last attempt, in its place
             tests[value["nodeid"]] = value
         elif kind == "machine":

@@ -1,9 +1,11 @@
 """JSON in and out for result files (pure, but for the files): atomic writes, and reading
-that refuses NaN and ±Infinity with the JSON path where they are.
+that refuses what a result file may not hold, with the JSON path where it is.
 
 JSON has no NaN or Infinity. Python's ``json`` writes and reads them anyway; a file with one
 is then unreadable to other tools, and a NaN figure compares false with everything (a
-baseline figure of NaN never regresses). So they are refused on both sides.
+baseline figure of NaN never regresses). So they are refused on both sides, and so are a
+whole number beyond ``MAX_FIGURE`` (it overflows the floats figures are compared and drawn
+in) and nesting deeper than ``DEEPEST`` (it overflows the stack of every reader).
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..units import MAX_FIGURE
 
-class _NonFinite:
-    """Stands in, while a document is parsed, for a NaN or ±Infinity the text held."""
+DEEPEST = 100
+"""The deepest nesting of arrays and objects a result file holds (a run file's is about
+a dozen levels)."""
+
+
+class _Refused:
+    """Stands in, while a document is parsed, for a number the text held that is refused:
+    NaN, ±Infinity, or a whole number beyond ``MAX_FIGURE``."""
 
     __slots__ = ("text",)
 
@@ -28,47 +37,128 @@ class _NonFinite:
 
 
 def loads(text: str) -> Any:
-    """Parse JSON; NaN, Infinity and numbers too large for a float are refused
-    (``NonFiniteError`` with the JSON path of the first one)."""
-    found = False
+    """Parse JSON, refusing what ``refusal`` names with the JSON path of the first such
+    thing; every error is a ValueError (``json.JSONDecodeError`` or ``Refused``)."""
 
-    def constant(name: str) -> _NonFinite:
-        nonlocal found
-        found = True
-        return _NonFinite(name)
-
-    def number(digits: str) -> float | _NonFinite:
+    def number(digits: str) -> float | _Refused:
         value = float(digits)
-        if math.isfinite(value):
-            return value
-        return constant(digits)
+        return value if math.isfinite(value) else _Refused(digits)
 
-    data = json.loads(text, parse_constant=constant, parse_float=number)
-    if found:
-        for path, value in walk(data):
-            if isinstance(value, _NonFinite):
-                raise NonFiniteError(path, value.text)
+    def integer(digits: str) -> int | _Refused:
+        if len(digits) > len(str(MAX_FIGURE)) + 1:
+            return _Refused(digits)  # int() refuses 4300 digits with a bare ValueError
+        value = int(digits)
+        return value if abs(value) <= MAX_FIGURE else _Refused(digits)
+
+    try:
+        data = json.loads(text, parse_constant=_Refused, parse_float=number, parse_int=integer)
+    except RecursionError:
+        raise TooDeepError(None) from None
+    error = refusal(data)
+    if error is not None:
+        raise error
     return data
 
 
-class NonFiniteError(ValueError):
-    """A NaN or ±Infinity (``what``) at JSON path ``path``."""
+class Refused(ValueError):
+    """Something a result file may not hold, at JSON path ``path`` (None: not known).
+
+    A file's message says ``lead`` then the error (``has a number that is not finite at``
+    ``$.x: NaN is not a finite number...``); a message about one part says the path then
+    ``said`` (``devices[0].peak is nan, not a finite number``).
+    """
+
+    lead = "holds what a result file may not at"
+
+    def __init__(self, path: str | None, said: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.said = said
+
+
+class NonFiniteError(Refused):
+    """A NaN or ±Infinity (``what``, as written)."""
+
+    lead = "has a number that is not finite at"
 
     def __init__(self, path: str, what: str) -> None:
-        super().__init__(f"{path}: {what} is not a finite number (JSON has no NaN or Infinity)")
-        self.path = path
-        self.what = what
+        super().__init__(
+            path,
+            f"is {what}, not a finite number",
+            f"{path}: {what} is not a finite number (JSON has no NaN or Infinity)",
+        )
 
 
-def walk(data: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
-    """Every value in ``data`` with its JSON path (``$.tests[0].nodeid``), depth first."""
-    yield path, data
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            yield from walk(value, json_path(path, key))
-    elif isinstance(data, (list, tuple)):
-        for i, value in enumerate(data):
-            yield from walk(value, f"{path}[{i}]")
+class OutOfRangeError(Refused):
+    """A whole number (``what``, cut short) beyond ``MAX_FIGURE`` either side."""
+
+    lead = "has a number out of range at"
+
+    def __init__(self, path: str, what: str) -> None:
+        beyond = f"beyond ±{MAX_FIGURE}"
+        super().__init__(path, f"is {what}, {beyond}", f"{path}: {what} is {beyond}")
+
+
+class TooDeepError(Refused):
+    """Arrays and objects nested deeper than ``DEEPEST``."""
+
+    lead = "is nested too deep:"
+
+    def __init__(self, path: str | None) -> None:
+        where = "" if path is None else f" at {path if len(path) <= 60 else path[:57] + '...'}"
+        super().__init__(
+            path,
+            f"is nested more than {DEEPEST} levels deep",
+            f"more than {DEEPEST} levels of arrays and objects{where}",
+        )
+
+
+def shown_number(value: object) -> str:
+    """A number as an error message shows it: a long one cut to its ends, with its length."""
+    if isinstance(value, _Refused):
+        text = value.text
+    elif isinstance(value, int) and value.bit_length() > 14000:  # str() refuses 4300 digits
+        return f"an integer of about {round(value.bit_length() * math.log10(2))} digits"
+    else:
+        text = repr(value)
+    if len(text) <= 24:
+        return text
+    return f"{text[:8]}...{text[-4:]} ({len(text.lstrip('-'))} digits)"
+
+
+def refusal(data: Any, path: str = "$") -> Refused | None:
+    """The first thing in ``data`` a result file may not hold, as the error that names its
+    JSON path: a NaN or ±Infinity, a whole number beyond ``MAX_FIGURE``, nesting deeper than
+    ``DEEPEST``. Walks without recursion: data of any depth is safe to pass."""
+    stack: list[tuple[str, Any, int]] = [(path, data, 0)]
+    while stack:
+        where, value, depth = stack.pop()
+        children: list[tuple[str, Any]]
+        if isinstance(value, Mapping):
+            children = [(json_path(where, k), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            error = _number_refusal(where, value)
+            if error is not None:
+                return error
+            continue
+        if depth >= DEEPEST:
+            return TooDeepError(where)
+        stack.extend((p, v, depth + 1) for p, v in reversed(children))
+    return None
+
+
+def _number_refusal(path: str, value: object) -> Refused | None:
+    if isinstance(value, _Refused):
+        if value.text.lstrip("-").isdigit():
+            return OutOfRangeError(path, shown_number(value))
+        return NonFiniteError(path, value.text)
+    if isinstance(value, float) and not math.isfinite(value):
+        return NonFiniteError(path, repr(value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FIGURE:
+        return OutOfRangeError(path, shown_number(value))
+    return None
 
 
 def json_path(path: str, key: object) -> str:
@@ -86,28 +176,25 @@ def path_of(parts: Iterable[object], start: str = "$") -> str:
     return path
 
 
-def first_nonfinite(data: Any, path: str = "$") -> tuple[str, float] | None:
-    """The JSON path and value of the first float in ``data`` that is NaN or ±Infinity."""
-    for where, value in walk(data, path):
-        if isinstance(value, float) and not math.isfinite(value):
-            return where, value
-    return None
-
-
 def dumps_line(data: Any) -> str:
     """One line of JSON (no NaN), with its newline: a journal line."""
     return json.dumps(data, allow_nan=False, separators=(",", ":")) + "\n"
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON atomically: a temp file in the same folder, then a rename.
+    """Write ``data`` as JSON atomically (``write_text``); NaN and ±Infinity raise
+    ValueError before the file is touched."""
+    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
-    A crash or Ctrl-C leaves either the old file or the new one, never half a file. NaN and
-    ±Infinity raise ValueError before the file is touched.
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` atomically: a temp file in the same folder, then a rename.
+
+    A crash or Ctrl-C leaves either the old file or the new one, never half a file; a
+    write that fails leaves no temp file behind.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     umask = os.umask(0)
     os.umask(umask)

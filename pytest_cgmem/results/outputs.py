@@ -3,17 +3,31 @@
 ``problems`` returns one line per output that could not be written: the option (or ini
 key) that named it, the path as given, and why. It writes nothing: a folder that does not
 exist yet is not created here, only probed for where it would be made.
+
+An output replaces only what it would have written itself (``existing_problem``): an
+existing file must be empty or look like one of its kind, so that a mistyped option
+(``--cgmem-save-baseline test_x.py``) never turns a test module, an ini file or another
+tool's JSON into ours. A run file looks like one when it is a JSON object whose
+``schema`` starts with ``pytest-cgmem/`` (any version: a stub of a killed run, a file of
+an older release); the github-action-benchmark file when it is a JSON list of objects
+that each have a ``name``; a journal when its first line starts as ours does;
+an HTML report when it starts with ``<!DOCTYPE html`` or ``<html``. Only the first 4 KiB
+are read, but for a run file whose ``schema`` is not its first key and a benchmark file,
+which are parsed whole up to 64 MiB (a larger one is not taken for ours).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import journal
 
@@ -22,9 +36,10 @@ from . import journal
 class Output:
     """One path the run reads or writes: where it was named, the path as given, its kind.
 
-    ``kind``: ``"run"`` (a run file, with its journal next to it), ``"file"``, ``"dir"``
-    (a folder the run writes into), ``"input"`` (read only: held against the others), or
-    ``"other"`` (another plugin's output: only held against the others).
+    ``kind``: ``"run"`` (a run file, with its journal next to it), ``"file"`` (the
+    github-action-benchmark file: a JSON list), ``"dir"`` (a folder the run writes into),
+    ``"input"`` (read only: held against the others), or ``"other"`` (another plugin's
+    output: only held against the others).
     """
 
     source: str
@@ -59,21 +74,95 @@ def _probe(folder: Path) -> str | None:
     return None
 
 
-def _file_problem(target: Path) -> str | None:
-    try:
-        mode = os.stat(target).st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        mode = None
-    except OSError as exc:
-        return f"cannot use it ({exc.strerror or exc})"
-    if mode is not None and stat.S_ISDIR(mode):
-        return "it is a folder; give a file path"
-    if mode is not None and not stat.S_ISREG(mode):
-        return "it is not a regular file"
+WRITES = {
+    "run": "a pytest-cgmem run file",
+    "file": "a github-action-benchmark file (a JSON list of named entries)",
+    "journal": "a pytest-cgmem journal",
+    "html": "an HTML page",
+}
+"""What each kind of output writes, as an error message names it."""
+_HEAD = 4096
+_PARSED_AT_MOST = 64 * 2**20
+_RUN_FILE_START = re.compile(rb'\A\s*\{\s*"schema"\s*:\s*"pytest-cgmem/')
+_JOURNAL_START = b'{"journal":"pytest-cgmem/'
+
+
+def output_problem(target: Path, kind: str) -> str | None:
+    """Why an output of ``kind`` (a key of ``WRITES``) cannot be written at ``target``
+    (resolved), or None: what is there is not its own, or no file can be made there."""
+    problem = existing_problem(target, kind)
+    if problem:
+        return problem
     folder = _existing_ancestor(target)
     if not folder.is_dir():
         return f"{str(folder)!r} is not a folder"
     return _probe(folder)
+
+
+def existing_problem(target: Path, kind: str, remedy: str | None = None) -> str | None:
+    """Why an output of ``kind`` may not replace what is at ``target``, or None: nothing is
+    there, or an empty file, or a file that looks like one of that kind already."""
+    try:
+        mode = os.stat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return f"cannot use it ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return f"it is a folder; {remedy or 'give a file path'}"
+    if not stat.S_ISREG(mode):
+        return "it is not a regular file" + (f"; {remedy}" if remedy else "")
+    try:
+        if _looks_like(target, kind):
+            return None
+    except OSError as exc:
+        return f"cannot read it to tell whether it is {WRITES[kind]} ({exc.strerror or exc})"
+    return f"it exists and is not {WRITES[kind]}; {remedy or 'remove it or give another path'}"
+
+
+def _looks_like(path: Path, kind: str) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(_HEAD)
+        size = os.fstat(handle.fileno()).st_size
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not start and size <= len(head):
+        return True
+    if kind == "journal":
+        return head.startswith(_JOURNAL_START) or _JOURNAL_START.startswith(head)
+    if kind == "html":
+        return start[:14].lower().startswith((b"<!doctype html", b"<html"))
+    if kind == "run" and _RUN_FILE_START.match(head):
+        return True
+    if start[:1] != (b"{" if kind == "run" else b"[") or size > _PARSED_AT_MOST:
+        return False
+    data = _parsed(path)
+    if kind == "run":
+        return isinstance(data, dict) and str(data.get("schema")).startswith("pytest-cgmem/")
+    return isinstance(data, list) and all(isinstance(e, dict) and "name" in e for e in data)
+
+
+def _parsed(path: Path) -> Any:
+    """The JSON in ``path``, or None where it holds none that Python can read."""
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        return None
+
+
+def _journal_problem(run: Path) -> str | None:
+    path = journal.journal_path(run)
+    problem = existing_problem(path, "journal", "remove it or give the run file another path")
+    return None if problem is None else f"its journal {path.name!r} is in the way: {problem}"
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths (resolved) name one file: the same path, or a hard link."""
+    if a == b:
+        return True
+    try:
+        return os.path.samestat(os.stat(a), os.stat(b))
+    except OSError:
+        return False
 
 
 def _dir_problem(target: Path) -> str | None:
@@ -109,14 +198,16 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
             break
         else:
             problem = None
-            if output.kind in ("run", "file"):
-                problem = _file_problem(target)
-            elif output.kind == "dir":
-                problem = _dir_problem(target)
-            if problem is None and output.kind == "run":
+            if output.kind == "run":
                 holder = journal.busy(target)
                 if holder:
                     problem = f"{holder} is writing it; give each concurrent run its own path"
+            if problem is None and output.kind in ("run", "file"):
+                problem = output_problem(target, output.kind)
+            if problem is None and output.kind == "run":
+                problem = _journal_problem(target)
+            if output.kind == "dir":
+                problem = _dir_problem(target)
             if problem:
                 found.append(f"{output.where()}: {problem}")
     return found

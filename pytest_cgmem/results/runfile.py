@@ -3,8 +3,10 @@
 A run file (``--cgmem-json``, ``--cgmem-save-baseline``, ``cgmem merge``) is one JSON object
 with the schema id ``pytest-cgmem/1``; ``docs/json.md`` documents it and
 ``run.schema.json`` (shipped in the package) is its JSON Schema. ``load_run`` checks a file
-against that schema, refuses NaN, ±Infinity and a test listed twice, and folds in the
-journal of a run that did not finish (``journal.py``).
+against that schema, refuses what no result file may hold (NaN, ±Infinity, a whole number
+beyond ±(2**63 - 1), nesting deeper than 100 levels: ``jsonio``), a test listed twice, a
+device or a capture size twice in one region, and folds in the journal of a run that did
+not finish (``journal.py``), each of its tests checked before it is folded in.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 from ..metrics import METRICS, Number, region_keys
 from ..units import CgmemUsageError
 from . import journal
-from .jsonio import NonFiniteError, first_nonfinite, loads, path_of, write_json
+from .jsonio import NonFiniteError, Refused, loads, path_of, refusal, write_json
 from .records import RegionResult, TestRecord
 
 __all__ = ["write_json"]
@@ -130,50 +132,95 @@ def plain_record(record: TestRecord) -> dict[str, Any]:
 
 
 def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
-    """One line naming the test and the figure (any number outside ``extra``) that is NaN
-    or ±Infinity, or None: JSON has neither, and a NaN baseline figure never regresses."""
-    try:
-        json.dumps(test, allow_nan=False)
-    except ValueError:
-        bad = first_nonfinite(test, "")
-    else:
-        return None  # the quick way: the whole test serializes without NaN
-    if bad is None:
+    """One line naming the test and the figure (any number outside ``extra``) that no run
+    file may hold (NaN, ±Infinity, a whole number beyond ±(2**63 - 1), nesting too deep),
+    or None: JSON has no NaN, a NaN baseline figure never regresses, and a number too
+    large overflows every reader's floats."""
+    error = refusal(test, "")
+    if error is None:
         return None
-    where, value = bad
+    where = error.path or ""
     label = ""
     match = re.match(r"\.regions\[(\d+)\]", where)
     if match and isinstance(test.get("regions"), list):
         label = f" (region {test['regions'][int(match.group(1))].get('label')!r})"
+    why = " (JSON has no NaN or Infinity)" if isinstance(error, NonFiniteError) else ""
     return (
-        f"cgmem: test {test.get('nodeid')!r}: {where.lstrip('.')}{label} is {value!r}, not a "
-        "finite number (JSON has no NaN or Infinity); its figures are left out of the files"
+        f"cgmem: test {test.get('nodeid')!r}: {where.lstrip('.') or 'the test'}{label} "
+        f"{error.said}{why}; its figures are left out of the files"
     )
 
 
 def region_problem(region: Mapping[str, Any]) -> str | None:
-    """Where a region in its run-file form breaks the schema or holds a number that is not
-    finite (``seconds: expected a number >= 0, got number -1.0``), or None."""
-    bad = first_nonfinite(region, "")
-    if bad is not None:
-        return f"{bad[0].lstrip('.')} is {bad[1]!r}, not a finite number"
+    """Where a region in its run-file form breaks the schema or holds what no run file may
+    (``seconds: expected a number >= 0, got number -1.0``), or None."""
+    error = refusal(region, "")
+    if error is not None:
+        return f"{(error.path or '').lstrip('.') or 'the region'} {error.said}"
+    problem = _part_problem(dict(region), "region", "")
+    if problem is not None:
+        return problem.lstrip(".")
+    twice = _twice(region)
+    if twice is not None:
+        where, what = twice
+        return f"{where}: {what} appears twice in the region"
+    return None
+
+
+def record_problem(test: Mapping[str, Any], path: str = "$") -> str | None:
+    """What is wrong with one test in its run-file form (a journal's line), in one line
+    starting with the JSON path from ``path``, or None."""
+    error = refusal(test, path)
+    if error is not None:
+        return str(error)
+    problem = _part_problem(dict(test), "test", path)
+    if problem is not None:
+        return problem
+    for j, region in enumerate(test["regions"]):
+        twice = _twice(region)
+        if twice is not None:
+            where, what = twice
+            return f"{path}.regions[{j}].{where}: {what} appears twice in the region"
+    return None
+
+
+def _part_problem(data: dict[str, Any], definition: str, path: str) -> str | None:
+    """``path.to.it: what was expected`` for the most telling error of ``data`` against the
+    schema's ``$defs[definition]``, or None."""
     from jsonschema.exceptions import best_match
 
-    error = best_match(_region_validator().iter_errors(dict(region)))
+    error = best_match(_part_validator(definition).iter_errors(data))
     if error is None:
-        indices = [d.get("index") for d in region.get("devices", ())]
-        if len(indices) != len(set(indices)):
-            return "devices: a device index appears twice"
         return None
-    return f"{path_of(error.absolute_path, '').lstrip('.') or 'the region'}: {_expected(error)}"
+    where = path_of(error.absolute_path, path) or f"the {definition}"
+    return f"{where}: {_expected(error)}"
 
 
-@functools.lru_cache(maxsize=1)
-def _region_validator() -> Any:
+@functools.lru_cache(maxsize=4)
+def _part_validator(definition: str) -> Any:
     import jsonschema
 
     whole = schema()
-    return jsonschema.Draft202012Validator({"$ref": "#/$defs/region", "$defs": whole["$defs"]})
+    return jsonschema.Draft202012Validator(
+        {"$ref": f"#/$defs/{definition}", "$defs": whole["$defs"]}
+    )
+
+
+def _twice(region: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Where a region (valid by the schema) names a device index or a capture size a
+    second time, relative to it (``devices[1]``), and what (``device 0``); or None."""
+    indices: set[int] = set()
+    for k, device in enumerate(region["devices"]):
+        if device["index"] in indices:
+            return f"devices[{k}]", f"device {device['index']}"
+        indices.add(device["index"])
+    figures = region["extra"].get("graph_figures")
+    sizes: set[int | str] = set()
+    for k, row in enumerate(figures["sizes"] if figures else ()):
+        if row["size"] in sizes:
+            return f"extra.graph_figures.sizes[{k}]", f"capture size {row['size']!r}"
+        sizes.add(row["size"])
+    return None
 
 
 def record_data(record: TestRecord) -> dict[str, Any]:
@@ -245,12 +292,14 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
         raise CgmemUsageError(f"cgmem: {label} is empty")
     try:
         data: dict[str, Any] = loads(text)
-    except NonFiniteError as exc:
-        raise CgmemUsageError(f"cgmem: {label} has a number that is not finite at {exc}") from None
+    except Refused as exc:
+        raise CgmemUsageError(f"cgmem: {label} {exc.lead} {exc}") from None
     except json.JSONDecodeError as exc:
         raise CgmemUsageError(
             f"cgmem: {label} is not valid JSON (line {exc.lineno}: {exc.msg})"
         ) from None
+    except ValueError as exc:
+        raise CgmemUsageError(f"cgmem: {label} is not valid JSON ({exc})") from None
     if not isinstance(data, dict) or "schema" not in data:
         raise CgmemUsageError(f"cgmem: {label} is not a pytest-cgmem run file")
     if data["schema"] != SCHEMA_ID:
@@ -266,7 +315,7 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
     data.setdefault("workers_lost", [])
     if not data["complete"] and "journal" in data:
         try:
-            contents = journal.read(path, data["journal"])
+            contents = journal.read(path, data["journal"], record_problem)
         except journal.JournalError as exc:
             raise CgmemUsageError(f"cgmem: {label}: {exc}") from None
         data = _folded(data, contents)
@@ -293,14 +342,12 @@ def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, An
 
 
 def check(document: Mapping[str, Any]) -> str | None:
-    """What is wrong with a run-file document, in one line, or None: the first place the
-    JSON Schema rejects, a NaN or ±Infinity, a test listed twice, a device twice in a region."""
-    try:
-        json.dumps(document, allow_nan=False)
-    except ValueError:
-        bad = first_nonfinite(document)
-        if bad is not None:
-            return f"has a number that is not finite at {bad[0]}: {bad[1]!r}"
+    """What is wrong with a run-file document, in one line, or None: what no result file
+    may hold (``jsonio.refusal``), the first place the JSON Schema rejects, a test listed
+    twice, a device or a capture size twice in a region."""
+    error = refusal(document)
+    if error is not None:
+        return f"{error.lead} {error}"
     problem = _schema_problem(document)
     if problem:
         return f"does not match the run-file schema at {problem}"
@@ -311,14 +358,10 @@ def check(document: Mapping[str, Any]) -> str | None:
             return f"lists test {nodeid!r} twice ($.tests[{seen[nodeid]}] and $.tests[{i}])"
         seen[nodeid] = i
         for j, region in enumerate(test["regions"]):
-            indices: set[int] = set()
-            for k, device in enumerate(region["devices"]):
-                if device["index"] in indices:
-                    return (
-                        f"has device {device['index']} twice in one region at "
-                        f"$.tests[{i}].regions[{j}].devices[{k}]"
-                    )
-                indices.add(device["index"])
+            twice = _twice(region)
+            if twice is not None:
+                where, what = twice
+                return f"has {what} twice in one region at $.tests[{i}].regions[{j}].{where}"
     return None
 
 
@@ -358,6 +401,8 @@ _JSON_TYPES = {
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
     kind = _JSON_TYPES.get(type(value), type(value).__name__)
     text = json.dumps(value, default=str)
     if len(text) > 40:

@@ -33,6 +33,10 @@ _DETAIL_DOCS = {
 _PY_TYPES = {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}
 
 
+SIGNED_METRICS = frozenset({"device", "non_torch"})
+"""The metrics that may be negative: the driver's figure shrinks where the region emptied
+torch's cache or, where NVML cannot tell processes apart, another process freed memory.
+Every other figure is a count, a ratio or a growth above the region's start."""
 _BYTES_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
 GRAPH_FIGURES: dict[str, Any] = {
     "type": "object",
@@ -66,7 +70,7 @@ GRAPH_FIGURES: dict[str, Any] = {
                 "required": ["size", "bytes", "driver", "captures"],
                 "properties": {
                     "size": {"type": ["integer", "string"]},
-                    "bytes": {"type": ["integer", "null"]},
+                    "bytes": _BYTES_OR_NULL,
                     "driver": {"type": ["integer", "null"]},
                     "captures": {"type": "integer", "minimum": 1},
                 },
@@ -81,6 +85,23 @@ GRAPH_FIGURES: dict[str, Any] = {
             "type": ["integer", "null"],
             "description": "a sweep's: device memory the whole sweep took (cudaMemGetInfo)",
         },
+    },
+    "if": {"properties": {"source": {"const": "capture_sweep"}}},
+    "then": {
+        "properties": {
+            "sizes": {
+                "items": {
+                    "properties": {
+                        "size": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "a sweep's sizes are whole numbers >= 1 (a log's "
+                            "are its labels: any whole number or string)",
+                        }
+                    }
+                }
+            }
+        }
     },
 }
 
@@ -99,6 +120,8 @@ def device_schema() -> dict[str, Any]:
             "type": [_JSON_TYPES[metric.kind], "null"],
             "description": metric.doc,
         }
+        if metric.name not in SIGNED_METRICS:
+            properties[metric.name]["minimum"] = 0
     for field in fields(Details):
         properties[field.name] = {
             "type": _PY_TYPES[str(field.type)],
@@ -195,7 +218,12 @@ def build() -> dict[str, Any]:
                 "file next to this one holding each finished test's record",
                 "required": ["file", "run"],
                 "properties": {
-                    "file": {"type": "string", "pattern": "^[^/\\\\]+$"},
+                    "file": {
+                        "type": "string",
+                        "pattern": "^(?!\\.\\.?$)[^/\\\\\\u0000]+$",
+                        "description": "the journal's name, in this file's folder: not '.' "
+                        "or '..', no slash",
+                    },
                     "run": {"type": "string"},
                 },
             },
@@ -250,7 +278,7 @@ def build() -> dict[str, Any]:
                     "budget": {
                         "type": "object",
                         "propertyNames": {"enum": list(METRICS)},
-                        "additionalProperties": {"type": "number"},
+                        "additionalProperties": {"type": "number", "minimum": 0},
                         "description": "metric -> limit (bytes, counts or a ratio)",
                     },
                     "tolerance": {

@@ -88,8 +88,9 @@ def test_a_bad_output_path_is_a_usage_error_before_the_first_test(
 
 def test_collect_only_writes_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(RAN)
-    for name in ("run.json", "base.json", "gab.json"):
-        (pytester.path / name).write_text("the last run's")
+    last = {"run.json": '{"schema": "pytest-cgmem/1"}', "base.json": "", "gab.json": "[]"}
+    for name, text in last.items():
+        (pytester.path / name).write_text(text)
     theirs = {".pytest_cache", "__pycache__"}  # pytest's own cache and Python's bytecode
     before = sorted(p.name for p in pytester.path.iterdir() if p.name not in theirs)
     result = pytester.runpytest(
@@ -103,8 +104,8 @@ def test_collect_only_writes_nothing(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.OK
     after = sorted(p.name for p in pytester.path.iterdir() if p.name not in theirs)
     assert after == before
-    for name in ("run.json", "base.json", "gab.json"):
-        assert (pytester.path / name).read_text() == "the last run's"
+    for name, text in last.items():
+        assert (pytester.path / name).read_text() == text
     assert "cgmem results" not in result.stdout.str()
 
 
@@ -267,7 +268,7 @@ def test_a_clean_run_is_complete_and_leaves_no_journal(pytester: pytest.Pytester
 HOLD = """
 import sys, time
 from pytest_cgmem.results import journal
-stub = {"journal": {"file": "run.json.journal", "run": "other"}}
+stub = {"schema": "pytest-cgmem/1", "journal": {"file": "run.json.journal", "run": "other"}}
 journal.Journal.start("run.json", stub)
 print("holding", flush=True)
 time.sleep(120)

@@ -92,13 +92,84 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
     )
 
 
-def test_a_record_the_schema_rejects_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (
+            {"outcome": "won"},
+            'line 2: $.test.outcome: expected one of "passed", "failed", "skipped", "xfailed", '
+            '"xpassed", got string "won"',
+        ),
+        ({"regions": None}, "line 2: $.test.regions: expected array, got null"),
+        ({"regions": 5}, "line 2: $.test.regions: expected array, got integer 5"),
+        ({"violations": 5}, "line 2: $.test.violations: expected array, got integer 5"),
+        ({"budget": {"peak": -1}}, "line 2: $.test.budget.peak: expected a number >= 0, got"),
+        ({"budget": {"peak": 10**30}}, "line 2 has a number out of range at $.test.budget.peak"),
+    ],
+)
+def test_a_record_the_schema_rejects_is_an_error_naming_its_line(
+    tmp_path: Path, line: dict[str, Any], problem: str
+) -> None:
+    """Each test line is checked before the journal is folded in: the summary counts its
+    regions and violations, which a bad line has not."""
     path = tmp_path / "run.json"
     written = journal.Journal.start(path, stub())
-    written.append("test", {**record("t.py::a"), "outcome": "won"})
+    written.append("test", {**record("t.py::a"), **line})
     written.close()
-    with pytest.raises(CgmemUsageError, match=r"\(with the tests of its journal\) does not match"):
+    with pytest.raises(CgmemUsageError) as info:
         runfile.load_run(path)
+    assert str(info.value).startswith(
+        f"cgmem: run file {str(path)!r}: its journal 'run.json.journal' {problem}"
+    )
+
+
+def test_a_test_line_without_its_keys_is_an_error_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write('{"test":{"nodeid":"t"}}\n')
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert str(info.value).endswith("line 2: $.test: 'outcome' is missing")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"test":' + "[" * 5000 + "]" * 5000 + "}", "line 2 is nested too deep: more than 100"),
+        ('{"test":{"nodeid":"t","x":' + "9" * 5001 + "}}", "line 2 has a number out of range "),
+        ('{"test":{"nodeid":"t","x":NaN}}', "line 2 has a number that is not finite at $.test.x"),
+    ],
+)
+def test_a_line_no_result_file_may_hold_is_an_error_naming_it(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert f"its journal 'run.json.journal' {problem}" in str(info.value)
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "a\\b", "a\u0000b"])
+def test_a_stub_whose_journal_is_not_a_plain_name_is_refused(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    doc = json.loads(path.read_text())
+    doc["journal"]["file"] = name
+    path.write_text(json.dumps(doc))
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert "does not match the run-file schema at $.journal.file: expected a plain file name" in (
+        str(info.value)
+    )
+
+
+def test_a_journal_name_a_path_cannot_take_is_a_journal_error(tmp_path: Path) -> None:
+    with pytest.raises(journal.JournalError, match=r"cannot read its journal '\.': "):
+        journal.read(tmp_path / "run.json", {"file": ".", "run": "r"})
 
 
 def test_missing_or_foreign_journal(tmp_path: Path) -> None:

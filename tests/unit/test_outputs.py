@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pytest_cgmem.results import journal
-from pytest_cgmem.results.outputs import Output, problems
+from pytest_cgmem.results.outputs import Output, output_problem, problems, same_file
 
 
 def test_good_paths_pass_and_nothing_is_written(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_a_baseline_may_be_refreshed_in_place_but_not_overwritten_by_gab(tmp_pat
 
 
 def test_a_run_file_another_live_run_writes_is_refused(tmp_path: Path) -> None:
-    stub = {"journal": {"file": "run.json.journal", "run": "r"}}
+    stub = {"schema": "pytest-cgmem/1", "journal": {"file": "run.json.journal", "run": "r"}}
     live = journal.Journal.start(tmp_path / "run.json", stub)
     try:
         (found,) = problems([Output("--cgmem-json", "run.json", "run")], tmp_path)
@@ -81,3 +82,111 @@ def test_a_run_file_another_live_run_writes_is_refused(tmp_path: Path) -> None:
     finally:
         live.close()
     assert problems([Output("--cgmem-json", "run.json", "run")], tmp_path) == []
+
+
+# -- an output replaces only a file of its own kind ------------------------------------------
+
+RUN_FILE = '{\n "schema": "pytest-cgmem/1",\n "tests": []\n}\n'
+
+
+@pytest.mark.parametrize(
+    ("kind", "content"),
+    [
+        ("run", ""),
+        ("run", " \n"),
+        ("run", RUN_FILE),
+        ("run", '{"created": "x", "schema": "pytest-cgmem/1"}'),  # keys sorted (jq -S)
+        ("run", '{"schema": "pytest-cgmem/0"}'),  # an older release's
+        ("run", '{"schema": "pytest-cgmem/1", "complete": false, "journal": {}}'),  # a stub
+        ("file", "[]"),
+        ("file", '[{"name": "t.py::test_a - peak", "unit": "MiB", "value": 1.5}]'),
+        ("html", "<!DOCTYPE html><html lang='en'><head>"),
+        ("html", "\n<html>\n"),
+    ],
+)
+def test_an_output_replaces_a_file_of_its_kind(tmp_path: Path, kind: str, content: str) -> None:
+    (tmp_path / "out").write_text(content)
+    assert output_problem(tmp_path / "out", kind) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "problem"),
+    [
+        ("run", "import pytest\n", "it exists and is not a pytest-cgmem run file; remove it or"),
+        ("run", "[pytest]\naddopts = -q\n", "is not a pytest-cgmem run file"),
+        ("run", '{"name": "x"}', "is not a pytest-cgmem run file"),
+        ("run", '{"schema": ["pytest-cgmem/1"]}', "is not a pytest-cgmem run file"),
+        ("run", '{"a": 1, "schema": "pytest-cgmem/1"', "is not a pytest-cgmem run file"),
+        ("run", "[" * 10**5, "is not a pytest-cgmem run file"),
+        ("run", "<!DOCTYPE html>", "is not a pytest-cgmem run file"),
+        ("file", "[pytest]\naddopts = -q\n", "is not a github-action-benchmark file (a JSON list"),
+        ("file", RUN_FILE, "is not a github-action-benchmark file"),
+        ("file", "[1, 2]", "is not a github-action-benchmark file"),
+        ("html", RUN_FILE, "it exists and is not an HTML page; remove it or give another path"),
+        ("html", "def test(): pass\n", "is not an HTML page"),
+    ],
+)
+def test_an_output_does_not_replace_a_file_of_another_kind(
+    tmp_path: Path, kind: str, content: str, problem: str
+) -> None:
+    (tmp_path / "out").write_text(content)
+    found = output_problem(tmp_path / "out", kind)
+    assert found is not None and problem in found
+    assert (tmp_path / "out").read_text() == content
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "content", "problem"),
+    [
+        ("--cgmem-save-baseline", "test_x.py", "def test(): pass\n", "is not a pytest-cgmem run"),
+        ("--cgmem-json", "pytest.ini", "[pytest]\n", "is not a pytest-cgmem run file"),
+        ("--cgmem-gab-json", "pytest.ini", "[pytest]\n", "is not a github-action-benchmark"),
+        ("--cgmem-gab-json", "run.json", RUN_FILE, "is not a github-action-benchmark file"),
+    ],
+)
+def test_an_option_that_would_replace_another_file_is_refused(
+    tmp_path: Path, option: str, path: str, content: str, problem: str
+) -> None:
+    (tmp_path / path).write_text(content)
+    kind = "file" if option == "--cgmem-gab-json" else "run"
+    (found,) = problems([Output(option, path, kind)], tmp_path)
+    assert found.startswith(f"{option}={path!r}: it exists and ") and problem in found
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (
+            lambda p: p.mkdir(),
+            "its journal 'run.json.journal' is in the way: it is a folder; remove it or give "
+            "the run file another path",
+        ),
+        (
+            lambda p: p.write_text("notes\n"),
+            "its journal 'run.json.journal' is in the way: it exists and is not a pytest-cgmem "
+            "journal; remove it or give the run file another path",
+        ),
+        (
+            lambda p: os.symlink("/dev/null", p),
+            "its journal 'run.json.journal' is in the way: it is not a regular file; remove it "
+            "or give the run file another path",
+        ),
+        (lambda p: p.write_text('{"journal":"pytest-cgmem/1","run":"r"}\n{"test":{}}\n'), None),
+        (lambda p: p.write_text('{"journal":"pyt'), None),  # its first write, under way
+        (lambda p: p.write_text(""), None),
+    ],
+)
+def test_what_is_where_the_journal_goes_is_checked_too(
+    tmp_path: Path, make: Callable[[Path], object], problem: str | None
+) -> None:
+    make(journal.journal_path(tmp_path / "run.json"))
+    found = problems([Output("--cgmem-json", "run.json", "run")], tmp_path)
+    assert found == ([] if problem is None else [f"--cgmem-json='run.json': {problem}"])
+
+
+def test_same_file_sees_through_hard_links(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text("{}")
+    os.link(tmp_path / "a.json", tmp_path / "b.json")
+    assert same_file(tmp_path / "a.json", tmp_path / "b.json")
+    assert same_file(tmp_path / "c.json", tmp_path / "c.json")
+    assert not same_file(tmp_path / "a.json", tmp_path / "c.json")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pytest_cgmem.checks.budgets import Budget
 from pytest_cgmem.metrics import METRICS
-from pytest_cgmem.results import exporters, runfile
+from pytest_cgmem.results import exporters, jsonio, runfile
 from pytest_cgmem.results.records import Details, DeviceFigures, RegionResult, judged_violations
 from pytest_cgmem.results.records import TestRecord as TestEntry
 from pytest_cgmem.units import CgmemUsageError, Tolerance
@@ -357,6 +357,24 @@ def _set(doc: dict[str, Any], where: str, value: Any) -> None:
         ),
         ("complete", "yes", 'at $.complete: expected boolean, got string "yes"'),
         ("machine", None, "at $.machine: expected object, got null"),
+        *(
+            (
+                f"tests.0.regions.0.devices.0.{metric}",
+                -1,
+                f"at $.tests[0].regions[0].devices[0].{metric}: expected a number >= 0, got "
+                "integer -1",
+            )
+            for metric in METRICS
+            if metric not in ("device", "non_torch")
+        ),
+        ("tests.0.budget.peak", -1, "at $.tests[0].budget.peak: expected a number >= 0, got"),
+        ("tests.0.budget.device", -0.5, "at $.tests[0].budget.device: expected a number >= 0"),
+        (
+            "journal",
+            {"file": ".", "run": "r"},
+            "at $.journal.file: expected a plain file name, got",
+        ),
+        ("journal", {"file": "..", "run": "r"}, "at $.journal.file: expected a plain file name"),
     ],
 )
 def test_files_the_schema_rejects_are_one_line_naming_the_json_path(
@@ -460,6 +478,212 @@ def test_every_reader_takes_what_the_loader_accepts(tmp_path_factory: Any, data:
     _rows(loaded)
 
 
+# -- what no run file may hold: numbers too large, nesting too deep, impossible figures -------
+
+LARGEST = 2**63 - 1
+
+
+def with_number(doc: dict[str, Any], where: str, number: str) -> str:
+    """``doc`` as JSON text with ``number`` (as written) at ``where``."""
+    _set(doc, where, "@number@")
+    return json.dumps(doc).replace('"@number@"', number)
+
+
+@pytest.mark.parametrize(
+    ("where", "number", "message"),
+    [
+        (
+            "tests.0.regions.0.devices.0.peak",
+            "1" + "0" * 400,
+            "has a number out of range at $.tests[0].regions[0].devices[0].peak: "
+            f"10000000...0000 (401 digits) is beyond ±{LARGEST}",
+        ),
+        (
+            "tests.0.regions.0.devices.0.peak",
+            "1" + "0" * 5000,
+            "at $.tests[0].regions[0].devices[0].peak: 10000000...0000 (5001 digits) is beyond",
+        ),
+        (
+            "tests.0.regions.0.devices.0.peak",
+            str(LARGEST + 1),
+            f"devices[0].peak: {LARGEST + 1} is beyond ±{LARGEST}",
+        ),
+        (
+            "tests.0.regions.0.devices.0.device",
+            str(-LARGEST - 1),
+            f"devices[0].device: {-LARGEST - 1} is beyond ±{LARGEST}",
+        ),
+        ("tests.0.budget.peak", "9" * 401, "has a number out of range at $.tests[0].budget.peak"),
+        ("tests.0.tolerance", '{"abs": 1' + "0" * 400 + "}", "at $.tests[0].tolerance.abs: "),
+        (
+            "tests.0.regions.0.extra.graph_figures",
+            '{"source": "graphs", "captures": 1, "replays": 0, "pools": [], "sizes": '
+            '[{"size": 1, "bytes": 1' + "0" * 400 + ', "driver": null, "captures": 1}]}',
+            "at $.tests[0].regions[0].extra.graph_figures.sizes[0].bytes: 10000000...0000",
+        ),
+        ("created", "[" * 100_000 + "]" * 100_000, "is nested too deep: more than 100 levels of"),
+        (
+            "tests.0.regions.0.extra.x",
+            "[" * 101 + "]" * 101,
+            "is nested too deep: more than 100 levels of arrays and objects at "
+            "$.tests[0].regions[0].extra.x[0][0]",
+        ),
+    ],
+)
+def test_what_no_run_file_may_hold_is_one_line_naming_the_json_path(
+    tmp_path: Path, where: str, number: str, message: str
+) -> None:
+    path = write(tmp_path, with_number(good(), where, number))
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path, "baseline")
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400
+    assert text.startswith(f"cgmem: baseline {str(path)!r} ")
+    assert message in text
+
+
+@pytest.mark.parametrize(
+    ("text", "error", "message"),
+    [
+        (str(LARGEST), None, ""),
+        (str(-LARGEST), None, ""),
+        (str(-LARGEST - 1), jsonio.OutOfRangeError, f"$: {-LARGEST - 1} is beyond ±{LARGEST}"),
+        ("-" + "9" * 30, jsonio.OutOfRangeError, "$: -9999999...9999 (30 digits) is beyond"),
+        ("[1, NaN]", jsonio.NonFiniteError, "$[1]: NaN is not a finite number"),
+        ('{"a": -Infinity}', jsonio.NonFiniteError, "$.a: -Infinity is not a finite number"),
+        ("[1e400]", jsonio.NonFiniteError, "$[0]: 1e400 is not a finite number"),
+        ("[1e300]", None, ""),
+        ("[" * 100 + "]" * 100, None, ""),
+        ("[" * 101 + "]" * 101, jsonio.TooDeepError, "more than 100 levels of arrays and objects"),
+        ("[" * 10**5 + "]" * 10**5, jsonio.TooDeepError, "more than 100 levels of arrays and "),
+        ('{"a": ' * 200 + "1" + "}" * 200, jsonio.TooDeepError, "at $.a.a.a.a"),
+        ("{", json.JSONDecodeError, "Expecting property name"),
+    ],
+)
+def test_jsonio_loads_refuses_with_a_value_error(
+    text: str, error: type[ValueError] | None, message: str
+) -> None:
+    if error is None:
+        jsonio.loads(text)
+        return
+    with pytest.raises(error) as info:
+        jsonio.loads(text)
+    assert message in str(info.value) and len(str(info.value)) < 200
+
+
+def graph_run(source: str, *sizes: Any, size_bytes: int | None = 1) -> dict[str, Any]:
+    doc = good()
+    doc["tests"][0]["regions"][0]["extra"]["graph_figures"] = {
+        "source": source,
+        "captures": len(sizes),
+        "replays": 0,
+        "pools": [],
+        "sizes": [{"size": s, "bytes": size_bytes, "driver": -5, "captures": 1} for s in sizes],
+    }
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (
+            graph_run("graphs", 8, 16, 8),
+            "has capture size 8 twice in one region at "
+            "$.tests[0].regions[0].extra.graph_figures.sizes[2]",
+        ),
+        (graph_run("graphs", "a", "a"), "has capture size 'a' twice in one region at "),
+        (
+            graph_run("graphs", 8, size_bytes=-1),
+            "at $.tests[0].regions[0].extra.graph_figures.sizes[0].bytes: expected a number >= 0",
+        ),
+        (
+            graph_run("capture_sweep", 0),
+            "at $.tests[0].regions[0].extra.graph_figures.sizes[0].size: expected a number >= 1",
+        ),
+        (
+            graph_run("capture_sweep", "big"),
+            "graph_figures.sizes[0].size: expected integer, got string",
+        ),
+    ],
+)
+def test_impossible_capture_sizes_are_refused(
+    tmp_path: Path, doc: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(write(tmp_path, doc))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        graph_run("graphs", -3, 0, "decode"),  # a log's sizes are its labels, any whole number
+        graph_run("capture_sweep", 1, 256, size_bytes=None),
+    ],
+)
+def test_possible_capture_sizes_are_read(tmp_path: Path, doc: dict[str, Any]) -> None:
+    runfile.load_run(write(tmp_path, doc))
+
+
+@pytest.mark.parametrize(("metric", "value"), [("device", -LARGEST), ("non_torch", -(2**30))])
+def test_the_driver_figures_may_be_negative(tmp_path: Path, metric: str, value: int) -> None:
+    """The driver's figure shrinks where the region freed memory it did not allocate."""
+    doc = good()
+    doc["tests"][0]["regions"][0]["devices"][0][metric] = value
+    loaded = runfile.load_run(write(tmp_path, doc))
+    assert loaded["tests"][0]["regions"][0]["devices"][0][metric] == value
+
+
+def test_every_reader_takes_the_largest_numbers_a_file_may_hold(tmp_path: Path) -> None:
+    """At ±(2**63 - 1) a figure still converts to a float: compare, merge, the exports and
+    the report read it without an overflow."""
+    from pytest_cgmem.reports.html import _rows
+    from pytest_cgmem.results.baseline import Baseline, compare_runs
+
+    doc = graph_run("graphs", LARGEST, -LARGEST, size_bytes=LARGEST)
+    test = doc["tests"][0]
+    test["budget"] = {"peak": LARGEST, "graphs": LARGEST, "reserved_ratio": 1e300}
+    test["tolerance"] = {"abs": LARGEST, "rel": 1e300}
+    test["regions"][0]["devices"][0].update(peak=LARGEST, device=-LARGEST, graphs=LARGEST)
+    loaded = runfile.load_run(write(tmp_path, doc))
+    small = good()
+    Baseline("b.json", loaded).check(
+        "t.py::test_a", (RegionResult("call", (device(),), 0.0),), Tolerance(1e300, LARGEST)
+    )
+    for base, new in ((loaded, small), (small, loaded), (loaded, loaded)):
+        compare_runs(base, new, Tolerance(0.05, LARGEST))
+    runfile.merge_runs([("a.json", loaded)])
+    exporters.gab_entries(loaded, sizes=True)
+    _rows(loaded)
+    pytest.importorskip("matplotlib")
+    from pytest_cgmem.reports.html import render
+
+    assert render([("small.json", small), ("large.json", loaded)]).startswith("<!DOCTYPE html>")
+
+
+def test_a_record_holding_a_number_too_large_is_refused_naming_the_test_and_figure() -> None:
+    bad = entry(regions=(RegionResult("load", (device(peak=2**64),), 0.0),))
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.build_run([bad], MACHINE, None)
+    assert str(info.value) == (
+        "cgmem: test 't.py::test_a': regions[0].devices[0].peak (region 'load') is "
+        f"{2**64}, beyond ±{LARGEST}; its figures are left out of the files"
+    )
+    deep: Any = []
+    for _ in range(150):
+        deep = [deep]
+    nested = entry(regions=(RegionResult("load", (device(),), 0.0, extra={"x": deep}),))
+    problem = runfile.nonfinite_problem(runfile.plain_record(nested))
+    assert problem is not None and "(region 'load') is nested more than 100 levels deep" in problem
+
+
+def test_write_text_leaves_no_temp_file_when_the_target_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError):
+        jsonio.write_text(tmp_path / "adir", "<!DOCTYPE html>")
+    assert os.listdir(tmp_path) == ["adir"] and os.listdir(tmp_path / "adir") == []
+
+
 # -- refusing NaN on write ---------------------------------------------------------------------
 
 
@@ -537,7 +761,13 @@ def test_region_problem_names_what_a_reader_would_refuse() -> None:
         "devices[0].peak is nan, not a finite number"
     )
     assert problem(RegionResult("load", (device(), device()), 0.0)) == (
-        "devices: a device index appears twice"
+        "devices[1]: device 0 appears twice in the region"
+    )
+    assert problem(RegionResult("load", (device(peak=10**30),), 0.0)) == (
+        "devices[0].peak is 10000000...0000 (31 digits), beyond ±9223372036854775807"
+    )
+    assert problem(RegionResult("load", (device(peak=-1),), 0.0)) == (
+        "devices[0].peak: expected a number >= 0, got integer -1"
     )
 
 

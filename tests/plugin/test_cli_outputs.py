@@ -1,0 +1,187 @@
+"""The ``cgmem`` command's ``-o``: it replaces no input and no file it did not write, and
+bad options and files are one line with exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pytest_cgmem
+from pytest_cgmem import cli
+from pytest_cgmem.results import runfile
+from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
+
+ROOT = Path(pytest_cgmem.__file__).parents[1]
+PAGE = "<!DOCTYPE html><html><body>the last report</body></html>"
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """base.json (a run file) and the files an -o might name by mistake, as cwd."""
+    region = RegionResult("call", (DeviceFigures(0, peak=2**20),), 0.0)
+    runfile.write_json(
+        tmp_path / "base.json",
+        runfile.build_run(
+            [TestRecord("t.py::test_a", "passed", (region,))], runfile.base_machine(), None
+        ),
+    )
+    (tmp_path / "other.json").write_text((tmp_path / "base.json").read_text())
+    (tmp_path / "test_x.py").write_text("def test(): pass\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "last.html").write_text(PAGE)
+    (tmp_path / "adir").mkdir()
+    os.symlink("base.json", tmp_path / "link.json")
+    os.link(tmp_path / "base.json", tmp_path / "hard.json")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def contents(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): "" if p.is_dir() else p.read_text()
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["report", "base.json", "-o", "base.json"],
+            "cgmem report: -o 'base.json': it is the input file 'base.json'; give the output "
+            "its own path",
+        ),
+        (
+            ["merge", "other.json", "base.json", "-o", "./base.json"],
+            "cgmem merge: -o './base.json': it is the input file 'base.json'; give the output",
+        ),
+        (["merge", "base.json", "-o", "link.json"], "-o 'link.json': it is the input file 'base"),
+        (["merge", "base.json", "-o", "hard.json"], "-o 'hard.json': it is the input file 'base"),
+        (["merge", "link.json", "-o", "base.json"], "-o 'base.json': it is the input file 'link"),
+        (["report", "base.json", "-o", ""], "cgmem report: -o is empty; give a file path"),
+        (["merge", "base.json", "-o", ""], "cgmem merge: -o is empty; give a file path"),
+        (["merge", "base.json", "-o", "adir"], "cgmem merge: -o 'adir': it is a folder; give a"),
+        (["report", "base.json", "-o", "adir"], "cgmem report: -o 'adir': it is a folder; give"),
+        (["merge", "base.json", "-o", "/dev/null"], "-o '/dev/null': it is not a regular file"),
+        (["report", "base.json", "-o", "/dev/null"], "-o '/dev/null': it is not a regular file"),
+        (
+            ["merge", "base.json", "-o", "test_x.py"],
+            "cgmem merge: -o 'test_x.py': it exists and is not a pytest-cgmem run file; remove "
+            "it or give another path",
+        ),
+        (["merge", "base.json", "-o", "last.html"], "is not a pytest-cgmem run file"),
+        (
+            ["report", "base.json", "-o", "pytest.ini"],
+            "cgmem report: -o 'pytest.ini': it exists and is not an HTML page; remove it or "
+            "give another path",
+        ),
+        (["report", "base.json", "-o", "other.json"], "-o 'other.json': it exists and is not an"),
+        (["merge", "base.json", "-o", "test_x.py/m.json"], "test_x.py' is not a folder"),
+    ],
+)
+def test_an_output_that_is_not_its_own_is_refused_and_left_alone(
+    folder: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    before = contents(folder)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cgmem {argv[0]}: -o ") and err.count("\n") == 1, err
+    assert message in err
+    assert contents(folder) == before  # nothing replaced, no temp file left
+
+
+@pytest.mark.parametrize(
+    ("argv", "written", "start"),
+    [
+        (["merge", "base.json", "-o", "other.json"], "other.json", '{\n "schema": '),
+        (["merge", "base.json", "-o", "new/deeper/m.json"], "new/deeper/m.json", '{\n "schema'),
+        (["report", "base.json", "-o", "last.html"], "last.html", "<!DOCTYPE html><html lang="),
+    ],
+)
+def test_an_output_replaces_what_it_wrote_before(
+    folder: Path, argv: list[str], written: str, start: str
+) -> None:
+    if argv[0] == "report":
+        pytest.importorskip("matplotlib")
+    before = (folder / "other.json").read_text()
+    assert cli.main(argv) == 0
+    text = (folder / written).read_text()
+    assert text.startswith(start) and text not in (PAGE, before)
+    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+
+
+def test_a_symlinked_output_is_written_through(folder: Path) -> None:
+    os.symlink("other.json", folder / "to_other.json")
+    assert cli.main(["merge", "base.json", "-o", "to_other.json"]) == 0
+    assert (folder / "to_other.json").is_symlink()
+    assert json.loads((folder / "other.json").read_text())["merged_from"] == ["base.json"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--tolerance", "5"], "cgmem: --tolerance: expected a percentage such as '5%'"),
+        (["--tolerance", "1" + "0" * 400 + "%"], "cgmem: --tolerance: a tolerance must be"),
+        (["--tolerance-abs", "lots"], "cgmem: --tolerance-abs: cannot read 'lots' as a size"),
+        (["--tolerance-abs", "1" + "0" * 400], "cgmem: --tolerance-abs: "),
+        (["--tolerance-abs", "1" + "0" * 5000], "cgmem: --tolerance-abs: "),
+    ],
+)
+def test_a_bad_tolerance_names_the_option_given(
+    folder: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert cli.main(["compare", "base.json", "base.json", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and len(err) < 300, err
+
+
+@pytest.mark.parametrize("error", [OverflowError("int too large"), ValueError("Exceeds the limit")])
+def test_an_error_the_parser_did_not_foresee_still_names_the_option(
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    def parse(value: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "parse_size", parse)
+    assert cli.main(["compare", "base.json", "base.json", "--tolerance-abs", "9" * 500]) == 2
+    err = capsys.readouterr().err
+    shown = f"{'9' * 20}...{'9' * 8} (500 characters)"
+    assert err == f"cgmem: --tolerance-abs: cannot use {shown!r} ({error})\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            json.dumps({"x": 1}).replace("1", "1" + "0" * 400),
+            "has a number out of range at $.x: 10000000...0000 (401 digits) is beyond",
+        ),
+        ("[" * 100_000 + "]" * 100_000, "is nested too deep: more than 100 levels of arrays"),
+    ],
+)
+def test_the_console_script_says_what_is_wrong_with_a_file_in_one_line(
+    folder: Path, text: str, message: str
+) -> None:
+    (folder / "bad.json").write_text(text)
+    for argv in (
+        ["compare", "base.json", "bad.json"],
+        ["merge", "bad.json", "-o", "m.json"],
+        ["report", "bad.json", "-o", "r.html"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_cgmem.cli", *argv],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"cgmem: run file 'bad.json' {message}"), done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
