@@ -1181,7 +1181,7 @@ def capture_sweep(
     if "graph_pool" in allocator.unavailable_figures():
         held = None
     elif pool is None or pid is None:
-        held = reserved - first_reserved
+        held = max(0, reserved - first_reserved)  # reserved only grows while capturing
     else:
         held = allocator.pool_total(pid)
     tracking += perf_counter() - t2
