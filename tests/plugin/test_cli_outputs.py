@@ -157,6 +157,10 @@ def test_an_error_the_parser_did_not_foresee_still_names_the_option(
     assert err == f"cgmem: --tolerance-abs: cannot use {shown!r} ({error})\n"
 
 
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+"""This checkout first, then what the machine adds (its jsonschema, on the GPU machine)."""
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -166,6 +170,7 @@ def test_an_error_the_parser_did_not_foresee_still_names_the_option(
         ),
         ("[" * 100_000 + "]" * 100_000, "is nested too deep: more than 100 levels of arrays"),
     ],
+    ids=["huge-number", "deep-nesting"],
 )
 def test_the_console_script_says_what_is_wrong_with_a_file_in_one_line(
     folder: Path, text: str, message: str
@@ -180,7 +185,7 @@ def test_the_console_script_says_what_is_wrong_with_a_file_in_one_line(
             [sys.executable, "-m", "pytest_cgmem.cli", *argv],
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": PYTHONPATH},
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"cgmem: run file 'bad.json' {message}"), done.stderr

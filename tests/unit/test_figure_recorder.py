@@ -53,7 +53,11 @@ def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], mes
         FigureRecorder(lambda r: None)(*args, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("seconds", [float("nan"), float("inf"), -1.0, "1", 10**400])
+@pytest.mark.parametrize(
+    "seconds",
+    [float("nan"), float("inf"), -1.0, "1", 10**400],
+    ids=["nan", "inf", "negative", "string", "huge"],
+)
 def test_record_rejects_seconds_that_are_not_a_finite_number(seconds: object) -> None:
     with pytest.raises(CgmemUsageError, match=r"cgmem_record\('x'\): seconds must be a finite"):
         FigureRecorder(lambda r: None)("x", peak=1, seconds=seconds)  # type: ignore[arg-type]
