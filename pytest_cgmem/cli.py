@@ -21,7 +21,14 @@ from .results.jsonio import write_text
 from .results.outputs import output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
-from .units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+from .units import (
+    CgmemUsageError,
+    Tolerance,
+    format_size,
+    parse_percent,
+    parse_size,
+    short_repr,
+)
 
 T = TypeVar("T")
 
@@ -94,10 +101,7 @@ def _option(name: str, given: str | None, parse: Callable[[str], T], default: T)
     except CgmemUsageError as exc:
         raise CgmemUsageError(f"{name}: {exc}") from None
     except (ValueError, OverflowError) as exc:
-        shown = (
-            given if len(given) <= 40 else f"{given[:20]}...{given[-8:]} ({len(given)} characters)"
-        )
-        raise CgmemUsageError(f"{name}: cannot use {shown!r} ({exc})") from None
+        raise CgmemUsageError(f"{name}: cannot use {short_repr(given)} ({exc})") from None
 
 
 def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..units import MAX_FIGURE
+from ..units import MAX_FIGURE, short_repr
 
 DEEPEST = 100
 """The deepest nesting of arrays and objects a result file holds (a run file's is about
@@ -118,7 +118,7 @@ def shown_number(value: object) -> str:
     if isinstance(value, _Refused):
         text = value.text
     elif isinstance(value, int) and value.bit_length() > 14000:  # str() refuses 4300 digits
-        return f"an integer of about {round(value.bit_length() * math.log10(2))} digits"
+        return short_repr(value)
     else:
         text = repr(value)
     if len(text) <= 24:

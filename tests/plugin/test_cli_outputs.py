@@ -153,8 +153,8 @@ def test_an_error_the_parser_did_not_foresee_still_names_the_option(
     monkeypatch.setattr(cli, "parse_size", parse)
     assert cli.main(["compare", "base.json", "base.json", "--tolerance-abs", "9" * 500]) == 2
     err = capsys.readouterr().err
-    shown = f"{'9' * 20}...{'9' * 8} (500 characters)"
-    assert err == f"cgmem: --tolerance-abs: cannot use {shown!r} ({error})\n"
+    shown = f"'{'9' * 39}...{'9' * 11}' (502 characters)"
+    assert err == f"cgmem: --tolerance-abs: cannot use {shown} ({error})\n"
 
 
 PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
