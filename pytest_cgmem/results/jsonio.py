@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -147,6 +148,22 @@ def refusal(data: Any, path: str = "$") -> Refused | None:
             return TooDeepError(where)
         stack.extend((p, v, depth + 1) for p, v in reversed(children))
     return None
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
+def quick_refusal(data: Any) -> Refused | None:
+    """``refusal``, after a pass at C speed that clears most data at once: data that JSON
+    writes without NaN, with no run of 19 digits and fewer than ``DEEPEST`` brackets holds
+    nothing refused (a measured test's record, at each test's end, takes this way)."""
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return refusal(data)
+    if text.count("[") + text.count("{") < DEEPEST and not _LONG_DIGITS.search(text):
+        return None
+    return refusal(data)
 
 
 def _number_refusal(path: str, value: object) -> Refused | None:

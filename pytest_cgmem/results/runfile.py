@@ -27,7 +27,15 @@ from typing import Any
 from ..metrics import METRICS, Number, region_keys
 from ..units import CgmemUsageError
 from . import journal
-from .jsonio import NonFiniteError, Refused, loads, path_of, refusal, write_json
+from .jsonio import (
+    NonFiniteError,
+    Refused,
+    loads,
+    path_of,
+    quick_refusal,
+    refusal,
+    write_json,
+)
 from .records import RegionResult, TestRecord
 
 __all__ = ["write_json"]
@@ -136,10 +144,10 @@ def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
     file may hold (NaN, ±Infinity, a whole number beyond ±(2**63 - 1), nesting too deep),
     or None: JSON has no NaN, a NaN baseline figure never regresses, and a number too
     large overflows every reader's floats."""
-    error = refusal(test, "")
+    error = quick_refusal(test)
     if error is None:
         return None
-    where = error.path or ""
+    where = (error.path or "").removeprefix("$")
     label = ""
     match = re.match(r"\.regions\[(\d+)\]", where)
     if match and isinstance(test.get("regions"), list):

@@ -801,3 +801,17 @@ def test_a_record_from_figures_that_are_not_one_per_metric_is_refused(
         del figures[dropped]
     with pytest.raises(TypeError, match=re.escape(named)):
         DeviceFigures.of(0, figures, Details())
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("peak", float("nan")), ("peak", 2**63), ("device", -(2**63))],
+)
+def test_the_quick_pass_misses_nothing_the_full_walk_finds(where: str, value: object) -> None:
+    from pytest_cgmem.results.jsonio import quick_refusal, refusal
+
+    data = {"tests": [{"regions": [{"devices": [{where: value, "nodeid": "t[1]"}]}]}]}
+    quick, full = quick_refusal(data), refusal(data)
+    assert quick is not None and full is not None
+    assert (type(quick), quick.path, str(quick)) == (type(full), full.path, str(full))
+    assert quick_refusal({"tests": [{"peak": 2**63 - 1, "nodeid": "9" * 40}]}) is None
