@@ -130,24 +130,40 @@ def shown_number(value: object) -> str:
 def refusal(data: Any, path: str = "$") -> Refused | None:
     """The first thing in ``data`` a result file may not hold, as the error that names its
     JSON path: a NaN or ±Infinity, a whole number beyond ``MAX_FIGURE``, nesting deeper than
-    ``DEEPEST``. Walks without recursion: data of any depth is safe to pass."""
-    stack: list[tuple[str, Any, int]] = [(path, data, 0)]
+    ``DEEPEST``. A container's own values are looked at before the containers in it. Walks
+    without recursion, so data of any depth is safe to pass, and makes a path only for what
+    it refuses (a walk of a large run file is mostly numbers)."""
+    if not isinstance(data, (Mapping, list, tuple)):
+        return _number_refusal(path, data)
+    stack: list[tuple[Any, Any, int]] = [((path,), data, 0)]
     while stack:
-        where, value, depth = stack.pop()
-        children: list[tuple[str, Any]]
-        if isinstance(value, Mapping):
-            children = [(json_path(where, k), v) for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            children = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
-        else:
-            error = _number_refusal(where, value)
-            if error is not None:
-                return error
-            continue
+        chain, value, depth = stack.pop()
         if depth >= DEEPEST:
-            return TooDeepError(where)
-        stack.extend((p, v, depth + 1) for p, v in reversed(children))
+            return TooDeepError(_path_of_chain(chain))
+        items = value.items() if isinstance(value, Mapping) else enumerate(value)
+        inner = []
+        for key, child in items:
+            if isinstance(child, (Mapping, list, tuple)):
+                inner.append(((chain, key, isinstance(value, Mapping)), child, depth + 1))
+            elif isinstance(child, (float, int, _Refused)) and not isinstance(child, bool):
+                error = _number_refusal("", child)
+                if error is not None:
+                    where = _path_of_chain((chain, key, isinstance(value, Mapping)))
+                    return _number_refusal(where, child)
+        stack.extend(reversed(inner))
     return None
+
+
+def _path_of_chain(chain: tuple[Any, ...]) -> str:
+    """The JSON path of a link ``(parent link, key, in a mapping)``; the root is ``(path,)``."""
+    keys: list[tuple[Any, bool]] = []
+    while len(chain) == 3:
+        chain, key, mapped = chain
+        keys.append((key, mapped))
+    where: str = chain[0]
+    for key, mapped in reversed(keys):
+        where = json_path(where, key) if mapped else f"{where}[{key}]"
+    return where
 
 
 _LONG_DIGITS = re.compile(r"[0-9]{19}")
