@@ -315,7 +315,7 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
             f"cgmem: {label} has schema {data['schema']!r}; this pytest-cgmem "
             f"reads {SCHEMA_ID!r} (save it again with this version)"
         )
-    problem = check(data)
+    problem = _shape_problem(data)  # loads refused what no result file may hold already
     if problem:
         raise CgmemUsageError(f"cgmem: {label} {problem}")
     data.setdefault("complete", True)
@@ -356,6 +356,11 @@ def check(document: Mapping[str, Any]) -> str | None:
     error = refusal(document)
     if error is not None:
         return f"{error.lead} {error}"
+    return _shape_problem(document)
+
+
+def _shape_problem(document: Mapping[str, Any]) -> str | None:
+    """``check`` but for what ``jsonio.refusal`` finds."""
     problem = _schema_problem(document)
     if problem:
         return f"does not match the run-file schema at {problem}"
