@@ -184,11 +184,10 @@ def record_problem(test: Mapping[str, Any], path: str = "$") -> str | None:
     problem = _part_problem(dict(test), "test", path)
     if problem is not None:
         return problem
-    for j, region in enumerate(test["regions"]):
-        twice = _twice(region)
-        if twice is not None:
-            where, what = twice
-            return f"{path}.regions[{j}].{where}: {what} appears twice in the region"
+    twice = _twice_in_test(test)
+    if twice is not None:
+        j, where, what = twice
+        return f"{path}.regions[{j}].{where}: {what} appears twice in the region"
     return None
 
 
@@ -212,6 +211,16 @@ def _part_validator(definition: str) -> Any:
     return jsonschema.Draft202012Validator(
         {"$ref": f"#/$defs/{definition}", "$defs": whole["$defs"]}
     )
+
+
+def _twice_in_test(test: Mapping[str, Any]) -> tuple[int, str, str] | None:
+    """``_twice`` for the first of a test's regions that names something twice, with the
+    region's index."""
+    for j, region in enumerate(test["regions"]):
+        twice = _twice(region)
+        if twice is not None:
+            return (j, *twice)
+    return None
 
 
 def _twice(region: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -370,11 +379,10 @@ def _shape_problem(document: Mapping[str, Any]) -> str | None:
         if nodeid in seen:
             return f"lists test {nodeid!r} twice ($.tests[{seen[nodeid]}] and $.tests[{i}])"
         seen[nodeid] = i
-        for j, region in enumerate(test["regions"]):
-            twice = _twice(region)
-            if twice is not None:
-                where, what = twice
-                return f"has {what} twice in one region at $.tests[{i}].regions[{j}].{where}"
+        twice = _twice_in_test(test)
+        if twice is not None:
+            j, where, what = twice
+            return f"has {what} twice in one region at $.tests[{i}].regions[{j}].{where}"
     return None
 
 
