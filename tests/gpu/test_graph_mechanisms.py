@@ -60,19 +60,26 @@ def _side_stream():
 
 
 def test_direct_capture_begin_and_end(cgmem, others_moved):
+    """The driver's figure is device-wide: it is checked on a capture during which no other
+    process (another xdist worker on the GPU) moved memory."""
     x = torch.ones(N // 4, device="cuda")
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
     stream = _side_stream()
-    with others_moved() as moved, cgmem.graphs() as log, torch.cuda.stream(stream):
-        g.capture_begin()
-        y = x * 2
-        g.capture_end()
-    torch.cuda.current_stream().wait_stream(stream)
-    assert len(log.captures) == 1
-    assert log.captures[0].allocated == N
-    assert log.captures[0].pool == graphs.pool_id(g.pool())
-    assert log.captures[0].driver is not None and log.captures[0].driver - moved.bytes >= N
+    for _ in range(QUIET_TRIES):
+        g = torch.cuda.CUDAGraph()
+        with others_moved() as moved, cgmem.graphs() as log, torch.cuda.stream(stream):
+            g.capture_begin()
+            y = x * 2
+            g.capture_end()
+        torch.cuda.current_stream().wait_stream(stream)
+        assert len(log.captures) == 1
+        assert log.captures[0].allocated == N
+        assert log.captures[0].pool == graphs.pool_id(g.pool())
+        if moved.bytes == 0:
+            break
+    else:
+        pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} captures")
+    assert log.captures[0].driver is not None and log.captures[0].driver >= N
     with cgmem.expect_replay():
         g.replay()
     torch.cuda.synchronize()
