@@ -78,12 +78,7 @@ class Recorder:
         snapshot = allocator.snapshot()
         history = self.recording
         hidden = diagnose.make_hider((*self.config.hidden_dirs, allocator.torch_dir()))
-        leaks: dict[int, int] = {}
-        starts: dict[int, int] = {}
-        for result in regions:
-            for figures in result.devices:
-                leaks[figures.index] = max(leaks.get(figures.index, 0), figures.leak)
-                starts.setdefault(figures.index, figures.allocated_start)
+        leaks, starts = diagnose.leaks_and_starts(regions)
         devices = sorted(leaks) or sorted(
             {int(s.get("device", 0)) for s in snapshot.get("segments", ())}
         )

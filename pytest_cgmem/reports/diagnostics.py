@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..results.records import RegionResult
 from ..units import format_size
 
 Snapshot = Mapping[str, Any]
@@ -30,6 +31,21 @@ _HIDDEN_PACKAGES = re.compile(
 )
 _HARNESS = re.compile(r"[/\\](?:_pytest|pluggy)[/\\]")
 _NATIVE = (".cpp", ".cc", ".cu", ".cuh", ".h", ".hpp", ".c", ".so")
+
+
+def leaks_and_starts(regions: Iterable[RegionResult]) -> tuple[dict[int, int], dict[int, int]]:
+    """Per device, from the regions that measured a leak there: the largest leak, and the
+    allocated bytes at the first such region's start. A graph log's or a capture sweep's
+    figures measure no leak (it is None) and no start, so they count for neither."""
+    leaks: dict[int, int] = {}
+    starts: dict[int, int] = {}
+    for result in regions:
+        for figures in result.devices:
+            if figures.leak is None:
+                continue
+            leaks[figures.index] = max(leaks.get(figures.index, 0), int(figures.leak))
+            starts.setdefault(figures.index, int(figures.allocated_start))
+    return leaks, starts
 
 
 def make_hider(prefixes: Iterable[str] = ()) -> Hider:

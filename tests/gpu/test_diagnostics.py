@@ -124,6 +124,33 @@ def test_leak_without_history_lists_block_sizes(
     )
 
 
+GRAPH_LOG_THEN_FAILS = """
+import torch
+
+def test_graph_then_fails(cgmem):
+    x = torch.ones(2**20, device="cuda")
+    with cgmem.graphs():
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):  # an elementwise op: no cuBLAS handle made in the capture
+            y = x * 2
+    assert False, "the test's own failure"
+"""
+
+
+def test_a_failing_test_with_a_graph_log_still_gets_its_diagnostics(
+    pytester: pytest.Pytester,
+) -> None:
+    """A graph log's region has no leak figure (None): the diagnostics once compared it with
+    an int and printed only "diagnostics failed: TypeError"."""
+    pytester.makepyfile(test_graph_log=GRAPH_LOG_THEN_FAILS)
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*the test's own failure*", "allocator segments at the end * by pool (cuda:0):"]
+    )
+    assert "diagnostics failed" not in result.stdout.str()
+
+
 ARTIFACTS = """
 import pytest, torch
 

@@ -22,6 +22,7 @@ from . import expandable_segments  # noqa: E402
 pytestmark = pytest.mark.gpu  # the project conftest skips these without a GPU (--gpu: fail)
 
 MiB = 2**20
+QUIET_TRIES = 50
 N = 16 * MiB  # >= 10 MiB: the allocator rounds to 2 MiB, so one segment of exactly N
 NAMES = ("capture_begin", "capture_end", "replay")
 ROOT = Path(pytest_cgmem.__file__).resolve().parent.parent
@@ -45,29 +46,38 @@ def _unpatched_after():
 
 
 def test_capture_of_exactly_n_bytes(cgmem, others_moved):
+    """The driver's figure is device-wide: it is checked on a capture during which no other
+    process (another xdist worker on the GPU) moved memory."""
     x = torch.ones(N // 4, device="cuda")  # float32: N bytes, allocated outside the graph
     torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with others_moved() as moved, cgmem.graphs() as log, torch.cuda.graph(g):
-        y = x * 2  # the graph's only allocation: exactly N bytes in its pool
-    assert len(log.captures) == 1
-    capture = log.captures[0]
-    assert capture.allocated == N
-    if expandable_segments():
-        assert capture.reserved >= N
-    else:
-        assert capture.reserved == N
-    assert capture.driver is not None and capture.driver - moved.bytes >= N
-    assert capture.pool == graphs.pool_id(g.pool())
-    assert capture.pool != (0, 0)
-    assert capture.seconds > 0
-    own = _pool_segments_total(g.pool())
-    assert log.pool_bytes() == {capture.pool: own}
-    assert own == capture.reserved
-    assert log.held_at_exit == {capture.pool: own}
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(y, x * 2)
+    for _ in range(QUIET_TRIES):
+        g = torch.cuda.CUDAGraph()
+        with others_moved() as moved, cgmem.graphs() as log, torch.cuda.graph(g):
+            y = x * 2  # the graph's only allocation: exactly N bytes in its pool
+        if moved.bytes != 0:
+            del g, y, log  # before the next capture: a y freed inside it would offset the new one
+            torch.cuda.empty_cache()
+            continue
+        assert len(log.captures) == 1
+        capture = log.captures[0]
+        assert capture.allocated == N
+        if expandable_segments():
+            assert capture.reserved >= N
+        else:
+            assert capture.reserved == N
+        assert capture.driver is not None and capture.driver >= N
+        assert capture.pool == graphs.pool_id(g.pool())
+        assert capture.pool != (0, 0)
+        assert capture.seconds > 0
+        own = _pool_segments_total(g.pool())
+        assert log.pool_bytes() == {capture.pool: own}
+        assert own == capture.reserved
+        assert log.held_at_exit == {capture.pool: own}
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(y, x * 2)
+        return
+    pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} captures")
 
 
 def test_pool_figure_is_the_sum_of_its_snapshot_segments(cgmem):
@@ -194,6 +204,8 @@ def test_torch_compile_reduce_overhead_is_seen():
 def test_deleting_the_graph_releases_its_pool(cgmem):
     lin = torch.nn.Linear(1024, 1024, device="cuda", dtype=torch.float16)
     x = torch.randn(512, 1024, device="cuda", dtype=torch.float16)
+    lin(x)  # warm-up, as PyTorch asks: first run in a capture, cuBLAS cannot make its handle
+    torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):  # its own side stream: a cuBLAS workspace may land in the pool
         y = lin(x)

@@ -16,6 +16,8 @@ import pytest
 from pytest_cgmem.reports import artifacts
 from pytest_cgmem.reports import diagnostics as diagnose
 from pytest_cgmem.reports.diagnostics import Alloc, group_sites, make_hider, replay, site_of
+from pytest_cgmem.results.graphfigures import graph_device
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 MiB = 2**20
@@ -211,6 +213,26 @@ def test_render_without_history_lists_block_sizes() -> None:
     text = "\n".join(diagnose.render(diagnosis, leak=2 * MiB, allocated_start=4 * MiB))
     assert "the leak of 2.00 MiB is among them: 4.00 MiB, 2.00 MiB" in text
     assert "--cgmem-history" in text
+
+
+def test_a_graph_log_s_region_counts_for_no_leak_and_no_start() -> None:
+    """Its figures hold no leak (None) and no start: the largest leak and the first start
+    come from the regions that measured them, on each device."""
+    graph_log = RegionResult("graphs", (graph_device(0, 16 * MiB, 1, 0),), 0.0)
+    call = RegionResult(
+        "call",
+        (
+            DeviceFigures(0, leak=2 * MiB, allocated_start=5 * MiB),
+            DeviceFigures(1, leak=0, allocated_start=7 * MiB),
+        ),
+        0.0,
+    )
+    later = RegionResult("later", (DeviceFigures(0, leak=MiB, allocated_start=9 * MiB),), 0.0)
+    assert diagnose.leaks_and_starts([graph_log]) == ({}, {})
+    assert diagnose.leaks_and_starts([graph_log, call, later]) == (
+        {0: 2 * MiB, 1: 0},
+        {0: 5 * MiB, 1: 7 * MiB},
+    )
 
 
 def test_boundary_from_the_snapshot_before_the_leak_check() -> None:
