@@ -325,7 +325,7 @@ class CgmemSession:
             try:
                 outcome = yield
             except BaseException:
-                self._judge(item)
+                self._judge_failed(item)
                 raise
             error = self._judge(item)
             if error is not None:
@@ -352,7 +352,7 @@ class CgmemSession:
                     with contextlib.suppress(Exception):  # the test's own error matters more
                         regions.insert(0, region.stop(exc))
                 self._diagnose(item, recorder, regions, exc)
-                self._judge(item)
+                self._judge_failed(item)
                 raise
             if region is not None:
                 regions.insert(0, region.stop())
@@ -385,7 +385,7 @@ class CgmemSession:
         except BaseException as exc:
             if cuda_started():
                 self._late_region(item, t0, exc)
-            self._judge(item)
+            self._judge_failed(item)
             raise
         if cuda_started():
             self._late_region(item, t0)
@@ -405,6 +405,12 @@ class CgmemSession:
         region.started_at(t0)
         with contextlib.suppress(Exception):  # the test's own error matters more
             item.stash.setdefault(regions_key, []).insert(0, region.stop(error))
+
+    def _judge_failed(self, item: pytest.Item) -> None:
+        """Judge a test that raised, for its record: the test's own error matters more than
+        anything judging raises (a skipped budget's warning under ``-W error``)."""
+        with contextlib.suppress(Exception):
+            self._judge(item)
 
     def _judge(self, item: pytest.Item) -> CgmemFailure | None:
         """Hold the call region and recorded regions against the budget, every region

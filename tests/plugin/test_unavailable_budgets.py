@@ -6,6 +6,8 @@ No GPU: the regions are handed to ``cgmem_record`` as an allocator that cannot g
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 SUITE = """
@@ -66,3 +68,37 @@ def test_ini_key(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncgmem_unavailable = skip\ncgmem_budget = graph_pool=1MiB\n")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, warnings=2)
+
+
+def test_a_failing_test_keeps_its_own_error_when_the_skip_warning_is_an_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under ``-W error`` the skipped budget's warning raises: in a test that raised, it
+    must not take the place of the test's own error."""
+    pytester.makepyfile(
+        test_async=SUITE
+        + """
+import json
+
+import pytest
+
+@pytest.mark.xfail(raises=ValueError, strict=True)
+def test_raises(cgmem_record):
+    cgmem_record(async_region(peak=1))
+    raise ValueError("the test's own error")
+"""
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "--cgmem-unavailable=skip",
+        "--cgmem-budget=graph_pool=1MiB",
+        "--cgmem-json=run.json",
+    )
+    result.assert_outcomes(failed=2, xfailed=1)
+    result.stdout.fnmatch_lines(["*test_pool_budget - pytest.PytestWarning: cgmem*"])
+    tests = {t["nodeid"]: t for t in json.loads((pytester.path / "run.json").read_text())["tests"]}
+    assert tests["test_async.py::test_raises"]["outcome"] == "xfailed"
+    assert tests["test_async.py::test_raises"]["regions"][0]["devices"][0]["peak"] == 1
