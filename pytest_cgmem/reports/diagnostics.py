@@ -36,10 +36,14 @@ _NATIVE = (".cpp", ".cc", ".cu", ".cuh", ".h", ".hpp", ".c", ".so")
 def leaks_and_starts(regions: Iterable[RegionResult]) -> tuple[dict[int, int], dict[int, int]]:
     """Per device, from the regions that measured a leak there: the largest leak, and the
     allocated bytes at the first such region's start. A graph log's or a capture sweep's
-    figures measure no leak (it is None) and no start, so they count for neither."""
+    figures measure no leak (it is None) and no start, and figures measured in another
+    process (``cgmem_record``, ``cgmem.distributed``'s ranks) are not in this process's
+    snapshot, so they count for neither."""
     leaks: dict[int, int] = {}
     starts: dict[int, int] = {}
     for result in regions:
+        if result.measured_elsewhere:
+            continue
         for figures in result.devices:
             if figures.leak is None:
                 continue

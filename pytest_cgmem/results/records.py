@@ -167,11 +167,16 @@ class RegionResult:
         return rank if isinstance(rank, int) and not isinstance(rank, bool) else None
 
     @property
+    def measured_elsewhere(self) -> bool:
+        """Figures this process's allocator did not measure: given to ``cgmem_record``, or a
+        rank of ``cgmem.distributed`` (a process of its own)."""
+        return self.recorded or self.extra.get("launcher") == DISTRIBUTED_LAUNCHER
+
+    @property
     def judged(self) -> bool:
         """Held against the test's budget when its call phase ends, like a marked test's
-        call region: figures given to ``cgmem_record`` and the ranks of
-        ``cgmem.distributed``."""
-        return self.recorded or self.extra.get("launcher") == DISTRIBUTED_LAUNCHER
+        call region: the figures measured elsewhere."""
+        return self.measured_elsewhere
 
     @property
     def ooms(self) -> int:

@@ -17,7 +17,7 @@ from pytest_cgmem.reports import artifacts
 from pytest_cgmem.reports import diagnostics as diagnose
 from pytest_cgmem.reports.diagnostics import Alloc, group_sites, make_hider, replay, site_of
 from pytest_cgmem.results.graphfigures import graph_device
-from pytest_cgmem.results.records import DeviceFigures, RegionResult
+from pytest_cgmem.results.records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 MiB = 2**20
@@ -233,6 +233,31 @@ def test_a_graph_log_s_region_counts_for_no_leak_and_no_start() -> None:
         {0: 2 * MiB, 1: 0},
         {0: 5 * MiB, 1: 7 * MiB},
     )
+
+
+def test_figures_measured_in_another_process_count_for_no_leak_and_no_start() -> None:
+    """Figures given to ``cgmem_record`` and the ranks of ``cgmem.distributed`` are not in
+    this process's snapshot: the leak the diagnostics look for is the call region's."""
+    call = RegionResult("call", (DeviceFigures(0, leak=0, allocated_start=3 * MiB),), 0.0)
+    recorded = RegionResult(
+        "worker",
+        (DeviceFigures(0, leak=512 * MiB, device_source="recorded"),),
+        0.0,
+        None,
+        {"recorded": ["leak"]},
+    )
+    rank = RegionResult(
+        "rank1",
+        (DeviceFigures(1, leak=64 * MiB),),
+        0.0,
+        None,
+        {"rank": 1, "launcher": DISTRIBUTED_LAUNCHER},
+    )
+    torchrun_rank = RegionResult(
+        "call", (DeviceFigures(2, leak=MiB, allocated_start=MiB),), 0.0, None, {"rank": 2}
+    )
+    assert diagnose.leaks_and_starts([call, recorded, rank]) == ({0: 0}, {0: 3 * MiB})
+    assert diagnose.leaks_and_starts([recorded, rank, torchrun_rank]) == ({2: MiB}, {2: MiB})
 
 
 def test_boundary_from_the_snapshot_before_the_leak_check() -> None:
