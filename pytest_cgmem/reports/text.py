@@ -28,8 +28,9 @@ def section(
                 if metric in limits:
                     limit = limits[metric]
                     verdict = "OVER" if value is not None and value > limit else "ok"
-                    if value is None and metric in (result.extra.get("unavailable") or {}):
-                        verdict = "unavailable"
+                    if value is None:
+                        unavailable = metric in (result.extra.get("unavailable") or {})
+                        verdict = "unavailable" if unavailable else "n/a"
                     row += f"   budget {spec.format(limit):>10}  {verdict}"
                 lines.append(row)
             lines.append(

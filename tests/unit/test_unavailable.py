@@ -71,3 +71,14 @@ def test_section_says_unavailable_not_ok() -> None:
     assert "  graph_pool              n/a   budget   1.00 MiB  unavailable" in text
     assert f"  note: graph_pool unavailable: {WHY}" in text
     assert "OVER" not in text
+
+
+def test_section_says_n_a_for_a_budgeted_figure_nobody_measured() -> None:
+    """A figure that is None without a reason (a recorded region that gave only a peak)
+    passes its budget unchecked: the section says so rather than "ok"."""
+    recorded = RegionResult(
+        "load", (DeviceFigures(0, peak=1),), 0.001, None, {"recorded": ["peak"]}
+    )
+    text = section([recorded], parse_budget({"leak": 0, "peak": 10}))
+    assert "  leak                    n/a   budget        0 B  n/a" in text
+    assert "  peak                    1 B   budget       10 B  ok" in text
