@@ -67,6 +67,13 @@ def synchronize(index: int | None = None) -> None:
         torch.cuda.synchronize(index)
 
 
+def has_context(index: int) -> bool:
+    """Whether this process has a CUDA context on ``index``; asking makes none, where
+    synchronizing it would (cudaSetDevice makes the context since CUDA 12)."""
+    probe: Callable[[int], bool] | None = getattr(torch._C, "_cuda_hasPrimaryContext", None)
+    return True if probe is None else bool(probe(index))
+
+
 def reset_peaks(index: int) -> None:
     """``torch.cuda.reset_peak_memory_stats(index)`` without its argument parsing."""
     torch._C._cuda_resetPeakMemoryStats(index)

@@ -35,7 +35,8 @@ _active: list[Region] = []
 _clean: dict[int, tuple[int, int]] = {}
 """Per device: (allocated bytes, current stream) when the cuBLAS workspaces were last known
 to be exactly the current stream's. While allocated bytes and the stream are unchanged at
-a region's start, no workspace can have been made since, and the reset is skipped."""
+a region's start, no workspace can have been made or dropped since, and the reset is
+skipped."""
 
 
 def _warm_handles() -> None:
@@ -50,7 +51,18 @@ def _warm_handles() -> None:
     """
     single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
     torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
-    torch.nn.functional.linear(single, single, single[0])
+    if not torch.are_deterministic_algorithms_enabled():
+        torch.nn.functional.linear(single, single, single[0])
+        return
+    # a GEMM through cuBLAS (not cuBLASLt: DISABLE_ADDMM_CUDA_LT=1, some GPUs) alerts when
+    # deterministic algorithms are on without CUBLAS_WORKSPACE_CONFIG: the test's own
+    # setting must not make the warm-up raise or warn
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        torch.nn.functional.linear(single, single, single[0])
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=warn_only)
 
 
 def _stream_id(index: int) -> int:
@@ -97,6 +109,9 @@ class _Start:
     peak_allocated: int = 0
     peak_reserved: int = 0
     late: bool = False
+    workspace: bool = False
+    """Whether the start figure holds the current stream's cuBLAS workspaces (every device
+    the process used at the start does; one idle then, or a late start, holds none)."""
 
 
 @dataclass
@@ -182,9 +197,10 @@ class Region:
             if _clean.get(i) != (current(readings[i], "allocated_bytes"), _stream_id(i))
         ]
         if stale:
-            _reset_workspaces(stale)
+            # dropping the workspaces drops every device's: each used device gets its own back
+            _reset_workspaces(active)
             allocator.empty_cache()
-            readings.update({i: allocator.stats(i) for i in stale})
+            readings.update({i: allocator.stats(i) for i in active})
         meter = nvml()
         for i in watched:
             stats = readings[i]
@@ -208,6 +224,7 @@ class Region:
                 used_total,
                 allocated,
                 reserved,
+                workspace=i in active,
             )
         self._open_now()
         return self
@@ -272,7 +289,7 @@ class Region:
         here = self._home()
         used: list[tuple[int, dict[str, Any]]] = []
         for i, start in self._starts.items():
-            if start.used_total is not None or start.late:
+            if start.used_total is not None or (start.late and allocator.has_context(i)):
                 allocator.synchronize(i)
             stats = allocator.stats(i)
             touched = (
@@ -301,7 +318,7 @@ class Region:
             for hook in self.before_leak_check:
                 hook(index)
             leak, leak_confirmed, gc_freed = self._confirm_leak(index, start)
-        elif leak == 0 and not start.late:
+        elif leak == 0 and start.workspace:
             _clean[index] = (allocated, _stream_id(index))
         else:
             _clean.pop(index, None)  # the code freed memory: a workspace, maybe
@@ -372,11 +389,12 @@ class Region:
 
         def settled() -> int:
             """Allocated bytes with the workspaces as at the start: the current stream's,
-            or none where CUDA started inside the region."""
-            if start.late:
-                allocator.clear_cublas_workspaces()
-            else:
+            or none where the device was idle at the start or CUDA started inside the
+            region."""
+            if start.workspace:
                 _reset_workspaces([index])
+            else:
+                allocator.clear_cublas_workspaces()
             allocator.synchronize(index)
             return allocator.allocated_reserved(index)[0]
 

@@ -88,6 +88,64 @@ def test_a_device_idle_at_the_start_has_no_driver_figure(cgmem: CgmemFixture) ->
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_matmul_on_a_device_idle_at_the_start_is_no_leak(cgmem: CgmemFixture) -> None:
+    """Its start figure holds no cuBLAS workspace, so the leak check's must not either: it
+    drops the workspace the matmul made instead of recreating one."""
+    torch.empty(1, device="cuda:1")
+    torch.cuda.empty_cache()
+    with cgmem.measure("a first matmul on cuda:1") as m:
+        a = torch.ones(64, 64, device="cuda:1")
+        (a @ a).sum().item()
+        del a
+    assert m.per_device[1].leak == 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_leak_on_another_device_survives_a_workspace_reset_on_this_one(
+    cgmem: CgmemFixture,
+) -> None:
+    """Dropping this device's stale workspaces drops every device's: the other device's
+    start figure must be read after its own workspace is back, or it hides a leak."""
+    one = torch.ones(8, 8, device="cuda:1")
+    (one @ one).sum().item()  # a cuBLAS workspace on cuda:1
+    with cgmem.measure("both devices' workspaces made known"):
+        pass
+    with torch.cuda.stream(torch.cuda.Stream()):
+        zero = torch.ones(8, 8, device="cuda")
+        (zero @ zero).sum().item()  # another stream's workspace, on cuda:0 only
+    torch.cuda.synchronize()
+    kept = []
+    with cgmem.measure("a leak on cuda:1") as m:
+        kept.append(torch.empty(N, dtype=torch.uint8, device="cuda:1"))
+    assert m.per_device[1].leak == N
+    assert m.per_device[0].leak == 0
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_a_test_that_starts_cuda_makes_no_context_on_other_devices(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under --cgmem-all a test measured from CUDA's start is read on every device; only
+    devices with a context are synchronized (that would make one, CUDA 12+)."""
+    pytester.makepyfile(
+        test_contexts="""
+        import torch
+
+        def test_starts_cuda_on_cuda_0():
+            torch.ones(4, device="cuda:0").sum().item()
+
+        def test_after_it():
+            assert torch._C._cuda_hasPrimaryContext(0)
+            assert not any(
+                torch._C._cuda_hasPrimaryContext(i) for i in range(1, torch.cuda.device_count())
+            )
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-all")
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_device_first_touched_inside_the_region_is_reported(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_second=f"""

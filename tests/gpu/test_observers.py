@@ -91,12 +91,24 @@ def allocator_settings() -> dict[str, Any]:
     }
 
 
+def random_state_and_flags() -> dict[str, Any]:
+    """The CUDA generator's state (a region that drew from it would move it) and the
+    numerics flags a warm-up GEMM could be tempted to touch."""
+    return {
+        "rng": torch.cuda.get_rng_state().tolist(),
+        "tf32": torch.backends.cuda.matmul.allow_tf32,
+        "precision": torch.get_float32_matmul_precision(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
 BODIES: dict[str, Callable[[], dict[str, Any]]] = {
     "history contexts": history_contexts,
     "history frames": history_frames_name_the_caller,
     "own peak reset": own_peak_reset,
     "stream and device": stream_and_device,
     "allocator settings": allocator_settings,
+    "random state and flags": random_state_and_flags,
 }
 
 
@@ -151,3 +163,46 @@ def test_observer_bodies_pass_under_the_plugin(pytester: pytest.Pytester, mode: 
     )
     result = pytester.runpytest_subprocess(*mode, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=len(BODIES))
+
+
+DETERMINISTIC_SUITE = """
+import pytest
+import torch
+
+torch.use_deterministic_algorithms(True, warn_only={warn_only})
+
+
+@pytest.mark.cgmem(leak=0)
+def test_marked_first():
+    y = torch.ones(4, device="cuda") * 2
+    assert y.sum().item() == 8
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.is_deterministic_algorithms_warn_only_enabled() is {warn_only}
+
+
+def test_the_setting_alerts_on_a_cublas_gemm():
+    a = torch.ones(8, 8, device="cuda")
+    with pytest.{alert}:
+        torch.nn.functional.linear(a, a, a[0])
+"""
+
+
+@pytest.mark.parametrize(
+    ("warn_only", "alert"),
+    [
+        (False, 'raises(RuntimeError, match="CUBLAS_WORKSPACE_CONFIG")'),
+        (True, 'warns(UserWarning, match="CUBLAS_WORKSPACE_CONFIG")'),
+    ],
+)
+def test_deterministic_algorithms_without_a_cublas_config_stay_the_test_s(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, warn_only: bool, alert: str
+) -> None:
+    """With cuBLASLt off for addmm, the region's warm-up GEMM goes through cuBLAS, which
+    alerts when deterministic algorithms are on without CUBLAS_WORKSPACE_CONFIG (the second
+    test shows it does): the warm-up must neither raise nor warn into the marked test, and
+    leave the test's setting as it found it."""
+    monkeypatch.setenv("DISABLE_ADDMM_CUDA_LT", "1")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    pytester.makepyfile(test_det=DETERMINISTIC_SUITE.format(warn_only=warn_only, alert=alert))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=2)

@@ -431,6 +431,7 @@ CUDA_ENTRY_POINTS = (
     "_cuda_synchronize",
     "_cuda_getDevice",
     "_cuda_resetPeakMemoryStats",
+    "_cuda_hasPrimaryContext",
 )
 
 
