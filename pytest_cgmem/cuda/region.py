@@ -51,18 +51,7 @@ def _warm_handles() -> None:
     """
     single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
     torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
-    if not torch.are_deterministic_algorithms_enabled():
-        torch.nn.functional.linear(single, single, single[0])
-        return
-    # a GEMM through cuBLAS (not cuBLASLt: DISABLE_ADDMM_CUDA_LT=1, some GPUs) alerts when
-    # deterministic algorithms are on without CUBLAS_WORKSPACE_CONFIG: the test's own
-    # setting must not make the warm-up raise or warn
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(False)
-    try:
-        torch.nn.functional.linear(single, single, single[0])
-    finally:
-        torch.use_deterministic_algorithms(True, warn_only=warn_only)
+    torch.nn.functional.linear(single, single, single[0])
 
 
 def _stream_id(index: int) -> int:
