@@ -119,7 +119,10 @@ def pytest_configure(config: pytest.Config) -> None:
         if given_devices and not _starts_xdist_workers(config):
             idle.append("cgmem: --cgmem-devices does nothing without pytest-xdist workers (-n)")
         for message in idle:
-            config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
+            try:
+                config.issue_config_time_warning(pytest.PytestConfigWarning(message), stacklevel=2)
+            except pytest.PytestConfigWarning:  # -W error: a usage error, not an INTERNALERROR
+                raise pytest.UsageError(message) from None
     session = config.stash[session_key] = CgmemSession(config, settings)
     config.pluginmanager.register(session, "cgmem-session")
 

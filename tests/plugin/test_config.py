@@ -307,6 +307,27 @@ def test_a_list_for_a_path_in_a_legacy_toml_table_is_one_line_under_w_error(
     assert not list(pytester.path.glob("*[[]*"))  # no file named after the list
 
 
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [
+        (["-W", "error", "--cgmem-stacks=3"], None),
+        (["--cgmem-stacks=3"], "[pytest]\nfilterwarnings = error\n"),
+    ],
+)
+def test_an_option_that_does_nothing_is_one_line_when_warnings_are_errors(
+    pytester: pytest.Pytester, args: list[str], ini: str | None
+) -> None:
+    if ini is not None:
+        pytester.makeini(ini)
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: cgmem: --cgmem-stacks does nothing without --cgmem-history"]
+    )
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
 def test_options_that_do_nothing_here_are_warned_about(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest("--cgmem-stacks=3", "--cgmem-devices=0")
