@@ -176,6 +176,19 @@ def build() -> dict[str, Any]:
                         "the measuring process ('' when neither is set); null when nothing "
                         "was measured",
                     },
+                    "alloc_conf_source": {
+                        "type": ["string", "null"],
+                        "description": "where alloc_conf came from: the variable's name, 'set "
+                        "at runtime', or ''",
+                    },
+                    "graph_tracking": {
+                        "type": ["string", "null"],
+                        "description": "how CUDA graphs were seen; null for a CPU build",
+                    },
+                    "graph_pools": {
+                        "type": ["string", "null"],
+                        "description": "where graph pool bytes come from; null for a CPU build",
+                    },
                     "nvml": {"type": "boolean"},
                 },
             },

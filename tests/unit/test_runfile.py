@@ -358,6 +358,10 @@ def _set(doc: dict[str, Any], where: str, value: Any) -> None:
         ("complete", "yes", 'at $.complete: expected boolean, got string "yes"'),
         ("machine", None, "at $.machine: expected object, got null"),
         *(
+            (f"machine.{key}", 5, f"at $.machine.{key}: expected string or null, got integer 5")
+            for key in ("alloc_conf_source", "graph_tracking", "graph_pools")
+        ),
+        *(
             (
                 f"tests.0.regions.0.devices.0.{metric}",
                 -1,
