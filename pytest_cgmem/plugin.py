@@ -20,7 +20,14 @@ from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
 from .session import CgmemSession, process_machine, regions_key
-from .settings import OPTIONS, Settings, idle_options, parse_devices, resolve
+from .settings import (
+    OPTIONS,
+    Settings,
+    idle_options,
+    legacy_toml_problem,
+    parse_devices,
+    resolve,
+)
 from .units import CgmemUsageError, short_repr
 
 MARK_HELP = (
@@ -94,11 +101,41 @@ OFF_HELP = (
 )
 
 
+def _check_legacy_toml(config: pytest.Config) -> None:
+    """Refuse a value of ours in pyproject.toml's ``[tool.pytest.ini_options]`` whose TOML
+    type the option does not take: pytest hands it on as text (an array, after a warning
+    meant for plugin authors). Read only where that file sets one of our keys."""
+    path = config.inipath
+    if path is None or path.name != "pyproject.toml":
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):  # pytest read it: a problem is pytest's to report
+        return
+    if "cgmem_" not in text:
+        return
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest's own TOML reader there
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(text)
+    except ValueError:
+        return
+    table = document.get("tool", {}).get("pytest", {}).get("ini_options", {})
+    for option in OPTIONS:
+        if option.ini in table:
+            problem = legacy_toml_problem(option, table[option.ini])
+            if problem is not None:
+                raise CgmemUsageError(problem)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARK_HELP)
     config.addinivalue_line("markers", OFF_HELP)
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
     try:
+        _check_legacy_toml(config)
         ini = {o.name: _read_ini(config, o.ini) for o in OPTIONS}
         ini_dir = None if config.inipath is None else str(config.inipath.parent)
         settings = config.stash[settings_key] = resolve(cli, ini, ini_dir)

@@ -343,6 +343,35 @@ def resolve(
     return Settings(**values, sources=sources)
 
 
+_TOML_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a float"),
+    (str, "a string"),
+    (list, "an array"),
+    (dict, "a table"),
+)
+_TAKES = {"string": (str,), "int": (str, int), "bool": (str, bool)}
+
+
+def legacy_toml_problem(option: Option, raw: object) -> str | None:
+    """The one-line error for a value in pyproject.toml's ``[tool.pytest.ini_options]`` of a
+    TOML type the option does not take, else None.
+
+    pytest hands every value there but an array on as text, so ``cgmem_json = 5`` or
+    ``= {a = 1}`` would otherwise name a run file ``5`` or ``{'a': 1}``."""
+    takes = _TAKES[option.ini_type]
+    bool_for_int = isinstance(raw, bool) and option.ini_type == "int"
+    if isinstance(raw, takes) and not bool_for_int:
+        return None
+    got = next((name for kind, name in _TOML_TYPES if isinstance(raw, kind)), type(raw).__name__)
+    wanted = " or ".join(dict(_TOML_TYPES)[kind].split()[1] for kind in takes)
+    return (
+        f"{option.ini}={short_repr(raw)}: expected a TOML {wanted} in [tool.pytest.ini_options], "
+        f"got {got}"
+    )
+
+
 _NEEDS = (
     ("history_entries", "history"),
     ("stacks", "history"),

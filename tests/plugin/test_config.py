@@ -328,6 +328,44 @@ def test_an_option_that_does_nothing_is_one_line_when_warnings_are_errors(
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            "cgmem_json = {a = 1}",
+            "cgmem_json={'a': 1}: expected a TOML string in [tool.pytest.ini_options], got a table",
+        ),
+        ("cgmem_json = 5", "cgmem_json=5: expected a TOML string in *got an integer"),
+        (
+            "cgmem_summary = 1.5",
+            "cgmem_summary=1.5: expected a TOML string or integer in *, got a float",
+        ),
+        ("cgmem_all = 1", "cgmem_all=1: expected a TOML string or boolean in *, got an integer"),
+    ],
+)
+def test_a_toml_type_the_key_does_not_take_in_the_legacy_table_is_one_line(
+    pytester: pytest.Pytester, line: str, message: str
+) -> None:
+    """pytest hands every value but an array on as text there: ``cgmem_json = 5`` once
+    wrote a run file named ``5``."""
+    pytester.makepyprojecttoml(f"[tool.pytest.ini_options]\n{line}\n")
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert [p.name for p in pytester.path.iterdir() if p.suffix not in (".py", ".toml")] == []
+
+
+def test_natural_toml_values_in_the_legacy_table_still_work(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml(
+        '[tool.pytest.ini_options]\ncgmem_json = "run.json"\ncgmem_summary = 3\ncgmem_all = true\n'
+    )
+    pytester.makepyfile("def test_a(): pass")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "run.json").exists()
+
+
 def test_options_that_do_nothing_here_are_warned_about(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_a(): pass")
     result = pytester.runpytest("--cgmem-stacks=3", "--cgmem-devices=0")

@@ -1,7 +1,7 @@
 import pytest
 
 from pytest_cgmem.checks.budgets import Budget
-from pytest_cgmem.settings import OPTIONS, Settings, parse_bool, resolve
+from pytest_cgmem.settings import OPTIONS, Settings, legacy_toml_problem, parse_bool, resolve
 from pytest_cgmem.units import CgmemUsageError
 
 
@@ -118,3 +118,53 @@ def test_idle_options_are_those_given_on_the_command_line_without_their_partner(
     assert [m.removeprefix("cgmem: ") for m in idle_options(settings)] == [
         w.removeprefix("cgmem: ") for w in warned
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "problem"),
+    [
+        ("json", "run.json", None),
+        (
+            "json",
+            5,
+            "cgmem_json=5: expected a TOML string in [tool.pytest.ini_options], got an integer",
+        ),
+        (
+            "json",
+            {"a": 1},
+            "cgmem_json={'a': 1}: expected a TOML string in [tool.pytest.ini_options], got a table",
+        ),
+        (
+            "json",
+            ["a"],
+            "cgmem_json=['a']: expected a TOML string in [tool.pytest.ini_options], got an array",
+        ),
+        ("summary", 3, None),
+        ("summary", "3", None),
+        (
+            "summary",
+            True,
+            "cgmem_summary=True: expected a TOML string or integer in "
+            "[tool.pytest.ini_options], got a boolean",
+        ),
+        (
+            "summary",
+            1.5,
+            "cgmem_summary=1.5: expected a TOML string or integer in "
+            "[tool.pytest.ini_options], got a float",
+        ),
+        ("all", True, None),
+        ("all", "true", None),
+        (
+            "all",
+            1,
+            "cgmem_all=1: expected a TOML string or boolean in "
+            "[tool.pytest.ini_options], got an integer",
+        ),
+    ],
+)
+def test_legacy_toml_values_of_a_type_the_option_does_not_take(
+    name: str, raw: object, problem: str | None
+) -> None:
+    option = next(o for o in OPTIONS if o.name == name)
+    assert legacy_toml_problem(option, raw) == problem
