@@ -50,7 +50,7 @@ from ..results.ranks import (
     result,
 )
 from ..results.records import RegionResult
-from ..units import CgmemUsageError
+from ..units import CgmemUsageError, short_repr
 
 _PRELOAD = ("torch", "torch.distributed", "pytest_cgmem.cuda.region")
 """What the fork server imports once, so that each rank starts in a fraction of a second."""
@@ -67,6 +67,9 @@ _PG_SLACK = 60.0
 not torch's watchdog, decides that time is up (and names the rank still running)."""
 _TAIL = 4000
 """Characters of a rank's last output quoted in a failure."""
+MAX_TIMEOUT = 7 * 24 * 3600.0
+"""The longest ``timeout`` a call takes, a week: a far longer wait overflows the timers it
+is waited with (``poll`` takes at most about 24 days)."""
 _warm: set[str] = set()
 
 
@@ -112,6 +115,68 @@ def _context(method: str, timeout: float) -> BaseContext:
     return ctx
 
 
+def check_launch(launch: Launch) -> None:
+    """Refuse, as a one-line usage error, a timeout ``launch_arguments`` let through but
+    that no wait could use: beyond ``MAX_TIMEOUT``. Imports nothing: said before a test
+    without the devices it needs is skipped."""
+    __tracebackhide__ = True
+    if launch.timeout > MAX_TIMEOUT:
+        raise CgmemUsageError(
+            f"cgmem.distributed: timeout must be a number of seconds > 0 and at most "
+            f"{MAX_TIMEOUT:g} (a week), got {short_repr(launch.timeout)}"
+        )
+
+
+def check_backend(backend: str) -> None:
+    """Refuse, as a one-line usage error, a backend torch.distributed does not know, before
+    any rank starts (a rank would fail on it in ``init_process_group``)."""
+    __tracebackhide__ = True
+    known = _known_backends()
+    problem = _backend_problem(backend, known)
+    if problem is not None:
+        raise CgmemUsageError(
+            f"cgmem.distributed: backend must be a torch.distributed backend, one of "
+            f"{', '.join(known)}, or device:backend pairs such as 'cpu:gloo,cuda:nccl', "
+            f"got {short_repr(backend)}{problem}"
+        )
+
+
+def _known_backends() -> list[str]:
+    """torch.distributed's backend names (``Backend.backend_list``, which holds those that
+    third-party packages registered too); none where this torch does not list them."""
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return []  # the ranks cannot start either: ``run`` says so
+
+    listed = getattr(getattr(dist, "Backend", None), "backend_list", None) or ()
+    return [str(name) for name in listed if name != "undefined"]
+
+
+def _backend_problem(backend: str, known: list[str]) -> str | None:
+    """None where ``backend`` is a backend ``init_process_group`` takes: a known name, or
+    ``device:name`` pairs joined by commas (case-insensitive, as torch reads them); else
+    what is wrong, to follow the value (``""`` where the value says it all)."""
+    if not known:
+        return None  # nothing to judge by: the ranks' init_process_group says
+    text = backend.lower()
+    if text in known:
+        return None
+    if ":" not in text:
+        return ""
+    devices: set[str] = set()
+    for pair in text.split(","):
+        device, sep, name = pair.partition(":")
+        if not sep or not device or not name or ":" in name:
+            return f" ({pair!r} is not a device:backend pair)"
+        if device in devices:
+            return f" (device {device!r} is given twice)"
+        devices.add(device)
+        if name not in known:
+            return f" ({name!r} is not a backend)"
+    return None
+
+
 def cuda_devices() -> int:
     """CUDA devices this process sees (0 without CUDA)."""
     from . import allocator
@@ -134,6 +199,7 @@ def run(
     handed to ``record``. Raises RankFailed (naming the rank, how it ended and the ranks
     stopped) where a rank raised, exited early or outlived the timeout."""
     __tracebackhide__ = True
+    check_backend(launch.backend)
     try:
         payload = pickle.dumps(fn)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:

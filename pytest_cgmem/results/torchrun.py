@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import time
@@ -29,21 +30,36 @@ from typing import Any
 
 from ..checks.budgets import Violation
 from ..metrics import rank_label
+from ..units import CgmemUsageError, parse_ratio, short_repr
 from .records import RegionResult, TestRecord
 from .runfile import build_run, write_json
 
 GATHER_TIMEOUT = 300.0
 """Seconds rank 0 waits for the other ranks' records (``CGMEM_GATHER_TIMEOUT``)."""
+MAX_GATHER_TIMEOUT = 7 * 24 * 3600.0
+"""The longest ``CGMEM_GATHER_TIMEOUT`` taken, a week: a rank that never comes must not
+keep rank 0 (and so every rank) waiting for ever."""
 _POLL = 0.1
 
 
-def gather_timeout(environ: Mapping[str, str]) -> float:
-    """``CGMEM_GATHER_TIMEOUT`` where it is a number of seconds > 0, else the default."""
+def gather_timeout(environ: Mapping[str, str]) -> tuple[float, str | None]:
+    """``CGMEM_GATHER_TIMEOUT`` (seconds) and None; the default where it is unset or empty.
+    A value that is not a number of seconds > 0 and at most a week gives the default and
+    the one line that says so: it is read at the run's end, when refusing it would cost
+    the run file, so it is said with the run's other lines (``gather``)."""
+    raw = environ.get("CGMEM_GATHER_TIMEOUT", "")
+    if not raw.strip():
+        return GATHER_TIMEOUT, None
     try:
-        value = float(environ.get("CGMEM_GATHER_TIMEOUT", ""))
-    except ValueError:
-        return GATHER_TIMEOUT
-    return value if value > 0 else GATHER_TIMEOUT
+        value = parse_ratio(raw)
+    except CgmemUsageError:
+        value = math.nan
+    if value <= MAX_GATHER_TIMEOUT:
+        return value, None
+    return GATHER_TIMEOUT, (
+        f"cgmem: CGMEM_GATHER_TIMEOUT={short_repr(raw)} is not a number of seconds > 0 and "
+        f"at most {MAX_GATHER_TIMEOUT:g} (a week): used the default, {GATHER_TIMEOUT:g} s"
+    )
 
 
 @dataclass(frozen=True)
@@ -211,7 +227,9 @@ def gather(
     for rank 0 to take it and returns None. What happened is added to ``lines``.
     ``timeout``: how long a rank waits (default ``gather_timeout(os.environ)``)."""
     if timeout is None:
-        timeout = gather_timeout(os.environ)
+        timeout, problem = gather_timeout(os.environ)
+        if problem is not None:
+            lines.append(problem)
     if job.rank != 0:
         _hand_over(job, document, path, lines, clock() + timeout, clock, sleep)
         return None

@@ -28,8 +28,10 @@ from pytest_cgmem.results.ranks import (
 )
 from pytest_cgmem.results.records import TestRecord
 from pytest_cgmem.results.torchrun import (
+    GATHER_TIMEOUT,
     Job,
     gather,
+    gather_timeout,
     merge_records,
     rank_file,
     ranked_regions,
@@ -88,6 +90,83 @@ def test_good_arguments() -> None:
     assert launch.needs_cuda
     assert not launch_arguments(fn, 1, "gloo", 0.5, "tp", "spawn").needs_cuda
     assert launch_arguments(fn, 2, "cpu:gloo,cuda:nccl", 1).needs_cuda
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"timeout": 1e10}, "timeout must be a number of seconds > 0 and at most 604800 (a week)"),
+        ({"timeout": 7 * 24 * 3600 + 1}, "at most 604800 (a week), got 604801.0"),
+        ({"timeout": 2**70}, "at most 604800 (a week), got 1.1805916207174113e+21"),
+        ({"backend": "bogus"}, "one of gloo, nccl, "),
+        ({"backend": "bogus"}, "'cpu:gloo,cuda:nccl', got 'bogus'"),
+        ({"backend": "cpu:gloo,cuda"}, "got 'cpu:gloo,cuda' ('cuda' is not a device:backend pair)"),
+        ({"backend": "cpu:gloo,cpu:gloo"}, "(device 'cpu' is given twice)"),
+        ({"backend": "cpu:gloo,cuda:bogus"}, "('bogus' is not a backend)"),
+        ({"backend": "cpu:gloo,,"}, "('' is not a device:backend pair)"),
+        ({"backend": "cpu:gloo:nccl"}, "('cpu:gloo:nccl' is not a device:backend pair)"),
+    ],
+)
+def test_what_no_rank_could_use_is_refused_before_any_starts(
+    kwargs: dict[str, object], fragment: str
+) -> None:
+    """A timeout that overflows the timers it is waited with, a backend torch does not know:
+    one line at the call, not a traceback from inside the wait or a rank's failure."""
+    pytest.importorskip("torch.distributed")
+    from pytest_cgmem.cuda.distributed import check_backend, check_launch
+
+    launch = launch_arguments(
+        **{"fn": fn, "world_size": 2, "backend": "gloo", "timeout": 60, **kwargs}
+    )
+    with pytest.raises(CgmemUsageError) as info:
+        check_launch(launch)
+        check_backend(launch.backend)
+    message = str(info.value)
+    assert message.startswith("cgmem.distributed: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "backend", ["gloo", "nccl", "NCCL", "mpi", "ucc", "xccl", "cpu:gloo,cuda:nccl", "CPU:GLOO"]
+)
+def test_backends_and_timeouts_torch_takes_pass(backend: str) -> None:
+    pytest.importorskip("torch.distributed")
+    from pytest_cgmem.cuda.distributed import MAX_TIMEOUT, check_backend, check_launch
+
+    check_launch(launch_arguments(fn, 2, backend, MAX_TIMEOUT))
+    check_backend(backend)
+
+
+def test_a_backend_is_not_judged_where_torch_lists_none() -> None:
+    from pytest_cgmem.cuda.distributed import _backend_problem
+
+    assert _backend_problem("my_registered_backend", []) is None
+    assert _backend_problem("hccl", ["gloo", "nccl", "hccl"]) is None
+
+
+def test_a_timeout_too_long_is_refused_before_a_test_without_devices_is_skipped() -> None:
+    """The backend is judged once the devices are there (judging it imports torch); the
+    timeout before: a wrong argument is said on every machine."""
+    from pytest_cgmem.fixture import DistributedRunner
+
+    asked: list[int] = []
+    runner = DistributedRunner(lambda region: None, asked.append)
+    with pytest.raises(CgmemUsageError, match=r"at most 604800 \(a week\), got 10000000000\.0"):
+        runner(fn, 2, "nccl", timeout=1e10)
+    assert asked == []
+
+
+@pytest.mark.parametrize("label", ["a\nb", "tab\there", "\x00"])
+def test_a_label_that_is_not_printable_is_refused_as_other_labels_are(label: str) -> None:
+    from pytest_cgmem.fixture import DistributedRunner
+
+    with pytest.raises(CgmemUsageError) as info:
+        DistributedRunner(lambda region: None)(fn, 2, "gloo", label=label)
+    assert str(info.value) == (
+        "cgmem.distributed: label must be a non-empty printable string (no newline or tab), "
+        f"got {label!r}"
+    )
 
 
 def test_exit_status_in_words() -> None:
@@ -370,3 +449,43 @@ def test_a_missing_rank_is_said_and_a_stale_file_ignored(tmp_path: Path) -> None
     ]
     assert len(lines) == 1
     assert lines[0].startswith("cgmem: rank(s) 1 sent no records within 0.3 s")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, GATHER_TIMEOUT),
+        ("", GATHER_TIMEOUT),
+        (" ", GATHER_TIMEOUT),
+        ("2.5", 2.5),
+        (" 60 ", 60.0),
+    ],
+)
+def test_gather_timeout_from_the_environment(raw: str | None, expected: float) -> None:
+    environ = {} if raw is None else {"CGMEM_GATHER_TIMEOUT": raw}
+    assert gather_timeout(environ) == (expected, None)
+
+
+@pytest.mark.parametrize("raw", ["abc", "-5", "0", "nan", "inf", "1e10", "1_0", "٣"])
+def test_a_bad_gather_timeout_is_one_line_and_the_default(raw: str) -> None:
+    """Read at the run's end, where refusing it would cost the run file: said, not silent."""
+    seconds, problem = gather_timeout({"CGMEM_GATHER_TIMEOUT": raw})
+    assert seconds == GATHER_TIMEOUT
+    assert problem == (
+        f"cgmem: CGMEM_GATHER_TIMEOUT={raw!r} is not a number of seconds > 0 and at most "
+        "604800 (a week): used the default, 300 s"
+    )
+
+
+def test_gather_says_a_bad_gather_timeout_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CGMEM_GATHER_TIMEOUT", "abc")
+    lines: list[str] = []
+    merged = gather(Job(0, 1, 0, "job"), document_of([record(0, MiB)]), str(tmp_path / "r"), lines)
+    assert merged is not None and merged["ranks"]["missing"] == []
+    assert lines == [
+        "cgmem: CGMEM_GATHER_TIMEOUT='abc' is not a number of seconds > 0 and at most 604800 "
+        "(a week): used the default, 300 s",
+        "cgmem: gathered the records of 1 rank(s)",
+    ]
