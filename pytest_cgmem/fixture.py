@@ -25,7 +25,7 @@ from .metrics import METRICS, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import DeviceFigures, RegionResult
-from .units import CgmemUsageError, as_float, parse_size, short_repr
+from .units import MAX_FIGURE, CgmemUsageError, as_float, parse_size, short_repr
 
 if TYPE_CHECKING:
     from .checks.resize import SteadyFigures, StepFigures
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 def _whole_at_least(where: str, name: str, value: object, least: int) -> None:
+    __tracebackhide__ = True
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise CgmemUsageError(
             f"{where}: {name} must be a whole number >= {least}, got {short_repr(value)}"
@@ -40,6 +41,7 @@ def _whole_at_least(where: str, name: str, value: object, least: int) -> None:
 
 
 def _size_argument(where: str, name: str, value: object) -> None:
+    __tracebackhide__ = True
     try:
         parse_size(value)
     except CgmemUsageError as exc:
@@ -47,11 +49,13 @@ def _size_argument(where: str, name: str, value: object) -> None:
 
 
 def _callable(where: str, name: str, value: object) -> None:
+    __tracebackhide__ = True
     if not callable(value):
         raise CgmemUsageError(f"{where}: {name} must be callable, got {short_repr(value)}")
 
 
 def _region_label(where: str, region: object, name: str = "region") -> None:
+    __tracebackhide__ = True
     if not isinstance(region, str) or not region or not region.isprintable():
         raise CgmemUsageError(
             f"{where}: {name} must be a non-empty printable string (no newline or tab), "
@@ -138,10 +142,13 @@ class DistributedRunner:
     ) -> DistributedResult:
         __tracebackhide__ = True
         launch = launch_arguments(fn, world_size, backend, timeout, label, start_method)
+        if label is not None:
+            _region_label("cgmem.distributed", label, "label")
+        from .cuda.distributed import check_launch, run
+
+        check_launch(launch)  # before a skip; the backend is judged by run (it imports torch)
         if launch.needs_cuda and self._require_devices is not None:
             self._require_devices(launch.world_size)
-        from .cuda.distributed import run
-
         return run(fn, launch, self._record)
 
 
@@ -375,6 +382,8 @@ class FigureRecorder:
                 raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
             from .results.runfile import plain_region, region_problem
 
+            if label.label is not None:
+                _region_label("cgmem_record", label.label, "the RegionResult's label")
             problem = region_problem(plain_region(label))
             if problem:
                 raise CgmemUsageError(
@@ -389,11 +398,7 @@ class FigureRecorder:
             )
             self._add(result)
             return result
-        if not isinstance(label, str) or not label or not label.isprintable():
-            raise CgmemUsageError(
-                "cgmem_record: a label must be a non-empty printable string (no newline or "
-                f"tab): {short_repr(label)}"
-            )
+        _region_label("cgmem_record", label, "label")
         where = f"cgmem_record({label!r})"
         if not figures:
             raise CgmemUsageError(f"{where}: give at least one figure, e.g. peak='1 GiB'")
@@ -408,8 +413,15 @@ class FigureRecorder:
                 values[name] = metric.parse(value)
             except CgmemUsageError as exc:
                 raise CgmemUsageError(f"{where}: {name}={short_repr(value)}: {exc}") from None
-        if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
-            raise CgmemUsageError(f"{where}: device_index must be an int >= 0")
+        if (
+            isinstance(device_index, bool)
+            or not isinstance(device_index, int)
+            or not 0 <= device_index <= MAX_FIGURE
+        ):
+            raise CgmemUsageError(  # the run file holds no whole number beyond MAX_FIGURE
+                f"{where}: device_index must be an int from 0 to {MAX_FIGURE}, "
+                f"got {short_repr(device_index)}"
+            )
         if (
             isinstance(seconds, bool)
             or not isinstance(seconds, (int, float))

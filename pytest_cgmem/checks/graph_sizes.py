@@ -12,13 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..failures import EstimateMismatch, SizesNotCaptured, SizesNotCovered
-from ..units import CgmemUsageError, format_size, parse_percent, parse_size, short_repr
+from ..units import MAX_FIGURE, CgmemUsageError, format_size, parse_percent, parse_size, short_repr
 
 _SHOWN = 20
 
 
 def _sizes(values: Iterable[object], what: str) -> list[int]:
     """Validated sizes: whole numbers >= 1 (bools and floats are refused)."""
+    __tracebackhide__ = True
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise CgmemUsageError(f"{what}: expected a collection of sizes, got {short_repr(values)}")
     result = []
@@ -27,9 +28,15 @@ def _sizes(values: Iterable[object], what: str) -> list[int]:
             # numpy / torch integers expose __index__; anything else is refused
             index = getattr(value, "__index__", None)
             if isinstance(value, bool) or index is None:
-                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {value!r}")
-            value = index()
-        assert isinstance(value, int)
+                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
+            try:
+                value = index()  # a float tensor, or one of several elements, raises
+            except (TypeError, ValueError, RuntimeError):
+                raise CgmemUsageError(
+                    f"{what}: sizes are whole numbers, got {short_repr(value)}"
+                ) from None
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
         if value < 1:
             raise CgmemUsageError(f"{what}: sizes are >= 1, got {value!r}")
         result.append(value)
@@ -66,6 +73,7 @@ def format_sizes(sizes: Iterable[int], shown: int = _SHOWN) -> str:
 
 def pad_to_captured(captured: Iterable[int], size: int) -> int | None:
     """The captured size a runtime ``size`` pads up to (the smallest captured >= it)."""
+    __tracebackhide__ = True
     candidates = [c for c in _sizes(captured, "captured") if c >= size]
     return min(candidates) if candidates else None
 
@@ -76,6 +84,7 @@ def uncovered_sizes(captured: Iterable[int], runtime: Iterable[int]) -> list[int
     A runtime batch pads up to the smallest captured size that holds it; a batch larger
     than every captured size has no graph and runs eagerly. Sorted, without repeats.
     """
+    __tracebackhide__ = True
     caps = _sizes(captured, "captured")
     largest = max(caps, default=0)
     return sorted({s for s in _sizes(runtime, "runtime") if s > largest})
@@ -93,6 +102,7 @@ class SizeViolation:
 
 def check_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> SizeViolation | None:
     """None when every runtime size pads to a captured size, else what runs eagerly."""
+    __tracebackhide__ = True
     caps = _sizes(captured, "captured")
     missing = uncovered_sizes(caps, runtime)
     if not missing:
@@ -122,6 +132,7 @@ def assert_sizes_covered(captured: Iterable[int], runtime: Iterable[int]) -> Non
 
 def check_all_captured(requested: Iterable[int], captured: Iterable[int]) -> SizeViolation | None:
     """None when every requested size was captured, else the ones that were dropped."""
+    __tracebackhide__ = True
     wanted = set(_sizes(requested, "requested"))
     got = set(_sizes(captured, "captured"))
     missing = sorted(wanted - got)
@@ -164,6 +175,7 @@ class EstimateViolation:
 
 
 def _tolerance(rel: object, abs_: object) -> tuple[float, int]:
+    __tracebackhide__ = True
     try:
         fraction = 0.0 if rel is None else parse_percent(rel)
     except CgmemUsageError as exc:
@@ -188,6 +200,7 @@ def check_estimate(
     ``rel`` is a fraction (``0.05``) or a percentage (``"5%"``); ``abs`` is bytes (an int or
     ``"16 MiB"``). With neither given the estimate must be exact. Both sides are bytes.
     """
+    __tracebackhide__ = True
     fraction, slack = _tolerance(rel, abs)
     est, meas = _bytes(estimate, "estimate"), _bytes(measured, "measured")
     allowed = max(fraction * meas, float(slack))
@@ -215,10 +228,14 @@ def check_estimate(
 
 
 def _bytes(value: object, name: str) -> int:
-    """Bytes from an int, a float (rounded) or a size string; never negative."""
+    """Bytes from an int, a float (rounded) or a size string; never negative, at most
+    ``MAX_FIGURE`` (a float as an int is)."""
+    __tracebackhide__ = True
     if isinstance(value, float):
         if not math.isfinite(value) or value < 0:
             raise CgmemUsageError(f"{name}: expected bytes >= 0, got {value!r}")
+        if value > MAX_FIGURE:
+            raise CgmemUsageError(f"{name}: too large: the most is {MAX_FIGURE}, got {value!r}")
         return round(value)
     try:
         return parse_size(value)

@@ -1022,7 +1022,14 @@ class SweepResult:
         }
 
 
+def _usage_error(excinfo: Any) -> bool:
+    """For ``__tracebackhide__``: a frame is left out of the traceback of a usage error
+    only (a wrong argument), never of an error in the user's code it called."""
+    return excinfo is not None and bool(excinfo.errisinstance(CgmemUsageError))
+
+
 def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
+    __tracebackhide__ = True
     result = set()
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -1075,6 +1082,7 @@ def capture_sweep(
     ``driver_total``), and after every capture only while a log listens (``cgmem.graphs()``,
     a marked test), which gets the same figures as the result.
     """
+    __tracebackhide__ = _usage_error
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
     order = _sweep_sizes(sizes)

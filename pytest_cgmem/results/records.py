@@ -141,6 +141,10 @@ class RegionResult:
     error: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.extra is None:  # no extra, as ``from_dict`` reads a null one
+            object.__setattr__(self, "extra", {})
+
     def metric(self, name: str) -> Number | None:
         """The worst (largest) figure over the devices used; None if no device knows it."""
         if name not in METRICS:

@@ -377,3 +377,61 @@ def test_options_that_do_nothing_here_are_warned_about(pytester: pytest.Pytester
             "workers (-n)",
         ]
     )
+
+
+USAGE_ERRORS = """
+import pytest
+from pytest_cgmem import assert_all_captured, assert_estimate, assert_sizes_covered
+from pytest_cgmem.fixture import CgmemFixture
+
+cgmem = CgmemFixture(lambda region: None)  # what the fixture gives; no CUDA needed here
+
+
+def work(rank, world_size):
+    pass
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: assert_sizes_covered([1.5], [1]),
+        lambda: assert_all_captured([0], [1]),
+        lambda: assert_estimate(1, 1, rel="five"),
+        lambda: assert_estimate(2.0**70, 1),
+        lambda: cgmem.steady("not callable"),
+        lambda: cgmem.steady(lambda: None, warmup=-1),
+        lambda: cgmem.resize_check(lambda n: None, [1], slack="lots"),
+        lambda: cgmem.resize_check(lambda n: None, [1], label="a\\nb"),
+        lambda: cgmem.capture_sweep(lambda x: x, [1], lambda n: n, region="a\\nb"),
+        lambda: cgmem.capture_sweep(lambda x: x, [0], lambda n: n),
+    ],
+)
+def test_usage(call):
+    call()
+
+
+def test_record(cgmem_record):
+    cgmem_record("a", peak=1, device_index=2**80)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"backend": "bogus"}, {"timeout": 1e10}, {"label": "a\\nb"}]
+)
+def test_distributed(cgmem_distributed, kwargs):
+    cgmem_distributed(work, 1, **{"backend": "gloo", **kwargs})
+"""
+
+
+def test_usage_errors_show_the_users_line_not_the_plugins_helpers(
+    pytester: pytest.Pytester,
+) -> None:
+    """A usage error's traceback ends at the user's call: the helpers that judged the
+    argument (``__tracebackhide__``) are not shown."""
+    pytest.importorskip("torch.distributed")
+    pytester.makepyfile(test_usage=USAGE_ERRORS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--tb=long")
+    result.assert_outcomes(failed=14)
+    output = result.stdout.str()
+    assert output.count("CgmemUsageError: ") >= 14
+    shown = [line for line in output.splitlines() if "pytest_cgmem" + "/" in line]
+    assert shown == []

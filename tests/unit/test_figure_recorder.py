@@ -6,7 +6,7 @@ import pytest
 
 from pytest_cgmem.fixture import FigureRecorder
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
-from pytest_cgmem.units import CgmemUsageError
+from pytest_cgmem.units import MAX_FIGURE, CgmemUsageError
 
 MiB = 2**20
 
@@ -42,6 +42,8 @@ def test_record_a_region_result() -> None:
         (("x",), {"peak": "1 parsec"}, "peak='1 parsec'"),
         (("x",), {"peak": -1}, "negative"),
         (("x",), {"peak": 1, "device_index": -1}, "device_index"),
+        (("x",), {"peak": 1, "device_index": 2**63}, r"device_index must be an int from 0 to 9223"),
+        (("x",), {"peak": 1, "device_index": 2**80}, "device_index must be an int from 0 to"),
         (("",), {"peak": 1}, "non-empty printable string"),
         (("a\nb",), {"peak": 1}, "non-empty printable string"),
         (("x",), {"peak": 10**400}, "peak=an integer of about 400 digits: too large"),
@@ -73,3 +75,45 @@ def test_record_a_region_result_a_reader_would_refuse() -> None:
         "cgmem_record: the RegionResult cannot be recorded: devices[0].reserved_ratio is inf, "
         "not a finite number"
     )
+
+
+def test_record_a_device_index_the_run_file_holds() -> None:
+    """The run file holds whole numbers up to MAX_FIGURE: beyond it the call refuses it,
+    not the writing of the files at the run's end."""
+    result = FigureRecorder(lambda r: None)("x", peak=1, device_index=MAX_FIGURE)
+    assert result.devices[0].index == MAX_FIGURE
+    with pytest.raises(CgmemUsageError) as info:
+        FigureRecorder(lambda r: None)("x", peak=1, device_index=2**80)
+    assert str(info.value) == (
+        f"cgmem_record('x'): device_index must be an int from 0 to {MAX_FIGURE}, "
+        "got 1208925819614629174706176"
+    )
+
+
+@pytest.mark.parametrize("label", ["a\nb", "tab\there", ""])
+def test_record_a_region_result_refuses_the_labels_a_label_may_not_be(label: str) -> None:
+    """A RegionResult's label is held to what ``cgmem_record(label, ...)`` takes."""
+    region = RegionResult(label, (DeviceFigures(0, peak=1),), 0.0)
+    with pytest.raises(CgmemUsageError) as info:
+        FigureRecorder(lambda r: None)(region)
+    assert str(info.value) == (
+        "cgmem_record: the RegionResult's label must be a non-empty printable string "
+        f"(no newline or tab), got {label!r}"
+    )
+    with pytest.raises(CgmemUsageError, match="non-empty printable string"):
+        FigureRecorder(lambda r: None)(label, peak=1)
+
+
+def test_record_an_unlabelled_region_result() -> None:
+    got: list[RegionResult] = []
+    FigureRecorder(got.append)(RegionResult(None, (DeviceFigures(0, peak=1),), 0.0))
+    assert got[0].label is None
+
+
+def test_a_region_result_with_extra_none_has_no_extra() -> None:
+    region = RegionResult("sub", (DeviceFigures(0, peak=1),), 0.0, None, None)  # type: ignore[arg-type]
+    assert region.extra == {} and not region.recorded and region.rank is None
+    assert region.to_dict()["extra"] == {}
+    got: list[RegionResult] = []
+    FigureRecorder(got.append, rank=1)(region)
+    assert got[0].extra["rank"] == 1 and "peak" in got[0].extra["recorded"]

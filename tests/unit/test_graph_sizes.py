@@ -166,6 +166,35 @@ def test_bad_sizes_are_usage_errors(bad):
         assert_all_captured(bad, [1])
 
 
+class _FloatIndex:
+    """An object with an ``__index__`` that raises, as a float tensor's does."""
+
+    def __index__(self) -> int:
+        raise TypeError("only integer tensors of a single element can be converted to an index")
+
+    def __repr__(self) -> str:
+        return "tensor(1.5000)"
+
+
+@pytest.mark.parametrize("check", [uncovered_sizes, assert_sizes_covered, assert_all_captured])
+def test_a_size_whose_index_raises_is_a_usage_error_naming_it(check):
+    with pytest.raises(CgmemUsageError) as info:
+        check([8, _FloatIndex()], [1])
+    assert str(info.value).endswith(": sizes are whole numbers, got tensor(1.5000)")
+    with pytest.raises(CgmemUsageError, match="got tensor"):
+        check([1], [_FloatIndex()])
+
+
+def test_float_tensor_sizes_are_usage_errors():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(CgmemUsageError) as info:
+        assert_sizes_covered(torch.tensor([1.5]), [1])
+    assert str(info.value) == "captured: sizes are whole numbers, got tensor(1.5000)"
+    with pytest.raises(CgmemUsageError, match=r"runtime: sizes are whole numbers, got tensor\(\["):
+        assert_sizes_covered([1], [torch.tensor([1, 2])])
+    assert uncovered_sizes(torch.tensor([8, 4]), [torch.tensor(9)]) == [9]
+
+
 def test_integer_like_sizes_are_accepted():
     class Index:
         def __init__(self, value: int) -> None:
@@ -262,6 +291,22 @@ def test_estimate_bad_numbers(bad):
         check_estimate(bad, 1)
     with pytest.raises(CgmemUsageError):
         check_estimate(1, bad)
+
+
+@pytest.mark.parametrize("huge", [2**70, 2.0**70, 1e300, 2.0**63, float(2**63)])
+@pytest.mark.parametrize("side", ["estimate", "measured"])
+def test_estimate_too_large_alike_as_int_or_float(huge, side):
+    """A float beyond MAX_FIGURE is refused as the int is, not compared as bytes."""
+    args = (huge, 1) if side == "estimate" else (1, huge)
+    with pytest.raises(
+        CgmemUsageError, match=f"^{side}: too large: the most is 9223372036854775807"
+    ):
+        assert_estimate(*args)
+
+
+def test_estimate_takes_floats_up_to_the_largest_figure():
+    assert check_estimate(2.0**62, 2**62) is None
+    assert check_estimate(float(2**63 - 1024), 2**63 - 1024) is None
 
 
 @pytest.mark.parametrize(
