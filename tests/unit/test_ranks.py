@@ -128,7 +128,7 @@ def test_what_no_rank_could_use_is_refused_before_any_starts(
 
 
 @pytest.mark.parametrize(
-    "backend", ["gloo", "nccl", "NCCL", "mpi", "ucc", "xccl", "cpu:gloo,cuda:nccl", "CPU:GLOO"]
+    "backend", ["gloo", "nccl", "NCCL", "mpi", "ucc", "cpu:gloo,cuda:nccl", "CPU:GLOO"]
 )
 def test_backends_and_timeouts_torch_takes_pass(backend: str) -> None:
     pytest.importorskip("torch.distributed")
@@ -136,6 +136,17 @@ def test_backends_and_timeouts_torch_takes_pass(backend: str) -> None:
 
     check_launch(launch_arguments(fn, 2, backend, MAX_TIMEOUT))
     check_backend(backend)
+
+
+def test_every_backend_this_torch_lists_passes() -> None:
+    """The list moves with torch: torch 2.4 lists no xccl, for one."""
+    dist = pytest.importorskip("torch.distributed")
+    from pytest_cgmem.cuda.distributed import check_backend
+
+    listed = [b for b in dist.Backend.backend_list if b != "undefined"]
+    assert listed
+    for backend in listed:
+        check_backend(backend)
 
 
 def test_a_backend_is_not_judged_where_torch_lists_none() -> None:
