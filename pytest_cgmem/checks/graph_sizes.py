@@ -17,6 +17,22 @@ from ..units import MAX_FIGURE, CgmemUsageError, format_size, parse_percent, par
 _SHOWN = 20
 
 
+def _as_whole(value: object) -> int | None:
+    """``value`` as an int: an int, or what its ``__index__`` gives (numpy and torch
+    integers); None for a bool, a float, or an ``__index__`` that raises (a float tensor,
+    one of several elements)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    index = getattr(value, "__index__", None)
+    try:
+        whole = None if index is None else index()
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return whole if isinstance(whole, int) and not isinstance(whole, bool) else None
+
+
 def _sizes(values: Iterable[object], what: str) -> list[int]:
     """Validated sizes: whole numbers >= 1 (bools and floats are refused)."""
     __tracebackhide__ = True
@@ -24,22 +40,12 @@ def _sizes(values: Iterable[object], what: str) -> list[int]:
         raise CgmemUsageError(f"{what}: expected a collection of sizes, got {short_repr(values)}")
     result = []
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int):
-            # numpy / torch integers expose __index__; anything else is refused
-            index = getattr(value, "__index__", None)
-            if isinstance(value, bool) or index is None:
-                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
-            try:
-                value = index()  # a float tensor, or one of several elements, raises
-            except (TypeError, ValueError, RuntimeError):
-                raise CgmemUsageError(
-                    f"{what}: sizes are whole numbers, got {short_repr(value)}"
-                ) from None
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
-        if value < 1:
-            raise CgmemUsageError(f"{what}: sizes are >= 1, got {value!r}")
-        result.append(value)
+        whole = _as_whole(value)
+        if whole is None:
+            raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
+        if whole < 1:
+            raise CgmemUsageError(f"{what}: sizes are >= 1, got {whole!r}")
+        result.append(whole)
     return result
 
 
