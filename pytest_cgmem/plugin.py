@@ -85,6 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         else:
             group.addoption(
                 option.cli,
+                action="append" if option.repeatable else "store",
                 default=None,
                 dest=_dest(option.name),
                 metavar=option.metavar,

@@ -113,6 +113,8 @@ class Option:
     default: Any
     flag: bool = False
     metavar: str | None = None
+    #: the flag may be given more than once; its values are read as one, space-separated
+    repeatable: bool = False
 
     @property
     def ini_type(self) -> str:
@@ -141,10 +143,11 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "budget",
         "default budget for every test marked cgmem, e.g. 'peak=4GiB reserved=6GiB'; "
-        "a mark overrides it key by key",
+        "a mark overrides it key by key; given more than once, the flags' keys add up",
         parse_budget_string,
         Budget(),
         metavar="BUDGETS",
+        repeatable=True,
     ),
     Option(
         "all",
@@ -326,6 +329,8 @@ def resolve(
     sources: dict[str, str] = {}
     for option in OPTIONS:
         raw, source = cli.get(option.name), option.cli
+        if option.repeatable and isinstance(raw, list):
+            raw = " ".join(str(value) for value in raw)
         if raw is None:
             raw, source = ini.get(option.name), option.ini
             if raw == "" or raw == []:

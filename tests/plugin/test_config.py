@@ -18,6 +18,22 @@ def test_settings_resolved_cli_over_ini(pytester: pytest.Pytester) -> None:
     assert settings.require_gpu is False
 
 
+def test_repeated_budget_flags_add_up(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ncgmem_budget = reserved=6GiB\n")
+    config = pytester.parseconfigure("--cgmem-budget=leak=0", "--cgmem-budget", "peak=4GiB")
+    settings = config.stash[settings_key]
+    assert settings.budget.limits == {"leak": 0, "peak": 4 * GiB}
+    assert settings.source("budget") == "--cgmem-budget"
+
+
+def test_a_key_in_two_budget_flags_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--cgmem-budget=leak=0", "--cgmem-budget=leak=1MiB")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --cgmem-budget='leak=0 leak=1MiB': 'leak' given twice in 'leak=0 leak=1MiB'"]
+    )
+
+
 def test_ini_require_gpu(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\ncgmem_require_gpu = true\n")
     assert pytester.parseconfigure().stash[settings_key].require_gpu is True
