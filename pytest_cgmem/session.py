@@ -62,6 +62,8 @@ test's record in its run-file form (and, the first time, the worker's machine), 
 attributes with it, so they arrive as the test ends."""
 
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
+_REGION_MODULE = "pytest_cgmem.cuda.region"
+_GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
 
 
 @dataclass(frozen=True)
@@ -497,9 +499,20 @@ class CgmemSession:
             if call.when == "call":
                 self._after_call(item, call, report)
         finally:
-            if call.when == "teardown" and "pytest_cgmem.cuda.region" in sys.modules:
-                sys.modules["pytest_cgmem.cuda.region"].abandon_all()
+            if call.when == "teardown":
+                self._after_teardown()
         return report
+
+    @staticmethod
+    def _after_teardown() -> None:
+        """Stop regions a test left open, and take off graph wrappers of ours that its
+        fixtures' teardown put back (each module is looked at only if imported)."""
+        region = sys.modules.get(_REGION_MODULE)
+        if region is not None:
+            region.abandon_all()
+        graphs = sys.modules.get(_GRAPHS_MODULE)
+        if graphs is not None:
+            graphs.restore_displaced()
 
     def _after_call(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport

@@ -210,6 +210,9 @@ class _Hooks:
             "replay": self._wrap_replay,
         }
         self.handles: list[Any] = []
+        #: (class, method, what to put back, our wrapper) where code patched over a wrapper
+        #: before we took it off: undoing that patch later puts our wrapper back
+        self.displaced: list[tuple[type, str, Any, Callable[..., Any]]] = []
         self.pending: dict[int, _Pending] = {}
         self.replaying: dict[int, list[BaseException | None]] = {}
         self.capturing = 0
@@ -238,6 +241,30 @@ class _Hooks:
         """Remove a lingering installation that no listener uses."""
         if not self.listeners and self.installed:
             self._uninstall()
+        self.restore_displaced()
+
+    def restore_displaced(self) -> None:
+        """Take off a wrapper of ours that came back after we had removed the installation.
+
+        Code that patches over a wrapper inside a region and undoes its patch after the
+        region ended (``monkeypatch`` at teardown) puts back what it saw, our wrapper:
+        without the plugin it would have put back torch's own method, so that goes back.
+        """
+        kept = []
+        for entry in self.displaced:
+            cls, name, before, wrapper = entry
+            now = cls.__dict__.get(name, _MISSING)
+            if now is wrapper and not (self.wrapped and self._wraps(cls, name, wrapper)):
+                if before is _MISSING:
+                    delattr(cls, name)
+                else:
+                    setattr(cls, name, before)
+            elif now is not before:
+                kept.append(entry)  # still patched over: it may come back later
+        self.displaced = kept
+
+    def _wraps(self, cls: type, name: str, wrapper: Callable[..., Any]) -> bool:
+        return any(p[0] is cls and p[1] == name and p[4] is wrapper for p in self.patches)
 
     def _in_place(self) -> bool:
         """Whether the installation is whole: every hook registered, every wrapper still
@@ -254,6 +281,8 @@ class _Hooks:
 
     def _install(self) -> None:
         chosen = mechanism()
+        if self.displaced:
+            self.restore_displaced()
         try:
             if chosen.hooks:
                 self._register_hooks()
@@ -306,7 +335,11 @@ class _Hooks:
             self.wrapped = False
             for cls, name, before, _, wrapper in self.patches:
                 if cls.__dict__.get(name) is not wrapper:
-                    continue  # not ours (never put on, or someone patched over us): leave it
+                    # someone patched over us: leave theirs, and take ours off if their
+                    # patch is undone later
+                    if cls.__dict__.get(name, _MISSING) is not before:
+                        self.displaced.append((cls, name, before, wrapper))
+                    continue
                 if before is _MISSING:
                     delattr(cls, name)
                 else:
@@ -545,8 +578,16 @@ _hooks = _Hooks()
 
 
 def release_tracking() -> None:
-    """Remove the tracking a log left installed when it stopped with ``linger``."""
+    """Remove the tracking a log left installed when it stopped with ``linger``, and any
+    wrapper of ours that code patching over it put back after it was removed."""
     _hooks.release()
+
+
+def restore_displaced() -> None:
+    """Take off a wrapper of ours that code which had patched over it put back after the
+    tracking was removed (``monkeypatch`` undone at teardown); cheap when there is none."""
+    if _hooks.displaced:
+        _hooks.restore_displaced()
 
 
 def hooks_installed() -> bool:

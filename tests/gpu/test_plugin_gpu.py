@@ -191,3 +191,44 @@ def test_warm_up_warns_nothing_where_cuda_started_without_a_context(
     result = pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
     assert "no current CUDA context" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_graph_patch_undone_at_teardown_leaves_torchs_own_method(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test that patches CUDAGraph.replay inside a region (over the plugin's wrapper) and
+    has monkeypatch undo it at teardown gets torch's own method back, as without the
+    plugin: the undo puts back the wrapper it saw, and the plugin takes that off."""
+    pytester.makepyfile(
+        test_patch="""
+        import pytest, torch
+
+        ORIGINAL = torch.cuda.CUDAGraph.__dict__.get("replay")
+
+        def fake(self):
+            pass
+
+        def test_in_a_measured_block(cgmem, monkeypatch):
+            with cgmem.measure():
+                monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", fake)
+            assert torch.cuda.CUDAGraph.__dict__["replay"] is fake
+
+        def test_sees_torchs_own_method_after_the_block():
+            assert torch.cuda.CUDAGraph.__dict__.get("replay") is ORIGINAL
+
+        @pytest.mark.cgmem(leak=0)
+        def test_in_a_marked_test(monkeypatch):
+            monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", fake)
+
+        def test_sees_torchs_own_method_after_the_marked_test():
+            assert torch.cuda.CUDAGraph.__dict__.get("replay") is ORIGINAL
+
+        def test_a_region_after_them_wraps_torchs_own_method(cgmem):
+            with cgmem.measure():
+                wrapper = torch.cuda.CUDAGraph.__dict__.get("replay")
+                assert getattr(wrapper, "__wrapped__", wrapper) is ORIGINAL
+            assert torch.cuda.CUDAGraph.__dict__.get("replay") is ORIGINAL
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=5)

@@ -207,6 +207,60 @@ def test_someone_elses_patch_on_top_is_left_alone():
             cls.replay = before["replay"]
 
 
+@pytest.mark.parametrize("taken_off_by", ["restore_displaced", "release_tracking", "next_log"])
+def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
+    """Code that patches over a wrapper inside a region and undoes its patch after the
+    region ended (monkeypatch at teardown) puts back what it saw: the wrapper. It comes off
+    again, and the next log does not wrap it a second time."""
+    cls = _wrapped_class()
+    if cls is None:
+        pytest.skip("this torch's mechanism wraps no class")
+    before = _methods(cls)
+    log = graphs.GraphLog().start()
+    ours = cls.__dict__["replay"]
+
+    def theirs(self):
+        return ours(self)
+
+    cls.replay = theirs
+    log.stop()
+    assert cls.__dict__["replay"] is theirs
+    cls.replay = ours  # their patch undone: what they saw comes back
+    if taken_off_by == "next_log":
+        log = graphs.GraphLog().start()
+        assert cls.__dict__["replay"].__wrapped__ is before["replay"]
+        log.stop()
+    else:
+        getattr(graphs, taken_off_by)()
+    assert _methods(cls) == before
+    assert not graphs._hooks.displaced
+
+
+def test_a_patch_over_our_wrapper_that_stays_is_left_alone():
+    cls = _wrapped_class()
+    if cls is None:
+        pytest.skip("this torch's mechanism wraps no class")
+    before = _methods(cls)
+    log = graphs.GraphLog().start()
+
+    def theirs(self):
+        pass
+
+    cls.replay = theirs
+    try:
+        log.stop()
+        graphs.restore_displaced()
+        assert cls.__dict__["replay"] is theirs
+    finally:
+        if before["replay"] is None:
+            del cls.replay
+        else:
+            cls.replay = before["replay"]
+    graphs.restore_displaced()
+    assert not graphs._hooks.displaced
+    assert _methods(cls) == before
+
+
 def test_a_lingering_region_leaves_its_tracking_installed():
     measure = pytest.importorskip("pytest_cgmem.cuda.region")
     before = _installed()
