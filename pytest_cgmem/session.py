@@ -11,6 +11,7 @@ from xdist workers on the test's report) and prints the summary. GPU work goes t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -54,6 +55,28 @@ _tolerance_key = pytest.StashKey[dict[str, Number]]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
 _machine_key = pytest.StashKey[dict[str, Any]]()
+_calling_key = pytest.StashKey[bool]()
+"""The test's call phase is running: a report made now is a subtest's (set from the call's
+start to its end, and kept False after it: the test ran)."""
+_recorded_key = pytest.StashKey[int]()
+"""How many of the test's regions its record holds (more may come from fixture teardown)."""
+_failed_key = pytest.StashKey[bool]()
+"""Judging the test's regions already failed it (in its call phase)."""
+_outcome_key = pytest.StashKey[str]()
+"""The outcome of the phase that ended the test before its call (setup failed or skipped)."""
+_properties_key = pytest.StashKey[list[tuple[str, object]]]()
+"""The JUnit properties this plugin added to the test (taken back before a rerun)."""
+_ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
+    _calling_key,
+    regions_key,
+    _verdict_key,
+    _never_used_key,
+    _diagnosis_key,
+    _recorded_key,
+    _failed_key,
+    _outcome_key,
+    _properties_key,
+)
 
 RESULT_ATTRIBUTE = "cgmem_result"
 """Under pytest-xdist, the call report's attribute that carries to the controller a measured
@@ -162,6 +185,17 @@ def process_machine(config: pytest.Config) -> dict[str, Any]:
     return machine
 
 
+def _forget_attempt(item: pytest.Item) -> None:
+    """Drop what an earlier run of this test left (pytest-rerunfailures runs the same item
+    again): its regions, verdict and diagnosis, and the JUnit properties it added."""
+    added = item.stash.get(_properties_key, [])
+    if added:
+        item.user_properties[:] = [p for p in item.user_properties if p not in added]
+    for key in _ATTEMPT_KEYS:
+        with contextlib.suppress(KeyError):
+            del item.stash[key]
+
+
 def forget_last_failure() -> None:
     """Drop ``sys.last_*`` before the region starts, not inside it as pytest's runner does.
 
@@ -209,6 +243,9 @@ class CgmemSession:
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._diagnostics: Any = None
+        self._pid = os.getpid()
+        self._final_outcome: dict[str, pytest.TestReport] = {}
+        """Call reports that records were made from, until they are logged."""
         workerinput = getattr(config, "workerinput", None)
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
         self.job = Job.from_env(os.environ)
@@ -239,7 +276,9 @@ class CgmemSession:
 
     # -- collection ---------------------------------------------------------------------
 
+    @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Read each test's marks once the others (conftests, plugins) have added theirs."""
         default = self.settings.budget
         errors: list[tuple[pytest.Item, str]] = []
         for item in items:
@@ -284,10 +323,10 @@ class CgmemSession:
     def require_cuda(self) -> None:
         """Skip (or fail under --cgmem-require-gpu) when no CUDA device can be used."""
         if self._cuda is None:
-            from .cuda.installed import cpu_only_torch
+            from .cuda.installed import cpu_only_torch, torch_installed
 
-            if cpu_only_torch() is not None:
-                self._cuda = False  # a build without CUDA: known without importing torch
+            if not torch_installed() or cpu_only_torch() is not None:
+                self._cuda = False  # no torch, or a build without CUDA: known without importing it
             else:
                 from .cuda.allocator import cuda_available
 
@@ -297,8 +336,12 @@ class CgmemSession:
                 pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
             raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
 
-    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
+        reason wins over "no CUDA device"). A rerun starts with none of an earlier
+        attempt's regions, verdict or JUnit properties."""
+        if _calling_key in item.stash or regions_key in item.stash:
+            _forget_attempt(item)  # a rerun
         if _usage_error_key in item.stash:
             pytest.fail(item.stash[_usage_error_key], pytrace=False)
         if budget_key in item.stash:
@@ -317,6 +360,14 @@ class CgmemSession:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """A marked test's call phase is a region; every test with regions is judged."""
+        __tracebackhide__ = True
+        item.stash[_calling_key] = True
+        try:
+            return (yield from self._call(item))
+        finally:
+            item.stash[_calling_key] = False
+
+    def _call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
         budget = item.stash.get(budget_key, None)
         if budget is None and _suite_key in item.stash:
@@ -387,6 +438,8 @@ class CgmemSession:
         except BaseException as exc:
             if cuda_started():
                 self._late_region(item, t0, exc)
+            elif not item.stash.get(regions_key, None):
+                item.stash[_never_used_key] = True
             self._judge_failed(item)
             raise
         if cuda_started():
@@ -445,14 +498,16 @@ class CgmemSession:
         skip_unavailable = self.settings.unavailable == "skip"
         for skipped in unavailable if skip_unavailable else ():
             item.warn(pytest.PytestWarning(skipped.skipped_message))
+        error: CgmemFailure | None = None
         if violations:
-            return BudgetExceeded(violations)
-        if unavailable and not skip_unavailable:
-            return BudgetUnavailable(unavailable)
-        if findings is not None and findings.regressions:
+            error = BudgetExceeded(violations)
+        elif unavailable and not skip_unavailable:
+            error = BudgetUnavailable(unavailable)
+        elif findings is not None and findings.regressions:
             assert self.baseline is not None
-            return BaselineRegression(findings.regressions, self.baseline.path)
-        return None
+            error = BaselineRegression(findings.regressions, self.baseline.path)
+        item.stash[_failed_key] = error is not None
+        return error
 
     def _recorder(self, item: pytest.Item) -> Any:
         """The test's diagnostics recorder; its settings are worked out once per session."""
@@ -497,7 +552,13 @@ class CgmemSession:
         report = yield
         try:
             if call.when == "call":
-                self._after_call(item, call, report)
+                if not item.stash.get(_calling_key, False):  # else a subtest's report
+                    self._after_call(item, call, report)
+            elif call.when == "setup":
+                if not report.passed:
+                    item.stash[_outcome_key] = _outcome(report)
+            else:
+                self._after_fixtures(item, report)
         finally:
             if call.when == "teardown":
                 self._after_teardown()
@@ -514,16 +575,52 @@ class CgmemSession:
         if graphs is not None:
             graphs.restore_displaced()
 
+    @property
+    def remote(self) -> bool:
+        """This process runs tests for another that writes the files: an xdist worker, or
+        a child forked to run one test (pytest-forked), whose memory dies with it."""
+        return self.worker is not None or os.getpid() != self._pid
+
+    def _after_fixtures(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """After teardown: regions recorded since the test's record (in a fixture's
+        teardown, or in setup where the call never ran) are judged and recorded too. A
+        budget they break fails the teardown, unless the call already failed on one."""
+        regions = item.stash.get(regions_key, None)
+        if not regions or len(regions) <= item.stash.get(_recorded_key, 0):
+            return
+        outcome = item.stash.get(_outcome_key, "passed")
+        if _calling_key in item.stash:  # the call ran: the test was judged
+            failed_before = item.stash.get(_failed_key, False)
+            error: BaseException | None
+            try:
+                error = self._judge(item)
+            except Exception as exc:  # a skipped budget's warning under -W error
+                error = exc
+            if error is not None and not failed_before:
+                report.outcome = "failed"
+                report.longrepr = str(error)
+                outcome = "failed"
+        else:
+            with contextlib.suppress(KeyError):
+                del item.stash[_verdict_key]  # nothing was judged
+        payload: dict[str, Any] = {}
+        self._record(item, report, tuple(regions), payload, outcome)
+        if payload:
+            setattr(report, RESULT_ATTRIBUTE, payload)
+
     def _after_call(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
     ) -> None:
         regions = item.stash.get(regions_key, None)
         payload: dict[str, Any] = {}
+        item.stash[_outcome_key] = _outcome(report)
         if self.settings.all:
             self._count_unmeasured(item, payload)
         if regions:
-            self._record(item, report, tuple(regions), payload)
-        if payload and self.worker is not None:
+            self._record(item, report, tuple(regions), payload, _outcome(report))
+            if not self.remote:
+                self._final_outcome[item.nodeid] = report
+        if payload:
             setattr(report, RESULT_ATTRIBUTE, payload)
         excinfo = call.excinfo
         if excinfo is not None and _CUDA_MODULE in sys.modules:
@@ -539,7 +636,7 @@ class CgmemSession:
         or, on an xdist worker, told to the controller in ``payload``."""
         reason = item.stash.get(opted_out_key, None)
         never_used = item.stash.get(_never_used_key, False)
-        if self.worker is not None:
+        if self.remote:
             if reason is not None:
                 payload["opted_out"] = reason
             if never_used:
@@ -559,12 +656,14 @@ class CgmemSession:
         report: pytest.TestReport,
         regions: tuple[RegionResult, ...],
         payload: dict[str, Any],
+        outcome: str,
     ) -> None:
         verdict = item.stash.get(_verdict_key, None)
         findings = None if verdict is None else verdict.findings
+        item.stash[_recorded_key] = len(regions)
         record = TestRecord(
             nodeid=item.nodeid,
-            outcome=_outcome(report),
+            outcome=outcome,
             regions=regions,
             budget=verdict.budget if verdict else {},
             checked=verdict.checked if verdict else (),
@@ -575,7 +674,7 @@ class CgmemSession:
             baseline=None if findings is None else findings.to_dict(),
         )
         # the machine is read (torch imported, for a GPU build) only for a run that writes files
-        if self.worker is None:  # this process writes the files: no need to travel
+        if not self.remote:  # this process writes the files: no need to travel
             if self.started and self.machine is None:
                 self._take_machine(process_machine(self.config))
             self._take(record, None)
@@ -587,8 +686,14 @@ class CgmemSession:
                 payload["machine"] = process_machine(self.config)
                 self._machine_sent = True
         properties = junit_properties(regions)
-        report.user_properties.extend(properties)  # the call report, for report readers
-        item.user_properties.extend(properties)  # the teardown report, which JUnit reads
+        earlier = item.stash.get(_properties_key, [])
+        for where in (report.user_properties, item.user_properties):
+            if earlier:  # recorded again after teardown: the new set replaces the call's
+                where[:] = [p for p in where if p not in earlier]
+            # the call report, for report readers; the item, for the teardown report,
+            # which JUnit reads
+            where.extend(properties)
+        item.stash[_properties_key] = list(properties)
         if report.failed:
             text = section(
                 regions,
@@ -710,11 +815,18 @@ class CgmemSession:
                 if message not in self.lines:
                     self.lines.append(message)
 
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """On the xdist controller: a measured test's record, as soon as its worker reports
-        the call phase."""
+        """On the xdist controller (or the parent of a forked test): a measured test's
+        record, as soon as its worker reports the call phase (or the teardown, for regions
+        recorded there). Last, so that the outcome is the one pytest shows: a test whose
+        subtests failed is failed by then."""
+        if self.worker is not None:
+            return
+        if report.when == "call" and self._final_outcome:
+            self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
-        if self.worker is not None or not isinstance(payload, Mapping):
+        if not isinstance(payload, Mapping):
             return
         self._take_unmeasured(report.nodeid, payload.get("opted_out"), payload.get("never_used"))
         machine = payload.get("machine")
@@ -722,7 +834,19 @@ class CgmemSession:
             self._take_machine(machine)
         data = payload.get("record")
         if isinstance(data, Mapping):
+            if report.when == "call":
+                data = {**data, "outcome": _outcome(report)}
             self._take(None, data)
+
+    def _settle_outcome(self, report: pytest.TestReport) -> None:
+        """A record made from this call report takes the outcome the report ends with."""
+        if self._final_outcome.get(report.nodeid) is not report:
+            return
+        del self._final_outcome[report.nodeid]
+        record = self.records.get(report.nodeid)
+        outcome = _outcome(report)
+        if record is not None and record.outcome != outcome:
+            self._take(dataclasses.replace(record, outcome=outcome), None)
 
     def _take_machine(self, machine: Mapping[str, Any]) -> None:
         self.machine = dict(machine)
@@ -798,8 +922,8 @@ class CgmemSession:
         stop = session.shouldfail or session.shouldstop
         if stop and not self.interrupted:
             reasons.append(f"stopped early: {stop}")
-        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
-            reasons.append("an internal error ended the run")
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not self.interrupted:
+            reasons.append("an internal error ended the run")  # not pytest.exit(returncode=3)
         for lost in self.workers_lost:
             if lost["test"]:
                 reasons.append(

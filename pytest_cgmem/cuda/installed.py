@@ -79,6 +79,19 @@ def _installed_cpu_build() -> str | None:
     return version_file_build(text)
 
 
+@functools.cache
+def _torch_found() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (torch is no dependency of the plugin)."""
+    return sys.modules.get("torch") is not None or _torch_found()
+
+
 def cpu_only_torch() -> str | None:
     """The installed torch's version when it is a build without CUDA or ROCm, read from its
     ``version.py``; None when torch is imported already (ask it instead), is not

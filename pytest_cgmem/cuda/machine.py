@@ -5,7 +5,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .installed import UNKNOWN_BACKEND, alloc_conf_from_env, cpu_only_torch, version_tuple
+from .installed import (
+    UNKNOWN_BACKEND,
+    alloc_conf_from_env,
+    cpu_only_torch,
+    torch_installed,
+    version_tuple,
+)
 from .nvml import nvml
 
 
@@ -16,9 +22,13 @@ def machine_info() -> dict[str, Any]:
     Where the installed torch is a build without CUDA or ROCm, torch is not imported: its
     version file says what it is, the settings are those of the environment, and the
     graph keys are null (no graph can be captured), as they are when torch is imported.
+    Where no torch is installed, the torch keys are null too.
     """
     cpu_version = cpu_only_torch()
-    if cpu_version is not None:
+    if not torch_installed():
+        torch_version = cuda_version = tracking = pools = None
+        backend, settings, source = UNKNOWN_BACKEND, "", ""
+    elif cpu_version is not None:
         torch_version, cuda_version, backend = cpu_version, None, UNKNOWN_BACKEND
         settings, source = alloc_conf_from_env(os.environ, version_tuple(cpu_version))
         tracking = pools = None

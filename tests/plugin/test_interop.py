@@ -1,0 +1,393 @@
+"""The plugin beside pytest's other features and plugins: reruns, skip marks, marks added by
+a conftest, forked tests, subtests, fixture teardown, no torch at all, pytest.exit.
+
+Figures come from ``cgmem_record`` (figures measured elsewhere), which needs no GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
+
+from pytest_cgmem.results import runfile
+
+
+def _run_file(pytester: pytest.Pytester, name: str = "run.json") -> dict[str, Any]:
+    doc = json.loads((pytester.path / name).read_text())
+    runfile.validate(doc)
+    return doc
+
+
+def _junit_properties(pytester: pytest.Pytester, name: str = "j.xml") -> list[tuple[str, str]]:
+    root = ET.parse(pytester.path / name).getroot()
+    return [(p.get("name") or "", p.get("value") or "") for p in root.iter("property")]
+
+
+def test_a_rerun_is_judged_and_recorded_on_its_own_figures(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_flaky="""
+        attempts = []
+
+        def test_flaky(cgmem_record):
+            attempts.append(1)
+            cgmem_record("server", peak=300 if len(attempts) == 1 else 100)
+        """
+    )
+    result = pytester.runpytest(
+        "--reruns=2", "--cgmem-budget=peak=200", "--cgmem-json=run.json", "--junitxml=j.xml"
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "passed"
+    assert [r["label"] for r in test["regions"]] == ["server"]
+    assert test["regions"][0]["devices"][0]["peak"] == 100
+    assert test["checked"] == ["server"] and test["violations"] == []
+    # JUnit gets each attempt's properties once (pytest-rerunfailures reports both attempts
+    # on one testcase); the second attempt carries none of the first's
+    assert _junit_properties(pytester) == [
+        ("cgmem.server.peak", "300"),
+        ("cgmem.server.peak", "100"),
+    ]
+
+
+def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_flaky="""
+        import os
+        def test_flaky(cgmem_record, tmp_path_factory):
+            marker = tmp_path_factory.getbasetemp().parent / "attempted"
+            first = not marker.exists()
+            marker.touch()
+            cgmem_record("server", peak=300 if first else 100)
+        """
+    )
+    result = pytester.runpytest(
+        "-n", "2", "--reruns=2", "--cgmem-budget=peak=200", "--cgmem-json=run.json"
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "passed"
+    assert [r["devices"][0]["peak"] for r in test["regions"]] == [100]
+
+
+@pytest.mark.parametrize("require_gpu", [False, True])
+def test_skip_and_xfail_marks_win_over_no_cuda(
+    pytester: pytest.Pytester, require_gpu: bool
+) -> None:
+    pytester.makepyfile(
+        test_marks="""
+        import sys
+        import pytest
+
+        @pytest.mark.skip(reason="known broken")
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_skipped(): pass
+
+        @pytest.mark.skipif(True, reason="not here")
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_skipped_if(): pass
+
+        @pytest.mark.xfail(run=False, reason="never run")
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_not_run(): pass
+        """
+    )
+    args = ["-rsx", *(["--cgmem-require-gpu"] if require_gpu else [])]
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(skipped=2, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "SKIPPED [[]1[]] test_marks.py:*: known broken",
+            "SKIPPED [[]1[]] test_marks.py:*: not here",
+            "XFAIL*test_marks.py::test_not_run*NOTRUN*never run",
+        ]
+    )
+
+
+def test_marks_a_conftest_adds_at_collection_count(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+
+        def pytest_collection_modifyitems(config, items):
+            for item in items:
+                if "gpu" in item.name:
+                    item.add_marker(pytest.mark.cgmem(peak="1 GiB"))
+                if "off" in item.name:
+                    item.add_marker(pytest.mark.cgmem_off("added by the conftest"))
+        """
+    )
+    pytester.makepyfile("def test_gpu_thing(): pass\ndef test_off_thing(): pass\n")
+    result = pytester.runpytest("--cgmem-all", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "--cgmem-all: 0 test(s) measured, 0 over budget, 1 opted out, 0 never used CUDA*",
+            "  opted out *::test_off_thing: added by the conftest",
+            "SKIPPED [[]1[]] test_marks_a_conftest_adds_at_collection_count.py:1: "
+            "cgmem: no CUDA device",
+        ]
+    )
+
+
+FORKING_CONFTEST = """
+import os
+import pickle
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    '''Each test in a child process, its reports sent back, as pytest-forked does.'''
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        data = [item.config.hook.pytest_report_to_serializable(config=item.config, report=r)
+                for r in reports]
+        with os.fdopen(write, "wb") as pipe:
+            pickle.dump(data, pipe)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pickle.load(pipe)
+    os.waitpid(pid, 0)
+    for entry in data:
+        report = item.config.hook.pytest_report_from_serializable(config=item.config, data=entry)
+        ihook.pytest_runtest_logreport(report=report)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_tests_forked_into_a_child_keep_their_records(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(FORKING_CONFTEST)
+    pytester.makepyfile(
+        test_forked="""
+        import pytest
+
+        def test_recorded(cgmem_record):
+            cgmem_record("server", peak=100)
+
+        def test_over(cgmem_record):
+            cgmem_record("server", peak=999)
+
+        def test_cpu():
+            pass
+
+        @pytest.mark.cgmem_off("its own allocator")
+        def test_off():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-json=run.json", "--cgmem-budget=peak=500"
+    )
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "--cgmem-all: 2 test(s) measured, 1 over budget, 1 opted out, 1 never used CUDA*",
+            "cgmem: wrote run file run.json (2 test(s))",
+        ]
+    )
+    doc = _run_file(pytester)
+    assert doc["complete"] is True
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in doc["tests"]}
+    assert outcomes == {"test_recorded": "passed", "test_over": "failed"}
+
+
+def test_subtests_make_one_record_with_the_outcome_pytest_shows(
+    pytester: pytest.Pytester,
+) -> None:
+    if int(pytest.__version__.split(".")[0]) < 9:
+        pytest.skip("pytest's own subtests fixture came with pytest 9")
+    pytester.makepyfile(
+        test_sub="""
+        import unittest
+
+        def test_sub(subtests, cgmem_record):
+            for i in range(3):
+                with subtests.test(i=i):
+                    cgmem_record(f"r{i}", peak=100 * (i + 1))
+                    assert i != 1
+
+        class TestCase(unittest.TestCase):
+            def test_sub(self):
+                for i in range(2):
+                    with self.subTest(i=i):
+                        self.assertNotEqual(i, 1)
+        """
+    )
+    result = pytester.runpytest("--cgmem-json=run.json", "--junitxml=j.xml")
+    result.stdout.fnmatch_lines(["*FAILED test_sub.py::test_sub - contains 1 failed subtest*"])
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "failed"
+    assert [r["label"] for r in test["regions"]] == ["r0", "r1", "r2"]
+    names = [name for name, _ in _junit_properties(pytester)]
+    assert sorted(names) == ["cgmem.r0.peak", "cgmem.r1.peak", "cgmem.r2.peak"]
+
+
+def test_subtests_under_xdist_keep_the_outcome_pytest_shows(pytester: pytest.Pytester) -> None:
+    if int(pytest.__version__.split(".")[0]) < 9:
+        pytest.skip("pytest's own subtests fixture came with pytest 9")
+    pytester.makepyfile(
+        test_sub="""
+        def test_sub(subtests, cgmem_record):
+            for i in range(2):
+                with subtests.test(i=i):
+                    cgmem_record(f"r{i}", peak=1)
+                    assert i != 1
+        """
+    )
+    pytester.runpytest("-n", "2", "--cgmem-json=run.json")
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "failed"
+    assert [r["label"] for r in test["regions"]] == ["r0", "r1"]
+
+
+FIXTURES = """
+import pytest
+
+@pytest.fixture
+def server(cgmem_record):
+    cgmem_record("startup", peak=5)
+    yield
+    cgmem_record("shutdown", peak={shutdown})
+
+@pytest.fixture
+def broken(cgmem_record):
+    cgmem_record("startup", peak=5)
+    raise RuntimeError("the server did not start")
+
+def test_server(server):
+    pass
+
+def test_broken(broken):
+    pass
+"""
+
+
+def test_figures_recorded_in_fixture_teardown_are_judged_and_kept(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_srv=FIXTURES.format(shutdown=999))
+    result = pytester.runpytest(
+        "--cgmem-json=run.json", "--cgmem-budget=peak=100", "--junitxml=j.xml"
+    )
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_server*",
+            "cgmem: peak 999 B exceeds budget 100 B (+899.0%) on cuda:0 in 'shutdown'",
+        ]
+    )
+    tests = {t["nodeid"].split("::")[1]: t for t in _run_file(pytester)["tests"]}
+    server = tests["test_server"]
+    assert [r["label"] for r in server["regions"]] == ["startup", "shutdown"]
+    assert server["outcome"] == "failed"
+    assert [v["label"] for v in server["violations"]] == ["shutdown"]
+    broken = tests["test_broken"]  # its setup failed: its figures are kept, not judged
+    assert [r["label"] for r in broken["regions"]] == ["startup"]
+    assert broken["outcome"] == "failed" and broken["checked"] == []
+    names = [name for name, _ in _junit_properties(pytester)]
+    assert names.count("cgmem.shutdown.peak") == 1
+    assert names.count("cgmem.startup.peak") == 2
+
+
+def test_figures_recorded_in_fixture_teardown_within_budget_pass(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_srv=FIXTURES.format(shutdown=50))
+    result = pytester.runpytest(
+        "-n", "2", "--cgmem-json=run.json", "--cgmem-budget=peak=100", "-k", "server"
+    )
+    result.assert_outcomes(passed=1)
+    (test,) = _run_file(pytester)["tests"]
+    assert [r["label"] for r in test["regions"]] == ["startup", "shutdown"]
+    assert test["outcome"] == "passed" and test["checked"] == ["startup", "shutdown"]
+
+
+def test_a_failing_test_that_never_used_cuda_counts_as_never_used(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_cpu="""
+        import unittest
+
+        def test_fails():
+            assert False
+
+        class TestCase(unittest.TestCase):
+            def test_fails(self):
+                self.fail("no")
+        """
+    )
+    result = pytester.runpytest("--cgmem-all")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        ["--cgmem-all: 0 test(s) measured, 0 over budget, 0 opted out, 2 never used CUDA*"]
+    )
+
+
+def test_pytest_exit_with_status_3_is_no_internal_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_exit="""
+        import pytest
+
+        def test_first(cgmem_record):
+            cgmem_record("x", peak=1)
+
+        def test_exits():
+            pytest.exit("bye", returncode=3)
+        """
+    )
+    result = pytester.runpytest("--cgmem-json=run.json")
+    assert result.ret == 3
+    doc = _run_file(pytester)
+    assert doc["complete"] is False
+    assert doc["incomplete_reason"] == "interrupted: bye"
+    assert len(doc["tests"]) == 1
+
+
+NO_TORCH_CONFTEST = """
+import sys
+
+sys.modules["torch"] = None  # as if torch were not installed: importing it fails
+"""
+
+
+def test_without_torch_marked_tests_skip_and_recorded_figures_are_written(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(NO_TORCH_CONFTEST)
+    pytester.makepyfile(
+        test_no_torch="""
+        import pytest
+
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_marked():
+            pass
+
+        def test_recorded(cgmem_record):
+            cgmem_record("server", peak=100)
+        """
+    )
+    result = pytester.runpytest_subprocess("--cgmem-json=run.json", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_no_torch.py:*: cgmem: no CUDA device"])
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    doc = _run_file(pytester)
+    assert doc["machine"]["torch"] is None and doc["machine"]["cuda"] is None
+    assert [t["nodeid"].split("::")[1] for t in doc["tests"]] == ["test_recorded"]
