@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("torch")
@@ -232,3 +234,27 @@ def test_a_graph_patch_undone_at_teardown_leaves_torchs_own_method(
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
     result.assert_outcomes(passed=5)
+
+
+def test_a_rerun_is_measured_afresh(pytester: pytest.Pytester) -> None:
+    """pytest-rerunfailures runs the same item again: the second attempt gets its own region
+    and verdict, and the run file keeps only it."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_rerun=f"""
+        import pytest, torch
+
+        cache = []
+
+        @pytest.mark.cgmem(leak=0)
+        def test_leaks_on_the_first_attempt_only():
+            if not cache:
+                cache.append(torch.empty({N}, dtype=torch.uint8, device="cuda"))
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "--reruns=1", "--cgmem-json=run.json")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    (test,) = json.loads((pytester.path / "run.json").read_text())["tests"]
+    assert test["outcome"] == "passed" and test["violations"] == []
+    assert [r["label"] for r in test["regions"]] == ["call"]
+    assert test["regions"][0]["devices"][0]["leak"] == 0
