@@ -250,8 +250,8 @@ class CgmemSession:
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
         self.job = Job.from_env(os.environ)
         """This process's place in a torchrun job (None outside one): results/torchrun.py."""
-        if self.worker is None:
-            problems = self._output_problems()
+        if self.worker is None and (self.job is None or self.job.rank == 0):
+            problems = self._output_problems()  # only rank 0 of a torchrun job writes
             if problems:
                 raise pytest.UsageError(*problems)
         shipped = None if workerinput is None else workerinput.get("cgmem_baseline")
@@ -925,7 +925,12 @@ class CgmemSession:
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not self.interrupted:
             reasons.append("an internal error ended the run")  # not pytest.exit(returncode=3)
         for lost in self.workers_lost:
-            if lost["test"]:
+            if lost["test"] in self.tests:
+                reasons.append(
+                    f"worker {lost['worker']} crashed while running {lost['test']}, after "
+                    "its call phase (its figures are kept)"
+                )
+            elif lost["test"]:
                 reasons.append(
                     f"worker {lost['worker']} crashed while running {lost['test']} "
                     "(that test's figures are lost)"
@@ -976,7 +981,8 @@ class CgmemSession:
                 return
             document = gathered
         count = f"{len(self.tests)} test(s)"
-        note = f"; the run is incomplete: {document['incomplete_reason']}" if reasons else ""
+        incomplete = not document.get("complete", True)
+        note = f"; the run is incomplete: {document['incomplete_reason']}" if incomplete else ""
         for what, given, journal in self._journals:
             try:
                 journal.finish(document)

@@ -42,8 +42,11 @@ KINDS = ("test", "machine", "worker_lost")
 
 
 def journal_path(run_path: str | os.PathLike[str]) -> Path:
+    """The journal beside a run file. A backslash in the run file's name becomes ``_`` in
+    the journal's: the run file names its journal, and a name must read as one on every
+    system (Windows takes a backslash for a folder)."""
     run = Path(run_path)
-    return run.with_name(run.name + SUFFIX)
+    return run.with_name(run.name.replace("\\", "_") + SUFFIX)
 
 
 def now() -> str:

@@ -182,6 +182,9 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
     owners: dict[Path, Output] = {}
     for output in outputs:
         target = resolve(output.path, base)
+        if not target.name:  # the root: no file can be named there
+            found.append(f"{output.where()}: it is a folder")
+            continue
         claimed = [target]
         if output.kind == "run":
             claimed.append(journal.journal_path(target))

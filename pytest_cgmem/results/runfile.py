@@ -299,6 +299,9 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
     """
     name = os.fspath(path)
     label = f"{what} {name!r}"
+    if os.path.exists(name) and not (os.path.isfile(name) or os.path.isdir(name)):
+        # a FIFO or a device: reading it could wait forever
+        raise CgmemUsageError(f"cgmem: {label} is not a regular file")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

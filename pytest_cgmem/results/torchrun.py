@@ -245,12 +245,18 @@ def gather(
             break
         sleep(_POLL)
     missing = [r for r in range(job.world_size) if r not in by_rank]
+    reasons = [] if document.get("complete", True) else [document.get("incomplete_reason")]
+    if missing:
+        reasons.append(f"rank(s) {', '.join(str(r) for r in missing)} sent no records")
     merged = build_run(
         merge_records(by_rank),
         document["machine"],
         document.get("commit"),
         created=document.get("created"),
         settings=document.get("settings"),
+        complete=not reasons,
+        incomplete_reason="; ".join(str(r) for r in reasons if r) or None,
+        workers_lost=document.get("workers_lost") or (),
     )
     merged["ranks"] = {
         "world_size": job.world_size,

@@ -278,3 +278,25 @@ def test_torchrun_ranks_write_one_run_file(pytester: pytest.Pytester) -> None:
     ]
     assert not (pytester.path / "run.json.rank1").exists()
     assert json.loads((pytester.path / "run.json").read_text())["summary"]["tests"] == 2
+
+
+def test_a_rank_that_starts_after_rank_0_began_writing_is_not_refused(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only rank 0 writes the run file: a later rank must not find rank 0's lock on it and
+    stop with a usage error (which would stop the whole torchrun job)."""
+    from pytest_cgmem.results import journal
+
+    pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    env = {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    env |= {"TORCHELASTIC_RUN_ID": "job", "CGMEM_GATHER_TIMEOUT": "0.5"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    held = journal.Journal.start(pytester.path / "run.json", {"journal": {"run": "rank 0"}})
+    try:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-json=run.json")
+    finally:
+        held.close()
+    result.assert_outcomes(passed=1)
+    assert "is writing it" not in result.stdout.str() + result.stderr.str()
+    assert (pytester.path / "run.json.rank1").exists()  # handed over; rank 0 never took it

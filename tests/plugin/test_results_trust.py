@@ -614,6 +614,34 @@ def test_a_crashed_worker_loses_only_the_test_it_crashed_in(pytester: pytest.Pyt
     assert len(raw(pytester.path / "gab.json")) == 16
 
 
+def test_a_worker_that_dies_in_teardown_keeps_the_test_s_figures(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_teardown="""
+        import os
+        import pytest
+
+        @pytest.fixture
+        def dies_after():
+            yield
+            os._exit(1)
+
+        def test_recorded(cgmem_record, dies_after):
+            cgmem_record("load", peak=2**20)
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "1", "--cgmem-json=run.json")
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert nodeids(doc) == ["test_recorded"]
+    assert doc["complete"] is False
+    assert doc["incomplete_reason"].endswith(
+        "crashed while running test_teardown.py::test_recorded, after its call phase (its "
+        "figures are kept)"
+    )
+
+
 KILL_CONTROLLER = """
 import os, signal, time
 import pytest

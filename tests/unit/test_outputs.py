@@ -30,6 +30,8 @@ def test_good_paths_pass_and_nothing_is_written(tmp_path: Path) -> None:
         (Output("cgmem_gab_json", "/proc/cgmem/gab.json"), "cannot create a file in '/proc' ("),
         (Output("--cgmem-json", "blocker/run.json", "run"), "blocker' is not a folder"),
         (Output("--cgmem-save-baseline", "folder", "run"), "it is a folder; give a file path"),
+        (Output("--cgmem-json", "/", "run"), "it is a folder"),
+        (Output("cgmem_save_baseline", "/", "run"), "it is a folder"),
         (Output("--cgmem-gab-json", "/dev/null"), "it is not a regular file"),
         (Output("--cgmem-artifacts", "blocker", "dir"), "it is not a folder"),
     ],

@@ -460,6 +460,29 @@ def test_a_missing_rank_is_said_and_a_stale_file_ignored(tmp_path: Path) -> None
     ]
     assert len(lines) == 1
     assert lines[0].startswith("cgmem: rank(s) 1 sent no records within 0.3 s")
+    assert merged["complete"] is False
+    assert merged["incomplete_reason"] == "rank(s) 1 sent no records"
+
+
+def test_rank0s_incomplete_run_stays_incomplete_when_gathered(tmp_path: Path) -> None:
+    path = str(tmp_path / "run.json")
+    lost = {"worker": "gw0", "when": "now", "test": None, "error": "gone"}
+    stopped = runfile.build_run(
+        [record(0, MiB)],
+        document_of([])["machine"],
+        None,
+        complete=False,
+        incomplete_reason="stopped early: exiting after 1 failure",
+        workers_lost=[lost],
+    )
+    merged = gather(Job(0, 2, 0, "job"), stopped, path, [], timeout=0.1)
+    assert merged is not None
+    assert merged["complete"] is False
+    assert merged["incomplete_reason"] == (
+        "stopped early: exiting after 1 failure; rank(s) 1 sent no records"
+    )
+    assert merged["workers_lost"] == [lost]
+    runfile.validate(merged)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from pytest_cgmem.checks.budgets import Budget
 from pytest_cgmem.metrics import METRICS
-from pytest_cgmem.results import exporters, jsonio, runfile
+from pytest_cgmem.results import exporters, journal, jsonio, runfile
 from pytest_cgmem.results.records import Details, DeviceFigures, RegionResult, judged_violations
 from pytest_cgmem.results.records import TestRecord as TestEntry
 from pytest_cgmem.units import CgmemUsageError, Tolerance
@@ -187,6 +187,30 @@ def test_load_run_errors_are_one_line_naming_the_file(
     assert "\n" not in text
     assert text.startswith(f"cgmem: baseline {str(path)!r}") or f"baseline {str(path)!r}" in text
     assert message in text
+
+
+def test_load_run_refuses_a_fifo_without_waiting(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(CgmemUsageError, match=r"baseline '.*fifo' is not a regular file"):
+        runfile.load_run(tmp_path / "fifo", "baseline")
+
+
+def test_a_killed_run_with_a_backslash_in_its_name_is_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "a\\b.json"
+    started = journal.Journal.start(
+        path,
+        {
+            **GOOD,
+            "complete": False,
+            "journal": {"file": journal.journal_path(path).name, "run": "r"},
+        },
+    )
+    started.append("test", GOOD["tests"][0])
+    started.close()
+    assert journal.journal_path(path).name == "a_b.json.journal"
+    loaded = runfile.load_run(path)
+    assert loaded["complete"] is False
+    assert [t["nodeid"] for t in loaded["tests"]] == [GOOD["tests"][0]["nodeid"]]
 
 
 def test_load_run_reads_what_write_json_wrote(tmp_path: Path) -> None:
