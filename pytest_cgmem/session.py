@@ -229,6 +229,7 @@ class CgmemSession:
         self.refused: list[str] = []
         self.baseline: Baseline | None = None
         self.interrupted: str | None = None
+        self.ended_early: str | None = None
         self.started = False
         self._exitstatus: int | None = None
         self._journals: list[tuple[str, str, Any]] = []
@@ -763,6 +764,9 @@ class CgmemSession:
         (and an xdist worker) writes nothing."""
         if self.worker is not None or self.config.option.collectonly or self.started:
             return
+        self._start_outputs()
+
+    def _start_outputs(self) -> None:
         outputs = self._outputs()
         if not outputs:
             return
@@ -918,7 +922,8 @@ class CgmemSession:
 
     def _reasons(self, session: pytest.Session, exitstatus: int) -> list[str]:
         """Why this run is incomplete (nothing when it is complete)."""
-        reasons = [self.interrupted] if self.interrupted else []
+        first = self.interrupted or self.ended_early
+        reasons = [first] if first else []
         stop = session.shouldfail or session.shouldstop
         if stop and not self.interrupted:
             reasons.append(f"stopped early: {stop}")
@@ -941,6 +946,18 @@ class CgmemSession:
             reasons.append(f"the figures of {len(self.refused)} test(s) could not be written")
         return reasons
 
+    def _before_any_test(self, exitstatus: int) -> None:
+        """The run ended before its first test (interrupted or stopped in collection): its
+        files are replaced by ones marked incomplete, so the last run's never look
+        current."""
+        try:
+            self._start_outputs()
+        except pytest.UsageError as exc:
+            self.errors.append(f"cgmem: {exc}")
+            return
+        if self.started and not self.interrupted:
+            self.ended_early = f"the run ended before its first test (exit status {exitstatus})"
+
     def _run_machine(self) -> dict[str, Any]:
         """The measuring process's machine; host, Python and platform only when nothing was
         measured (the GPU keys are then null: nothing measured, nothing to compare)."""
@@ -952,6 +969,8 @@ class CgmemSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.tracking_lingers:
             self.release_tracking()
+        if self.worker is None and not self.started and not self.config.option.collectonly:
+            self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
             return
         from .results import runfile

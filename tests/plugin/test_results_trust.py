@@ -642,6 +642,44 @@ def test_a_worker_that_dies_in_teardown_keeps_the_test_s_figures(
     )
 
 
+STOP_IN_COLLECTION = """
+import os, signal, pytest
+
+def pytest_collection_modifyitems(config, items):
+    how = os.environ.get("CGMEM_TEST_STOP")
+    if how == "sigint":
+        os.kill(os.getpid(), signal.SIGINT)
+    elif how == "exit":
+        pytest.exit("abort", returncode=2)
+    elif how == "bad-mark":
+        items[0].add_marker(pytest.mark.cgmem(peak="lots"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("sigint", "interrupted (KeyboardInterrupt)"),
+        ("exit", "interrupted: abort"),
+        ("bad-mark", "the run ended before its first test (exit status 4)"),
+    ],
+)
+def test_a_run_stopped_before_its_first_test_leaves_no_stale_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str, reason: str
+) -> None:
+    pytester.makeconftest(STOP_IN_COLLECTION)
+    pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    args = ("-p", "no:cacheprovider", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    assert runfile.load_run(pytester.path / "run.json")["complete"] is True
+    monkeypatch.setenv("CGMEM_TEST_STOP", how)
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret != 0
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert (doc["complete"], doc["incomplete_reason"], doc["tests"]) == (False, reason, [])
+    assert not (pytester.path / "gab.json").exists()
+
+
 KILL_CONTROLLER = """
 import os, signal, time
 import pytest
