@@ -268,6 +268,28 @@ class CgmemSession:
             except CgmemUsageError as exc:
                 raise pytest.UsageError(str(exc)) from None
             self.baseline = Baseline(settings.baseline, document)
+        self.earlier_baseline: list[dict[str, Any]] | None = None
+        """The tests of the baseline ``--cgmem-save-baseline`` replaces: it keeps those this
+        run does not measure, or does not pass (``results.baseline.refreshed``)."""
+        writes = self.worker is None and (self.job is None or not self.job.rank)
+        if settings.save_baseline and writes and not config.option.collectonly:
+            self.earlier_baseline = self._earlier_baseline(settings.save_baseline)
+
+    def _earlier_baseline(self, given: str) -> list[dict[str, Any]] | None:
+        target = self.path(given)
+        baseline = self.baseline
+        if baseline is not None and self.path(baseline.path).resolve() == target.resolve():
+            return [dict(t) for t in baseline.document["tests"]]
+        if not target.is_file() or target.stat().st_size == 0:
+            return None  # nothing there, or an empty file: nothing to keep
+        from .results import runfile
+
+        try:
+            document = runfile.load_run(target, "baseline")
+        except CgmemUsageError as exc:
+            self.lines.append(f"{exc}: it is replaced whole")
+            return None
+        return [dict(t) for t in document["tests"]]
 
     def path(self, given: str) -> Path:
         """An output or input path as given, against the folder pytest was started in."""
@@ -794,8 +816,12 @@ class CgmemSession:
                             path.unlink()  # a killed run must not leave the last run's figures
                         continue
                     marker = {"file": journal.journal_path(path).name, "run": run}
+                    first = stub
+                    if what == "baseline" and self.earlier_baseline:
+                        # a killed refresh keeps the earlier tests its journal has not replaced
+                        first = runfile.with_tests(stub, self.earlier_baseline)
                     self._journals.append(
-                        (what, given, journal.Journal.start(path, {**stub, "journal": marker}))
+                        (what, given, journal.Journal.start(path, {**first, "journal": marker}))
                     )
                 except (OSError, CgmemUsageError) as exc:
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
@@ -1003,13 +1029,21 @@ class CgmemSession:
         incomplete = not document.get("complete", True)
         note = f"; the run is incomplete: {document['incomplete_reason']}" if incomplete else ""
         for what, given, journal in self._journals:
+            written, counted = document, count
+            if what == "baseline" and self.earlier_baseline is not None:
+                from .results.baseline import refreshed
+
+                tests, kept = refreshed(document["tests"], self.earlier_baseline)
+                written = runfile.with_tests(document, tests)
+                if kept:
+                    counted = f"{len(tests)} test(s), {kept} kept from the earlier baseline"
             try:
-                journal.finish(document)
+                journal.finish(written)
             except (OSError, ValueError) as exc:
                 journal.close()
                 self.errors.append(f"cgmem: could not write {what} {given!r}: {exc}")
             else:
-                self.lines.append(f"cgmem: wrote {what} {given} ({count}){note}")
+                self.lines.append(f"cgmem: wrote {what} {given} ({counted}){note}")
         self._journals = []
         gab = self.settings.gab_json
         if gab:

@@ -198,7 +198,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "save_baseline",
-        "save this run's figures as a baseline (the --cgmem-json format) to PATH",
+        "save this run's figures as a baseline (the --cgmem-json format) to PATH; over an "
+        "earlier baseline, tests this run did not measure or pass keep their entries",
         parse_path,
         None,
         metavar="PATH",

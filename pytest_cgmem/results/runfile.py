@@ -286,6 +286,22 @@ def build_run(
     }
 
 
+def with_tests(document: Mapping[str, Any], tests: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """``document`` holding ``tests`` in place of its own: sorted, the summary recounted,
+    every other key kept."""
+    rebuilt = build_run(
+        tests,
+        document["machine"],
+        document.get("commit"),
+        created=document.get("created"),
+        settings=document.get("settings"),
+        complete=bool(document.get("complete", True)),
+        incomplete_reason=document.get("incomplete_reason"),
+        workers_lost=document.get("workers_lost") or (),
+    )
+    return {**document, **rebuilt}
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -346,10 +362,14 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
 
 
 def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, Any]:
-    """A stub with its journal's tests, machine and lost workers, as one run file."""
+    """A stub with its journal's tests, machine and lost workers, as one run file. A
+    stub's own tests (a baseline's earlier ones, kept while it is refreshed) stay where the
+    journal has no test of that node id."""
     reason = "; ".join([str(stub.get("incomplete_reason") or NOT_FINISHED), *contents.notes])
+    tests = {str(t["nodeid"]): t for t in stub.get("tests", ())}
+    tests.update((str(t["nodeid"]), t) for t in contents.tests)
     document = build_run(
-        contents.tests,
+        tests.values(),
         contents.machine or stub["machine"],
         stub.get("commit"),
         created=stub.get("created"),

@@ -132,6 +132,85 @@ def test_save_and_check_in_one_run(
         t["nodeid"].split("::")[1]: t["regions"][0]["devices"][0]["peak"] for t in doc["tests"]
     }
     assert peaks["test_shrinks"] == 10 * MiB  # the new figures are the new baseline
+    assert peaks["test_known_growth"] == 100 * MiB  # an xfail keeps its earlier figures
+    result.stdout.fnmatch_lines(
+        ["cgmem: wrote baseline base.json (4 test(s), 1 kept from the earlier baseline)"]
+    )
+
+
+def _peaks(path: Path) -> dict[str, int]:
+    doc = runfile.load_run(path)
+    return {t["nodeid"].split("::")[1]: t["regions"][0]["devices"][0]["peak"] for t in doc["tests"]}
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_a_refresh_keeps_what_this_run_did_not_measure_or_pass(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch, same_file: bool
+) -> None:
+    """A regression does not become the new normal after one red run, and a -k selection
+    does not drop the other tests' entries (their check would be off without a word)."""
+    monkeypatch.setenv("GROWS", "500 MiB")
+    monkeypatch.setenv("SHRINKS", "50 MiB")
+    check = ["--cgmem-baseline=base.json"] if same_file else []
+    result = pytester.runpytest(
+        *check, "--cgmem-save-baseline=base.json", "-k", "grows or shrinks", "-p", "no:randomly"
+    )
+    if same_file:
+        result.assert_outcomes(passed=1, failed=1)  # test_grows regressed
+    result.stdout.fnmatch_lines(
+        [f"cgmem: wrote baseline base.json (4 test(s), {3 if same_file else 2} kept from *)"]
+    )
+    peaks = _peaks(saved)
+    assert peaks == {
+        "test_grows": (100 if same_file else 500) * MiB,
+        "test_shrinks": 50 * MiB,
+        "test_steady": 100 * MiB,
+        "test_known_growth": 100 * MiB,
+    }
+    again = pytester.runpytest("--cgmem-baseline=base.json", "-k", "grows")
+    again.assert_outcomes(failed=1 if same_file else 0, passed=0 if same_file else 1)
+
+
+def test_a_new_test_that_fails_is_saved_with_its_figures(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_more="def test_fails(cgmem_record):\n    cgmem_record('x', peak=7)\n    assert 0\n"
+    )
+    pytester.runpytest("--cgmem-save-baseline=base.json", "test_more.py")
+    assert _peaks(saved)["test_fails"] == 7
+
+
+def test_a_killed_refresh_keeps_the_earlier_tests(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_killed="""
+        import os
+
+        def test_a_first(cgmem_record):
+            cgmem_record("load", peak=5)
+
+        def test_b_dies():
+            os._exit(3)
+        """
+    )
+    monkeypatch.setenv("SHRINKS", "1 MiB")
+    pytester.runpytest_subprocess(
+        "--cgmem-save-baseline=base.json", "test_killed.py", "test_suite.py", "-p", "no:randomly"
+    )
+    doc = runfile.load_run(saved)
+    assert doc["complete"] is False
+    peaks = _peaks(saved)
+    assert peaks["test_a_first"] == 5  # journaled before the kill
+    assert peaks["test_shrinks"] == 100 * MiB  # never reached: the earlier entry stays
+    assert set(peaks) == {
+        "test_a_first",
+        "test_grows",
+        "test_shrinks",
+        "test_steady",
+        "test_known_growth",
+    }
 
 
 @pytest.mark.parametrize(

@@ -741,9 +741,14 @@ def test_xdist_checks_and_refreshes_one_baseline_file(
     result.stdout.fnmatch_lines(
         ["cgmem baseline base.json: 6 figure(s) of 6 test(s) compared: 6 *"]
     )
-    doc = runfile.load_run(pytester.path / "base.json")  # refreshed: the new figures
+    doc = runfile.load_run(pytester.path / "base.json")
     assert doc["complete"] is True
-    assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 20 * MiB
+    # refreshed, but a regression is not the new normal: the earlier figures stay
+    assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 10 * MiB
+    monkeypatch.setenv("SCALE", "5")
+    pytester.runpytest(*args, "--cgmem-save-baseline=base.json").assert_outcomes(passed=6)
+    doc = runfile.load_run(pytester.path / "base.json")  # passed: the new figures
+    assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 5 * MiB
 
 
 @pytest.mark.usefixtures("this_checkout")

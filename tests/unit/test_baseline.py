@@ -17,6 +17,7 @@ from pytest_cgmem.results.baseline import (
     compare_runs,
     effective,
     parse_tolerance,
+    refreshed,
 )
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.results.records import TestRecord as TestEntry
@@ -172,3 +173,26 @@ def test_change_table() -> None:
     assert lines[1].split()[0] == "t.py::test_a"
     assert lines[1].endswith("REGRESSION")
     assert lines[2].endswith("same")
+
+
+def _entry(nodeid: str, outcome: str, peak: int) -> dict[str, object]:
+    return {"nodeid": nodeid, "outcome": outcome, "peak": peak}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "kept_from_earlier"),
+    [("passed", False), ("failed", True), ("xfailed", True), ("xpassed", True), ("skipped", True)],
+)
+def test_refreshed_takes_a_test_s_new_entry_only_when_it_passed(
+    outcome: str, kept_from_earlier: bool
+) -> None:
+    earlier = [_entry("t::a", "passed", 1), _entry("t::gone", "passed", 2)]
+    tests, kept = refreshed([_entry("t::a", outcome, 9), _entry("t::new", "failed", 3)], earlier)
+    by_id = {t["nodeid"]: t["peak"] for t in tests}
+    assert by_id == {"t::a": 1 if kept_from_earlier else 9, "t::new": 3, "t::gone": 2}
+    assert kept == (2 if kept_from_earlier else 1)
+
+
+def test_refreshed_over_nothing_is_the_run_itself() -> None:
+    measured = [_entry("t::a", "failed", 9)]
+    assert refreshed(measured, []) == (measured, 0)
