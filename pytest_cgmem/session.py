@@ -643,6 +643,8 @@ class CgmemSession:
             self._record(item, report, tuple(regions), payload, _outcome(report))
             if not self.remote:
                 self._final_outcome[item.nodeid] = report
+            if self.settings.artifacts and _diagnosis_key not in item.stash:
+                self._remove_stale_artifacts(item.nodeid)
         if payload:
             setattr(report, RESULT_ATTRIBUTE, payload)
         excinfo = call.excinfo
@@ -653,6 +655,15 @@ class CgmemSession:
                 from .cuda.region import release_exception_frames
 
                 release_exception_frames(excinfo.value)
+
+    def _remove_stale_artifacts(self, nodeid: str) -> None:
+        """A measured test that made no diagnosis this time (it passed) has no artifacts:
+        an earlier run's must not look current."""
+        from .reports.artifacts import remove_artifacts
+
+        assert self.settings.artifacts is not None
+        with contextlib.suppress(OSError):
+            remove_artifacts(self.config.invocation_params.dir / self.settings.artifacts, nodeid)
 
     def _count_unmeasured(self, item: pytest.Item, payload: dict[str, Any]) -> None:
         """Under --cgmem-all: an opted-out test, or one that never used CUDA, counted here

@@ -3,11 +3,14 @@ summary (pure: works on the snapshot's plain data)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import json
+import os
 import pickle
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +174,36 @@ class Artifacts:
         ]
 
 
+def artifact_paths(directory: Path, nodeid: str) -> Artifacts:
+    stem = artifact_stem(nodeid)
+    return Artifacts(
+        directory / f"{stem}.pickle", directory / f"{stem}.html", directory / f"{stem}.txt"
+    )
+
+
+def remove_artifacts(directory: Path, nodeid: str) -> None:
+    """Remove a test's artifacts from an earlier run: a test that now passes must not leave
+    a failure's files looking current."""
+    found = artifact_paths(directory, nodeid)
+    for path in (found.pickle, found.html, found.text):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A temp file in the same folder, then ``os.replace``: a killed run never leaves a
+    half-written artifact."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
 def write_artifacts(
     directory: Path,
     nodeid: str,
@@ -182,15 +215,12 @@ def write_artifacts(
 ) -> Artifacts:
     """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = artifact_stem(nodeid)
-    paths = Artifacts(
-        directory / f"{stem}.pickle", directory / f"{stem}.html", directory / f"{stem}.txt"
-    )
-    with paths.pickle.open("wb") as f:
-        pickle.dump(dict(snapshot), f)
-    paths.html.write_text(trace_html(nodeid, snapshot, diagnoses, roots, failure), "utf-8")
+    paths = artifact_paths(directory, nodeid)
+    _write_atomically(paths.pickle, pickle.dumps(dict(snapshot)))
+    page = trace_html(nodeid, snapshot, diagnoses, roots, failure)
+    _write_atomically(paths.html, page.encode("utf-8"))
     text = segment_summary(snapshot, diagnoses, roots) + "\n"
     if appendix:
         text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix
-    paths.text.write_text(text, "utf-8")
+    _write_atomically(paths.text, text.encode("utf-8"))
     return paths

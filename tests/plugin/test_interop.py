@@ -391,3 +391,20 @@ def test_without_torch_marked_tests_skip_and_recorded_figures_are_written(
     doc = _run_file(pytester)
     assert doc["machine"]["torch"] is None and doc["machine"]["cuda"] is None
     assert [t["nodeid"].split("::")[1] for t in doc["tests"]] == ["test_recorded"]
+
+
+def test_a_test_that_now_passes_leaves_no_earlier_failure_s_artifacts(
+    pytester: pytest.Pytester,
+) -> None:
+    from pytest_cgmem.reports.artifacts import artifact_paths
+
+    pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    stale = artifact_paths(
+        pytester.path / "out",
+        "test_a_test_that_now_passes_leaves_no_earlier_failure_s_artifacts.py::test_rec",
+    )
+    stale.pickle.parent.mkdir()
+    for path in (stale.pickle, stale.html, stale.text, pytester.path / "out" / "theirs.txt"):
+        path.write_text("from an earlier run")
+    pytester.runpytest("--cgmem-artifacts=out").assert_outcomes(passed=1)
+    assert [p.name for p in (pytester.path / "out").iterdir()] == ["theirs.txt"]

@@ -304,6 +304,12 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     assert "cgmem-trace-0" in page
     assert "pool (1, 0)" in paths.text.read_text()
     assert "/" not in paths.pickle.name.replace(".pickle", "")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in (paths.pickle, paths.html, paths.text)
+    )  # written through temp files, none left behind
+    artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")
+    assert list((tmp_path / "out").iterdir()) == []
+    artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")  # none: no error
 
 
 # --- snapshots recorded on a real GPU (scripts/record-snapshots) ------------------------
