@@ -28,8 +28,21 @@ nox.options.sessions = ["tests"]  # the torch sessions download a lot: only when
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 #: oldest and newest supported pytest
 PYTESTS = {"8.1": "pytest==8.1.*", "9": "pytest>=9,<10"}
-#: the oldest supported, a few between, the newest on PyPI (2.4 has no wheel for Python 3.13)
-TORCHES = ["2.4.1", "2.8.0", "2.11.0", "2.13.0", "2.15.0"]
+#: the oldest supported, each release where the torch facts the plugin relies on change
+#: (torch.accelerator 2.6, snapshots by mempool_id 2.8, PYTORCH_ALLOC_CONF 2.9-2.10, light
+#: snapshots 2.11, accelerator.Graph and the settings getter 2.12, per-pool stats 2.13, global
+#: graph hooks 2.14), and the newest on PyPI (2.4 has no wheel for Python 3.13)
+TORCHES = [
+    "2.4.1",
+    "2.6.0",
+    "2.8.0",
+    "2.9.1",
+    "2.11.0",
+    "2.12.1",
+    "2.13.0",
+    "2.14.1",
+    "2.15.0",
+]
 CPU_TIERS = ["tests/unit", "tests/plugin"]
 
 
