@@ -85,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         else:
             group.addoption(
                 option.cli,
-                action="append" if option.repeatable else "store",
+                action="store" if option.combine is None else "append",
                 default=None,
                 dest=_dest(option.name),
                 metavar=option.metavar,

@@ -84,6 +84,10 @@ test's record in its run-file form (and, the first time, the worker's machine), 
 --cgmem-all whether the test was opted out or never used CUDA: xdist serializes a report's
 attributes with it, so they arrive as the test ends."""
 
+_RERUN = "rerun"
+"""The outcome pytest-rerunfailures gives an attempt it runs again (none of pytest's own)."""
+_NO_TESTS_MEANT = ("collectonly", "showfixtures", "show_fixtures_per_test", "cacheshow")
+"""pytest's options for runs that run no test (their ``config.option`` names)."""
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 _REGION_MODULE = "pytest_cgmem.cuda.region"
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
@@ -270,7 +274,7 @@ class CgmemSession:
             self.baseline = Baseline(settings.baseline, document)
         self.earlier_baseline: list[dict[str, Any]] | None = None
         """The tests of the baseline ``--cgmem-save-baseline`` replaces: it keeps those this
-        run does not measure, or does not pass (``results.baseline.refreshed``)."""
+        run does not measure, or does not pass (``results.runfile.refreshed``)."""
         writes = self.worker is None and (self.job is None or not self.job.rank)
         if settings.save_baseline and writes and not config.option.collectonly:
             self.earlier_baseline = self._earlier_baseline(settings.save_baseline)
@@ -611,7 +615,8 @@ class CgmemSession:
         regions = item.stash.get(regions_key, None)
         if not regions or len(regions) <= item.stash.get(_recorded_key, 0):
             return
-        outcome = item.stash.get(_outcome_key, "passed")
+        earlier = None if self.remote else self.records.get(item.nodeid)
+        outcome = earlier.outcome if earlier is not None else item.stash.get(_outcome_key, "passed")
         if _calling_key in item.stash:  # the call ran: the test was judged
             failed_before = item.stash.get(_failed_key, False)
             error: BaseException | None
@@ -864,6 +869,9 @@ class CgmemSession:
         subtests failed is failed by then."""
         if self.worker is not None:
             return
+        if str(report.outcome) == _RERUN:  # pytest-rerunfailures runs the test again
+            self._forget(report.nodeid)
+            return
         if report.when == "call" and self._final_outcome:
             self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
@@ -875,19 +883,33 @@ class CgmemSession:
             self._take_machine(machine)
         data = payload.get("record")
         if isinstance(data, Mapping):
+            earlier = self.records.get(report.nodeid)
             if report.when == "call":
                 data = {**data, "outcome": _outcome(report)}
+            elif data.get("outcome") != "failed" and earlier is not None:
+                data = {**data, "outcome": earlier.outcome}  # the call's, as pytest showed it
             self._take(None, data)
 
+    def _forget(self, nodeid: str) -> None:
+        """An attempt that will be run again: its record is not the test's."""
+        self._final_outcome.pop(nodeid, None)
+        self.records.pop(nodeid, None)
+        self.tests.pop(nodeid, None)
+
     def _settle_outcome(self, report: pytest.TestReport) -> None:
-        """A record made from this call report takes the outcome the report ends with."""
+        """A record made from this call report takes the outcome the report ends with (a
+        failed subtest fails it), but stays failed where figures recorded in the test's
+        teardown failed it."""
         if self._final_outcome.get(report.nodeid) is not report:
             return
         del self._final_outcome[report.nodeid]
         record = self.records.get(report.nodeid)
         outcome = _outcome(report)
-        if record is not None and record.outcome != outcome:
-            self._take(dataclasses.replace(record, outcome=outcome), None)
+        if record is None or record.outcome == outcome:
+            return
+        if record.outcome == "failed" and outcome == "passed":
+            return
+        self._take(dataclasses.replace(record, outcome=outcome), None)
 
     def _take_machine(self, machine: Mapping[str, Any]) -> None:
         self.machine = dict(machine)
@@ -983,6 +1005,15 @@ class CgmemSession:
             reasons.append(f"the figures of {len(self.refused)} test(s) could not be written")
         return reasons
 
+    def _ran_short(self, exitstatus: int) -> bool:
+        """The run was to run tests and stopped before its first (not ``--collect-only``,
+        ``--fixtures`` or ``--cache-show``, which run none and write nothing)."""
+        option = self.config.option
+        if any(getattr(option, name, False) for name in _NO_TESTS_MEANT):
+            return False
+        ok = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+        return bool(self.interrupted) or exitstatus not in ok
+
     def _before_any_test(self, exitstatus: int) -> None:
         """The run ended before its first test (interrupted or stopped in collection): its
         files are replaced by ones marked incomplete, so the last run's never look
@@ -1006,7 +1037,7 @@ class CgmemSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.tracking_lingers:
             self.release_tracking()
-        if self.worker is None and not self.started and not self.config.option.collectonly:
+        if self.worker is None and not self.started and self._ran_short(exitstatus):
             self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
             return
@@ -1042,9 +1073,7 @@ class CgmemSession:
         for what, given, journal in self._journals:
             written, counted = document, count
             if what == "baseline" and self.earlier_baseline is not None:
-                from .results.baseline import refreshed
-
-                tests, kept = refreshed(document["tests"], self.earlier_baseline)
+                tests, kept = runfile.refreshed(document["tests"], self.earlier_baseline)
                 written = runfile.with_tests(document, tests)
                 if kept:
                     counted = f"{len(tests)} test(s), {kept} kept from the earlier baseline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,8 +114,9 @@ class Option:
     default: Any
     flag: bool = False
     metavar: str | None = None
-    #: the flag may be given more than once; its values are read as one, space-separated
-    repeatable: bool = False
+    #: the flag may be given more than once (a later one on the command line after
+    #: ``addopts``): each value is parsed, and the parsed values are combined by this
+    combine: Callable[[list[Any]], Any] | None = None
 
     @property
     def ini_type(self) -> str:
@@ -143,11 +145,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "budget",
         "default budget for every test marked cgmem, e.g. 'peak=4GiB reserved=6GiB'; "
-        "a mark overrides it key by key; given more than once, the flags' keys add up",
+        "a mark overrides it key by key; given more than once, the flags' keys add up, a "
+        "later flag's key winning",
         parse_budget_string,
         Budget(),
         metavar="BUDGETS",
-        repeatable=True,
+        combine=lambda budgets: functools.reduce(Budget.merged, budgets, Budget()),
     ),
     Option(
         "all",
@@ -330,8 +333,10 @@ def resolve(
     sources: dict[str, str] = {}
     for option in OPTIONS:
         raw, source = cli.get(option.name), option.cli
-        if option.repeatable and isinstance(raw, list):
-            raw = " ".join(str(value) for value in raw)
+        if option.combine is not None and isinstance(raw, list):
+            values[option.name] = option.combine([_parsed(option, v, source) for v in raw])
+            sources[option.name] = source
+            continue
         if raw is None:
             raw, source = ini.get(option.name), option.ini
             if raw == "" or raw == []:
@@ -339,14 +344,18 @@ def resolve(
         if raw is None:
             values[option.name] = option.default
             continue
-        try:
-            values[option.name] = option.parse(raw)
-        except CgmemUsageError as exc:
-            raise CgmemUsageError(f"{source}={short_repr(raw)}: {exc}") from None
+        values[option.name] = _parsed(option, raw, source)
         if option.path and source == option.ini and ini_dir is not None:
             values[option.name] = os.path.join(ini_dir, values[option.name])
         sources[option.name] = source
     return Settings(**values, sources=sources)
+
+
+def _parsed(option: Option, raw: object, source: str) -> Any:
+    try:
+        return option.parse(raw)
+    except CgmemUsageError as exc:
+        raise CgmemUsageError(f"{source}={short_repr(raw)}: {exc}") from None
 
 
 _TOML_TYPES: tuple[tuple[type, str], ...] = (

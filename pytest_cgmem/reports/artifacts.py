@@ -7,15 +7,14 @@ import contextlib
 import hashlib
 import html
 import json
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..results.jsonio import write_bytes, write_text
 from ..units import format_size
 from . import charts
 from .diagnostics import (
@@ -190,20 +189,6 @@ def remove_artifacts(directory: Path, nodeid: str) -> None:
             path.unlink()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A temp file in the same folder, then ``os.replace``: a killed run never leaves a
-    half-written artifact."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-
-
 def write_artifacts(
     directory: Path,
     nodeid: str,
@@ -216,11 +201,10 @@ def write_artifacts(
     """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = artifact_paths(directory, nodeid)
-    _write_atomically(paths.pickle, pickle.dumps(dict(snapshot)))
-    page = trace_html(nodeid, snapshot, diagnoses, roots, failure)
-    _write_atomically(paths.html, page.encode("utf-8"))
+    write_bytes(paths.pickle, pickle.dumps(dict(snapshot)))
+    write_text(paths.html, trace_html(nodeid, snapshot, diagnoses, roots, failure))
     text = segment_summary(snapshot, diagnoses, roots) + "\n"
     if appendix:
         text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix
-    _write_atomically(paths.text, text.encode("utf-8"))
+    write_text(paths.text, text)
     return paths

@@ -264,28 +264,3 @@ def change_table(changes: Sequence[Change]) -> list[str]:
         cells += [row[i].rjust(widths[i]) for i in range(2, len(row))]
         lines.append("  ".join(cells).rstrip())
     return lines
-
-
-def refreshed(
-    measured: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]]
-) -> tuple[list[dict[str, Any]], int]:
-    """The tests of a baseline saved over an earlier one, and how many it kept from it.
-
-    A test this run measured and passed takes its new entry. One that did not pass (a
-    failure, a regression, an xfail, a skip) keeps its earlier entry where there is one,
-    so that one red run does not make its figures the new normal; and every earlier test
-    this run did not measure (a ``-k`` selection, a skip) is kept, so that a partial run
-    does not turn its regression check off.
-    """
-    before = {str(t["nodeid"]): t for t in earlier}
-    tests: list[dict[str, Any]] = []
-    kept = 0
-    for test in measured:
-        old = before.pop(str(test["nodeid"]), None)
-        if old is not None and test.get("outcome") != "passed":
-            tests.append(dict(old))
-            kept += 1
-        else:
-            tests.append(dict(test))
-    tests.extend(dict(t) for t in before.values())
-    return tests, kept + len(before)

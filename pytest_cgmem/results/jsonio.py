@@ -221,7 +221,12 @@ def write_json(path: str | os.PathLike[str], data: Any) -> None:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` atomically: a temp file in the same folder, then a rename.
+    """Write ``text`` atomically (``write_bytes``), as UTF-8."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` atomically: a temp file in the same folder, then a rename.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half a file; a
     write that fails leaves no temp file behind.
@@ -233,8 +238,8 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     os.umask(umask)
     try:
         os.fchmod(fd, 0o666 & ~umask)  # as open() would make it, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -302,6 +302,31 @@ def with_tests(document: Mapping[str, Any], tests: Iterable[Mapping[str, Any]]) 
     return {**document, **rebuilt}
 
 
+def refreshed(
+    measured: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], int]:
+    """The tests of a baseline saved over an earlier one, and how many it kept from it.
+
+    A test this run measured and passed takes its new entry. One that did not pass (a
+    failure, a regression, an xfail, a skip) keeps its earlier entry where there is one,
+    so that one red run does not make its figures the new normal; and every earlier test
+    this run did not measure (a ``-k`` selection, a skip) is kept, so that a partial run
+    does not turn its regression check off.
+    """
+    before = {str(t["nodeid"]): t for t in earlier}
+    tests: list[dict[str, Any]] = []
+    kept = 0
+    for test in measured:
+        old = before.pop(str(test["nodeid"]), None)
+        if old is not None and test.get("outcome") != "passed":
+            tests.append(dict(old))
+            kept += 1
+        else:
+            tests.append(dict(test))
+    tests.extend(dict(t) for t in before.values())
+    return tests, kept + len(before)
+
+
 # -- reading ------------------------------------------------------------------------------
 
 
@@ -363,13 +388,12 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
 
 def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, Any]:
     """A stub with its journal's tests, machine and lost workers, as one run file. A
-    stub's own tests (a baseline's earlier ones, kept while it is refreshed) stay where the
-    journal has no test of that node id."""
+    stub's own tests (a baseline's earlier ones, kept while it is refreshed) are kept as
+    the finished refresh would keep them (``refreshed``)."""
     reason = "; ".join([str(stub.get("incomplete_reason") or NOT_FINISHED), *contents.notes])
-    tests = {str(t["nodeid"]): t for t in stub.get("tests", ())}
-    tests.update((str(t["nodeid"]), t) for t in contents.tests)
+    tests, _ = refreshed(contents.tests, stub.get("tests", ()))
     document = build_run(
-        tests.values(),
+        tests,
         contents.machine or stub["machine"],
         stub.get("commit"),
         created=stub.get("created"),

@@ -26,12 +26,16 @@ def test_repeated_budget_flags_add_up(pytester: pytest.Pytester) -> None:
     assert settings.source("budget") == "--cgmem-budget"
 
 
-def test_a_key_in_two_budget_flags_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--cgmem-budget=leak=0", "--cgmem-budget=leak=1MiB")
+def test_a_later_budget_flag_overrides_addopts_key_by_key(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\naddopts = --cgmem-budget='peak=100 leak=0'\n")
+    config = pytester.parseconfigure("--cgmem-budget=peak=200")
+    assert config.stash[settings_key].budget.limits == {"peak": 200, "leak": 0}
+
+
+def test_a_bad_value_in_one_of_two_budget_flags_is_named(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--cgmem-budget=leak=0", "--cgmem-budget=peak=lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["ERROR: --cgmem-budget='leak=0 leak=1MiB': 'leak' given twice in 'leak=0 leak=1MiB'"]
-    )
+    result.stderr.fnmatch_lines(["ERROR: --cgmem-budget='peak=lots': peak='lots': cannot read*"])
 
 
 def test_ini_require_gpu(pytester: pytest.Pytester) -> None:

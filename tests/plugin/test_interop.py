@@ -403,3 +403,55 @@ def test_a_test_that_now_passes_leaves_no_earlier_failure_s_artifacts(
         path.write_text("from an earlier run")
     pytester.runpytest("--cgmem-artifacts=out").assert_outcomes(passed=1)
     assert [p.name for p in (pytester.path / "out").iterdir()] == ["theirs.txt"]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+def test_an_attempt_run_again_leaves_no_record(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    """The last attempt is the test's: one that records nothing leaves no record, and no
+    attempt's outcome is rerunfailures' own 'rerun' (which no run file may hold)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_flaky="""
+        def test_flaky(cgmem_record, tmp_path_factory):
+            marker = tmp_path_factory.getbasetemp().parent / "attempted"
+            if not marker.exists():
+                marker.touch()
+                cgmem_record("server", peak=300)
+                assert False, "the first attempt fails"
+
+        def test_steady(cgmem_record):
+            cgmem_record("server", peak=1)
+        """
+    )
+    result = pytester.runpytest(*xdist, "--reruns=1", "--cgmem-json=run.json")
+    assert result.parseoutcomes() == {"passed": 2, "rerun": 1}
+    doc = _run_file(pytester)
+    assert [(t["nodeid"].split("::")[1], t["outcome"]) for t in doc["tests"]] == [
+        ("test_steady", "passed")
+    ]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+def test_a_teardown_budget_failure_stays_failed_under_reruns(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    """pytest-rerunfailures makes all of an attempt's reports before it logs them: the
+    call report's 'passed' must not overwrite the teardown's verdict."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_srv=FIXTURES.format(shutdown=999))
+    pytester.runpytest(
+        *xdist, "--reruns=1", "--cgmem-json=run.json", "--cgmem-budget=peak=100", "-k", "server"
+    )
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "failed"
+    assert [v["label"] for v in test["violations"]] == ["shutdown"]
+
+
+@pytest.mark.parametrize("show", ["--fixtures", "--fixtures-per-test", "--cache-show"])
+def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, show: str) -> None:
+    pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    args = ("--cgmem-json=run.json", "--cgmem-save-baseline=base.json")
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    before = {name: (pytester.path / name).read_text() for name in ("run.json", "base.json")}
+    pytester.runpytest(show, *args)
+    assert {name: (pytester.path / name).read_text() for name in before} == before

@@ -181,6 +181,31 @@ def test_a_new_test_that_fails_is_saved_with_its_figures(
     assert _peaks(saved)["test_fails"] == 7
 
 
+def test_a_killed_refresh_keeps_a_failing_test_s_earlier_entry(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_killed="""
+        import os
+
+        def test_z_dies():
+            os._exit(3)
+        """
+    )
+    monkeypatch.setenv("GROWS", "500 MiB")
+    pytester.runpytest_subprocess(
+        "--cgmem-baseline=base.json",
+        "--cgmem-save-baseline=base.json",
+        "test_suite.py",
+        "test_killed.py",
+        "-p",
+        "no:randomly",
+    )
+    doc = runfile.load_run(saved)
+    assert doc["complete"] is False
+    assert _peaks(saved)["test_grows"] == 100 * MiB  # it regressed: the earlier entry stays
+
+
 def test_a_killed_refresh_keeps_the_earlier_tests(
     pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

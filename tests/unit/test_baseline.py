@@ -17,10 +17,10 @@ from pytest_cgmem.results.baseline import (
     compare_runs,
     effective,
     parse_tolerance,
-    refreshed,
 )
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.results.records import TestRecord as TestEntry
+from pytest_cgmem.results.runfile import refreshed
 from pytest_cgmem.units import CgmemUsageError, Tolerance
 
 MiB = 2**20

@@ -7,6 +7,7 @@ a real GPU by ``scripts/record-snapshots`` and committed under ``tests/data/``.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,9 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
         p.name for p in (paths.pickle, paths.html, paths.text)
     )  # written through temp files, none left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert paths.html.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() makes it
     artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")
     assert list((tmp_path / "out").iterdir()) == []
     artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")  # none: no error
