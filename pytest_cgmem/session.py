@@ -63,7 +63,7 @@ _recorded_key = pytest.StashKey[int]()
 _failed_key = pytest.StashKey[bool]()
 """Judging the test's regions already failed it (in its call phase)."""
 _outcome_key = pytest.StashKey[str]()
-"""The outcome of the phase that ended the test before its call (setup failed or skipped)."""
+"""The test's outcome so far: its call's, or its setup's where that failed or skipped."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
 """The JUnit properties this plugin added to the test (taken back before a rerun)."""
 _ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
