@@ -47,12 +47,13 @@ def test_a_rerun_is_judged_and_recorded_on_its_own_figures(pytester: pytest.Pyte
     assert [r["label"] for r in test["regions"]] == ["server"]
     assert test["regions"][0]["devices"][0]["peak"] == 100
     assert test["checked"] == ["server"] and test["violations"] == []
-    # JUnit gets each attempt's properties once (pytest-rerunfailures reports both attempts
-    # on one testcase); the second attempt carries none of the first's
-    assert _junit_properties(pytester) == [
-        ("cgmem.server.peak", "300"),
-        ("cgmem.server.peak", "100"),
-    ]
+    # JUnit shows the last attempt's properties, and before it at most each earlier
+    # attempt's own, once (how rerunfailures reports attempts to junitxml varies by
+    # version): no attempt carries an earlier one's
+    properties = _junit_properties(pytester)
+    assert properties[-1] == ("cgmem.server.peak", "100")
+    assert properties.count(("cgmem.server.peak", "100")) == 1
+    assert properties.count(("cgmem.server.peak", "300")) <= 1
 
 
 def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytester) -> None:
