@@ -27,6 +27,20 @@ def _wrapped_class():
     return None
 
 
+def _class_or_skip():
+    cls = _wrapped_class()
+    if cls is None:
+        pytest.skip("this torch's mechanism wraps no class")
+    return cls
+
+
+def _put_back_replay(cls, before):
+    if before["replay"] is None:
+        del cls.replay
+    else:
+        cls.replay = before["replay"]
+
+
 def _methods(cls=None):
     cls = cls or torch.cuda.CUDAGraph
     return {name: cls.__dict__.get(name) for name in NAMES}
@@ -150,9 +164,7 @@ def test_release_leaves_a_listening_log_its_installation():
 
 
 def test_a_patch_over_a_lingering_wrapper_is_wrapped_again():
-    cls = _wrapped_class()
-    if cls is None:
-        pytest.skip("this torch's mechanism wraps no class")
+    cls = _class_or_skip()
     before = _methods(cls)
     graphs.GraphLog().start().stop(linger=True)
     lingering = cls.__dict__["replay"]
@@ -168,10 +180,7 @@ def test_a_patch_over_a_lingering_wrapper_is_wrapped_again():
         assert cls.__dict__["replay"] is theirs
     finally:
         graphs.release_tracking()
-        if before["replay"] is None:
-            del cls.replay
-        else:
-            cls.replay = before["replay"]
+        _put_back_replay(cls, before)
 
 
 def test_a_log_listens_once():
@@ -184,9 +193,7 @@ def test_a_log_listens_once():
 
 
 def test_someone_elses_patch_on_top_is_left_alone():
-    cls = _wrapped_class()
-    if cls is None:
-        pytest.skip("this torch's mechanism wraps no class")
+    cls = _class_or_skip()
     before = _methods(cls)
     log = graphs.GraphLog().start()
     ours = cls.__dict__["replay"]
@@ -201,10 +208,7 @@ def test_someone_elses_patch_on_top_is_left_alone():
         for name in ("capture_begin", "capture_end"):
             assert cls.__dict__.get(name) is before[name]
     finally:
-        if before["replay"] is None:
-            del cls.replay
-        else:
-            cls.replay = before["replay"]
+        _put_back_replay(cls, before)
 
 
 @pytest.mark.parametrize("taken_off_by", ["restore_displaced", "release_tracking", "next_log"])
@@ -212,9 +216,7 @@ def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
     """Code that patches over a wrapper inside a region and undoes its patch after the
     region ended (monkeypatch at teardown) puts back what it saw: the wrapper. It comes off
     again, and the next log does not wrap it a second time."""
-    cls = _wrapped_class()
-    if cls is None:
-        pytest.skip("this torch's mechanism wraps no class")
+    cls = _class_or_skip()
     before = _methods(cls)
     log = graphs.GraphLog().start()
     ours = cls.__dict__["replay"]
@@ -237,9 +239,7 @@ def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
 
 
 def test_a_patch_over_our_wrapper_that_stays_is_left_alone():
-    cls = _wrapped_class()
-    if cls is None:
-        pytest.skip("this torch's mechanism wraps no class")
+    cls = _class_or_skip()
     before = _methods(cls)
     log = graphs.GraphLog().start()
 
@@ -252,10 +252,7 @@ def test_a_patch_over_our_wrapper_that_stays_is_left_alone():
         graphs.restore_displaced()
         assert cls.__dict__["replay"] is theirs
     finally:
-        if before["replay"] is None:
-            del cls.replay
-        else:
-            cls.replay = before["replay"]
+        _put_back_replay(cls, before)
     graphs.restore_displaced()
     assert not graphs._hooks.displaced
     assert _methods(cls) == before
