@@ -15,6 +15,11 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 from pytest_cgmem.results import runfile
 
+needs_subtests = pytest.mark.skipif(
+    int(pytest.__version__.split(".")[0]) < 9,
+    reason="pytest's own subtests fixture came with pytest 9",
+)
+
 
 def _run_file(pytester: pytest.Pytester, name: str = "run.json") -> dict[str, Any]:
     doc = json.loads((pytester.path / name).read_text())
@@ -204,11 +209,10 @@ def test_tests_forked_into_a_child_keep_their_records(pytester: pytest.Pytester)
     assert outcomes == {"test_recorded": "passed", "test_over": "failed"}
 
 
+@needs_subtests
 def test_subtests_make_one_record_with_the_outcome_pytest_shows(
     pytester: pytest.Pytester,
 ) -> None:
-    if int(pytest.__version__.split(".")[0]) < 9:
-        pytest.skip("pytest's own subtests fixture came with pytest 9")
     pytester.makepyfile(
         test_sub="""
         import unittest
@@ -235,9 +239,8 @@ def test_subtests_make_one_record_with_the_outcome_pytest_shows(
     assert sorted(names) == ["cgmem.r0.peak", "cgmem.r1.peak", "cgmem.r2.peak"]
 
 
+@needs_subtests
 def test_subtests_under_xdist_keep_the_outcome_pytest_shows(pytester: pytest.Pytester) -> None:
-    if int(pytest.__version__.split(".")[0]) < 9:
-        pytest.skip("pytest's own subtests fixture came with pytest 9")
     pytester.makepyfile(
         test_sub="""
         def test_sub(subtests, cgmem_record):

@@ -41,6 +41,18 @@ def _put_back_replay(cls, before):
         cls.replay = before["replay"]
 
 
+def _patch_over_ours(cls):
+    """A listening log, its replay wrapper, and a patch someone put over that wrapper."""
+    log = graphs.GraphLog().start()
+    ours = cls.__dict__["replay"]
+
+    def theirs(self):
+        return ours(self)
+
+    cls.replay = theirs
+    return log, ours, theirs
+
+
 def _methods(cls=None):
     cls = cls or torch.cuda.CUDAGraph
     return {name: cls.__dict__.get(name) for name in NAMES}
@@ -195,13 +207,7 @@ def test_a_log_listens_once():
 def test_someone_elses_patch_on_top_is_left_alone():
     cls = _class_or_skip()
     before = _methods(cls)
-    log = graphs.GraphLog().start()
-    ours = cls.__dict__["replay"]
-
-    def theirs(self):
-        return ours(self)
-
-    cls.replay = theirs
+    log, _, theirs = _patch_over_ours(cls)
     try:
         log.stop()
         assert cls.__dict__["replay"] is theirs
@@ -218,13 +224,7 @@ def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
     again, and the next log does not wrap it a second time."""
     cls = _class_or_skip()
     before = _methods(cls)
-    log = graphs.GraphLog().start()
-    ours = cls.__dict__["replay"]
-
-    def theirs(self):
-        return ours(self)
-
-    cls.replay = theirs
+    log, ours, theirs = _patch_over_ours(cls)
     log.stop()
     assert cls.__dict__["replay"] is theirs
     cls.replay = ours  # their patch undone: what they saw comes back
