@@ -144,7 +144,8 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option(
         "budget",
-        "default budget for every test marked cgmem, e.g. 'peak=4GiB reserved=6GiB'; "
+        "default budget for tests marked cgmem, for figures any test records, and under "
+        "--cgmem-all for every measured test, e.g. 'peak=4GiB reserved=6GiB'; "
         "a mark overrides it key by key; given more than once, the flags' keys add up, a "
         "later flag's key winning",
         parse_budget_string,

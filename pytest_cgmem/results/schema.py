@@ -24,7 +24,8 @@ _DETAIL_DOCS = {
     "reserved_end": "reserved bytes at the region's end",
     "device_source": "where 'device' came from: nvml, cudaMemGetInfo or recorded; 'graphs' "
     "for a cgmem.graphs() log's or a capture_sweep's region, which knows only graph_pool, "
-    "graphs and replays",
+    "graphs and replays; 'n/a: ...' (why) where 'device' is unknown: the device held no memory "
+    "of this process at the region's start, or CUDA started inside the region",
     "disturbed": "another process's device memory moved during the region",
     "ooms": "CUDA out-of-memory errors inside the region",
     "leak_confirmed": "the driver's figure grew with the leak",
@@ -172,9 +173,9 @@ def build() -> dict[str, Any]:
                     "allocator_backend": {"type": ["string", "null"]},
                     "alloc_conf": {
                         "type": ["string", "null"],
-                        "description": "PYTORCH_ALLOC_CONF, else PYTORCH_CUDA_ALLOC_CONF, in "
-                        "the measuring process ('' when neither is set); null when nothing "
-                        "was measured",
+                        "description": "PYTORCH_CUDA_ALLOC_CONF, else (torch 2.10+) "
+                        "PYTORCH_ALLOC_CONF, in the measuring process ('' when neither is "
+                        "set); null when nothing was measured",
                     },
                     "alloc_conf_source": {
                         "type": ["string", "null"],
