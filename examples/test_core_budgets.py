@@ -1,4 +1,4 @@
-"""Demo: peak, leak and non-torch budgets on engine-style code.
+"""Demo: peak, leak, reserved, non-torch and device budgets on engine-style code.
 
 Each buggy twin is a strict xfail raising the plugin's BudgetExceeded: the suite passes
 only when pytest-cgmem catches the bug. Run on a GPU: ``pytest examples``.
@@ -95,6 +95,35 @@ def test_prefill_phase_within_its_budget(cgmem: CgmemFixture) -> None:
     assert m.peak >= 32 * MiB  # the output itself
 
 
+class GrowingBuffer:
+    """A buffer that grows with the longest sequence seen so far."""
+
+    def __init__(self, capacity: int = 0) -> None:
+        self.buffer = torch.empty(capacity, dtype=torch.uint8, device="cuda")
+
+    def fit(self, nbytes: int) -> torch.Tensor:
+        if nbytes > self.buffer.numel():
+            self.buffer = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+        return self.buffer[:nbytes]
+
+
+# 32 sequences, 2 MiB longer each: every outgrown buffer stays cached (no later, larger
+# request fits in it), so reserved bytes grow far past what is ever allocated at once
+@caught
+@pytest.mark.cgmem(reserved="96 MiB")
+def test_buffer_grown_a_step_at_a_time() -> None:
+    buffer = GrowingBuffer()
+    for step in range(1, 33):
+        buffer.fit(step * 2 * MiB).zero_()
+
+
+@pytest.mark.cgmem(reserved="96 MiB")
+def test_buffer_sized_for_the_longest_sequence() -> None:
+    buffer = GrowingBuffer(capacity=64 * MiB)
+    for step in range(1, 33):
+        buffer.fit(step * 2 * MiB).zero_()
+
+
 class CupyScratch:
     """A scratch buffer from another library's allocator: invisible to torch's figures."""
 
@@ -121,4 +150,16 @@ def test_scratch_outside_torch_is_kept() -> None:
 
 @pytest.mark.cgmem(non_torch="16 MiB")
 def test_scratch_outside_torch_is_returned() -> None:
+    CupyScratch(free_after=True).run(128 * MiB)
+
+
+@caught
+@pytest.mark.cgmem(device="16 MiB")
+def test_device_memory_kept_by_another_library() -> None:
+    """``device`` is what the driver saw this process take, torch's and everyone else's."""
+    CupyScratch(free_after=False).run(128 * MiB)
+
+
+@pytest.mark.cgmem(device="16 MiB")
+def test_device_memory_returned_by_another_library() -> None:
     CupyScratch(free_after=True).run(128 * MiB)
