@@ -64,6 +64,8 @@ _failed_key = pytest.StashKey[bool]()
 """Judging the test's regions already failed it (in its call phase)."""
 _outcome_key = pytest.StashKey[str]()
 """The test's outcome so far: its call's, or its setup's where that failed or skipped."""
+_opened_key = pytest.StashKey[int]()
+"""How many regions this process had opened when the test's setup began."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
 """The JUnit properties this plugin added to the test (taken back before a rerun)."""
 _ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
@@ -89,6 +91,15 @@ _RERUN = "rerun"
 _NO_TESTS_MEANT = ("collectonly", "showfixtures", "show_fixtures_per_test", "cacheshow")
 """pytest's options for runs that run no test (their ``config.option`` names)."""
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
+_REGION_MODULE = "pytest_cgmem.cuda.region"
+
+
+def _regions_opened() -> int:
+    """Regions this process has opened (none before the region module is imported)."""
+    module = sys.modules.get(_REGION_MODULE)
+    return 0 if module is None else int(module.Region.opened)
+
+
 _REGION_MODULE = "pytest_cgmem.cuda.region"
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
 
@@ -369,6 +380,7 @@ class CgmemSession:
         attempt's regions, verdict or JUnit properties."""
         if _calling_key in item.stash or regions_key in item.stash:
             _forget_attempt(item)  # a rerun
+        item.stash[_opened_key] = _regions_opened()
         if _usage_error_key in item.stash:
             pytest.fail(item.stash[_usage_error_key], pytrace=False)
         if budget_key in item.stash:
@@ -656,7 +668,8 @@ class CgmemSession:
         if excinfo is not None and _CUDA_MODULE in sys.modules:
             allocator = sys.modules[_CUDA_MODULE]
             keep_for_pdb = item.config.getoption("usepdb", False)
-            if (regions or allocator.is_oom(excinfo.value)) and not keep_for_pdb:
+            measured_here = _regions_opened() != item.stash.get(_opened_key, 0)
+            if (measured_here or allocator.is_oom(excinfo.value)) and not keep_for_pdb:
                 from .cuda.region import release_exception_frames
 
                 release_exception_frames(excinfo.value)

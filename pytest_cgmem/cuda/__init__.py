@@ -3,10 +3,27 @@ when a test asks for GPU memory figures). Importing this package itself imports 
 
 from __future__ import annotations
 
+import os
 import sys
+from types import ModuleType
+
+_TORCH_INIT = os.path.join("torch", "__init__.py")
+
+
+def _genuine(module: object) -> bool:
+    """Whether ``module`` is the installed torch package, not a stand-in a test put in
+    ``sys.modules`` (a bare module, a MagicMock) to fake torch or its absence."""
+    file = getattr(module, "__file__", None) if isinstance(module, ModuleType) else None
+    return isinstance(file, str) and file.endswith(_TORCH_INIT)
 
 
 def cuda_started() -> bool:
-    """Whether this process has a CUDA context already (without importing torch)."""
+    """Whether this process has a CUDA context already (without importing torch). A
+    stand-in for torch never counts: nothing of the plugin's binds to it."""
     torch = sys.modules.get("torch")
-    return torch is not None and bool(torch.cuda.is_initialized())
+    if torch is None or not _genuine(torch):
+        return False
+    try:
+        return bool(torch.cuda.is_initialized())
+    except Exception:
+        return False

@@ -23,7 +23,10 @@ ASYNC_BACKEND = "cudaMallocAsync"
 
 
 def cuda_available() -> bool:
-    return bool(torch.cuda.is_available())
+    """Whether a CUDA device is visible, asked as ``device_count`` asks: through NVML
+    where it answers, so the CUDA driver is not initialised (``is_available`` calls
+    ``cuInit``, after which a forked child cannot use CUDA)."""
+    return int(torch.cuda.device_count()) > 0
 
 
 def device_count() -> int:

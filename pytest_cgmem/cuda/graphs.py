@@ -116,6 +116,15 @@ def _wrapped_classes(chosen: Mechanism) -> list[type]:
     return classes
 
 
+_graph_devices: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+"""The device each graph seen captured was captured on, kept beside it (not on it)."""
+
+
+def _remember_device(graph: Any, device: int) -> None:
+    with suppress(TypeError):
+        _graph_devices[graph] = device
+
+
 # one capture ----------------------------------------------------------------------------
 def _growth(before: int, after: int) -> int | None:
     """An allocator figure's growth across a capture; None under cudaMallocAsync, whose
@@ -494,8 +503,7 @@ class _Hooks:
                 start.pool = pool_id(graph.pool())
         free = nvml().device_free(start.device)
         driver = None if start.free is None or free is None else start.free - free
-        with suppress(Exception):
-            graph._cgmem_device = start.device
+        _remember_device(graph, start.device)
         allocated = _growth(start.allocated, start.allocated_end)
         reserved = _growth(start.reserved, start.reserved_end)
         for listener in list(self.listeners):
@@ -512,7 +520,7 @@ class _Hooks:
         try:
             step(*args)
         except Exception as exc:
-            self.last_error = exc
+            self.last_error = exc.with_traceback(None)  # its frames would hold the graph
             self._forget(graph)
 
     def _before(self, graph: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -559,8 +567,7 @@ class _Hooks:
             pool = pool_id(graph.pool())
         except Exception:  # keep_graph=True before instantiate, or an older torch
             pool = start.pool
-        with suppress(Exception):
-            graph._cgmem_device = start.device
+        _remember_device(graph, start.device)
         grew = _growth(start.allocated, allocated), _growth(start.reserved, reserved)
         for listener in list(self.listeners):
             listener._on_capture(graph, start.device, pool, *grew, driver, seconds)
@@ -757,8 +764,10 @@ class GraphLog:
             capture.replays += 1
             device = capture.device
         else:
-            known = getattr(graph, "_cgmem_device", None)
-            device = int(known) if known is not None else allocator.current_device()
+            known: int | None = None
+            with suppress(TypeError):  # not weakly referenceable: never remembered
+                known = _graph_devices.get(graph)
+            device = known if known is not None else allocator.current_device()
         self._replays_by_device[device] = self._replays_by_device.get(device, 0) + 1
 
     # figures
@@ -1203,8 +1212,7 @@ def capture_sweep(
             if pid is None:
                 with suppress(Exception):
                     pid = capture.pool = pool_id(graph.pool())
-            with suppress(Exception):
-                graph._cgmem_device = device
+            _remember_device(graph, device)
             if listeners:
                 for listener in listeners:
                     listener._on_capture(

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -129,6 +130,8 @@ class Region:
     track_graphs: bool = True
     trackers: list[GraphLog] = field(default_factory=list)
     linger_tracking: bool = False
+    opened: ClassVar[int] = 0
+    """Regions opened in this process so far: a test that opened one measured here."""
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -195,7 +198,10 @@ class Region:
             stats = readings[i]
             for outer in _active:
                 outer._fold_peaks(i, stats)
-            allocator.reset_peaks(i)
+            if i in active or allocator.has_context(i):
+                # a device without a context has no peaks to reset, and under
+                # cudaMallocAsync resetting them would make it one
+                allocator.reset_peaks(i)
             processes: dict[int, int] | None = None
             used_total: int | None = None
             if i in active:
@@ -219,6 +225,7 @@ class Region:
         return self
 
     def _open_now(self) -> None:
+        Region.opened += 1
         _active.append(self)
         self._open = True
         if self.track_graphs:
@@ -414,15 +421,23 @@ def abandon_all() -> None:
     _active.clear()
 
 
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
 def release_exception_frames(exc: BaseException) -> None:
     """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed.
 
     Clears each frame's cached ``f_locals`` snapshot too: pytest reads it (for
-    ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive.
+    ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive. A
+    generator's or coroutine's frame is left alone: it may be suspended, not finished (a
+    yield fixture that handed the error on), and clearing it would close it early.
     """
     tb = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
+        if frame.f_code.co_flags & _SUSPENDABLE:
+            tb = tb.tb_next
+            continue
         with contextlib.suppress(Exception):
             frame.f_locals.clear()
         with contextlib.suppress(RuntimeError):

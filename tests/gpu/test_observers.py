@@ -163,3 +163,86 @@ def test_observer_bodies_pass_under_the_plugin(pytester: pytest.Pytester, mode: 
     )
     result = pytester.runpytest_subprocess(*mode, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=len(BODIES))
+
+
+HANDED_ON = """
+import sys
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def backend():
+    try:
+        raise ConnectionError("backend not reachable")
+    except ConnectionError as exc:
+        error = exc  # its traceback starts in this generator's frame
+    try:
+        yield error
+    finally:
+        print("SPY backend torn down")
+
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_reports_backend_error(backend):
+    x = torch.empty(2**20, device="cuda")
+    raise backend
+
+
+def test_after(backend):
+    print("SPY test_after runs")
+"""
+
+
+def test_a_failing_marked_test_does_not_close_a_suspended_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    """Releasing a failing marked test's frames leaves a yield fixture in its traceback
+    suspended: its teardown runs at the module's end, as without the plugin (before, it
+    ran right after the failing test, and the next test got a torn-down fixture)."""
+    pytester.makepyfile(test_handed_on=HANDED_ON)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*SPY test_after runs*", "*SPY backend torn down*"])
+
+
+FORKING_FIXTURE = """
+import multiprocessing
+
+import pytest
+import torch
+
+
+def _child(queue):
+    queue.put(float(torch.ones(4, device="cuda").sum()))
+
+
+@pytest.fixture
+def forked_warm_up():
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child, args=(queue,))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0, "the forked child could not use CUDA"
+    return queue.get(timeout=5)
+
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_marked_after_a_forking_fixture(forked_warm_up):
+    assert forked_warm_up == 4.0
+    torch.empty(2**20, device="cuda")
+"""
+
+
+def test_a_fixture_may_fork_cuda_children_before_a_marked_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """Checking for a CUDA device in a marked test's setup initialises no CUDA driver (it
+    asks NVML, as torch.cuda.device_count does), so a fixture that forks CUDA-using
+    children still can, as without the plugin: the region starts CUDA after the
+    fixtures, before the body (docs/measuring.md)."""
+    pytester.makepyfile(test_forking=FORKING_FIXTURE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -1,0 +1,92 @@
+"""What the code under test observes is what it observes without the plugin: a stand-in
+for torch, a test's own frames, a fixture suspended at its yield (CPU tier; the GPU tier's
+observers are in tests/gpu/test_observers.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+STAND_INS = """
+import sys
+import types
+from unittest import mock
+
+
+def test_a_bare_module_for_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))
+    import torch
+    assert not hasattr(torch, "cuda")
+
+
+def test_a_mock_for_torch(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", mock.MagicMock())
+    import torch
+    torch.cuda.is_available.return_value = False
+    assert not torch.cuda.is_available()
+
+
+def test_a_later_unrelated_failure():
+    assert 1 == 2
+
+
+def test_the_last():
+    pass
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["--cgmem-all"]], ids=["plain", "cgmem-all"])
+def test_a_stand_in_for_torch_is_never_taken_for_torch(
+    pytester: pytest.Pytester, flags: list[str]
+) -> None:
+    """A test that puts a module or a MagicMock in ``sys.modules["torch"]`` runs as it
+    would without the plugin, and so does every test after it (before, under
+    --cgmem-all, the first failed and the second stopped the run with an internal error)."""
+    pytester.makepyfile(test_stand_ins=STAND_INS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *flags)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+FRAMES = """
+import sys
+
+import pytest
+
+import pytest_cgmem.cuda.allocator  # loaded, as where the marked test runs on a GPU
+
+
+@pytest.fixture
+def locals_on_failure():
+    yield
+    tb = sys.last_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "test_recorded_fails":
+            print("TEARDOWN-SEES", sorted(tb.tb_frame.f_locals))
+        tb = tb.tb_next
+
+
+@pytest.mark.cgmem(peak="1 MiB")
+def test_marked():
+    pass
+
+
+def test_recorded_fails(locals_on_failure, cgmem_record):
+    payload = {"answer": 42}
+    cgmem_record("server", peak="1 MiB")
+    assert payload["answer"] == 41
+"""
+
+
+def test_a_failing_test_the_plugin_measured_nothing_of_keeps_its_frames(
+    pytester: pytest.Pytester,
+) -> None:
+    """Only a test measured in this process (or a CUDA OOM) has its frames released: a
+    test that only recorded figures measured elsewhere keeps them for its teardown, also
+    beside a marked test."""
+    pytester.makepyfile(test_frames=FRAMES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(
+        failed=1, **({"passed": 1} if torch.cuda.is_available() else {"skipped": 1})
+    )
+    result.stdout.fnmatch_lines(["*TEARDOWN-SEES *'payload'*"])
