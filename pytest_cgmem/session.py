@@ -33,7 +33,7 @@ from .results.exporters import benchmark_figures, junit_properties
 from .results.records import RegionResult, TestRecord
 from .results.torchrun import Job, ranked_regions
 from .settings import Settings
-from .units import CgmemUsageError
+from .units import CgmemUsageError, short_repr
 
 NO_GPU = "cgmem: no CUDA device"
 
@@ -122,14 +122,15 @@ def item_budget(item: pytest.Item, default: Budget) -> Budget:
         if mark.args:
             raise CgmemUsageError(
                 f"takes keyword budgets only (e.g. cgmem(peak='1 GiB')), got positional "
-                f"{', '.join(repr(a) for a in mark.args)}"
+                f"{', '.join(short_repr(a) for a in mark.args)}"
             )
         kwargs = dict(mark.kwargs)
         if "tolerance" in kwargs:
             try:
                 parse_tolerance(kwargs.pop("tolerance"))
             except CgmemUsageError as exc:
-                raise CgmemUsageError(f"tolerance={mark.kwargs['tolerance']!r}: {exc}") from None
+                tolerance = short_repr(mark.kwargs["tolerance"])
+                raise CgmemUsageError(f"tolerance={tolerance}: {exc}") from None
         budget = budget.merged(parse_budget(kwargs, also_valid=("tolerance",)))
     return budget
 
@@ -151,7 +152,7 @@ def opt_out_reason(mark: pytest.Mark) -> str:
     if len(reasons) != 1 or not isinstance(reasons[0], str) or not reasons[0].strip():
         raise CgmemUsageError(
             "takes one reason, e.g. cgmem_off('runs its own allocator'), got "
-            + (", ".join(repr(r) for r in reasons) or "none")
+            + (", ".join(short_repr(r) for r in reasons) or "none")
         )
     return str(reasons[0]).strip()
 

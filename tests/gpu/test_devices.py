@@ -146,6 +146,34 @@ def test_a_test_that_starts_cuda_makes_no_context_on_other_devices(
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("conf", ["", "backend:cudaMallocAsync"], ids=["native", "async"])
+def test_a_marked_test_makes_no_context_on_devices_it_never_used(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, conf: str
+) -> None:
+    """A region watches every device but resets the peaks only where a context is: under
+    cudaMallocAsync resetting them switches to the device and makes one there."""
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", conf)
+    pytester.makepyfile(
+        test_contexts="""
+        import pytest
+        import torch
+
+        @pytest.mark.cgmem(peak="1 GiB")
+        def test_marked_on_cuda_0():
+            torch.ones(4, device="cuda:0").sum().item()
+
+        def test_after_it():
+            assert torch._C._cuda_hasPrimaryContext(0)
+            assert not any(
+                torch._C._cuda_hasPrimaryContext(i) for i in range(1, torch.cuda.device_count())
+            )
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_device_first_touched_inside_the_region_is_reported(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_second=f"""

@@ -94,6 +94,15 @@ def test_unmarked_tests_get_no_budget(pytester: pytest.Pytester) -> None:
         ("peak=10**400", "*test_it: @pytest.mark.cgmem: peak=an integer of about 400 digits: *"),
         ("reserved_ratio=10**400", "*test_it: @pytest.mark.cgmem: reserved_ratio=an integer *"),
         ('tolerance="1" + "0" * 310', "*test_it: @pytest.mark.cgmem: *"),
+        (
+            "tolerance=10**5000",
+            "*test_it: @pytest.mark.cgmem: tolerance=an integer of about 5000 digits: *",
+        ),
+        (
+            'tolerance="x" * 5000',
+            "*test_it: @pytest.mark.cgmem: tolerance='xxx*' (5002 characters): *",
+        ),
+        ('"x" * 5000', "*test_it: @pytest.mark.cgmem: *positional 'xxx*' (5002 characters)"),
     ],
 )
 def test_bad_mark_is_a_one_line_usage_error(

@@ -107,6 +107,7 @@ def test_explicitly_marked_tests_still_skip_without_cuda(pytester: pytest.Pytest
         ),
         ("cgmem_off('a', 'b')", "takes one reason*got 'a', 'b'"),
         ("cgmem_off('a', why='b')", "unknown argument(s) why; it takes a reason"),
+        ("cgmem_off('x' * 500, reason='y')", "takes one reason*got 'xxx*' (502 characters), 'y'"),
     ],
 )
 def test_bad_opt_out_is_a_usage_error_naming_the_test(
