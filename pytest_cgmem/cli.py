@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
-from .results.jsonio import write_text
-from .results.outputs import output_problem, resolve, same_file
+from .results.jsonio import valid_text, write_text
+from .results.outputs import names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
 from .units import (
@@ -110,6 +110,8 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     where = f"cgmem {command}: -o {given!r}"
     if not given:
         raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")
+    if names_folder(given):
+        raise CgmemUsageError(f"{where}: it names a folder; give a file path")
     target = resolve(given, Path.cwd())
     for name in inputs:
         if same_file(resolve(name, Path.cwd()), target):
@@ -130,21 +132,22 @@ def _compare(args: argparse.Namespace) -> int:
     base = load_run(args.base, "baseline")
     new = load_run(args.new)
     result = compare_runs(base, new, tolerance)
+    base_name, new_name = valid_text(args.base), valid_text(args.new)
     partial = [
         (name, why)
-        for name, doc in ((args.base, base), (args.new, new))
+        for name, doc in ((base_name, base), (new_name, new))
         if (why := incomplete(doc)) is not None
     ]
     shown = list(result.changes) if args.all else [c for c in result.changes if c.verdict != "same"]
     shown.sort(key=lambda c: ({"regression": 0, "improvement": 1, "same": 2}[c.verdict], c.nodeid))
-    print(f"cgmem compare {args.base} -> {args.new} ({describe(tolerance)})")
+    print(f"cgmem compare {base_name} -> {new_name} ({describe(tolerance)})")
     if shown:
         for line in change_table(shown):
             print(line)
     for name in result.new:
         print(f"new: {name}")
     for name in result.missing:
-        print(f"missing from {args.new}: {name}")
+        print(f"missing from {new_name}: {name}")
     for size in result.sizes:
         print(f"size {size.change}: {size.name}{_held(size.bytes)}")
     _size_tables(result, base, new, args.all)
@@ -206,7 +209,7 @@ def _merge(args: argparse.Namespace) -> int:
     partial = "" if document["complete"] else " (marked incomplete)"
     print(
         f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> "
-        f"{args.output}{partial}"
+        f"{valid_text(args.output)}{partial}"
     )
     return 0
 
@@ -216,14 +219,14 @@ def _report(args: argparse.Namespace) -> int:
     from .reports.html import render
 
     target = _output("report", args.output, args.files, "html")
-    runs = [(name, load_run(name)) for name in args.files]
+    runs = [(valid_text(name), load_run(name)) for name in args.files]
     _note_incomplete("cgmem report", runs)
     try:
-        page = render(runs, args.title)
+        page = render(runs, valid_text(args.title))
     except MissingExtra as exc:
         raise CgmemUsageError(str(exc)) from None
-    write_text(target, page)
-    print(f"cgmem report: {len(runs)} run(s) -> {args.output}")
+    write_text(target, valid_text(page))
+    print(f"cgmem report: {len(runs)} run(s) -> {valid_text(args.output)}")
     return 0
 
 
@@ -248,7 +251,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Exception as exc:  # a bug: never exit 1, the regression code
         traceback.print_exc()
-        print(f"cgmem {args.command}: internal error: {exc!r} (please report it)", file=sys.stderr)
+        print(
+            f"cgmem {args.command}: internal error: {short_repr(exc)} (please report it)",
+            file=sys.stderr,
+        )
         return 2
 
 

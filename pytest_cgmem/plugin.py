@@ -11,6 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,7 +58,7 @@ def _ini_type(name: str) -> Any:
     """
     if name != "int":
         return name
-    version = tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit())
+    version = _pytest_version()
     if version >= (9, 2):
         return str | int
     return "int" if version >= (8, 4) else "string"
@@ -102,12 +103,25 @@ OFF_HELP = (
 )
 
 
+def _pytest_version() -> tuple[int, ...]:
+    return tuple(int(p) for p in pytest.__version__.split(".")[:2] if p.isdigit())
+
+
+def _reads_ini_options(path: Path) -> bool:
+    """Whether pytest reads ``[tool.pytest.ini_options]`` from the ini file ``path``: any
+    ``.toml`` file (``pyproject.toml``, or one given with ``-c``), but for
+    ``pytest.toml`` and ``.pytest.toml`` from pytest 9.0, which read ``[pytest]`` only."""
+    if path.suffix != ".toml":
+        return False
+    return path.name not in ("pytest.toml", ".pytest.toml") or _pytest_version() < (9, 0)
+
+
 def _check_legacy_toml(config: pytest.Config) -> None:
-    """Refuse a value of ours in pyproject.toml's ``[tool.pytest.ini_options]`` whose TOML
+    """Refuse a value of ours in a TOML ini file's ``[tool.pytest.ini_options]`` whose TOML
     type the option does not take: pytest hands it on as text (an array, after a warning
     meant for plugin authors). Read only where that file sets one of our keys."""
     path = config.inipath
-    if path is None or path.name != "pyproject.toml":
+    if path is None or not _reads_ini_options(path):
         return
     try:
         text = path.read_text(encoding="utf-8")

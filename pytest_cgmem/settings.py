@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 from collections.abc import Callable, Mapping
@@ -36,12 +37,16 @@ def parse_bool(value: object) -> bool:
 
 
 def parse_path(value: object) -> str:
+    """A path, with a leading ``~`` expanded to the home folder (before an ini file's
+    folder is put in front of a relative one)."""
     if not isinstance(value, str):  # a list or a number from a legacy [tool.pytest.ini_options]
         raise CgmemUsageError(f"expected a file path as a string, got {short_repr(value)}")
     text = value.strip()
     if not text:
         raise CgmemUsageError("expected a file path, got an empty value")
-    return text
+    if "\0" in text:
+        raise CgmemUsageError("a path cannot hold a NUL character")
+    return os.path.expanduser(text)
 
 
 def parse_devices(value: object) -> tuple[str, ...] | str:
@@ -327,8 +332,9 @@ def resolve(
 
     A relative path from the ini file is taken relative to the ini file's folder
     (``ini_dir``), as pytest takes its own path options; one from the command line stays
-    relative to the folder pytest was started in. A bad value raises CgmemUsageError naming
-    the option or ini key and the value.
+    relative to the folder pytest was started in; a leading ``~`` is the home folder in
+    either (``parse_path``). A bad value raises CgmemUsageError naming the option or ini
+    key and the value.
     """
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -366,12 +372,15 @@ _TOML_TYPES: tuple[tuple[type, str], ...] = (
     (str, "a string"),
     (list, "an array"),
     (dict, "a table"),
+    (datetime.datetime, "a date-time"),
+    (datetime.date, "a date"),
+    (datetime.time, "a time"),
 )
 _TAKES = {"string": (str,), "int": (str, int), "bool": (str, bool)}
 
 
 def legacy_toml_problem(option: Option, raw: object) -> str | None:
-    """The one-line error for a value in pyproject.toml's ``[tool.pytest.ini_options]`` of a
+    """The one-line error for a value in a TOML ini file's ``[tool.pytest.ini_options]`` of a
     TOML type the option does not take, else None.
 
     pytest hands every value there but an array on as text, so ``cgmem_json = 5`` or
@@ -380,7 +389,9 @@ def legacy_toml_problem(option: Option, raw: object) -> str | None:
     bool_for_int = isinstance(raw, bool) and option.ini_type == "int"
     if isinstance(raw, takes) and not bool_for_int:
         return None
-    got = next((name for kind, name in _TOML_TYPES if isinstance(raw, kind)), type(raw).__name__)
+    got = next(
+        (name for kind, name in _TOML_TYPES if isinstance(raw, kind)), f"a {type(raw).__name__}"
+    )
     wanted = " or ".join(dict(_TOML_TYPES)[kind].split()[1] for kind in takes)
     return (
         f"{option.ini}={short_repr(raw)}: expected a TOML {wanted} in [tool.pytest.ini_options], "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 from dataclasses import dataclass
@@ -53,7 +54,8 @@ def parse_size(value: object) -> int:
     """Bytes from an int or a string such as ``"1.5 GiB"``, ``"512MiB"``, ``"0"``.
 
     Binary units (KiB..TiB) are powers of 1024, decimal ones (KB..TB) powers of 1000;
-    unit letters are case-insensitive. Fractions round to the nearest byte.
+    unit letters are case-insensitive. Fractions round to the nearest byte (a tie to the
+    even one), exactly: the number is not read through a float, which holds 53 bits.
     """
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CgmemUsageError(
@@ -80,10 +82,12 @@ def parse_size(value: object) -> int:
         raise CgmemUsageError(
             f"unknown unit {unit!r} in {short_repr(value)}: use one of {', '.join(UNIT_NAMES)}"
         )
-    size = float(number) * factor
-    if not size <= MAX_FIGURE:  # also inf, for a number of more than 308 digits
+    with decimal.localcontext() as context:
+        context.prec = len(number) + len(str(factor))  # every digit of the product: exact
+        size = (decimal.Decimal(number) * factor).to_integral_value(decimal.ROUND_HALF_EVEN)
+    if size > MAX_FIGURE:
         raise _too_large()
-    return round(size)
+    return int(size)
 
 
 def format_size(num_bytes: float) -> str:

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..metrics import METRICS, Number, in_region, names, region_keys, region_name
-from ..units import CgmemUsageError, Tolerance, format_size, parse_percent, parse_size
+from ..units import (
+    CgmemUsageError,
+    Tolerance,
+    format_size,
+    parse_percent,
+    parse_size,
+    short_repr,
+)
 from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
 from .records import RegionResult
 from .runfile import figures
@@ -22,7 +29,7 @@ def parse_tolerance(value: object) -> dict[str, Number]:
     Returns ``{"rel": fraction}`` and/or ``{"abs": bytes}``; the other part keeps the
     run's default (``--cgmem-tolerance`` / ``--cgmem-tolerance-abs``).
     """
-    usage = f"expected a tolerance such as '10%', '4MiB' or '10% 4MiB', got {value!r}"
+    usage = f"expected a tolerance such as '10%', '4MiB' or '10% 4MiB', got {short_repr(value)}"
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CgmemUsageError(usage)
     if isinstance(value, int):
@@ -35,7 +42,7 @@ def parse_tolerance(value: object) -> dict[str, Number]:
         key = "rel" if part.strip().endswith("%") else "abs"
         if key in result:
             kind = "relative" if key == "rel" else "absolute"
-            raise CgmemUsageError(f"two {kind} tolerances in {value!r}")
+            raise CgmemUsageError(f"two {kind} tolerances in {short_repr(value)}")
         try:
             result[key] = parse_percent(part) if key == "rel" else parse_size(part)
         except CgmemUsageError as exc:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -87,9 +88,9 @@ def _busy(path: Path) -> str | None:
     if fcntl is None:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
+        fd = _open_regular(path)
+    except (OSError, NotRegular):
+        return None  # nothing there, or no journal of a run: nothing holds it
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -100,6 +101,22 @@ def _busy(path: Path) -> str | None:
         return None
     finally:
         os.close(fd)  # closing releases a lock taken here
+
+
+class NotRegular(Exception):
+    """A path to read is not a regular file (a FIFO: reading it could wait forever)."""
+
+
+def _open_regular(path: Path) -> int:
+    """``path`` opened to read, without waiting (a FIFO with no writer would block the
+    open itself); NotRegular for anything but a regular file."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise NotRegular
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # it changed since
+        os.close(fd)
+        raise NotRegular
+    return fd
 
 
 def _lock(path: Path) -> int:
@@ -219,10 +236,13 @@ def read(
     found = Contents()
     try:
         path = Path(run_path).with_name(name)
-        text = path.read_text(encoding="utf-8")
+        with open(_open_regular(path), "rb") as handle:
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
         found.notes.append(f"its journal {name!r} is missing, so no test survives")
         return found
+    except NotRegular:
+        raise JournalError(f"its journal {name!r} is not a regular file") from None
     except (OSError, ValueError) as exc:  # ValueError: a name such as '.', a NUL in it
         raise JournalError(f"cannot read its journal {name!r}: {exc}") from None
     lines = text.split("\n")

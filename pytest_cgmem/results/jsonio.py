@@ -5,7 +5,10 @@ JSON has no NaN or Infinity. Python's ``json`` writes and reads them anyway; a f
 is then unreadable to other tools, and a NaN figure compares false with everything (a
 baseline figure of NaN never regresses). So they are refused on both sides, and so are a
 whole number beyond ``MAX_FIGURE`` (it overflows the floats figures are compared and drawn
-in) and nesting deeper than ``DEEPEST`` (it overflows the stack of every reader).
+in), nesting deeper than ``DEEPEST`` (it overflows the stack of every reader) and a lone
+surrogate escape such as ``"\\ud800"`` (half of a character: no UTF-8 text, and so no
+pytest-xdist worker, terminal or HTML page, can take it). Reading also refuses a key
+given twice in one object, which Python's ``json`` takes silently (the last one wins).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +40,20 @@ class _Refused:
         self.text = text
 
 
+# A surrogate escape that is not half of a pair: a high one not followed by a low one, or a
+# low one not after a high one (an escaped backslash before "u" matches too: a walk then
+# finds nothing). It starts with a literal, so a text without one is scanned at C speed.
+_LONE_ESCAPE = re.compile(
+    r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F][0-9a-fA-F]{2})"
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def loads(text: str) -> Any:
-    """Parse JSON, refusing what ``refusal`` names with the JSON path of the first such
-    thing; every error is a ValueError (``json.JSONDecodeError`` or ``Refused``)."""
+    """Parse JSON, refusing what ``refusal`` names, a key given twice in one object and a
+    lone surrogate escape, with the JSON path of the first such thing; every error is a
+    ValueError (``json.JSONDecodeError`` or ``Refused``)."""
 
     def number(digits: str) -> float | _Refused:
         value = float(digits)
@@ -51,14 +65,87 @@ def loads(text: str) -> Any:
         value = int(digits)
         return value if abs(value) <= MAX_FIGURE else _Refused(digits)
 
+    twice: list[tuple[dict[str, Any], str]] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(items)
+        if len(obj) != len(items):
+            twice.append((obj, _repeated(items)))
+        return obj
+
     try:
-        data = json.loads(text, parse_constant=_Refused, parse_float=number, parse_int=integer)
+        data = json.loads(
+            text,
+            object_pairs_hook=pairs,
+            parse_constant=_Refused,
+            parse_float=number,
+            parse_int=integer,
+        )
     except RecursionError:
         raise TooDeepError(None) from None
     error = refusal(data)
+    if error is None and twice:
+        error = _twice_refusal(data, twice)
+    if error is None and _LONE_ESCAPE.search(text):
+        error = surrogate_refusal(data)
     if error is not None:
         raise error
     return data
+
+
+def _repeated(items: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in items:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise AssertionError("no key is repeated")
+
+
+def _twice_refusal(data: Any, twice: list[tuple[dict[str, Any], str]]) -> Refused:
+    """The error for the first object in ``data``, in document order, that ``loads`` found
+    a key twice in. A value dropped for a later one under its key is not in ``data``, but
+    the object that held it is (a key twice in it), so one is always found."""
+    keys = {id(obj): key for obj, key in twice}
+    for chain, value in _nodes(data):
+        key = keys.get(id(value))
+        if key is not None and isinstance(value, dict):
+            return DuplicateKeyError(json_path(_path_of_chain(chain), key), key)
+    return DuplicateKeyError(json_path("$", twice[0][1]), twice[0][1])
+
+
+def surrogate_refusal(data: Any) -> Refused | None:
+    """The first string (a key or a value) in ``data`` holding a lone surrogate, as the
+    error that names its JSON path, or None. A walk in Python: ``loads`` takes it only
+    for a text with a lone surrogate escape in it."""
+    for chain, value in _nodes(data):
+        if isinstance(value, str):
+            found = _SURROGATE.search(value)
+            if found:
+                return SurrogateError(_path_of_chain(chain), short_repr(value), found.group())
+        elif isinstance(value, Mapping):
+            for key in value:
+                found = _SURROGATE.search(key) if isinstance(key, str) else None
+                if found:
+                    where = json_path(_path_of_chain(chain), key)
+                    return SurrogateError(where, "its key", found.group())
+    return None
+
+
+def _nodes(data: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Every value in ``data``, the root first, in document order, with its chain (see
+    ``_path_of_chain``)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [(("$",), data)]
+    while stack:
+        chain, value = stack.pop()
+        yield chain, value
+        if isinstance(value, Mapping):
+            inner = [((chain, k, True), v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            inner = [((chain, i, False), v) for i, v in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(inner))
 
 
 class Refused(ValueError):
@@ -98,6 +185,25 @@ class OutOfRangeError(Refused):
     def __init__(self, path: str, what: str) -> None:
         beyond = f"beyond ±{MAX_FIGURE}"
         super().__init__(path, f"is {what}, {beyond}", f"{path}: {what} is {beyond}")
+
+
+class DuplicateKeyError(Refused):
+    """A key given twice in one object (``path`` is where the key is)."""
+
+    lead = "has a key twice in one object at"
+
+    def __init__(self, path: str, key: str) -> None:
+        super().__init__(path, "is a key given twice", f"{path}: duplicate key {short_repr(key)}")
+
+
+class SurrogateError(Refused):
+    """A string (``what``: its repr, cut short) holding the lone surrogate ``char``."""
+
+    lead = "has text that is not Unicode at"
+
+    def __init__(self, path: str, what: str, char: str) -> None:
+        said = f"holds a lone surrogate {ascii(char)[1:-1]} (half of a character)"
+        super().__init__(path, f"{what} {said}", f"{path}: {what} {said}")
 
 
 class TooDeepError(Refused):
@@ -170,16 +276,19 @@ _LONG_DIGITS = re.compile(r"[0-9]{19}")
 
 
 def quick_refusal(data: Any) -> Refused | None:
-    """``refusal``, after a pass at C speed that clears most data at once: data that JSON
-    writes without NaN, with no run of 19 digits and fewer than ``DEEPEST`` brackets holds
-    nothing refused (a measured test's record, at each test's end, takes this way)."""
+    """``refusal`` and ``surrogate_refusal``, after a pass at C speed that clears most data
+    at once: data that JSON writes without NaN, with no run of 19 digits, no lone surrogate
+    escape and fewer than ``DEEPEST`` brackets holds nothing refused (a measured test's
+    record, at each test's end, takes this way)."""
     try:
         text = json.dumps(data, allow_nan=False)
     except (ValueError, TypeError, RecursionError):
-        return refusal(data)
+        return refusal(data) or surrogate_refusal(data)
+    lone = _LONE_ESCAPE.search(text) is not None
     if text.count("[") + text.count("{") < DEEPEST and not _LONG_DIGITS.search(text):
-        return None
-    return refusal(data)
+        return surrogate_refusal(data) if lone else None
+    error = refusal(data)
+    return surrogate_refusal(data) if error is None and lone else error
 
 
 def _number_refusal(path: str, value: object) -> Refused | None:
@@ -207,6 +316,18 @@ def path_of(parts: Iterable[object], start: str = "$") -> str:
     for part in parts:
         path = json_path(path, part)
     return path
+
+
+def valid_text(text: str) -> str:
+    """``text`` as UTF-8 can hold it: the bytes of a file name that are not UTF-8 (which
+    Python holds as lone surrogates: ``b\\udcff.json``), and any other lone surrogate,
+    become U+FFFD."""
+    if not _SURROGATE.search(text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def dumps_line(data: Any) -> str:

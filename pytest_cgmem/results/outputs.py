@@ -55,6 +55,13 @@ def resolve(path: str, base: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(Path(base) / os.path.expanduser(path)))
 
 
+def names_folder(path: str) -> bool:
+    """Whether ``path`` as given can only name a folder (``out/``, ``out/.``): resolved, it
+    loses the slash, and a file would be written under the folder's own name."""
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    return path.endswith(seps) or os.path.basename(path) in (".", "..")
+
+
 def _existing_ancestor(path: Path) -> Path:
     for parent in path.parents:
         if os.path.lexists(parent):
@@ -184,6 +191,9 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
         target = resolve(output.path, base)
         if not target.name:  # the root: no file can be named there
             found.append(f"{output.where()}: it is a folder")
+            continue
+        if output.kind in ("run", "file") and names_folder(output.path):
+            found.append(f"{output.where()}: it names a folder; give a file path")
             continue
         claimed = [target]
         if output.kind == "run":

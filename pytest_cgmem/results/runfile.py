@@ -4,9 +4,11 @@ A run file (``--cgmem-json``, ``--cgmem-save-baseline``, ``cgmem merge``) is one
 with the schema id ``pytest-cgmem/1``; ``docs/json.md`` documents it and
 ``run.schema.json`` (shipped in the package) is its JSON Schema. ``load_run`` checks a file
 against that schema, refuses what no result file may hold (NaN, ±Infinity, a whole number
-beyond ±(2**63 - 1), nesting deeper than 100 levels: ``jsonio``), a test listed twice, a
-device or a capture size twice in one region, and folds in the journal of a run that did
-not finish (``journal.py``), each of its tests checked before it is folded in.
+beyond ±(2**63 - 1), nesting deeper than 100 levels, a key twice in one object, a lone
+surrogate: ``jsonio``), a test listed twice, a device or a capture size twice in one
+region, a node id or label with a control character (a newline, a tab), and folds in the
+journal of a run that did not finish (``journal.py``), each of its tests checked before it
+is folded in.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..metrics import METRICS, Number, region_keys
-from ..units import CgmemUsageError
+from ..units import MAX_FIGURE, CgmemUsageError, short_repr
 from . import journal
 from .jsonio import (
     NonFiniteError,
@@ -34,6 +36,8 @@ from .jsonio import (
     path_of,
     quick_refusal,
     refusal,
+    shown_number,
+    valid_text,
     write_json,
 )
 from .records import RegionResult, TestRecord
@@ -140,10 +144,11 @@ def plain_record(record: TestRecord) -> dict[str, Any]:
 
 
 def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
-    """One line naming the test and the figure (any number outside ``extra``) that no run
-    file may hold (NaN, ±Infinity, a whole number beyond ±(2**63 - 1), nesting too deep),
-    or None: JSON has no NaN, a NaN baseline figure never regresses, and a number too
-    large overflows every reader's floats."""
+    """One line naming the test and the figure (any number outside ``extra``) or text that
+    no run file may hold (NaN, ±Infinity, a whole number beyond ±(2**63 - 1), nesting too
+    deep, a lone surrogate), or None: JSON has no NaN, a NaN baseline figure never
+    regresses, a number too large overflows every reader's floats, and no reader takes
+    half a character."""
     error = quick_refusal(test)
     if error is None:
         return None
@@ -184,6 +189,10 @@ def record_problem(test: Mapping[str, Any], path: str = "$") -> str | None:
     problem = _part_problem(dict(test), "test", path)
     if problem is not None:
         return problem
+    control = _control_in_test(test)
+    if control is not None:
+        where, what = control
+        return f"{path}.{where}: {what} holds a control character (a newline, a tab)"
     twice = _twice_in_test(test)
     if twice is not None:
         j, where, what = twice
@@ -205,12 +214,45 @@ def _part_problem(data: dict[str, Any], definition: str, path: str) -> str | Non
 
 @functools.lru_cache(maxsize=4)
 def _part_validator(definition: str) -> Any:
+    whole = schema()
+    return _validator_class()({"$ref": f"#/$defs/{definition}", "$defs": whole["$defs"]})
+
+
+def _is_integer(checker: Any, instance: object) -> bool:
+    """JSON Schema's integer (``5`` or ``5.0``), but a number written as a float is one only
+    up to ``MAX_FIGURE`` either side: every float beyond 2**53 is whole, and ``1e19`` in a
+    figure counted in int64 would otherwise pass where ``10000000000000000000`` does not."""
+    if isinstance(instance, bool):
+        return False
+    if isinstance(instance, int):
+        return True
+    return isinstance(instance, float) and instance.is_integer() and abs(instance) <= MAX_FIGURE
+
+
+@functools.lru_cache(maxsize=1)
+def _validator_class() -> Any:
     import jsonschema
 
-    whole = schema()
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/{definition}", "$defs": whole["$defs"]}
-    )
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine("integer", _is_integer)
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_in_test(test: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Where a test (valid by the schema) has a node id or a region label with a control
+    character in it, relative to the test (``regions[0].label``), and its repr; or None.
+    A label is printable (``cgmem_record`` refuses others), and a node id printed on one
+    line of a table or a summary must stay one line."""
+    if _CONTROL.search(test["nodeid"]):
+        return "nodeid", short_repr(test["nodeid"])
+    for j, region in enumerate(test["regions"]):
+        label = region["label"]
+        if label is not None and _CONTROL.search(label):
+            return f"regions[{j}].label", short_repr(label)
+    return None
 
 
 def _twice_in_test(test: Mapping[str, Any]) -> tuple[int, str, str] | None:
@@ -333,18 +375,21 @@ def refreshed(
 def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, Any]:
     """A run file's document, checked: every problem is a one-line CgmemUsageError naming
     the file (and, for a file the schema rejects, the JSON path and what was expected).
+    A leading ``~`` in ``path`` is the home folder, as for every path pytest-cgmem takes.
 
     The document always has ``complete`` and ``incomplete_reason`` (a file from before
     journaling has neither: it is taken as complete). A run that did not finish has its
     journal's tests folded in.
     """
-    name = os.fspath(path)
-    label = f"{what} {name!r}"
+    label = f"{what} {os.fspath(path)!r}"
+    name = os.path.expanduser(os.fspath(path))
+    if "\0" in name:
+        raise CgmemUsageError(f"cgmem: {label}: a path cannot hold a NUL character")
     if os.path.exists(name) and not (os.path.isfile(name) or os.path.isdir(name)):
         # a FIFO or a device: reading it could wait forever
         raise CgmemUsageError(f"cgmem: {label} is not a regular file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CgmemUsageError(f"cgmem: {label} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -376,7 +421,7 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
     data.setdefault("workers_lost", [])
     if not data["complete"] and "journal" in data:
         try:
-            contents = journal.read(path, data["journal"], record_problem)
+            contents = journal.read(name, data["journal"], record_problem)
         except journal.JournalError as exc:
             raise CgmemUsageError(f"cgmem: {label}: {exc}") from None
         data = _folded(data, contents)
@@ -426,6 +471,10 @@ def _shape_problem(document: Mapping[str, Any]) -> str | None:
         if nodeid in seen:
             return f"lists test {nodeid!r} twice ($.tests[{seen[nodeid]}] and $.tests[{i}])"
         seen[nodeid] = i
+        control = _control_in_test(test)
+        if control is not None:
+            where, what = control
+            return f"has a control character (a newline, a tab) at $.tests[{i}].{where}: {what}"
         twice = _twice_in_test(test)
         if twice is not None:
             j, where, what = twice
@@ -442,9 +491,7 @@ def validate(document: Mapping[str, Any]) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _validator() -> Any:
-    import jsonschema
-
-    return jsonschema.Draft202012Validator(schema())
+    return _validator_class()(schema())
 
 
 def _schema_problem(document: Mapping[str, Any]) -> str | None:
@@ -483,6 +530,8 @@ def _expected(error: Any) -> str:
     rule, value, instance = error.validator, error.validator_value, error.instance
     if rule == "type":
         kinds = value if isinstance(value, list) else [value]
+        if "integer" in kinds and isinstance(instance, float) and abs(instance) > MAX_FIGURE:
+            return f"{shown_number(instance)} is a whole number beyond ±{MAX_FIGURE}"
         return f"expected {' or '.join(kinds)}, got {_shown(instance)}"
     if rule == "required":
         missing = [k for k in value if isinstance(instance, dict) and k not in instance]
@@ -556,6 +605,7 @@ def merge_runs(
     """
     if not runs:
         raise CgmemUsageError("cgmem merge: no files given")
+    runs = [(valid_text(name), doc) for name, doc in runs]  # a file name's bytes not UTF-8
     warnings: list[str] = []
     measured = [(name, doc) for name, doc in runs if doc["tests"]]
     first_name, first = measured[0] if measured else runs[0]

@@ -1,0 +1,308 @@
+"""Bad input files and paths end to end: pytest stops with one line (exit status 4) and the
+``cgmem`` command with one line on stderr (exit status 2), never a traceback or a hang."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
+
+from pytest_cgmem.cli import main
+from pytest_cgmem.results import runfile
+from pytest_cgmem.units import MAX_FIGURE
+
+try:  # imported before any inline run, which would unload it (numpy loads once per process)
+    import matplotlib.pyplot
+except ImportError:  # pragma: no cover
+    matplotlib = None
+
+SUITE = """
+def test_a(cgmem_record):
+    cgmem_record("server", peak="100 MiB")
+"""
+NOT_UTF8 = os.fsdecode(b"b\xff.json")
+
+
+def base_run(pytester: pytest.Pytester, name: str = "base.json") -> Path:
+    pytester.makepyfile(test_a=SUITE)
+    pytester.runpytest("-p", "no:cacheprovider", f"--cgmem-json={name}").assert_outcomes(passed=1)
+    return pytester.path / name
+
+
+def edited(path: Path, old: str, new: str) -> Path:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return path
+
+
+def one_line_usage_error(result: pytest.RunResult, *lines: str) -> None:
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output and "INTERNALERROR" not in output
+    result.stderr.fnmatch_lines(list(lines))
+
+
+class Hung(Exception):
+    """Not an OSError, so that no ``except OSError`` in the code under test takes it."""
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Raise Hung where the block still runs after ``seconds`` (a blocked open() too)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise Hung(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+# -- 1, 2: text that is not Unicode -----------------------------------------------------
+
+
+def test_a_baseline_with_a_lone_surrogate_is_one_line_under_xdist(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("xdist")
+    edited(base_run(pytester), '"server"', r'"ser\ud800ver"')
+    result = pytester.runpytest_subprocess("-n", "2", "--cgmem-baseline=base.json")
+    one_line_usage_error(
+        result,
+        r"ERROR: cgmem: baseline 'base.json' has text that is not Unicode at $.tests*: "
+        r"'ser\ud800ver' holds a lone surrogate \ud800 (half of a character)",
+    )
+
+
+@pytest.mark.parametrize("command", ["compare", "report"])
+def test_cgmem_commands_refuse_a_lone_surrogate_in_one_line(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    edited(base_run(pytester), '"server"', r'"ser\udfffver"')
+    args = ["base.json", "base.json"] if command == "compare" else ["base.json", "-o", "r.html"]
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lone surrogate \\udfff" in err
+
+
+def test_cgmem_merge_of_a_file_name_that_is_not_utf8(pytester: pytest.Pytester) -> None:
+    """In a process whose output takes UTF-8 only: nothing it prints or writes may hold the
+    lone surrogates Python reads such a name into."""
+    base_run(pytester, NOT_UTF8)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cgmem.cli", "merge", os.fsencode(NOT_UTF8), "-o", "m.json"],
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout == b"cgmem merge: 1 test(s) from 1 file(s) -> m.json\n"
+    assert runfile.load_run("m.json")["merged_from"] == ["b\ufffd.json"]
+
+
+@pytest.mark.skipif(matplotlib is None, reason="needs matplotlib (the report extra)")
+def test_cgmem_report_with_a_title_and_a_file_name_that_are_not_utf8(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_run(pytester, NOT_UTF8)
+    capsys.readouterr()
+    output = os.fsdecode(b"r\xfe.html")
+    assert main(["report", "--title", os.fsdecode(b"x\xff"), NOT_UTF8, "-o", output]) == 0
+    page = (pytester.path / output).read_text(encoding="utf-8")
+    assert "<title>x\ufffd</title>" in page and "b\ufffd.json" in page
+    assert capsys.readouterr().out == "cgmem report: 1 run(s) -> r\ufffd.html\n"
+
+
+# -- 3, 4: a key twice, a figure beyond int64 as a float --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line"),
+    [
+        (
+            '"tests": [',
+            '"tests": [], "tests": [',
+            "cgmem: baseline 'base.json' has a key twice in one object at $.tests: "
+            "duplicate key 'tests'",
+        ),
+        (
+            '"peak": 104857600',
+            '"peak": 1e19',
+            "cgmem: baseline 'base.json' does not match the run-file schema at $.tests*.peak: "
+            f"1e+19 is a whole number beyond ±{MAX_FIGURE}",
+        ),
+    ],
+)
+def test_a_baseline_holding_what_json_md_refuses_is_one_line(
+    pytester: pytest.Pytester, old: str, new: str, line: str
+) -> None:
+    edited(base_run(pytester), old, new)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=base.json")
+    one_line_usage_error(result, f"ERROR: {line}")
+
+
+# -- 5: a journal that is a FIFO --------------------------------------------------------
+
+
+def test_a_fifo_at_the_journal_path_is_one_line_not_a_hang(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a=SUITE)
+    os.mkfifo(pytester.path / "out.json.journal")
+    with within(20):
+        result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-json=out.json")
+    one_line_usage_error(
+        result,
+        "ERROR: --cgmem-json='out.json': its journal 'out.json.journal' is in the way: it is "
+        "not a regular file; remove it or give the run file another path",
+    )
+
+
+def test_cgmem_compare_of_a_stub_whose_journal_is_a_fifo(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = base_run(pytester)
+    stub = json.loads(base.read_text())
+    stub.update(complete=False, journal={"file": "stub.json.journal", "run": "r"})
+    (pytester.path / "stub.json").write_text(json.dumps(stub))
+    os.mkfifo(pytester.path / "stub.json.journal")
+    with within(10):
+        assert main(["compare", "base.json", "stub.json"]) == 2
+    assert capsys.readouterr().err == (
+        "cgmem: run file 'stub.json': its journal 'stub.json.journal' is not a regular file\n"
+    )
+
+
+# -- 6: NUL in a path -------------------------------------------------------------------
+
+
+def test_a_nul_in_a_native_toml_path_is_one_line(pytester: pytest.Pytester) -> None:
+    if int(pytest.__version__.split(".")[0]) < 9:
+        pytest.skip("native [tool.pytest] TOML tables came in pytest 9")
+    pytester.makepyprojecttoml('[tool.pytest]\ncgmem_json = "a\\u0000b.json"\n')
+    pytester.makepyfile(test_a=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    one_line_usage_error(result, "ERROR: cgmem_json='a\\x00b.json': a path cannot hold a NUL*")
+
+
+@pytest.mark.parametrize("option", ["--cgmem-json", "--cgmem-baseline", "--cgmem-artifacts"])
+def test_a_nul_in_a_path_option_is_one_line(pytester: pytest.Pytester, option: str) -> None:
+    pytester.makepyfile(test_a=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"{option}=a\x00b")
+    one_line_usage_error(result, f"ERROR: {option}='a\\x00b': a path cannot hold a NUL character")
+
+
+# -- 7: the legacy TOML table of a TOML file given with -c ------------------------------
+
+
+def test_a_legacy_toml_value_of_the_wrong_type_in_any_toml_ini_file(
+    pytester: pytest.Pytester,
+) -> None:
+    (pytester.path / "ci.toml").write_text("[tool.pytest.ini_options]\ncgmem_json = 5\n")
+    pytester.makepyfile(test_a=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-c", "ci.toml")
+    one_line_usage_error(
+        result,
+        "ERROR: cgmem_json=5: expected a TOML string in [[]tool.pytest.ini_options], got an "
+        "integer",
+    )
+    assert not (pytester.path / "5").exists()
+
+
+@pytest.mark.parametrize("table", ["[tool.pytest.ini_options]", "[tool.pytest]"])
+def test_a_path_in_a_toml_ini_file_given_with_c_is_read(
+    pytester: pytest.Pytester, table: str
+) -> None:
+    if table == "[tool.pytest]" and int(pytest.__version__.split(".")[0]) < 9:
+        pytest.skip("native [tool.pytest] TOML tables came in pytest 9")
+    (pytester.path / "ci.toml").write_text(f'{table}\ncgmem_json = "run.json"\n')
+    pytester.makepyfile(test_a=SUITE)
+    pytester.runpytest("-p", "no:cacheprovider", "-c", "ci.toml").assert_outcomes(passed=1)
+    assert runfile.load_run(pytester.path / "run.json")["summary"]["tests"] == 1
+
+
+# -- 9: a budget read exactly -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("peak", [MAX_FIGURE, 9007199254740993])
+def test_a_budget_near_int64_is_taken_exactly(pytester: pytest.Pytester, peak: int) -> None:
+    pytester.makepyfile(test_a=SUITE)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", f"--cgmem-budget=peak={peak}", "--cgmem-json=run.json"
+    )
+    result.assert_outcomes(passed=1)
+    assert runfile.load_run(pytester.path / "run.json")["settings"]["budget"] == {"peak": peak}
+
+
+# -- 10: ~ in every path ----------------------------------------------------------------
+
+
+@pytest.fixture
+def home(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = pytester.mkdir("home")
+    monkeypatch.setenv("HOME", str(folder))
+    return folder
+
+
+def test_an_ini_path_with_a_tilde_is_in_the_home_folder(
+    pytester: pytest.Pytester, home: Path
+) -> None:
+    pytester.makeini("[pytest]\ncgmem_json = ~/runs/x.json\n")
+    pytester.makepyfile(test_a=SUITE)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    assert (home / "runs" / "x.json").is_file()
+    assert not (pytester.path / "~").exists()
+
+
+def test_a_baseline_path_with_a_tilde_is_read_from_the_home_folder(
+    pytester: pytest.Pytester, home: Path
+) -> None:
+    base_run(pytester, str(home / "b.json"))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=~/b.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["cgmem baseline *b.json: 1 figure(s) of 1 test(s) compared*"])
+
+
+def test_cgmem_compare_reads_a_path_with_a_tilde(
+    pytester: pytest.Pytester, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_run(pytester, str(home / "b.json"))
+    capsys.readouterr()
+    assert main(["compare", "~/b.json", "~/b.json"]) == 0
+    assert capsys.readouterr().out.startswith("cgmem compare ~/b.json -> ~/b.json ")
+
+
+# -- 11: an output path with a trailing slash -------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--cgmem-json", "--cgmem-save-baseline", "--cgmem-gab-json"])
+def test_an_output_path_ending_in_a_slash_is_refused(
+    pytester: pytest.Pytester, option: str
+) -> None:
+    pytester.makepyfile(test_a=SUITE)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"{option}=outdir/")
+    one_line_usage_error(result, f"ERROR: {option}='outdir/': it names a folder; give a file path")
+    assert not (pytester.path / "outdir").exists()
+
+
+def test_cgmem_merge_to_a_path_ending_in_a_slash_is_refused(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base_run(pytester)
+    assert main(["merge", "base.json", "-o", "newdir2/"]) == 2
+    assert capsys.readouterr().err == (
+        "cgmem merge: -o 'newdir2/': it names a folder; give a file path\n"
+    )
+    assert not (pytester.path / "newdir2").exists()
