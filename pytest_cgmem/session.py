@@ -100,7 +100,6 @@ def _regions_opened() -> int:
     return 0 if module is None else int(module.Region.opened)
 
 
-_REGION_MODULE = "pytest_cgmem.cuda.region"
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
 
 
@@ -253,6 +252,7 @@ class CgmemSession:
         self._xdist = False
         self._machine_sent = False
         self._cuda: bool | None = None
+        self._cuda_confirmed = False
         self.opted_out: dict[str, str] = {}
         """Under --cgmem-all: each opted-out test that ran, with its reason."""
         self.never_used: dict[str, None] = {}
@@ -371,9 +371,24 @@ class CgmemSession:
 
                 self._cuda = cuda_available()
         if not self._cuda:
-            if self.settings.require_gpu:
-                pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
-            raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
+            self._no_gpu()
+
+    def _no_gpu(self) -> None:
+        if self.settings.require_gpu:
+            pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
+        raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
+
+    def confirm_cuda(self) -> None:
+        """Once the fixtures are set up, before the first region: CUDA can really start
+        (setup only asked NVML, which sees a device a broken driver cannot use)."""
+        if self._cuda_confirmed:
+            return
+        from .cuda.allocator import cuda_usable
+
+        if not cuda_usable():
+            self._cuda = False
+            self._no_gpu()
+        self._cuda_confirmed = True
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
@@ -431,6 +446,7 @@ class CgmemSession:
             # absolute: a relative import in a function resolves its package at every call
             from pytest_cgmem.cuda.region import Region
 
+            self.confirm_cuda()
             forget_last_failure()
             device, rank = self.place()
             region = Region(CALL_LABEL, device=device, rank=rank, linger_tracking=True)

@@ -7,14 +7,16 @@ import os
 import sys
 from types import ModuleType
 
-_TORCH_INIT = os.path.join("torch", "__init__.py")
-
 
 def _genuine(module: object) -> bool:
-    """Whether ``module`` is the installed torch package, not a stand-in a test put in
-    ``sys.modules`` (a bare module, a MagicMock) to fake torch or its absence."""
+    """Whether ``module`` is the installed torch package (its ``__init__.py``, or only the
+    ``.pyc`` of a sourceless install), not a stand-in a test put in ``sys.modules`` (a bare
+    module, a MagicMock) to fake torch or its absence."""
     file = getattr(module, "__file__", None) if isinstance(module, ModuleType) else None
-    return isinstance(file, str) and file.endswith(_TORCH_INIT)
+    if not isinstance(file, str):
+        return False
+    folder, name = os.path.split(file)
+    return os.path.basename(folder) == "torch" and name.startswith("__init__.py")
 
 
 def cuda_started() -> bool:

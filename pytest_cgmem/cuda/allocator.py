@@ -24,9 +24,16 @@ ASYNC_BACKEND = "cudaMallocAsync"
 
 def cuda_available() -> bool:
     """Whether a CUDA device is visible, asked as ``device_count`` asks: through NVML
-    where it answers, so the CUDA driver is not initialised (``is_available`` calls
-    ``cuInit``, after which a forked child cannot use CUDA)."""
+    where it answers, so the CUDA driver is not initialised before a test's fixtures
+    (``is_available`` calls ``cuInit``, after which a forked child cannot use CUDA).
+    ``cuda_usable`` confirms it once the fixtures are set up."""
     return int(torch.cuda.device_count()) > 0
+
+
+def cuda_usable() -> bool:
+    """Whether CUDA can start here: ``torch.cuda.is_available()``, which initialises the
+    driver (NVML may see a device that a driver too old for torch's CUDA cannot use)."""
+    return bool(torch.cuda.is_available())
 
 
 def device_count() -> int:

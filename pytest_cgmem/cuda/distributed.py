@@ -181,7 +181,7 @@ def cuda_devices() -> int:
     """CUDA devices this process sees (0 without CUDA)."""
     from . import allocator
 
-    return allocator.device_count() if allocator.cuda_available() else 0
+    return allocator.device_count() if allocator.cuda_usable() else 0
 
 
 def torchrun_device(local_rank: int) -> int | None:

@@ -116,13 +116,23 @@ def _wrapped_classes(chosen: Mechanism) -> list[type]:
     return classes
 
 
-_graph_devices: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-"""The device each graph seen captured was captured on, kept beside it (not on it)."""
+_graph_devices: dict[int, tuple[weakref.ref[Any], int]] = {}
+"""By ``id``: each graph seen captured, weakly, and the device it was captured on, kept
+beside it (not on it; by ``id``, as a subclass may define ``__eq__`` and no hash)."""
 
 
 def _remember_device(graph: Any, device: int) -> None:
-    with suppress(TypeError):
-        _graph_devices[graph] = device
+    key = id(graph)
+    try:
+        ref = weakref.ref(graph, lambda _: _graph_devices.pop(key, None))
+    except TypeError:  # not weakly referenceable: its replays count on the current device
+        return
+    _graph_devices[key] = (ref, device)
+
+
+def _known_device(graph: Any) -> int | None:
+    entry = _graph_devices.get(id(graph))
+    return entry[1] if entry is not None and entry[0]() is graph else None
 
 
 # one capture ----------------------------------------------------------------------------
@@ -764,9 +774,7 @@ class GraphLog:
             capture.replays += 1
             device = capture.device
         else:
-            known: int | None = None
-            with suppress(TypeError):  # not weakly referenceable: never remembered
-                known = _graph_devices.get(graph)
+            known = _known_device(graph)
             device = known if known is not None else allocator.current_device()
         self._replays_by_device[device] = self._replays_by_device.get(device, 0) + 1
 

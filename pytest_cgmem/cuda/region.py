@@ -13,6 +13,7 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, ClassVar
 
 import torch
@@ -424,18 +425,34 @@ def abandon_all() -> None:
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+def _suspended(tb: TracebackType) -> bool:
+    """Whether the traceback entry's frame is a generator's or coroutine's that is
+    suspended (it went on past the point the exception left it: a yield fixture that
+    caught the error and yielded it on), not finished."""
+    frame = tb.tb_frame
+    if not frame.f_code.co_flags & _SUSPENDABLE:
+        return False
+    owner = getattr(frame, "f_generator", None)  # Python 3.14+
+    if owner is not None:
+        return any(
+            getattr(owner, flag, False) for flag in ("gi_suspended", "cr_suspended", "ag_suspended")
+        )
+    return frame.f_lasti != tb.tb_lasti
+
+
 def release_exception_frames(exc: BaseException) -> None:
     """Drop the locals of an exception's frames so tensors it pinned (an OOM's) are freed.
 
     Clears each frame's cached ``f_locals`` snapshot too: pytest reads it (for
     ``__tracebackhide__``) and on Python < 3.13 that snapshot keeps the locals alive. A
-    generator's or coroutine's frame is left alone: it may be suspended, not finished (a
-    yield fixture that handed the error on), and clearing it would close it early.
+    suspended generator's or coroutine's frame is left alone (a yield fixture that handed
+    the error on): clearing it would close it early. A finished one (an async test's) is
+    cleared like any other.
     """
     tb = exc.__traceback__
     while tb is not None:
         frame = tb.tb_frame
-        if frame.f_code.co_flags & _SUSPENDABLE:
+        if _suspended(tb):
             tb = tb.tb_next
             continue
         with contextlib.suppress(Exception):

@@ -17,6 +17,7 @@ from ..units import (
     short_repr,
 )
 from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
+from .jsonio import valid_text
 from .records import RegionResult
 from .runfile import figures
 
@@ -184,6 +185,7 @@ class Baseline:
         self.sizes = size_table(document)
 
     def check(self, nodeid: str, regions: Sequence[RegionResult], tolerance: Tolerance) -> Findings:
+        nodeid = valid_text(nodeid)  # as the run file holds it
         changes: list[Change] = []
         new: list[str] = []
         sizes: list[SizeChange] = []

@@ -40,13 +40,10 @@ class _Refused:
         self.text = text
 
 
-# A surrogate escape that is not half of a pair: a high one not followed by a low one, or a
-# low one not after a high one (an escaped backslash before "u" matches too: a walk then
-# finds nothing). It starts with a literal, so a text without one is scanned at C speed.
-_LONE_ESCAPE = re.compile(
-    r"\\u[dD](?:[89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
-    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD])[c-fC-F][0-9a-fA-F]{2})"
-)
+# Any surrogate escape, half of a pair or not (an escaped backslash before "u" matches
+# too): the walk then decides. It starts with a literal, so a text without one is scanned
+# at C speed, and only a text with one (an emoji, say) is walked.
+_LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

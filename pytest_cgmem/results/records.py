@@ -15,6 +15,7 @@ from typing import Any
 
 from ..checks.budgets import Budget, Violation, check
 from ..metrics import METRICS, Number
+from .jsonio import valid_text
 
 DISTRIBUTED_LAUNCHER = "cgmem.distributed"
 """``extra["launcher"]`` of the regions of ``cgmem.distributed``'s ranks."""
@@ -241,7 +242,7 @@ class TestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "nodeid": self.nodeid,
+            "nodeid": valid_text(self.nodeid),  # a file name's undecodable bytes: U+FFFD
             "outcome": self.outcome,
             "worker": self.worker,
             "cuda_visible_devices": self.cuda_visible_devices,

@@ -242,12 +242,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _control_in_test(test: Mapping[str, Any]) -> tuple[str, str] | None:
-    """Where a test (valid by the schema) has a node id or a region label with a control
-    character in it, relative to the test (``regions[0].label``), and its repr; or None.
-    A label is printable (``cgmem_record`` refuses others), and a node id printed on one
-    line of a table or a summary must stay one line."""
-    if _CONTROL.search(test["nodeid"]):
-        return "nodeid", short_repr(test["nodeid"])
+    """Where a test (valid by the schema) has a region label with a control character in
+    it, relative to the test (``regions[0].label``), and its repr; or None. A label is
+    printable (the plugin refuses others when it is given). A node id is pytest's and is
+    kept as it is: pytest escapes parameter ids, but a ``pytest_make_parametrize_id`` hook,
+    the ini option that turns escaping off, or a folder's name can put a tab in one."""
     for j, region in enumerate(test["regions"]):
         label = region["label"]
         if label is not None and _CONTROL.search(label):

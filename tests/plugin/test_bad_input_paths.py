@@ -306,3 +306,54 @@ def test_cgmem_merge_to_a_path_ending_in_a_slash_is_refused(
         "cgmem merge: -o 'newdir2/': it names a folder; give a file path\n"
     )
     assert not (pytester.path / "newdir2").exists()
+
+
+RECORDS = """
+def test_rec(cgmem_record):
+    cgmem_record("server", peak="1 MiB")
+"""
+
+
+def test_a_test_file_name_that_is_not_utf8_is_recorded_and_held_to_its_baseline(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest holds the name's undecodable bytes as lone surrogates: the run file has them
+    as U+FFFD, and the next run finds the test in it."""
+    name = os.fsdecode(b"test_\xff.py")
+    (pytester.path / name).write_text(RECORDS)
+    first = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
+    first.assert_outcomes(passed=1)
+    assert first.ret == 0
+    (test,) = runfile.load_run(pytester.path / "b.json")["tests"]
+    assert test["nodeid"] == "test_\ufffd.py::test_rec"
+    second = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
+    second.assert_outcomes(passed=1)
+    second.stdout.no_fnmatch_line("*new*not in the baseline*")
+
+
+def test_a_node_id_with_a_tab_is_written_read_and_held_to_its_baseline(
+    pytester: pytest.Pytester,
+) -> None:
+    """A ``pytest_make_parametrize_id`` hook's id is not escaped by pytest: the plugin's
+    own files must still load."""
+    pytester.makeconftest(
+        """
+        def pytest_make_parametrize_id(config, val, argname):
+            return f"v\\t{val}"
+        """
+    )
+    pytester.makepyfile(
+        test_ids="""
+        import pytest
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_rec(cgmem_record, n):
+            cgmem_record("server", peak=f"{n} MiB")
+        """
+    )
+    first = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
+    first.assert_outcomes(passed=2)
+    nodeids = [t["nodeid"] for t in runfile.load_run(pytester.path / "b.json")["tests"]]
+    assert nodeids == ["test_ids.py::test_rec[v\t1]", "test_ids.py::test_rec[v\t2]"]
+    second = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
+    second.assert_outcomes(passed=2)

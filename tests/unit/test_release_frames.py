@@ -53,3 +53,46 @@ def test_the_frames_that_finished_lose_their_locals() -> None:
         tb = tb.tb_next
     (failing,) = [f for f in frames if f.f_code.co_name == "_fails_with"]
     assert "pinned" not in failing.f_locals
+
+
+def _generator_that_fails(log: list[str]) -> Generator[int, None, None]:
+    pinned = bytearray(16)  # noqa: F841
+    log.append("ran")
+    yield 1
+    raise ValueError("planted in a generator")
+
+
+async def _coroutine_that_fails() -> None:
+    pinned = bytearray(16)  # noqa: F841
+    raise ValueError("planted in a coroutine")
+
+
+def _frame_named(exc: BaseException, name: str) -> object:
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == name:
+            return tb.tb_frame
+        tb = tb.tb_next
+    raise AssertionError(f"no frame {name}")
+
+
+def test_a_finished_generator_s_frame_loses_its_locals() -> None:
+    """An async test's or a generator helper's frame that the error ended holds tensors
+    like any other frame: it is cleared (only a suspended one is left alone)."""
+    log: list[str] = []
+    gen = _generator_that_fails(log)
+    next(gen)
+    with pytest.raises(ValueError) as info:
+        next(gen)
+    frame = _frame_named(info.value, "_generator_that_fails")
+    region.release_exception_frames(info.value)
+    assert "pinned" not in frame.f_locals  # type: ignore[attr-defined]
+
+
+def test_a_finished_coroutine_s_frame_loses_its_locals() -> None:
+    coroutine = _coroutine_that_fails()
+    with pytest.raises(ValueError) as info:
+        coroutine.send(None)
+    frame = _frame_named(info.value, "_coroutine_that_fails")
+    region.release_exception_frames(info.value)
+    assert "pinned" not in frame.f_locals  # type: ignore[attr-defined]
