@@ -3,7 +3,11 @@ no-CUDA tests the other way round."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,31 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.config.getoption("--gpu"):
         pytest.fail(f"--gpu given but {GPU_REASON}", pytrace=False)
     pytest.skip(GPU_REASON)
+
+
+class Hung(Exception):
+    """Not an OSError, so that no ``except OSError`` in the code under test takes it."""
+
+
+Within = Callable[[float], AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    def expire(signum: int, frame: object) -> None:
+        raise Hung(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def within() -> Within:
+    """``with within(5):`` raises ``Hung`` where the block still runs after 5 s (a blocked
+    ``open()`` of a FIFO too)."""
+    return _within

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,9 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
 from pytest_cgmem.units import MAX_FIGURE
+
+Within = Callable[[float], AbstractContextManager[None]]
+"""The ``within`` fixture (conftest.py): ``with within(5):`` fails a block that hangs."""
 
 try:  # imported before any inline run, which would unload it (numpy loads once per process)
     import matplotlib.pyplot
@@ -49,26 +51,6 @@ def one_line_usage_error(result: pytest.RunResult, *lines: str) -> None:
     output = result.stdout.str() + result.stderr.str()
     assert "Traceback" not in output and "INTERNALERROR" not in output
     result.stderr.fnmatch_lines(list(lines))
-
-
-class Hung(Exception):
-    """Not an OSError, so that no ``except OSError`` in the code under test takes it."""
-
-
-@contextlib.contextmanager
-def within(seconds: float) -> Iterator[None]:
-    """Raise Hung where the block still runs after ``seconds`` (a blocked open() too)."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise Hung(f"still waiting after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # -- 1, 2: text that is not Unicode -----------------------------------------------------
@@ -158,7 +140,9 @@ def test_a_baseline_holding_what_json_md_refuses_is_one_line(
 # -- 5: a journal that is a FIFO --------------------------------------------------------
 
 
-def test_a_fifo_at_the_journal_path_is_one_line_not_a_hang(pytester: pytest.Pytester) -> None:
+def test_a_fifo_at_the_journal_path_is_one_line_not_a_hang(
+    pytester: pytest.Pytester, within: Within
+) -> None:
     pytester.makepyfile(test_a=SUITE)
     os.mkfifo(pytester.path / "out.json.journal")
     with within(20):
@@ -171,7 +155,7 @@ def test_a_fifo_at_the_journal_path_is_one_line_not_a_hang(pytester: pytest.Pyte
 
 
 def test_cgmem_compare_of_a_stub_whose_journal_is_a_fifo(
-    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], within: Within
 ) -> None:
     base = base_run(pytester)
     stub = json.loads(base.read_text())

@@ -3,12 +3,11 @@ what they take exactly (paths with ``~``, sizes near 2**63, names that are not U
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-import signal
-from collections.abc import Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,9 @@ from pytest_cgmem.results.baseline import parse_tolerance
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 from pytest_cgmem.settings import OPTIONS, legacy_toml_problem, parse_path, resolve
 from pytest_cgmem.units import MAX_FIGURE, CgmemUsageError, parse_size
+
+Within = Callable[[float], AbstractContextManager[None]]
+"""The ``within`` fixture (conftest.py): ``with within(5):`` fails a block that hangs."""
 
 
 def document(nodeid: str = "t.py::test_a", label: str = "server") -> dict[str, Any]:
@@ -51,26 +53,6 @@ def refused(path: str | os.PathLike[str]) -> str:
 
 def none_of_the_options() -> dict[str, object]:
     return {o.name: None for o in OPTIONS}
-
-
-class Hung(Exception):
-    """Not an OSError, so that no ``except OSError`` in the code under test takes it."""
-
-
-@contextlib.contextmanager
-def within(seconds: float) -> Iterator[None]:
-    """Raise Hung where the block still runs after ``seconds`` (a blocked open() too)."""
-
-    def expire(signum: int, frame: object) -> None:
-        raise Hung(f"still waiting after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # -- 1: lone surrogates -----------------------------------------------------------------
@@ -234,19 +216,19 @@ def fifo_journal(tmp_path: Path) -> Path:
     return run
 
 
-def test_a_fifo_journal_is_refused_by_the_reader(fifo_journal: Path) -> None:
+def test_a_fifo_journal_is_refused_by_the_reader(fifo_journal: Path, within: Within) -> None:
     with within(5), pytest.raises(journal.JournalError) as info:
         journal.read(fifo_journal, {"file": "run.json.journal", "run": "r"})
     assert str(info.value) == "its journal 'run.json.journal' is not a regular file"
 
 
-def test_a_stub_with_a_fifo_journal_is_one_line(fifo_journal: Path) -> None:
+def test_a_stub_with_a_fifo_journal_is_one_line(fifo_journal: Path, within: Within) -> None:
     with within(5):
         message = refused(fifo_journal)
     assert message.endswith(": its journal 'run.json.journal' is not a regular file")
 
 
-def test_a_fifo_journal_is_an_output_problem_not_a_hang(fifo_journal: Path) -> None:
+def test_a_fifo_journal_is_an_output_problem_not_a_hang(fifo_journal: Path, within: Within) -> None:
     with within(5):
         assert journal.busy(fifo_journal) is None
         found = outputs.problems(
