@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from .checks.budgets import Budget, Unavailable, Violation, parse_budget, unavailable_budgets
-from .cuda import cuda_started
+from .cuda import cuda_started, measurements_opened
 from .failures import BaselineRegression, BudgetExceeded, BudgetUnavailable, CgmemFailure
 from .metrics import CALL_LABEL, Number
 from .reports.text import baseline_summary, header, section, suite_summary, summary
@@ -65,7 +65,7 @@ _failed_key = pytest.StashKey[bool]()
 _outcome_key = pytest.StashKey[str]()
 """The test's outcome so far: its call's, or its setup's where that failed or skipped."""
 _opened_key = pytest.StashKey[int]()
-"""How many regions this process had opened when the test's setup began."""
+"""How many regions and graph logs this process had opened when the test's setup began."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
 """The JUnit properties this plugin added to the test (taken back before a rerun)."""
 _ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
@@ -92,14 +92,6 @@ _NO_TESTS_MEANT = ("collectonly", "showfixtures", "show_fixtures_per_test", "cac
 """pytest's options for runs that run no test (their ``config.option`` names)."""
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 _REGION_MODULE = "pytest_cgmem.cuda.region"
-
-
-def _regions_opened() -> int:
-    """Regions this process has opened (none before the region module is imported)."""
-    module = sys.modules.get(_REGION_MODULE)
-    return 0 if module is None else int(module.Region.opened)
-
-
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
 
 
@@ -396,7 +388,7 @@ class CgmemSession:
         attempt's regions, verdict or JUnit properties."""
         if _calling_key in item.stash or regions_key in item.stash:
             _forget_attempt(item)  # a rerun
-        item.stash[_opened_key] = _regions_opened()
+        item.stash[_opened_key] = measurements_opened()
         if _usage_error_key in item.stash:
             pytest.fail(item.stash[_usage_error_key], pytrace=False)
         if budget_key in item.stash:
@@ -685,7 +677,7 @@ class CgmemSession:
         if excinfo is not None and _CUDA_MODULE in sys.modules:
             allocator = sys.modules[_CUDA_MODULE]
             keep_for_pdb = item.config.getoption("usepdb", False)
-            measured_here = _regions_opened() != item.stash.get(_opened_key, 0)
+            measured_here = measurements_opened() != item.stash.get(_opened_key, 0)
             if (measured_here or allocator.is_oom(excinfo.value)) and not keep_for_pdb:
                 from .cuda.region import release_exception_frames
 

@@ -29,3 +29,18 @@ def cuda_started() -> bool:
         return bool(torch.cuda.is_initialized())
     except Exception:
         return False
+
+
+_measurements_opened = 0
+
+
+def count_measurement() -> None:
+    """A region or a graph log opened: the test running measured in this process."""
+    global _measurements_opened
+    _measurements_opened += 1
+
+
+def measurements_opened() -> int:
+    """Regions and graph logs opened in this process so far; a test that opened one
+    measured here (its failing frames are released, docs/measuring.md)."""
+    return _measurements_opened

@@ -37,7 +37,7 @@ from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
 from ..units import CgmemUsageError, format_size
-from . import allocator
+from . import allocator, count_measurement
 from .allocator import PoolId, pool_id
 from .allocator import pool_segments as pool_segments  # read here by tests and benchmarks
 from .nvml import nvml
@@ -710,6 +710,7 @@ class GraphLog:
         if self._listening:
             raise RuntimeError("cgmem: this graph log is already listening")
         _hooks.add(self)
+        count_measurement()
         self._listening = True
         self._t0 = time.perf_counter()
         return self

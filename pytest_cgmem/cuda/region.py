@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from ..metrics import METRICS, names
 from ..results.records import Details, DeviceFigures, RegionResult
-from . import allocator
+from . import allocator, count_measurement
 from .allocator import current
 from .graphs import GraphLog
 from .nvml import nvml
@@ -131,8 +131,6 @@ class Region:
     track_graphs: bool = True
     trackers: list[GraphLog] = field(default_factory=list)
     linger_tracking: bool = False
-    opened: ClassVar[int] = 0
-    """Regions opened in this process so far: a test that opened one measured here."""
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -226,7 +224,7 @@ class Region:
         return self
 
     def _open_now(self) -> None:
-        Region.opened += 1
+        count_measurement()
         _active.append(self)
         self._open = True
         if self.track_graphs:

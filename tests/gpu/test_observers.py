@@ -207,6 +207,50 @@ def test_a_failing_marked_test_does_not_close_a_suspended_fixture(
     result.stdout.fnmatch_lines(["*SPY test_after runs*", "*SPY backend torn down*"])
 
 
+GRAPHS_ONLY = """
+import weakref
+
+import pytest
+import torch
+
+seen = []
+
+
+@pytest.mark.parametrize("how", ["graphs", "capture_sweep"])
+@pytest.mark.xfail(strict=True, raises=AssertionError)
+def test_fails_holding_its_graphs(cgmem, how):
+    x = torch.zeros(2**20, device="cuda")
+    if how == "graphs":
+        graph = torch.cuda.CUDAGraph()
+        with cgmem.graphs():
+            with torch.cuda.graph(graph):
+                y = x + 1
+        seen.append(weakref.ref(graph))
+    else:
+        sweep = cgmem.capture_sweep(lambda t: t + 1, [1, 2], lambda n: x[:n])
+        seen.append(weakref.ref(sweep))
+    assert False, "the test's own failure"
+
+
+def test_the_failing_tests_graphs_are_gone():
+    assert len(seen) == 2
+    assert [ref() is None for ref in seen] == [True, True]
+"""
+
+
+def test_a_failing_test_that_only_logged_graphs_has_its_frames_released(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test that measured only with ``cgmem.graphs`` or ``cgmem.capture_sweep`` was
+    measured here: when it fails, its frames are released at its report, so its graphs
+    die then. Before, they lived on in pytest's traceback cycle until some later gc pass,
+    which could fall inside the next test's capture and invalidate it (each graph's
+    destructor calls an API not permitted while a stream captures)."""
+    pytester.makepyfile(test_graphs_only=GRAPHS_ONLY)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, xfailed=2)
+
+
 FORKING_FIXTURE = """
 import multiprocessing
 
