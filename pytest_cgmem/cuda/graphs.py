@@ -1145,6 +1145,7 @@ def capture_sweep(
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
     order = _sweep_sizes(sizes)
+    count_measurement()
     inputs = {size: make_input(size) for size in order}
     stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
     current = torch.cuda.current_stream()

@@ -96,3 +96,27 @@ def test_a_finished_coroutine_s_frame_loses_its_locals() -> None:
     frame = _frame_named(info.value, "_coroutine_that_fails")
     region.release_exception_frames(info.value)
     assert "pinned" not in frame.f_locals  # type: ignore[attr-defined]
+
+
+class _InputsFailed(Exception):
+    pass
+
+
+def _no_input(size: int) -> object:
+    raise _InputsFailed(size)
+
+
+@pytest.mark.parametrize("how", ["graph log", "capture sweep"])
+def test_a_graph_log_or_a_sweep_counts_as_measured_here(how: str) -> None:
+    """A failing test that measured only graphs has its frames released like a marked
+    one: its graphs must not live on to be collected inside another test's capture."""
+    from pytest_cgmem.cuda import measurements_opened
+    from pytest_cgmem.cuda.graphs import GraphLog, capture_sweep
+
+    before = measurements_opened()
+    if how == "graph log":
+        GraphLog().start().stop()
+    else:
+        with pytest.raises(_InputsFailed):
+            capture_sweep(lambda x: x, [2, 1], _no_input)
+    assert measurements_opened() == before + 1
