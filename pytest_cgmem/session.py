@@ -245,6 +245,9 @@ class CgmemSession:
         self._machine_sent = False
         self._cuda: bool | None = None
         self._cuda_confirmed = False
+        self._discarded: dict[str, int] = {}
+        """Each test's attempt that pytest-rerunfailures runs again (its number): reports
+        of that attempt after the rerun report (its teardown's) are not the test's."""
         self.opted_out: dict[str, str] = {}
         """Under --cgmem-all: each opted-out test that ran, with its reason."""
         self.never_used: dict[str, None] = {}
@@ -891,9 +894,14 @@ class CgmemSession:
         subtests failed is failed by then."""
         if self.worker is not None:
             return
+        attempt = getattr(report, "rerun", None)  # pytest-rerunfailures numbers attempts
         if str(report.outcome) == _RERUN:  # pytest-rerunfailures runs the test again
             self._forget(report.nodeid)
+            if isinstance(attempt, int):
+                self._discarded[report.nodeid] = attempt
             return
+        if isinstance(attempt, int) and self._discarded.get(report.nodeid) == attempt:
+            return  # the rest of an attempt that is run again (its teardown)
         if report.when == "call" and self._final_outcome:
             self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
@@ -913,10 +921,14 @@ class CgmemSession:
             self._take(None, data)
 
     def _forget(self, nodeid: str) -> None:
-        """An attempt that will be run again: its record is not the test's."""
+        """An attempt that will be run again: its record is not the test's, here or in
+        the journal a killed run is read back from."""
         self._final_outcome.pop(nodeid, None)
         self.records.pop(nodeid, None)
-        self.tests.pop(nodeid, None)
+        self.opted_out.pop(nodeid, None)
+        self.never_used.pop(nodeid, None)
+        if self.tests.pop(nodeid, None) is not None:
+            self._journal("rerun", nodeid)
 
     def _settle_outcome(self, report: pytest.TestReport) -> None:
         """A record made from this call report takes the outcome the report ends with (a

@@ -8,6 +8,7 @@ gets one JSON line per event, written and flushed to the operating system at onc
     {"journal": "pytest-cgmem/1", "run": "<id>", "pid": 4242, "host": "runner-3", "started": "..."}
     {"machine": {...}}                      the measuring process's machine, once known
     {"test": {...}}                         one measured test's record, as in the run file
+    {"rerun": "<nodeid>"}                   that attempt will be run again: its record goes
     {"worker_lost": {...}}                  a pytest-xdist worker died
 
 A clean finish replaces the stub with the whole run file atomically and deletes the
@@ -39,7 +40,7 @@ except ImportError:  # pragma: no cover - Windows: no lock, runs on one path are
 
 SUFFIX = ".journal"
 FORMAT = "pytest-cgmem/1"
-KINDS = ("test", "machine", "worker_lost")
+KINDS = ("test", "machine", "rerun", "worker_lost")
 
 
 def journal_path(run_path: str | os.PathLike[str]) -> Path:
@@ -227,7 +228,8 @@ def read(
     record_problem: Callable[[Mapping[str, Any], str], str | None] | None = None,
 ) -> Contents:
     """The tests, machine and lost workers the journal named by ``stub`` (a run file's
-    ``journal``) holds. A later line for the same test replaces an earlier one (a rerun).
+    ``journal``) holds. A later line for the same test replaces an earlier one, and a
+    ``rerun`` line withdraws it (an attempt pytest-rerunfailures runs again).
 
     ``record_problem(test, "$.test")`` says what is wrong with a test line's record, if
     anything (``runfile.record_problem``): such a line is a JournalError naming it.
@@ -282,6 +284,10 @@ def read(
             tests[value["nodeid"]] = value
         elif kind == "machine":
             found.machine = value if isinstance(value, dict) else None
+        elif kind == "rerun":
+            if not isinstance(value, str):
+                raise JournalError(f"its journal {name!r} line {number}: a rerun without a nodeid")
+            tests.pop(value, None)
         else:
             if not isinstance(value, dict):
                 raise JournalError(f"its journal {name!r} line {number}: expected an object")

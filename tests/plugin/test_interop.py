@@ -82,6 +82,105 @@ def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytest
     assert [r["devices"][0]["peak"] for r in test["regions"]] == [100]
 
 
+ATTEMPTS = """
+import os
+import pathlib
+
+import pytest
+
+ATTEMPT = pathlib.Path(__file__).with_name("attempt")
+
+
+def attempt():
+    n = int(ATTEMPT.read_text()) if ATTEMPT.exists() else 0
+    ATTEMPT.write_text(str(n + 1))
+    return n
+
+
+@pytest.fixture
+def server(cgmem_record):
+    n = attempt()
+    yield n
+    if n == 0:
+        cgmem_record("shutdown", peak="900 MiB")
+
+
+def test_flaky_in_teardown(server):
+    assert server > 0
+
+
+def test_flaky_never_records(cgmem_record):
+    if attempt() == 0:
+        cgmem_record("load", peak="900 MiB")
+        assert False
+    if os.environ.get("KILL_AFTER_RERUN"):
+        os._exit(1)
+
+
+def test_flaky_records_last(cgmem_record):
+    assert attempt() > 0
+    cgmem_record("load", peak="10 MiB")
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
+def test_a_discarded_attempt_s_teardown_figures_stay_out(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """pytest-rerunfailures logs an attempt's teardown after its rerun report: figures
+    recorded there belong to the discarded attempt (before, under xdist, the run file
+    showed the test failed with them while pytest showed it passed)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_attempts=ATTEMPTS)
+    result = pytester.runpytest(
+        *workers, "--reruns=1", "--cgmem-json=run.json", "--cgmem-all", "-k", "teardown"
+    )
+    outcomes = result.parseoutcomes()
+    assert (outcomes["passed"], outcomes["rerun"], outcomes.get("failed")) == (1, 1, None)
+    assert _run_file(pytester)["tests"] == []
+    result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*1 never used CUDA*"])
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
+def test_a_discarded_attempt_is_not_counted_as_never_using_cuda(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """Under --cgmem-all the summary counts the last attempt only (before, a serial run
+    counted a test both measured and never using CUDA)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_attempts=ATTEMPTS)
+    result = pytester.runpytest(*workers, "--reruns=1", "--cgmem-all", "-k", "records_last")
+    result.stdout.fnmatch_lines(["*--cgmem-all: 1 test(s) measured*, 0 never used CUDA*"])
+
+
+def test_a_killed_run_does_not_bring_back_a_discarded_attempt(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal withdraws an attempt that is run again: a run killed later reads back
+    as the finished one would (before, the discarded attempt's 900 MiB came back)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_attempts=ATTEMPTS)
+    result = pytester.runpytest_subprocess(
+        "--reruns=1",
+        "--cgmem-json=run.json",
+        "-k",
+        "never_records",
+        "-p",
+        "no:cacheprovider",
+    )
+    outcomes = result.parseoutcomes()
+    assert (outcomes["passed"], outcomes["rerun"], outcomes.get("failed")) == (1, 1, None)
+    (pytester.path / "attempt").unlink()
+    monkeypatch.setenv("KILL_AFTER_RERUN", "1")
+    killed = pytester.runpytest_subprocess(
+        "--reruns=1", "--cgmem-json=run.json", "-k", "never_records", "-p", "no:cacheprovider"
+    )
+    assert killed.ret == 1
+    document = runfile.load_run(pytester.path / "run.json")
+    assert document["complete"] is False
+    assert document["tests"] == []
+
+
 @pytest.mark.parametrize("require_gpu", [False, True])
 def test_skip_and_xfail_marks_win_over_no_cuda(
     pytester: pytest.Pytester, require_gpu: bool

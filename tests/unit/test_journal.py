@@ -65,6 +65,20 @@ def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:
     runfile.validate(doc)
 
 
+def test_a_rerun_line_withdraws_the_attempt_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a", 9 * MiB))
+    written.append("test", record("t.py::b"))
+    written.append("rerun", "t.py::a")  # run again: the next attempt recorded nothing
+    written.close()
+    assert [t["nodeid"] for t in runfile.load_run(path)["tests"]] == ["t.py::b"]
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write('{"rerun": 7}\n')
+    with pytest.raises(CgmemUsageError, match=r"line 5: a rerun without a nodeid$"):
+        runfile.load_run(path)
+
+
 def test_a_line_cut_off_by_the_kill_is_noted_not_fatal(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     written = journal.Journal.start(path, stub())
@@ -88,7 +102,7 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
         runfile.load_run(path, "baseline")
     assert str(info.value) == (
         f"cgmem: baseline {str(path)!r}: its journal 'run.json.journal' line 2: expected one "
-        "of 'test', 'machine', 'worker_lost' as its only key"
+        "of 'test', 'machine', 'rerun', 'worker_lost' as its only key"
     )
 
 
