@@ -829,8 +829,8 @@ class CgmemSession:
             return
         self._start_outputs()
 
-    def _start_outputs(self) -> None:
-        outputs = self._outputs()
+    def _start_outputs(self, *, baseline: bool = True) -> None:
+        outputs = [out for out in self._outputs() if baseline or out[0] != "baseline"]
         if not outputs:
             return
         if self.job is not None and self.job.rank != 0:
@@ -1050,10 +1050,10 @@ class CgmemSession:
 
     def _before_any_test(self, exitstatus: int) -> None:
         """The run ended before its first test (interrupted or stopped in collection): its
-        files are replaced by ones marked incomplete, so the last run's never look
-        current."""
+        run files are replaced by ones marked incomplete, so the last run's never look
+        current. A baseline it was to save is left as it was: nothing was measured."""
         try:
-            self._start_outputs()
+            self._start_outputs(baseline=False)
         except pytest.UsageError as exc:
             self.errors.append(f"cgmem: {exc}")
             return

@@ -670,14 +670,20 @@ def test_a_run_stopped_before_its_first_test_leaves_no_stale_file(
     pytester.makeconftest(STOP_IN_COLLECTION)
     pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
     args = ("-p", "no:cacheprovider", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
-    pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+    saving = "--cgmem-save-baseline=base.json"
+    pytester.runpytest_subprocess(*args, saving).assert_outcomes(passed=1)
     assert runfile.load_run(pytester.path / "run.json")["complete"] is True
+    baseline = (pytester.path / "base.json").read_bytes()
     monkeypatch.setenv("CGMEM_TEST_STOP", how)
-    result = pytester.runpytest_subprocess(*args)
+    result = pytester.runpytest_subprocess(*args, saving)
     assert result.ret != 0
     doc = runfile.load_run(pytester.path / "run.json")
     assert (doc["complete"], doc["incomplete_reason"], doc["tests"]) == (False, reason, [])
     assert not (pytester.path / "gab.json").exists()
+    # nothing was measured: the baseline is left as it was (before, it was marked
+    # incomplete, and every later check and compare said so)
+    assert (pytester.path / "base.json").read_bytes() == baseline
+    assert not (pytester.path / "base.json.journal").exists()
 
 
 KILL_CONTROLLER = """
