@@ -649,8 +649,11 @@ class CgmemSession:
             except Exception as exc:  # a skipped budget's warning under -W error
                 error = exc
             if error is not None and not failed_before:
-                report.outcome = "failed"
-                report.longrepr = str(error)
+                if report.failed:  # the teardown's own error stays the report's
+                    report.sections.append(("cgmem: budget", str(error)))
+                else:
+                    report.outcome = "failed"
+                    report.longrepr = str(error)
                 outcome = "failed"
         else:
             with contextlib.suppress(KeyError):
@@ -905,8 +908,13 @@ class CgmemSession:
         if report.when == "call" and self._final_outcome:
             self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
-        if not isinstance(payload, Mapping):
-            return
+        if isinstance(payload, Mapping):
+            self._take_payload(report, payload)
+        if report.failed and report.when != "call":
+            self._failed_after_call(report.nodeid)
+
+    def _take_payload(self, report: pytest.TestReport, payload: Mapping[str, Any]) -> None:
+        """What a worker (or a forked child) sent on the report: its counts and record."""
         self._take_unmeasured(report.nodeid, payload.get("opted_out"), payload.get("never_used"))
         machine = payload.get("machine")
         if isinstance(machine, Mapping) and self.machine is None:
@@ -919,6 +927,14 @@ class CgmemSession:
             elif data.get("outcome") != "failed" and earlier is not None:
                 data = {**data, "outcome": earlier.outcome}  # the call's, as pytest showed it
             self._take(None, data)
+
+    def _failed_after_call(self, nodeid: str) -> None:
+        """The test's teardown failed, or its xdist worker crashed after the call: pytest
+        shows it red, so its record is ``failed`` (a baseline refresh keeps its earlier
+        entry)."""
+        record = self.records.get(nodeid)
+        if record is not None and record.outcome != "failed":
+            self._take(dataclasses.replace(record, outcome="failed"), None)
 
     def _forget(self, nodeid: str) -> None:
         """An attempt that will be run again: its record is not the test's, here or in

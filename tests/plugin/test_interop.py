@@ -550,6 +550,63 @@ def test_a_teardown_budget_failure_stays_failed_under_reruns(
     assert [v["label"] for v in test["violations"]] == ["shutdown"]
 
 
+BROKEN_TEARDOWN = """
+import os
+
+import pytest
+
+
+@pytest.fixture
+def server(cgmem_record):
+    yield
+    if os.environ.get("SHUTDOWN_PEAK"):
+        cgmem_record("shutdown", peak=os.environ["SHUTDOWN_PEAK"])
+    if os.environ.get("BREAK"):
+        raise RuntimeError("server did not shut down cleanly")
+
+
+def test_load(cgmem_record, server):
+    cgmem_record("load", peak=os.environ.get("PEAK", "100 MiB"))
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
+def test_a_test_whose_teardown_fails_is_recorded_failed(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: list[str]
+) -> None:
+    """pytest shows it red ('1 passed, 1 error'): the record says failed, and a baseline
+    refresh keeps the earlier entry (before, the record said passed and the refresh took
+    the broken run's figures)."""
+    pytester.makepyfile(test_srv=BROKEN_TEARDOWN)
+    args = (*xdist, "--cgmem-save-baseline=base.json", "--cgmem-json=run.json")
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    monkeypatch.setenv("PEAK", "900 MiB")
+    monkeypatch.setenv("BREAK", "1")
+    pytester.runpytest(*args).assert_outcomes(passed=1, errors=1)
+    run = _run_file(pytester)
+    assert [t["outcome"] for t in run["tests"]] == ["failed"]
+    assert run["summary"]["failed"] == 1
+    (kept,) = _run_file(pytester, "base.json")["tests"]
+    assert kept["regions"][0]["devices"][0]["peak"] == 100 * 2**20
+
+
+def test_a_teardown_budget_failure_keeps_the_teardown_s_own_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_srv=BROKEN_TEARDOWN)
+    monkeypatch.setenv("SHUTDOWN_PEAK", "900 MiB")
+    monkeypatch.setenv("BREAK", "1")
+    result = pytester.runpytest("--cgmem-budget=peak=200MiB", "--junitxml=j.xml")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*RuntimeError: server did not shut down cleanly",
+            "*cgmem: peak 900.00 MiB exceeds budget 200.00 MiB*'shutdown'*",
+        ]
+    )
+    assert "server did not shut down cleanly" in (pytester.path / "j.xml").read_text()
+
+
 @pytest.mark.parametrize("show", ["--fixtures", "--fixtures-per-test", "--cache-show"])
 def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, show: str) -> None:
     pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")

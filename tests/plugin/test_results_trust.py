@@ -635,6 +635,7 @@ def test_a_worker_that_dies_in_teardown_keeps_the_test_s_figures(
     pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "1", "--cgmem-json=run.json")
     doc = runfile.load_run(pytester.path / "run.json")
     assert nodeids(doc) == ["test_recorded"]
+    assert doc["tests"][0]["outcome"] == "failed"  # pytest shows it red: the worker crashed
     assert doc["complete"] is False
     assert doc["incomplete_reason"].endswith(
         "crashed while running test_teardown.py::test_recorded, after its call phase (its "
