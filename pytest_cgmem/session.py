@@ -245,6 +245,9 @@ class CgmemSession:
         self._machine_sent = False
         self._cuda: bool | None = None
         self._cuda_confirmed = False
+        self._finished: set[str] = set()
+        """Tests whose protocol ended (on the xdist controller, each worker's): a stop
+        (-x) after the last of them stopped nothing."""
         self._discarded: dict[str, int] = {}
         """Each test's attempt that pytest-rerunfailures runs again (its number): reports
         of that attempt after the rerun report (its teardown's) are not the test's."""
@@ -936,6 +939,9 @@ class CgmemSession:
         if record is not None and record.outcome != "failed":
             self._take(dataclasses.replace(record, outcome="failed"), None)
 
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self._finished.add(nodeid)
+
     def _forget(self, nodeid: str) -> None:
         """An attempt that will be run again: its record is not the test's, here or in
         the journal a killed run is read back from."""
@@ -1030,13 +1036,17 @@ class CgmemSession:
         self.interrupted = f"interrupted: {text}" if text else f"interrupted ({excinfo.typename})"
 
     def _reasons(self, session: pytest.Session, exitstatus: int) -> list[str]:
-        """Why this run is incomplete (nothing when it is complete)."""
-        first = self.interrupted or self.ended_early
+        """Why this run is incomplete (nothing when it is complete). A stop that came
+        once every test had run (-x on the last one; xdist stops by interrupting) stopped
+        nothing."""
+        every_test_ran = 0 < session.testscollected <= len(self._finished)
+        interrupted = None if every_test_ran else self.interrupted
+        first = interrupted or self.ended_early
         reasons = [first] if first else []
         stop = session.shouldfail or session.shouldstop
-        if stop and not self.interrupted:
+        if stop and not interrupted and not every_test_ran:
             reasons.append(f"stopped early: {stop}")
-        if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not self.interrupted:
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not interrupted:
             reasons.append("an internal error ended the run")  # not pytest.exit(returncode=3)
         for lost in self.workers_lost:
             if lost["test"] in self.tests:

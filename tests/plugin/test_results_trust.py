@@ -256,6 +256,24 @@ def test_stopped_early_is_incomplete(pytester: pytest.Pytester) -> None:
     assert nodeids(doc) == ["test_a"]
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
+def test_a_stop_at_the_last_test_is_complete(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    """-x that fires on the last test stopped nothing: the run is complete."""
+    pytester.makepyfile(
+        """
+        def test_a(cgmem_record):
+            cgmem_record("x", peak=1)
+        def test_b(cgmem_record):
+            cgmem_record("x", peak=1)
+            assert False
+        """
+    )
+    pytester.runpytest(*xdist, "-x", "--cgmem-json=run.json").assert_outcomes(passed=1, failed=1)
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert (doc["complete"], doc["incomplete_reason"]) == (True, None)
+    assert nodeids(doc) == ["test_a", "test_b"]
+
+
 def test_a_clean_run_is_complete_and_leaves_no_journal(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(RAN)
     pytester.runpytest("--cgmem-json=out/run.json").assert_outcomes(passed=1)
