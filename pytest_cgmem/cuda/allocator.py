@@ -412,7 +412,9 @@ def allocator_settings() -> tuple[str, str]:
     parsed), else the environment read as torch reads it. ``source`` names the variable,
     ``"set at runtime"`` when the getter's string differs from the environment's, or
     ``""`` when nothing is set."""
-    value, source = alloc_conf_from_env(os.environ, version_tuple(str(torch.__version__)))
+    value, source = alloc_conf_from_env(
+        os.environ, version_tuple(str(torch.__version__)), rocm=torch.version.hip is not None
+    )
     getter: Callable[[], object] | None = getattr(
         torch._C, "_accelerator_getAllocatorSettings", None
     )

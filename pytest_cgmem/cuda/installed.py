@@ -15,7 +15,11 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
+"""In the order torch reads them (the first that is set wins)."""
+SHARED_CONF_SINCE = (2, 10)
+"""The torch that reads ``PYTORCH_ALLOC_CONF``, and ``PYTORCH_HIP_ALLOC_CONF`` in a CUDA
+build (a ROCm build reads the HIP variable in every version)."""
 UNKNOWN_BACKEND = "unknown"
 """The allocator backend where torch cannot say (a CPU build among them)."""
 
@@ -26,17 +30,23 @@ def version_tuple(version: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
-def alloc_conf_from_env(environ: Mapping[str, str], version: tuple[int, int]) -> tuple[str, str]:
+def alloc_conf_from_env(
+    environ: Mapping[str, str], version: tuple[int, int], *, rocm: bool = False
+) -> tuple[str, str]:
     """The allocator settings torch takes from ``environ``, and the variable they came from
     (``""`` when none is set).
 
     As torch reads them (c10's allocator configs, checked in the wheels of 2.4 to 2.15 and
-    on 2.13 and 2.14 builds): the first variable that is *set* is used whole, even when
-    empty, ``PYTORCH_CUDA_ALLOC_CONF`` first; torch 2.10 and newer fall back to
-    ``PYTORCH_ALLOC_CONF`` when it is unset, while before 2.10 the CUDA allocator reads
-    only ``PYTORCH_CUDA_ALLOC_CONF``.
+    on 2.11, 2.13 and 2.14 builds): the first variable that is *set* is used whole, even
+    when empty, ``PYTORCH_CUDA_ALLOC_CONF`` first, then ``PYTORCH_HIP_ALLOC_CONF``, then
+    ``PYTORCH_ALLOC_CONF``. Before 2.10 a CUDA build reads only the CUDA variable, and a
+    ROCm build the CUDA and HIP ones.
     """
-    names = ALLOC_CONF_VARS if version >= (2, 10) else ALLOC_CONF_VARS[:1]
+    cuda, hip, shared = ALLOC_CONF_VARS
+    if version >= SHARED_CONF_SINCE:
+        names: tuple[str, ...] = (cuda, hip, shared)
+    else:
+        names = (cuda, hip) if rocm else (cuda,)
     for name in names:
         if name in environ:
             return environ[name], name

@@ -173,9 +173,10 @@ def build() -> dict[str, Any]:
                     "allocator_backend": {"type": ["string", "null"]},
                     "alloc_conf": {
                         "type": ["string", "null"],
-                        "description": "PYTORCH_CUDA_ALLOC_CONF, else (torch 2.10+) "
-                        "PYTORCH_ALLOC_CONF, in the measuring process ('' when neither is "
-                        "set); null when nothing was measured",
+                        "description": "PYTORCH_CUDA_ALLOC_CONF, else (torch 2.10+, or "
+                        "ROCm) PYTORCH_HIP_ALLOC_CONF, else (torch 2.10+) PYTORCH_ALLOC_CONF, "
+                        "in the measuring process ('' when none is set); null when nothing "
+                        "was measured",
                     },
                     "alloc_conf_source": {
                         "type": ["string", "null"],

@@ -129,12 +129,29 @@ def test_mechanism_to_dict() -> None:
             (2, 15),
             ("", "PYTORCH_CUDA_ALLOC_CONF"),  # set, though empty: still the one read
         ),
+        (
+            {"PYTORCH_HIP_ALLOC_CONF": "h:3", "PYTORCH_ALLOC_CONF": "b:2"},
+            (2, 13),
+            ("h:3", "PYTORCH_HIP_ALLOC_CONF"),  # the HIP variable before the generic one
+        ),
+        (
+            {"PYTORCH_CUDA_ALLOC_CONF": "a:1", "PYTORCH_HIP_ALLOC_CONF": "h:3"},
+            (2, 13),
+            ("a:1", "PYTORCH_CUDA_ALLOC_CONF"),
+        ),
+        ({"PYTORCH_HIP_ALLOC_CONF": "h:3"}, (2, 9), ("", "")),  # a CUDA build before 2.10
     ],
 )
 def test_allocator_settings_as_each_release_reads_them(
     environ: dict[str, str], version: tuple[int, int], expected: tuple[str, str]
 ) -> None:
     assert installed.alloc_conf_from_env(environ, version) == expected
+
+
+def test_a_rocm_build_reads_the_hip_variable_in_every_release() -> None:
+    environ = {"PYTORCH_HIP_ALLOC_CONF": "h:3"}
+    expected = ("h:3", "PYTORCH_HIP_ALLOC_CONF")
+    assert installed.alloc_conf_from_env(environ, (2, 4), rocm=True) == expected
 
 
 @pytest.mark.parametrize(
@@ -374,11 +391,16 @@ print(json.dumps({"ours": allocator.allocator_settings(), "torch": getter() if g
 @pytest.mark.parametrize(
     "environ",
     [
-        {"PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:100", "PYTORCH_ALLOC_CONF": "x:1"},
+        {
+            "PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:100",
+            "PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300",
+            "PYTORCH_ALLOC_CONF": "x:1",
+        },
+        {"PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300", "PYTORCH_ALLOC_CONF": "x:1"},
         {"PYTORCH_ALLOC_CONF": "expandable_segments:True"},
         {},
     ],
-    ids=["both", "generic-only", "neither"],
+    ids=["all-three", "hip-and-generic", "generic-only", "neither"],
 )
 def test_allocator_settings_reader_agrees_with_this_torch(environ: dict[str, str]) -> None:
     """Where torch has its own getter (2.12+) it must say what our reader says from the
