@@ -20,7 +20,7 @@ from .cuda import cuda_started
 from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import CgmemSession, process_machine, regions_key
+from .session import CgmemSession, fixture_used_key, process_machine, regions_key
 from .settings import (
     OPTIONS,
     Settings,
@@ -268,6 +268,7 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     """Explicit GPU memory regions: ``with cgmem.measure("prefill") as m: ...``."""
     session = request.config.stash[session_key]
     session.require_cuda()
+    request.node.stash[fixture_used_key] = True
     device, rank = session.place()
     return CgmemFixture(
         request.node.stash.setdefault(regions_key, []).append,

@@ -45,6 +45,8 @@ opted_out_key = pytest.StashKey[str]()
 """The reason of an unmarked test's ``cgmem_off`` mark: under --cgmem-all its call phase is
 not measured, and in any run nothing it records is held to the default budget or the
 baseline."""
+fixture_used_key = pytest.StashKey[bool]()
+"""The plugin's ``cgmem`` fixture was set up for the test."""
 _never_used_key = pytest.StashKey[bool]()
 """Under --cgmem-all: the test ran and never used CUDA (so it was not measured)."""
 _suite_key = pytest.StashKey[bool]()
@@ -164,12 +166,33 @@ def _unavailable(
 
 
 def uses_fixture(item: pytest.Item) -> bool:
-    return "cgmem" in getattr(item, "fixturenames", ())
+    """The plugin's ``cgmem`` fixture was set up for the test (known once its fixtures
+    are): a suite's own fixture of that name, or a parameter, is not it."""
+    return item.stash.get(fixture_used_key, False)
+
+
+_PLUGIN_MODULE = "pytest_cgmem.plugin"
+
+
+def asks_for_fixture(item: pytest.Item) -> bool:
+    """At collection: the test asks for the plugin's ``cgmem`` fixture, not for a suite's
+    own fixture or a ``parametrize`` argument that happens to share its name."""
+    if "cgmem" not in getattr(item, "fixturenames", ()):
+        return False
+    if "cgmem" in getattr(getattr(item, "callspec", None), "params", {}):
+        return False
+    manager: Any = item.config.pluginmanager.get_plugin("funcmanage")
+    try:
+        definitions = manager.getfixturedefs("cgmem", item)
+        func = definitions[-1].func
+    except Exception:  # a pytest whose fixture manager differs: the name decides
+        return True
+    return getattr(func, "__module__", None) == _PLUGIN_MODULE
 
 
 def measured(item: pytest.Item) -> bool:
-    """Marked, or using the ``cgmem`` fixture: a test whose GPU memory is measured."""
-    return budget_key in item.stash or uses_fixture(item)
+    """Marked, or asking for the ``cgmem`` fixture: a test whose GPU memory is measured."""
+    return budget_key in item.stash or asks_for_fixture(item)
 
 
 def _outcome(report: pytest.TestReport) -> str:

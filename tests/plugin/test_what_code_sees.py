@@ -90,3 +90,42 @@ def test_a_failing_test_the_plugin_measured_nothing_of_keeps_its_frames(
         failed=1, **({"passed": 1} if torch.cuda.is_available() else {"skipped": 1})
     )
     result.stdout.fnmatch_lines(["*TEARDOWN-SEES *'payload'*"])
+
+
+OWN_CGMEM_FIXTURE = """
+import pytest
+
+
+@pytest.fixture
+def cgmem():
+    return 2**30  # the suite's own: a cgroup memory limit
+"""
+
+OWN_CGMEM_TESTS = """
+import sys
+
+import pytest
+
+
+def test_limit(cgmem):
+    assert cgmem == 2**30
+    assert "torch" not in sys.modules
+
+
+@pytest.mark.parametrize("cgmem", ["v1", "v2"])
+def test_param(cgmem):
+    assert "torch" not in sys.modules
+"""
+
+
+def test_a_suite_s_own_cgmem_fixture_or_parameter_is_left_alone(
+    pytester: pytest.Pytester,
+) -> None:
+    """Only the plugin's own ``cgmem`` fixture makes a test measured: a suite's fixture or
+    parameter of that name runs as without the plugin (before, each such test imported
+    torch, printed the header and failed where torch was missing)."""
+    pytester.makeconftest(OWN_CGMEM_FIXTURE)
+    pytester.makepyfile(test_own=OWN_CGMEM_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    result.stdout.no_fnmatch_line("cgmem: *")
