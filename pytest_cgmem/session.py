@@ -90,8 +90,25 @@ attributes with it, so they arrive as the test ends."""
 
 _RERUN = "rerun"
 """The outcome pytest-rerunfailures gives an attempt it runs again (none of pytest's own)."""
-_NO_TESTS_MEANT = ("collectonly", "showfixtures", "show_fixtures_per_test", "cacheshow")
-"""pytest's options for runs that run no test (their ``config.option`` names)."""
+_NO_TESTS_MEANT = (
+    "collectonly",
+    "showfixtures",
+    "show_fixtures_per_test",
+    "cacheshow",
+    "setuponly",
+    "setupplan",
+    "help",
+    "markers",
+)
+"""pytest's options for runs that run no test (their ``config.option`` names): they check
+no output path and write no file."""
+
+
+def runs_no_tests(config: pytest.Config) -> bool:
+    """``--collect-only``, ``--fixtures``, ``--setup-plan``, ``--help`` and the like."""
+    return any(getattr(config.option, name, False) for name in _NO_TESTS_MEANT)
+
+
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 _REGION_MODULE = "pytest_cgmem.cuda.region"
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
@@ -288,7 +305,8 @@ class CgmemSession:
         self.worker: str | None = None if workerinput is None else workerinput.get("workerid")
         self.job = Job.from_env(os.environ)
         """This process's place in a torchrun job (None outside one): results/torchrun.py."""
-        if self.worker is None and (self.job is None or self.job.rank == 0):
+        writes = self.worker is None and (self.job is None or not self.job.rank)
+        if writes and not runs_no_tests(config):
             problems = self._output_problems()  # only rank 0 of a torchrun job writes
             if problems:
                 raise pytest.UsageError(*problems)
@@ -308,8 +326,7 @@ class CgmemSession:
         self.earlier_baseline: list[dict[str, Any]] | None = None
         """The tests of the baseline ``--cgmem-save-baseline`` replaces: it keeps those this
         run does not measure, or does not pass (``results.runfile.refreshed``)."""
-        writes = self.worker is None and (self.job is None or not self.job.rank)
-        if settings.save_baseline and writes and not config.option.collectonly:
+        if settings.save_baseline and writes and not runs_no_tests(config):
             self.earlier_baseline = self._earlier_baseline(settings.save_baseline)
 
     def _earlier_baseline(self, given: str) -> list[dict[str, Any]] | None:
@@ -854,7 +871,7 @@ class CgmemSession:
         """Before the first test: each run file becomes a stub marked incomplete, with its
         journal beside it; a stale github-action-benchmark file goes. ``--collect-only``
         (and an xdist worker) writes nothing."""
-        if self.worker is not None or self.config.option.collectonly or self.started:
+        if self.worker is not None or runs_no_tests(self.config) or self.started:
             return
         self._start_outputs()
 
@@ -1091,8 +1108,7 @@ class CgmemSession:
     def _ran_short(self, exitstatus: int) -> bool:
         """The run was to run tests and stopped before its first (not ``--collect-only``,
         ``--fixtures`` or ``--cache-show``, which run none and write nothing)."""
-        option = self.config.option
-        if any(getattr(option, name, False) for name in _NO_TESTS_MEANT):
+        if runs_no_tests(self.config):
             return False
         ok = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
         return bool(self.interrupted) or exitstatus not in ok

@@ -607,11 +607,15 @@ def test_a_teardown_budget_failure_keeps_the_teardown_s_own_error(
     assert "server did not shut down cleanly" in (pytester.path / "j.xml").read_text()
 
 
-@pytest.mark.parametrize("show", ["--fixtures", "--fixtures-per-test", "--cache-show"])
+@pytest.mark.parametrize(
+    "show",
+    ["--fixtures", "--fixtures-per-test", "--cache-show", "--setup-plan", "--setup-only"],
+)
 def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, show: str) -> None:
     pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
-    args = ("--cgmem-json=run.json", "--cgmem-save-baseline=base.json")
+    args = ("--cgmem-json=run.json", "--cgmem-save-baseline=base.json", "--cgmem-gab-json=g.json")
     pytester.runpytest(*args).assert_outcomes(passed=1)
-    before = {name: (pytester.path / name).read_text() for name in ("run.json", "base.json")}
+    names = ("run.json", "base.json", "g.json")
+    before = {name: (pytester.path / name).read_text() for name in names}
     pytester.runpytest(show, *args)
     assert {name: (pytester.path / name).read_text() for name in before} == before

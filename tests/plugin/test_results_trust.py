@@ -317,6 +317,28 @@ def test_a_second_run_on_the_same_file_is_refused(pytester: pytest.Pytester) -> 
     pytester.runpytest("--cgmem-json=run.json").assert_outcomes(passed=1)
 
 
+@pytest.mark.usefixtures("this_checkout")
+def test_runs_that_run_no_test_are_not_refused_beside_a_run_in_progress(
+    pytester: pytest.Pytester,
+) -> None:
+    """An IDE's test discovery (--collect-only) or --help while a run writes the ini's
+    run file: they write nothing, so nothing is refused (before: a usage error)."""
+    pytester.makeini("[pytest]\ncgmem_json = run.json\n")
+    pytester.makepyfile(RAN)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD], cwd=pytester.path, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        for flags in (["--collect-only", "-q"], ["--fixtures"], ["--markers"], ["--help"]):
+            result = pytester.runpytest(*flags)
+            assert result.ret == pytest.ExitCode.OK, (flags, result.stderr.str())
+        assert pytester.runpytest().ret == pytest.ExitCode.USAGE_ERROR
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # -- figures that are not numbers ---------------------------------------------------------
 
 
