@@ -82,6 +82,9 @@ def parse_size(value: object) -> int:
         raise CgmemUsageError(
             f"unknown unit {unit!r} in {short_repr(value)}: use one of {', '.join(UNIT_NAMES)}"
         )
+    whole = number.split(".")[0].lstrip("0")
+    if len(whole) > len(str(MAX_FIGURE)):  # also past what a decimal context can hold
+        raise _too_large()
     with decimal.localcontext() as context:
         context.prec = len(number) + len(str(factor))  # every digit of the product: exact
         size = (decimal.Decimal(number) * factor).to_integral_value(decimal.ROUND_HALF_EVEN)

@@ -182,12 +182,24 @@ def test_a_number_too_large_is_a_short_usage_error(parse, value) -> None:
     [
         (parse_size, 10**400, "too large: the most is 9223372036854775807"),
         (parse_size, "9" * 400 + "GiB", "too large: the most is 9223372036854775807"),
+        # past what a decimal context holds: a usage error, not decimal.Overflow
+        (parse_size, "1" * 1_000_001, "too large: the most is 9223372036854775807"),
+        (parse_size, "1" * 1_000_001 + ".5 KiB", "too large: the most is 9223372036854775807"),
         (parse_size, MAX_FIGURE + 1, "too large: the most is 9223372036854775807"),
         (parse_count, 2**64, "too large: the most is 9223372036854775807"),
         (parse_percent, "1e999%", "a tolerance must be a finite percentage, got '1e999%'"),
         (parse_ratio, 10**400, "a positive finite number, got an integer of about 400 digits"),
     ],
-    ids=["int", "string", "past-int64", "count", "percent", "ratio"],
+    ids=[
+        "int",
+        "string",
+        "million-digits",
+        "million-digits-kib",
+        "past-int64",
+        "count",
+        "percent",
+        "ratio",
+    ],
 )
 def test_a_number_too_large_says_so(parse, value, message) -> None:
     with pytest.raises(CgmemUsageError, match=re.escape(message)):
