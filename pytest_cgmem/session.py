@@ -212,6 +212,16 @@ def measured(item: pytest.Item) -> bool:
     return budget_key in item.stash or asks_for_fixture(item)
 
 
+def skipped_by_unittest(item: pytest.Item) -> bool:
+    """A unittest test its own ``@unittest.skip``/``skipIf`` (on it or its class) skips
+    when it runs: its reason is the one shown, not "no CUDA device", and nothing runs to
+    be measured."""
+    return any(
+        getattr(getattr(item, name, None), "__unittest_skip__", False) is True
+        for name in ("obj", "cls")
+    )
+
+
 def _outcome(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
@@ -437,7 +447,7 @@ class CgmemSession:
         item.stash[_opened_key] = measurements_opened()
         if _usage_error_key in item.stash:
             pytest.fail(item.stash[_usage_error_key], pytrace=False)
-        if budget_key in item.stash:
+        if budget_key in item.stash and not skipped_by_unittest(item):
             self.require_cuda()
         elif self.tracking_lingers and _suite_key not in item.stash:
             self.release_tracking()
@@ -462,7 +472,7 @@ class CgmemSession:
 
     def _call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
-        budget = item.stash.get(budget_key, None)
+        budget = None if skipped_by_unittest(item) else item.stash.get(budget_key, None)
         if budget is None and _suite_key in item.stash:
             if not cuda_started():
                 return (yield from self._until_cuda_starts(item))

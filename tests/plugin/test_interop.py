@@ -188,6 +188,8 @@ def test_skip_and_xfail_marks_win_over_no_cuda(
     pytester.makepyfile(
         test_marks="""
         import sys
+        import unittest
+
         import pytest
 
         @pytest.mark.skip(reason="known broken")
@@ -201,16 +203,32 @@ def test_skip_and_xfail_marks_win_over_no_cuda(
         @pytest.mark.xfail(run=False, reason="never run")
         @pytest.mark.cgmem(peak="1 GiB")
         def test_not_run(): pass
+
+        @pytest.mark.cgmem(peak="1 GiB")
+        class TestMarked(unittest.TestCase):
+            @unittest.skip("needs 8 GPUs")
+            def test_big(self): pass
+
+            @unittest.skipIf(True, "cpu only box")
+            def test_cond(self): pass
+
+        @unittest.skip("whole class off")
+        @pytest.mark.cgmem(peak="1 GiB")
+        class TestOff(unittest.TestCase):
+            def test_c(self): pass
         """
     )
     args = ["-rsx", *(["--cgmem-require-gpu"] if require_gpu else [])]
     result = pytester.runpytest(*args)
-    result.assert_outcomes(skipped=2, xfailed=1)
-    result.stdout.fnmatch_lines(
+    result.assert_outcomes(skipped=5, xfailed=1)
+    result.stdout.fnmatch_lines_random(
         [
             "SKIPPED [[]1[]] test_marks.py:*: known broken",
             "SKIPPED [[]1[]] test_marks.py:*: not here",
             "XFAIL*test_marks.py::test_not_run*NOTRUN*never run",
+            "SKIPPED [[]1[]] test_marks.py:*: needs 8 GPUs",
+            "SKIPPED [[]1[]] test_marks.py:*: cpu only box",
+            "SKIPPED [[]1[]] test_marks.py:*: whole class off",
         ]
     )
 
