@@ -145,7 +145,18 @@ def _check_legacy_toml(config: pytest.Config) -> None:
                 raise CgmemUsageError(problem)
 
 
+_configured: list[pytest.Config] = []
+"""The pytest runs of this process configured now: one started inside another (pytester's
+in-process runs, ``pytest.main()`` in a test) is not the process's own."""
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    with contextlib.suppress(ValueError):
+        _configured.remove(config)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _configured.append(config)
     config.addinivalue_line("markers", MARK_HELP)
     config.addinivalue_line("markers", OFF_HELP)
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
@@ -204,9 +215,10 @@ def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None,
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Pin a pytest-xdist worker to its device before any conftest can start CUDA."""
+    """Pin a pytest-xdist worker to its device before any conftest can start CUDA (not
+    from a pytest run inside a worker's test, which inherits its environment)."""
     workerid = os.environ.get("PYTEST_XDIST_WORKER")
-    if workerid is None:
+    if workerid is None or _configured:
         return
     raw = getattr(early_config.known_args_namespace, _dest("devices"), None)
     source = "--cgmem-devices"

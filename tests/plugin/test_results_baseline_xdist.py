@@ -437,6 +437,28 @@ def test_devices_pin_workers_before_conftest(
     assert seen == expected
 
 
+def test_a_pytest_run_inside_a_worker_s_test_pins_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An in-process pytest run inside a worker's test inherits PYTEST_XDIST_WORKER, but
+    it is not the worker: it must not change the worker's CUDA_VISIBLE_DEVICES."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile(
+        test_outer="""
+        import os
+
+        def test_inner(pytester):
+            before = os.environ.get("CUDA_VISIBLE_DEVICES")
+            pytester.makepyfile("def test_a():\\n    pass\\n")
+            pytester.runpytest_inprocess("--cgmem-devices=1", "-p", "no:cacheprovider")
+            assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "pytester", "-p", "no:benchmark", "-n", "1")
+    result.assert_outcomes(passed=1)
+
+
 @pytest.mark.usefixtures("this_checkout")
 @pytest.mark.parametrize(
     ("args", "source"),
