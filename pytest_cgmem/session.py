@@ -399,6 +399,10 @@ class CgmemSession:
             raise pytest.UsageError(*(message for _, message in errors))
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
+        """The machine, before the first test. ``--collect-only -q`` prints node ids only
+        (scripts read them), so it gets none."""
+        if self.config.option.collectonly and self.config.get_verbosity() < 0:
+            return []
         if not any(measured(item) for item in items):
             return []  # under --cgmem-all too: nothing asked for CUDA, so torch stays out
         from .cuda.machine import machine_info

@@ -111,3 +111,12 @@ def test_header_names_the_machine_when_gpu_tests_are_collected(pytester: pytest.
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("--collect-only")
     result.stdout.fnmatch_lines(["cgmem: GPUs: *; driver *", "cgmem: torch *, CUDA *, allocator *"])
+
+
+def test_collect_only_quiet_prints_node_ids_only(pytester: pytest.Pytester) -> None:
+    """Scripts read ``--collect-only -q``'s lines as node ids: no header among them."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == 0
+    assert not [line for line in result.stdout.lines if line.startswith("cgmem:")]
+    assert any(line.startswith("test_suite.py::") for line in result.stdout.lines)
