@@ -52,19 +52,25 @@ def _dest(name: str) -> str:
 def _ini_type(name: str) -> Any:
     """The ini type pytest gets for an option.
 
-    An int option reads its text itself where pytest lets it (a string first, so that only
-    ASCII digits pass), and takes a TOML integer too: ``str | int`` from pytest 9.2;
-    ``int`` from 8.4, where pytest's ``int()`` parses the text; a string before.
+    An int option reads its text itself (so that only ASCII digits pass), and takes a
+    native TOML integer too: ``str | int`` from pytest 9.2; ``int`` on 9.0 and 9.1, the
+    first with native TOML, whose text ``_read_ini`` takes before pytest's ``int()`` would
+    read it (``int("٣")`` is 3); a string before.
     """
     if name != "int":
         return name
     version = _pytest_version()
     if version >= (9, 2):
         return str | int
-    return "int" if version >= (8, 4) else "string"
+    return "int" if version >= (9, 0) else "string"
 
 
-def _read_ini(config: pytest.Config, key: str) -> object:
+def _read_ini(config: pytest.Config, key: str, kind: str) -> object:
+    if kind == "int" and _ini_type(kind) == "int":  # pytest 9.0, 9.1: the text as written
+        with contextlib.suppress(Exception):
+            raw = config.inicfg.get(key)
+            if isinstance(raw, str):
+                return raw
     try:
         return config.getini(key)
     except (TypeError, ValueError, pytest.UsageError, Warning) as exc:
@@ -162,7 +168,7 @@ def pytest_configure(config: pytest.Config) -> None:
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
     try:
         _check_legacy_toml(config)
-        ini = {o.name: _read_ini(config, o.ini) for o in OPTIONS}
+        ini = {o.name: _read_ini(config, o.ini, o.ini_type) for o in OPTIONS}
         ini_dir = None if config.inipath is None else str(config.inipath.parent)
         settings = config.stash[settings_key] = resolve(cli, ini, ini_dir)
     except CgmemUsageError as exc:
