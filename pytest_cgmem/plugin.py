@@ -20,7 +20,7 @@ from .cuda import cuda_started
 from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import CgmemSession, fixture_used_key, process_machine, regions_key
+from .session import CgmemSession, fixture_used_key, regions_key
 from .settings import (
     OPTIONS,
     Settings,
@@ -252,14 +252,14 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_benchmark_update_machine_info(
     config: pytest.Config, machine_info: dict[str, Any]
 ) -> None:
-    """pytest-benchmark's ``machine_info["cgmem"]``: this process's machine, the same when
-    pytest-benchmark reads it for ``--benchmark-compare`` (at configure time) and when it
-    saves, so that compare is quiet when the machines match. A run that neither measures
-    nor compares (torch never imported) adds nothing, and imports nothing."""
-    session = config.stash.get(session_key, None)
-    comparing = bool(config.getoption("benchmark_compare", None))
-    if comparing or "torch" in sys.modules or (session is not None and session.records):
-        machine_info["cgmem"] = process_machine(config)
+    """pytest-benchmark's ``machine_info["cgmem"]``: this machine's identity, read without
+    importing torch, so that it is the same when pytest-benchmark reads it for
+    ``--benchmark-compare`` (at configure time) and when it saves, whatever the run
+    measures: compare is quiet when the machines match."""
+    from .cuda.machine import identity_without_torch
+    from .results.runfile import base_machine
+
+    machine_info["cgmem"] = {**base_machine(), **identity_without_torch()}
 
 
 def _require_devices(config: pytest.Config) -> Callable[[int], None]:

@@ -14,12 +14,10 @@ from typing import Any
 import torch
 
 from ..failures import FigureUnavailable
-from .installed import UNKNOWN_BACKEND, alloc_conf_from_env, version_tuple
+from .installed import ASYNC_BACKEND, UNKNOWN_BACKEND, alloc_conf_from_env, version_tuple
 
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
-
-ASYNC_BACKEND = "cudaMallocAsync"
 
 
 def cuda_available() -> bool:

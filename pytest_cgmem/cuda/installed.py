@@ -20,6 +20,7 @@ ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH
 SHARED_CONF_SINCE = (2, 10)
 """The torch that reads ``PYTORCH_ALLOC_CONF``, and ``PYTORCH_HIP_ALLOC_CONF`` in a CUDA
 build (a ROCm build reads the HIP variable in every version)."""
+ASYNC_BACKEND = "cudaMallocAsync"
 UNKNOWN_BACKEND = "unknown"
 """The allocator backend where torch cannot say (a CPU build among them)."""
 
@@ -53,9 +54,9 @@ def alloc_conf_from_env(
     return "", ""
 
 
-def version_file_build(text: str) -> str | None:
-    """The version a torch ``version.py`` names when it is a build without CUDA or ROCm
-    (``cuda`` and ``hip`` both None); None for a GPU build or a file not as expected."""
+def version_file_fields(text: str) -> dict[str, object] | None:
+    """A torch ``version.py``'s ``__version__``, ``cuda`` and ``hip`` (None where a file is
+    not as expected)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -73,11 +74,22 @@ def version_file_build(text: str) -> str | None:
     version = values.get("__version__")
     if not isinstance(version, str) or "cuda" not in values or "hip" not in values:
         return None
-    return version if values["cuda"] is None and values["hip"] is None else None
+    return {name: values[name] for name in ("__version__", "cuda", "hip")}
+
+
+def version_file_build(text: str) -> str | None:
+    """The version a torch ``version.py`` names when it is a build without CUDA or ROCm
+    (``cuda`` and ``hip`` both None); None for a GPU build or a file not as expected."""
+    fields = version_file_fields(text)
+    if fields is None or fields["cuda"] is not None or fields["hip"] is not None:
+        return None
+    return str(fields["__version__"])
 
 
 @functools.cache
-def _installed_cpu_build() -> str | None:
+def installed_version_fields() -> dict[str, object] | None:
+    """The installed torch's ``version.py`` fields, read without importing torch (None
+    where torch is not installed or its file is not as expected)."""
     try:
         spec = importlib.util.find_spec("torch")
         locations = None if spec is None else spec.submodule_search_locations
@@ -86,7 +98,24 @@ def _installed_cpu_build() -> str | None:
         text = (Path(next(iter(locations))) / "version.py").read_text(encoding="utf-8")
     except (OSError, ValueError, ImportError, UnicodeDecodeError):
         return None
-    return version_file_build(text)
+    return version_file_fields(text)
+
+
+def _installed_cpu_build() -> str | None:
+    fields = installed_version_fields()
+    if fields is None or fields["cuda"] is not None or fields["hip"] is not None:
+        return None
+    return str(fields["__version__"])
+
+
+def backend_from_settings(settings: str) -> str:
+    """The allocator backend an allocator settings string asks for (``native`` unless
+    ``backend:cudaMallocAsync``), as a GPU build reads it when CUDA starts."""
+    for item in settings.split(","):
+        key, _, value = item.partition(":")
+        if key.strip() == "backend" and value.strip() == ASYNC_BACKEND:
+            return ASYNC_BACKEND
+    return "native"
 
 
 @functools.cache

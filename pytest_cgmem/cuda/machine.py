@@ -8,7 +8,9 @@ from typing import Any
 from .installed import (
     UNKNOWN_BACKEND,
     alloc_conf_from_env,
+    backend_from_settings,
     cpu_only_torch,
+    installed_version_fields,
     torch_installed,
     version_tuple,
 )
@@ -53,4 +55,30 @@ def machine_info() -> dict[str, Any]:
         "graph_tracking": tracking,
         "graph_pools": pools,
         "nvml": meter.ok,
+    }
+
+
+def identity_without_torch() -> dict[str, Any]:
+    """The machine's identity (GPUs, driver, torch, CUDA, allocator backend and settings)
+    read without importing torch: NVML, the installed torch's version file and the
+    environment. pytest-benchmark's ``machine_info`` takes it, so that a run that saves
+    and one that compares say the same whether or not either imported torch."""
+    fields = installed_version_fields() or {}
+    version = fields.get("__version__")
+    cuda, hip = fields.get("cuda"), fields.get("hip")
+    settings, source = "", ""
+    if isinstance(version, str):
+        settings, source = alloc_conf_from_env(
+            os.environ, version_tuple(version), rocm=hip is not None
+        )
+    gpu_build = cuda is not None or hip is not None
+    meter = nvml()
+    return {
+        "gpus": meter.visible_names(),
+        "driver": meter.driver_version(),
+        "torch": version if isinstance(version, str) else None,
+        "cuda": cuda if isinstance(cuda, str) else None,
+        "allocator_backend": backend_from_settings(settings) if gpu_build else UNKNOWN_BACKEND,
+        "alloc_conf": settings,
+        "alloc_conf_source": source,
     }

@@ -18,7 +18,6 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 
 import pytest_cgmem
 from pytest_cgmem.cli import main
-from pytest_cgmem.cuda import allocator
 from pytest_cgmem.results import journal, runfile
 
 MiB = 2**20
@@ -799,9 +798,12 @@ def test_xdist_checks_and_refreshes_one_baseline_file(
 
 
 @pytest.mark.usefixtures("this_checkout")
-def test_pytest_benchmark_without_gpu_tests_imports_no_torch_unless_comparing(
+def test_pytest_benchmark_without_gpu_tests_imports_no_torch_and_compares_quietly(
     pytester: pytest.Pytester,
 ) -> None:
+    """machine_info['cgmem'] is read without torch, so a run that saves and one that
+    compares say the same (before, only a comparing run filled it, and compare warned
+    that the machines differed, an INTERNALERROR under -W error)."""
     pytest.importorskip("pytest_benchmark")
     pytester.makeconftest(
         """
@@ -816,11 +818,9 @@ def test_pytest_benchmark_without_gpu_tests_imports_no_torch_unless_comparing(
     pytester.runpytest_subprocess(*args, "--benchmark-autosave").assert_outcomes(passed=1)
     assert (pytester.path / "torch-imported.txt").read_text() == "False"
     (saved,) = (pytester.path / "store").rglob("*.json")
-    assert "cgmem" not in raw(saved)["machine_info"]
-    result = pytester.runpytest_subprocess(*args, "--benchmark-compare", "--benchmark-autosave")
+    assert raw(saved)["machine_info"]["cgmem"]["torch"] == torch.__version__
+    warned = "-W", "error::pytest_benchmark.logger.PytestBenchmarkWarning"
+    result = pytester.runpytest_subprocess(*args, *warned, "--benchmark-compare")
     result.assert_outcomes(passed=1)
-    # compare asked for the machine: a GPU build is imported for it, a CPU build is read
-    gpu_build = allocator.gpu_build()
-    assert (pytester.path / "torch-imported.txt").read_text() == str(gpu_build)
-    newest = max((pytester.path / "store").rglob("*.json"), key=lambda p: p.name)
-    assert raw(newest)["machine_info"]["cgmem"]["torch"] == torch.__version__
+    assert "machine_info is different" not in result.stdout.str() + result.stderr.str()
+    assert (pytester.path / "torch-imported.txt").read_text() == "False"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_cgmem.cuda.installed import cpu_only_torch, version_file_build
+from pytest_cgmem.cuda.installed import (
+    backend_from_settings,
+    cpu_only_torch,
+    version_file_build,
+    version_file_fields,
+)
 
 CPU = """
 from typing import Optional
@@ -96,3 +102,41 @@ def test_a_fresh_process_knows_a_cpu_build_without_importing_torch() -> None:
 def test_once_torch_is_imported_torch_itself_is_asked() -> None:
     pytest.importorskip("torch")
     assert cpu_only_torch() is None
+
+
+def test_version_file_fields_of_a_gpu_build() -> None:
+    text = CPU.replace("cuda: Optional[str] = None", "cuda: Optional[str] = '13.0'")
+    assert version_file_fields(text) == {"__version__": "2.13.0+cpu", "cuda": "13.0", "hip": None}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("", "native"),
+        ("expandable_segments:True", "native"),
+        ("backend:cudaMallocAsync", "cudaMallocAsync"),
+        ("max_split_size_mb:100, backend : cudaMallocAsync", "cudaMallocAsync"),
+        ("backend:native", "native"),
+    ],
+)
+def test_the_backend_an_allocator_settings_string_asks_for(settings: str, expected: str) -> None:
+    assert backend_from_settings(settings) == expected
+
+
+def test_the_identity_without_torch_says_what_torch_says() -> None:
+    """pytest-benchmark's machine_info: read without importing torch, it must agree with
+    the machine the run file records where torch is imported."""
+    code = (
+        "import json, sys\n"
+        "from pytest_cgmem.cuda.machine import identity_without_torch, machine_info\n"
+        "before = identity_without_torch()\n"
+        "assert 'torch' not in sys.modules\n"
+        "import torch\n"
+        "after = machine_info()\n"
+        "print(json.dumps([before, {k: after[k] for k in before}]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    before, after = json.loads(done.stdout.strip().splitlines()[-1])
+    assert before == after
