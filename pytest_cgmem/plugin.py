@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def _ini_type(name: str) -> Any:
 
 def _read_ini(config: pytest.Config, key: str, kind: str) -> object:
     if kind == "int" and _ini_type(kind) == "int":  # pytest 9.0, 9.1: the text as written
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # 9.1 deprecates inicfg: a warning per read
             raw = config.inicfg.get(key)
             if isinstance(raw, str):
                 return raw

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import sys
 import time
+import unittest
 import uuid
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
@@ -200,11 +201,15 @@ def asks_for_fixture(item: pytest.Item) -> bool:
         return False
     manager: Any = item.config.pluginmanager.get_plugin("funcmanage")
     try:
-        definitions = manager.getfixturedefs("cgmem", item)
-        func = definitions[-1].func
+        definitions = list(manager.getfixturedefs("cgmem", item))
     except Exception:  # a pytest whose fixture manager differs: the name decides
         return True
-    return getattr(func, "__module__", None) == _PLUGIN_MODULE
+    for definition in reversed(definitions):  # the override chain, nearest first
+        if getattr(definition.func, "__module__", None) == _PLUGIN_MODULE:
+            return True
+        if "cgmem" not in getattr(definition, "argnames", ()):
+            return False  # an override that does not ask for the one it overrides
+    return False
 
 
 def measured(item: pytest.Item) -> bool:
@@ -213,9 +218,12 @@ def measured(item: pytest.Item) -> bool:
 
 
 def skipped_by_unittest(item: pytest.Item) -> bool:
-    """A unittest test its own ``@unittest.skip``/``skipIf`` (on it or its class) skips
-    when it runs: its reason is the one shown, not "no CUDA device", and nothing runs to
-    be measured."""
+    """A ``unittest.TestCase`` test its own ``@unittest.skip``/``skipIf`` (on it or its
+    class) skips when it runs: its reason is the one shown, not "no CUDA device", and
+    nothing runs to be measured. (pytest ignores the flag on any other class.)"""
+    cls = getattr(item, "cls", None)
+    if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase)):
+        return False
     return any(
         getattr(getattr(item, name, None), "__unittest_skip__", False) is True
         for name in ("obj", "cls")
@@ -296,8 +304,8 @@ class CgmemSession:
         self._cuda: bool | None = None
         self._cuda_confirmed = False
         self._finished: set[str] = set()
-        """Tests whose protocol ended (on the xdist controller, each worker's): a stop
-        (-x) after the last of them stopped nothing."""
+        """Tests whose last attempt's teardown was reported (on the xdist controller, each
+        worker's): a stop (-x) after the last of them stopped nothing."""
         self._discarded: dict[str, int] = {}
         """Each test's attempt that pytest-rerunfailures runs again (its number): reports
         of that attempt after the rerun report (its teardown's) are not the test's."""
@@ -884,8 +892,11 @@ class CgmemSession:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         """Before the first test: each run file becomes a stub marked incomplete, with its
         journal beside it; a stale github-action-benchmark file goes. ``--collect-only``
-        (and an xdist worker) writes nothing."""
+        (and an xdist worker) writes nothing. Nor does a run that pytest stops here for its
+        collection errors: it ends before its first test (its baseline is left alone)."""
         if self.worker is not None or runs_no_tests(self.config) or self.started:
+            return
+        if session.testsfailed and not self.config.option.continue_on_collection_errors:
             return
         self._start_outputs()
 
@@ -962,6 +973,8 @@ class CgmemSession:
             return
         if isinstance(attempt, int) and self._discarded.get(report.nodeid) == attempt:
             return  # the rest of an attempt that is run again (its teardown)
+        if report.when == "teardown":
+            self._finished.add(report.nodeid)
         if report.when == "call" and self._final_outcome:
             self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
@@ -992,9 +1005,6 @@ class CgmemSession:
         record = self.records.get(nodeid)
         if record is not None and record.outcome != "failed":
             self._take(dataclasses.replace(record, outcome="failed"), None)
-
-    def pytest_runtest_logfinish(self, nodeid: str) -> None:
-        self._finished.add(nodeid)
 
     def _forget(self, nodeid: str) -> None:
         """An attempt that will be run again: its record is not the test's, here or in

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
-import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
+import torch  # imported once here: pytester's inline runs would re-import it each time
 
 from pytest_cgmem.results import runfile
 
@@ -141,6 +141,36 @@ def test_a_discarded_attempt_s_teardown_figures_stay_out(
     result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*1 never used CUDA*"])
 
 
+def test_ctrl_c_in_the_last_test_s_rerun_leaves_an_incomplete_run_file(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-rerunfailures ends each attempt's protocol: the discarded one does not count
+    as the test having run, so Ctrl-C in its rerun is an interrupted run."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_a="""
+        import os, pathlib, signal
+
+        def test_first(cgmem_record):
+            cgmem_record("r", peak=1)
+
+        def test_last(cgmem_record):
+            attempt = pathlib.Path("attempts")
+            n = len(attempt.read_text()) if attempt.exists() else 0
+            attempt.write_text("x" * (n + 1))
+            cgmem_record("r", peak=2)
+            assert n > 0, "fails once, run again"
+            os.kill(os.getpid(), signal.SIGINT)
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "--reruns=1", "--cgmem-json=run.json")
+    document = runfile.load_run(pytester.path / "run.json")
+    assert (document["complete"], document["incomplete_reason"]) == (
+        False,
+        "interrupted (KeyboardInterrupt)",
+    )
+
+
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_discarded_attempt_is_not_counted_as_never_using_cuda(
     pytester: pytest.Pytester, workers: list[str]
@@ -231,6 +261,32 @@ def test_skip_and_xfail_marks_win_over_no_cuda(
             "SKIPPED [[]1[]] test_marks.py:*: whole class off",
         ]
     )
+
+
+def test_unittest_s_skip_on_a_plain_class_is_not_taken_for_a_skip(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest honours ``__unittest_skip__`` only on a TestCase: on a plain class the test
+    runs, so it is still held to the mark (here: no CUDA device)."""
+    pytester.makepyfile(
+        test_plain="""
+        import unittest
+
+        import pytest
+
+        @unittest.skip("ignored by pytest on a plain class")
+        class TestPlain:
+            @pytest.mark.cgmem(peak="1 KiB")
+            def test_marked(self):
+                pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=1)
+    else:
+        result.assert_outcomes(skipped=1)
+        result.stdout.fnmatch_lines(["SKIPPED*cgmem: no CUDA device"])
 
 
 def test_marks_a_conftest_adds_at_collection_count(pytester: pytest.Pytester) -> None:

@@ -120,3 +120,22 @@ def test_collect_only_quiet_prints_node_ids_only(pytester: pytest.Pytester) -> N
     assert result.ret == 0
     assert not [line for line in result.stdout.lines if line.startswith("cgmem:")]
     assert any(line.startswith("test_suite.py::") for line in result.stdout.lines)
+
+
+@pytest.mark.parametrize("where", ["conftest", "class"])
+def test_header_shown_where_an_override_asks_for_the_plugin_s_fixture(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """An override that takes the plugin's ``cgmem`` still measures: the header says where."""
+    override = "@pytest.fixture\ndef cgmem(cgmem):\n    return cgmem\n"
+    if where == "conftest":
+        pytester.makeconftest("import pytest\n" + override)
+        pytester.makepyfile(test_it="def test_it(cgmem):\n    pass\n")
+    else:
+        body = "\n".join("    " + line for line in override.splitlines())
+        pytester.makepyfile(
+            test_it=f"import pytest\nclass TestIt:\n{body.replace('(cgmem)', '(self, cgmem)')}\n"
+            "    def test_it(self, cgmem):\n        pass\n"
+        )
+    result = pytester.runpytest("--collect-only")
+    result.stdout.fnmatch_lines(["cgmem: GPUs: *", "cgmem: torch *"])

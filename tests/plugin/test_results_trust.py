@@ -292,6 +292,20 @@ time.sleep(120)
 """
 
 
+def test_a_collection_error_leaves_the_baseline_as_it_was(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ok="def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    args = ("-p", "no:cacheprovider", "--cgmem-save-baseline=base.json", "--cgmem-json=run.json")
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    baseline = (pytester.path / "base.json").read_bytes()
+    pytester.makepyfile(test_broken="def test_broken(:\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert (pytester.path / "base.json").read_bytes() == baseline
+    document = runfile.load_run(pytester.path / "run.json")
+    assert (document["complete"], document["tests"]) == (False, [])
+    assert document["incomplete_reason"] == "interrupted: 1 error during collection"
+
+
 @pytest.mark.usefixtures("this_checkout")
 def test_a_second_run_on_the_same_file_is_refused(pytester: pytest.Pytester) -> None:
     """Two concurrent runs on one path: the second is a usage error while the first lives."""
