@@ -80,7 +80,10 @@ def version_file_fields(text: str) -> dict[str, object] | None:
 def version_file_build(text: str) -> str | None:
     """The version a torch ``version.py`` names when it is a build without CUDA or ROCm
     (``cuda`` and ``hip`` both None); None for a GPU build or a file not as expected."""
-    fields = version_file_fields(text)
+    return _cpu_build_version(version_file_fields(text))
+
+
+def _cpu_build_version(fields: Mapping[str, object] | None) -> str | None:
     if fields is None or fields["cuda"] is not None or fields["hip"] is not None:
         return None
     return str(fields["__version__"])
@@ -102,10 +105,7 @@ def installed_version_fields() -> dict[str, object] | None:
 
 
 def _installed_cpu_build() -> str | None:
-    fields = installed_version_fields()
-    if fields is None or fields["cuda"] is not None or fields["hip"] is not None:
-        return None
-    return str(fields["__version__"])
+    return _cpu_build_version(installed_version_fields())
 
 
 def backend_from_settings(settings: str) -> str:
