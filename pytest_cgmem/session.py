@@ -484,7 +484,9 @@ class CgmemSession:
 
     def _call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
-        budget = None if skipped_by_unittest(item) else item.stash.get(budget_key, None)
+        budget = item.stash.get(budget_key, None)
+        if budget is not None and skipped_by_unittest(item):
+            budget = None
         if budget is None and _suite_key in item.stash:
             if not cuda_started():
                 return (yield from self._until_cuda_starts(item))
