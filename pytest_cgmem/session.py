@@ -230,6 +230,19 @@ def skipped_by_unittest(item: pytest.Item) -> bool:
     )
 
 
+def _without_frames(
+    item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+) -> None:
+    """A failure of ours in an item that is not a test function (a doctest, a plugin's own
+    item) reads as it does in a function: its message, not pytest's and pluggy's frames,
+    which only a function's traceback pruning hides."""
+    if isinstance(item, pytest.Function) or not report.failed or call.excinfo is None:
+        return
+    error = call.excinfo.value
+    if isinstance(error, CgmemFailure):
+        report.longrepr = f"{type(error).__module__}.{type(error).__qualname__}: {error}"
+
+
 def _outcome(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
@@ -671,6 +684,7 @@ class CgmemSession:
         try:
             if call.when == "call":
                 if not item.stash.get(_calling_key, False):  # else a subtest's report
+                    _without_frames(item, call, report)
                     self._after_call(item, call, report)
             elif call.when == "setup":
                 if not report.passed:

@@ -693,3 +693,35 @@ def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, 
     before = {name: (pytester.path / name).read_text() for name in names}
     pytester.runpytest(show, *args)
     assert {name: (pytester.path / name).read_text() for name in before} == before
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
+def test_a_doctest_s_budget_failure_is_its_message(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    """A doctest is not a test function, whose traceback pytest prunes: the failure still
+    reads as one line, with none of pytest's or pluggy's frames, and is recorded failed."""
+    pytester.makepyfile(
+        server='''
+        def load():
+            """
+            >>> record = getfixture("cgmem_record")
+            >>> _ = record("load", peak=300)
+            """
+        '''
+    )
+    result = pytester.runpytest(
+        "--doctest-modules", "--cgmem-budget=peak=200", "--cgmem-json=run.json", *xdist
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*[[]doctest[]] server.load*",
+            "pytest_cgmem.BudgetExceeded: cgmem: peak 300 B exceeds budget 200 B * in 'load'",
+        ]
+    )
+    failures = result.stdout.str().split("FAILURES", 1)[1]
+    for internal in ("runner.py", "pluggy", "from_call", "def __call__"):
+        assert internal not in failures
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "failed"
