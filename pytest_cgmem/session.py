@@ -302,6 +302,8 @@ class CgmemSession:
         self.tests: dict[str, dict[str, Any]] = {}
         self.machine: dict[str, Any] | None = None
         self.workers_lost: list[dict[str, Any]] = []
+        #: lost workers whose test pytest-rerunfailures ran again: nothing of it is lost
+        self._lost_attempts: set[tuple[Any, Any]] = set()
         self.lines: list[str] = []
         self.errors: list[str] = []
         self.refused: list[str] = []
@@ -1031,6 +1033,9 @@ class CgmemSession:
         self.never_used.pop(nodeid, None)
         if self.tests.pop(nodeid, None) is not None:
             self._journal("rerun", nodeid)
+        for lost in self.workers_lost:
+            if lost["test"] == nodeid:
+                self._lost_attempts.add((lost["worker"], lost["when"]))
 
     def _settle_outcome(self, report: pytest.TestReport) -> None:
         """A record made from this call report takes the outcome the report ends with (a
@@ -1129,6 +1134,8 @@ class CgmemSession:
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not interrupted:
             reasons.append("an internal error ended the run")  # not pytest.exit(returncode=3)
         for lost in self.workers_lost:
+            if (lost["worker"], lost["when"]) in self._lost_attempts:
+                continue
             if lost["test"] in self.tests:
                 reasons.append(
                     f"worker {lost['worker']} crashed while running {lost['test']}, after "

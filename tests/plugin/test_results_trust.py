@@ -838,3 +838,35 @@ def test_pytest_benchmark_without_gpu_tests_imports_no_torch_and_compares_quietl
     result.assert_outcomes(passed=1)
     assert "machine_info is different" not in result.stdout.str() + result.stderr.str()
     assert (pytester.path / "torch-imported.txt").read_text() == "False"
+
+
+def test_a_crashed_attempt_run_again_leaves_a_complete_run(pytester: pytest.Pytester) -> None:
+    """pytest-rerunfailures runs a test whose worker crashed again: the attempt that ran
+    to its end is the test's record, so nothing is lost and the run is complete; the
+    crash stays listed among the lost workers."""
+    pytest.importorskip("xdist")
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_crash="""
+        import os
+        from pathlib import Path
+
+        def test_crashes_once(cgmem_record):
+            mark = Path("crashed-once")
+            if not mark.exists():
+                mark.write_text(os.environ["PYTEST_XDIST_WORKER"])
+                os._exit(1)
+            cgmem_record("load", peak=2**20)
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:benchmark", "-n", "1", "--reruns=1", "--cgmem-json=run.json"
+    )
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert nodeids(doc) == ["test_crashes_once"]
+    assert doc["tests"][0]["outcome"] == "passed"
+    assert (doc["complete"], doc["incomplete_reason"]) == (True, None)
+    (lost,) = doc["workers_lost"]
+    assert lost["test"] == "test_crash.py::test_crashes_once"
+    assert lost["worker"] == (pytester.path / "crashed-once").read_text()
