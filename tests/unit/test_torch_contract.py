@@ -365,48 +365,71 @@ def test_global_hook_registrations_of_others_are_kept() -> None:
         theirs.remove()
 
 
-def _run(code: str, **environ: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in installed.ALLOC_CONF_VARS} | environ
+ENVIRONS = {
+    "all-three": {
+        "PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:100",
+        "PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300",
+        "PYTORCH_ALLOC_CONF": "x:1",
+    },
+    "hip-and-generic": {
+        "PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300",
+        "PYTORCH_ALLOC_CONF": "x:1",
+    },
+    "generic-only": {"PYTORCH_ALLOC_CONF": "expandable_segments:True"},
+    "neither": {},
+}
+
+# One interpreter imports torch once (2 s on the CI machine) and forks a child per
+# environment before torch has read its allocator settings, which it does at first use.
+SETTINGS = """
+import json, os, sys, torch
+from pytest_cgmem.cuda import allocator
+getter = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
+for name, environ in json.loads(sys.argv[1]).items():
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(read)
+        os.environ.update(environ)
+        found = {"ours": allocator.allocator_settings(), "torch": getter() if getter else None}
+        os.write(write, json.dumps(found).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        print(json.dumps({name: json.loads(pipe.read())}))
+"""
+
+
+@pytest.fixture(scope="module")
+def settings_read() -> dict[str, Any]:
+    """What our reader and torch's getter say in a fresh torch under each environment."""
+    if not hasattr(os, "fork"):
+        pytest.skip("reads each environment in a forked child")
+    env = {k: v for k, v in os.environ.items() if k not in installed.ALLOC_CONF_VARS}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", code],
+        [sys.executable, "-W", "ignore", "-c", SETTINGS, json.dumps(ENVIRONS)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=True,
     )
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    found: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            found |= json.loads(line)
+    assert sorted(found) == sorted(ENVIRONS), done.stdout + done.stderr
+    return found
 
 
-SETTINGS = """
-import json, torch
-from pytest_cgmem.cuda import allocator
-getter = getattr(torch._C, "_accelerator_getAllocatorSettings", None)
-print(json.dumps({"ours": allocator.allocator_settings(), "torch": getter() if getter else None}))
-"""
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {
-            "PYTORCH_CUDA_ALLOC_CONF": "max_split_size_mb:100",
-            "PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300",
-            "PYTORCH_ALLOC_CONF": "x:1",
-        },
-        {"PYTORCH_HIP_ALLOC_CONF": "max_split_size_mb:300", "PYTORCH_ALLOC_CONF": "x:1"},
-        {"PYTORCH_ALLOC_CONF": "expandable_segments:True"},
-        {},
-    ],
-    ids=["all-three", "hip-and-generic", "generic-only", "neither"],
-)
-def test_allocator_settings_reader_agrees_with_this_torch(environ: dict[str, str]) -> None:
+@pytest.mark.parametrize("name", list(ENVIRONS))
+def test_allocator_settings_reader_agrees_with_this_torch(
+    name: str, settings_read: dict[str, Any]
+) -> None:
     """Where torch has its own getter (2.12+) it must say what our reader says from the
     environment; before, our reader follows the rules the wheels' sources show."""
-    got = _run(SETTINGS, **environ)
-    expected = installed.alloc_conf_from_env(environ, VERSION)
+    got = settings_read[name]
+    expected = installed.alloc_conf_from_env(ENVIRONS[name], VERSION)
     assert tuple(got["ours"]) == expected
     if got["torch"] is not None:
         assert got["torch"] == expected[0]
