@@ -23,10 +23,11 @@ def cuda_started() -> bool:
     """Whether this process has a CUDA context already (without importing torch). A
     stand-in for torch never counts: nothing of the plugin's binds to it."""
     torch = sys.modules.get("torch")
-    if torch is None or not _genuine(torch):
+    cuda = sys.modules.get("torch.cuda")  # torch's own, where a test patched ``torch.cuda``
+    if torch is None or not _genuine(torch) or not isinstance(cuda, ModuleType):
         return False
     try:
-        return bool(torch.cuda.is_initialized())
+        return cuda.is_initialized() is True
     except Exception:
         return False
 

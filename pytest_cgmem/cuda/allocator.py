@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
 from ..failures import FigureUnavailable
+from . import cuda_started
 from .installed import ASYNC_BACKEND, UNKNOWN_BACKEND, alloc_conf_from_env, version_tuple
 
 PoolId = tuple[int, int]
@@ -405,9 +407,11 @@ RUNTIME_SETTINGS = "set at runtime"
 
 
 def allocator_settings() -> tuple[str, str]:
-    """(settings, source) as this torch uses them: its own getter where it has one
-    (``torch._C._accelerator_getAllocatorSettings``, 2.12+: the last settings string it
-    parsed), else the environment read as torch reads it. ``source`` names the variable,
+    """(settings, source) as this torch uses them: once CUDA has started, its own getter
+    where it has one (``torch._C._accelerator_getAllocatorSettings``, 2.12+: the last
+    settings string it parsed), else the environment read as torch reads it. Before CUDA
+    starts the getter is not called: its first call parses the environment once for good,
+    and a suite's fixture may still set it. ``source`` names the variable,
     ``"set at runtime"`` when the getter's string differs from the environment's, or
     ``""`` when nothing is set."""
     value, source = alloc_conf_from_env(
@@ -416,12 +420,12 @@ def allocator_settings() -> tuple[str, str]:
     getter: Callable[[], object] | None = getattr(
         torch._C, "_accelerator_getAllocatorSettings", None
     )
-    if getter is not None:
+    if getter is not None and cuda_started():
         try:
             got = str(getter())
         except Exception:
             return value, source
-        if got != value and (got or bool(torch.cuda.is_initialized())):  # type: ignore[no-untyped-call]
+        if got != value:
             return got, RUNTIME_SETTINGS
     return value, source
 
@@ -454,7 +458,10 @@ def stop_history() -> None:
 
 
 def is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
+    """Whether ``exc`` is torch's CUDA out-of-memory error (torch's own class, where a test
+    patched ``torch.cuda``)."""
+    error = getattr(sys.modules.get("torch.cuda"), "OutOfMemoryError", None)
+    return isinstance(error, type) and isinstance(exc, error)
 
 
 def torch_dir() -> str:

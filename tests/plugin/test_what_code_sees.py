@@ -48,6 +48,95 @@ def test_a_stand_in_for_torch_is_never_taken_for_torch(
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
+PATCHED_CUDA = """
+from unittest import mock
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    cuda = mock.MagicMock()
+    cuda.is_available.return_value = True
+    monkeypatch.setattr(torch, "cuda", cuda)
+    return cuda
+
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_marked():
+    pass
+
+
+def test_a_device_picked_through_a_fake(fake_cuda):
+    assert torch.cuda.is_available()
+
+
+def test_a_fake_and_a_failure(fake_cuda):
+    assert ("cuda" if torch.cuda.is_available() else "cpu") == "gpu"
+
+
+def test_the_last():
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--cgmem-all"], ["-n", "2"]], ids=["plain", "cgmem-all", "xdist"]
+)
+def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
+    pytester: pytest.Pytester, flags: list[str]
+) -> None:
+    """A fixture that replaces ``torch.cuda`` with a MagicMock (``mocker.patch``) leaves
+    every outcome as it is without the plugin. Before, the failing test's report was lost
+    to an internal error (under xdist the run even exited 0), and under --cgmem-all the
+    mock's truthy ``is_initialized()`` started a region on it."""
+    pytester.makepyfile(test_patched=PATCHED_CUDA)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *flags)
+    result.assert_outcomes(passed=2, failed=1, skipped=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+
+
+SETTINGS_FROM_A_FIXTURE = """
+import os
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allocator_settings():
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
+    yield
+    del os.environ["PYTORCH_CUDA_ALLOC_CONF"]
+
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_marked():
+    pass
+
+
+def test_recorded(cgmem_record):
+    cgmem_record("load", peak=1)
+
+
+def test_the_allocator_takes_the_fixture_s_settings():
+    assert torch._C._accelerator_getAllocatorSettings() == "expandable_segments:True"
+"""
+
+
+def test_allocator_settings_a_fixture_sets_reach_torch(pytester: pytest.Pytester) -> None:
+    """torch parses its allocator settings once, at the first call of its getter: the
+    header and the run file's machine must not make that call before CUDA starts, or a
+    session fixture's ``PYTORCH_CUDA_ALLOC_CONF`` never reaches the allocator."""
+    if not hasattr(torch._C, "_accelerator_getAllocatorSettings"):
+        pytest.skip(f"torch {torch.__version__} has no allocator-settings getter (2.12+)")
+    pytester.makepyfile(test_settings=SETTINGS_FROM_A_FIXTURE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=2, skipped=1)
+
+
 FRAMES = """
 import sys
 
