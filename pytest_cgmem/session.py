@@ -1270,6 +1270,8 @@ class CgmemSession:
         return [f"cgmem: baseline {self.baseline.path} is from an incomplete run ({why})"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if runs_no_tests(self.config) and not self.errors:
+            return  # no summary of tests that did not run
         records = list(self.records.values())
         lines = summary(records, self.settings.summary)
         if self.settings.all:

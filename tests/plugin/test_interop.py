@@ -683,7 +683,14 @@ def test_a_teardown_budget_failure_keeps_the_teardown_s_own_error(
 
 @pytest.mark.parametrize(
     "show",
-    ["--fixtures", "--fixtures-per-test", "--cache-show", "--setup-plan", "--setup-only"],
+    [
+        "--collect-only",
+        "--fixtures",
+        "--fixtures-per-test",
+        "--cache-show",
+        "--setup-plan",
+        "--setup-only",
+    ],
 )
 def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, show: str) -> None:
     pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
@@ -693,6 +700,9 @@ def test_runs_that_run_no_test_leave_the_files_alone(pytester: pytest.Pytester, 
     before = {name: (pytester.path / name).read_text() for name in names}
     pytester.runpytest(show, *args)
     assert {name: (pytester.path / name).read_text() for name in before} == before
+    shown = pytester.runpytest(show, "--cgmem-all", "--cgmem-baseline=base.json")
+    shown.stdout.no_fnmatch_line("*- cgmem*")  # no summary of tests that did not run
+    shown.stdout.no_fnmatch_line("*test(s) measured*")
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
