@@ -885,7 +885,10 @@ class CgmemSession:
 
         settings = self.settings
         kinds = {"run file": "run", "baseline": "run", "github-action-benchmark file": "file"}
-        wanted = [Output(source, given, kinds[what]) for what, source, given in self._outputs()]
+        wanted = [
+            Output(source, given, kinds[what], refreshes=what == "baseline")
+            for what, source, given in self._outputs()
+        ]
         if settings.artifacts:
             wanted.append(Output(settings.source("artifacts"), settings.artifacts, "dir"))
         if settings.baseline:

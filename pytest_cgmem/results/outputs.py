@@ -39,12 +39,14 @@ class Output:
     ``kind``: ``"run"`` (a run file, with its journal next to it), ``"file"`` (the
     github-action-benchmark file: a JSON list), ``"dir"`` (a folder the run writes into),
     ``"input"`` (read only: held against the others), or ``"other"`` (another plugin's
-    output: only held against the others).
+    output: only held against the others). ``refreshes``: a run file that may share its
+    path with the input (a saved baseline that refreshes the one read).
     """
 
     source: str
     path: str
     kind: str = "file"
+    refreshes: bool = False
 
     def where(self) -> str:
         return f"{self.source}={self.path!r}"
@@ -183,8 +185,8 @@ def _dir_problem(target: Path) -> str | None:
 
 def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[str]:
     """One line per problem: a path that cannot be written, a run file another live run
-    is writing, two outputs on one file (an input may share a path with a run file only:
-    ``--cgmem-baseline`` and ``--cgmem-save-baseline`` on one file refresh it)."""
+    is writing, two outputs on one file (an input may share a path with a saved baseline
+    only: ``--cgmem-baseline`` and ``--cgmem-save-baseline`` on one file refresh it)."""
     found: list[str] = []
     owners: dict[Path, Output] = {}
     for output in outputs:
@@ -203,7 +205,8 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
             if other is None:
                 owners[path] = output
                 continue
-            if {other.kind, output.kind} == {"run", "input"} and path == target:
+            refresh = other.refreshes or output.refreshes
+            if {other.kind, output.kind} == {"run", "input"} and path == target and refresh:
                 continue
             found.append(
                 f"{output.where()}: the same file as {other.where()}; give each output its own path"

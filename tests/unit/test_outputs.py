@@ -67,11 +67,19 @@ def test_two_outputs_on_one_file(tmp_path: Path) -> None:
     ]
 
 
-def test_a_baseline_may_be_refreshed_in_place_but_not_overwritten_by_gab(tmp_path: Path) -> None:
+def test_a_baseline_may_be_refreshed_in_place_but_not_overwritten(tmp_path: Path) -> None:
+    """Only a saved baseline may replace the one read: a run file there would put a
+    regressed run's figures in the baseline's place, and the next check would pass."""
     base = Output("--cgmem-baseline", "base.json", "input")
-    assert problems([Output("--cgmem-save-baseline", "base.json", "run"), base], tmp_path) == []
+    saved = Output("--cgmem-save-baseline", "base.json", "run", refreshes=True)
+    assert problems([saved, base], tmp_path) == []
     (found,) = problems([Output("--cgmem-gab-json", "base.json"), base], tmp_path)
     assert "the same file as --cgmem-gab-json" in found
+    (found,) = problems([Output("--cgmem-json", "base.json", "run"), base], tmp_path)
+    assert found == (
+        "--cgmem-baseline='base.json': the same file as --cgmem-json='base.json'; give each "
+        "output its own path"
+    )
 
 
 def test_a_run_file_another_live_run_writes_is_refused(tmp_path: Path) -> None:
