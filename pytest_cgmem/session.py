@@ -165,7 +165,12 @@ def opt_out_reason(mark: pytest.Mark) -> str:
             "takes one reason, e.g. cgmem_off('runs its own allocator'), got "
             + (", ".join(short_repr(r) for r in reasons) or "none")
         )
-    return str(reasons[0]).strip()
+    reason = str(reasons[0]).strip()
+    if not reason.isprintable():
+        raise CgmemUsageError(
+            f"the reason must be one printable line (no newline or tab), got {short_repr(reason)}"
+        )
+    return reason
 
 
 def _unavailable(

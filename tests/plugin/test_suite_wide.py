@@ -108,6 +108,11 @@ def test_explicitly_marked_tests_still_skip_without_cuda(pytester: pytest.Pytest
         ("cgmem_off('a', 'b')", "takes one reason*got 'a', 'b'"),
         ("cgmem_off('a', why='b')", "unknown argument(s) why; it takes a reason"),
         ("cgmem_off('x' * 500, reason='y')", "takes one reason*got 'xxx*' (502 characters), 'y'"),
+        (
+            "cgmem_off('runs its own\\nallocator')",
+            "the reason must be one printable line (no newline or tab), got "
+            "'runs its own\\nallocator'",
+        ),
     ],
 )
 def test_bad_opt_out_is_a_usage_error_naming_the_test(
