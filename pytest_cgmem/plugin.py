@@ -224,9 +224,10 @@ def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None,
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """Pin a pytest-xdist worker to its device before any conftest can start CUDA (not
-    from a pytest run inside a worker's test, which inherits its environment)."""
+    from a pytest run inside a worker's test, in process or in a subprocess, which
+    inherits its environment)."""
     workerid = os.environ.get("PYTEST_XDIST_WORKER")
-    if workerid is None or _configured:
+    if workerid is None or _configured or _inherited_pin():
         return
     raw = getattr(early_config.known_args_namespace, _dest("devices"), None)
     source = "--cgmem-devices"
@@ -248,6 +249,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         )
         return
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+    os.environ[_PINNED] = f"{os.environ.get(_RUN_ID, '')} {os.getpid()}"
+
+
+_PINNED = "CGMEM_PINNED_WORKER"
+"""Set by a worker it pins: the xdist run's id and the worker's pid."""
+_RUN_ID = "PYTEST_XDIST_TESTRUNUID"
+
+
+def _inherited_pin() -> bool:
+    """This process inherited a pinned worker's environment: a subprocess of the worker's
+    test (a worker of a new xdist run has a new run id)."""
+    run, _, pid = os.environ.get(_PINNED, "").partition(" ")
+    return bool(pid) and run == os.environ.get(_RUN_ID, "") and pid != str(os.getpid())
 
 
 @pytest.hookimpl(optionalhook=True)

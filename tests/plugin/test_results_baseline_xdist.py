@@ -460,6 +460,38 @@ def test_a_pytest_run_inside_a_worker_s_test_pins_nothing(
 
 
 @pytest.mark.usefixtures("this_checkout")
+def test_a_pytest_subprocess_of_a_worker_s_test_pins_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pytest subprocess started by a pinned worker's test inherits its environment,
+    pinned CUDA_VISIBLE_DEVICES included: it must not pin itself again from the project's
+    ini (it refused the run: "device 1 is not among CUDA_VISIBLE_DEVICES='0'")."""
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    pytester.makeini("[pytest]\ncgmem_devices = 0,1\n")
+    pytester.mkdir("inner").joinpath("test_inner.py").write_text(
+        "import os\n\n"
+        "def test_inner():\n"
+        "    print('INNER-SEES', os.environ['CUDA_VISIBLE_DEVICES'])\n"
+    )
+    pytester.makepyfile(
+        test_outer="""
+        import os, subprocess, sys
+
+        def test_runs_pytest_in_a_subprocess():
+            done = subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "inner"],
+                capture_output=True, text=True,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert f"INNER-SEES {os.environ['CUDA_VISIBLE_DEVICES']}" in done.stdout
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "test_outer.py")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.usefixtures("this_checkout")
 @pytest.mark.parametrize(
     ("args", "source"),
     [(["--cgmem-devices=0,1"], "--cgmem-devices"), (["-o", "cgmem_devices=0,1"], "cgmem_devices")],
