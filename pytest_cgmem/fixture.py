@@ -389,6 +389,12 @@ class FigureRecorder:
                 raise CgmemUsageError(
                     f"cgmem_record: the RegionResult cannot be recorded: {problem}"
                 )
+            if not label.devices:
+                named = "" if label.label is None else f" {short_repr(label.label)}"
+                raise CgmemUsageError(
+                    f"cgmem_record: the RegionResult{named} holds no device's figures "
+                    "(its devices are empty)"
+                )
             result = RegionResult(
                 label.label,
                 label.devices,

@@ -22,6 +22,7 @@ capture happened.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import weakref
@@ -36,7 +37,7 @@ from ..checks.graph_sizes import pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
-from ..units import CgmemUsageError, format_size
+from ..units import CgmemUsageError, format_size, short_repr
 from . import allocator, count_measurement
 from .allocator import PoolId, pool_id
 from .allocator import pool_segments as pool_segments  # read here by tests and benchmarks
@@ -635,6 +636,31 @@ def _measure_pools(
     return {k: v for k, v in held.items() if k[1] in set(wanted)}
 
 
+def _pool_ids(where: str, pools: Iterable[object], nested: str = "") -> list[PoolId]:
+    """Each pool's id, or a usage error naming the first that is none; ``nested`` is said
+    after one that is a collection of pools."""
+    __tracebackhide__ = True
+    if isinstance(pools, (str, bytes)) or not isinstance(pools, Iterable):
+        raise CgmemUsageError(
+            f"{where}: expected a collection of pool handles, got {short_repr(pools)}"
+        )
+    wanted: list[PoolId] = []
+    for pool in pools:
+        pid = None if isinstance(pool, (str, bytes)) else pool_id(pool)
+        if pid is None:
+            several = (
+                isinstance(pool, (list, tuple, set, frozenset))
+                and bool(pool)
+                and all(pool_id(p) is not None for p in pool)
+            )
+            raise CgmemUsageError(
+                f"{where}: expected a pool handle (graph.pool(), graph_pool_handle()), "
+                f"got {short_repr(pool)}{nested if several else ''}"
+            )
+        wanted.append(pid)
+    return wanted
+
+
 def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
     """Bytes each pool holds after emptying the cache (0 for a released pool).
 
@@ -642,7 +668,8 @@ def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> 
     once more before the final reading, unless ``release_workspaces`` is False. Raises
     ``FigureUnavailable`` where the allocator keeps no pools (cudaMallocAsync).
     """
-    wanted = [p for p in (pool_id(x) for x in pools) if p is not None]
+    __tracebackhide__ = _usage_error
+    wanted = _pool_ids("pools_bytes", pools)
     held = _by_pool(
         _measure_pools(
             wanted, lambda now: release_workspaces and any(now.get(p, 0) for p in wanted)
@@ -653,18 +680,25 @@ def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> 
 
 def pool_bytes(pool: object, *, release_workspaces: bool = True) -> int:
     """Bytes a graph pool still holds, after emptying the cache."""
-    pid = pool_id(pool)
-    if pid is None:
-        raise CgmemUsageError(
-            f"pool_bytes: expected a pool handle (graph.pool(), graph_pool_handle()), got {pool!r}"
-        )
+    __tracebackhide__ = _usage_error
+    (pid,) = _pool_ids("pool_bytes", [pool])
     return pools_bytes([pid], release_workspaces=release_workspaces)[pid]
 
 
 def assert_pools_released(*pools: object, release_workspaces: bool = True) -> None:
     """Raise PoolNotReleased naming every pool that still holds memory."""
     __tracebackhide__ = True
-    held = {p: b for p, b in pools_bytes(pools, release_workspaces=release_workspaces).items() if b}
+    wanted = _pool_ids(
+        "assert_pool_released", pools, " (give pools as separate arguments: *log.pools)"
+    )
+    if not wanted:
+        raise CgmemUsageError(
+            "assert_pool_released: no pool given (graph.pool(), graph_pool_handle(), "
+            "*log.pools: a log's pools are empty when nothing was captured)"
+        )
+    held = {
+        p: b for p, b in pools_bytes(wanted, release_workspaces=release_workspaces).items() if b
+    }
     if held:
         listing = ", ".join(f"pool {p} holds {format_size(b)}" for p, b in held.items())
         raise PoolNotReleased(
@@ -679,6 +713,31 @@ def _always(value: Any) -> Callable[[], Any]:
     return lambda: value
 
 
+def _takes_no_argument(label: object) -> bool:
+    if not callable(label):
+        return False
+    try:
+        signature = inspect.signature(label)
+    except (TypeError, ValueError):  # none to read (some builtins): trust it
+        return True
+    try:
+        signature.bind()
+    except TypeError:
+        return False
+    return True
+
+
+def _label_callable(label: object) -> None:
+    """A log's label is called with no argument at each capture: one that cannot be would
+    leave every capture labelled with its error."""
+    __tracebackhide__ = True
+    if not _takes_no_argument(label):
+        raise CgmemUsageError(
+            "graphs: label must be a callable taking no argument, read at each capture "
+            f"(e.g. lambda: runner.capturing_size), got {short_repr(label)}"
+        )
+
+
 # the log -----------------------------------------------------------------------------
 class GraphLog:
     """Every CUDA graph captured and replayed while it listens.
@@ -691,6 +750,8 @@ class GraphLog:
     """
 
     def __init__(self, label: Callable[[], object] | None = None) -> None:
+        if label is not None:
+            _label_callable(label)
         self.captures: list[Capture] = []
         self.replays = 0
         self.held_at_exit: dict[PoolId, int] = {}
@@ -1089,14 +1150,26 @@ def _usage_error(excinfo: Any) -> bool:
 
 def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
     __tracebackhide__ = True
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+        raise CgmemUsageError(
+            f"capture_sweep: sizes must be a collection of whole numbers, got {short_repr(sizes)}"
+        )
     result = set()
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise CgmemUsageError(f"capture_sweep: sizes are whole numbers >= 1, got {size!r}")
+            raise CgmemUsageError(
+                f"capture_sweep: sizes are whole numbers >= 1, got {short_repr(size)}"
+            )
         result.add(size)
     if not result:
         raise CgmemUsageError("capture_sweep: no sizes given")
     return sorted(result, reverse=True)
+
+
+def _sweep_callable(name: str, value: object) -> None:
+    __tracebackhide__ = True
+    if not callable(value):
+        raise CgmemUsageError(f"capture_sweep: {name} must be callable, got {short_repr(value)}")
 
 
 @contextmanager
@@ -1142,9 +1215,18 @@ def capture_sweep(
     a marked test), which gets the same figures as the result.
     """
     __tracebackhide__ = _usage_error
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise CgmemUsageError(f"capture_sweep: warmup must be a whole number >= 0, got {warmup!r}")
+    _sweep_callable("fn", fn)
     order = _sweep_sizes(sizes)
+    _sweep_callable("make_input", make_input)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise CgmemUsageError(
+            f"capture_sweep: warmup must be a whole number >= 0, got {short_repr(warmup)}"
+        )
+    if pool is not None and (isinstance(pool, (str, bytes)) or pool_id(pool) is None):
+        raise CgmemUsageError(
+            "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
+            f"or None, got {short_repr(pool)}"
+        )
     count_measurement()
     inputs = {size: make_input(size) for size in order}
     stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
