@@ -115,9 +115,10 @@ def whole_number(text: str) -> int | None:
     stripped = text.strip()
     if not _WHOLE.fullmatch(stripped):
         return None
-    if len(stripped.lstrip("0")) > len(str(MAX_FIGURE)) or int(stripped) > MAX_FIGURE:
+    digits = stripped.lstrip("0") or "0"  # int() refuses more than 4300 digits, zeros too
+    if len(digits) > len(str(MAX_FIGURE)) or int(digits) > MAX_FIGURE:
         raise _too_large()
-    return int(stripped)
+    return int(digits)
 
 
 def _number(text: str) -> float | None:

@@ -68,6 +68,10 @@ def split_assignments(text: str) -> dict[str, str]:
 
 def parse_budget_string(text: object) -> Budget:
     """A Budget from the option/ini form ``"peak=4GiB reserved=6GiB"``."""
+    if not str(text).strip():
+        raise CgmemUsageError(
+            "expected budgets such as 'peak=4GiB reserved=6GiB', got an empty value"
+        )
     return parse_budget(split_assignments(str(text)))
 
 

@@ -34,7 +34,7 @@ def _as_whole(value: object) -> int | None:
 
 
 def _sizes(values: Iterable[object], what: str) -> list[int]:
-    """Validated sizes: whole numbers >= 1 (bools and floats are refused)."""
+    """Validated sizes: whole numbers from 1 to ``MAX_FIGURE`` (bools and floats are refused)."""
     __tracebackhide__ = True
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise CgmemUsageError(f"{what}: expected a collection of sizes, got {short_repr(values)}")
@@ -44,7 +44,11 @@ def _sizes(values: Iterable[object], what: str) -> list[int]:
         if whole is None:
             raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
         if whole < 1:
-            raise CgmemUsageError(f"{what}: sizes are >= 1, got {whole!r}")
+            raise CgmemUsageError(f"{what}: sizes are >= 1, got {short_repr(whole)}")
+        if whole > MAX_FIGURE:
+            raise CgmemUsageError(
+                f"{what}: too large: the most is {MAX_FIGURE}, got {short_repr(whole)}"
+            )
         result.append(whole)
     return result
 
@@ -185,11 +189,11 @@ def _tolerance(rel: object, abs_: object) -> tuple[float, int]:
     try:
         fraction = 0.0 if rel is None else parse_percent(rel)
     except CgmemUsageError as exc:
-        raise CgmemUsageError(f"rel={rel!r}: {exc}") from None
+        raise CgmemUsageError(f"rel={short_repr(rel)}: {exc}") from None
     try:
         slack = 0 if abs_ is None else parse_size(abs_)
     except CgmemUsageError as exc:
-        raise CgmemUsageError(f"abs={abs_!r}: {exc}") from None
+        raise CgmemUsageError(f"abs={short_repr(abs_)}: {exc}") from None
     return fraction, slack
 
 

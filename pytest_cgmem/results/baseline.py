@@ -22,10 +22,12 @@ from .records import RegionResult
 from .runfile import figures
 
 Verdict = Literal["regression", "improvement", "same"]
+_BARE_FRACTION = re.compile(r"[0-9]+\.[0-9]*|\.[0-9]+")
 
 
 def parse_tolerance(value: object) -> dict[str, Number]:
-    """A per-test tolerance: ``"10%"``, ``"4MiB"``, or both (``"10% 4MiB"``); an int is bytes.
+    """A per-test tolerance: ``"10%"``, ``"4MiB"``, or both (``"10% 4MiB"``); an int is bytes,
+    and so is a whole number without a unit (``"4096"``), but not ``"0.05"`` (5%? 0.05%?).
 
     Returns ``{"rel": fraction}`` and/or ``{"abs": bytes}``; the other part keeps the
     run's default (``--cgmem-tolerance`` / ``--cgmem-tolerance-abs``).
@@ -40,6 +42,10 @@ def parse_tolerance(value: object) -> dict[str, Number]:
         raise CgmemUsageError(usage)
     result: dict[str, Number] = {}
     for part in parts:
+        if _BARE_FRACTION.fullmatch(part.strip()):
+            raise CgmemUsageError(
+                f"{usage} (expected a percentage such as '5%', got {short_repr(part.strip())})"
+            )
         key = "rel" if part.strip().endswith("%") else "abs"
         if key in result:
             kind = "relative" if key == "rel" else "absolute"

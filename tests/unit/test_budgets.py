@@ -79,6 +79,7 @@ def test_split_assignments_rejects(bad: str) -> None:
     st.dictionaries(
         st.sampled_from(["peak", "reserved", "leak", "device", "non_torch", "graph_pool"]),
         st.integers(min_value=0, max_value=2**45),
+        min_size=1,
     )
 )
 def test_budget_string_round_trip(limits: dict[str, int]) -> None:
