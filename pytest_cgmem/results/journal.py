@@ -247,6 +247,9 @@ def read(
         raise JournalError(f"its journal {name!r} is not a regular file") from None
     except (OSError, ValueError) as exc:  # ValueError: a name such as '.', a NUL in it
         raise JournalError(f"cannot read its journal {name!r}: {exc}") from None
+    if not text:  # killed between writing the stub and the journal's first line
+        found.notes.append(f"its journal {name!r} is empty, so no test survives")
+        return found
     lines = text.split("\n")
     cut = lines.pop()  # '' when the last line ended with its newline
     header: Any = None
@@ -283,7 +286,9 @@ def read(
             tests.pop(value["nodeid"], None)  # a rerun: the last attempt, in its place
             tests[value["nodeid"]] = value
         elif kind == "machine":
-            found.machine = value if isinstance(value, dict) else None
+            if not isinstance(value, dict):
+                raise JournalError(f"its journal {name!r} line {number}: expected an object")
+            found.machine = value
         elif kind == "rerun":
             if not isinstance(value, str):
                 raise JournalError(f"its journal {name!r} line {number}: a rerun without a nodeid")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..checks.budgets import Budget, Violation, check
 from ..metrics import METRICS, Number
+from ..units import CgmemUsageError, short_repr
 from .jsonio import valid_text
 
 DISTRIBUTED_LAUNCHER = "cgmem.distributed"
@@ -106,6 +107,7 @@ class DeviceFigures:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
         """Back from the run-file form; keys this version does not know are ignored."""
+        _check_shape(data, "a run file's device (index and figures)", _DEVICE_SHAPE)
         return cls(
             int(data["index"]),
             **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES},
@@ -126,6 +128,45 @@ class DeviceFigures:
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v!r}" for k, v in self.figures.items())
         return f"DeviceFigures(index={self.index}, {shown})"
+
+
+_NONE = type(None)
+_DEVICE_SHAPE: dict[str, tuple[type, ...]] = {"index": (int,)}
+_REGION_SHAPE: dict[str, tuple[type, ...]] = {
+    "label": (str, _NONE),
+    "seconds": (int, float, _NONE),
+    "devices": (list, tuple),
+    "error": (str, _NONE),
+    "extra": (Mapping, _NONE),
+}
+_OPTIONAL = frozenset({"error", "extra"})
+"""Keys ``from_dict`` reads as None where they are missing."""
+
+
+def _check_shape(data: object, what: str, shape: Mapping[str, tuple[type, ...]]) -> None:
+    """Raise CgmemUsageError unless ``data`` is a mapping with ``shape``'s keys (those of
+    ``_OPTIONAL`` may be missing) holding values of their types (``_is_a``)."""
+    if not isinstance(data, Mapping):
+        raise CgmemUsageError(f"expected {what}, got {short_repr(data)}")
+    missing = [key for key in shape if key not in data and key not in _OPTIONAL]
+    if missing:
+        keys = ", ".join(short_repr(key) for key in list(data)[:8])
+        more = f" and {len(data) - 8} more" if len(data) > 8 else ""
+        got = f"keys {keys}{more}" if data else "no keys"
+        raise CgmemUsageError(f"expected {what}, got {got}")
+    for key, kinds in shape.items():
+        value = data.get(key)
+        if not _is_a(value, kinds):
+            raise CgmemUsageError(f"expected {what}, got {key}={short_repr(value)}")
+
+
+def _is_a(value: object, kinds: tuple[type, ...]) -> bool:
+    """``isinstance``, but a bool is no number and a whole float is an int, as in JSON Schema."""
+    if isinstance(value, bool):
+        return bool in kinds
+    if isinstance(value, float) and value.is_integer() and int in kinds:
+        return True
+    return isinstance(value, kinds)
 
 
 def vars_of(details: Details) -> dict[str, Any]:
@@ -202,6 +243,7 @@ class RegionResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegionResult:
+        _check_shape(data, "a run file's region (label, seconds, devices)", _REGION_SHAPE)
         return cls(
             data.get("label"),
             tuple(DeviceFigures.from_dict(d) for d in data.get("devices", ())),

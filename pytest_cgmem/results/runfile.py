@@ -21,7 +21,7 @@ import platform
 import re
 import socket
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,10 @@ def region_problem(region: Mapping[str, Any]) -> str | None:
     if twice is not None:
         where, what = twice
         return f"{where}: {what} appears twice in the region"
+    float_size = _float_size(region)
+    if float_size is not None:
+        where, expected = float_size
+        return f"{where}: {expected}"
     return None
 
 
@@ -193,10 +197,14 @@ def record_problem(test: Mapping[str, Any], path: str = "$") -> str | None:
     if control is not None:
         where, what = control
         return f"{path}.{where}: {what} holds a control character (a newline, a tab)"
-    twice = _twice_in_test(test)
+    twice = _in_regions(test, _twice)
     if twice is not None:
         j, where, what = twice
         return f"{path}.regions[{j}].{where}: {what} appears twice in the region"
+    float_size = _in_regions(test, _float_size)
+    if float_size is not None:
+        j, where, expected = float_size
+        return f"{path}.regions[{j}].{where}: {expected}"
     return None
 
 
@@ -254,13 +262,15 @@ def _control_in_test(test: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _twice_in_test(test: Mapping[str, Any]) -> tuple[int, str, str] | None:
-    """``_twice`` for the first of a test's regions that names something twice, with the
-    region's index."""
+def _in_regions(
+    test: Mapping[str, Any], find: Callable[[Mapping[str, Any]], tuple[str, str] | None]
+) -> tuple[int, str, str] | None:
+    """What ``find`` finds in the first of a test's regions where it finds anything, with
+    the region's index."""
     for j, region in enumerate(test["regions"]):
-        twice = _twice(region)
-        if twice is not None:
-            return (j, *twice)
+        found = find(region)
+        if found is not None:
+            return (j, *found)
     return None
 
 
@@ -278,6 +288,23 @@ def _twice(region: Mapping[str, Any]) -> tuple[str, str] | None:
         if row["size"] in sizes:
             return f"extra.graph_figures.sizes[{k}]", f"capture size {row['size']!r}"
         sizes.add(row["size"])
+    return None
+
+
+def _float_size(region: Mapping[str, Any]) -> tuple[str, str] | None:
+    """Where a region (valid by the schema) has a capture size written as a float, relative
+    to it (``extra.graph_figures.sizes[1].size``), and what was expected; or None.
+
+    JSON Schema takes ``16.0`` for an integer, but every output orders and shows a capture
+    size as an int or a label: a float one would silently drop out of ``cgmem compare``."""
+    figures = region["extra"].get("graph_figures")
+    for k, row in enumerate(figures["sizes"] if figures else ()):
+        if isinstance(row["size"], float):
+            kinds = "integer" if figures["source"] == "capture_sweep" else "integer or string"
+            return (
+                f"extra.graph_figures.sizes[{k}].size",
+                f"expected {kinds}, got {_shown(row['size'])}",
+            )
     return None
 
 
@@ -474,10 +501,17 @@ def _shape_problem(document: Mapping[str, Any]) -> str | None:
         if control is not None:
             where, what = control
             return f"has a control character (a newline, a tab) at $.tests[{i}].{where}: {what}"
-        twice = _twice_in_test(test)
+        twice = _in_regions(test, _twice)
         if twice is not None:
             j, where, what = twice
             return f"has {what} twice in one region at $.tests[{i}].regions[{j}].{where}"
+        float_size = _in_regions(test, _float_size)
+        if float_size is not None:
+            j, where, expected = float_size
+            return (
+                f"has a capture size written as a float at $.tests[{i}].regions[{j}].{where}: "
+                f"{expected}"
+            )
     return None
 
 
