@@ -249,8 +249,8 @@ def segments(device: int | None = None) -> list[dict[str, Any]]:
 
 def pool_id(pool: object) -> PoolId | None:
     """A pool handle (``graph_pool_handle()``, ``g.pool()``, a ``MemPool``, a pair) as a
-    plain int pair."""
-    if pool is None:
+    plain int pair; None for anything else (a string too: ``"12"`` would unpack as 1, 2)."""
+    if pool is None or isinstance(pool, (str, bytes)):
         return None
     if not isinstance(pool, (tuple, list)):
         pool = getattr(pool, "id", pool)  # torch.cuda.MemPool

@@ -646,7 +646,7 @@ def _pool_ids(where: str, pools: Iterable[object], nested: str = "") -> list[Poo
         )
     wanted: list[PoolId] = []
     for pool in pools:
-        pid = None if isinstance(pool, (str, bytes)) else pool_id(pool)
+        pid = pool_id(pool)
         if pid is None:
             several = (
                 isinstance(pool, (list, tuple, set, frozenset))
@@ -1222,7 +1222,7 @@ def capture_sweep(
         raise CgmemUsageError(
             f"capture_sweep: warmup must be a whole number >= 0, got {short_repr(warmup)}"
         )
-    if pool is not None and (isinstance(pool, (str, bytes)) or pool_id(pool) is None):
+    if pool is not None and pool_id(pool) is None:
         raise CgmemUsageError(
             "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
             f"or None, got {short_repr(pool)}"
