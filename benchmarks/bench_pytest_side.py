@@ -16,6 +16,11 @@ suite's conftest, variants interleaved so that drift hits them alike:
   them up, as for a test nobody marked); the conftest records whether torch was imported by
   the end (issue 11: ≤ 50 µs a test, and no torch import).
 
+- **Installed but unused.** 500 plain tests in a process that loads the plugin, against
+  the same tests in a run with ``-p no:cgmem``, processes alternating (ABBA): the plugin's
+  per-test hooks are taken off at collection when no test needs them, so this should be
+  noise around zero (the target: nothing at all for unmarked tests).
+
 Each figure is a median over a process's tests; each part runs three processes by default
 and prints the median of their figures last, since one process's figures move by tens of
 µs. Runs anywhere torch imports (CPU too):
@@ -154,6 +159,16 @@ def test_opted_out(i):
 """
 
 
+UNUSED_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range(500))
+def test_plain(i):
+    assert sum(range(50)) == 1225
+"""
+
+
 def run_once(folder: Path, args: list[str], profile: str | None = None) -> dict[str, Any]:
     """One pytest process: each test's protocol seconds by variant, and whether torch was
     imported; exits with pytest's output where the run failed."""
@@ -187,12 +202,14 @@ def main() -> int:
     options = parser.parse_args()
     over: dict[str, list[float]] = {}
     free: list[float] = []
+    unused: list[float] = []
     imported = False
     with tempfile.TemporaryDirectory() as tmp:
-        side, cuda_free = Path(tmp, "side"), Path(tmp, "cuda_free")
+        side, cuda_free, idle = Path(tmp, "side"), Path(tmp, "cuda_free"), Path(tmp, "idle")
         for folder, conftest, tests in (
             (side, TIMING + STUBS, TESTS),
             (cuda_free, TIMING, CUDA_FREE_TESTS),
+            (idle, TIMING, UNUSED_TESTS),
         ):
             folder.mkdir()
             (folder / "conftest.py").write_text(conftest)
@@ -212,6 +229,11 @@ def main() -> int:
             )
             free.append((measured - opted_out) * 1e6)
             imported = imported or bool(data["torch_imported"])
+            pair: dict[bool, list[float]] = {True: [], False: []}
+            for loads in (True, False, False, True):  # ABBA: a drift hits both alike
+                times = run_once(idle, [] if loads else ["-p", "no:cgmem"])["times"]
+                pair[loads].append(statistics.median(times["test_plain"]))
+            unused.append((statistics.fmean(pair[True]) - statistics.fmean(pair[False])) * 1e6)
     print(f"median us over plain, per run ({options.runs} runs), and the median of those:")
     for name, values in over.items():
         print_runs(name.removeprefix("test_"), values)
@@ -219,6 +241,8 @@ def main() -> int:
     print_runs("cuda-free", free)
     word = "met" if statistics.median(free) <= 50 and not imported else "MISSED"
     print(f"torch imported: {'yes' if imported else 'no'} (target <= 50 us, no torch: {word})")
+    print("installed but unused, a plain test, us over the same run with -p no:cgmem:")
+    print_runs("unused", unused)
     return 1 if imported else 0
 
 

@@ -21,7 +21,7 @@ from .cuda import cuda_started
 from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import CgmemSession, fixture_used_key, regions_key
+from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_key
 from .settings import (
     OPTIONS,
     Settings,
@@ -196,6 +196,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(message) from None
     session = config.stash[session_key] = CgmemSession(config, settings)
     config.pluginmanager.register(session, "cgmem-session")
+    config.pluginmanager.register(session.test_hooks, TEST_HOOKS_NAME)
 
 
 def _starts_xdist_workers(config: pytest.Config) -> bool:
@@ -301,6 +302,7 @@ def _require_devices(config: pytest.Config) -> Callable[[int], None]:
 def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     """Explicit GPU memory regions: ``with cgmem.measure("prefill") as m: ...``."""
     session = request.config.stash[session_key]
+    session.ensure_test_hooks(request.node)
     session.require_cuda()
     request.node.stash[fixture_used_key] = True
     device, rank = session.place()
@@ -316,7 +318,9 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
 def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     """Record figures measured elsewhere as a region of this test (needs no CUDA):
     ``cgmem_record("server", peak="1.2 GiB", device=...)``."""
-    job = request.config.stash[session_key].job
+    session = request.config.stash[session_key]
+    session.ensure_test_hooks(request.node)
+    job = session.job
     return FigureRecorder(
         request.node.stash.setdefault(regions_key, []).append, None if job is None else job.rank
     )
@@ -327,6 +331,7 @@ def cgmem_distributed(request: pytest.FixtureRequest) -> DistributedRunner:
     """``cgmem_distributed(fn, world_size=2, backend="nccl")``: ``fn(rank, world_size)`` on
     that many ranks, each measured on its own device (docs/distributed.md). Runs without
     CUDA too with a CPU backend (``backend="gloo"``): the ranks run, nothing is measured."""
+    request.config.stash[session_key].ensure_test_hooks(request.node)
     return DistributedRunner(
         request.node.stash.setdefault(regions_key, []).append,
         _require_devices(request.config),

@@ -217,6 +217,17 @@ def asks_for_fixture(item: pytest.Item) -> bool:
     return False
 
 
+_FIXTURES = frozenset({"cgmem", "cgmem_record", "cgmem_distributed"})
+
+
+def _needs_test_hooks(item: pytest.Item) -> bool:
+    """The test is measured, fails for its marks, or asks for a fixture of the plugin's (or
+    one named like it): the per-test hooks must run for it."""
+    if budget_key in item.stash or _usage_error_key in item.stash:
+        return True
+    return not _FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
 def measured(item: pytest.Item) -> bool:
     """Marked, or asking for the ``cgmem`` fixture: a test whose GPU memory is measured."""
     return budget_key in item.stash or asks_for_fixture(item)
@@ -336,6 +347,8 @@ class CgmemSession:
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._diagnostics: Any = None
+        self.test_hooks = PerTestHooks(self)
+        """Registered with the session, and taken off at collection when no test needs them."""
         self._pid = os.getpid()
         self._final_outcome: dict[str, pytest.TestReport] = {}
         """Call reports that records were made from, until they are logged."""
@@ -425,6 +438,18 @@ class CgmemSession:
                 item.stash[_usage_error_key] = message
         elif errors:
             raise pytest.UsageError(*(message for _, message in errors))
+        if self.settings.all or self._outputs() or any(map(_needs_test_hooks, items)):
+            return
+        if self.config.pluginmanager.is_registered(self.test_hooks):
+            self.config.pluginmanager.unregister(self.test_hooks)  # nothing here to measure
+
+    def ensure_test_hooks(self, item: pytest.Item) -> None:
+        """A fixture of ours asked for at run time (``request.getfixturevalue``) in a run
+        whose collection needed no per-test hooks: they run from this test on."""
+        manager = self.config.pluginmanager
+        if not manager.is_registered(self.test_hooks):
+            manager.register(self.test_hooks, TEST_HOOKS_NAME)
+            item.stash.setdefault(_opened_key, measurements_opened())
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         """The machine, before the first test. ``--collect-only -q`` prints node ids only
@@ -470,7 +495,7 @@ class CgmemSession:
             self._no_gpu()
         self._cuda_confirmed = True
 
-    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+    def runtest_setup(self, item: pytest.Item) -> None:
         """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
         reason wins over "no CUDA device"). A rerun starts with none of an earlier
         attempt's regions, verdict or JUnit properties."""
@@ -492,8 +517,7 @@ class CgmemSession:
         self.tracking_lingers = False
         release_tracking()
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+    def runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         """A marked test's call phase is a region; every test with regions is judged."""
         __tracebackhide__ = True
         item.stash[_calling_key] = True
@@ -683,13 +707,14 @@ class CgmemSession:
         except Exception as error:  # diagnostics must never hide the test's own failure
             item.stash[_diagnosis_key] = f"diagnostics failed: {type(error).__name__}: {error}"
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
+    def runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         try:
             if call.when == "call":
+                if _calling_key not in item.stash:
+                    self._judge_late(item, call, report)
                 if not item.stash.get(_calling_key, False):  # else a subtest's report
                     _without_frames(item, call, report)
                     self._after_call(item, call, report)
@@ -702,6 +727,21 @@ class CgmemSession:
             if call.when == "teardown":
                 self._after_teardown()
         return report
+
+    def _judge_late(
+        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+    ) -> None:
+        """The per-test hooks came during the call (the test asked for a fixture of ours
+        with ``request.getfixturevalue``): its regions are judged at the call's report, as
+        the call's end would have judged them."""
+        item.stash[_calling_key] = False  # the call ran
+        if call.excinfo is not None:
+            self._judge_failed(item)
+            return
+        error = self._judge(item)
+        if error is not None and report.passed:
+            report.outcome = "failed"
+            report.longrepr = str(error)
 
     @staticmethod
     def _after_teardown() -> None:
@@ -984,8 +1024,7 @@ class CgmemSession:
                 if message not in self.lines:
                     self.lines.append(message)
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def runtest_logreport(self, report: pytest.TestReport) -> None:
         """On the xdist controller (or the parent of a forked test): a measured test's
         record, as soon as its worker reports the call phase (or the teardown, for regions
         recorded there). Last, so that the outcome is the one pytest shows: a test whose
@@ -1320,3 +1359,33 @@ class CgmemSession:
                 reporter.write_line(line, red=True, bold=True)
             else:
                 sys.stderr.write(line + "\n")
+
+
+TEST_HOOKS_NAME = "cgmem-tests"
+
+
+class PerTestHooks:
+    """The session's hooks that run for every test. They are a plugin of their own so that
+    a run that measures nothing (the plugin installed but unused) has none of them:
+    ``CgmemSession.pytest_collection_modifyitems`` takes them off."""
+
+    def __init__(self, session: CgmemSession) -> None:
+        self.session = session
+
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self.session.runtest_setup(item)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        __tracebackhide__ = True
+        return (yield from self.session.runtest_call(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        return (yield from self.session.runtest_makereport(item, call))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.session.runtest_logreport(report)
