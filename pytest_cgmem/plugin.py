@@ -196,7 +196,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(message) from None
     session = config.stash[session_key] = CgmemSession(config, settings)
     config.pluginmanager.register(session, "cgmem-session")
-    config.pluginmanager.register(session.test_hooks, TEST_HOOKS_NAME)
+    blocked = config.pluginmanager.register(session.test_hooks, TEST_HOOKS_NAME) is None
+    session.test_hooks_on = not blocked  # -p no:cgmem-tests: no test is measured
 
 
 def _starts_xdist_workers(config: pytest.Config) -> bool:

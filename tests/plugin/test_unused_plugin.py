@@ -25,6 +25,13 @@ def ours(config):
             for impl in getattr(config.pluginmanager.hook, name).get_hookimpls()
         )
     ]
+
+
+@pytest.fixture
+def later(request):
+    '''Asks for a fixture when the test calls it: the test names no fixture of ours and
+    not ``request`` itself.'''
+    return request.getfixturevalue
 """
 
 
@@ -34,12 +41,12 @@ def test_a_run_that_measures_nothing_has_no_per_test_hooks(pytester: pytest.Pyte
         """
         from conftest import ours
 
-        def test_plain(request):
-            assert ours(request.config) == []
+        def test_plain(pytestconfig):
+            assert ours(pytestconfig) == []
 
         class TestClass:
-            def test_method(self, request, tmp_path):
-                assert ours(request.config) == []
+            def test_method(self, pytestconfig, tmp_path, capsys):
+                assert ours(pytestconfig) == []
         """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
@@ -51,10 +58,11 @@ def test_a_run_that_measures_nothing_has_no_per_test_hooks(pytester: pytest.Pyte
         ((), "@pytest.mark.cgmem(leak=0)\ndef test_marked():\n    pass"),
         ((), "def test_records(cgmem_record):\n    pass"),
         ((), "def test_regions(cgmem):\n    pass"),
+        ((), "def test_may_ask_in_its_body(request):\n    pass"),
         (("--cgmem-all",), ""),
         (("--cgmem-json=run.json",), ""),
     ],
-    ids=["mark", "cgmem_record", "cgmem", "cgmem-all", "cgmem-json"],
+    ids=["mark", "cgmem_record", "cgmem", "request", "cgmem-all", "cgmem-json"],
 )
 def test_the_per_test_hooks_stay_where_a_test_needs_them(
     pytester: pytest.Pytester, args: tuple[str, ...], test: str
@@ -63,8 +71,8 @@ def test_the_per_test_hooks_stay_where_a_test_needs_them(
     plain = (
         "import pytest\n"
         "from conftest import HOOKS, ours\n\n"
-        "def test_plain(request):\n"
-        "    assert ours(request.config) == list(HOOKS)\n\n"
+        "def test_plain(pytestconfig):\n"
+        "    assert ours(pytestconfig) == list(HOOKS)\n\n"
     )
     pytester.makepyfile(plain + test)
     result = pytester.runpytest("-p", "no:randomly", *args)
@@ -72,30 +80,61 @@ def test_the_per_test_hooks_stay_where_a_test_needs_them(
     assert "failed" not in result.parseoutcomes()
 
 
-BODY = """
+def test_a_doctest_keeps_the_per_test_hooks(pytester: pytest.Pytester) -> None:
+    """A doctest may ask for a fixture with ``getfixture``: its run keeps the hooks."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        test_plain="""
+        from conftest import HOOKS, ours
+
+        def test_plain(pytestconfig):
+            assert ours(pytestconfig) == list(HOOKS)
+        """,
+        helpers='''
+        def twice(x):
+            """
+            >>> _ = getfixture("cgmem_record")("load", peak=2 * 2**20)
+            >>> twice(2)
+            4
+            """
+            return 2 * x
+        ''',
+    )
+    result = pytester.runpytest(
+        "-p", "no:randomly", "--doctest-modules", "--cgmem-budget=peak=1MiB"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*helpers.twice*", "*cgmem: peak 2.00 MiB exceeds*"])
+
+
+def test_blocking_the_per_test_hooks_measures_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    pytester.runpytest("-p", "no:cgmem-tests").assert_outcomes(passed=1)
+
+
+LATE = """
 from conftest import HOOKS, ours
 
-def test_before(request):
-    assert ours(request.config) == []
+def test_before(pytestconfig):
+    assert ours(pytestconfig) == []
 
-def test_asks_in_its_body(request):
-    record = request.getfixturevalue("cgmem_record")
-    record("load", peak=2 * 2**20)
+def test_asks_in_its_body(later):
+    later("cgmem_record")("load", peak=2 * 2**20)
 
-def test_after(request):
-    assert ours(request.config) == list(HOOKS)
+def test_after(pytestconfig):
+    assert ours(pytestconfig) == list(HOOKS)
 """
 
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
 def test_a_fixture_asked_for_in_the_body_is_judged(pytester: pytest.Pytester, xdist: bool) -> None:
-    """``request.getfixturevalue("cgmem_record")`` in a run whose collection saw no test
+    """A fixture of ours asked for inside the test, in a run whose collection saw no test
     that needs the hooks: they come with the fixture, and the test is judged at its
     call's report, over budget as it would be had it named the fixture."""
     if xdist:
         pytest.importorskip("xdist")
     pytester.makeconftest(OURS)
-    pytester.makepyfile(test_body=BODY)
+    pytester.makepyfile(test_body=LATE)
     args = ["-p", "no:randomly", "--cgmem-budget=peak=1MiB"]
     if xdist:
         result = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "-n", "1")
@@ -108,3 +147,53 @@ def test_a_fixture_asked_for_in_the_body_is_judged(pytester: pytest.Pytester, xd
             "FAILED test_body.py::test_asks_in_its_body - cgmem: peak 2.00 MiB exceeds*",
         ]
     )
+
+
+def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each report of the call phase (a subtest's, then the test's) judges the regions
+    so far: the over-budget figure recorded in the second subtest fails the test."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        """
+        def test_subtests(later, subtests):
+            record = None
+            with subtests.test("a"):
+                record = later("cgmem_record")
+                record("small", peak=2**19)
+            with subtests.test("b"):
+                record("big", peak=2 * 2**20)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["SUBFAILED[[]b[]] *::test_subtests", "FAILED *::test_subtests*"])
+    result.stdout.no_fnmatch_line("SUBFAILED[[]a[]]*")
+
+
+@pytest.mark.parametrize(
+    ("mark", "outcome"),
+    [
+        ('xfail(reason="known")', {"xfailed": 1}),
+        ('xfail(reason="known", strict=True)', {"xfailed": 1}),
+        ('xfail(reason="known", raises=ZeroDivisionError)', {"failed": 1}),
+    ],
+    ids=["xfail", "strict", "raises-other"],
+)
+def test_a_late_fixture_over_budget_in_an_xfail_test(
+    pytester: pytest.Pytester, mark: str, outcome: dict[str, int]
+) -> None:
+    """The budget failure is what the xfail expects, as had it been raised in the call."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{mark}
+        def test_late(later):
+            later("cgmem_record")("load", peak=2 * 2**20)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
+    result.assert_outcomes(**outcome)
