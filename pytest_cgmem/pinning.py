@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .units import whole_number
+from .units import short_repr, whole_number
 
 _WORKER = re.compile(r"^gw([0-9]+)$")
 
@@ -42,12 +42,13 @@ def device_for_worker(
             if index is not None and inherited is not None:
                 if index >= len(inherited):
                     raise IndexError(
-                        f"device {token} is not among CUDA_VISIBLE_DEVICES={visible!r}"
+                        f"device {short_repr(index)} is not among "
+                        f"CUDA_VISIBLE_DEVICES={short_repr(visible)}"
                     )
                 pool.append(inherited[index])
             elif index is not None and count and index >= count:
                 raise IndexError(
-                    f"device {token} does not exist: this machine has {count} CUDA "
+                    f"device {short_repr(index)} does not exist: this machine has {count} CUDA "
                     f"device(s), 0 to {count - 1}"
                 )
             else:

@@ -47,6 +47,13 @@ def test_device_that_does_not_exist() -> None:
         device_for_worker("gw0", ("99", "98"), None, 2)
 
 
+@pytest.mark.parametrize("visible", [None, "0,1"])
+def test_a_zero_padded_device_number_is_said_as_its_number(visible: str | None) -> None:
+    with pytest.raises(IndexError, match=r"^device 9 (does not exist|is not among)") as caught:
+        device_for_worker("gw0", ("0" * 5000 + "9",), visible, 2)
+    assert len(str(caught.value)) < 120
+
+
 def test_an_empty_cuda_visible_devices_hides_every_device() -> None:
     """CUDA takes an empty CUDA_VISIBLE_DEVICES as no device at all, not as unset."""
     with pytest.raises(IndexError, match="device 3 is not among CUDA_VISIBLE_DEVICES=''"):
