@@ -18,6 +18,10 @@ from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
 from pytest_cgmem.units import MAX_FIGURE
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 Within = Callable[[float], AbstractContextManager[None]]
 """The ``within`` fixture (conftest.py): ``with within(5):`` fails a block that hangs."""
 
@@ -61,7 +65,8 @@ def test_a_baseline_with_a_lone_surrogate_is_one_line_under_xdist(
 ) -> None:
     pytest.importorskip("xdist")
     edited(base_run(pytester), '"server"', r'"ser\ud800ver"')
-    result = pytester.runpytest_subprocess("-n", "2", "--cgmem-baseline=base.json")
+    # the controller, which reads the baseline first, runs in this process
+    result = pytester.runpytest("-n", "2", "--cgmem-baseline=base.json")
     one_line_usage_error(
         result,
         r"ERROR: cgmem: baseline 'base.json' has text that is not Unicode at $.tests*: "
@@ -335,9 +340,9 @@ def test_a_node_id_with_a_tab_is_written_read_and_held_to_its_baseline(
             cgmem_record("server", peak=f"{n} MiB")
         """
     )
-    first = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
+    first = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
     first.assert_outcomes(passed=2)
     nodeids = [t["nodeid"] for t in runfile.load_run(pytester.path / "b.json")["tests"]]
     assert nodeids == ["test_ids.py::test_rec[v\t1]", "test_ids.py::test_rec[v\t2]"]
-    second = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
+    second = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
     second.assert_outcomes(passed=2)

@@ -6,6 +6,10 @@ from pytest_cgmem.plugin import settings_key
 from pytest_cgmem.session import budget_key
 from pytest_cgmem.settings import OPTIONS
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 GiB = 2**30
 
 
@@ -291,7 +295,8 @@ def test_bad_marks_are_named_under_xdist(pytester: pytest.Pytester) -> None:
         def test_fine(): pass
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    # the controller runs in this process; the workers, which read the marks, are processes
+    result = pytester.runpytest("-n", "2", "-p", "no:randomly")
     result.assert_outcomes(passed=1, errors=2)
     result.stdout.fnmatch_lines_random(
         [

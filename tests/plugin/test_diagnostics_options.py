@@ -11,6 +11,10 @@ import pytest_cgmem
 from pytest_cgmem.plugin import settings_key
 from pytest_cgmem.settings import DEFAULT_HISTORY_ENTRIES, DEFAULT_STACKS
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 
 def test_defaults(pytester: pytest.Pytester) -> None:
     settings = pytester.parseconfigure().stash[settings_key]
@@ -68,6 +72,7 @@ def test_help_lists_the_options(pytester: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.lean_runs(False)  # that no plugin's hook (pytest-benchmark's too) imports torch
 def test_unused_plugin_still_imports_no_torch(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,10 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 import pytest_cgmem
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 ROOT = Path(pytest_cgmem.__file__).parents[1]
 DOC = ROOT / "docs" / "cli.md"
 

@@ -10,6 +10,10 @@ import json
 
 import pytest
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 MiB = 2**20
 
 SUITE = """

@@ -190,13 +190,9 @@ def test_a_killed_run_does_not_bring_back_a_discarded_attempt(
     as the finished one would (before, the discarded attempt's 900 MiB came back)."""
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(test_attempts=ATTEMPTS)
-    result = pytester.runpytest_subprocess(
-        "--reruns=1",
-        "--cgmem-json=run.json",
-        "-k",
-        "never_records",
-        "-p",
-        "no:cacheprovider",
+    # in process: only the second run is killed
+    result = pytester.runpytest(
+        "--reruns=1", "--cgmem-json=run.json", "-k", "never_records", "-p", "no:cacheprovider"
     )
     outcomes = result.parseoutcomes()
     assert (outcomes["passed"], outcomes["rerun"], outcomes.get("failed")) == (1, 1, None)

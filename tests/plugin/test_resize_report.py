@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 SUITE = """
 import pytest
 from pytest_cgmem import ResizeCheckFailed, SteadyStateFailed

@@ -11,6 +11,10 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 from pytest_cgmem.results import runfile
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 MiB = 2**20
 
 # Figures come from the environment so that a second run can grow or shrink them.
@@ -455,7 +459,8 @@ def test_a_pytest_run_inside_a_worker_s_test_pins_nothing(
             assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
         """
     )
-    result = pytester.runpytest_subprocess("-p", "pytester", "-p", "no:benchmark", "-n", "1")
+    # the controller runs in this process; the worker, whose test runs pytest, is a process
+    result = pytester.runpytest("-p", "pytester", "-p", "no:benchmark", "-n", "1")
     result.assert_outcomes(passed=1)
 
 
@@ -487,7 +492,8 @@ def test_a_pytest_subprocess_of_a_worker_s_test_pins_nothing(
             assert f"INNER-SEES {os.environ['CUDA_VISIBLE_DEVICES']}" in done.stdout
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "2", "test_outer.py")
+    # the controller runs in this process; the workers, whose test starts pytest, are processes
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", "test_outer.py")
     result.assert_outcomes(passed=1)
 
 

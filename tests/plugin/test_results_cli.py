@@ -17,6 +17,10 @@ import pytest_cgmem
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 try:  # imported before any inline run, which would unload it (numpy loads once per process)
     import matplotlib.pyplot
 except ImportError:  # pragma: no cover

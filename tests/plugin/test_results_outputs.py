@@ -11,6 +11,10 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 from pytest_cgmem.results import journal, runfile
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 RAN = """
 from pathlib import Path
 

@@ -20,6 +20,10 @@ import pytest_cgmem
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import journal, runfile
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 MiB = 2**20
 ROOT = Path(pytest_cgmem.__file__).parents[1]
 
@@ -163,7 +167,7 @@ def test_a_killed_run_leaves_a_file_marked_incomplete_with_every_finished_test(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     pytester.makepyfile(test_k=KILLED.replace("{how}", HOW[how]).replace("{a}", "10"))
-    done = pytester.runpytest_subprocess("--cgmem-json=run.json")
+    done = pytester.runpytest("--cgmem-json=run.json")  # in process: nothing dies in it
     assert done.ret == 0 and raw(pytester.path / "run.json")["complete"] is True
     monkeypatch.setenv("CGMEM_DIE", "1")
     killed = pytester.runpytest_subprocess("--cgmem-json=run.json")
@@ -483,6 +487,7 @@ def test_alloc_conf_comes_from_the_measuring_process_as_torch_reads_it(
     assert machine["alloc_conf"] == "garbage_collection_threshold:0.9"
 
 
+@pytest.mark.lean_runs(False)  # pytest-benchmark is what it checks
 def test_pytest_benchmark_compare_sees_our_machine_info_filled(
     pytester: pytest.Pytester,
 ) -> None:
@@ -647,7 +652,8 @@ def test_a_crashed_worker_loses_only_the_test_it_crashed_in(pytester: pytest.Pyt
     SIGKILLed in its test, every other test's figures in the file."""
     pytest.importorskip("xdist")
     pytester.makepyfile(test_crash=CRASH_SUITE)
-    result = pytester.runpytest_subprocess(
+    # the controller runs in this process: only a worker, a process of its own, is killed
+    result = pytester.runpytest(
         "-p", "no:benchmark", "-n", "4", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json"
     )
     result.assert_outcomes(passed=16, failed=1)
@@ -685,7 +691,8 @@ def test_a_worker_that_dies_in_teardown_keeps_the_test_s_figures(
             cgmem_record("load", peak=2**20)
         """
     )
-    pytester.runpytest_subprocess("-p", "no:benchmark", "-n", "1", "--cgmem-json=run.json")
+    # the controller runs in this process: only the worker, a process of its own, dies
+    pytester.runpytest("-p", "no:benchmark", "-n", "1", "--cgmem-json=run.json")
     doc = runfile.load_run(pytester.path / "run.json")
     assert nodeids(doc) == ["test_recorded"]
     assert doc["tests"][0]["outcome"] == "failed"  # pytest shows it red: the worker crashed
@@ -725,11 +732,13 @@ def test_a_run_stopped_before_its_first_test_leaves_no_stale_file(
     pytester.makepyfile("def test_rec(cgmem_record):\n    cgmem_record('r', peak=1)\n")
     args = ("-p", "no:cacheprovider", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
     saving = "--cgmem-save-baseline=base.json"
-    pytester.runpytest_subprocess(*args, saving).assert_outcomes(passed=1)
+    pytester.runpytest(*args, saving).assert_outcomes(passed=1)  # in process: nothing stops it
     assert runfile.load_run(pytester.path / "run.json")["complete"] is True
     baseline = (pytester.path / "base.json").read_bytes()
     monkeypatch.setenv("CGMEM_TEST_STOP", how)
-    result = pytester.runpytest_subprocess(*args, saving)
+    # SIGINT is sent to the whole process: that run needs a process of its own
+    run = pytester.runpytest_subprocess if how == "sigint" else pytester.runpytest
+    result = run(*args, saving)
     assert result.ret != 0
     doc = runfile.load_run(pytester.path / "run.json")
     assert (doc["complete"], doc["incomplete_reason"], doc["tests"]) == (False, reason, [])
@@ -811,6 +820,7 @@ def test_xdist_checks_and_refreshes_one_baseline_file(
     assert doc["tests"][0]["regions"][0]["devices"][0]["peak"] == 5 * MiB
 
 
+@pytest.mark.lean_runs(False)  # pytest-benchmark is what it checks
 @pytest.mark.usefixtures("this_checkout")
 def test_pytest_benchmark_without_gpu_tests_imports_no_torch_and_compares_quietly(
     pytester: pytest.Pytester,
@@ -840,6 +850,7 @@ def test_pytest_benchmark_without_gpu_tests_imports_no_torch_and_compares_quietl
     assert (pytester.path / "torch-imported.txt").read_text() == "False"
 
 
+@pytest.mark.lean_runs(False)  # pytest-rerunfailures is what it checks
 def test_a_crashed_attempt_run_again_leaves_a_complete_run(pytester: pytest.Pytester) -> None:
     """pytest-rerunfailures runs a test whose worker crashed again: the attempt that ran
     to its end is the test's record, so nothing is lost and the run is complete; the

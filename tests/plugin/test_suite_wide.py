@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 
 import pytest
+
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
 
 # torch, where installed, is imported here, at collection: a test that imported it itself
 # while holding a pytester would see it dropped from sys.modules at teardown (pytester
@@ -51,6 +53,7 @@ def pytest_sessionfinish(session):
 """
 
 
+@pytest.mark.lean_runs(False)  # that no plugin's hook (pytest-benchmark's too) imports torch
 def test_cuda_free_suite_runs_whole_and_imports_no_torch(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(NO_TORCH)
@@ -236,7 +239,8 @@ def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
 ) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_suite=SUITE, test_rec=OPTED_OUT_RECORDING)
-    result = pytester.runpytest_subprocess(
+    # the controller runs in this process; the tests run in the workers, processes of their own
+    result = pytester.runpytest(
         "--cgmem-all", "--cgmem-budget=leak=0", "-n", "2", "-p", "no:randomly"
     )
     result.assert_outcomes(passed=6, failed=1)
@@ -251,22 +255,22 @@ def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
 
 
 @pytest.mark.no_cuda
-def test_the_existing_suite_example_exits_0_where_there_is_no_gpu() -> None:
+def test_the_existing_suite_example_exits_0_where_there_is_no_gpu(
+    pytester: pytest.Pytester,
+) -> None:
     """``./dev demo``'s second run: on a CPU machine its tests skip one by one (a module
-    skipped whole would leave no test collected: exit status 5, a failed demo)."""
+    skipped whole would leave no test collected: exit status 5, a failed demo).
+
+    In process (it runs only where there is no CUDA device): the example's folder brings
+    its own pytest.ini, so its own rootdir, as in the demo; the torch it imports is already
+    imported here."""
     pytest.importorskip("torch")
     from pathlib import Path
 
     import pytest_cgmem
 
     root = Path(pytest_cgmem.__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "examples/existing_suite"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:]
-    last = done.stdout.strip().splitlines()[-1]
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider", root / "examples/existing_suite")
+    assert result.ret == 0, result.stdout.str()[-2000:]
+    last = result.stdout.str().strip().splitlines()[-1]
     assert " skipped in " in last and "passed" not in last and "failed" not in last, last

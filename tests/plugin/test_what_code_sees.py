@@ -92,7 +92,10 @@ def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     to an internal error (under xdist the run even exited 0), and under --cgmem-all the
     mock's truthy ``is_initialized()`` started a region on it."""
     pytester.makepyfile(test_patched=PATCHED_CUDA)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *flags)
+    # a process of its own, with no CUDA context; under xdist the workers are (the
+    # controller, which runs no test, runs in this one)
+    run = pytester.runpytest if "-n" in flags else pytester.runpytest_subprocess
+    result = run("-p", "no:cacheprovider", *flags)
     if torch.cuda.is_available():  # the marked test runs
         result.assert_outcomes(passed=3, failed=1)
     else:

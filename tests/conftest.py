@@ -1,0 +1,44 @@
+"""The suite's own process and its pytester runs: what costs time and is not what they test."""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+
+LEAN_RUNS = "-p no:benchmark -p no:rerunfailures"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "lean_runs(on=True): the test's pytester runs (in process, in subprocesses, their "
+        "xdist workers) load neither pytest-benchmark nor pytest-rerunfailures, which are not "
+        "what it checks; lean_runs(False) on a test of a marked module loads them again",
+    )
+
+
+@pytest.fixture
+def pytester(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    """The project's pytester (conftest.py), lean where the test is marked ``lean_runs``:
+    loading the two plugins, and pytest-benchmark's start (it runs ``git`` and ``file``),
+    is a good part of a short run's cost."""
+    mark = request.node.get_closest_marker("lean_runs")
+    if mark is not None and (mark.args[0] if mark.args else True):
+        addopts = os.environ.get("PYTEST_ADDOPTS", "")
+        monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} {LEAN_RUNS}".strip())
+    return pytester
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (the test modules, torch and the rest they import, the items)
+    lives to the end of the run: frozen, full collections no longer walk it. Each one
+    walked it all, 0.3 s on the 2-core CI machine, and the pytester runs' garbage makes the
+    collector run one every few tests (about 10 s of a run's CPU). Garbage made from now
+    on is collected as before: only what is here now is frozen, after a last collection."""
+    gc.collect()
+    gc.freeze()
