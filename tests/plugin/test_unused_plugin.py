@@ -173,7 +173,7 @@ def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
     )
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUBFAILED[[]b[]] *::test_subtests", "FAILED *::test_subtests*"])
+    result.stdout.fnmatch_lines(["SUBFAILED[[]b[]] *::test_subtests*", "FAILED *::test_subtests*"])
     result.stdout.no_fnmatch_line("SUBFAILED[[]a[]]*")
 
 
