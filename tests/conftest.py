@@ -25,7 +25,10 @@ def pytester(
 ) -> pytest.Pytester:
     """The project's pytester (conftest.py), lean where the test is marked ``lean_runs``:
     loading the two plugins, and pytest-benchmark's start (it runs ``git`` and ``file``),
-    is a good part of a short run's cost."""
+    is a good part of a short run's cost. Its runs print 80 columns wide whatever the
+    terminal, so the lines a test matches do not depend on where the suite runs (a wide
+    terminal gives a short summary line room for the message, a narrow one cuts it)."""
+    monkeypatch.setenv("COLUMNS", "80")
     mark = request.node.get_closest_marker("lean_runs")
     if mark is not None and (mark.args[0] if mark.args else True):
         addopts = os.environ.get("PYTEST_ADDOPTS", "")
