@@ -72,6 +72,11 @@ _late_key = pytest.StashKey[bool]()
 """The per-test hooks came back while this test was being set up or run."""
 _late_call_key = pytest.StashKey[bool]()
 """... while it ran: its call phase had no wrapper of ours."""
+_quiet_key = pytest.StashKey[bool]()
+"""Collection found nothing in this test that needs the per-test hooks, which the run keeps
+for others: they do only what any test needs (graph tracking taken off, an OOM's frames
+released, regions left open stopped) unless a fixture of ours is asked for (then the flag
+goes)."""
 _opened_key = pytest.StashKey[int]()
 """How many regions and graph logs this process had opened when the test's setup began."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
@@ -481,7 +486,15 @@ class CgmemSession:
                 item.stash[_usage_error_key] = message
         elif errors:
             raise pytest.UsageError(*(message for _, message in errors))
-        if self.settings.all or self._outputs() or any(map(_needs_test_hooks, items)):
+        if self.settings.all:
+            return
+        needed = False
+        for item in items:
+            if _needs_test_hooks(item):
+                needed = True
+            else:
+                item.stash[_quiet_key] = True
+        if needed or self._outputs():
             return
         if self.test_hooks_on:
             self.config.pluginmanager.unregister(self.test_hooks)  # nothing here to measure
@@ -491,14 +504,21 @@ class CgmemSession:
         """A fixture of ours asked for at run time (``request.getfixturevalue`` through an
         object that kept ``request``) in a run whose collection needed no per-test hooks:
         they run from this test on (registered now, so after the plugins and conftests
-        loaded since the run began)."""
-        if self.test_hooks_on:
+        loaded since the run began). A test that collection found quiet takes the whole
+        path from now on; if its call is running, its reports judge the regions."""
+        quiet = _quiet_key in item.stash
+        if self.test_hooks_on and not quiet:
             return
-        if self.config.pluginmanager.register(self.test_hooks, TEST_HOOKS_NAME) is None:
-            return  # blocked: -p no:cgmem-tests
-        self.test_hooks_on = True
+        if quiet:
+            del item.stash[_quiet_key]
+        if not self.test_hooks_on:
+            if self.config.pluginmanager.register(self.test_hooks, TEST_HOOKS_NAME) is None:
+                return  # blocked: -p no:cgmem-tests
+            self.test_hooks_on = True
         item.stash.setdefault(_opened_key, measurements_opened())
         item.stash[_late_key] = True
+        if item.stash.get(_calling_key, False):
+            item.stash[_late_call_key] = True  # its call runs under the quiet wrapper
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         """The machine, before the first test. ``--collect-only -q`` prints node ids only
@@ -548,6 +568,12 @@ class CgmemSession:
         """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
         reason wins over "no CUDA device"). A rerun starts with none of an earlier
         attempt's regions, verdict or JUnit properties."""
+        if _quiet_key in item.stash:
+            if _calling_key in item.stash:
+                _forget_attempt(item)
+            if self.tracking_lingers:
+                self.release_tracking()
+            return
         if _calling_key in item.stash or regions_key in item.stash:
             _forget_attempt(item)  # a rerun
         item.stash[_opened_key] = measurements_opened()
@@ -571,6 +597,8 @@ class CgmemSession:
         __tracebackhide__ = True
         item.stash[_calling_key] = True
         try:
+            if _quiet_key in item.stash:
+                return (yield)
             return (yield from self._call(item))
         finally:
             item.stash[_calling_key] = False
@@ -760,6 +788,9 @@ class CgmemSession:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if _quiet_key in item.stash:
+            self._quiet_report(item, call, report)
+            return report
         try:
             if call.when == "call":
                 if _late_key in item.stash and _calling_key not in item.stash:
@@ -778,6 +809,18 @@ class CgmemSession:
             if call.when == "teardown":
                 self._after_teardown()
         return report
+
+    def _quiet_report(
+        self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
+    ) -> None:
+        """What the whole path does for a test that measures nothing: a failed call's
+        frames released where it ran out of memory; regions left open stopped after its
+        teardown."""
+        if call.when == "call":
+            if call.excinfo is not None and not item.stash.get(_calling_key, False):
+                self._after_call(item, call, report)
+        elif call.when == "teardown":
+            self._after_teardown()
 
     def _judge_late(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport

@@ -142,6 +142,34 @@ def test_oom_is_reported_and_next_test_measures_cleanly(pytester: pytest.Pyteste
     )
 
 
+def test_an_unmeasured_test_s_oom_frees_its_frames_in_a_run_that_measures_others(
+    pytester: pytest.Pytester,
+) -> None:
+    """An unmarked test that runs out of memory, in a run that keeps the per-test hooks for
+    a marked test (so it takes their quiet path): its frames are released as a measured
+    test's are, so its tensors do not outlive it."""
+    pytester.makepyfile(
+        test_oom="""
+        import pytest, torch
+
+        def test_oom():
+            held = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+            free, total = torch.cuda.mem_get_info()
+            torch.empty(total * 2, dtype=torch.uint8, device="cuda")
+
+        def test_next():
+            assert torch.cuda.memory_allocated() < 2**30, "the OOM test's tensor is still alive"
+
+        @pytest.mark.cgmem(leak=0)
+        def test_measured():
+            torch.ones(4, device="cuda").sum().item()
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_oom.py::test_oom*OutOfMemoryError*"])
+
+
 def test_strict_xfail_sees_the_budget_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_xfail=f"""

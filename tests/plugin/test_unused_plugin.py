@@ -3,6 +3,8 @@ of ours asked for at run time still has its test judged (no GPU needed)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 OURS = """
@@ -32,7 +34,17 @@ def later(request):
     '''Asks for a fixture when the test calls it: the test names no fixture of ours and
     not ``request`` itself.'''
     return request.getfixturevalue
+
+
+@pytest.fixture
+def early(request):
+    '''Asks for ``cgmem_record`` while the test is set up.'''
+    return request.getfixturevalue("cgmem_record")
 """
+
+KEEPS = "def test_keeps_the_hooks(cgmem_record):\n    pass\n"
+"""A test that keeps the per-test hooks in its run: the others' are quiet there (they
+name no fixture of ours), until one asks for a fixture."""
 
 
 def test_a_run_that_measures_nothing_has_no_per_test_hooks(pytester: pytest.Pytester) -> None:
@@ -150,12 +162,67 @@ def test_a_fixture_asked_for_in_the_body_is_judged(pytester: pytest.Pytester, xd
     )
 
 
+MIXED = """
+def test_before():
+    pass
+
+def test_asks_in_its_body(later):
+    later("cgmem_record")("load", peak=2 * 2**20)
+
+def test_asks_in_setup(early):
+    early("load", peak=2 * 2**20)
+
+def test_asks_within_budget(later):
+    later("cgmem_record")("load", peak=2**19)
+
+def test_after():
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["plain", "xdist"])
+def test_a_quiet_test_that_asks_for_a_fixture_is_judged(
+    pytester: pytest.Pytester, xdist: bool
+) -> None:
+    """In a run that keeps the hooks for another test, a test that names no fixture of ours
+    and asks for one in its body or its setup is judged as a test naming it would be."""
+    if xdist:
+        pytest.importorskip("xdist")
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(test_body=MIXED, test_keeps=KEEPS)
+    args = ["-p", "no:randomly", "--cgmem-budget=peak=1MiB", "--cgmem-json=run.json"]
+    if xdist:
+        result = pytester.runpytest_subprocess(*args, "-p", "no:benchmark", "-n", "1")
+    else:
+        result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=4, failed=2)
+    result.stdout.fnmatch_lines(["*test_body.py::test_asks_in_its_body [[]load[]]*2.00 MiB*"])
+    for name in ("test_asks_in_its_body", "test_asks_in_setup"):
+        result.stdout.fnmatch_lines([f"FAILED test_body.py::{name}*"])
+    run = json.loads((pytester.path / "run.json").read_text())
+    outcomes = {test["nodeid"]: test["outcome"] for test in run["tests"]}
+    assert outcomes == {
+        "test_body.py::test_asks_in_its_body": "failed",
+        "test_body.py::test_asks_in_setup": "failed",
+        "test_body.py::test_asks_within_budget": "passed",
+    }
+
+
+@pytest.fixture(params=[False, True], ids=["alone", "beside-a-test-that-keeps-the-hooks"])
+def keeps(request: pytest.FixtureRequest, pytester: pytest.Pytester) -> int:
+    """Whether the run has a test that keeps the per-test hooks (the test under test then
+    takes their quiet path until it asks for a fixture): the passed tests it adds."""
+    if request.param:
+        pytester.makepyfile(test_keeps=KEEPS)
+    return int(request.param)
+
+
 @pytest.mark.skipif(
     int(pytest.__version__.split(".")[0]) < 9,
     reason="pytest's own subtests fixture came with pytest 9",
 )
 def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, keeps: int
 ) -> None:
     """Each report of the call phase (a subtest's, then the test's) judges the regions
     so far: the over-budget figure recorded in the second subtest fails the test."""
@@ -187,7 +254,7 @@ def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
     ids=["xfail", "strict", "raises-other"],
 )
 def test_a_late_fixture_over_budget_in_an_xfail_test(
-    pytester: pytest.Pytester, mark: str, outcome: dict[str, int]
+    pytester: pytest.Pytester, mark: str, outcome: dict[str, int], keeps: int
 ) -> None:
     """The budget failure is what the xfail expects, as had it been raised in the call."""
     pytester.makeconftest(OURS)
@@ -201,4 +268,4 @@ def test_a_late_fixture_over_budget_in_an_xfail_test(
         """
     )
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
-    result.assert_outcomes(**outcome)
+    result.assert_outcomes(**outcome, passed=keeps)
