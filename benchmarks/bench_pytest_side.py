@@ -20,8 +20,9 @@ suite's conftest, variants interleaved so that drift hits them alike:
   are taken off at collection, so a test runs none of them; in a run that keeps them for
   other tests, a test that needs none takes their quiet path. 500 plain tests with the
   hooks put back around each one's protocol (by a ``-p`` plugin, outside the timer), 500
-  with an empty plugin of the same four hooks put there instead (what pytest's hook calls
-  alone cost), interleaved with 500 without: what the hooks cost an unmeasured test in a
+  with them and no quiet flag (their whole path), 500 with an empty plugin of the same
+  four hooks put there instead (what pytest's hook calls alone cost), interleaved with 500
+  without: what the hooks cost an unmeasured test in a
   run that keeps them, measured in one process (two processes' medians differ by more
   than this).
 
@@ -182,11 +183,17 @@ def test_hooks_on(i):
 @pytest.mark.parametrize("i", RANGE)
 def test_hooks_empty(i):
     assert sum(range(50)) == 1225
+
+
+@pytest.mark.parametrize("i", RANGE)
+def test_hooks_whole(i):
+    assert sum(range(50)) == 1225
 """
 
 HOOKS_BACK = """
 import pytest
 from pytest_cgmem.plugin import session_key
+from pytest_cgmem.session import _quiet_key
 
 
 class EmptyHooks:
@@ -212,7 +219,11 @@ EMPTY = EmptyHooks()
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item):
     manager, hooks = item.config.pluginmanager, item.config.stash[session_key].test_hooks
-    back = {"test_hooks_on": hooks, "test_hooks_empty": EMPTY}.get(item.originalname)
+    back = {"test_hooks_on": hooks, "test_hooks_whole": hooks, "test_hooks_empty": EMPTY}.get(
+        item.originalname
+    )
+    if item.originalname == "test_hooks_whole":
+        del item.stash[_quiet_key]
     if back is not None:
         manager.register(back, "back")
     try:
@@ -221,9 +232,11 @@ def pytest_runtest_protocol(item):
         if back is not None:
             manager.unregister(back)
 """
-"""The plugin's per-test hooks put back around a ``test_hooks_on`` test's protocol, and an
-empty plugin of the same hooks around a ``test_hooks_empty`` one's, outside the timer (a
-``tryfirst`` wrapper, the timer's is not)."""
+"""The plugin's per-test hooks put back around a ``test_hooks_on`` test's protocol; around a
+``test_hooks_whole`` one's with its quiet flag taken off (the whole path, which every
+unmeasured test took before the quiet path); an empty plugin of the same hooks around a
+``test_hooks_empty`` one's; outside the timer (a ``tryfirst`` wrapper, the timer's is
+not)."""
 
 
 def run_once(folder: Path, args: list[str], profile: str | None = None) -> dict[str, Any]:
@@ -261,6 +274,7 @@ def main() -> int:
     free: list[float] = []
     unused: list[float] = []
     empty: list[float] = []
+    whole: list[float] = []
     imported = False
     with tempfile.TemporaryDirectory() as tmp:
         side, cuda_free, idle = Path(tmp, "side"), Path(tmp, "cuda_free"), Path(tmp, "idle")
@@ -290,11 +304,12 @@ def main() -> int:
             free.append((measured - opted_out) * 1e6)
             imported = imported or bool(data["torch_imported"])
             times = run_once(idle, ["-p", "hooks_back"])["times"]
-            on, off, bare = (
-                statistics.median(times[f"test_hooks_{w}"]) for w in ("on", "off", "empty")
+            on, off, bare, all_of_it = (
+                statistics.median(times[f"test_hooks_{w}"]) for w in ("on", "off", "empty", "whole")
             )
             unused.append((on - off) * 1e6)
             empty.append((bare - off) * 1e6)
+            whole.append((all_of_it - off) * 1e6)
     print(f"median us over plain, per run ({options.runs} runs), and the median of those:")
     for name, values in over.items():
         print_runs(name.removeprefix("test_"), values)
@@ -303,8 +318,10 @@ def main() -> int:
     word = "met" if statistics.median(free) <= 50 and not imported else "MISSED"
     print(f"torch imported: {'yes' if imported else 'no'} (target <= 50 us, no torch: {word})")
     print("unmeasured tests: none of the hooks in a run that measures nothing; in one that")
-    print("keeps them, us a test (and an empty plugin of the same four hooks, us a test):")
+    print("keeps them, us a test on their quiet path, on their whole path (every unmeasured")
+    print("test's before the quiet path), and for an empty plugin of the same four hooks:")
     print_runs("per-test hooks", unused)
+    print_runs("whole path", whole)
     print_runs("empty hooks", empty)
     return 1 if imported else 0
 

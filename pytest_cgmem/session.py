@@ -568,12 +568,6 @@ class CgmemSession:
         """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
         reason wins over "no CUDA device"). A rerun starts with none of an earlier
         attempt's regions, verdict or JUnit properties."""
-        if _quiet_key in item.stash:
-            if _calling_key in item.stash:
-                _forget_attempt(item)
-            if self.tracking_lingers:
-                self.release_tracking()
-            return
         if _calling_key in item.stash or regions_key in item.stash:
             _forget_attempt(item)  # a rerun
         item.stash[_opened_key] = measurements_opened()
@@ -597,8 +591,6 @@ class CgmemSession:
         __tracebackhide__ = True
         item.stash[_calling_key] = True
         try:
-            if _quiet_key in item.stash:
-                return (yield)
             return (yield from self._call(item))
         finally:
             item.stash[_calling_key] = False
@@ -788,9 +780,6 @@ class CgmemSession:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if _quiet_key in item.stash:
-            self._quiet_report(item, call, report)
-            return report
         try:
             if call.when == "call":
                 if _late_key in item.stash and _calling_key not in item.stash:
@@ -810,14 +799,22 @@ class CgmemSession:
                 self._after_teardown()
         return report
 
-    def _quiet_report(
+    def quiet_setup(self, item: pytest.Item) -> None:
+        """A quiet test's setup: graph tracking a marked test left installed is taken off;
+        a rerun of one that asked for a fixture in an earlier attempt starts afresh."""
+        if _calling_key in item.stash:
+            _forget_attempt(item)
+        if self.tracking_lingers:
+            self.release_tracking()
+
+    def quiet_report(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
     ) -> None:
         """What the whole path does for a test that measures nothing: a failed call's
         frames released where it ran out of memory; regions left open stopped after its
         teardown."""
         if call.when == "call":
-            if call.excinfo is not None and not item.stash.get(_calling_key, False):
+            if not item.stash.get(_calling_key, False):  # else a subtest's report
                 self._after_call(item, call, report)
         elif call.when == "teardown":
             self._after_teardown()
@@ -1466,24 +1463,41 @@ TEST_HOOKS_NAME = "cgmem-tests"
 class PerTestHooks:
     """The session's hooks that run for every test. They are a plugin of their own so that
     a run that measures nothing (the plugin installed but unused) has none of them:
-    ``CgmemSession.pytest_collection_modifyitems`` takes them off."""
+    ``CgmemSession.pytest_collection_modifyitems`` takes them off. A quiet test's path is
+    here, one call from pytest, for what every hook layer costs a test that measures
+    nothing."""
 
     def __init__(self, session: CgmemSession) -> None:
         self.session = session
 
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
-        self.session.runtest_setup(item)
+        if _quiet_key in item.stash:
+            self.session.quiet_setup(item)
+        else:
+            self.session.runtest_setup(item)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
-        return (yield from self.session.runtest_call(item))
+        stash = item.stash
+        if _quiet_key not in stash:
+            return (yield from self.session.runtest_call(item))
+        stash[_calling_key] = True  # a report made now is a subtest's
+        try:
+            return (yield)
+        finally:
+            stash[_calling_key] = False
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        return (yield from self.session.runtest_makereport(item, call))
+        if _quiet_key not in item.stash:
+            return (yield from self.session.runtest_makereport(item, call))
+        report = yield
+        if call.excinfo is not None or call.when == "teardown":
+            self.session.quiet_report(item, call, report)
+        return report
 
     @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
