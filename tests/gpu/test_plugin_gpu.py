@@ -170,6 +170,36 @@ def test_an_unmeasured_test_s_oom_frees_its_frames_in_a_run_that_measures_others
     result.stdout.fnmatch_lines(["FAILED test_oom.py::test_oom*OutOfMemoryError*"])
 
 
+def test_an_unmeasured_failing_test_keeps_its_frames_after_a_measured_one(
+    pytester: pytest.Pytester,
+) -> None:
+    """Frames are released only for a test that measured or ran out of memory: an
+    unmarked test that fails after a marked one (on the per-test hooks' quiet path) keeps
+    its locals for debuggers and plugins, as it would without the plugin."""
+    pytester.makepyfile(
+        test_frames="""
+        import sys, pytest, torch
+
+        @pytest.mark.cgmem(leak=0)
+        def test_measured():
+            torch.ones(4, device="cuda").sum().item()
+
+        def test_fails():
+            kept = "still here"
+            assert kept is None
+
+        def test_reads_the_failure():
+            tb = sys.last_value.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            assert tb.tb_frame.f_locals.get("kept") == "still here"
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_frames.py::test_fails*"])
+
+
 def test_strict_xfail_sees_the_budget_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_xfail=f"""
