@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 GPU_MODULES = ("torch", "pynvml")
 
 
+@functools.cache
 def modules() -> dict[str, Path]:
-    """Every module of the package by dotted name below ``pytest_cgmem``."""
+    """Every module of the package by dotted name below ``pytest_cgmem`` (read once: the
+    parametrized tests below ask for it once each)."""
     found = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE).with_suffix("").parts
@@ -37,9 +40,10 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports(name: str, path: Path) -> tuple[set[str], set[str]]:
+@functools.cache
+def imports(name: str, path: Path) -> tuple[frozenset[str], frozenset[str]]:
     """(package modules, outside top-level packages) imported anywhere in the file,
-    function bodies included."""
+    function bodies included (each file parsed once)."""
     tree = ast.parse(path.read_text())
     inside, outside = set(), set()
     package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
@@ -70,7 +74,7 @@ def imports(name: str, path: Path) -> tuple[set[str], set[str]]:
             else:  # from . import a, b
                 inside.update(".".join([*base, a.name]) for a in node.names)
     known = modules()
-    return {m for m in inside if m in known or m == "__init__"}, outside
+    return frozenset(m for m in inside if m in known or m == "__init__"), frozenset(outside)
 
 
 def layer_of(name: str) -> int:
