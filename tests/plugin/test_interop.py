@@ -74,7 +74,7 @@ def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytest
         """
     )
     result = pytester.runpytest(
-        "-n", "2", "--reruns=2", "--cgmem-budget=peak=200", "--cgmem-json=run.json"
+        "-n", "1", "--reruns=2", "--cgmem-budget=peak=200", "--cgmem-json=run.json"
     )
     assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
     (test,) = _run_file(pytester)["tests"]
@@ -419,7 +419,7 @@ def test_subtests_under_xdist_keep_the_outcome_pytest_shows(pytester: pytest.Pyt
                     assert i != 1
         """
     )
-    pytester.runpytest("-n", "2", "--cgmem-json=run.json")
+    pytester.runpytest("-n", "1", "--cgmem-json=run.json")
     (test,) = _run_file(pytester)["tests"]
     assert test["outcome"] == "failed"
     assert [r["label"] for r in test["regions"]] == ["r0", "r1"]
@@ -479,7 +479,7 @@ def test_figures_recorded_in_fixture_teardown_within_budget_pass(
 ) -> None:
     pytester.makepyfile(test_srv=FIXTURES.format(shutdown=50))
     result = pytester.runpytest(
-        "-n", "2", "--cgmem-json=run.json", "--cgmem-budget=peak=100", "-k", "server"
+        "-n", "1", "--cgmem-json=run.json", "--cgmem-budget=peak=100", "-k", "server"
     )
     result.assert_outcomes(passed=1)
     (test,) = _run_file(pytester)["tests"]
@@ -578,7 +578,7 @@ def test_a_test_that_now_passes_leaves_no_earlier_failure_s_artifacts(
     assert [p.name for p in (pytester.path / "out").iterdir()] == ["theirs.txt"]
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]])
 def test_an_attempt_run_again_leaves_no_record(pytester: pytest.Pytester, xdist: list[str]) -> None:
     """The last attempt is the test's: one that records nothing leaves no record, and no
     attempt's outcome is rerunfailures' own 'rerun' (which no run file may hold)."""
@@ -604,7 +604,7 @@ def test_an_attempt_run_again_leaves_no_record(pytester: pytest.Pytester, xdist:
     ]
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]])
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]])
 def test_a_teardown_budget_failure_stays_failed_under_reruns(
     pytester: pytest.Pytester, xdist: list[str]
 ) -> None:

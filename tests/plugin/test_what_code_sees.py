@@ -82,7 +82,7 @@ def test_the_last():
 
 
 @pytest.mark.parametrize(
-    "flags", [[], ["--cgmem-all"], ["-n", "2"]], ids=["plain", "cgmem-all", "xdist"]
+    "flags", [[], ["--cgmem-all"], ["-n", "1"]], ids=["plain", "cgmem-all", "xdist"]
 )
 def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     pytester: pytest.Pytester, flags: list[str]
@@ -92,8 +92,9 @@ def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     to an internal error (under xdist the run even exited 0), and under --cgmem-all the
     mock's truthy ``is_initialized()`` started a region on it."""
     pytester.makepyfile(test_patched=PATCHED_CUDA)
-    # a process of its own, with no CUDA context; under xdist the workers are (the
-    # controller, which runs no test, runs in this one)
+    # a process of its own, with no CUDA context; under xdist the worker is (the
+    # controller, which runs no test, runs in this one; one worker runs all four tests, as
+    # each worker ran its share: a second would only import torch again)
     run = pytester.runpytest if "-n" in flags else pytester.runpytest_subprocess
     result = run("-p", "no:cacheprovider", *flags)
     if torch.cuda.is_available():  # the marked test runs
