@@ -505,20 +505,17 @@ class CgmemSession:
         object that kept ``request``) in a run whose collection needed no per-test hooks:
         they run from this test on (registered now, so after the plugins and conftests
         loaded since the run began). A test that collection found quiet takes the whole
-        path from now on; if its call is running, its reports judge the regions."""
-        quiet = _quiet_key in item.stash
-        if self.test_hooks_on and not quiet:
-            return
-        if quiet:
+        path from now on; if its call is running, the quiet call wrapper judges it as the
+        whole path's does."""
+        if _quiet_key in item.stash:
             del item.stash[_quiet_key]
-        if not self.test_hooks_on:
-            if self.config.pluginmanager.register(self.test_hooks, TEST_HOOKS_NAME) is None:
-                return  # blocked: -p no:cgmem-tests
-            self.test_hooks_on = True
+        if self.test_hooks_on:
+            return
+        if self.config.pluginmanager.register(self.test_hooks, TEST_HOOKS_NAME) is None:
+            return  # blocked: -p no:cgmem-tests
+        self.test_hooks_on = True
         item.stash.setdefault(_opened_key, measurements_opened())
         item.stash[_late_key] = True
-        if item.stash.get(_calling_key, False):
-            item.stash[_late_call_key] = True  # its call runs under the quiet wrapper
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         """The machine, before the first test. ``--collect-only -q`` prints node ids only
@@ -608,9 +605,9 @@ class CgmemSession:
             try:
                 outcome = yield
             except BaseException:
-                self._judge_failed(item)
+                self.judge_failed(item)
                 raise
-            error = self._judge(item)
+            error = self.judge(item)
             if error is not None:
                 raise error
             return outcome
@@ -636,11 +633,11 @@ class CgmemSession:
                     with contextlib.suppress(Exception):  # the test's own error matters more
                         regions.insert(0, region.stop(exc))
                 self._diagnose(item, recorder, regions, exc)
-                self._judge_failed(item)
+                self.judge_failed(item)
                 raise
             if region is not None:
                 regions.insert(0, region.stop())
-            error = self._judge(item)
+            error = self.judge(item)
             if error is not None:
                 if isinstance(error, BudgetExceeded):
                     self._diagnose(item, recorder, regions, error)
@@ -671,14 +668,14 @@ class CgmemSession:
                 self._late_region(item, t0, exc)
             elif not item.stash.get(regions_key, None):
                 item.stash[_never_used_key] = True
-            self._judge_failed(item)
+            self.judge_failed(item)
             raise
         if cuda_started():
             self._late_region(item, t0)
         elif not item.stash.get(regions_key, None):
             item.stash[_never_used_key] = True
             return outcome
-        error = self._judge(item)  # recorded regions too (cgmem_record, distributed ranks)
+        error = self.judge(item)  # recorded regions too (cgmem_record, distributed ranks)
         if error is not None:
             raise error
         return outcome
@@ -692,13 +689,13 @@ class CgmemSession:
         with contextlib.suppress(Exception):  # the test's own error matters more
             item.stash.setdefault(regions_key, []).insert(0, region.stop(error))
 
-    def _judge_failed(self, item: pytest.Item) -> None:
+    def judge_failed(self, item: pytest.Item) -> None:
         """Judge a test that raised, for its record: the test's own error matters more than
         anything judging raises (a skipped budget's warning under ``-W error``)."""
         with contextlib.suppress(Exception):
-            self._judge(item)
+            self.judge(item)
 
-    def _judge(self, item: pytest.Item) -> CgmemFailure | None:
+    def judge(self, item: pytest.Item) -> CgmemFailure | None:
         """Hold the call region and recorded regions against the budget, every region
         against the baseline; keep the verdict for the test's record."""
         regions = item.stash.get(regions_key, None)
@@ -830,17 +827,21 @@ class CgmemSession:
         call's), and one over budget fails that report."""
         item.stash[_calling_key] = False  # the call ran
         if call.excinfo is not None:
-            self._judge_failed(item)
+            self.judge_failed(item)
             return
-        error = self._judge(item)
+        error: BaseException | None
+        try:
+            error = self.judge(item)
+        except Exception as exc:  # a skipped budget's warning under -W error
+            error = exc
         if error is None:
             return
-        if _xpassed(item, report, error):
+        if isinstance(error, CgmemFailure) and _xpassed(item, report, error):
             report.outcome = "skipped"  # xfailed, as had the error been raised in the call
             report.longrepr = str(error)
         elif report.passed:
             report.outcome = "failed"
-            report.longrepr = str(error)
+            report.longrepr = str(error) if isinstance(error, CgmemFailure) else repr(error)
 
     @staticmethod
     def _after_teardown() -> None:
@@ -872,7 +873,7 @@ class CgmemSession:
             failed_before = item.stash.get(_failed_key, False)
             error: BaseException | None
             try:
-                error = self._judge(item)
+                error = self.judge(item)
             except Exception as exc:  # a skipped budget's warning under -W error
                 error = exc
             if error is not None and not failed_before:
@@ -1487,7 +1488,17 @@ class PerTestHooks:
             return (yield from self.session.runtest_call(item))
         stash[_calling_key] = True  # a report made now is a subtest's
         try:
-            return (yield)
+            try:
+                outcome = yield
+            except BaseException:
+                if _quiet_key not in stash:  # a fixture of ours came during the call
+                    self.session.judge_failed(item)
+                raise
+            if _quiet_key not in stash:  # judged as the whole path judges it
+                error = self.session.judge(item)
+                if error is not None:
+                    raise error
+            return outcome
         finally:
             stash[_calling_key] = False
 

@@ -224,8 +224,11 @@ def keeps(request: pytest.FixtureRequest, pytester: pytest.Pytester) -> int:
 def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
     pytester: pytest.Pytester, keeps: int
 ) -> None:
-    """Each report of the call phase (a subtest's, then the test's) judges the regions
-    so far: the over-budget figure recorded in the second subtest fails the test."""
+    """Alone, the hooks come during the call, so each report of the call phase (a
+    subtest's, then the test's) judges the regions so far: the over-budget figure
+    recorded in the second subtest fails it, and the test. Beside a test that keeps the
+    hooks, the quiet call wrapper judges the test at its end, as for a test naming the
+    fixture: the test fails, no subtest does."""
     pytester.makeconftest(OURS)
     pytester.makepyfile(
         """
@@ -240,8 +243,78 @@ def test_a_late_fixture_s_figures_in_a_later_subtest_are_judged(
     )
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["SUBFAILED[[]b[]] *::test_subtests*", "FAILED *::test_subtests*"])
+    result.stdout.fnmatch_lines(["FAILED *::test_subtests*"])
     result.stdout.no_fnmatch_line("SUBFAILED[[]a[]]*")
+    if keeps:
+        result.stdout.no_fnmatch_line("SUBFAILED*")
+    else:
+        result.stdout.fnmatch_lines(["SUBFAILED[[]b[]] *::test_subtests*"])
+
+
+INTERACT = """
+from pathlib import Path
+
+
+def pytest_exception_interact(node, call, report):
+    with Path("interact.txt").open("a") as out:
+        out.write(f"{node.name} {call.when} {call.excinfo.typename}\\n")
+"""
+
+
+def test_a_quiet_test_over_budget_fails_in_its_call_as_one_naming_the_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    """In a run that keeps the hooks, a quiet test that asks for a fixture in its body
+    and breaks its budget fails with the same exception in its call phase as a test that
+    names the fixture: what --pdb, pytest-rerunfailures and JUnit read."""
+    pytester.makeconftest(OURS + INTERACT)
+    pytester.makepyfile(
+        test_both="""
+        def test_asks(later):
+            later("cgmem_record")("load", peak=2 * 2**20)
+
+        def test_names(cgmem_record):
+            cgmem_record("load", peak=2 * 2**20)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
+    result.assert_outcomes(failed=2)
+    for name in ("test_asks", "test_names"):
+        result.stdout.fnmatch_lines([f"FAILED test_both.py::{name} - *BudgetExceeded*"])
+    interactions = (pytester.path / "interact.txt").read_text().splitlines()
+    assert interactions == ["test_asks call BudgetExceeded", "test_names call BudgetExceeded"]
+
+
+def test_a_late_judging_error_fails_that_test_and_the_run_goes_on(
+    pytester: pytest.Pytester,
+) -> None:
+    """The hooks came during the call: a figure the budget could not check, under
+    ``--cgmem-unavailable=skip`` with its warning made an error, fails that test's report
+    instead of ending the run."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        test_late_judging_error="""
+        from pytest_cgmem import DeviceFigures, RegionResult
+
+        def test_late(later):
+            unavailable = {"unavailable": {"reserved": "not given"}}
+            region = RegionResult("load", (DeviceFigures(0, peak=10),), 0.0, None, unavailable)
+            later("cgmem_record")(region)
+
+        def test_after():
+            pass
+        """
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:randomly",
+        "--cgmem-budget=reserved=1MiB",
+        "--cgmem-unavailable=skip",
+        "-W",
+        "error:cgmem:pytest.PytestWarning",  # ours only: not an earlier test's unraisable
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["PytestWarning(*reserved budget 1.00 MiB not checked*"])
 
 
 @pytest.mark.parametrize(
