@@ -165,7 +165,7 @@ def test_an_unmeasured_test_s_oom_frees_its_frames_in_a_run_that_measures_others
             torch.ones(4, device="cuda").sum().item()
         """
     )
-    result = pytester.runpytest("-p", "no:randomly")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_oom.py::test_oom*OutOfMemoryError*"])
 
@@ -176,9 +176,18 @@ def test_an_unmeasured_failing_test_keeps_its_frames_after_a_measured_one(
     """Frames are released only for a test that measured or ran out of memory: an
     unmarked test that fails after a marked one (on the per-test hooks' quiet path) keeps
     its locals for debuggers and plugins, as it would without the plugin."""
+    pytester.makeconftest(
+        """
+        FAILURES = []
+
+        def pytest_exception_interact(node, call, report):
+            FAILURES.append(call.excinfo.value)
+        """
+    )
     pytester.makepyfile(
         test_frames="""
-        import sys, pytest, torch
+        import pytest, torch
+        from conftest import FAILURES
 
         @pytest.mark.cgmem(leak=0)
         def test_measured():
@@ -189,7 +198,7 @@ def test_an_unmeasured_failing_test_keeps_its_frames_after_a_measured_one(
             assert kept is None
 
         def test_reads_the_failure():
-            tb = sys.last_value.__traceback__
+            tb = FAILURES[-1].__traceback__
             while tb.tb_next is not None:
                 tb = tb.tb_next
             assert tb.tb_frame.f_locals.get("kept") == "still here"
