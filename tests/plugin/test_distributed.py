@@ -20,6 +20,10 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():  # pragma: no cover
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 
 RANKS = """
 import os

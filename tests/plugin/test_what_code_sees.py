@@ -7,6 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 STAND_INS = """
 import sys
 import types
