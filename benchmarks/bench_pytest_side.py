@@ -24,7 +24,11 @@ suite's conftest, variants interleaved so that drift hits them alike:
   four hooks put there instead (what pytest's hook calls alone cost), interleaved with 500
   without: what the hooks cost an unmeasured test in a
   run that keeps them, measured in one process (two processes' medians differ by more
-  than this).
+  than this). The same process times registering and unregistering the hooks (what
+  taking them off around unmeasured tests would cost at each change) and compares the
+  order pytest calls each hook's implementations in, as registered at configure and
+  registered again: a plugin registered after ours (pytest's logging plugin) would
+  change places with them.
 
 Each figure is a median over a process's tests; each part runs three processes by default
 and prints the median of their figures last, since one process's figures move by tens of
@@ -178,9 +182,39 @@ def test_hooks_{variant}(i):
 )
 
 HOOKS_BACK = """
+import json, os, time
 import pytest
 from pytest_cgmem.plugin import session_key
-from pytest_cgmem.session import _quiet_key
+from pytest_cgmem.session import TEST_HOOKS_NAME, _quiet_key
+
+PER_TEST = ("pytest_runtest_setup", "pytest_runtest_call", "pytest_runtest_makereport",
+            "pytest_runtest_logreport")
+ORDER = {}
+
+
+def order(config):
+    return {name: [impl.plugin_name for impl in getattr(config.hook, name).get_hookimpls()]
+            for name in PER_TEST}
+
+
+def pytest_sessionstart(session):
+    ORDER["at configure"] = order(session.config)  # the per-test hooks as registered
+
+
+def pytest_collection_finish(session):
+    manager, hooks = session.config.pluginmanager, session.config.stash[session_key].test_hooks
+    assert not manager.is_registered(hooks), "this run measures nothing: they are off"
+    pairs = 200
+    start = time.perf_counter()
+    for _ in range(pairs):
+        manager.register(hooks, TEST_HOOKS_NAME)
+        manager.unregister(hooks)
+    seconds = (time.perf_counter() - start) / pairs
+    manager.register(hooks, TEST_HOOKS_NAME)
+    ORDER["registered again"] = order(session.config)
+    manager.unregister(hooks)
+    with open(os.environ["SIDE_OUT"] + ".register.json", "w") as f:
+        json.dump({"pair_us": seconds * 1e6, **ORDER}, f)
 
 
 class EmptyHooks:
@@ -262,6 +296,8 @@ def main() -> int:
     unused: list[float] = []
     empty: list[float] = []
     whole: list[float] = []
+    pairs: list[float] = []
+    moved = False
     imported = False
     with tempfile.TemporaryDirectory() as tmp:
         side, cuda_free, idle = Path(tmp, "side"), Path(tmp, "cuda_free"), Path(tmp, "idle")
@@ -291,6 +327,9 @@ def main() -> int:
             free.append((measured - opted_out) * 1e6)
             imported = imported or bool(data["torch_imported"])
             times = run_once(idle, ["-p", "hooks_back"])["times"]
+            registering = json.loads((idle / "times.json.register.json").read_text())
+            pairs.append(registering["pair_us"])
+            moved = moved or registering["at configure"] != registering["registered again"]
             off, on, bare, all_of_it = (
                 statistics.median(times[f"test_hooks_{w}"]) for w in HOOK_VARIANTS
             )
@@ -310,6 +349,17 @@ def main() -> int:
     print_runs("per-test hooks", unused)
     print_runs("whole path", whole)
     print_runs("empty hooks", empty)
+    print("taking the hooks off around unmeasured tests instead: us to register and unregister")
+    print("them, and whether their place among the other plugins' hooks stays:")
+    print_runs("register + unregister", pairs)
+    if moved:
+        print("their place: moved (hook calls in order, at configure and registered again):")
+        for name in registering["at configure"]:
+            before, again = registering["at configure"][name], registering["registered again"][name]
+            if before != again:
+                print(f"  {name}:\n    {before}\n    {again}")
+    else:
+        print("their place: the same")
     return 1 if imported else 0
 
 
