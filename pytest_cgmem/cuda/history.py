@@ -2,7 +2,8 @@
 
 Imported lazily by the plugin. Passing tests pay
 nothing here unless ``--cgmem-history`` is on; the snapshot is taken only on failure (or
-when a region's leak check is about to run with history on).
+when a region's leak check is about to run with history on), and the modules that make
+the text are imported then (a process whose tests pass never imports them).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..reports import diagnostics as diagnose
-from ..reports.artifacts import write_artifacts
 from ..results.records import RegionResult
 from . import allocator
 from .region import Region, warm_up
@@ -75,6 +74,9 @@ class Recorder:
         note instead where the allocator keeps no blocks to snapshot (cudaMallocAsync)."""
         if not allocator.snapshots_available():
             return no_snapshot_note(allocator.backend(), self.config.history)
+        from ..reports import diagnostics as diagnose
+        from ..reports.artifacts import write_artifacts
+
         snapshot = allocator.snapshot()
         history = self.recording
         hidden = diagnose.make_hider((*self.config.hidden_dirs, allocator.torch_dir()))
