@@ -144,3 +144,17 @@ def test_every_module_imports_and_only_cuda_brings_torch() -> None:
         "    importlib.import_module('pytest_cgmem.cuda.' + name)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_diagnostics_are_imported_only_to_diagnose() -> None:
+    """A process whose measured tests pass makes a recorder for each and never diagnoses:
+    the modules that make a failure's text are not imported (7 ms once, on the GPU host)."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys\n"
+        "import pytest_cgmem.plugin, pytest_cgmem.session, pytest_cgmem.fixture\n"
+        "import pytest_cgmem.cuda.region, pytest_cgmem.cuda.history\n"
+        "late = {'pytest_cgmem.reports.diagnostics', 'pytest_cgmem.reports.artifacts'}\n"
+        "assert not late & set(sys.modules), sorted(late & set(sys.modules))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
