@@ -709,6 +709,7 @@ import os, signal, pytest
 def pytest_collection_modifyitems(config, items):
     how = os.environ.get("CGMEM_TEST_STOP")
     if how == "sigint":
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job ignores it
         os.kill(os.getpid(), signal.SIGINT)
     elif how == "exit":
         pytest.exit("abort", returncode=2)
