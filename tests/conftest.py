@@ -27,7 +27,17 @@ def pytester(
     loading the two plugins, and pytest-benchmark's start (it runs ``git`` and ``file``),
     is a good part of a short run's cost. Its runs print 80 columns wide whatever the
     terminal, so the lines a test matches do not depend on where the suite runs (a wide
-    terminal gives a short summary line room for the message, a narrow one cuts it)."""
+    terminal gives a short summary line room for the message, a narrow one cuts it).
+
+    A GPU test's runs start with no garbage left by the tests before it in this process: an
+    earlier in-process run's test modules become garbage when pytester takes them out of
+    ``sys.modules`` (each function and its module's globals make a cycle), with the CUDA
+    tensors they kept. The plugin's leak check collects garbage before it calls anything a
+    leak, and garbage from before a region that it frees offsets a leak of up to its size
+    (docs/measuring.md): a kept tensor would pass beside an earlier run's of the same size.
+    """
+    if request.node.get_closest_marker("gpu") is not None:
+        gc.collect()
     monkeypatch.setenv("COLUMNS", "80")
     mark = request.node.get_closest_marker("lean_runs")
     if mark is not None and (mark.args[0] if mark.args else True):
