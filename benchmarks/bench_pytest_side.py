@@ -297,7 +297,7 @@ def main() -> int:
     empty: list[float] = []
     whole: list[float] = []
     pairs: list[float] = []
-    moved = False
+    orders: dict[str, Any] = {}
     imported = False
     with tempfile.TemporaryDirectory() as tmp:
         side, cuda_free, idle = Path(tmp, "side"), Path(tmp, "cuda_free"), Path(tmp, "idle")
@@ -327,9 +327,8 @@ def main() -> int:
             free.append((measured - opted_out) * 1e6)
             imported = imported or bool(data["torch_imported"])
             times = run_once(idle, ["-p", "hooks_back"])["times"]
-            registering = json.loads((idle / "times.json.register.json").read_text())
-            pairs.append(registering["pair_us"])
-            moved = moved or registering["at configure"] != registering["registered again"]
+            orders = json.loads((idle / "times.json.register.json").read_text())
+            pairs.append(orders.pop("pair_us"))
             off, on, bare, all_of_it = (
                 statistics.median(times[f"test_hooks_{w}"]) for w in HOOK_VARIANTS
             )
@@ -352,14 +351,11 @@ def main() -> int:
     print("taking the hooks off around unmeasured tests instead: us to register and unregister")
     print("them, and whether their place among the other plugins' hooks stays:")
     print_runs("register + unregister", pairs)
-    if moved:
-        print("their place: moved (hook calls in order, at configure and registered again):")
-        for name in registering["at configure"]:
-            before, again = registering["at configure"][name], registering["registered again"][name]
-            if before != again:
-                print(f"  {name}:\n    {before}\n    {again}")
-    else:
-        print("their place: the same")
+    before, again = orders["at configure"], orders["registered again"]
+    moved = [name for name in before if before[name] != again[name]]
+    print("their place:", "moved" if moved else "the same")
+    for name in moved:  # hook calls in order, at configure and registered again
+        print(f"  {name}:\n    {before[name]}\n    {again[name]}")
     return 1 if imported else 0
 
 
