@@ -4,6 +4,8 @@ observers are in tests/gpu/test_observers.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -52,6 +54,17 @@ def test_a_stand_in_for_torch_is_never_taken_for_torch(
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
+def _without_a_cuda_context(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
+    """How to run an inner suite in a process where no CUDA context has started: this one
+    on a machine with no CUDA device (its torch is imported already, as the inner suite's
+    conftest-free test module imports it at collection: a fresh process would spend 2 s of
+    CPU importing it again), a fresh one where a device is (an earlier test of this process
+    may have started a context)."""
+    if torch.cuda.is_available():
+        return pytester.runpytest_subprocess
+    return pytester.runpytest
+
+
 PATCHED_CUDA = """
 from unittest import mock
 
@@ -96,10 +109,11 @@ def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     to an internal error (under xdist the run even exited 0), and under --cgmem-all the
     mock's truthy ``is_initialized()`` started a region on it."""
     pytester.makepyfile(test_patched=PATCHED_CUDA)
-    # a process of its own, with no CUDA context; under xdist the worker is (the
-    # controller, which runs no test, runs in this one; one worker runs all four tests, as
-    # each worker ran its share: a second would only import torch again)
-    run = pytester.runpytest if "-n" in flags else pytester.runpytest_subprocess
+    # a process with no CUDA context: under xdist the worker (the controller, which runs no
+    # test, runs in this one; one worker runs all four tests, as each worker ran its share:
+    # a second would only import torch again); else this one where no CUDA device can start
+    # one, a process of its own where one can
+    run = pytester.runpytest if "-n" in flags else _without_a_cuda_context(pytester)
     result = run("-p", "no:cacheprovider", *flags)
     if torch.cuda.is_available():  # the marked test runs
         result.assert_outcomes(passed=3, failed=1)
@@ -188,7 +202,7 @@ def test_a_failing_test_the_plugin_measured_nothing_of_keeps_its_frames(
     test that only recorded figures measured elsewhere keeps them for its teardown, also
     beside a marked test."""
     pytester.makepyfile(test_frames=FRAMES)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s")
+    result = _without_a_cuda_context(pytester)("-p", "no:cacheprovider", "-s")
     result.assert_outcomes(
         failed=1, **({"passed": 1} if torch.cuda.is_available() else {"skipped": 1})
     )
