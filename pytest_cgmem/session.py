@@ -77,6 +77,8 @@ _quiet_key = pytest.StashKey[bool]()
 for others: they do only what any test needs (graph tracking taken off, an OOM's frames
 released, regions left open stopped) unless a fixture of ours is asked for (then the flag
 goes)."""
+_unittest_skip_key = pytest.StashKey[bool]()
+"""A marked ``unittest.TestCase`` test its own skip decorator skips (found in setup)."""
 _opened_key = pytest.StashKey[int]()
 """How many regions and graph logs this process had opened when the test's setup began."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
@@ -394,6 +396,7 @@ class CgmemSession:
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._diagnostics: Any = None
+        self._make_recorder: Any = None
         self.test_hooks = PerTestHooks(self)
         """Registered with the session, and taken off at collection when no test needs them."""
         self.test_hooks_on = True
@@ -570,7 +573,11 @@ class CgmemSession:
         item.stash[_opened_key] = measurements_opened()
         if _usage_error_key in item.stash:
             pytest.fail(item.stash[_usage_error_key], pytrace=False)
-        if budget_key in item.stash and not skipped_by_unittest(item):
+        marked = budget_key in item.stash
+        if marked and skipped_by_unittest(item):
+            item.stash[_unittest_skip_key] = True  # read again by the call wrapper
+            marked = False
+        if marked:
             self.require_cuda()
         elif self.tracking_lingers and _suite_key not in item.stash:
             self.release_tracking()
@@ -595,7 +602,7 @@ class CgmemSession:
     def _call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
         budget = item.stash.get(budget_key, None)
-        if budget is not None and skipped_by_unittest(item):
+        if budget is not None and _unittest_skip_key in item.stash:
             budget = None
         if budget is None and _suite_key in item.stash:
             if not cuda_started():
@@ -739,25 +746,27 @@ class CgmemSession:
 
     def _recorder(self, item: pytest.Item) -> Any:
         """The test's diagnostics recorder; its settings are worked out once per session."""
+        if self._diagnostics is not None:
+            return self._make_recorder(self._diagnostics, item.nodeid)
         from pytest_cgmem.cuda.history import DiagnosticsConfig, Recorder
 
-        if self._diagnostics is None:
-            settings = self.settings
-            invocation = self.config.invocation_params.dir
-            artifacts = None if settings.artifacts is None else invocation / settings.artifacts
-            hidden = [os.path.dirname(pytest.__file__), os.path.dirname(os.path.abspath(__file__))]
-            hidden += [
-                os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
-                for m in ("_pytest", "pluggy")
-            ]
-            self._diagnostics = DiagnosticsConfig(
-                history=settings.history,
-                history_entries=settings.history_entries,
-                stacks=settings.stacks,
-                artifacts=artifacts,
-                hidden_dirs=tuple(h for h in hidden if h),
-                roots=(str(self.config.rootpath), str(invocation)),
-            )
+        self._make_recorder = Recorder
+        settings = self.settings
+        invocation = self.config.invocation_params.dir
+        artifacts = None if settings.artifacts is None else invocation / settings.artifacts
+        hidden = [os.path.dirname(pytest.__file__), os.path.dirname(os.path.abspath(__file__))]
+        hidden += [
+            os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
+            for m in ("_pytest", "pluggy")
+        ]
+        self._diagnostics = DiagnosticsConfig(
+            history=settings.history,
+            history_entries=settings.history_entries,
+            stacks=settings.stacks,
+            artifacts=artifacts,
+            hidden_dirs=tuple(h for h in hidden if h),
+            roots=(str(self.config.rootpath), str(invocation)),
+        )
         return Recorder(self._diagnostics, item.nodeid)
 
     @staticmethod
@@ -1144,7 +1153,7 @@ class CgmemSession:
         if report.when == "call" and self._final_outcome:
             self._settle_outcome(report)
         payload = getattr(report, RESULT_ATTRIBUTE, None)
-        if isinstance(payload, Mapping):
+        if payload is not None and isinstance(payload, Mapping):  # most reports carry none
             self._take_payload(report, payload)
         if report.failed and report.when != "call":
             self._failed_after_call(report.nodeid)
