@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 import sys
 import time
 import unittest
 import uuid
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -395,8 +396,7 @@ class CgmemSession:
         """Under --cgmem-all: the tests that ran and never used CUDA."""
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
-        self._diagnostics: Any = None
-        self._make_recorder: Any = None
+        self._new_recorder: Callable[[str], Any] | None = None
         self.test_hooks = PerTestHooks(self)
         """Registered with the session, and taken off at collection when no test needs them."""
         self.test_hooks_on = True
@@ -746,11 +746,15 @@ class CgmemSession:
 
     def _recorder(self, item: pytest.Item) -> Any:
         """The test's diagnostics recorder; its settings are worked out once per session."""
-        if self._diagnostics is not None:
-            return self._make_recorder(self._diagnostics, item.nodeid)
+        if self._new_recorder is None:
+            self._new_recorder = self._recorder_factory()
+        return self._new_recorder(item.nodeid)
+
+    def _recorder_factory(self) -> Callable[[str], Any]:
+        """``Recorder`` with this session's diagnostics settings: a test's recorder from its
+        node id (the history module is imported here, once)."""
         from pytest_cgmem.cuda.history import DiagnosticsConfig, Recorder
 
-        self._make_recorder = Recorder
         settings = self.settings
         invocation = self.config.invocation_params.dir
         artifacts = None if settings.artifacts is None else invocation / settings.artifacts
@@ -759,7 +763,7 @@ class CgmemSession:
             os.path.dirname(str(getattr(sys.modules.get(m), "__file__", "") or ""))
             for m in ("_pytest", "pluggy")
         ]
-        self._diagnostics = DiagnosticsConfig(
+        config = DiagnosticsConfig(
             history=settings.history,
             history_entries=settings.history_entries,
             stacks=settings.stacks,
@@ -767,7 +771,7 @@ class CgmemSession:
             hidden_dirs=tuple(h for h in hidden if h),
             roots=(str(self.config.rootpath), str(invocation)),
         )
-        return Recorder(self._diagnostics, item.nodeid)
+        return functools.partial(Recorder, config)
 
     @staticmethod
     def _diagnose(
