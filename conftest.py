@@ -64,6 +64,19 @@ def this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONPATH", CHECKOUT, prepend=os.pathsep)
 
 
+@pytest.fixture
+def run_without_a_cuda_context(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> Callable[..., pytest.RunResult]:
+    """pytester's run for an inner suite that must start with no CUDA context: in this
+    process where no CUDA device is (none can have started; a fresh process would import
+    torch again, 2 s of CPU), in a fresh one where one is (an earlier test of this process
+    may have started a context)."""
+    if _cuda_available(request.config):
+        return pytester.runpytest_subprocess
+    return pytester.runpytest
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("no_cuda") is not None and _cuda_available(item.config):
         pytest.skip(NO_CUDA_REASON)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -125,16 +126,19 @@ def test_flaky_records_last(cgmem_record):
 
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_discarded_attempt_s_teardown_figures_stay_out(
-    pytester: pytest.Pytester, workers: list[str]
+    pytester: pytest.Pytester,
+    run_without_a_cuda_context: Callable[..., pytest.RunResult],
+    workers: list[str],
 ) -> None:
     """pytest-rerunfailures logs an attempt's teardown after its rerun report: figures
     recorded there belong to the discarded attempt (before, under xdist, the run file
-    showed the test failed with them while pytest showed it passed)."""
+    showed the test failed with them while pytest showed it passed). The inner test never
+    uses CUDA only in a process where no earlier test started it: --cgmem-all measures a
+    call that begins with a CUDA context."""
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(test_attempts=ATTEMPTS)
-    result = pytester.runpytest(
-        *workers, "--reruns=1", "--cgmem-json=run.json", "--cgmem-all", "-k", "teardown"
-    )
+    run = pytester.runpytest if workers else run_without_a_cuda_context
+    result = run(*workers, "--reruns=1", "--cgmem-json=run.json", "--cgmem-all", "-k", "teardown")
     outcomes = result.parseoutcomes()
     assert (outcomes["passed"], outcomes["rerun"], outcomes.get("failed")) == (1, 1, None)
     assert _run_file(pytester)["tests"] == []

@@ -54,17 +54,6 @@ def test_a_stand_in_for_torch_is_never_taken_for_torch(
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
-def _without_a_cuda_context(pytester: pytest.Pytester) -> Callable[..., pytest.RunResult]:
-    """How to run an inner suite in a process where no CUDA context has started: this one
-    on a machine with no CUDA device (its torch is imported already, as the inner suite's
-    conftest-free test module imports it at collection: a fresh process would spend 2 s of
-    CPU importing it again), a fresh one where a device is (an earlier test of this process
-    may have started a context)."""
-    if torch.cuda.is_available():
-        return pytester.runpytest_subprocess
-    return pytester.runpytest
-
-
 PATCHED_CUDA = """
 from unittest import mock
 
@@ -102,7 +91,9 @@ def test_the_last():
     "flags", [[], ["--cgmem-all"], ["-n", "1"]], ids=["plain", "cgmem-all", "xdist"]
 )
 def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
-    pytester: pytest.Pytester, flags: list[str]
+    pytester: pytest.Pytester,
+    run_without_a_cuda_context: Callable[..., pytest.RunResult],
+    flags: list[str],
 ) -> None:
     """A fixture that replaces ``torch.cuda`` with a MagicMock (``mocker.patch``) leaves
     every outcome as it is without the plugin. Before, the failing test's report was lost
@@ -113,7 +104,7 @@ def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     # test, runs in this one; one worker runs all four tests, as each worker ran its share:
     # a second would only import torch again); else this one where no CUDA device can start
     # one, a process of its own where one can
-    run = pytester.runpytest if "-n" in flags else _without_a_cuda_context(pytester)
+    run = pytester.runpytest if "-n" in flags else run_without_a_cuda_context
     result = run("-p", "no:cacheprovider", *flags)
     if torch.cuda.is_available():  # the marked test runs
         result.assert_outcomes(passed=3, failed=1)
@@ -196,13 +187,13 @@ def test_recorded_fails(locals_on_failure, cgmem_record):
 
 
 def test_a_failing_test_the_plugin_measured_nothing_of_keeps_its_frames(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, run_without_a_cuda_context: Callable[..., pytest.RunResult]
 ) -> None:
     """Only a test measured in this process (or a CUDA OOM) has its frames released: a
     test that only recorded figures measured elsewhere keeps them for its teardown, also
     beside a marked test."""
     pytester.makepyfile(test_frames=FRAMES)
-    result = _without_a_cuda_context(pytester)("-p", "no:cacheprovider", "-s")
+    result = run_without_a_cuda_context("-p", "no:cacheprovider", "-s")
     result.assert_outcomes(
         failed=1, **({"passed": 1} if torch.cuda.is_available() else {"skipped": 1})
     )
