@@ -305,12 +305,19 @@ def test_capture_sweep(cgmem):
 
 
 def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem, others_moved):
-    """With no log listening, cudaMemGetInfo is read before and after, not per capture."""
+    """With no log listening, cudaMemGetInfo is read before and after, not per capture.
+
+    The driver figure is device-wide and NVML's per-process figures lag it, so a sweep
+    during which the suite's other workers moved is done again (five sweeps at most)."""
     big, small = 1 << 20, 1 << 19
-    with others_moved() as moved:
-        result = cgmem.capture_sweep(
-            lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
-        )
+    for attempt in range(5):
+        with others_moved() as moved:
+            result = cgmem.capture_sweep(
+                lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
+            )
+        if moved.bytes == 0 or attempt == 4:
+            break
+        result.release()
     assert result.driver_bytes == {big: None, small: None}
     assert result.captures[big].allocated == 4 * MiB
     assert result.captures[small].allocated == 2 * MiB
