@@ -1,34 +1,77 @@
-"""pytest-cgmem: GPU memory as something a test suite can assert on."""
+"""pytest-cgmem: GPU memory as something a test suite can assert on.
 
-from .checks.budgets import Budget, Violation, check, parse_budget
-from .checks.graph_sizes import (
-    assert_all_captured,
-    assert_estimate,
-    assert_sizes_covered,
-    uncovered_sizes,
-)
-from .failures import (
-    BaselineRegression,
-    BudgetExceeded,
-    BudgetUnavailable,
-    CgmemFailure,
-    CheckFailed,
-    EagerFallback,
-    EstimateMismatch,
-    FigureUnavailable,
-    GraphCheckError,
-    PoolNotReleased,
-    RankFailed,
-    ResizeCheckFailed,
-    SizesNotCaptured,
-    SizesNotCovered,
-    SteadyStateFailed,
-)
-from .fixture import CgmemFixture, DistributedRunner, Measurement
-from .metrics import METRICS
-from .results.ranks import DistributedResult, RankResult
-from .results.records import DeviceFigures, RegionResult
-from .units import CgmemUsageError, format_size, parse_size
+The public names are imported on first use (PEP 562): pytest imports this package for the
+plugin in every run, and a run that measures nothing needs none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checks.budgets import Budget, Violation, check, parse_budget
+    from .checks.graph_sizes import (
+        assert_all_captured,
+        assert_estimate,
+        assert_sizes_covered,
+        uncovered_sizes,
+    )
+    from .failures import (
+        BaselineRegression,
+        BudgetExceeded,
+        BudgetUnavailable,
+        CgmemFailure,
+        CheckFailed,
+        EagerFallback,
+        EstimateMismatch,
+        FigureUnavailable,
+        GraphCheckError,
+        PoolNotReleased,
+        RankFailed,
+        ResizeCheckFailed,
+        SizesNotCaptured,
+        SizesNotCovered,
+        SteadyStateFailed,
+    )
+    from .fixture import CgmemFixture, DistributedRunner, Measurement
+    from .metrics import METRICS
+    from .results.ranks import DistributedResult, RankResult
+    from .results.records import DeviceFigures, RegionResult
+    from .units import CgmemUsageError, format_size, parse_size
+
+_HOMES = {
+    ".checks.budgets": ("Budget", "Violation", "check", "parse_budget"),
+    ".checks.graph_sizes": (
+        "assert_all_captured",
+        "assert_estimate",
+        "assert_sizes_covered",
+        "uncovered_sizes",
+    ),
+    ".failures": (
+        "BaselineRegression",
+        "BudgetExceeded",
+        "BudgetUnavailable",
+        "CgmemFailure",
+        "CheckFailed",
+        "EagerFallback",
+        "EstimateMismatch",
+        "FigureUnavailable",
+        "GraphCheckError",
+        "PoolNotReleased",
+        "RankFailed",
+        "ResizeCheckFailed",
+        "SizesNotCaptured",
+        "SizesNotCovered",
+        "SteadyStateFailed",
+    ),
+    ".fixture": ("CgmemFixture", "DistributedRunner", "Measurement"),
+    ".metrics": ("METRICS",),
+    ".results.ranks": ("DistributedResult", "RankResult"),
+    ".results.records": ("DeviceFigures", "RegionResult"),
+    ".units": ("CgmemUsageError", "format_size", "parse_size"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     "METRICS",
@@ -66,3 +109,16 @@ __all__ = [
     "parse_size",
     "uncovered_sizes",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -13,12 +13,11 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from .cuda import cuda_started
-from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 from .metrics import metric_help
 from .pinning import device_for_worker
 from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_key
@@ -31,6 +30,9 @@ from .settings import (
     resolve,
 )
 from .units import CgmemUsageError, short_repr
+
+if TYPE_CHECKING:  # imported by the fixtures: a run that asks for none needs none
+    from .fixture import CgmemFixture, DistributedRunner, FigureRecorder
 
 MARK_HELP = (
     "cgmem(**budgets): measure the test's call phase on the GPU and fail it when a "
@@ -307,6 +309,8 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     session.require_cuda()
     request.node.stash[fixture_used_key] = True
     device, rank = session.place()
+    from pytest_cgmem.fixture import CgmemFixture
+
     return CgmemFixture(
         request.node.stash.setdefault(regions_key, []).append,
         device=device,
@@ -322,6 +326,8 @@ def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     session = request.config.stash[session_key]
     session.ensure_test_hooks(request.node)
     job = session.job
+    from pytest_cgmem.fixture import FigureRecorder
+
     return FigureRecorder(
         request.node.stash.setdefault(regions_key, []).append, None if job is None else job.rank
     )
@@ -333,6 +339,8 @@ def cgmem_distributed(request: pytest.FixtureRequest) -> DistributedRunner:
     that many ranks, each measured on its own device (docs/distributed.md). Runs without
     CUDA too with a CPU backend (``backend="gloo"``): the ranks run, nothing is measured."""
     request.config.stash[session_key].ensure_test_hooks(request.node)
+    from pytest_cgmem.fixture import DistributedRunner
+
     return DistributedRunner(
         request.node.stash.setdefault(regions_key, []).append,
         _require_devices(request.config),

@@ -17,12 +17,11 @@ import inspect
 import os
 import sys
 import time
-import unittest
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -30,19 +29,19 @@ from .checks.budgets import Budget, Unavailable, Violation, parse_budget, unavai
 from .cuda import cuda_started, measurements_opened
 from .failures import BaselineRegression, BudgetExceeded, BudgetUnavailable, CgmemFailure
 from .metrics import CALL_LABEL, Number
-from .reports.text import baseline_summary, header, section, suite_summary, summary
-from .results.baseline import Baseline, Findings, effective, parse_tolerance
-from .results.exporters import benchmark_figures, junit_properties
-from .results.records import RegionResult, TestRecord
 from .results.torchrun import Job, ranked_regions
 from .settings import Settings
 from .units import CgmemUsageError, short_repr
+
+if TYPE_CHECKING:  # imported where a test is measured: a run that measures none needs none
+    from .results.baseline import Baseline, Findings
+    from .results.records import RegionResult, TestRecord
 
 NO_GPU = "cgmem: no CUDA device"
 
 budget_key = pytest.StashKey[Budget]()
 """A marked test's budget: the default budget overridden by its marks, key by key."""
-regions_key = pytest.StashKey[list[RegionResult]]()
+regions_key = pytest.StashKey[list["RegionResult"]]()
 """The finished regions of the test running now, in order (the marked call phase first)."""
 opted_out_key = pytest.StashKey[str]()
 """The reason of an unmarked test's ``cgmem_off`` mark: under --cgmem-all its call phase is
@@ -152,6 +151,8 @@ def item_budget(item: pytest.Item, default: Budget) -> Budget:
             )
         kwargs = dict(mark.kwargs)
         if "tolerance" in kwargs:
+            from .results.baseline import parse_tolerance
+
             try:
                 parse_tolerance(kwargs.pop("tolerance"))
             except CgmemUsageError as exc:
@@ -165,6 +166,8 @@ def item_tolerance(item: pytest.Item) -> dict[str, Number] | None:
     """The closest cgmem mark's ``tolerance=`` (validated at collection), parsed."""
     for mark in item.iter_markers("cgmem"):
         if "tolerance" in mark.kwargs:
+            from .results.baseline import parse_tolerance
+
             return parse_tolerance(mark.kwargs["tolerance"])
     return None
 
@@ -260,7 +263,11 @@ def measured(item: pytest.Item) -> bool:
 def skipped_by_unittest(item: pytest.Item) -> bool:
     """A ``unittest.TestCase`` test its own ``@unittest.skip``/``skipIf`` (on it or its
     class) skips when it runs: its reason is the one shown, not "no CUDA device", and
-    nothing runs to be measured. (pytest ignores the flag on any other class.)"""
+    nothing runs to be measured. (pytest ignores the flag on any other class.) Where
+    ``unittest`` was never imported, no test is a TestCase."""
+    unittest = sys.modules.get("unittest")
+    if unittest is None:
+        return False
     cls = getattr(item, "cls", None)
     if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase)):
         return False
@@ -413,6 +420,8 @@ class CgmemSession:
             if problems:
                 raise pytest.UsageError(*problems)
         shipped = None if workerinput is None else workerinput.get("cgmem_baseline")
+        if settings.baseline:
+            from .results.baseline import Baseline
         if settings.baseline and shipped is not None:
             # an xdist worker holds the baseline the controller read: the file itself may
             # already be this run's stub (--cgmem-save-baseline on the same path)
@@ -528,6 +537,7 @@ class CgmemSession:
         if not any(measured(item) for item in items):
             return []  # under --cgmem-all too: nothing asked for CUDA, so torch stays out
         from .cuda.machine import machine_info
+        from .reports.text import header
 
         return header(machine_info())
 
@@ -726,6 +736,8 @@ class CgmemSession:
         if self.baseline is not None and not opted_out:
             default = self.settings.tolerance_default
             mine = regions if self.job is None else ranked_regions(regions, self.job.rank)
+            from pytest_cgmem.results.baseline import effective
+
             findings = self.baseline.check(item.nodeid, mine, effective(default, tolerance))
         item.stash[_verdict_key] = Verdict(
             dict(budget.limits) if checked else {}, checked, tolerance, violations, findings
@@ -967,6 +979,9 @@ class CgmemSession:
         payload: dict[str, Any],
         outcome: str,
     ) -> None:
+        from pytest_cgmem.results.exporters import junit_properties
+        from pytest_cgmem.results.records import TestRecord
+
         verdict = item.stash.get(_verdict_key, None)
         findings = None if verdict is None else verdict.findings
         item.stash[_recorded_key] = len(regions)
@@ -1004,6 +1019,8 @@ class CgmemSession:
             where.extend(properties)
         item.stash[_properties_key] = list(properties)
         if report.failed:
+            from .reports.text import section
+
             text = section(
                 regions,
                 Budget(verdict.budget) if verdict else None,
@@ -1019,6 +1036,8 @@ class CgmemSession:
             bench = getattr(item, "funcargs", {}).get("benchmark")
             extra = getattr(bench, "extra_info", None)
             if isinstance(extra, dict):
+                from .results.exporters import benchmark_figures
+
                 extra["cgmem"] = benchmark_figures(regions)
 
     # -- the files: started before the first test, journaled per test, replaced at the end -
@@ -1038,10 +1057,13 @@ class CgmemSession:
         return found
 
     def _output_problems(self) -> list[str]:
-        """Every output path that cannot be written, before the first test (one line each)."""
+        """Every output path that cannot be written, before the first test (one line each);
+        pytest's own outputs only where they could be the same file as one of ours."""
+        settings = self.settings
+        if not (self._outputs() or settings.artifacts or settings.baseline):
+            return []
         from .results.outputs import Output, problems
 
-        settings = self.settings
         kinds = {"run file": "run", "baseline": "run", "github-action-benchmark file": "file"}
         wanted = [
             Output(source, given, kinds[what], refreshes=what == "baseline")
@@ -1233,6 +1255,8 @@ class CgmemSession:
                 return
         if record is None:
             assert data is not None
+            from pytest_cgmem.results.records import TestRecord
+
             record = TestRecord.from_dict(data)
         nodeid = record.nodeid
         self.records.pop(nodeid, None)
@@ -1433,15 +1457,20 @@ class CgmemSession:
         if runs_no_tests(self.config) and not self.errors:
             return  # no summary of tests that did not run
         records = list(self.records.values())
-        lines = summary(records, self.settings.summary)
-        if self.settings.all:
-            lines[:0] = suite_summary(records, self.opted_out, len(self.never_used))
+        lines: list[str] = []
+        if records or self.settings.all:
+            from .reports.text import suite_summary, summary
+
+            lines = summary(records, self.settings.summary)
+            if self.settings.all:
+                lines[:0] = suite_summary(records, self.opted_out, len(self.never_used))
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:
                 terminalreporter.write_line(line)
         results = list(self.lines)
         if self.baseline is not None:
+            from .reports.text import baseline_summary
             from .results.runfile import incomplete
 
             found = baseline_summary(self.baseline.path, records, self.baseline.nodeids)

@@ -26,13 +26,14 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checks.budgets import Violation
 from ..metrics import rank_label
 from ..units import CgmemUsageError, parse_ratio, short_repr
-from .records import RegionResult, TestRecord
-from .runfile import build_run, write_json
+
+if TYPE_CHECKING:  # the records and files are imported where a torchrun job uses them
+    from .records import RegionResult, TestRecord
 
 GATHER_TIMEOUT = 300.0
 """Seconds rank 0 waits for the other ranks' records (``CGMEM_GATHER_TIMEOUT``)."""
@@ -170,6 +171,8 @@ def _read(path: str, job: Job, rank: int) -> list[TestRecord] | None:
             data = json.load(handle)
         if data.get("job") != job.identity or data.get("rank") != rank:
             return None  # an earlier job's: this job's file will replace it
+        from .records import TestRecord
+
         return [TestRecord.from_dict(t) for t in data["tests"]]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -187,6 +190,8 @@ def _hand_over(
     """Another rank: write the rank file, then wait until rank 0 has written the run file
     and removed it (``release``): torchrun stops every rank once one exits with a failure,
     so a rank whose tests failed must not exit before rank 0 is done."""
+    from .runfile import write_json
+
     mine = rank_file(path, job.rank)
     try:
         write_json(mine, {**document, "job": job.identity, "rank": job.rank})
@@ -233,6 +238,9 @@ def gather(
     if job.rank != 0:
         _hand_over(job, document, path, lines, clock() + timeout, clock, sleep)
         return None
+    from .records import TestRecord
+    from .runfile import build_run
+
     by_rank = {0: [TestRecord.from_dict(t) for t in document["tests"]]}
     deadline = clock() + timeout
     while True:

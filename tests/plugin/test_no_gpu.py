@@ -49,19 +49,43 @@ def test_require_gpu_fails_instead(pytester: pytest.Pytester, how: list[str], so
     result.stdout.fnmatch_lines([f"*cgmem: no CUDA device ({source})"])
 
 
+UNUSED_RUN_IMPORTS = {
+    "pytest_cgmem",
+    "pytest_cgmem.checks",
+    "pytest_cgmem.checks.budgets",
+    "pytest_cgmem.cuda",
+    "pytest_cgmem.failures",
+    "pytest_cgmem.metrics",
+    "pytest_cgmem.pinning",
+    "pytest_cgmem.plugin",
+    "pytest_cgmem.results",
+    "pytest_cgmem.results.torchrun",
+    "pytest_cgmem.session",
+    "pytest_cgmem.settings",
+    "pytest_cgmem.units",
+}
+"""What a run with no GPU-memory test imports of the plugin: its options, settings and
+session, and what they need to read the marks. The fixtures, records, reports and files are
+imported where a test uses them."""
+
+
 def test_plain_suite_never_imports_torch(pytester: pytest.Pytester) -> None:
+    """Nor the plugin's measuring, recording and reporting modules."""
     pytester.makeconftest(
         """
-        import sys
+        import json, sys
         def pytest_sessionfinish(session):
-            with open("torch-imported.txt", "w") as f:
-                f.write(str("torch" in sys.modules))
+            ours = [m for m in sys.modules if m.split(".")[0] in ("torch", "pytest_cgmem")]
+            with open("imported.json", "w") as f:
+                json.dump(ours, f)
         """
     )
     pytester.makepyfile("def test_a(): pass\ndef test_b(): assert 1 + 1 == 2\n")
     result = pytester.runpytest_subprocess("-p", "cgmem", "--cgmem-summary=5")
     result.assert_outcomes(passed=2)
-    assert (pytester.path / "torch-imported.txt").read_text() == "False"
+    imported = set(json.loads((pytester.path / "imported.json").read_text()))
+    assert "torch" not in imported
+    assert imported == UNUSED_RUN_IMPORTS
     assert "cgmem:" not in result.stdout.str()
 
 
