@@ -1166,22 +1166,26 @@ class CgmemSession:
         subtests failed is failed by then."""
         if self.worker is not None:
             return
-        attempt = getattr(report, "rerun", None)  # pytest-rerunfailures numbers attempts
-        if str(report.outcome) == _RERUN:  # pytest-rerunfailures runs the test again
+        # what pytest-rerunfailures and the workers set on a report is in its __dict__;
+        # getattr's default would raise and catch an AttributeError for each absent one
+        given = vars(report)
+        attempt = given.get("rerun")  # pytest-rerunfailures numbers attempts
+        outcome, when = report.outcome, report.when
+        if outcome == _RERUN:  # pytest-rerunfailures runs the test again
             self._forget(report.nodeid)
             if isinstance(attempt, int):
                 self._discarded[report.nodeid] = attempt
             return
-        if isinstance(attempt, int) and self._discarded.get(report.nodeid) == attempt:
+        if attempt is not None and self._discarded.get(report.nodeid) == attempt:
             return  # the rest of an attempt that is run again (its teardown)
-        if report.when == "teardown":
+        if when == "teardown":
             self._finished.add(report.nodeid)
-        if report.when == "call" and self._final_outcome:
+        elif when == "call" and self._final_outcome:
             self._settle_outcome(report)
-        payload = getattr(report, RESULT_ATTRIBUTE, None)
+        payload = given.get(RESULT_ATTRIBUTE)
         if payload is not None and isinstance(payload, Mapping):  # most reports carry none
             self._take_payload(report, payload)
-        if report.failed and report.when != "call":
+        if outcome == "failed" and when != "call":
             self._failed_after_call(report.nodeid)
 
     def _take_payload(self, report: pytest.TestReport, payload: Mapping[str, Any]) -> None:
