@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # imported where a test is measured: a run that measures none
     from .results.records import RegionResult, TestRecord
 
 NO_GPU = "cgmem: no CUDA device"
+T = TypeVar("T")
+D = TypeVar("D")
 
 budget_key = pytest.StashKey[Budget]()
 """A marked test's budget: the default budget overridden by its marks, key by key."""
@@ -317,7 +319,7 @@ def _xpassed(item: pytest.Item, report: pytest.TestReport, error: CgmemFailure) 
 
 
 def _outcome(report: pytest.TestReport) -> str:
-    if hasattr(report, "wasxfail"):
+    if "wasxfail" in vars(report):  # set on the report (hasattr would raise for most)
         return "xfailed" if report.skipped else "xpassed"
     return str(report.outcome)
 
@@ -334,6 +336,14 @@ def process_machine(config: pytest.Config) -> dict[str, Any]:
 
         machine = config.stash[_machine_key] = {**base_machine(), **machine_info()}
     return machine
+
+
+def _stashed(item: pytest.Item, key: pytest.StashKey[T], default: D) -> T | D:
+    """``item.stash.get(key, default)`` without the KeyError that pytest's ``get`` (and
+    ``setdefault``) raises and catches for an absent key: a measured test's path looks up
+    keys most tests lack."""
+    stash = item.stash
+    return stash[key] if key in stash else default  # noqa: SIM401
 
 
 def _forget_attempt(item: pytest.Item) -> None:
@@ -628,7 +638,9 @@ class CgmemSession:
             if error is not None:
                 raise error
             return outcome
-        regions = item.stash.setdefault(regions_key, [])
+        regions = _stashed(item, regions_key, None)
+        if regions is None:
+            regions = item.stash[regions_key] = []
         recorder = self._recorder(item)
         region = None
         if budget is not None:
@@ -731,7 +743,7 @@ class CgmemSession:
         )
         violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         unavailable = _unavailable(regions, budget, checked)
-        tolerance = item.stash.get(_tolerance_key, None)
+        tolerance = _stashed(item, _tolerance_key, None)
         findings = None
         if self.baseline is not None and not opted_out:
             default = self.settings.tolerance_default
@@ -1010,7 +1022,7 @@ class CgmemSession:
                 payload["machine"] = process_machine(self.config)
                 self._machine_sent = True
         properties = junit_properties(regions)
-        earlier = item.stash.get(_properties_key, [])
+        earlier = _stashed(item, _properties_key, [])
         for where in (report.user_properties, item.user_properties):
             if earlier:  # recorded again after teardown: the new set replaces the call's
                 where[:] = [p for p in where if p not in earlier]
