@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # imported where a test is measured: a run that measures none
     from .results.records import RegionResult, TestRecord
 
 NO_GPU = "cgmem: no CUDA device"
-T = TypeVar("T")
-D = TypeVar("D")
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 
 budget_key = pytest.StashKey[Budget]()
 """A marked test's budget: the default budget overridden by its marks, key by key."""
@@ -338,7 +338,7 @@ def process_machine(config: pytest.Config) -> dict[str, Any]:
     return machine
 
 
-def _stashed(item: pytest.Item, key: pytest.StashKey[T], default: D) -> T | D:
+def _stashed(item: pytest.Item, key: pytest.StashKey[_T], default: _D) -> _T | _D:
     """``item.stash.get(key, default)`` without the KeyError that pytest's ``get`` (and
     ``setdefault``) raises and catches for an absent key: a measured test's path looks up
     keys most tests lack."""
@@ -432,18 +432,19 @@ class CgmemSession:
         shipped = None if workerinput is None else workerinput.get("cgmem_baseline")
         if settings.baseline:
             from .results.baseline import Baseline
-        if settings.baseline and shipped is not None:
-            # an xdist worker holds the baseline the controller read: the file itself may
-            # already be this run's stub (--cgmem-save-baseline on the same path)
-            self.baseline = Baseline(settings.baseline, shipped)
-        elif settings.baseline:
-            from .results import runfile
 
-            try:
-                document = runfile.load_run(settings.baseline, "baseline")
-            except CgmemUsageError as exc:
-                raise pytest.UsageError(str(exc)) from None
-            self.baseline = Baseline(settings.baseline, document)
+            if shipped is not None:
+                # an xdist worker holds the baseline the controller read: the file itself
+                # may already be this run's stub (--cgmem-save-baseline on the same path)
+                self.baseline = Baseline(settings.baseline, shipped)
+            else:
+                from .results import runfile
+
+                try:
+                    document = runfile.load_run(settings.baseline, "baseline")
+                except CgmemUsageError as exc:
+                    raise pytest.UsageError(str(exc)) from None
+                self.baseline = Baseline(settings.baseline, document)
         self.earlier_baseline: list[dict[str, Any]] | None = None
         """The tests of the baseline ``--cgmem-save-baseline`` replaces: it keeps those this
         run does not measure, or does not pass (``results.runfile.refreshed``)."""
