@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import pytest_cgmem
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pytest_cgmem"
 DOC = PACKAGE.parent / "docs" / "architecture.md"
@@ -161,3 +164,18 @@ def test_the_cuda_modules_import_and_the_diagnostics_wait_for_a_failure() -> Non
         "    importlib.import_module(name)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", sorted(pytest_cgmem.__all__))
+def test_each_public_name_is_its_home_module_s(name: str) -> None:
+    """The package imports its public names on first use: each is the object its home
+    module defines, and ``dir()`` lists it."""
+    home = importlib.import_module(pytest_cgmem._HOME[name], "pytest_cgmem")
+    assert getattr(pytest_cgmem, name) is getattr(home, name)
+    assert name in dir(pytest_cgmem)
+
+
+def test_the_package_names_only_its_public_names() -> None:
+    assert set(pytest_cgmem._HOME) == set(pytest_cgmem.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'Region'"):
+        pytest_cgmem.Region  # noqa: B018
