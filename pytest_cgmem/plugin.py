@@ -20,7 +20,7 @@ import pytest
 from .cuda import cuda_started
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_key
+from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_of
 from .settings import (
     OPTIONS,
     Settings,
@@ -312,7 +312,7 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     from pytest_cgmem.fixture import CgmemFixture
 
     return CgmemFixture(
-        request.node.stash.setdefault(regions_key, []).append,
+        regions_of(request.node).append,
         device=device,
         rank=rank,
         require_devices=_require_devices(request.config),
@@ -328,9 +328,7 @@ def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     job = session.job
     from pytest_cgmem.fixture import FigureRecorder
 
-    return FigureRecorder(
-        request.node.stash.setdefault(regions_key, []).append, None if job is None else job.rank
-    )
+    return FigureRecorder(regions_of(request.node).append, None if job is None else job.rank)
 
 
 @pytest.fixture
@@ -342,6 +340,6 @@ def cgmem_distributed(request: pytest.FixtureRequest) -> DistributedRunner:
     from pytest_cgmem.fixture import DistributedRunner
 
     return DistributedRunner(
-        request.node.stash.setdefault(regions_key, []).append,
+        regions_of(request.node).append,
         _require_devices(request.config),
     )

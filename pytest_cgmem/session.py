@@ -211,7 +211,7 @@ def _unavailable(
 def uses_fixture(item: pytest.Item) -> bool:
     """The plugin's ``cgmem`` fixture was set up for the test (known once its fixtures
     are): a suite's own fixture of that name, or a parameter, is not it."""
-    return item.stash.get(fixture_used_key, False)
+    return _stashed(item, fixture_used_key, False)
 
 
 _PLUGIN_MODULE = "pytest_cgmem.plugin"
@@ -346,10 +346,18 @@ def _stashed(item: pytest.Item, key: pytest.StashKey[_T], default: _D) -> _T | _
     return stash[key] if key in stash else default  # noqa: SIM401
 
 
+def regions_of(item: pytest.Item) -> list[RegionResult]:
+    """The list of the test's finished regions, made by the first that needs it."""
+    regions: list[RegionResult] | None = _stashed(item, regions_key, None)
+    if regions is None:
+        regions = item.stash[regions_key] = []
+    return regions
+
+
 def _forget_attempt(item: pytest.Item) -> None:
     """Drop what an earlier run of this test left (pytest-rerunfailures runs the same item
     again): its regions, verdict and diagnosis, and the JUnit properties it added."""
-    added = item.stash.get(_properties_key, [])
+    added = _stashed(item, _properties_key, [])
     if added:
         item.user_properties[:] = [p for p in item.user_properties if p not in added]
     for key in _ATTEMPT_KEYS:
@@ -622,7 +630,7 @@ class CgmemSession:
 
     def _call(self, item: pytest.Item) -> Generator[None, Any, Any]:
         __tracebackhide__ = True
-        budget = item.stash.get(budget_key, None)
+        budget = _stashed(item, budget_key, None)
         if budget is not None and _unittest_skip_key in item.stash:
             budget = None
         if budget is None and _suite_key in item.stash:
@@ -639,9 +647,7 @@ class CgmemSession:
             if error is not None:
                 raise error
             return outcome
-        regions = _stashed(item, regions_key, None)
-        if regions is None:
-            regions = item.stash[regions_key] = []
+        regions = regions_of(item)
         recorder = self._recorder(item)
         region = None
         if budget is not None:
@@ -696,13 +702,13 @@ class CgmemSession:
         except BaseException as exc:
             if cuda_started():
                 self._late_region(item, t0, exc)
-            elif not item.stash.get(regions_key, None):
+            elif not _stashed(item, regions_key, None):
                 item.stash[_never_used_key] = True
             self.judge_failed(item)
             raise
         if cuda_started():
             self._late_region(item, t0)
-        elif not item.stash.get(regions_key, None):
+        elif not _stashed(item, regions_key, None):
             item.stash[_never_used_key] = True
             return outcome
         error = self.judge(item)  # recorded regions too (cgmem_record, distributed ranks)
@@ -717,7 +723,7 @@ class CgmemSession:
         region = Region.since_cuda_started(CALL_LABEL)
         region.started_at(t0)
         with contextlib.suppress(Exception):  # the test's own error matters more
-            item.stash.setdefault(regions_key, []).insert(0, region.stop(error))
+            regions_of(item).insert(0, region.stop(error))
 
     def judge_failed(self, item: pytest.Item) -> None:
         """Judge a test that raised, for its record: the test's own error matters more than
@@ -728,10 +734,10 @@ class CgmemSession:
     def judge(self, item: pytest.Item) -> CgmemFailure | None:
         """Hold the call region and recorded regions against the budget, every region
         against the baseline; keep the verdict for the test's record."""
-        regions = item.stash.get(regions_key, None)
+        regions = _stashed(item, regions_key, None)
         if not regions:
             return None
-        marked = item.stash.get(budget_key, None)
+        marked = _stashed(item, budget_key, None)
         if marked is None and _suite_key in item.stash:
             marked = self.settings.budget
         budget = marked if marked is not None else self.settings.budget
@@ -821,7 +827,7 @@ class CgmemSession:
                     item.stash[_late_call_key] = True  # the call wrapper never ran
                 if _late_call_key in item.stash:
                     self._judge_late(item, call, report)
-                if not item.stash.get(_calling_key, False):  # else a subtest's report
+                if not _stashed(item, _calling_key, False):  # else a subtest's report
                     _without_frames(item, call, report)
                     self._after_call(item, call, report)
             elif call.when == "setup":
@@ -852,7 +858,7 @@ class CgmemSession:
         frames released where it ran out of memory; regions left open stopped after its
         teardown."""
         if call.when == "call":
-            if not item.stash.get(_calling_key, False):  # else a subtest's report
+            if not _stashed(item, _calling_key, False):  # else a subtest's report
                 self._after_call(item, call, report)
         elif call.when == "teardown":
             self._after_teardown()
@@ -902,13 +908,13 @@ class CgmemSession:
         """After teardown: regions recorded since the test's record (in a fixture's
         teardown, or in setup where the call never ran) are judged and recorded too. A
         budget they break fails the teardown, unless the call already failed on one."""
-        regions = item.stash.get(regions_key, None)
-        if not regions or len(regions) <= item.stash.get(_recorded_key, 0):
+        regions = _stashed(item, regions_key, None)
+        if not regions or len(regions) <= _stashed(item, _recorded_key, 0):
             return
         earlier = None if self.remote else self.records.get(item.nodeid)
-        outcome = earlier.outcome if earlier is not None else item.stash.get(_outcome_key, "passed")
+        outcome = earlier.outcome if earlier is not None else _stashed(item, _outcome_key, "passed")
         if _calling_key in item.stash:  # the call ran: the test was judged
-            failed_before = item.stash.get(_failed_key, False)
+            failed_before = _stashed(item, _failed_key, False)
             error: BaseException | None
             try:
                 error = self.judge(item)
@@ -932,7 +938,7 @@ class CgmemSession:
     def _after_call(
         self, item: pytest.Item, call: pytest.CallInfo[None], report: pytest.TestReport
     ) -> None:
-        regions = item.stash.get(regions_key, None)
+        regions = _stashed(item, regions_key, None)
         payload: dict[str, Any] = {}
         item.stash[_outcome_key] = _outcome(report)
         if self.settings.all:
@@ -949,7 +955,7 @@ class CgmemSession:
         if excinfo is not None and _CUDA_MODULE in sys.modules:
             allocator = sys.modules[_CUDA_MODULE]
             keep_for_pdb = item.config.getoption("usepdb", False)
-            measured_here = measurements_opened() != item.stash.get(_opened_key, 0)
+            measured_here = measurements_opened() != _stashed(item, _opened_key, 0)
             with contextlib.suppress(Exception):  # never a report lost to a patched torch
                 if (measured_here or allocator.is_oom(excinfo.value)) and not keep_for_pdb:
                     from .cuda.region import release_exception_frames
@@ -968,8 +974,8 @@ class CgmemSession:
     def _count_unmeasured(self, item: pytest.Item, payload: dict[str, Any]) -> None:
         """Under --cgmem-all: an opted-out test, or one that never used CUDA, counted here
         or, on an xdist worker, told to the controller in ``payload``."""
-        reason = item.stash.get(opted_out_key, None)
-        never_used = item.stash.get(_never_used_key, False)
+        reason = _stashed(item, opted_out_key, None)
+        never_used = _stashed(item, _never_used_key, False)
         if self.remote:
             if reason is not None:
                 payload["opted_out"] = reason
@@ -995,7 +1001,7 @@ class CgmemSession:
         from pytest_cgmem.results.exporters import junit_properties
         from pytest_cgmem.results.records import TestRecord
 
-        verdict = item.stash.get(_verdict_key, None)
+        verdict = _stashed(item, _verdict_key, None)
         findings = None if verdict is None else verdict.findings
         item.stash[_recorded_key] = len(regions)
         record = TestRecord(
@@ -1039,7 +1045,7 @@ class CgmemSession:
                 Budget(verdict.budget) if verdict else None,
                 verdict.checked if verdict else (),
             )
-            diagnosis = item.stash.get(_diagnosis_key, None)
+            diagnosis = _stashed(item, _diagnosis_key, None)
             if diagnosis:
                 text += "\n" + diagnosis
             report.sections.append(("cgmem", text))
