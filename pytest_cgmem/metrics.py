@@ -140,7 +140,7 @@ METRICS: dict[str, Metric] = {
 _KIND_HINT: dict[Kind, str] = {
     "bytes": "bytes: int or '1.5 GiB'",
     "count": "whole number",
-    "ratio": "number",
+    "ratio": "positive number",
 }
 
 

@@ -141,3 +141,17 @@ def test_metric_help_lists_every_keyword() -> None:
     text = metric_help()
     for name in METRICS:
         assert f"{name} (" in text
+
+
+@pytest.mark.parametrize(
+    ("keyword", "hint", "refused"),
+    [
+        ("peak", "bytes: int or '1.5 GiB'", -1),
+        ("graphs", "whole number", 1.5),
+        ("reserved_ratio", "positive number", 0),
+    ],
+)
+def test_metric_help_says_what_the_parser_refuses(keyword: str, hint: str, refused: object) -> None:
+    assert f"{keyword} ({hint})" in metric_help()
+    with pytest.raises(CgmemUsageError):
+        parse_budget({keyword: refused})
