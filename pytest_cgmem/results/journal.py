@@ -296,7 +296,13 @@ def read(
         else:
             if not isinstance(value, dict):
                 raise JournalError(f"its journal {name!r} line {number}: expected an object")
-            lost[(value.get("worker"), value.get("when"))] = value
+            key = (value.get("worker"), value.get("when"))
+            if not all(isinstance(part, str) for part in key):
+                raise JournalError(
+                    f"its journal {name!r} line {number}: a lost worker without its id and "
+                    "time as strings"
+                )
+            lost[key] = value
     if cut:
         found.notes.append(f"the last line of its journal was cut off ({len(cut)} bytes)")
     found.tests = list(tests.values())

@@ -107,6 +107,29 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    "lost",
+    [
+        {"worker": ["gw0"], "when": "2026-12-04T00:00:00Z"},
+        {"worker": "gw0", "when": {"at": 1}},
+        {"when": "2026-12-04T00:00:00Z"},
+    ],
+)
+def test_a_lost_worker_line_without_string_id_and_time_is_an_error_naming_it(
+    tmp_path: Path, lost: dict[str, Any]
+) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write(json.dumps({"worker_lost": lost}) + "\n")
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path, "baseline")
+    assert str(info.value) == (
+        f"cgmem: baseline {str(path)!r}: its journal 'run.json.journal' line 2: a lost worker "
+        "without its id and time as strings"
+    )
+
+
+@pytest.mark.parametrize(
     ("line", "problem"),
     [
         (
