@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..results.jsonio import valid_text
 from .installed import (
     UNKNOWN_BACKEND,
     alloc_conf_from_env,
@@ -50,7 +51,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch_version,
         "cuda": cuda_version,
         "allocator_backend": backend,
-        "alloc_conf": settings,
+        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
         "alloc_conf_source": source,
         "graph_tracking": tracking,
         "graph_pools": pools,
@@ -79,6 +80,6 @@ def identity_without_torch() -> dict[str, Any]:
         "torch": version if isinstance(version, str) else None,
         "cuda": cuda if isinstance(cuda, str) else None,
         "allocator_backend": backend_from_settings(settings) if gpu_build else UNKNOWN_BACKEND,
-        "alloc_conf": settings,
+        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
         "alloc_conf_source": source,
     }

@@ -287,7 +287,9 @@ class TestRecord:
             "nodeid": valid_text(self.nodeid),  # a file name's undecodable bytes: U+FFFD
             "outcome": self.outcome,
             "worker": self.worker,
-            "cuda_visible_devices": self.cuda_visible_devices,
+            "cuda_visible_devices": (
+                None if self.cuda_visible_devices is None else valid_text(self.cuda_visible_devices)
+            ),  # the environment's undecodable bytes too
             "budget": dict(self.budget),
             "tolerance": None if self.tolerance is None else dict(self.tolerance),
             "checked": list(self.checked),

@@ -320,6 +320,37 @@ def test_a_test_file_name_that_is_not_utf8_is_recorded_and_held_to_its_baseline(
     second.stdout.no_fnmatch_line("*new*not in the baseline*")
 
 
+@pytest.mark.parametrize(
+    ("variable", "written"),
+    [
+        ("PYTORCH_CUDA_ALLOC_CONF", ("machine", "alloc_conf", "expandable_segments:True,\ufffd")),
+        ("CUDA_VISIBLE_DEVICES", ("test", "cuda_visible_devices", "\ufffd")),
+    ],
+)
+def test_an_environment_variable_that_is_not_utf8_is_written_and_read_back(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    written: tuple[str, str, str],
+) -> None:
+    """The environment's undecodable bytes (lone surrogates in Python) are U+FFFD in the
+    files: a baseline saved under them is read back by the next run, not refused."""
+    value = "expandable_segments:True,\xff" if variable == "PYTORCH_CUDA_ALLOC_CONF" else "\xff"
+    monkeypatch.setenv(variable, os.fsdecode(value.encode("latin-1")))
+    pytester.makepyfile(test_rec=RECORDS)
+    first = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
+    first.assert_outcomes(passed=1)
+    assert first.ret == 0
+    document = runfile.load_run(pytester.path / "b.json")
+    where, key, text = written
+    block = document["machine"] if where == "machine" else document["tests"][0]
+    assert block[key] == text
+    second = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
+    second.assert_outcomes(passed=1)
+    assert second.ret == 0
+    second.stdout.fnmatch_lines(["*0 regression(s)*"])
+
+
 def test_a_node_id_with_a_tab_is_written_read_and_held_to_its_baseline(
     pytester: pytest.Pytester,
 ) -> None:
