@@ -416,7 +416,7 @@ class FigureRecorder:
                     f"{where}: unknown figure {name!r} (valid: {', '.join(METRICS)})"
                 )
             try:
-                values[name] = metric.parse(value)
+                values[name] = metric.parse_figure(value)
             except CgmemUsageError as exc:
                 raise CgmemUsageError(f"{where}: {name}={short_repr(value)}: {exc}") from None
         if (

@@ -43,13 +43,27 @@ class Metric:
     graph: bool = False
     #: the figure where a region did not produce one (None: unknown)
     default: Number | None = None
+    #: a figure may be negative (memory the region gave back); a budget never is
+    signed: bool = False
 
     def parse(self, value: object) -> Number:
+        """A budget: a limit, never negative; a ratio above 0."""
         if self.kind == "bytes":
             return parse_size(value)
         if self.kind == "count":
             return parse_count(value)
         return parse_ratio(value)
+
+    def parse_figure(self, value: object) -> Number:
+        """A figure measured elsewhere (``cgmem_record``): as a budget, but a signed
+        metric's figure may be negative, and a ratio may be 0, as a region's may."""
+        if self.kind == "ratio" and _is_zero(value):
+            return 0.0
+        if self.signed and self.kind == "bytes":
+            magnitude = _negated(value)
+            if magnitude is not None:
+                return -parse_size(magnitude)
+        return self.parse(value)
 
     def format(self, value: Number | None) -> str:
         if value is None:
@@ -94,6 +108,7 @@ METRICS: dict[str, Metric] = {
             summary=True,
             export=True,
             chart=True,
+            signed=True,
         ),
         Metric(
             "non_torch",
@@ -101,6 +116,7 @@ METRICS: dict[str, Metric] = {
             "device growth minus the growth of torch's reserved bytes",
             summary=True,
             export=True,
+            signed=True,
         ),
         Metric(
             "reserved_ratio",
@@ -142,6 +158,28 @@ _KIND_HINT: dict[Kind, str] = {
     "count": "whole number",
     "ratio": "positive number",
 }
+
+
+def _is_zero(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, str):
+        try:
+            return float(value) == 0
+        except ValueError:
+            return False
+    return False
+
+
+def _negated(value: object) -> object | None:
+    """``-value`` for a negative int or a string with a leading minus, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return -value
+    if isinstance(value, str) and value.strip().startswith("-"):
+        return value.strip()[1:]
+    return None
 
 
 def names(**where: bool) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import operator
 import re
 from dataclasses import dataclass
 
@@ -36,6 +37,16 @@ class CgmemUsageError(ValueError):
     """A value given by the user (mark, option, ini key, file) that cannot be used."""
 
 
+def _as_int(value: object) -> object:
+    """An integer of another library (numpy's ``int64``) as an int; anything else as it is."""
+    if isinstance(value, (bool, int, float, str)) or not hasattr(type(value), "__index__"):
+        return value
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:  # numpy's bool_ has __index__ and refuses it
+        return value
+
+
 def short_repr(value: object) -> str:
     """``repr(value)`` for an error message, cut short where it is long (a number of 400
     digits; Python refuses to write an int of more than 4300 digits at all)."""
@@ -57,6 +68,7 @@ def parse_size(value: object) -> int:
     unit letters are case-insensitive. Fractions round to the nearest byte (a tie to the
     even one), exactly: the number is not read through a float, which holds 53 bits.
     """
+    value = _as_int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CgmemUsageError(
             f"expected bytes as an int or a string like '512 MiB', got {short_repr(value)}"
@@ -129,6 +141,7 @@ def _number(text: str) -> float | None:
 
 def parse_count(value: object) -> int:
     """A non-negative whole number (graph captures, replays)."""
+    value = _as_int(value)
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a whole number, got {value!r}")
     if isinstance(value, str) and (number := whole_number(value)) is not None:

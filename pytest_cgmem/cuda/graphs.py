@@ -996,7 +996,7 @@ def expect_replay(what: str | None = None, *, at_least: int = 1) -> Iterator[Gra
     """Fail with EagerFallback when fewer than ``at_least`` replays happen in the body."""
     if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
         raise CgmemUsageError(
-            f"expect_replay: at_least must be a whole number >= 1, got {at_least!r}"
+            f"expect_replay: at_least must be a whole number >= 1, got {short_repr(at_least)}"
         )
     log = GraphLog().start()
     try:

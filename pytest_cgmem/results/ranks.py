@@ -59,7 +59,7 @@ def launch_arguments(
         raise CgmemUsageError(f"{_WHERE}: fn must be a function fn(rank, world_size), got {fn!r}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise CgmemUsageError(
-            f"{_WHERE}: world_size must be a whole number >= 1, got {world_size!r}"
+            f"{_WHERE}: world_size must be a whole number >= 1, got {short_repr(world_size)}"
         )
     if not isinstance(backend, str) or not backend.strip():
         raise CgmemUsageError(

@@ -24,6 +24,47 @@ def test_record_figures() -> None:
     assert result.extra == {"recorded": ["device", "graphs", "peak"]}
 
 
+@pytest.mark.parametrize(
+    ("figures", "expected"),
+    [
+        ({"device": -5}, {"device": -5}),
+        ({"non_torch": "-1 MiB", "device": " - 2 MiB"}, {"non_torch": -MiB, "device": -2 * MiB}),
+        ({"reserved_ratio": 0}, {"reserved_ratio": 0.0}),
+        ({"reserved_ratio": "0.0", "peak": 0}, {"reserved_ratio": 0.0, "peak": 0}),
+    ],
+)
+def test_record_takes_the_figures_a_region_can_have(
+    figures: dict[str, object], expected: dict[str, float]
+) -> None:
+    """A recorded figure follows what a measured region writes: device growth may be
+    negative, a ratio 0; a budget of either is still refused."""
+    result = FigureRecorder([].append)("r", **figures)
+    (device,) = result.devices
+    assert {name: device.figures[name] for name in expected} == expected
+
+
+def test_record_takes_numpy_integers() -> None:
+    numpy = pytest.importorskip("numpy")
+    result = FigureRecorder([].append)("r", peak=numpy.int64(5 * MiB), graphs=numpy.uint8(2))
+    (device,) = result.devices
+    assert (device.peak, device.graphs) == (5 * MiB, 2)
+    assert type(device.peak) is int
+
+
+@pytest.mark.parametrize(
+    ("figures", "message"),
+    [
+        ({"peak": -1}, "cgmem_record('r'): peak=-1: a size cannot be negative: -1"),
+        ({"reserved_ratio": -1}, "cgmem_record('r'): reserved_ratio=-1: expected a positive"),
+        ({"device": "--5"}, "cgmem_record('r'): device='--5': a size cannot be negative"),
+    ],
+)
+def test_record_refuses_what_no_region_has(figures: dict[str, object], message: str) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        FigureRecorder([].append)("r", **figures)
+    assert str(info.value).startswith(message)
+
+
 def test_record_a_region_result() -> None:
     got: list[RegionResult] = []
     region = RegionResult(

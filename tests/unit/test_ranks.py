@@ -56,6 +56,7 @@ def fn(rank: int, world_size: int) -> None:
         ({"world_size": -2}, "world_size must be a whole number >= 1, got -2"),
         ({"world_size": True}, "world_size must be a whole number >= 1, got True"),
         ({"world_size": "2"}, "world_size must be a whole number >= 1, got '2'"),
+        ({"world_size": -(10**5000)}, "world_size must be a whole number >= 1, got an integer of"),
         ({"timeout": 0}, "timeout must be a number of seconds > 0, got 0"),
         ({"timeout": -1.5}, "timeout must be a number of seconds > 0, got -1.5"),
         ({"timeout": float("inf")}, "timeout must be a number of seconds > 0, got inf"),
