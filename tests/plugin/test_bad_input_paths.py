@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
+import torch  # imported once here: pytester's inline runs would re-import it each time
 
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
@@ -335,6 +335,9 @@ def test_an_environment_variable_that_is_not_utf8_is_written_and_read_back(
 ) -> None:
     """The environment's undecodable bytes (lone surrogates in Python) are U+FFFD in the
     files: a baseline saved under them is read back by the next run, not refused."""
+    gpu_build = torch.version.cuda is not None or torch.version.hip is not None
+    if variable == "PYTORCH_CUDA_ALLOC_CONF" and gpu_build:
+        pytest.skip("a CUDA build of torch aborts at its import on this setting (its own check)")
     value = "expandable_segments:True,\xff" if variable == "PYTORCH_CUDA_ALLOC_CONF" else "\xff"
     monkeypatch.setenv(variable, os.fsdecode(value.encode("latin-1")))
     pytester.makepyfile(test_rec=RECORDS)
