@@ -57,13 +57,11 @@ class Metric:
     def parse_figure(self, value: object) -> Number:
         """A figure measured elsewhere (``cgmem_record``): as a budget, but a signed
         metric's figure may be negative, and a ratio may be 0, as a region's may."""
-        if self.kind == "ratio" and _is_zero(value):
-            return 0.0
-        if self.signed and self.kind == "bytes":
-            magnitude = _negated(value)
-            if magnitude is not None:
-                return -parse_size(magnitude)
-        return self.parse(value)
+        if self.kind == "bytes":
+            return parse_size(value, signed=self.signed)
+        if self.kind == "count":
+            return parse_count(value)
+        return parse_ratio(value, zero=True)
 
     def format(self, value: Number | None) -> str:
         if value is None:
@@ -158,28 +156,6 @@ _KIND_HINT: dict[Kind, str] = {
     "count": "whole number",
     "ratio": "positive number",
 }
-
-
-def _is_zero(value: object) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return value == 0
-    if isinstance(value, str):
-        try:
-            return float(value) == 0
-        except ValueError:
-            return False
-    return False
-
-
-def _negated(value: object) -> object | None:
-    """``-value`` for a negative int or a string with a leading minus, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-        return -value
-    if isinstance(value, str) and value.strip().startswith("-"):
-        return value.strip()[1:]
-    return None
 
 
 def names(**where: bool) -> tuple[str, ...]:

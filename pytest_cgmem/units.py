@@ -61,14 +61,20 @@ def _too_large() -> CgmemUsageError:
     return CgmemUsageError(f"too large: the most is {MAX_FIGURE}")
 
 
-def parse_size(value: object) -> int:
+def parse_size(value: object, *, signed: bool = False) -> int:
     """Bytes from an int or a string such as ``"1.5 GiB"``, ``"512MiB"``, ``"0"``.
 
     Binary units (KiB..TiB) are powers of 1024, decimal ones (KB..TB) powers of 1000;
     unit letters are case-insensitive. Fractions round to the nearest byte (a tie to the
     even one), exactly: the number is not read through a float, which holds 53 bits.
+    ``signed``: a negative size (``-5``, ``"-1 MiB"``) is taken, as a device figure can be.
     """
     value = _as_int(value)
+    if signed:
+        if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+            return -parse_size(-value)
+        if isinstance(value, str) and value.strip().startswith("-"):
+            return -parse_size(value.strip()[1:])
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CgmemUsageError(
             f"expected bytes as an int or a string like '512 MiB', got {short_repr(value)}"
@@ -153,8 +159,9 @@ def parse_count(value: object) -> int:
     raise CgmemUsageError(f"expected a whole number >= 0, got {short_repr(value)}")
 
 
-def parse_ratio(value: object) -> float:
-    """A positive finite number such as ``1.5`` (reserved_ratio)."""
+def parse_ratio(value: object, *, zero: bool = False) -> float:
+    """A positive finite number such as ``1.5`` (reserved_ratio); ``zero``: 0 too, as a
+    measured figure can be."""
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a number, got {value!r}")
     number: float
@@ -167,8 +174,9 @@ def parse_ratio(value: object) -> float:
         number = parsed
     else:
         raise CgmemUsageError(f"expected a number such as 1.5, got {short_repr(value)}")
-    if not math.isfinite(number) or number <= 0:
-        raise CgmemUsageError(f"expected a positive finite number, got {short_repr(value)}")
+    if not math.isfinite(number) or number < 0 or (number == 0 and not zero):
+        said = "a positive finite number or 0" if zero else "a positive finite number"
+        raise CgmemUsageError(f"expected {said}, got {short_repr(value)}")
     return number
 
 
