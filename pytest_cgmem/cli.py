@@ -18,7 +18,7 @@ from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
 from .results.jsonio import valid_text, write_text
-from .results.outputs import names_folder, output_problem, resolve, same_file
+from .results.outputs import link_problem, names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
 from .units import (
@@ -118,7 +118,7 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
             raise CgmemUsageError(
                 f"{where}: it is the input file {name!r}; give the output its own path"
             )
-    problem = output_problem(target, kind)
+    problem = link_problem(given, Path.cwd(), target, kind) or output_problem(target, kind)
     if problem:
         raise CgmemUsageError(f"{where}: {problem}")
     return target

@@ -183,6 +183,15 @@ def _dir_problem(target: Path) -> str | None:
     return _probe(folder)
 
 
+def link_problem(path: str, base: str | os.PathLike[str], target: Path, kind: str) -> str | None:
+    """Why ``path`` cannot be an output of ``kind`` where it opens something its resolved
+    ``target`` does not name, or None: ``/dev/stdout`` on a pipe resolves to
+    ``/proc/<pid>/fd/pipe:[n]``, a name only the kernel can follow."""
+    if os.path.lexists(target) or not os.path.exists(Path(base) / os.path.expanduser(path)):
+        return None
+    return "it is not a folder" if kind == "dir" else "it is not a regular file"
+
+
 def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[str]:
     """One line per problem: a path that cannot be written, a run file another live run
     is writing, two outputs on one file (an input may share a path with a saved baseline
@@ -193,6 +202,10 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
         target = resolve(output.path, base)
         if not target.name:  # the root: no file can be named there
             found.append(f"{output.where()}: it is a folder")
+            continue
+        problem = link_problem(output.path, base, target, output.kind)
+        if problem:
+            found.append(f"{output.where()}: {problem}")
             continue
         if output.kind in ("run", "file") and names_folder(output.path):
             found.append(f"{output.where()}: it names a folder; give a file path")

@@ -409,9 +409,13 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
     """
     label = f"{what} {os.fspath(path)!r}"
     name = os.path.expanduser(os.fspath(path))
+    if not name:
+        raise CgmemUsageError(f"cgmem: {what}: the path is empty; give a file path")
     if "\0" in name:
         raise CgmemUsageError(f"cgmem: {label}: a path cannot hold a NUL character")
-    if os.path.exists(name) and not (os.path.isfile(name) or os.path.isdir(name)):
+    if os.path.isdir(name):
+        raise CgmemUsageError(f"cgmem: {label} is a folder; give a file path")
+    if os.path.exists(name) and not os.path.isfile(name):
         # a FIFO or a device: reading it could wait forever
         raise CgmemUsageError(f"cgmem: {label} is not a regular file")
     try:
@@ -428,7 +432,7 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
         raise CgmemUsageError(f"cgmem: {label} {exc.lead} {exc}") from None
     except json.JSONDecodeError as exc:
         raise CgmemUsageError(
-            f"cgmem: {label} is not valid JSON (line {exc.lineno}: {exc.msg})"
+            f"cgmem: {label} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     except ValueError as exc:
         raise CgmemUsageError(f"cgmem: {label} is not valid JSON ({exc})") from None

@@ -247,7 +247,7 @@ def test_a_killed_refresh_keeps_the_earlier_tests(
     [
         (None, "cgmem: baseline 'base.json' does not exist"),
         ("", "cgmem: baseline 'base.json' is empty"),
-        ("{not json", "cgmem: baseline 'base.json' is not valid JSON (line 1: *)"),
+        ("{not json", "cgmem: baseline 'base.json' is not valid JSON (line 1, column 2: *)"),
         (
             '{"schema": "pytest-cgmem/9", "tests": []}',
             "cgmem: baseline 'base.json' has schema 'pytest-cgmem/9'; *",

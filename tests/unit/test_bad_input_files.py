@@ -258,6 +258,11 @@ def test_a_nul_in_a_run_file_path_is_one_line() -> None:
     assert refused("a\x00b.json").endswith("a path cannot hold a NUL character")
 
 
+def test_an_empty_path_or_a_folder_as_a_run_file_is_one_line(tmp_path: Path) -> None:
+    assert refused("") == "cgmem: run file: the path is empty; give a file path"
+    assert refused(tmp_path) == f"cgmem: run file {str(tmp_path)!r} is a folder; give a file path"
+
+
 # -- 7: the legacy TOML table in any TOML ini file --------------------------------------
 
 

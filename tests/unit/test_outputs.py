@@ -200,3 +200,22 @@ def test_same_file_sees_through_hard_links(tmp_path: Path) -> None:
     assert same_file(tmp_path / "a.json", tmp_path / "b.json")
     assert same_file(tmp_path / "c.json", tmp_path / "c.json")
     assert not same_file(tmp_path / "a.json", tmp_path / "c.json")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc/self/fd")
+@pytest.mark.parametrize(
+    ("kind", "problem"), [("run", "it is not a regular file"), ("dir", "it is not a folder")]
+)
+def test_a_path_only_the_kernel_follows_is_named_as_given(
+    tmp_path: Path, kind: str, problem: str
+) -> None:
+    """``/dev/stdout`` on a pipe resolves to ``/proc/<pid>/fd/pipe:[n]``, which no folder
+    holds: the problem is what the path opens, not a folder under /proc."""
+    read, write = os.pipe()
+    try:
+        given = f"/proc/self/fd/{write}"
+        found = problems([Output("--cgmem-json", given, kind)], tmp_path)
+    finally:
+        os.close(read)
+        os.close(write)
+    assert found == [f"--cgmem-json={given!r}: {problem}"]

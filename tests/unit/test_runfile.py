@@ -165,7 +165,7 @@ GOOD = runfile.build_run([entry()], MACHINE, None)
         (None, "does not exist"),
         ("", "is empty"),
         ("  \n", "is empty"),
-        ('{"schema": "pytest-cgmem/1", "tests": [', "is not valid JSON (line 1"),
+        ('{"schema": "pytest-cgmem/1", "tests": [', "is not valid JSON (line 1, column 40: "),
         ("[1, 2]", "is not a pytest-cgmem run file"),
         ('{"tests": []}', "is not a pytest-cgmem run file"),
         ('{"schema": "pytest-cgmem/0", "tests": []}', "has schema 'pytest-cgmem/0'"),
