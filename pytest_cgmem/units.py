@@ -33,6 +33,12 @@ MAX_FIGURE = 2**63 - 1
 int64, and a larger value would overflow the floats figures are formatted and compared in."""
 
 
+MAX_SIGNED_FIGURE = MAX_FIGURE // 2
+"""The largest size either side of 0 for a figure that may be negative (``device``,
+``non_torch``): the change between two such figures, a baseline's and a run's, is then a
+whole number a run file can hold."""
+
+
 class CgmemUsageError(ValueError):
     """A value given by the user (mark, option, ini key, file) that cannot be used."""
 
@@ -67,14 +73,20 @@ def parse_size(value: object, *, signed: bool = False) -> int:
     Binary units (KiB..TiB) are powers of 1024, decimal ones (KB..TB) powers of 1000;
     unit letters are case-insensitive. Fractions round to the nearest byte (a tie to the
     even one), exactly: the number is not read through a float, which holds 53 bits.
-    ``signed``: a negative size (``-5``, ``"-1 MiB"``) is taken, as a device figure can be.
+    ``signed``: a negative size (``-5``, ``"-1 MiB"``) is taken, as a device figure can be,
+    within ``MAX_SIGNED_FIGURE`` either side of 0.
     """
     value = _as_int(value)
     if signed:
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-            return -parse_size(-value)
-        if isinstance(value, str) and value.strip().startswith("-"):
-            return -parse_size(value.strip()[1:])
+            negative, magnitude = True, parse_size(-value)
+        elif isinstance(value, str) and value.strip().startswith("-"):
+            negative, magnitude = True, parse_size(value.strip()[1:])
+        else:
+            negative, magnitude = False, parse_size(value)
+        if magnitude > MAX_SIGNED_FIGURE:
+            raise CgmemUsageError(f"too large: the most either side of 0 is {MAX_SIGNED_FIGURE}")
+        return -magnitude if negative else magnitude
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise CgmemUsageError(
             f"expected bytes as an int or a string like '512 MiB', got {short_repr(value)}"

@@ -562,6 +562,10 @@ def _shown(value: Any) -> str:
     return f"{kind} {text}"
 
 
+_BOUNDS = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">"}
+"""The schema's bounds on a number, as a refusal writes each."""
+
+
 def _expected(error: Any) -> str:
     """What the schema expected where ``error`` (a jsonschema ValidationError) is."""
     rule, value, instance = error.validator, error.validator_value, error.instance
@@ -577,8 +581,8 @@ def _expected(error: Any) -> str:
         return f"expected one of {', '.join(json.dumps(v) for v in value)}, got {_shown(instance)}"
     if rule == "const":
         return f"expected {json.dumps(value)}, got {_shown(instance)}"
-    if rule in ("minimum", "exclusiveMinimum"):
-        return f"expected a number >= {value}, got {_shown(instance)}"
+    if rule in _BOUNDS:
+        return f"expected a number {_BOUNDS[rule]} {value}, got {_shown(instance)}"
     if rule == "pattern":
         return f"expected a plain file name, got {_shown(instance)}"
     message = str(error.message)

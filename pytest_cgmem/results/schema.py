@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any
 
 from ..metrics import METRICS
+from ..units import MAX_SIGNED_FIGURE
 from .records import Details
 
 _JSON_TYPES = {"bytes": "integer", "count": "integer", "ratio": "number"}
@@ -34,10 +35,6 @@ _DETAIL_DOCS = {
 _PY_TYPES = {"int": "integer", "str": "string", "bool": "boolean", "float": "number"}
 
 
-SIGNED_METRICS = frozenset({"device", "non_torch"})
-"""The metrics that may be negative: the driver's figure shrinks where the region emptied
-torch's cache or, where NVML cannot tell processes apart, another process freed memory.
-Every other figure is a count, a ratio or a growth above the region's start."""
 _BYTES_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
 GRAPH_FIGURES: dict[str, Any] = {
     "type": "object",
@@ -121,7 +118,9 @@ def device_schema() -> dict[str, Any]:
             "type": [_JSON_TYPES[metric.kind], "null"],
             "description": metric.doc,
         }
-        if metric.name not in SIGNED_METRICS:
+        if metric.signed:
+            properties[metric.name].update(minimum=-MAX_SIGNED_FIGURE, maximum=MAX_SIGNED_FIGURE)
+        else:
             properties[metric.name]["minimum"] = 0
     for field in fields(Details):
         properties[field.name] = {

@@ -19,6 +19,7 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 import pytest_cgmem
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import journal, runfile
+from pytest_cgmem.units import MAX_SIGNED_FIGURE
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
 # runs load neither (tests/conftest.py)
@@ -392,6 +393,47 @@ def test_a_nan_figure_is_refused_naming_the_test_and_the_run_fails(
     assert nodeids(doc) == ["test_fine"]
     assert doc["incomplete_reason"] == "the figures of 1 test(s) could not be written"
     assert len(raw(pytester.path / "gab.json")) == 1
+
+
+def test_a_baseline_at_the_signed_figures_limits_keeps_the_test_s_record(
+    pytester: pytest.Pytester,
+) -> None:
+    """A device figure may be negative: the change from a baseline's most negative figure
+    to a run's largest still fits a run file, so the test's figures are written."""
+    most = MAX_SIGNED_FIGURE
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_device(cgmem_record):
+            cgmem_record("load", device=int(os.environ.get("DEVICE", "0")))
+        """
+    )
+    pytester.runpytest("--cgmem-save-baseline=base.json").assert_outcomes(passed=1)
+    doc = raw(pytester.path / "base.json")
+    doc["tests"][0]["regions"][0]["devices"][0]["device"] = -most
+    (pytester.path / "base.json").write_text(json.dumps(doc))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("DEVICE", str(most))
+        result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-json=run.json")
+    result.assert_outcomes(failed=1)
+    (test,) = runfile.load_run(pytester.path / "run.json")["tests"]
+    (regression,) = test["baseline"]["regressions"]
+    assert (regression["baseline"], regression["value"], regression["change"]) == (
+        -most,
+        most,
+        2 * most,
+    )
+
+    doc["tests"][0]["regions"][0]["devices"][0]["device"] = -most - 1
+    (pytester.path / "base.json").write_text(json.dumps(doc))
+    result = pytester.runpytest("--cgmem-baseline=base.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert [x for x in result.stderr.lines if x.strip()] == [
+        "ERROR: cgmem: baseline 'base.json' does not match the run-file schema at "
+        f"$.tests[0].regions[0].devices[0].device: expected a number >= {-most}, "
+        f"got integer {-most - 1}"
+    ]
 
 
 # -- exact formats ------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from pytest_cgmem.fixture import FigureRecorder
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
-from pytest_cgmem.units import MAX_FIGURE, CgmemUsageError
+from pytest_cgmem.units import MAX_FIGURE, MAX_SIGNED_FIGURE, CgmemUsageError
 
 MiB = 2**20
 
@@ -63,6 +63,21 @@ def test_record_refuses_what_no_region_has(figures: dict[str, object], message: 
     with pytest.raises(CgmemUsageError) as info:
         FigureRecorder([].append)("r", **figures)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("metric", ["device", "non_torch"])
+def test_a_signed_figure_stays_within_half_the_range(metric: str) -> None:
+    """So the change between a baseline's figure and a run's fits a run file."""
+    record = FigureRecorder([].append)
+    for figure in (MAX_SIGNED_FIGURE, -MAX_SIGNED_FIGURE, str(-MAX_SIGNED_FIGURE)):
+        (device,) = record("r", **{metric: figure}).devices
+        assert device.figures[metric] == int(figure)
+    for figure in (MAX_SIGNED_FIGURE + 1, -MAX_SIGNED_FIGURE - 1, "-5000000 TiB"):
+        with pytest.raises(CgmemUsageError) as info:
+            record("r", **{metric: figure})
+        assert str(info.value).endswith(
+            f"too large: the most either side of 0 is {MAX_SIGNED_FIGURE}"
+        )
 
 
 def test_record_a_region_result() -> None:

@@ -18,7 +18,7 @@ from pytest_cgmem.metrics import METRICS
 from pytest_cgmem.results import exporters, journal, jsonio, runfile
 from pytest_cgmem.results.records import Details, DeviceFigures, RegionResult, judged_violations
 from pytest_cgmem.results.records import TestRecord as TestEntry
-from pytest_cgmem.units import CgmemUsageError, Tolerance
+from pytest_cgmem.units import MAX_SIGNED_FIGURE, CgmemUsageError, Tolerance
 
 MiB = 2**20
 MACHINE = {**runfile.base_machine(), "gpus": ["NVIDIA H200"], "driver": "580", "torch": "2.11"}
@@ -653,13 +653,33 @@ def test_possible_capture_sizes_are_read(tmp_path: Path, doc: dict[str, Any]) ->
     runfile.load_run(write(tmp_path, doc))
 
 
-@pytest.mark.parametrize(("metric", "value"), [("device", -LARGEST), ("non_torch", -(2**30))])
+@pytest.mark.parametrize(
+    ("metric", "value"), [("device", -MAX_SIGNED_FIGURE), ("non_torch", -(2**30))]
+)
 def test_the_driver_figures_may_be_negative(tmp_path: Path, metric: str, value: int) -> None:
     """The driver's figure shrinks where the region freed memory it did not allocate."""
     doc = good()
     doc["tests"][0]["regions"][0]["devices"][0][metric] = value
     loaded = runfile.load_run(write(tmp_path, doc))
     assert loaded["tests"][0]["regions"][0]["devices"][0][metric] == value
+
+
+@pytest.mark.parametrize("metric", ["device", "non_torch"])
+@pytest.mark.parametrize(("value", "expected"), [(-1, ">="), (1, "<=")])
+def test_a_driver_figure_beyond_half_the_range_is_refused(
+    tmp_path: Path, metric: str, value: int, expected: str
+) -> None:
+    """The change between two figures of ±(2**62 - 1) is a whole number a file can hold;
+    one further is not (a test's figures would be left out of the run file)."""
+    beyond = value * (MAX_SIGNED_FIGURE + 1)
+    doc = good()
+    doc["tests"][0]["regions"][0]["devices"][0][metric] = beyond
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(write(tmp_path, doc))
+    assert str(info.value).endswith(
+        f"at $.tests[0].regions[0].devices[0].{metric}: expected a number {expected} "
+        f"{value * MAX_SIGNED_FIGURE}, got integer {beyond}"
+    )
 
 
 def test_every_reader_takes_the_largest_numbers_a_file_may_hold(tmp_path: Path) -> None:
@@ -672,7 +692,7 @@ def test_every_reader_takes_the_largest_numbers_a_file_may_hold(tmp_path: Path) 
     test = doc["tests"][0]
     test["budget"] = {"peak": LARGEST, "graphs": LARGEST, "reserved_ratio": 1e300}
     test["tolerance"] = {"abs": LARGEST, "rel": 1e300}
-    test["regions"][0]["devices"][0].update(peak=LARGEST, device=-LARGEST, graphs=LARGEST)
+    test["regions"][0]["devices"][0].update(peak=LARGEST, device=-MAX_SIGNED_FIGURE, graphs=LARGEST)
     loaded = runfile.load_run(write(tmp_path, doc))
     small = good()
     Baseline("b.json", loaded).check(
