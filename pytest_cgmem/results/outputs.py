@@ -94,6 +94,9 @@ _HEAD = 4096
 _PARSED_AT_MOST = 64 * 2**20
 _RUN_FILE_START = re.compile(rb'\A\s*\{\s*"schema"\s*:\s*"pytest-cgmem/')
 _JOURNAL_START = b'{"journal":"pytest-cgmem/'
+"""A journal's first bytes as the plugin writes them (a first write cut short is a prefix)."""
+_JOURNAL_HEADER = re.compile(rb'\A\s*\{\s*"journal"\s*:\s*"pytest-cgmem/')
+"""A journal's first line as its reader takes it: JSON, spaced or not."""
 
 
 def output_problem(target: Path, kind: str) -> str | None:
@@ -137,7 +140,7 @@ def _looks_like(path: Path, kind: str) -> bool:
     if not start and size <= len(head):
         return True
     if kind == "journal":
-        return head.startswith(_JOURNAL_START) or _JOURNAL_START.startswith(head)
+        return _JOURNAL_HEADER.match(head) is not None or _JOURNAL_START.startswith(head)
     if kind == "html":
         return start[:14].lower().startswith((b"<!doctype html", b"<html"))
     if kind == "run" and _RUN_FILE_START.match(head):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pytest_cgmem.results import journal, runfile
+from pytest_cgmem.results import journal, outputs, runfile
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 from pytest_cgmem.units import CgmemUsageError
 
@@ -222,6 +222,21 @@ def test_missing_or_foreign_journal(tmp_path: Path) -> None:
     assert (
         "its journal 'run.json.journal' is missing" in runfile.load_run(path)["incomplete_reason"]
     )
+
+
+def test_a_spaced_journal_is_ours_to_its_reader_and_to_the_output_check(tmp_path: Path) -> None:
+    """JSON written with spaces after the colons (by hand, or by another tool) is still a
+    journal: the reader folds its tests in, and a new run may replace it."""
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    written.close()
+    spaced = journal.journal_path(path)
+    lines = spaced.read_text().splitlines()
+    spaced.write_text("".join(json.dumps(json.loads(line)) + "\n" for line in lines))
+    assert spaced.read_text().startswith('{"journal": "pytest-cgmem/1", ')
+    assert [t["nodeid"] for t in runfile.load_run(path)["tests"]] == ["t.py::a"]
+    assert outputs.existing_problem(spaced, "journal") is None
 
 
 HOLD = """

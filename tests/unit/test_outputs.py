@@ -183,6 +183,7 @@ def test_an_option_that_would_replace_another_file_is_refused(
         ),
         (lambda p: p.write_text('{"journal":"pytest-cgmem/1","run":"r"}\n{"test":{}}\n'), None),
         (lambda p: p.write_text('{"journal":"pyt'), None),  # its first write, under way
+        (lambda p: p.write_text('{ "journal": "pytest-cgmem/1", "run": "r" }\n'), None),
         (lambda p: p.write_text(""), None),
     ],
 )
