@@ -25,6 +25,9 @@ START_METHODS = ("forkserver", "spawn")
 """How rank processes start: ``forkserver`` (the default, torch imported once by the
 server) or ``spawn`` (a fresh interpreter per rank). ``fork`` is refused: CUDA breaks in a
 child forked from a process that started it."""
+MOST_RANKS = 1024
+"""The most ranks one call starts: each is a process on this host (a larger number is a
+typo, and would start processes until the host runs out)."""
 _WHERE = "cgmem.distributed"
 _DETAIL_LINES = 30
 
@@ -57,9 +60,14 @@ def launch_arguments(
     __tracebackhide__ = True
     if not callable(fn):
         raise CgmemUsageError(f"{_WHERE}: fn must be a function fn(rank, world_size), got {fn!r}")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+    if (
+        isinstance(world_size, bool)
+        or not isinstance(world_size, int)
+        or not 1 <= world_size <= MOST_RANKS
+    ):
         raise CgmemUsageError(
-            f"{_WHERE}: world_size must be a whole number >= 1, got {short_repr(world_size)}"
+            f"{_WHERE}: world_size must be a whole number from 1 to {MOST_RANKS}, "
+            f"got {short_repr(world_size)}"
         )
     if not isinstance(backend, str) or not backend.strip():
         raise CgmemUsageError(

@@ -161,7 +161,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     for usage in (
         "fn must be picklable, i.e. a function defined at the top level of an importable "
         "module; 'test_not_picklable.<locals>.<lambda>' is not *",
-        "world_size must be a whole number >= 1, got 0",
+        "world_size must be a whole number from 1 to 1024, got 0",
         "timeout must be a number of seconds > 0, got -1",
     ):
         result.stdout.fnmatch_lines([f"E*CgmemUsageError: cgmem.distributed: {usage}"])

@@ -52,11 +52,15 @@ def fn(rank: int, world_size: int) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"world_size": 0}, "world_size must be a whole number >= 1, got 0"),
-        ({"world_size": -2}, "world_size must be a whole number >= 1, got -2"),
-        ({"world_size": True}, "world_size must be a whole number >= 1, got True"),
-        ({"world_size": "2"}, "world_size must be a whole number >= 1, got '2'"),
-        ({"world_size": -(10**5000)}, "world_size must be a whole number >= 1, got an integer of"),
+        ({"world_size": 0}, "world_size must be a whole number from 1 to 1024, got 0"),
+        ({"world_size": -2}, "world_size must be a whole number from 1 to 1024, got -2"),
+        ({"world_size": True}, "world_size must be a whole number from 1 to 1024, got True"),
+        ({"world_size": "2"}, "world_size must be a whole number from 1 to 1024, got '2'"),
+        (
+            {"world_size": -(10**5000)},
+            "world_size must be a whole number from 1 to 1024, got an integer of",
+        ),
+        ({"world_size": 1025}, "world_size must be a whole number from 1 to 1024, got 1025"),
         ({"timeout": 0}, "timeout must be a number of seconds > 0, got 0"),
         ({"timeout": -1.5}, "timeout must be a number of seconds > 0, got -1.5"),
         ({"timeout": float("inf")}, "timeout must be a number of seconds > 0, got inf"),
