@@ -21,10 +21,10 @@ from .checks.graph_sizes import (
     uncovered_sizes,
 )
 from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
-from .metrics import METRICS, names
+from .metrics import METRICS, Number, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
-from .results.records import DeviceFigures, RegionResult
+from .results.records import Details, DeviceFigures, RegionResult
 from .units import MAX_FIGURE, CgmemUsageError, as_float, parse_size, short_repr
 
 if TYPE_CHECKING:
@@ -353,6 +353,14 @@ class CgmemFixture:
         return [base, *after]
 
 
+_RECORDED = Details(device_source="recorded")
+
+
+def _recording(label: str) -> str:
+    """How a refusal of ``cgmem_record`` names the call (made only for a refusal)."""
+    return f"cgmem_record({short_repr(label)})"
+
+
 class FigureRecorder:
     """``cgmem_record("load", peak="1.2 GiB", reserved=..., device_index=0)``.
 
@@ -405,27 +413,31 @@ class FigureRecorder:
             self._add(result)
             return result
         _region_label("cgmem_record", label, "label")
-        where = f"cgmem_record({label!r})"
         if not figures:
-            raise CgmemUsageError(f"{where}: give at least one figure, e.g. peak='1 GiB'")
-        values: dict[str, object] = {}
+            raise CgmemUsageError(
+                f"{_recording(label)}: give at least one figure, e.g. peak='1 GiB'"
+            )
+        values: dict[str, Number | None] = dict.fromkeys(METRICS)
         for name, value in figures.items():
             metric = METRICS.get(name)
             if metric is None:
                 raise CgmemUsageError(
-                    f"{where}: unknown figure {name!r} (valid: {', '.join(METRICS)})"
+                    f"{_recording(label)}: unknown figure {short_repr(name)} "
+                    f"(valid: {', '.join(METRICS)})"
                 )
             try:
                 values[name] = metric.parse_figure(value)
             except CgmemUsageError as exc:
-                raise CgmemUsageError(f"{where}: {name}={short_repr(value)}: {exc}") from None
+                raise CgmemUsageError(
+                    f"{_recording(label)}: {name}={short_repr(value)}: {exc}"
+                ) from None
         if (
             isinstance(device_index, bool)
             or not isinstance(device_index, int)
             or not 0 <= device_index <= MAX_FIGURE
         ):
             raise CgmemUsageError(  # the run file holds no whole number beyond MAX_FIGURE
-                f"{where}: device_index must be an int from 0 to {MAX_FIGURE}, "
+                f"{_recording(label)}: device_index must be an int from 0 to {MAX_FIGURE}, "
                 f"got {short_repr(device_index)}"
             )
         if (
@@ -435,10 +447,10 @@ class FigureRecorder:
             or seconds < 0
         ):
             raise CgmemUsageError(
-                f"{where}: seconds must be a finite number >= 0, got {short_repr(seconds)}"
+                f"{_recording(label)}: seconds must be a finite number >= 0, "
+                f"got {short_repr(seconds)}"
             )
-        unknown = {name: None for name in METRICS if name not in values}
-        device = DeviceFigures(device_index, device_source="recorded", **values, **unknown)
+        device = DeviceFigures.of(device_index, values, _RECORDED)
         extra = {**self._ranked, "recorded": sorted(figures)}
         result = RegionResult(label, (device,), float(seconds), None, extra)
         self._add(result)

@@ -36,7 +36,7 @@ def parse_budget(values: Mapping[str, object], also_valid: tuple[str, ...] = ())
         metric = METRICS.get(key)
         if metric is None:
             valid = ", ".join((*METRICS, *also_valid))
-            raise CgmemUsageError(f"unknown budget keyword {key!r} (valid: {valid})")
+            raise CgmemUsageError(f"unknown budget keyword {short_repr(key)} (valid: {valid})")
         try:
             limits[key] = metric.parse(value)
         except CgmemUsageError as exc:
@@ -59,9 +59,11 @@ def split_assignments(text: str) -> dict[str, str]:
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip().rstrip(",").strip()
         if not sep or not key.isidentifier() or not value:
-            raise CgmemUsageError(f"cannot read {item!r}: expected key=value, e.g. peak=4GiB")
+            raise CgmemUsageError(
+                f"cannot read {short_repr(item)}: expected key=value, e.g. peak=4GiB"
+            )
         if key in result:
-            raise CgmemUsageError(f"{key!r} given twice in {text!r}")
+            raise CgmemUsageError(f"{short_repr(key)} given twice in {short_repr(text)}")
         result[key] = value
     return result
 

@@ -440,7 +440,7 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
         raise CgmemUsageError(f"cgmem: {label} is not a pytest-cgmem run file")
     if data["schema"] != SCHEMA_ID:
         raise CgmemUsageError(
-            f"cgmem: {label} has schema {data['schema']!r}; this pytest-cgmem "
+            f"cgmem: {label} has schema {short_repr(data['schema'])}; this pytest-cgmem "
             f"reads {SCHEMA_ID!r} (save it again with this version)"
         )
     problem = _shape_problem(data)  # loads refused what no result file may hold already

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pytest_cgmem.checks import graph_sizes
 from pytest_cgmem.checks.budgets import parse_budget, parse_budget_string
+from pytest_cgmem.fixture import FigureRecorder
 from pytest_cgmem.results import graphfigures, journal, runfile
 from pytest_cgmem.results.baseline import parse_tolerance
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
@@ -318,3 +319,46 @@ def test_a_mark_s_bare_fraction_is_refused_as_the_option_refuses_it() -> None:
     with pytest.raises(CgmemUsageError) as mark:
         parse_tolerance("0.05")
     assert str(mark.value).endswith(f"({said})")
+
+
+LONG = "x" * 500
+SHORTENED = f"'{'x' * 39}...{'x' * 11}' (502 characters)"
+"""How ``short_repr`` writes ``LONG`` in a message."""
+
+
+def _refusal(call: Any) -> str:
+    with pytest.raises(CgmemUsageError) as info:
+        call()
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: parse_budget({LONG: 1}), f"unknown budget keyword {SHORTENED} (valid: peak, "),
+        (lambda: parse_budget_string(LONG), f"cannot read {SHORTENED}: expected key=value"),
+        (
+            lambda: parse_budget_string("peak=1 peak=2 " + "leak=1 " * 80),
+            "'peak' given twice in 'peak=1 peak=2 leak=1 leak=1 leak=1 leak...",
+        ),
+        (lambda: FigureRecorder([].append)(LONG, peak=-1), f"cgmem_record({SHORTENED}): peak=-1"),
+        (
+            lambda: FigureRecorder([].append)("r", **{LONG: 1}),
+            f"cgmem_record('r'): unknown figure {SHORTENED} (valid: peak, ",
+        ),
+    ],
+    ids=["mark keyword", "budget item", "budget key twice", "record label", "record figure"],
+)
+def test_a_long_value_is_cut_short_in_its_message(call: Any, message: str) -> None:
+    said = _refusal(call)
+    assert said.startswith(message) and len(said) < 300
+
+
+def test_a_long_schema_is_cut_short_in_its_message(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"schema": LONG, "tests": []}))
+    said = _refusal(lambda: runfile.load_run(path))
+    assert said == (
+        f"cgmem: run file {str(path)!r} has schema {SHORTENED}; this pytest-cgmem reads "
+        "'pytest-cgmem/1' (save it again with this version)"
+    )
