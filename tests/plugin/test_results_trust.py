@@ -802,6 +802,8 @@ def test_many(cgmem_record, i):
     cgmem_record("load", peak=(i + 1) * 2**20)
 
 def test_zz_kill_the_controller():
+    # only an xdist worker's parent is this run's controller (else it is the outer test's)
+    assert os.environ.get("PYTEST_XDIST_WORKER"), "not in an xdist worker"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # until the controller has journaled the other ten
         with open("run.json.journal") as f:
