@@ -33,10 +33,21 @@ from .units import (
 T = TypeVar("T")
 
 
+def _version() -> str:
+    """The installed pytest-cgmem's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-cgmem")
+    except PackageNotFoundError:  # run from a tree nobody installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cgmem", description="Compare, merge and report pytest-cgmem run files."
     )
+    parser.add_argument("--version", action="version", version=f"cgmem (pytest-cgmem {_version()})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     compare = sub.add_parser(

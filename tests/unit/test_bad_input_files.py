@@ -449,3 +449,15 @@ def test_a_journal_line_with_a_newline_in_a_label_is_refused() -> None:
     assert (
         problem == r"$.test.regions[0].label: 'a\nb' holds a control character (a newline, a tab)"
     )
+
+
+def test_the_command_says_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    said = f"cgmem (pytest-cgmem {version('pytest-cgmem')})"
+    assert capsys.readouterr().out == said + "\n"
+    docs = Path(__file__).parents[2] / "docs" / "cli.md"
+    assert f"`{said}`" in docs.read_text()  # as docs/cli.md quotes it
