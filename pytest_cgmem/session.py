@@ -1166,10 +1166,10 @@ class CgmemSession:
             raise
         self.started = True
 
-    def _journal(self, kind: str, data: Any) -> None:
+    def _journal(self, kind: str, data: Any, text: str | None = None) -> None:
         for what, given, journal in self._journals:
             try:
-                journal.append(kind, data)
+                journal.append(kind, data, text)
             except OSError as exc:  # the final file may still be written: a warning
                 message = (
                     f"cgmem: warning: could not journal {what} {given!r} to {journal.path} "
@@ -1265,13 +1265,17 @@ class CgmemSession:
     def _take(self, record: TestRecord | None, data: Mapping[str, Any] | None) -> None:
         """Keep a measured test's record (a rerun replaces the earlier attempt) and, when
         this run writes files, journal its run-file form at once."""
+        text = None
         if self.started:
-            from .results.runfile import nonfinite_problem, plain_record
+            from .results.jsonio import clean_text
+            from .results.runfile import nonfinite_problem, record_entry
 
             if data is None:
                 assert record is not None
-                data = plain_record(record)
-            problem = nonfinite_problem(data)
+                data, text = record_entry(record)
+            else:
+                text = clean_text(data)
+            problem = None if text is not None else nonfinite_problem(data)
             if problem:
                 self.refused.append(problem)
                 self.errors.append(problem)
@@ -1287,7 +1291,7 @@ class CgmemSession:
         if data is not None:
             self.tests.pop(nodeid, None)
             self.tests[nodeid] = dict(data)
-            self._journal("test", data)
+            self._journal("test", data, text)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

@@ -178,19 +178,26 @@ class Journal:
         return journal
 
     def _write(self, data: Mapping[str, Any]) -> None:
+        self._write_line(dumps_line(dict(data)))
+
+    def _write_line(self, text: str) -> None:
         if self._fd is None:
             raise OSError(f"the journal {str(self.path)!r} is closed")
-        line = dumps_line(dict(data)).encode("utf-8")
+        line = text.encode("utf-8")
         while line:
             written = os.write(self._fd, line)
             line = line[written:]
 
-    def append(self, kind: str, data: Any) -> None:
+    def append(self, kind: str, data: Any, text: str | None = None) -> None:
         """One line: ``{kind: data}``; it is in the operating system's hands on return, so it
-        outlives the process (a power loss may still take it: nothing is fsynced per test)."""
+        outlives the process (a power loss may still take it: nothing is fsynced per test).
+        ``text``: ``data`` already written as ``clean_text`` writes it (then not again)."""
         if kind not in KINDS:
             raise ValueError(f"unknown journal line {kind!r}")
-        self._write({kind: data})
+        if text is None:
+            self._write({kind: data})
+        else:
+            self._write_line(f'{{"{kind}":{text}}}\n')
 
     def finish(self, document: Mapping[str, Any]) -> None:
         """The whole run file in place of the stub (atomically), then no journal."""

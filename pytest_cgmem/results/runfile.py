@@ -32,6 +32,7 @@ from . import journal
 from .jsonio import (
     NonFiniteError,
     Refused,
+    clean_text,
     loads,
     path_of,
     quick_refusal,
@@ -64,6 +65,16 @@ def schema() -> dict[str, Any]:
 _PLAIN = frozenset((str, int, bool, type(None)))
 
 
+def _key(key: object) -> str:
+    """A mapping's key as JSON writes one (``True`` as ``"true"``, ``None`` as ``"null"``),
+    so that ``_jsonable`` agrees with ``clean_text``; any other key as its ``str``."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return str(key)
+
+
 def _jsonable(value: Any, finite: bool = True) -> Any:
     """Plain JSON data: tuples become lists, odd objects their ``str``; with ``finite``,
     NaN and ±Infinity become None (for ``extra``, the details other parts add; a figure
@@ -74,7 +85,7 @@ def _jsonable(value: Any, finite: bool = True) -> Any:
     if kind is float:
         return None if finite and not math.isfinite(value) else value
     if kind is dict or isinstance(value, Mapping):
-        return {str(k): _jsonable(v, finite) for k, v in value.items()}
+        return {k if type(k) is str else _key(k): _jsonable(v, finite) for k, v in value.items()}
     if kind is list or isinstance(value, (list, tuple, set, frozenset)):
         return [_jsonable(v, finite) for v in value]
     if isinstance(value, float):
@@ -141,6 +152,18 @@ def plain_record(record: TestRecord) -> dict[str, Any]:
     plain: dict[str, Any] = _jsonable(data, finite=False)
     plain["regions"] = [plain_region(r) for r in record.regions]
     return plain
+
+
+def record_entry(record: TestRecord) -> tuple[dict[str, Any], str | None]:
+    """A record's run-file form, as ``plain_record`` makes it, and that form as
+    ``clean_text`` writes it, or None where it may hold what a run file refuses (then
+    ``nonfinite_problem`` says). A measured test's record takes one pass at C speed, each
+    test's end, instead of a walk, a check and a journal line's encoding."""
+    text = clean_text(record.to_dict())
+    if text is None:
+        return plain_record(record), None
+    plain: dict[str, Any] = json.loads(text)
+    return plain, text
 
 
 def nonfinite_problem(test: Mapping[str, Any]) -> str | None:
