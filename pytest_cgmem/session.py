@@ -390,7 +390,9 @@ class CgmemSession:
         self.settings = settings
         #: the run's records, by node id (a rerun replaces the earlier attempt)
         self.records: dict[str, TestRecord] = {}
-        self.tests: dict[str, dict[str, Any]] = {}
+        #: each measured test's run-file form as its journal line holds it (JSON), read
+        #: back when the run file is written
+        self.tests: dict[str, str] = {}
         self.machine: dict[str, Any] | None = None
         self.workers_lost: list[dict[str, Any]] = []
         #: lost workers whose test pytest-rerunfailures ran again: nothing of it is lost
@@ -1267,19 +1269,24 @@ class CgmemSession:
         this run writes files, journal its run-file form at once."""
         text = None
         if self.started:
-            from .results.jsonio import clean_text
-            from .results.runfile import nonfinite_problem, record_entry
+            from .results.jsonio import clean_text, compact
+            from .results.runfile import nonfinite_problem, plain_record, record_text
 
             if data is None:
                 assert record is not None
-                data, text = record_entry(record)
+                text = record_text(record)
             else:
                 text = clean_text(data)
-            problem = None if text is not None else nonfinite_problem(data)
-            if problem:
-                self.refused.append(problem)
-                self.errors.append(problem)
-                return
+            if text is None:  # walked, as the quick pass could not clear it
+                if data is None:
+                    assert record is not None
+                    data = plain_record(record)
+                problem = nonfinite_problem(data)
+                if problem:
+                    self.refused.append(problem)
+                    self.errors.append(problem)
+                    return
+                text = compact(data)
         if record is None:
             assert data is not None
             from pytest_cgmem.results.records import TestRecord
@@ -1288,10 +1295,10 @@ class CgmemSession:
         nodeid = record.nodeid
         self.records.pop(nodeid, None)
         self.records[nodeid] = record
-        if data is not None:
+        if text is not None:
             self.tests.pop(nodeid, None)
-            self.tests[nodeid] = dict(data)
-            self._journal("test", data, text)
+            self.tests[nodeid] = text
+            self._journal("test", None, text)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
@@ -1399,12 +1406,14 @@ class CgmemSession:
             self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
             return
+        import json
+
         from .results import runfile
         from .results.exporters import gab_entries
 
         reasons = self._reasons(session, exitstatus)
         document = runfile.build_run(
-            self.tests.values(),
+            [json.loads(text) for text in self.tests.values()],
             self._run_machine(),
             self._commit,
             settings=self._settings_data(),

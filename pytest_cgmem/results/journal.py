@@ -191,7 +191,8 @@ class Journal:
     def append(self, kind: str, data: Any, text: str | None = None) -> None:
         """One line: ``{kind: data}``; it is in the operating system's hands on return, so it
         outlives the process (a power loss may still take it: nothing is fsynced per test).
-        ``text``: ``data`` already written as ``clean_text`` writes it (then not again)."""
+        ``text``: the data already written as ``compact`` writes it (``data`` is then not
+        read)."""
         if kind not in KINDS:
             raise ValueError(f"unknown journal line {kind!r}")
         if text is None:

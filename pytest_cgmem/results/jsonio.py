@@ -284,7 +284,7 @@ def clean_text(data: Any) -> str | None:
     and fewer than ``DEEPEST`` brackets. None otherwise (``refusal`` then walks it, and may
     still find nothing: 19 digits in a string, a surrogate pair)."""
     try:
-        text: str = _LINE_ENCODER.encode(data)
+        text = compact(data)
     except (ValueError, TypeError, RecursionError):
         return None
     if (
@@ -343,9 +343,15 @@ def valid_text(text: str) -> str:
         return _SURROGATE.sub("\ufffd", text)
 
 
+def compact(data: Any) -> str:
+    """JSON with no NaN and no spaces, as a journal line holds it."""
+    text: str = _LINE_ENCODER.encode(data)
+    return text
+
+
 def dumps_line(data: Any) -> str:
     """One line of JSON (no NaN), with its newline: a journal line."""
-    return _LINE_ENCODER.encode(data) + "\n"
+    return compact(data) + "\n"
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

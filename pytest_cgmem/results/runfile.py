@@ -154,16 +154,12 @@ def plain_record(record: TestRecord) -> dict[str, Any]:
     return plain
 
 
-def record_entry(record: TestRecord) -> tuple[dict[str, Any], str | None]:
-    """A record's run-file form, as ``plain_record`` makes it, and that form as
+def record_text(record: TestRecord) -> str | None:
+    """A record's run-file form (what ``plain_record`` makes, ``json.loads`` of this) as
     ``clean_text`` writes it, or None where it may hold what a run file refuses (then
-    ``nonfinite_problem`` says). A measured test's record takes one pass at C speed, each
-    test's end, instead of a walk, a check and a journal line's encoding."""
-    text = clean_text(record.to_dict())
-    if text is None:
-        return plain_record(record), None
-    plain: dict[str, Any] = json.loads(text)
-    return plain, text
+    ``plain_record`` and ``nonfinite_problem`` say). A measured test's record takes this one
+    pass at C speed, at each test's end, instead of a walk, a check and an encoding."""
+    return clean_text(record.to_dict())
 
 
 def nonfinite_problem(test: Mapping[str, Any]) -> str | None:

@@ -240,14 +240,15 @@ def test_a_spaced_journal_is_ours_to_its_reader_and_to_the_output_check(tmp_path
 
 
 def test_a_line_given_as_text_is_the_line_of_its_data(tmp_path: Path) -> None:
-    """The session hands a measured test's record over already written (``record_entry``):
+    """The session hands a measured test's record over already written (``record_text``):
     the journal holds the same line as for the data."""
     path = tmp_path / "run.json"
     written = journal.Journal.start(path, stub())
-    data, text = runfile.record_entry(TestRecord("t.py::a", "passed", ()))
+    record = TestRecord("t.py::a", "passed", ())
+    text = runfile.record_text(record)
     assert text is not None
-    written.append("test", data)
-    written.append("test", data, text)
+    written.append("test", runfile.plain_record(record))
+    written.append("test", None, text)
     written.close()
     first, second = journal.journal_path(path).read_text().splitlines()[1:]
     assert first == second == '{"test":' + text + "}"

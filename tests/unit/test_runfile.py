@@ -874,29 +874,32 @@ extra_values = st.recursive(
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=8)
     | st.sampled_from(["\ud800", "\U0001f600", "9" * 19, "a\\ud800"]),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.tuples(inner, inner)
-    | st.dictionaries(
-        st.text(max_size=4) | st.integers(-5, 5) | st.booleans() | st.none() | st.floats(),
-        inner,
-        max_size=3,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text(max_size=4) | st.integers(-5, 5) | st.booleans() | st.none() | st.floats(),
+            inner,
+            max_size=3,
+        )
     ),
     max_leaves=8,
 )
 
 
 @given(extra_values, st.integers(-(2**64), 2**64), st.text(max_size=12))
-def test_record_entry_is_plain_record_and_its_journal_line(
+def test_record_text_is_plain_record_as_its_journal_line(
     extra: Any, peak: int, nodeid: str
 ) -> None:
-    """One pass (``record_entry``) makes what the walk (``plain_record``) makes, and its
-    text is the journal line; where it gives no text, ``nonfinite_problem`` decides."""
+    """One pass (``record_text``) writes what the walk (``plain_record``) makes, as the
+    journal line holds it; where it gives no text, ``nonfinite_problem`` decides."""
     region = RegionResult("call", (device(peak=peak),), 0.01, extra={"x": extra})
     record = entry(nodeid, regions=(region,))
-    plain, text = runfile.record_entry(record)
-    assert plain == runfile.plain_record(record)
+    text = runfile.record_text(record)
     if text is None:
-        return  # walked: the session asks nonfinite_problem and encodes the line itself
+        return  # walked: the session asks plain_record and nonfinite_problem
+    plain = runfile.plain_record(record)
+    assert json.loads(text) == plain
     assert runfile.nonfinite_problem(plain) is None
     assert text + "\n" == jsonio.dumps_line(plain)
 
@@ -911,20 +914,20 @@ def test_record_entry_is_plain_record_and_its_journal_line(
         ({"emoji": "\U0001f600"}, "a surrogate pair"),
     ],
 )
-def test_record_entry_walks_what_the_quick_pass_cannot_clear(extra: Any, why: str) -> None:
+def test_record_text_leaves_to_the_walk_what_the_quick_pass_cannot_clear(
+    extra: Any, why: str
+) -> None:
     record = entry(regions=(RegionResult("call", (device(),), 0.01, extra=extra),))
-    plain, text = runfile.record_entry(record)
-    assert text is None, why
-    assert plain == runfile.plain_record(record)
-    assert runfile.nonfinite_problem(plain) is None
+    assert runfile.record_text(record) is None, why
+    assert runfile.nonfinite_problem(runfile.plain_record(record)) is None
 
 
 def test_a_key_is_spelled_as_json_spells_it() -> None:
-    """``plain_record`` and ``record_entry`` agree where ``extra`` has keys that are no
+    """``plain_record`` and ``record_text`` agree where ``extra`` has keys that are no
     strings: each as JSON writes it."""
     extra = {True: 1, None: 2, 3: 3, 1.5: 4, "s": 5}
     record = entry(regions=(RegionResult("call", (device(),), 0.01, extra={"k": extra}),))
-    plain, text = runfile.record_entry(record)
+    text = runfile.record_text(record)
     expected = {"true": 1, "null": 2, "3": 3, "1.5": 4, "s": 5}
-    assert text is not None and plain["regions"][0]["extra"]["k"] == expected
+    assert text is not None and json.loads(text)["regions"][0]["extra"]["k"] == expected
     assert runfile.plain_record(record)["regions"][0]["extra"]["k"] == expected
