@@ -10,7 +10,10 @@ suite's conftest, variants interleaved so that drift hits them alike:
   ``Region`` that returns fixed figures: the hooks, judging, record and report run as for a
   real one). The difference to plain is what the hooks, the judging, the result record and
   the report cost; ``recorded over request`` is what the plugin adds to a ``cgmem_record``
-  test beyond what pytest charges any fixture that takes ``request``.
+  test beyond what pytest charges any fixture that takes ``request``. The same tests run
+  again with ``--cgmem-json`` (``marked, run file``, ``recorded, run file``): each measured
+  test's record is then checked and journaled at its end, and the whole file is written
+  once at the session's end, outside the tests' times.
 - **Tests that never touch CUDA, under ``--cgmem-all``.** 500 tests that import nothing
   from torch, measured, against 500 that opt out with ``cgmem_off`` (the plugin only looks
   them up, as for a test nobody marked); the conftest records whether torch was imported by
@@ -320,6 +323,12 @@ def main() -> int:
             over.setdefault("recorded over request", []).append(
                 (medians["test_recorded"] - medians["test_request"]) * 1e6
             )
+            times = run_once(side, ["--cgmem-json=run.json"])["times"]
+            medians = {name: statistics.median(values) for name, values in times.items()}
+            for name in ("test_marked", "test_recorded"):
+                over.setdefault(f"{name}, run file", []).append(
+                    (medians[name] - medians["test_plain"]) * 1e6
+                )
             data = run_once(cuda_free, ["--cgmem-all", "--cgmem-budget=leak=0"])
             measured, opted_out = (
                 statistics.median(data["times"][name])
