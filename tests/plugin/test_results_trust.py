@@ -360,9 +360,12 @@ def test_runs_that_run_no_test_are_not_refused_beside_a_run_in_progress(
 # -- figures that are not numbers ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_nan_figure_is_refused_naming_the_test_and_the_run_fails(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, xdist: list[str]
 ) -> None:
+    """Under xdist the worker sends a record it cannot write as JSON as data (others as
+    JSON text), and the controller refuses it as a serial run does."""
     pytester.makepyfile(
         """
         def test_nan_ratio(cgmem_record):
@@ -377,7 +380,7 @@ def test_a_nan_figure_is_refused_naming_the_test_and_the_run_fails(
             cgmem_record("load", peak=2)
         """
     )
-    result = pytester.runpytest("--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
+    result = pytester.runpytest("--cgmem-json=run.json", "--cgmem-gab-json=gab.json", *xdist)
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         ["E*CgmemUsageError: cgmem_record('load'): seconds must be a finite number >= 0, got nan"]
