@@ -1172,10 +1172,15 @@ class CgmemSession:
             raise
         self.started = True
 
-    def _journal(self, kind: str, data: Any, text: str | None = None) -> None:
+    def _journal(self, kind: str, data: Any = None, *, text: str | None = None) -> None:
+        """A line in each run file's journal: ``data``, or ``text``, the data already
+        written as JSON (``compact``)."""
         for what, given, journal in self._journals:
             try:
-                journal.append(kind, data, text)
+                if text is None:
+                    journal.append(kind, data)
+                else:
+                    journal.append_json(kind, text)
             except OSError as exc:  # the final file may still be written: a warning
                 message = (
                     f"cgmem: warning: could not journal {what} {given!r} to {journal.path} "
@@ -1281,12 +1286,12 @@ class CgmemSession:
             if data is None:
                 assert record is not None
                 text = record_text(record)
+                if text is None:  # walked, as the quick pass could not clear it
+                    data = plain_record(record)
             else:
                 text = clean_text(data)
-            if text is None:  # walked, as the quick pass could not clear it
-                if data is None:
-                    assert record is not None
-                    data = plain_record(record)
+            if text is None:
+                assert data is not None
                 problem = nonfinite_problem(data)
                 if problem:
                     self.refused.append(problem)
@@ -1304,7 +1309,7 @@ class CgmemSession:
         if text is not None:
             self.tests.pop(nodeid, None)
             self.tests[nodeid] = text
-            self._journal("test", None, text)
+            self._journal("test", text=text)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

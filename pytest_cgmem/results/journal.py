@@ -188,17 +188,18 @@ class Journal:
             written = os.write(self._fd, line)
             line = line[written:]
 
-    def append(self, kind: str, data: Any, text: str | None = None) -> None:
+    def append(self, kind: str, data: Any) -> None:
         """One line: ``{kind: data}``; it is in the operating system's hands on return, so it
-        outlives the process (a power loss may still take it: nothing is fsynced per test).
-        ``text``: the data already written as ``compact`` writes it (``data`` is then not
-        read)."""
+        outlives the process (a power loss may still take it: nothing is fsynced per test)."""
         if kind not in KINDS:
             raise ValueError(f"unknown journal line {kind!r}")
-        if text is None:
-            self._write({kind: data})
-        else:
-            self._write_line(f'{{"{kind}":{text}}}\n')
+        self._write({kind: data})
+
+    def append_json(self, kind: str, text: str) -> None:
+        """``append`` for data already written as JSON, as ``compact`` writes it."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown journal line {kind!r}")
+        self._write_line(f'{{"{kind}":{text}}}\n')
 
     def finish(self, document: Mapping[str, Any]) -> None:
         """The whole run file in place of the stub (atomically), then no journal."""

@@ -248,7 +248,7 @@ def test_a_line_given_as_text_is_the_line_of_its_data(tmp_path: Path) -> None:
     text = runfile.record_text(record)
     assert text is not None
     written.append("test", runfile.plain_record(record))
-    written.append("test", None, text)
+    written.append_json("test", text)
     written.close()
     first, second = journal.journal_path(path).read_text().splitlines()[1:]
     assert first == second == '{"test":' + text + "}"
