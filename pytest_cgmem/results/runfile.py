@@ -42,6 +42,7 @@ from .jsonio import (
     write_json,
 )
 from .records import RegionResult, TestRecord
+from .schemacheck import Check, compile_check, is_integer
 
 __all__ = ["write_json"]
 
@@ -230,6 +231,9 @@ def record_problem(test: Mapping[str, Any], path: str = "$") -> str | None:
 def _part_problem(data: dict[str, Any], definition: str, path: str) -> str | None:
     """``path.to.it: what was expected`` for the most telling error of ``data`` against the
     schema's ``$defs[definition]``, or None."""
+    fast = _part_check(definition)
+    if fast is not None and fast(data):
+        return None
     from jsonschema.exceptions import best_match
 
     error = best_match(_part_validator(definition).iter_errors(data))
@@ -239,21 +243,18 @@ def _part_problem(data: dict[str, Any], definition: str, path: str) -> str | Non
     return f"{where}: {_expected(error)}"
 
 
+def _part_schema(definition: str) -> dict[str, Any]:
+    return {"$ref": f"#/$defs/{definition}", "$defs": schema()["$defs"]}
+
+
 @functools.lru_cache(maxsize=4)
 def _part_validator(definition: str) -> Any:
-    whole = schema()
-    return _validator_class()({"$ref": f"#/$defs/{definition}", "$defs": whole["$defs"]})
+    return _validator_class()(_part_schema(definition))
 
 
-def _is_integer(checker: Any, instance: object) -> bool:
-    """JSON Schema's integer (``5`` or ``5.0``), but a number written as a float is one only
-    up to ``MAX_FIGURE`` either side: every float beyond 2**53 is whole, and ``1e19`` in a
-    figure counted in int64 would otherwise pass where ``10000000000000000000`` does not."""
-    if isinstance(instance, bool):
-        return False
-    if isinstance(instance, int):
-        return True
-    return isinstance(instance, float) and instance.is_integer() and abs(instance) <= MAX_FIGURE
+@functools.lru_cache(maxsize=4)
+def _part_check(definition: str) -> Check | None:
+    return compile_check(_part_schema(definition))
 
 
 @functools.lru_cache(maxsize=1)
@@ -261,7 +262,7 @@ def _validator_class() -> Any:
     import jsonschema
 
     base = jsonschema.Draft202012Validator
-    checker = base.TYPE_CHECKER.redefine("integer", _is_integer)
+    checker = base.TYPE_CHECKER.redefine("integer", lambda _, instance: is_integer(instance))
     return jsonschema.validators.extend(base, type_checker=checker)
 
 
@@ -550,8 +551,17 @@ def _validator() -> Any:
     return _validator_class()(schema())
 
 
+@functools.lru_cache(maxsize=1)
+def _check() -> Check | None:
+    return compile_check(schema())
+
+
 def _schema_problem(document: Mapping[str, Any]) -> str | None:
-    """``$.json.path: what was expected`` for the most telling schema error, or None."""
+    """``$.json.path: what was expected`` for the most telling schema error, or None (a
+    valid document is cleared by the schema's compiled check, without jsonschema)."""
+    fast = _check()
+    if fast is not None and fast(document):
+        return None
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator().iter_errors(document))
