@@ -88,6 +88,8 @@ def compile_check(schema: Mapping[str, Any]) -> Check | None:
         unknown = part.keys() - _APPLIED - _ANNOTATIONS
         if unknown:
             raise _Unsupported(", ".join(sorted(unknown)))
+        if "$id" in part and part is not schema:
+            raise _Unsupported("$id below the root: a $ref under it would resolve elsewhere")
         checks: list[Check] = []
         if "type" in part:
             checks.append(_type(part["type"]))

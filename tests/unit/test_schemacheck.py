@@ -157,6 +157,7 @@ def test_each_keyword_answers_as_jsonschema(schema: dict[str, Any], instance: An
         {"type": "whatever"},
         {"minimum": "0"},
         {"properties": {"a": {"oneOf": []}}},
+        {"properties": {"a": {"$id": "https://example.com/a", "$ref": "#/$defs/n"}}},
     ],
 )
 def test_a_schema_with_what_is_not_compiled_gets_no_check(schema: dict[str, Any]) -> None:
