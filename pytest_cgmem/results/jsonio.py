@@ -357,7 +357,68 @@ def dumps_line(data: Any) -> str:
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as JSON atomically (``write_text``); NaN and ±Infinity raise
     ValueError before the file is touched."""
-    write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+    write_text(path, indented(data) + "\n")
+
+
+class _NotPlain(Exception):
+    """A value ``indented`` leaves to ``json.dumps``."""
+
+
+_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
+def indented(data: Any) -> str:
+    """``json.dumps(data, indent=1, allow_nan=False)``, written here at twice its speed for
+    the plain data result files hold (the stdlib writes indented JSON in Python, a
+    generator for each container: 37 µs a measured test's record). Anything else (another
+    type, a key that is no string, NaN, a cycle) is left to ``json.dumps`` itself."""
+    parts: list[str] = []
+    add = parts.append
+    escape = json.encoder.encode_basestring_ascii
+
+    def write(value: Any, pad: str) -> None:
+        kind = type(value)
+        if kind is str:
+            add(escape(value))
+        elif kind is dict:
+            if not value:
+                add("{}")
+                return
+            inner = pad + " "
+            opening = "{\n"
+            for key, item in value.items():
+                if type(key) is not str:
+                    raise _NotPlain
+                add(opening + inner + escape(key) + ": ")
+                opening = ",\n"
+                write(item, inner)
+            add("\n" + pad + "}")
+        elif kind is list or kind is tuple:
+            if not value:
+                add("[]")
+                return
+            inner = pad + " "
+            opening = "[\n"
+            for item in value:
+                add(opening + inner)
+                opening = ",\n"
+                write(item, inner)
+            add("\n" + pad + "]")
+        elif kind is int:
+            add(int.__repr__(value))
+        elif kind is float and math.isfinite(value):
+            add(float.__repr__(value))
+        elif value is None or kind is bool:
+            add(_CONSTANTS[value])
+        else:
+            raise _NotPlain
+
+    try:
+        write(data, "")
+    except (_NotPlain, RecursionError):
+        text: str = json.dumps(data, indent=1, allow_nan=False)
+        return text
+    return "".join(parts)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -931,3 +931,58 @@ def test_a_key_is_spelled_as_json_spells_it() -> None:
     expected = {"true": 1, "null": 2, "3": 3, "1.5": 4, "s": 5}
     assert text is not None and json.loads(text)["regions"][0]["extra"]["k"] == expected
     assert runfile.plain_record(record)["regions"][0]["extra"]["k"] == expected
+
+
+# -- the indented JSON of every result file ------------------------------------------------------
+
+any_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "\U0001f600", 'a"\\\n\x7f']),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text(max_size=3) | st.integers(-3, 3) | st.booleans() | st.none(), inner, max_size=3
+        )
+    ),
+    max_leaves=10,
+)
+
+
+def _dumped(data: Any) -> str | type[Exception]:
+    try:
+        return json.dumps(data, indent=1, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        return type(exc)
+
+
+@given(any_values)
+def test_indented_writes_what_json_dumps_writes(data: Any) -> None:
+    """Byte for byte, and the same error where json refuses (NaN)."""
+    expected = _dumped(data)
+    if isinstance(expected, str):
+        assert jsonio.indented(data) == expected
+    else:
+        with pytest.raises(expected):
+            jsonio.indented(data)
+
+
+def test_indented_leaves_other_types_to_json() -> None:
+    import enum
+
+    class Size(enum.IntEnum):
+        SMALL = 1
+
+    assert jsonio.indented({"a": Size.SMALL, "b": [1.5]}) == json.dumps(
+        {"a": Size.SMALL, "b": [1.5]}, indent=1
+    )
+    with pytest.raises(TypeError):
+        jsonio.indented({"a": object()})
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        jsonio.indented(loop)
