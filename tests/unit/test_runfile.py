@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_cgmem.checks.budgets import Budget
@@ -609,6 +609,32 @@ def graph_run(source: str, *sizes: Any, size_bytes: int | None = 1) -> dict[str,
         "sizes": [{"size": s, "bytes": size_bytes, "driver": -5, "captures": 1} for s in sizes],
     }
     return doc
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_the_compiled_schema_judges_a_changed_file_as_jsonschema_does(data: Any) -> None:
+    """One to three places of a good file (a capture sweep's too) replaced, removed or
+    given a new key beside them: the schema's compiled check (``results/schemacheck``)
+    and jsonschema agree on each such file."""
+    from pytest_cgmem.results.schemacheck import compile_check
+
+    doc = graph_run("capture_sweep", 8, 16)
+    for _ in range(data.draw(st.integers(1, 3))):
+        trail = data.draw(st.sampled_from(_paths(doc)[1:]))
+        node: Any = doc
+        for part in trail[:-1]:
+            node = node[part]
+        action = data.draw(st.sampled_from(["replace", "remove", "add"]))
+        if action == "remove" and isinstance(node, dict):
+            del node[trail[-1]]
+        elif action == "add" and isinstance(node, dict):
+            node[data.draw(st.text(max_size=3))] = data.draw(json_values)
+        else:
+            node[trail[-1]] = data.draw(json_values)
+    check = compile_check(runfile.schema())
+    assert check is not None
+    assert check(doc) == runfile._validator_class()(runfile.schema()).is_valid(doc)
 
 
 @pytest.mark.parametrize(
