@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -127,11 +128,13 @@ def compare_one(
     base: Mapping[str, Number],
     new: Mapping[str, Number],
     tolerance: Tolerance,
+    compared: Sequence[str] | None = None,
 ) -> list[Change]:
-    """Every baseline metric that both sides know, with its verdict."""
+    """Every baseline metric that both sides know, with its verdict; ``compared``: those
+    metrics' names, where the caller worked them out once for many comparisons."""
     nodeid, label, index = key
     found = []
-    for metric in names(baseline=True):
+    for metric in names(baseline=True) if compared is None else compared:
         if base.get(metric) is None or new.get(metric) is None:
             continue
         b, v = base[metric], new[metric]
@@ -189,6 +192,7 @@ class Baseline:
         self.figures = figures(document)
         self.nodeids = {t["nodeid"] for t in document["tests"]}
         self.sizes = size_table(document)
+        self.compared = names(baseline=True)
 
     def check(self, nodeid: str, regions: Sequence[RegionResult], tolerance: Tolerance) -> Findings:
         nodeid = valid_text(nodeid)  # as the run file holds it
@@ -207,7 +211,7 @@ class Baseline:
                     new.append(region_name(nodeid, name, device.index if many else None))
                     continue
                 values = device.known()
-                changes.extend(compare_one(key, base, values, tolerance))
+                changes.extend(compare_one(key, base, values, tolerance, self.compared))
         return Findings(tuple(changes), tuple(new), tuple(sizes))
 
 
@@ -232,25 +236,30 @@ def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Toler
     tolerances = {t["nodeid"]: t.get("tolerance") for t in new["tests"]}
     changes: list[Change] = []
     new_names: list[str] = []
+    compared = names(baseline=True)
+    new_device_of = _device_naming(new_figures)
     for key, values in new_figures.items():
         if key not in base_figures:
-            new_names.append(region_name(key[0], key[1], _device_of(key, new_figures)))
+            new_names.append(region_name(key[0], key[1], new_device_of(key)))
             continue
         tolerance = effective(default, tolerances.get(key[0]))
-        changes.extend(compare_one(key, base_figures[key], values, tolerance))
+        changes.extend(compare_one(key, base_figures[key], values, tolerance, compared))
+    base_device_of = _device_naming(base_figures)
     missing = [
-        region_name(k[0], k[1], _device_of(k, base_figures))
-        for k in base_figures
-        if k not in new_figures
+        region_name(k[0], k[1], base_device_of(k)) for k in base_figures if k not in new_figures
     ]
     sizes, both = compare_sizes(base, new)
     return Comparison(tuple(changes), tuple(new_names), tuple(missing), tuple(sizes), tuple(both))
 
 
-def _device_of(key: tuple[str, str, int], table: Mapping[tuple[str, str, int], Any]) -> int | None:
-    """The device index, where the region used several devices (and so names it)."""
-    many = sum(1 for k in table if k[:2] == key[:2]) > 1
-    return key[2] if many else None
+def _device_naming(
+    table: Mapping[tuple[str, str, int], Any],
+) -> Callable[[tuple[str, str, int]], int | None]:
+    """A key's device index where its region used several devices (and so names it), else
+    None; the regions' device counts are taken once (one count a key made comparing two
+    runs of many new tests take quadratic time)."""
+    devices = Counter(key[:2] for key in table)
+    return lambda key: key[2] if devices[key[:2]] > 1 else None
 
 
 def change_table(changes: Sequence[Change]) -> list[str]:

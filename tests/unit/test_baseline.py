@@ -164,6 +164,15 @@ def test_compare_runs_uses_each_tests_tolerance() -> None:
     assert lenient.regressions == []
 
 
+def test_compare_runs_names_the_device_of_a_region_on_several() -> None:
+    two = (RegionResult("call", (figures(0), figures(1)), 0.0),)
+    one = (RegionResult("call", (figures(0),), 0.0),)
+    base = run(("t.py::gone", two), ("t.py::kept", one))
+    compared = compare_runs(base, run(("t.py::kept", one), ("t.py::new", two)), DEFAULT)
+    assert compared.new == ("t.py::new cuda:0", "t.py::new cuda:1")
+    assert compared.missing == ("t.py::gone cuda:0", "t.py::gone cuda:1")
+
+
 def test_change_table() -> None:
     changes = compare_one(
         KEY, {"peak": 100 * MiB, "leak": 0}, {"peak": 200 * MiB, "leak": 0}, DEFAULT
