@@ -21,24 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_pytest_side import STUBS
-
-TESTS = """
-import pytest
-
-RANGE = range({count})
+from bench_pytest_side import STUBS, TESTS
 
 
-@pytest.mark.parametrize("i", RANGE)
-def test_plain(i):
-    pass
-
-
-@pytest.mark.parametrize("i", RANGE)
-@pytest.mark.cgmem(peak="1 MiB", leak=0)
-def test_marked(i):
-    pass
-"""
+def tests(count: int) -> str:
+    """``bench_pytest_side``'s tests, ``count`` of each variant (``-k`` picks plain or marked)."""
+    text = TESTS.replace("RANGE = range(300)", f"RANGE = range({count})")
+    assert text != TESTS, "bench_pytest_side's tests no longer say RANGE = range(300)"
+    return text
 
 
 def cpu_seconds(folder: Path, args: list[str]) -> float:
@@ -61,7 +51,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "conftest.py").write_text("import pytest\n" + STUBS)
-        (folder / "test_side.py").write_text(TESTS.format(count=options.tests))
+        (folder / "test_side.py").write_text(tests(options.tests))
         for _ in range(options.runs):
             for name, extra in (("no run file", []), ("--cgmem-json", ["--cgmem-json=r.json"])):
                 plain = cpu_seconds(folder, ["-k", "plain", *extra])
