@@ -345,8 +345,7 @@ def valid_text(text: str) -> str:
 
 def compact(data: Any) -> str:
     """JSON with no NaN and no spaces, as a journal line holds it."""
-    text: str = _LINE_ENCODER.encode(data)
-    return text
+    return _LINE_ENCODER.encode(data)
 
 
 def dumps_line(data: Any) -> str:
@@ -416,8 +415,7 @@ def indented(data: Any) -> str:
     try:
         write(data, "")
     except (_NotPlain, RecursionError):
-        text: str = json.dumps(data, indent=1, allow_nan=False)
-        return text
+        return json.dumps(data, indent=1, allow_nan=False)
     return "".join(parts)
 
 
