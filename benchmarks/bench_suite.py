@@ -19,7 +19,9 @@ the plain process's wall time plus the plugin's extra session time, as a ratio t
 process, with and without the full collections that confirm the real leaks. One process's
 wall time moves by more than the plugin costs, so the wall ratio itself is only shown.
 
-Run on a GPU machine: ``python benchmarks/bench_suite.py [--tests 200] [--json PATH]``.
+Run on a GPU machine:
+``python benchmarks/bench_suite.py [--tests 200] [--json PATH] [--profile FILE]``; ``--profile``
+runs cgmem once more under cProfile, not counted, and prints the leak check's steps.
 """
 
 from __future__ import annotations
@@ -175,7 +177,7 @@ class Run:
         )
 
 
-def run(folder: Path, mode: str, args: list[str]) -> Run:
+def run(folder: Path, mode: str, args: list[str], profile: str | None = None) -> Run:
     out = folder / f"result-{mode}.json"
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_OUT": str(out)}
     launched = time.time()
@@ -183,6 +185,7 @@ def run(folder: Path, mode: str, args: list[str]) -> Run:
     subprocess.run(
         [
             sys.executable,
+            *(["-m", "cProfile", "-o", profile] if profile else []),
             "-m",
             "pytest",
             "-q",
@@ -211,6 +214,39 @@ def run(folder: Path, mode: str, args: list[str]) -> Run:
     return Run(data["tests"], wall, data["session"])
 
 
+def print_leak_check_profile(path: str) -> None:
+    """Where the leak confirmation's time went in the profiled run: its steps, cumulative,
+    with the collections by generation (pstats names each ``gc.collect`` call site once)."""
+    import pstats
+
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    wanted = (
+        "_confirm_leak",
+        "settled",
+        "_reset_workspaces",
+        "_warm_handles",
+        "empty_cache",
+        "synchronize",
+        "allocated_reserved",
+        "clear_cublas_workspaces",
+        "_figures",
+        "_read_all",
+        "stop",
+        "start",
+        "gc.collect",
+        "mem_info",
+        "processes",
+    )
+    print("the profiled cgmem run (cProfile's overhead included): calls, cumulative ms")
+    rows = [
+        (cumulative, calls, f"{Path(file).name}:{line} {function}")
+        for (file, line, function), (_, calls, _, cumulative, _) in stats.items()
+        if function in wanted or any(w in function for w in ("gc.collect", "empty_cache"))
+    ]
+    for cumulative, calls, where in sorted(rows, reverse=True)[:16]:
+        print(f"  {calls:>6} {cumulative * 1e3:>10.1f}  {where}")
+
+
 def verdict(entry: dict[str, Any]) -> str:
     return "leak" if entry["outcome"] == "failed" else "clean"
 
@@ -231,6 +267,9 @@ def main() -> int:
     parser.add_argument("--tests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3, help="runs of plain and of cgmem")
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument(
+        "--profile", default=None, help="cProfile one more cgmem run (not counted) into this file"
+    )
     options = parser.parse_args()
     import torch
 
@@ -248,6 +287,9 @@ def main() -> int:
         kinds = write_suite(folder, options.tests)
         for name in order(options.rounds):
             runs[name].append(run(folder, name, sides[name]))
+        if options.profile:
+            run(folder, "cgmem", sides["cgmem"], options.profile)
+            print_leak_check_profile(options.profile)
 
     def median(name: str, figure: Callable[[Run], float]) -> float:
         return statistics.median(figure(r) for r in runs[name])
