@@ -178,9 +178,15 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def _dir_problem(target: Path) -> str | None:
-    if os.path.lexists(target) and not target.is_dir():
+    try:
+        is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        is_dir = False  # not there yet: it is made under its nearest existing folder
+    except OSError as exc:  # a name too long, a symlink loop: pathlib's is_dir raises
+        return f"cannot use it ({exc.strerror or exc})"
+    if not is_dir and os.path.lexists(target):
         return "it is not a folder"
-    folder = target if target.is_dir() else _existing_ancestor(target)
+    folder = target if is_dir else _existing_ancestor(target)
     if not folder.is_dir():
         return f"{str(folder)!r} is not a folder"
     return _probe(folder)
@@ -203,7 +209,7 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
     owners: dict[Path, Output] = {}
     for output in outputs:
         target = resolve(output.path, base)
-        if not target.name:  # the root: no file can be named there
+        if not target.name and output.kind != "dir":  # the root: no file can be named there
             found.append(f"{output.where()}: it is a folder")
             continue
         problem = link_problem(output.path, base, target, output.kind)

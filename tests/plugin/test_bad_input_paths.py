@@ -193,6 +193,13 @@ def test_a_nul_in_a_path_option_is_one_line(pytester: pytest.Pytester, option: s
     one_line_usage_error(result, f"ERROR: {option}='a\\x00b': a path cannot hold a NUL character")
 
 
+def test_an_artifacts_folder_name_too_long_is_one_line(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a=SUITE)
+    name = "a" * 300
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--cgmem-artifacts={name}/sub")
+    one_line_usage_error(result, f"ERROR: --cgmem-artifacts='{name}/sub': cannot use it (*)")
+
+
 # -- 7: the legacy TOML table of a TOML file given with -c ------------------------------
 
 

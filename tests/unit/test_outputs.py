@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_cgmem.results import journal
+from pytest_cgmem.results import journal, outputs
 from pytest_cgmem.results.outputs import Output, output_problem, problems, same_file
 
 
@@ -44,6 +44,32 @@ def test_bad_paths_name_the_option_and_the_path(
     (found,) = problems([output], tmp_path)
     assert found.startswith(f"{output.source}={output.path!r}: ")
     assert problem in found
+
+
+@pytest.mark.parametrize("given", ["a" * 300, "a" * 300 + "/sub", "loop"])
+def test_an_artifacts_folder_that_cannot_be_looked_at_is_one_line(
+    tmp_path: Path, given: str
+) -> None:
+    """A name longer than the file system takes, or a symlink loop: pathlib's ``is_dir``
+    raises there (Python 3.11), which was an INTERNALERROR."""
+    os.symlink("loop", tmp_path / "loop")
+    (found,) = problems([Output("--cgmem-artifacts", given, "dir")], tmp_path)
+    assert found.startswith(f"--cgmem-artifacts={given!r}: cannot use it (")
+
+
+def test_the_root_folder_is_a_folder_artifacts_may_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/`` is refused as a file path (it is a folder), but the artifacts option wants one:
+    it is probed like any other folder (the probe, which writes a file there, is recorded
+    instead)."""
+    probed: list[Path] = []
+    monkeypatch.setattr(outputs, "_probe", lambda folder: probed.append(folder))
+    assert problems([Output("--cgmem-artifacts", "/", "dir")], tmp_path) == []
+    assert probed == [Path("/")]
+    assert problems([Output("--cgmem-json", "/", "file")], tmp_path) == [
+        "--cgmem-json='/': it is a folder"
+    ]
 
 
 def test_two_outputs_on_one_file(tmp_path: Path) -> None:
