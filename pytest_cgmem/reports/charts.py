@@ -21,7 +21,7 @@ _MAX_POINTS = 4000
 
 
 class MissingExtra(RuntimeError):
-    """matplotlib is not installed."""
+    """matplotlib is not installed, or will not import (a bad ``MPLBACKEND``)."""
 
 
 def pyplot() -> Any:
@@ -30,6 +30,11 @@ def pyplot() -> Any:
     except ImportError:
         raise MissingExtra(
             "cgmem report needs matplotlib: pip install 'pytest-cgmem[report]'"
+        ) from None
+    except ValueError as exc:  # a setting it reads on import, such as MPLBACKEND=bogus
+        said = str(exc).split(";")[0]  # not the list of every backend it has
+        raise MissingExtra(
+            f"cgmem report cannot import matplotlib ({said}); check MPLBACKEND and matplotlibrc"
         ) from None
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.fonttype"] = "none"

@@ -243,6 +243,26 @@ def test_report_without_matplotlib(
     assert not (runs / "r.html").exists()
 
 
+@needs_matplotlib
+def test_report_where_matplotlib_cannot_be_imported(runs: Path) -> None:
+    """matplotlib refuses to import under a backend it lacks (``MPLBACKEND``): one line, exit
+    2, not an internal error (a fresh process: this one has imported matplotlib)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_cgmem.cli", "report", "base.json", "-o", "r.html"],
+        capture_output=True,
+        text=True,
+        cwd=runs,
+        env={**os.environ, "MPLBACKEND": "no-such-backend"},
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "cgmem report cannot import matplotlib (Key backend: 'no-such-backend' is not a valid "
+        "value for backend); check MPLBACKEND and matplotlibrc\n"
+    )
+    assert not (runs / "r.html").exists()
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium package")
 @needs_matplotlib
 def test_report_screenshot_in_headless_chromium(runs: Path) -> None:
