@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..units import CgmemUsageError
-from .jsonio import Refused, dumps_line, loads, write_json
+from ..units import CgmemUsageError, short_repr
+from .jsonio import Refused, dumps_line, loads, not_utf8, write_json
 
 try:
     import fcntl
@@ -254,7 +254,11 @@ def read(
         return found
     except NotRegular:
         raise JournalError(f"its journal {name!r} is not a regular file") from None
-    except (OSError, ValueError) as exc:  # ValueError: a name such as '.', a NUL in it
+    except UnicodeDecodeError as exc:
+        raise JournalError(f"its journal {name!r} is not UTF-8 text ({not_utf8(exc)})") from None
+    except OSError as exc:
+        raise JournalError(f"cannot read its journal {name!r} ({exc.strerror or exc})") from None
+    except ValueError as exc:  # a name such as '.', a NUL in it
         raise JournalError(f"cannot read its journal {name!r}: {exc}") from None
     if not text:  # killed between writing the stub and the journal's first line
         found.notes.append(f"its journal {name!r} is empty, so no test survives")
@@ -287,8 +291,15 @@ def read(
             )
         ((kind, value),) = data.items()
         if kind == "test":
-            if not isinstance(value, dict) or not isinstance(value.get("nodeid"), str):
-                raise JournalError(f"its journal {name!r} line {number}: a test without a nodeid")
+            if not isinstance(value, dict):
+                raise JournalError(
+                    f"its journal {name!r} line {number}: a test that is not an object: "
+                    f"{short_repr(value)}"
+                )
+            if not isinstance(value.get("nodeid"), str):
+                raise JournalError(
+                    f"its journal {name!r} line {number}: a test whose nodeid is not a string"
+                )
             problem = record_problem(value, "$.test") if record_problem else None
             if problem:
                 raise JournalError(f"its journal {name!r} line {number}: {problem}")

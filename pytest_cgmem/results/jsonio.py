@@ -47,6 +47,16 @@ _LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+BYTE_ORDER_MARK = "\ufeff"
+"""What a Windows editor may put before a file's UTF-8 text; JSON's readers may ignore it
+(RFC 8259), and a run file's reader does."""
+
+
+def not_utf8(error: UnicodeDecodeError) -> str:
+    """Where text that is not UTF-8 goes wrong, for a message: the byte and its offset."""
+    return f"byte 0x{error.object[error.start]:02x} at offset {error.start}"
+
+
 def loads(text: str) -> Any:
     """Parse JSON, refusing what ``refusal`` names, a key given twice in one object and a
     lone surrogate escape, with the JSON path of the first such thing; every error is a

@@ -6,7 +6,7 @@ with the schema id ``pytest-cgmem/1``; ``docs/json.md`` documents it and
 against that schema, refuses what no result file may hold (NaN, ±Infinity, a whole number
 beyond ±(2**63 - 1), nesting deeper than 100 levels, a key twice in one object, a lone
 surrogate: ``jsonio``), a test listed twice, a device or a capture size twice in one
-region, a node id or label with a control character (a newline, a tab), and folds in the
+region, a region label with a control character (a newline, a tab), and folds in the
 journal of a run that did not finish (``journal.py``), each of its tests checked before it
 is folded in.
 """
@@ -30,10 +30,12 @@ from ..metrics import METRICS, Number, region_keys
 from ..units import MAX_FIGURE, CgmemUsageError, short_repr
 from . import journal
 from .jsonio import (
+    BYTE_ORDER_MARK,
     NonFiniteError,
     Refused,
     clean_text,
     loads,
+    not_utf8,
     path_of,
     quick_refusal,
     refusal,
@@ -439,11 +441,13 @@ def load_run(path: str | os.PathLike[str], what: str = "run file") -> dict[str, 
         # a FIFO or a device: reading it could wait forever
         raise CgmemUsageError(f"cgmem: {label} is not a regular file")
     try:
-        text = Path(name).read_text(encoding="utf-8")
+        text = Path(name).read_text(encoding="utf-8").removeprefix(BYTE_ORDER_MARK)
     except FileNotFoundError:
         raise CgmemUsageError(f"cgmem: {label} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CgmemUsageError(f"cgmem: cannot read {label}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CgmemUsageError(f"cgmem: {label} is not UTF-8 text ({not_utf8(exc)})") from None
+    except OSError as exc:
+        raise CgmemUsageError(f"cgmem: cannot read {label} ({exc.strerror or exc})") from None
     if not text.strip():
         raise CgmemUsageError(f"cgmem: {label} is empty")
     try:

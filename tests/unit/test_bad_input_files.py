@@ -263,6 +263,29 @@ def test_an_empty_path_or_a_folder_as_a_run_file_is_one_line(tmp_path: Path) -> 
     assert refused(tmp_path) == f"cgmem: run file {str(tmp_path)!r} is a folder; give a file path"
 
 
+def test_a_run_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_bytes(b'{"tests": "\xff"}')
+    assert refused(path) == (
+        f"cgmem: run file {str(path)!r} is not UTF-8 text (byte 0xff at offset 11)"
+    )
+
+
+def test_a_run_file_that_cannot_be_read_says_why_once(tmp_path: Path) -> None:
+    os.symlink("loop.json", tmp_path / "loop.json")
+    assert refused(tmp_path / "loop.json") == (
+        f"cgmem: cannot read run file {str(tmp_path / 'loop.json')!r} "
+        "(Too many levels of symbolic links)"
+    )
+
+
+def test_a_byte_order_mark_before_a_run_file_is_read_past(tmp_path: Path) -> None:
+    """JSON's readers may ignore one (RFC 8259); a Windows editor may have saved it."""
+    path = tmp_path / "run.json"
+    path.write_text("\ufeff" + json.dumps(document()), encoding="utf-8")
+    assert runfile.load_run(path)["tests"][0]["nodeid"] == "t.py::test_a"
+
+
 # -- 7: the legacy TOML table in any TOML ini file --------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,35 @@ def test_a_rerun_line_withdraws_the_attempt_before_it(tmp_path: Path) -> None:
     with open(journal.journal_path(path), "a") as handle:
         handle.write('{"rerun": 7}\n')
     with pytest.raises(CgmemUsageError, match=r"line 5: a rerun without a nodeid$"):
+        runfile.load_run(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ('{"test": "t.py::a"}', "a test that is not an object: 't.py::a'"),
+        ('{"test": [1]}', "a test that is not an object: [1]"),
+        ('{"test": {"nodeid": 1}}', "a test whose nodeid is not a string"),
+        ('{"test": {}}', "a test whose nodeid is not a string"),
+    ],
+)
+def test_a_test_line_of_the_wrong_shape_says_what_is_wrong(
+    tmp_path: Path, line: str, said: str
+) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write(line + "\n")
+    with pytest.raises(CgmemUsageError, match=f"line 2: {re.escape(said)}$"):
+        runfile.load_run(path)
+
+
+def test_a_journal_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "ab") as handle:
+        handle.write(b'{"rerun": "\xfe"}\n')
+    with pytest.raises(CgmemUsageError, match=r"is not UTF-8 text \(byte 0xfe at offset \d+\)$"):
         runfile.load_run(path)
 
 
