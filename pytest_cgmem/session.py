@@ -407,6 +407,11 @@ class CgmemSession:
         self.interrupted: str | None = None
         self.ended_early: str | None = None
         self.started = False
+        self._looping = False
+        """The run reached its test loop (``pytest_runtestloop``): not stopped before it."""
+        self._opened: set[str] = set()
+        """The outputs started so far (``what``): the run file at collection, the baseline
+        being saved before the first test."""
         self._exitstatus: int | None = None
         self._journals: list[tuple[str, str, Any]] = []
         self._commit: dict[str, Any] | None = None
@@ -1065,7 +1070,7 @@ class CgmemSession:
 
                 extra["cgmem"] = benchmark_figures(regions)
 
-    # -- the files: started before the first test, journaled per test, replaced at the end -
+    # -- the files: started at collection, journaled per test, replaced at the end ---------
 
     def _outputs(self) -> list[tuple[str, str, str]]:
         """(what, option or ini key, path as given) of each file this run writes."""
@@ -1116,19 +1121,34 @@ class CgmemSession:
         }
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        """As collection starts: the run file becomes a stub marked incomplete, with its
+        journal (and its lock) beside it, and a stale github-action-benchmark file goes, so
+        that a run killed while collecting (a CI timeout, an OOM kill) leaves no earlier
+        run's file looking current. The baseline being saved waits for the first test."""
+        if self.worker is not None or runs_no_tests(self.config):
+            return
+        self._start_outputs(baseline=False)
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
-        """Before the first test: each run file becomes a stub marked incomplete, with its
-        journal beside it; a stale github-action-benchmark file goes. ``--collect-only``
-        (and an xdist worker) writes nothing. Nor does a run that pytest stops here for its
-        collection errors: it ends before its first test (its baseline is left alone)."""
-        if self.worker is not None or runs_no_tests(self.config) or self.started:
+        """Before the first test: a baseline being saved becomes a stub marked incomplete
+        too (the run file already is one). ``--collect-only`` (and an xdist worker) writes
+        nothing. Nor does a run that pytest stops here for its collection errors: it ends
+        before its first test (its baseline is left alone)."""
+        if self.worker is not None or runs_no_tests(self.config):
             return
         if session.testsfailed and not self.config.option.continue_on_collection_errors:
             return
         self._start_outputs()
+        self._looping = True
 
     def _start_outputs(self, *, baseline: bool = True) -> None:
-        outputs = [out for out in self._outputs() if baseline or out[0] != "baseline"]
+        outputs = [
+            out
+            for out in self._outputs()
+            if (baseline or out[0] != "baseline") and out[0] not in self._opened
+        ]
         if not outputs:
             return
         if self.job is not None and self.job.rank != 0:
@@ -1137,8 +1157,10 @@ class CgmemSession:
         from .results import journal, runfile
 
         self._xdist = self.config.pluginmanager.has_plugin("dsession")
-        self._commit = runfile.git_commit(self.config.rootpath)
+        if not self.started:
+            self._commit = runfile.git_commit(self.config.rootpath)
         run = uuid.uuid4().hex
+        earlier = len(self._journals)  # those started at collection stay open on a failure
         stub = runfile.build_run(
             [],
             runfile.base_machine(),
@@ -1153,6 +1175,7 @@ class CgmemSession:
                     if what == "github-action-benchmark file":
                         with contextlib.suppress(FileNotFoundError):
                             path.unlink()  # a killed run must not leave the last run's figures
+                        self._opened.add(what)
                         continue
                     marker = {"file": journal.journal_path(path).name, "run": run}
                     first = stub
@@ -1162,13 +1185,15 @@ class CgmemSession:
                     self._journals.append(
                         (what, given, journal.Journal.start(path, {**first, "journal": marker}))
                     )
+                    self._opened.add(what)
                 except (OSError, CgmemUsageError) as exc:
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                     raise pytest.UsageError(f"{source}={given!r}: {why}") from None
         except BaseException:
-            for _, _, opened in self._journals:
+            for what, _, opened in self._journals[earlier:]:
                 opened.close()
-            self._journals = []
+                self._opened.discard(what)
+            del self._journals[earlier:]
             raise
         self.started = True
 
@@ -1413,7 +1438,7 @@ class CgmemSession:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.tracking_lingers:
             self.release_tracking()
-        if self.worker is None and not self.started and self._ran_short(exitstatus):
+        if self.worker is None and not self._looping and self._ran_short(exitstatus):
             self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
             return

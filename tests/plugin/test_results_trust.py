@@ -796,6 +796,41 @@ def test_a_run_stopped_before_its_first_test_leaves_no_stale_file(
     assert not (pytester.path / "base.json.journal").exists()
 
 
+KILLED_IN_COLLECTION = """
+import os, signal
+
+if os.environ.get("CGMEM_DIE"):
+    os.kill(os.getpid(), signal.SIGKILL)  # a CI timeout or an OOM kill while collecting
+
+def test_rec(cgmem_record):
+    cgmem_record("r", peak=1)
+"""
+
+
+@pytest.mark.usefixtures("this_checkout")
+def test_a_run_killed_while_collecting_leaves_no_stale_file(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_k=KILLED_IN_COLLECTION)
+    args = ("-p", "no:cacheprovider", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json")
+    saving = "--cgmem-save-baseline=base.json"
+    pytester.runpytest(*args, saving).assert_outcomes(passed=1)  # in process: nothing dies
+    assert runfile.load_run(pytester.path / "run.json")["complete"] is True
+    baseline = (pytester.path / "base.json").read_bytes()
+    monkeypatch.setenv("CGMEM_DIE", "1")
+    assert pytester.runpytest_subprocess(*args, saving).ret != 0
+    # the earlier run's complete file would look like this run's: the stub says it did not end
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert (doc["complete"], doc["incomplete_reason"], doc["tests"]) == (
+        False,
+        runfile.NOT_FINISHED,
+        [],
+    )
+    assert not (pytester.path / "gab.json").exists()
+    assert (pytester.path / "base.json").read_bytes() == baseline  # nothing was measured
+    assert journal.busy(pytester.path / "run.json") is None
+
+
 KILL_CONTROLLER = """
 import os, signal, time
 import pytest
