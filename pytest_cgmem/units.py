@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import decimal
+import fractions
+import functools
 import math
 import operator
 import re
@@ -207,8 +209,31 @@ class Tolerance:
     rel: float = 0.0
     abs: int = 0
 
+    def judge(self, baseline: float, value: float, *, absolute: bool = True) -> int:
+        """1 where ``value`` grew past the tolerance, -1 where it shrank past it, else 0.
+
+        ``value - baseline`` against ``max(rel * |baseline|, abs)`` (``abs`` only where
+        ``absolute``: byte figures), in exact arithmetic: with floats, ``57%`` of 100 is
+        56.99999999999999 (a figure at the boundary would move past it), and a figure
+        beyond 2**53 is rounded (an unchanged one could regress under ``0% 0B``).
+        """
+        num, den = _ratio(self.rel)
+        slack = num * abs(baseline)
+        if absolute:
+            slack = max(slack, self.abs * den)
+        moved = (value - baseline) * den
+        return 1 if moved > slack else -1 if moved < -slack else 0
+
     def allows(self, baseline: float, value: float) -> bool:
-        return value <= baseline + max(self.rel * abs(baseline), self.abs)
+        return self.judge(baseline, value) <= 0
+
+
+@functools.lru_cache(maxsize=256)
+def _ratio(rel: float) -> tuple[int, int]:
+    """A relative tolerance as the ratio it was written as: ``"57%"`` is read as the float
+    nearest 0.57, and the nearest ratio with a denominator up to 10**9 is 57/100 again."""
+    exact = fractions.Fraction(rel).limit_denominator(10**9)
+    return exact.numerator, exact.denominator
 
 
 def parse_percent(value: object) -> float:

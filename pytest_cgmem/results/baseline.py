@@ -138,14 +138,8 @@ def compare_one(
         if base.get(metric) is None or new.get(metric) is None:
             continue
         b, v = base[metric], new[metric]
-        slack = tolerance.rel * abs(b)
-        if METRICS[metric].kind == "bytes":
-            slack = max(slack, tolerance.abs)
-        verdict: Verdict = "same"
-        if v > b + slack:
-            verdict = "regression"
-        elif v < b - slack:
-            verdict = "improvement"
+        moved = tolerance.judge(b, v, absolute=METRICS[metric].kind == "bytes")
+        verdict: Verdict = "regression" if moved > 0 else "improvement" if moved < 0 else "same"
         found.append(Change(nodeid, label, index, metric, b, v, verdict, tolerance))
     return found
 

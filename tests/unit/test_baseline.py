@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -81,6 +82,50 @@ def test_effective_replaces_part_by_part() -> None:
 def test_verdict_boundaries(base: int, new: int, verdict: str) -> None:
     (change,) = compare_one(KEY, {"peak": base}, {"peak": new}, DEFAULT)
     assert change.verdict == verdict
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "base", "new", "verdict"),
+    [
+        ("57% 0B", 100, 43, "same"),  # 0.57 * 100 is 56.99999999999999 as floats
+        ("57% 0B", 100, 42, "improvement"),
+        ("0% 0B", 2**53 + 1, 2**53 + 1, "same"),  # float(2**53 + 1) is 2**53
+        ("0% 0B", 2**63 - 1, 2**63 - 1, "same"),
+        ("0% 0B", 2**62 + 1, 2**62 + 2, "regression"),
+        ("0% 0B", -(2**62) + 1, -(2**62) + 2, "regression"),  # device may be negative
+        ("50% 0B", 2**62, 2**62 + 2**61, "same"),
+        ("50% 0B", 2**62, 2**62 + 2**61 + 1, "regression"),
+    ],
+)
+def test_verdict_is_exact_at_the_boundary(
+    tolerance: str, base: int, new: int, verdict: str
+) -> None:
+    tol = effective(DEFAULT, parse_tolerance(tolerance))
+    (change,) = compare_one(KEY, {"device": base}, {"device": new}, tol)
+    assert change.verdict == verdict
+
+
+@given(
+    st.integers(0, 10000),
+    st.integers(-(2**62) + 1, 2**62 - 1),
+    st.integers(0, 2**40),
+    st.integers(-(2**20), 2**20),
+)
+def test_verdict_holds_the_written_percentage_exactly(
+    hundredths: int, base: int, size: int, off: int
+) -> None:
+    """``new`` regresses exactly when ``new - base > max(p% of |base|, abs)``, with the
+    percentage as written (``"12.34%"``), however large the figures."""
+    text = f"{hundredths // 100}.{hundredths % 100:02d}% {size}B"
+    tol = effective(DEFAULT, parse_tolerance(text))
+    slack = max(Fraction(hundredths, 10000) * abs(base), Fraction(size))
+    for new in (base + int(slack) + off, base - int(slack) + off):
+        if not -(2**63) < new < 2**63:
+            continue
+        (change,) = compare_one(KEY, {"device": base}, {"device": new}, tol)
+        moved = new - base
+        expected = "regression" if moved > slack else "improvement" if moved < -slack else "same"
+        assert change.verdict == expected, (text, base, new)
 
 
 def test_absolute_tolerance_is_for_bytes_only() -> None:
@@ -205,3 +250,66 @@ def test_refreshed_takes_a_test_s_new_entry_only_when_it_passed(
 def test_refreshed_over_nothing_is_the_run_itself() -> None:
     measured = [_entry("t::a", "failed", 9)]
     assert refreshed(measured, []) == (measured, 0)
+
+
+_COMPARED = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
+_SIGNED = ("device", "non_torch")
+
+
+@st.composite
+def _devices(draw: st.DrawFn) -> tuple[DeviceFigures, ...]:
+    indexes = draw(st.lists(st.integers(0, 2), min_size=1, max_size=2, unique=True))
+    devices = []
+    for index in indexes:
+        values = {
+            m: draw(
+                st.none()
+                | st.integers(-(2**62) + 1 if m in _SIGNED else 0, 2**62 - 1)
+                | st.sampled_from([0, 2 * MiB, 100 * MiB, 105 * MiB])
+            )
+            for m in _COMPARED
+        }
+        devices.append(DeviceFigures(index=index, reserved_ratio=None, replays=None, **values))
+    return tuple(devices)
+
+
+_regions = st.lists(
+    st.builds(
+        lambda label, devices: RegionResult(label, devices, 0.0),
+        st.sampled_from([None, "call", "s", "s#2", "region"]),
+        _devices(),
+    ),
+    max_size=3,
+)
+_tests = st.dictionaries(st.sampled_from(["t.py::a", "t.py::b", "t.py::c"]), _regions, max_size=3)
+_tolerances = st.none() | st.builds(
+    parse_tolerance, st.sampled_from(["0%", "0% 0B", "10%", "57% 1MiB", "1B", "33.3% 0B"])
+)
+
+
+@given(_tests, _tests, st.dictionaries(st.sampled_from(["t.py::a", "t.py::b"]), _tolerances))
+def test_the_in_run_check_and_compare_agree(
+    base_tests: dict[str, list[RegionResult]],
+    new_tests: dict[str, list[RegionResult]],
+    marks: dict[str, dict[str, Any] | None],
+) -> None:
+    """Every verdict and every new region of ``--cgmem-baseline`` (each test checked as it
+    ends) is what ``cgmem compare`` finds in the run files of the same two runs."""
+    base = runfile.build_run(
+        [TestEntry(n, "passed", tuple(r)) for n, r in base_tests.items() if r],
+        runfile.base_machine(),
+        None,
+    )
+    entries = [
+        TestEntry(n, "passed", tuple(r), tolerance=marks.get(n)) for n, r in new_tests.items() if r
+    ]
+    new = runfile.build_run(entries, runfile.base_machine(), None)
+    baseline = Baseline("b.json", base)
+    in_run = [baseline.check(e.nodeid, e.regions, effective(DEFAULT, e.tolerance)) for e in entries]
+    compared = compare_runs(base, new, DEFAULT)
+
+    def verdicts(changes: Any) -> list[tuple[Any, ...]]:
+        return sorted((c.nodeid, c.label, c.index, c.metric, c.verdict) for c in changes)
+
+    assert verdicts(c for f in in_run for c in f.changes) == verdicts(compared.changes)
+    assert sorted(n for f in in_run for n in f.new) == sorted(compared.new)
