@@ -682,16 +682,25 @@ def merge_runs(
     runs = [(valid_text(name), doc) for name, doc in runs]  # a file name's bytes not UTF-8
     warnings: list[str] = []
     measured = [(name, doc) for name, doc in runs if doc["tests"]]
-    first_name, first = measured[0] if measured else runs[0]
-    for name, doc in measured[1:]:
-        differ = machine_differences(first["machine"], doc["machine"])
+    first = measured[0][1] if measured else runs[0][1]
+    for i, (name, doc) in enumerate(measured[1:], 1):
+        # each earlier file, not only the first: a key the first does not know (null) may
+        # still differ between two later ones
+        other, differ = next(
+            (
+                (other, differ)
+                for other, earlier in measured[:i]
+                if (differ := machine_differences(earlier["machine"], doc["machine"]))
+            ),
+            ("", []),
+        )
         if not differ:
             continue
         text = ", ".join(differ)
         if not allow_mixed_machines:
             raise CgmemUsageError(
                 f"cgmem merge: {name!r} comes from a different machine than "
-                f"{first_name!r} ({text}); pass --allow-mixed-machines to merge anyway"
+                f"{other!r} ({text}); pass --allow-mixed-machines to merge anyway"
             )
         warnings.append(f"warning: {name!r} comes from a different machine ({text})")
     owner: dict[str, str] = {}

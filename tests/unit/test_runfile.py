@@ -798,6 +798,19 @@ def test_merge_compares_only_what_both_files_know() -> None:
     assert warnings == [] and doc["summary"]["tests"] == 2
 
 
+def test_merge_holds_each_file_against_every_earlier_one() -> None:
+    """A key the first file does not know is still compared between the later ones,
+    whatever the order of the files."""
+    unknown = ("a.json", shard("t.py::a", driver=None, nvml=False))
+    b, c = ("b.json", shard("t.py::b", driver="580")), ("c.json", shard("t.py::c", driver="470"))
+    for runs in ([unknown, b, c], [b, unknown, c], [b, c, unknown]):
+        with pytest.raises(CgmemUsageError, match=r"'c.json' .* than 'b.json' \(driver '580'"):
+            runfile.merge_runs(runs)
+    doc, warnings = runfile.merge_runs([unknown, b, c], allow_mixed_machines=True)
+    assert warnings == ["warning: 'c.json' comes from a different machine (driver '580' vs '470')"]
+    assert doc["machine"]["driver"] is None  # the first file's machine, as documented
+
+
 def test_merge_of_an_incomplete_shard_is_incomplete() -> None:
     lost = {
         "worker": "gw1",
