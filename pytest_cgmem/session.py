@@ -143,6 +143,8 @@ class Verdict:
     tolerance: dict[str, Number] | None
     violations: tuple[Violation, ...]
     findings: Findings | None
+    judged: bool = True
+    """False for a test opted out with ``cgmem_off``: its figures are kept, not judged."""
 
 
 def item_budget(item: pytest.Item, default: Budget) -> Budget:
@@ -769,7 +771,12 @@ class CgmemSession:
 
             findings = self.baseline.check(item.nodeid, mine, effective(default, tolerance))
         item.stash[_verdict_key] = Verdict(
-            dict(budget.limits) if checked else {}, checked, tolerance, violations, findings
+            dict(budget.limits) if checked else {},
+            checked,
+            tolerance,
+            violations,
+            findings,
+            judged=not opted_out,
         )
         skip_unavailable = self.settings.unavailable == "skip"
         for skipped in unavailable if skip_unavailable else ():
@@ -1025,6 +1032,7 @@ class CgmemSession:
             cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
             violations=verdict.violations if verdict else (),
             baseline=None if findings is None else findings.to_dict(),
+            judged=verdict is not None and verdict.judged,
         )
         # the machine is read (torch imported, for a GPU build) only for a run that writes files
         if not self.remote:  # this process writes the files: no need to travel

@@ -225,6 +225,9 @@ class Comparison(_Verdicts):
 def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Tolerance) -> Comparison:
     """Every figure of ``new`` against ``base``; a test's own ``tolerance`` (from its mark,
     recorded in the new file) replaces the default part by part."""
+    unjudged = {t["nodeid"] for t in new["tests"] if t.get("judged") is False}
+    if unjudged:  # kept, not judged: compared with nothing, and missing from nothing
+        new = {**new, "tests": [t for t in new["tests"] if t["nodeid"] not in unjudged]}
     base_figures = figures(base)
     new_figures = figures(new)
     tolerances = {t["nodeid"]: t.get("tolerance") for t in new["tests"]}
@@ -240,7 +243,9 @@ def compare_runs(base: Mapping[str, Any], new: Mapping[str, Any], default: Toler
         changes.extend(compare_one(key, base_figures[key], values, tolerance, compared))
     base_device_of = _device_naming(base_figures)
     missing = [
-        region_name(k[0], k[1], base_device_of(k)) for k in base_figures if k not in new_figures
+        region_name(k[0], k[1], base_device_of(k))
+        for k in base_figures
+        if k not in new_figures and k[0] not in unjudged
     ]
     sizes, both = compare_sizes(base, new)
     return Comparison(tuple(changes), tuple(new_names), tuple(missing), tuple(sizes), tuple(both))

@@ -277,13 +277,16 @@ class TestRecord:
     cuda_visible_devices: str | None = None
     violations: tuple[Violation, ...] = ()
     baseline: Mapping[str, Any] | None = None
+    #: False where its figures are kept and not judged (opted out with ``cgmem_off``, or
+    #: recorded in a setup that skipped): no baseline holds them, ``cgmem compare`` neither
+    judged: bool = True
 
     @property
     def peak(self) -> int:
         return max((int(r.metric("peak") or 0) for r in self.regions), default=0)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "nodeid": valid_text(self.nodeid),  # a file name's undecodable bytes: U+FFFD
             "outcome": self.outcome,
             "worker": self.worker,
@@ -297,6 +300,9 @@ class TestRecord:
             "baseline": None if self.baseline is None else dict(self.baseline),
             "regions": [r.to_dict() for r in self.regions],
         }
+        if not self.judged:  # absent where judged: the files of earlier versions
+            data["judged"] = False
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TestRecord:
@@ -311,6 +317,7 @@ class TestRecord:
             cuda_visible_devices=data.get("cuda_visible_devices"),
             violations=tuple(Violation.from_dict(v) for v in data.get("violations") or ()),
             baseline=data.get("baseline"),
+            judged=data.get("judged") is not False,
         )
 
 

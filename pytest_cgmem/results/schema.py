@@ -353,6 +353,13 @@ def build() -> dict[str, Any]:
                         },
                     },
                     "regions": {"type": "array", "items": {"$ref": "#/$defs/region"}},
+                    "judged": {
+                        "type": "boolean",
+                        "description": "false: its figures are kept, not judged (a test "
+                        "opted out with cgmem_off, figures recorded in a setup that "
+                        "skipped), and no baseline holds them; absent (or true) where they "
+                        "were judged",
+                    },
                 },
                 "additionalProperties": True,
             },

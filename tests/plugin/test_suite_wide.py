@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -229,9 +231,56 @@ def test_an_opted_out_test_is_not_held_to_the_baseline(
     monkeypatch.setenv("PEAK", "1 MiB")
     pytester.runpytest("--cgmem-save-baseline=base.json").assert_outcomes(passed=2)
     monkeypatch.setenv("PEAK", "8 MiB")
-    result = pytester.runpytest("--cgmem-baseline=base.json")
+    result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-json=new.json")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["FAILED test_rec.py::test_server - *BaselineRegression*"])
+    tests = {t["nodeid"]: t for t in json.loads((pytester.path / "new.json").read_text())["tests"]}
+    assert tests["test_rec.py::test_keeps"]["judged"] is False
+    assert "judged" not in tests["test_rec.py::test_server"]
+    # cgmem compare of the same two files finds what the run found: one regression
+    compared = subprocess.run(
+        [sys.executable, "-m", "pytest_cgmem.cli", "compare", "base.json", "new.json"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert compared.returncode == 1
+    assert "test_rec.py::test_server [server]" in compared.stdout
+    assert "test_keeps" not in compared.stdout
+
+
+def test_figures_recorded_in_a_setup_that_skipped_are_kept_not_compared(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(
+        test_rec="""
+        import os
+        import pytest
+
+        @pytest.fixture
+        def server(cgmem_record):
+            cgmem_record("setup", peak=os.environ["PEAK"])
+            pytest.skip("no server here")
+
+        def test_served(server):
+            pass
+        """
+    )
+    monkeypatch.setenv("PEAK", "1 MiB")
+    pytester.runpytest("--cgmem-json=base.json").assert_outcomes(skipped=1)
+    monkeypatch.setenv("PEAK", "8 MiB")
+    pytester.runpytest("--cgmem-json=new.json").assert_outcomes(skipped=1)
+    (test,) = json.loads((pytester.path / "new.json").read_text())["tests"]
+    assert test["judged"] is False and test["regions"][0]["devices"][0]["peak"] == 8 * 2**20
+    compared = subprocess.run(
+        [sys.executable, "-m", "pytest_cgmem.cli", "compare", "base.json", "new.json"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (compared.returncode, "REGRESSION" in compared.stdout) == (0, False)
 
 
 def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
