@@ -6,6 +6,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -212,6 +213,17 @@ def test_an_opted_out_test_records_figures_but_is_not_held_to_the_default_budget
         )
 
 
+def compare(folder: Path) -> subprocess.CompletedProcess[str]:
+    """``cgmem compare base.json new.json`` in ``folder``, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest_cgmem.cli", "compare", "base.json", "new.json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def test_an_opted_out_test_is_not_held_to_the_baseline(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -238,13 +250,7 @@ def test_an_opted_out_test_is_not_held_to_the_baseline(
     assert tests["test_rec.py::test_keeps"]["judged"] is False
     assert "judged" not in tests["test_rec.py::test_server"]
     # cgmem compare of the same two files finds what the run found: one regression
-    compared = subprocess.run(
-        [sys.executable, "-m", "pytest_cgmem.cli", "compare", "base.json", "new.json"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    compared = compare(pytester.path)
     assert compared.returncode == 1
     assert "test_rec.py::test_server [server]" in compared.stdout
     assert "test_keeps" not in compared.stdout
@@ -273,13 +279,7 @@ def test_figures_recorded_in_a_setup_that_skipped_are_kept_not_compared(
     pytester.runpytest("--cgmem-json=new.json").assert_outcomes(skipped=1)
     (test,) = json.loads((pytester.path / "new.json").read_text())["tests"]
     assert test["judged"] is False and test["regions"][0]["devices"][0]["peak"] == 8 * 2**20
-    compared = subprocess.run(
-        [sys.executable, "-m", "pytest_cgmem.cli", "compare", "base.json", "new.json"],
-        cwd=pytester.path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    compared = compare(pytester.path)
     assert (compared.returncode, "REGRESSION" in compared.stdout) == (0, False)
 
 
