@@ -654,14 +654,19 @@ def machine_identity(machine: Mapping[str, Any]) -> dict[str, Any]:
     return {k: machine.get(k) for k in MACHINE_IDENTITY}
 
 
-def machine_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+def _differing(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The identity keys on which two machines differ; a null (not known) differs from
     nothing."""
     return [
-        f"{k} {a.get(k)!r} vs {b.get(k)!r}"
+        k
         for k in MACHINE_IDENTITY
         if a.get(k) is not None and b.get(k) is not None and a.get(k) != b.get(k)
     ]
+
+
+def machine_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``key 'a' vs 'b'`` for each identity key on which two machines differ."""
+    return [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in _differing(a, b)]
 
 
 def merge_runs(
@@ -683,26 +688,24 @@ def merge_runs(
     warnings: list[str] = []
     measured = [(name, doc) for name, doc in runs if doc["tests"]]
     first = measured[0][1] if measured else runs[0][1]
-    for i, (name, doc) in enumerate(measured[1:], 1):
-        # each earlier file, not only the first: a key the first does not know (null) may
-        # still differ between two later ones
-        other, differ = next(
-            (
-                (other, differ)
-                for other, earlier in measured[:i]
-                if (differ := machine_differences(earlier["machine"], doc["machine"]))
-            ),
-            ("", []),
-        )
-        if not differ:
-            continue
-        text = ", ".join(differ)
-        if not allow_mixed_machines:
-            raise CgmemUsageError(
-                f"cgmem merge: {name!r} comes from a different machine than "
-                f"{other!r} ({text}); pass --allow-mixed-machines to merge anyway"
-            )
-        warnings.append(f"warning: {name!r} comes from a different machine ({text})")
+    # each identity key as the first file that knew it said, and that file: a key the first
+    # file does not know (null) is still held between the later ones
+    known: dict[str, Any] = {}
+    told_by: dict[str, str] = {}
+    for name, doc in measured:
+        machine = doc["machine"]
+        keys = _differing(known, machine)
+        if keys:
+            text = ", ".join(machine_differences(known, machine))
+            if not allow_mixed_machines:
+                raise CgmemUsageError(
+                    f"cgmem merge: {name!r} comes from a different machine than "
+                    f"{told_by[keys[0]]!r} ({text}); pass --allow-mixed-machines to merge anyway"
+                )
+            warnings.append(f"warning: {name!r} comes from a different machine ({text})")
+        for key in MACHINE_IDENTITY:
+            if known.get(key) is None and machine.get(key) is not None:
+                known[key], told_by[key] = machine[key], name
     owner: dict[str, str] = {}
     merged: list[Mapping[str, Any]] = []
     for name, doc in runs:
