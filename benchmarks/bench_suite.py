@@ -225,7 +225,6 @@ def print_leak_check_profile(path: str) -> None:
         "settled",
         "_reset_workspaces",
         "_warm_handles",
-        "empty_cache",
         "synchronize",
         "allocated_reserved",
         "clear_cublas_workspaces",
@@ -233,7 +232,6 @@ def print_leak_check_profile(path: str) -> None:
         "_read_all",
         "stop",
         "start",
-        "gc.collect",
         "mem_info",
         "processes",
     )
