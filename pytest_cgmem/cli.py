@@ -12,12 +12,12 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
-from .results.jsonio import valid_text, write_text
+from .results.jsonio import valid_text, visible, write_text
 from .results.outputs import link_problem, names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE
@@ -31,6 +31,12 @@ from .units import (
 )
 
 T = TypeVar("T")
+
+
+def _print(line: str, file: TextIO | None = None) -> None:
+    """One line of the command's output, with any control character a run file or a file
+    name brought in written out (``jsonio.visible``)."""
+    print(visible(line), file=file)
 
 
 def _version() -> str:
@@ -151,27 +157,27 @@ def _compare(args: argparse.Namespace) -> int:
     ]
     shown = list(result.changes) if args.all else [c for c in result.changes if c.verdict != "same"]
     shown.sort(key=lambda c: ({"regression": 0, "improvement": 1, "same": 2}[c.verdict], c.nodeid))
-    print(f"cgmem compare {base_name} -> {new_name} ({describe(tolerance)})")
+    _print(f"cgmem compare {base_name} -> {new_name} ({describe(tolerance)})")
     if shown:
         for line in change_table(shown):
-            print(line)
+            _print(line)
     for name in result.new:
-        print(f"new: {name}")
+        _print(f"new: {name}")
     for name in result.missing:
-        print(f"missing from {new_name}: {name}")
+        _print(f"missing from {new_name}: {name}")
     for size in result.sizes:
-        print(f"size {size.change}: {size.name}{_held(size.bytes)}")
+        _print(f"size {size.change}: {size.name}{_held(size.bytes)}")
     _size_tables(result, base, new, args.all)
     for name, why in partial:
-        print(f"incomplete run: {name}: {why}")
-    print(
+        _print(f"incomplete run: {name}: {why}")
+    _print(
         f"{len(result.changes)} figure(s) compared: {len(result.regressions)} regression(s), "
         f"{len(result.improvements)} improvement(s), {len(result.new)} new, "
         f"{len(result.missing)} missing"
     )
     if result.sizes:
         vanished = sum(1 for s in result.sizes if s.change == "vanished")
-        print(
+        _print(
             f"{len(result.sizes)} capture size(s) changed: {vanished} vanished, "
             f"{len(result.sizes) - vanished} appeared (reported, not a regression)"
         )
@@ -179,7 +185,7 @@ def _compare(args: argparse.Namespace) -> int:
         return 1
     if partial and not args.allow_incomplete:
         names = " and ".join(name for name, _ in partial)
-        print(
+        _print(
             f"cgmem compare: {names}: from an incomplete run, so figures may be missing; "
             "pass --allow-incomplete to accept it",
             file=sys.stderr,
@@ -205,9 +211,9 @@ def _size_tables(
         rows = size_rows(base_table[key], new_table[key])
         if not rows:
             continue
-        print(f"per-size bytes: {region_name(*key)}")
+        _print(f"per-size bytes: {region_name(*key)}")
         for line in size_table_lines(rows):
-            print("  " + line)
+            _print("  " + line)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -215,10 +221,10 @@ def _merge(args: argparse.Namespace) -> int:
     runs = [(name, load_run(name)) for name in args.files]
     document, warnings = merge_runs(runs, allow_mixed_machines=args.allow_mixed_machines)
     for line in warnings:
-        print(line, file=sys.stderr)
+        _print(line, file=sys.stderr)
     write_json(target, document)
     partial = "" if document["complete"] else " (marked incomplete)"
-    print(
+    _print(
         f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> "
         f"{valid_text(args.output)}{partial}"
     )
@@ -237,7 +243,7 @@ def _report(args: argparse.Namespace) -> int:
     except MissingExtra as exc:
         raise CgmemUsageError(str(exc)) from None
     write_text(target, valid_text(page))
-    print(f"cgmem report: {len(runs)} run(s) -> {valid_text(args.output)}")
+    _print(f"cgmem report: {len(runs)} run(s) -> {valid_text(args.output)}")
     return 0
 
 
@@ -245,7 +251,7 @@ def _note_incomplete(command: str, runs: Sequence[tuple[str, Mapping[str, Any]]]
     for name, doc in runs:
         why = incomplete(doc)
         if why is not None:
-            print(f"{command}: note: {name} is from an incomplete run: {why}", file=sys.stderr)
+            _print(f"{command}: note: {name} is from an incomplete run: {why}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -255,14 +261,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(args)
     except CgmemUsageError as exc:
         message = str(exc)
-        print(message if message.startswith("cgmem") else f"cgmem: {message}", file=sys.stderr)
+        _print(message if message.startswith("cgmem") else f"cgmem: {message}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"cgmem {args.command}: {exc}", file=sys.stderr)
+        _print(f"cgmem {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bug: never exit 1, the regression code
         traceback.print_exc()
-        print(
+        _print(
             f"cgmem {args.command}: internal error: {short_repr(exc)} (please report it)",
             file=sys.stderr,
         )

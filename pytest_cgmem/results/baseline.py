@@ -18,7 +18,7 @@ from ..units import (
     short_repr,
 )
 from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
-from .jsonio import valid_text
+from .jsonio import valid_text, visible
 from .records import RegionResult
 from .runfile import figures
 
@@ -266,7 +266,7 @@ def change_table(changes: Sequence[Change]) -> list[str]:
     rows = [("test", "metric", "baseline", "new", "change", "verdict")]
     for c in changes:
         spec = METRICS[c.metric]
-        name = region_name(c.nodeid, c.label)
+        name = visible(region_name(c.nodeid, c.label))
         rows.append(
             (
                 name,

@@ -95,6 +95,28 @@ def test_compare_new_and_missing(runs: Path, capsys: pytest.CaptureFixture[str])
     assert "missing from" in capsys.readouterr().out  # listed, not a failure (a -k run)
 
 
+def test_compare_writes_out_control_characters_in_node_ids(
+    runs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run file's node id with a newline or an escape sequence (pytest keeps them under
+    disable_test_id_escaping_and_forfeit_all_rights_to_community_support) prints as one line."""
+    for name in ("base.json", "new.json"):
+        doc = json.loads((runs / name).read_text())
+        for test in doc["tests"]:
+            test["nodeid"] = test["nodeid"].replace("test_load", "test_load[a\nb\x1b[31m]")
+        (runs / name).write_text(json.dumps(doc))
+    (runs / "part.json").write_text(
+        json.dumps({**doc, "tests": [t for t in doc["tests"] if "test_load" not in t["nodeid"]]})
+    )
+    assert main(["compare", str(runs / "base.json"), str(runs / "new.json")]) == 1
+    assert main(["compare", str(runs / "part.json"), str(runs / "new.json")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    regression = r"test_suite.py::test_load[a\nb\x1b[31m] [load]"
+    assert any(line.startswith(regression) and "REGRESSION" in line for line in out.splitlines())
+    assert f"new: {regression}" in out.splitlines()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_cgmem import cli, plugin
 from pytest_cgmem.results import journal, jsonio, outputs, runfile
@@ -112,6 +114,31 @@ def test_a_lone_surrogate_is_not_written_either() -> None:
 )
 def test_valid_text_replaces_what_utf8_cannot_hold(text: str, valid: str) -> None:
     assert jsonio.valid_text(text) == valid
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("t.py::test_a[café]", "t.py::test_a[café]"),
+        ("t.py::test_a[a\nb]", "t.py::test_a[a\\nb]"),
+        ("t.py::test_a[\x1b[31mred]", "t.py::test_a[\\x1b[31mred]"),
+        ("tab\there\r\x00\x7f\x85", "tab\\there\\r\\x00\\x7f\\x85"),
+        ("a\u2028b", "a\\u2028b"),
+        ("already \\n escaped", "already \\n escaped"),
+    ],
+)
+def test_visible_writes_out_control_characters(text: str, shown: str) -> None:
+    assert jsonio.visible(text) == shown
+    assert jsonio.visible(shown) == shown
+
+
+@given(st.text())
+def test_visible_leaves_one_printable_line(text: str) -> None:
+    shown = jsonio.visible(text)
+    assert len(shown.splitlines()) <= 1
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029" for c in shown)
+    if text.isprintable():
+        assert shown == text
 
 
 def test_merged_from_names_are_valid_utf8() -> None:
