@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,30 @@ def test_every_module_is_on_the_map() -> None:
         if path.name == "__init__.py":
             continue
         assert str(path.relative_to(PACKAGE)) in text, f"docs/architecture.md does not name {name}"
+
+
+def documented_layers() -> dict[str, int]:
+    """Each module file of docs/architecture.md's table and the number of its layer."""
+    layers, number = {}, None
+    for row in DOC.read_text().splitlines():
+        match = re.match(r"\| (?:(\d+) [^|]*)? *\| `([\w/]+\.py)` \|", row)
+        if match is None:
+            continue
+        if match.group(1):
+            number = int(match.group(1))
+        assert number is not None, f"a row before the first layer: {row[:60]}"
+        layers[match.group(2)] = number
+    return layers
+
+
+def test_the_page_s_layers_are_the_test_s() -> None:
+    """The page's table puts each module in the layer LAYERS does (layer N is LAYERS[N - 1])."""
+    documented = documented_layers()
+    assert documented, "docs/architecture.md lost its table"
+    for path, number in documented.items():
+        name = path.removesuffix(".py").replace("/", ".").removesuffix(".__init__")
+        assert layer_of(name) == number - 1, f"docs/architecture.md puts {path} in layer {number}"
+    assert sorted(set(documented.values())) == list(range(1, len(LAYERS) + 1))
 
 
 def test_every_module_outside_cuda_imports_without_torch() -> None:
