@@ -108,8 +108,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 OFF_HELP = (
     "cgmem_off(reason): under --cgmem-all, do not measure this test (or class, or module), "
     "and in any run hold no figure it records to the default budget or the baseline; a cgmem "
-    "mark on the test wins; the reason, one non-empty printable line, is listed in the --cgmem-all "
-    "summary"
+    "mark on the test, its class or its module wins; the reason, one non-empty printable line, "
+    "is listed in the --cgmem-all summary"
 )
 
 

@@ -150,6 +150,33 @@ def test_opt_out_mark_is_registered(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["@pytest.mark.cgmem_off(reason): under --cgmem-all*"])
 
 
+@pytest.mark.no_cuda
+@pytest.mark.parametrize("where", ["class", "module"])
+def test_a_cgmem_mark_on_the_class_or_module_wins_over_the_test_s_cgmem_off(
+    pytester: pytest.Pytester, where: str
+) -> None:
+    """As the mark's help says (``pytest --markers``): the test is a marked one, so without
+    CUDA it skips as marked tests do, where an opted-out test would run and pass."""
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        {"pytestmark = pytest.mark.cgmem(leak=0)" if where == "module" else ""}
+
+        {"@pytest.mark.cgmem(leak=0)" if where == "class" else ""}
+        class TestIt:
+            @pytest.mark.cgmem_off("keeps its cache on purpose")
+            def test_it(self, cgmem_record):
+                cgmem_record("cache", leak="8 MiB")
+        """
+    )
+    result = pytester.runpytest("-rs", "--cgmem-all")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * cgmem: no CUDA device"])
+    help_text = " ".join(pytester.runpytest("--markers").stdout.str().split())
+    assert "a cgmem mark on the test, its class or its module wins" in help_text
+
+
 def test_recorded_regions_are_judged_under_cgmem_all_without_cuda(
     pytester: pytest.Pytester,
 ) -> None:
