@@ -495,9 +495,17 @@ class CgmemSession:
 
     # -- collection ---------------------------------------------------------------------
 
-    @pytest.hookimpl(trylast=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Read each test's marks once the others (conftests, plugins) have added theirs."""
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_collection_modifyitems(
+        self, items: list[pytest.Item]
+    ) -> Generator[None, None, None]:
+        """Read each test's marks once the others (conftests, plugins) have added theirs:
+        the outermost wrapper, after every other implementation, wrappers' code after their
+        ``yield`` too."""
+        yield  # an error of another implementation goes on: no marks to read
+        self._read_marks(items)
+
+    def _read_marks(self, items: list[pytest.Item]) -> None:
         default = self.settings.budget
         errors: list[tuple[pytest.Item, str]] = []
         for item in items:

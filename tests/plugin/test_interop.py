@@ -311,6 +311,44 @@ def test_marks_a_conftest_adds_at_collection_count(pytester: pytest.Pytester) ->
     assert off.stash[opted_out_key] == "added by the conftest"
 
 
+@pytest.mark.parametrize("wrapper", ["wrapper=True", "hookwrapper=True"])
+def test_marks_a_conftest_wrapper_adds_after_the_others_count(
+    pytester: pytest.Pytester, wrapper: str
+) -> None:
+    """A conftest's wrapper that adds marks after its ``yield`` runs after every plain
+    implementation of the hook, ours too: its marks count all the same."""
+    pytester.makeconftest(
+        f"""
+        import pytest
+
+        @pytest.hookimpl({wrapper})
+        def pytest_collection_modifyitems(config, items):
+            yield
+            for item in items:
+                if "gpu" in item.name:
+                    item.add_marker(pytest.mark.cgmem(peak=5))
+                if "off" in item.name:
+                    item.add_marker(pytest.mark.cgmem_off("added by the conftest"))
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_gpu_thing(cgmem_record):
+            cgmem_record("server", peak=1000)
+
+        def test_off_thing(cgmem_record):
+            cgmem_record("server", peak=1000)
+        """
+    )
+    result = pytester.runpytest("--cgmem-all", "--cgmem-budget=peak=10", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=1, skipped=1)  # the marked test needs CUDA; none here
+    result.stdout.fnmatch_lines(["*1 opted out*", "*test_off_thing: added by the conftest*"])
+    doc = _run_file(pytester)
+    assert [(t["nodeid"], t["judged"]) for t in doc["tests"]] == [
+        ("test_marks_a_conftest_wrapper_adds_after_the_others_count.py::test_off_thing", False)
+    ]
+
+
 FORKING_CONFTEST = """
 import os
 import pickle
