@@ -169,6 +169,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _configured.append(config)
     config.addinivalue_line("markers", MARK_HELP)
     config.addinivalue_line("markers", OFF_HELP)
+    if getattr(config.option, "help", False):
+        return  # pytest shows its help whatever the settings, as for its own: none is used
     cli = {o.name: config.getoption(_dest(o.name)) for o in OPTIONS}
     try:
         _check_legacy_toml(config)

@@ -196,6 +196,27 @@ def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
         result.stdout.fnmatch_lines([f"*{option.ini}*"])
 
 
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [
+        (["--cgmem-summary=x"], ""),
+        ([], "cgmem_budget = peak"),
+        (["-W", "error", "--cgmem-gab-sizes"], ""),
+        (["--cgmem-devices=x", "-p", "xdist", "-n", "2"], ""),
+    ],
+)
+def test_help_is_shown_whatever_the_settings(
+    pytester: pytest.Pytester, args: list[str], ini: str
+) -> None:
+    """``--help`` shows the help that says what a value should be, as pytest does for its
+    own settings, however bad a value of ours is."""
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    result = pytester.runpytest(*args, "--help")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines(["*--cgmem-summary=N*"])
+
+
 def test_every_option_is_on_the_command_line_and_an_ini_key_with_its_help(
     pytester: pytest.Pytester,
 ) -> None:
