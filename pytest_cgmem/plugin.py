@@ -186,6 +186,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raw, source = ini["devices"] or None, "cgmem_devices"
         if raw is not None:  # the workers would refuse it: say so once, before they start
             problem = _worker_device("gw0", raw, source)[1]
+    if problem is None and _runs_each_test_on_every_worker(config):
+        problem = _one_record_a_test(settings)
     if problem:
         raise pytest.UsageError(problem)
     if getattr(config, "workerinput", None) is None:  # said once, by the process started
@@ -209,6 +211,29 @@ def _starts_xdist_workers(config: pytest.Config) -> bool:
     return os.environ.get("PYTEST_XDIST_WORKER") is None and bool(
         config.getoption("numprocesses", None)
     )
+
+
+def _runs_each_test_on_every_worker(config: pytest.Config) -> bool:
+    """This process is a pytest-xdist controller that runs the whole suite on each of its
+    workers (``--dist each``)."""
+    return (
+        os.environ.get("PYTEST_XDIST_WORKER") is None
+        and config.getoption("dist", None) == "each"
+        and bool(config.getoption("numprocesses", None) or config.getoption("tx", None))
+    )
+
+
+def _one_record_a_test(settings: Settings) -> str | None:
+    """The usage error for a file of one record a test asked of a run that measures each
+    test once on every worker: all but one worker's figures would be lost unseen."""
+    for name in ("json", "gab_json", "save_baseline"):
+        if getattr(settings, name) is not None:
+            return (
+                f"{settings.source(name)}: --dist each runs every test on every worker, and "
+                "the file holds one record a test; give each device its own pytest run "
+                "(and its own file), or use --dist load"
+            )
+    return None
 
 
 def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None, str | None]:

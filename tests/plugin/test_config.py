@@ -1,10 +1,15 @@
 """Options, ini keys, marks and usage errors, checked through pytester (no GPU needed)."""
 
+from pathlib import Path
+
 import pytest
 
+import pytest_cgmem
 from pytest_cgmem.plugin import settings_key
 from pytest_cgmem.session import budget_key
 from pytest_cgmem.settings import OPTIONS
+
+ROOT = Path(pytest_cgmem.__file__).parents[1]
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
 # runs load neither (tests/conftest.py)
@@ -326,6 +331,42 @@ def test_bad_marks_are_named_under_xdist(pytester: pytest.Pytester) -> None:
         ]
     )
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("--cgmem-json=run.json", "--cgmem-json"),
+        ("--cgmem-gab-json=gab.json", "--cgmem-gab-json"),
+        ("--cgmem-save-baseline=base.json", "--cgmem-save-baseline"),
+        ("-ocgmem_json=run.json", "cgmem_json"),
+    ],
+)
+def test_dist_each_with_a_file_of_one_record_a_test_is_refused(
+    pytester: pytest.Pytester, option: str, named: str
+) -> None:
+    """``--dist each`` runs each test on every worker; the run file, gab file and baseline
+    hold one record a test, and would keep one worker's figures with no word of the rest."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
+    result = pytester.runpytest("-n", "2", "--dist", "each", option, "-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = result.stderr.lines[0]
+    assert line == (
+        f"ERROR: {named}: --dist each runs every test on every worker, and the file holds one "
+        "record a test; give each device its own pytest run (and its own file), or use "
+        "--dist load"
+    )
+    assert not list(pytester.path.glob("*.json"))
+    if named == "--cgmem-json":
+        assert f"`{line}`" in (ROOT / "docs" / "ci.md").read_text()
+
+
+def test_dist_each_without_a_file_runs(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
+    result = pytester.runpytest("-n", "2", "--dist", "each", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
 
 
 def test_every_opt_out_mark_of_a_test_is_checked(pytester: pytest.Pytester) -> None:
