@@ -405,6 +405,8 @@ class CgmemSession:
         self.lines: list[str] = []
         self.errors: list[str] = []
         self.refused: list[str] = []
+        #: the collectors that failed to collect (each once, under xdist too)
+        self.collection_errors: list[str] = []
         self.baseline: Baseline | None = None
         self.interrupted: str | None = None
         self.ended_early: str | None = None
@@ -1146,6 +1148,13 @@ class CgmemSession:
             return
         self._start_outputs(baseline=False)
 
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        """A module that failed to collect (xdist may report it once from each worker): with
+        ``--continue-on-collection-errors`` or under xdist the run goes on without its tests,
+        and the run file says so."""
+        if report.failed and self.worker is None and report.nodeid not in self.collection_errors:
+            self.collection_errors.append(report.nodeid)
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         """Before the first test: a baseline being saved becomes a stub marked incomplete
@@ -1402,6 +1411,10 @@ class CgmemSession:
         stop = session.shouldfail or session.shouldstop
         if stop and not interrupted and not every_test_ran:
             reasons.append(f"stopped early: {stop}")
+        errors = self.collection_errors
+        if errors and not first:
+            shown = ", ".join(errors[:3]) + (", ..." if len(errors) > 3 else "")
+            reasons.append(f"{len(errors)} collection error(s) ({shown}): their tests did not run")
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR and not interrupted:
             reasons.append("an internal error ended the run")  # not pytest.exit(returncode=3)
         for lost in self.workers_lost:

@@ -260,6 +260,37 @@ def test_stopped_early_is_incomplete(pytester: pytest.Pytester) -> None:
     assert nodeids(doc) == ["test_a"]
 
 
+@pytest.mark.parametrize(
+    "how", [["--continue-on-collection-errors"], ["-n", "2"]], ids=["continue", "xdist2"]
+)
+def test_a_run_that_goes_on_past_collection_errors_is_incomplete(
+    pytester: pytest.Pytester, how: list[str]
+) -> None:
+    """The tests of a module that failed to collect never ran: a run that goes on without
+    them (as xdist does) keeps every other test's figures and says what is missing."""
+    pytester.makepyfile(
+        test_ok="def test_a(cgmem_record):\n    cgmem_record('x', peak=1)\n",
+        test_bad="import no_such_module_here\n",
+        test_worse="raise RuntimeError('broken at import')\n",
+    )
+    result = pytester.runpytest(*how, "-p", "no:randomly", "--cgmem-json=run.json")
+    outcomes = result.parseoutcomes()  # xdist may count an error once from each worker
+    assert outcomes["passed"] == 1 and outcomes["errors"] >= 2
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert doc["complete"] is False
+    assert doc["incomplete_reason"] == (
+        "2 collection error(s) (test_bad.py, test_worse.py): their tests did not run"
+    )
+    assert nodeids(doc) == ["test_a"]
+
+
+def test_collection_errors_that_stop_the_run_are_said_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_bad="import no_such_module_here\n")
+    pytester.runpytest("--cgmem-json=run.json").assert_outcomes(errors=1)
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert doc["incomplete_reason"] == "interrupted: 1 error during collection"
+
+
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_stop_at_the_last_test_is_complete(pytester: pytest.Pytester, xdist: list[str]) -> None:
     """-x that fires on the last test stopped nothing: the run is complete."""
