@@ -59,7 +59,9 @@ def launch_arguments(
     """Check the arguments; a bad one is a one-line CgmemUsageError saying what to give."""
     __tracebackhide__ = True
     if not callable(fn):
-        raise CgmemUsageError(f"{_WHERE}: fn must be a function fn(rank, world_size), got {fn!r}")
+        raise CgmemUsageError(
+            f"{_WHERE}: fn must be a function fn(rank, world_size), got {short_repr(fn)}"
+        )
     if (
         isinstance(world_size, bool)
         or not isinstance(world_size, int)
@@ -72,7 +74,7 @@ def launch_arguments(
     if not isinstance(backend, str) or not backend.strip():
         raise CgmemUsageError(
             f"{_WHERE}: backend must be a torch.distributed backend name such as 'nccl' or "
-            f"'gloo', got {backend!r}"
+            f"'gloo', got {short_repr(backend)}"
         )
     if (
         isinstance(timeout, bool)
@@ -85,12 +87,12 @@ def launch_arguments(
         )
     if label is not None and (not isinstance(label, str) or not label or "/" in label):
         raise CgmemUsageError(
-            f"{_WHERE}: label must be a non-empty string without '/', got {label!r}"
+            f"{_WHERE}: label must be a non-empty string without '/', got {short_repr(label)}"
         )
-    if start_method not in START_METHODS:
+    if not isinstance(start_method, str) or start_method not in START_METHODS:
         raise CgmemUsageError(
             f"{_WHERE}: start_method must be one of {', '.join(START_METHODS)}, "
-            f"got {start_method!r}"
+            f"got {short_repr(start_method)}"
         )
     return Launch(world_size, backend.strip(), float(timeout), label, str(start_method))
 

@@ -89,6 +89,51 @@ def test_bad_arguments_are_one_line_usage_errors(kwargs: dict[str, object], frag
     assert "\n" not in message
 
 
+class _NoTruth:
+    """Compares to anything as a value with no truth (as a numpy array of two elements)."""
+
+    def __eq__(self, other: object) -> bool:
+        return _Ambiguous()  # type: ignore[return-value]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Ambiguous:
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value of an array with more than one element is ambiguous")
+
+
+_HUGE, _LONG = (10**5000, "got an integer of about 5000 digits"), ("x" * 5000, "(5002 characters)")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown"),
+    [
+        ("fn", *_HUGE),
+        ("backend", *_HUGE),
+        ("label", *_HUGE),
+        ("start_method", *_HUGE),
+        ("fn", *_LONG),
+        ("start_method", *_LONG),
+        ("start_method", _NoTruth(), "got <"),
+    ],
+    ids=["fn", "backend", "label", "start_method", "fn-long", "start_method-long", "no-truth"],
+)
+def test_a_bad_argument_is_refused_in_one_short_line(name: str, value: object, shown: str) -> None:
+    """An argument whose repr Python refuses to write (an int of more than 4300 digits),
+    one of thousands of characters, or one whose comparison has no truth value is named
+    short, never raised as ValueError from repr() or ``in``."""
+    arguments: dict[str, object] = {"fn": fn, "world_size": 2, "backend": "gloo", "timeout": 60}
+    arguments[name] = value
+    with pytest.raises(CgmemUsageError) as info:
+        launch_arguments(**arguments)
+    message = str(info.value)
+    assert message.startswith(f"cgmem.distributed: {name} must be ")
+    assert shown in message
+    assert "\n" not in message
+    assert len(message) < 300
+
+
 def test_good_arguments() -> None:
     launch = launch_arguments(fn, 2, " nccl ", 30)
     assert launch == Launch(2, "nccl", 30.0, None, "forkserver")
