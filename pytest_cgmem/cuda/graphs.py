@@ -661,6 +661,17 @@ def _pool_ids(where: str, pools: Iterable[object], nested: str = "") -> list[Poo
     return wanted
 
 
+def _release_flag(where: str, value: object, none: bool = False) -> None:
+    """``release_workspaces`` is True or False (None too where ``none``): a truthy string
+    such as ``"no"`` would release them, and a numpy array's truth is an error of its own."""
+    __tracebackhide__ = True
+    if not isinstance(value, bool) and not (none and value is None):
+        said = "True, False or None" if none else "True or False"
+        raise CgmemUsageError(
+            f"{where}: release_workspaces must be {said}, got {short_repr(value)}"
+        )
+
+
 def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> dict[PoolId, int]:
     """Bytes each pool holds after emptying the cache (0 for a released pool).
 
@@ -670,6 +681,7 @@ def pools_bytes(pools: Iterable[object], *, release_workspaces: bool = True) -> 
     """
     __tracebackhide__ = _usage_error
     wanted = _pool_ids("pools_bytes", pools)
+    _release_flag("pools_bytes", release_workspaces)
     held = _by_pool(
         _measure_pools(
             wanted, lambda now: release_workspaces and any(now.get(p, 0) for p in wanted)
@@ -682,6 +694,7 @@ def pool_bytes(pool: object, *, release_workspaces: bool = True) -> int:
     """Bytes a graph pool still holds, after emptying the cache."""
     __tracebackhide__ = _usage_error
     (pid,) = _pool_ids("pool_bytes", [pool])
+    _release_flag("pool_bytes", release_workspaces)
     return pools_bytes([pid], release_workspaces=release_workspaces)[pid]
 
 
@@ -691,6 +704,7 @@ def assert_pools_released(*pools: object, release_workspaces: bool = True) -> No
     wanted = _pool_ids(
         "assert_pool_released", pools, " (give pools as separate arguments: *log.pools)"
     )
+    _release_flag("assert_pool_released", release_workspaces)
     if not wanted:
         raise CgmemUsageError(
             "assert_pool_released: no pool given (graph.pool(), graph_pool_handle(), "
@@ -866,6 +880,7 @@ class GraphLog:
         stats or snapshot segments, ``allocator.pool_reserved``). cuBLAS workspaces are
         released only for pools whose graphs are all gone, unless ``release_workspaces``
         says otherwise. Raises ``FigureUnavailable`` under cudaMallocAsync."""
+        _release_flag("log.pool_bytes", release_workspaces, none=True)
         pools = self.pools
         if not pools:
             return {}

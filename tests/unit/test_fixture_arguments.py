@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Any
 
 import pytest
 
@@ -102,6 +103,60 @@ def test_pools_bytes_refuses_what_is_no_pool(no_gpu_work: None) -> None:
 def test_assert_pool_released_reads_the_pools_it_is_given(no_gpu_work: None) -> None:
     with pytest.raises(ReachedGpuWork):
         CgmemFixture([].append).assert_pool_released((0, 1), [0, 2], _Graph().pool())
+
+
+class _NoTruth:
+    """A value whose truth is an error (as a numpy array of two elements)."""
+
+    def __bool__(self) -> bool:
+        raise ValueError("the truth value of an array with more than one element is ambiguous")
+
+
+_NOT_FLAGS = [("no", "'no'"), (0, "0"), (None, "None"), ([], "[]"), (_NoTruth(), "<")]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), _NOT_FLAGS, ids=["no", "zero", "none", "list", "array"]
+)
+@pytest.mark.parametrize(
+    ("where", "call"),
+    [
+        ("pool_bytes", lambda f, flag: f.pool_bytes((0, 1), release_workspaces=flag)),
+        (
+            "assert_pool_released",
+            lambda f, flag: f.assert_pool_released((0, 1), release_workspaces=flag),
+        ),
+        ("pools_bytes", lambda f, flag: graphs.pools_bytes([(0, 1)], release_workspaces=flag)),
+    ],
+    ids=["pool_bytes", "assert_pool_released", "pools_bytes"],
+)
+def test_release_workspaces_must_be_true_or_false(
+    no_gpu_work: None, where: str, call: Any, value: object, shown: str
+) -> None:
+    """A truthy string such as "no" released the workspaces, an array's truth raised from
+    inside: refused before any GPU work."""
+    with pytest.raises(CgmemUsageError) as info:
+        call(CgmemFixture([].append), value)
+    assert _one_line(info).startswith(
+        f"{where}: release_workspaces must be True or False, got {shown}"
+    )
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_release_workspaces_true_or_false_goes_on(no_gpu_work: None, flag: bool) -> None:
+    with pytest.raises(ReachedGpuWork):
+        CgmemFixture([].append).pool_bytes((0, 1), release_workspaces=flag)
+
+
+@pytest.mark.parametrize(("value", "shown"), _NOT_FLAGS[:2], ids=["no", "zero"])
+def test_a_log_s_release_workspaces_is_true_false_or_none(value: object, shown: str) -> None:
+    log = graphs.GraphLog()
+    with pytest.raises(CgmemUsageError) as info:
+        log.pool_bytes(release_workspaces=value)  # type: ignore[arg-type]
+    assert _one_line(info) == (
+        f"log.pool_bytes: release_workspaces must be True, False or None, got {shown}"
+    )
+    assert log.pool_bytes(release_workspaces=None) == {}  # no capture: no pool to read
 
 
 # graphs(label=...) -----------------------------------------------------------------------
