@@ -184,6 +184,17 @@ class EstimateViolation:
         return self.estimate - self.measured
 
 
+def check_description(where: str, value: object, *, empty: bool = False) -> None:
+    """``what`` names the checked thing in a failure's one line: a printable string (no
+    newline or tab), non-empty unless ``empty``; anything else is a usage error."""
+    __tracebackhide__ = True
+    if not isinstance(value, str) or not value.isprintable() or not (value or empty):
+        kind = "a printable string" if empty else "a non-empty printable string"
+        raise CgmemUsageError(
+            f"{where}: what must be {kind} (no newline or tab), got {short_repr(value)}"
+        )
+
+
 def _tolerance(rel: object, abs_: object) -> tuple[float, int]:
     __tracebackhide__ = True
     try:
@@ -211,6 +222,7 @@ def check_estimate(
     ``"16 MiB"``). With neither given the estimate must be exact. Both sides are bytes.
     """
     __tracebackhide__ = True
+    check_description("assert_estimate", what)
     fraction, slack = _tolerance(rel, abs)
     est, meas = _bytes(estimate, "estimate"), _bytes(measured, "measured")
     allowed = max(fraction * meas, float(slack))

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..checks.graph_sizes import pad_to_captured
+from ..checks.graph_sizes import check_description, pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
@@ -1009,6 +1009,8 @@ def track(label: Callable[[], object] | None = None) -> Iterator[GraphLog]:
 @contextmanager
 def expect_replay(what: str | None = None, *, at_least: int = 1) -> Iterator[GraphLog]:
     """Fail with EagerFallback when fewer than ``at_least`` replays happen in the body."""
+    if what is not None:
+        check_description("expect_replay", what, empty=True)
     if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
         raise CgmemUsageError(
             f"expect_replay: at_least must be a whole number >= 1, got {short_repr(at_least)}"

@@ -285,6 +285,55 @@ def test_estimate_bad_tolerance(kwargs, needle):
         check_estimate(1, 1, **kwargs)
 
 
+_NOT_DESCRIPTIONS = [
+    ("a\nb", "'a\\nb'"),
+    ("\t", "'\\t'"),
+    (b"kv", "b'kv'"),
+    (5, "5"),
+    (None, "None"),
+    (10**5000, "an integer of about 5000 digits"),
+]
+
+
+_IDS = ["newline", "tab", "bytes", "int", "none", "huge-int"]
+
+
+@pytest.mark.parametrize(("what", "shown"), [*_NOT_DESCRIPTIONS, ("", "''")], ids=[*_IDS, "empty"])
+def test_estimate_what_must_be_a_printable_string(what, shown):
+    """``what`` heads the failure's one line: a newline split it, bytes or a number were
+    written as they are, and an int of over 4300 digits raised from the f-string."""
+    for call in (check_estimate, assert_estimate, pytest_cgmem.CgmemFixture.assert_estimate):
+        with pytest.raises(CgmemUsageError) as info:
+            call(10, 20, what=what)
+        message = str(info.value)
+        assert message == (
+            "assert_estimate: what must be a non-empty printable string (no newline or tab), "
+            f"got {shown}"
+        )
+
+
+@given(st.text(min_size=1).filter(str.isprintable))
+def test_estimate_takes_every_printable_what(what):
+    with pytest.raises(EstimateMismatch) as info:
+        assert_estimate(10, 20, what=what)
+    assert str(info.value).startswith(f"cgmem: {what} estimate 10 B misses")
+
+
+@pytest.mark.parametrize(
+    ("what", "shown"),
+    [w for w in _NOT_DESCRIPTIONS if w[0] is not None],
+    ids=[i for i in _IDS if i != "none"],
+)
+def test_expect_replay_what_must_be_a_printable_string(what, shown):
+    from pytest_cgmem.cuda import graphs
+
+    with pytest.raises(CgmemUsageError) as info, graphs.expect_replay(what):
+        pass
+    assert str(info.value) == (
+        f"expect_replay: what must be a printable string (no newline or tab), got {shown}"
+    )
+
+
 @pytest.mark.parametrize("bad", [-1, -1.0, float("nan"), "x MiB", None])
 def test_estimate_bad_numbers(bad):
     with pytest.raises(CgmemUsageError):
