@@ -37,7 +37,7 @@ from ..checks.graph_sizes import check_description, pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
-from ..units import CgmemUsageError, format_size, short_repr
+from ..units import MAX_FIGURE, CgmemUsageError, format_size, short_repr
 from . import allocator, count_measurement
 from .allocator import PoolId, pool_id
 from .allocator import pool_segments as pool_segments  # read here by tests and benchmarks
@@ -1176,6 +1176,10 @@ def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise CgmemUsageError(
                 f"capture_sweep: sizes are whole numbers >= 1, got {short_repr(size)}"
+            )
+        if size > MAX_FIGURE:  # the run file holds no larger whole number
+            raise CgmemUsageError(
+                f"capture_sweep: too large: the most is {MAX_FIGURE}, got {short_repr(size)}"
             )
         result.add(size)
     if not result:

@@ -241,6 +241,15 @@ def _make_input(size: int) -> int:
         ((_fn, [4, -2], _make_input), "capture_sweep: sizes are whole numbers >= 1, got -2"),
         ((_fn, [4, 2.0], _make_input), "capture_sweep: sizes are whole numbers >= 1, got 2.0"),
         ((_fn, [], _make_input), "capture_sweep: no sizes given"),
+        (
+            (_fn, [4, 2**63], _make_input),
+            "capture_sweep: too large: the most is 9223372036854775807, got 9223372036854775808",
+        ),
+        (
+            (_fn, [10**5000], _make_input),
+            "capture_sweep: too large: the most is 9223372036854775807, got an integer of "
+            "about 5000 digits",
+        ),
     ],
     ids=[
         "fn",
@@ -252,6 +261,8 @@ def _make_input(size: int) -> int:
         "negative",
         "float",
         "empty",
+        "beyond-int64",
+        "huge",
     ],
 )
 def test_capture_sweep_refuses_a_wrong_argument_before_any_gpu_work(
