@@ -170,7 +170,7 @@ class Capture:
         return self.reserved
 
     def describe(self) -> str:
-        label = "" if self.label is None else f" [{self.label}]"
+        label = "" if self.label is None else f" [{_plain(self.label)}]"
         return (
             f"capture {self.number}{label} on cuda:{self.device} pool {self.pool}: "
             f"+{_size(self.reserved)} reserved, +{_size(self.allocated)} allocated, "
@@ -197,6 +197,8 @@ def _size(value: int | None) -> str:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FIGURE:
+        return short_repr(value)  # no run file holds the int (nor str() one of 4300 digits)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

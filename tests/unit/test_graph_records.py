@@ -53,6 +53,33 @@ def test_capture_to_dict() -> None:
     assert third["label"].startswith("<object object at")  # not JSON: its str
 
 
+@pytest.mark.parametrize(
+    ("label", "size"),
+    [
+        (2**63, "9223372036854775808"),
+        (-(2**63), "-9223372036854775808"),
+        (10**5000, "an integer of about 5000 digits"),
+        (2**63 - 1, 2**63 - 1),
+    ],
+    ids=["beyond-int64", "below-int64", "huge", "largest"],
+)
+def test_a_label_beyond_what_a_run_file_holds_is_kept_as_text(label: int, size: object) -> None:
+    """A capture labelled with an int beyond 2**63 - 1 made the log's region one that the
+    run file refused (the test's figures left out, the run failed at its end); one of over
+    4300 digits raised ValueError from the log's text. Kept as text, as any label JSON
+    cannot carry is."""
+    from pytest_cgmem.results.runfile import plain_region, region_problem
+
+    log, kept = graphs.GraphLog(), FakeGraph()
+    log.label(label)
+    log._on_capture(kept, 0, (0, 1), MiB, 2 * MiB, None, 0.001)
+    assert log.captures[0].to_dict()["label"] == size
+    assert f"[{size}]" in log.describe()
+    region = log.region("graphs")
+    assert region.extra["graph_figures"]["sizes"][0]["size"] == size
+    assert region_problem(plain_region(region)) is None
+
+
 def test_log_to_dict_is_json_and_has_pools_per_device() -> None:
     log, _kept = _log()
     data = log.to_dict()
