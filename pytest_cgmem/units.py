@@ -60,7 +60,10 @@ def short_repr(value: object) -> str:
     digits; Python refuses to write an int of more than 4300 digits at all)."""
     if isinstance(value, int) and value.bit_length() > 200:
         return f"an integer of about {round(value.bit_length() * math.log10(2))} digits"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception as exc:  # a list holding such an int; a __repr__ that raises
+        return f"a {type(value).__name__} whose repr() raised {type(exc).__name__}"
     return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
 
 

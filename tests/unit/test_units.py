@@ -218,6 +218,11 @@ def test_the_largest_figure_is_taken() -> None:
     assert whole_number("0" * 30 + "7") == 7
 
 
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -226,8 +231,11 @@ def test_the_largest_figure_is_taken() -> None:
         ("x" * 100, "'" + "x" * 39 + "...xxxxxxxxxxx' (102 characters)"),
         (10**5000, "an integer of about 5000 digits"),
         (-(10**300), "an integer of about 300 digits"),
+        ([0, 10**5000], "a list whose repr() raised ValueError"),
+        ({"peak": 10**5000}, "a dict whose repr() raised ValueError"),
+        (_BadRepr(), "a _BadRepr whose repr() raised RuntimeError"),
     ],
-    ids=["short", "int", "long", "huge", "negative"],
+    ids=["short", "int", "long", "huge", "negative", "list-huge", "dict-huge", "bad-repr"],
 )
 def test_short_repr(value: object, expected: str) -> None:
     assert short_repr(value) == expected
