@@ -185,7 +185,10 @@ class CgmemFixture:
             if (
                 isinstance(given, (str, bytes))
                 or not isinstance(given, Iterable)
-                or not all(isinstance(d, int) and not isinstance(d, bool) for d in devices)
+                or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_FIGURE
+                    for d in devices
+                )
             ):
                 raise CgmemUsageError(
                     "cgmem.measure: devices must be device indices such as [0, 1], "
