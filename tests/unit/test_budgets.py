@@ -155,3 +155,31 @@ def test_metric_help_says_what_the_parser_refuses(keyword: str, hint: str, refus
     assert f"{keyword} ({hint})" in metric_help()
     with pytest.raises(CgmemUsageError):
         parse_budget({keyword: refused})
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.text(),
+        st.binary(),
+        st.lists(st.integers()),
+        st.tuples(st.text(), st.integers()),
+    )
+)
+def test_parse_budget_refuses_what_is_no_mapping(values: object) -> None:
+    """A string, a number or a list was an AttributeError ('str' object has no attribute
+    'items') from inside; now the one-line usage error naming the function."""
+    with pytest.raises(CgmemUsageError) as info:
+        parse_budget(values)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith(
+        "parse_budget: expected budget keywords and values such as {'peak': '1 GiB'}, got "
+    )
+    assert "\n" not in message
+
+
+def test_parse_budget_still_reads_a_mapping() -> None:
+    assert parse_budget({"peak": "1 KiB", "graphs": 2}) == Budget({"peak": 1024, "graphs": 2})
