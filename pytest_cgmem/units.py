@@ -130,8 +130,16 @@ def parse_size(value: object, *, signed: bool = False) -> int:
 
 def format_size(num_bytes: float) -> str:
     """Human-readable binary size with two decimals: ``2.40 GiB``, ``512 B``."""
-    sign = "-" if num_bytes < 0 else ""
-    size = abs(float(num_bytes))
+    try:
+        if isinstance(num_bytes, (str, bytes, bytearray)):  # float() reads "5" and b"5"
+            raise TypeError
+        number = float(num_bytes)
+    except (TypeError, ValueError):  # a string, None, an array of several numbers
+        raise TypeError(
+            f"format_size: num_bytes must be a number of bytes, got {short_repr(num_bytes)}"
+        ) from None
+    sign = "-" if number < 0 else ""
+    size = abs(number)
     if size < 1024:
         return f"{sign}{int(size)} B"
     for unit in _BINARY_STEPS[1:]:

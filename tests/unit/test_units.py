@@ -246,3 +246,31 @@ def test_a_fraction_above_1_says_how_to_write_a_percentage() -> None:
         parse_percent(5)
     assert parse_percent(1) == 1.0
     assert parse_percent("150%") == 1.5
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("1 GiB", "'1 GiB'"), (None, "None"), ([1, 2], "[1, 2]"), (b"5", "b'5'")],
+    ids=["string", "none", "list", "bytes"],
+)
+def test_format_size_names_what_is_no_number(value: object, shown: str) -> None:
+    """A string or None was a TypeError from '<' that named neither the function nor the
+    value."""
+    with pytest.raises(TypeError) as info:
+        format_size(value)  # type: ignore[arg-type]
+    assert str(info.value) == f"format_size: num_bytes must be a number of bytes, got {shown}"
+
+
+@given(st.one_of(st.integers(-(2**62), 2**62), st.floats(allow_nan=False, allow_infinity=False)))
+def test_format_size_of_a_number_is_as_before(value: float) -> None:
+    sign = "-" if value < 0 else ""
+    size = abs(float(value))
+    if size < 1024:
+        assert format_size(value) == f"{sign}{int(size)} B"
+    else:
+        assert format_size(value).startswith(sign) and format_size(value)[-3:] in (
+            "KiB",
+            "MiB",
+            "GiB",
+            "TiB",
+        )
