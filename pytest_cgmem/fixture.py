@@ -320,6 +320,9 @@ class CgmemFixture:
         _callable(where, "resize", resize)
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
             raise CgmemUsageError(f"{where}: sizes must be a sequence, got {short_repr(sizes)}")
+        sizes = list(sizes)
+        if not sizes:  # a check of no step would pass having checked nothing
+            raise CgmemUsageError(f"{where}: no sizes given")
         if slack is not None:
             _size_argument(where, "slack", slack)
         _size_argument(where, "retain", retain)

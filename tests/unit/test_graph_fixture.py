@@ -66,11 +66,25 @@ def test_a_measure_label_must_be_a_printable_string(bad: object) -> None:
         (lambda f: f.steady(lambda: None, warmup=1.5), "warmup must be a whole number >= 0"),
         (lambda f: f.steady("fn"), "cgmem.steady: fn must be callable, got 'fn'"),
         (lambda f: f.resize_check(lambda n: n, 5), "cgmem.resize_check: sizes must be a sequence"),
+        (lambda f: f.resize_check(lambda n: n, []), "cgmem.resize_check: no sizes given"),
+        (lambda f: f.resize_check(lambda n: n, iter(())), "cgmem.resize_check: no sizes given"),
         (lambda f: f.resize_check(lambda n: n, [1], slack=-1), "slack=-1: a size cannot be"),
         (lambda f: f.resize_check(lambda n: n, [1], retain="x"), "retain='x': cannot read"),
         (lambda f: f.resize_check(None, [1]), "cgmem.resize_check: resize must be callable"),
     ],
-    ids=["str", "negative", "repeat", "float", "fn", "sizes", "slack", "retain", "resize"],
+    ids=[
+        "str",
+        "negative",
+        "repeat",
+        "float",
+        "fn",
+        "sizes",
+        "no-sizes",
+        "empty-iterator",
+        "slack",
+        "retain",
+        "resize",
+    ],
 )
 def test_resize_and_steady_arguments_are_checked_before_any_gpu_work(call, message) -> None:
     with pytest.raises(CgmemUsageError, match=re.escape(message)):
