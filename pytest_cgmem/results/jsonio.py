@@ -385,13 +385,20 @@ class _NotPlain(Exception):
 
 
 _CONSTANTS = {True: "true", False: "false", None: "null"}
+_CHUNK = 4096
+"""How many of ``indented``'s small strings are joined into one chunk."""
 
 
 def indented(data: Any) -> str:
     """``json.dumps(data, indent=1, allow_nan=False)``, written here at twice its speed for
     the plain data result files hold (the stdlib writes indented JSON in Python, a
     generator for each container: 37 µs a measured test's record). Anything else (another
-    type, a key that is no string, NaN, a cycle) is left to ``json.dumps`` itself."""
+    type, a key that is no string, NaN, a cycle) is left to ``json.dumps`` itself.
+
+    The small strings written so far are joined into a chunk each time a container ends with
+    ``_CHUNK`` of them pending: held all at once, a string a line took 6x the text's size (a
+    run file of 20,000 tests of 10 regions each: 890 MB for 144 MB of JSON)."""
+    chunks: list[str] = []
     parts: list[str] = []
     add = parts.append
     escape = json.encoder.encode_basestring_ascii
@@ -413,6 +420,9 @@ def indented(data: Any) -> str:
                 opening = ",\n"
                 write(item, inner)
             add("\n" + pad + "}")
+            if len(parts) >= _CHUNK:
+                chunks.append("".join(parts))
+                parts.clear()
         elif kind is list or kind is tuple:
             if not value:
                 add("[]")
@@ -437,7 +447,8 @@ def indented(data: Any) -> str:
         write(data, "")
     except (_NotPlain, RecursionError):
         return json.dumps(data, indent=1, allow_nan=False)
-    return "".join(parts)
+    chunks.append("".join(parts))
+    return "".join(chunks)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

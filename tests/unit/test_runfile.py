@@ -1010,6 +1010,45 @@ def test_indented_writes_what_json_dumps_writes(data: Any) -> None:
             jsonio.indented(data)
 
 
+def _many_tests(count: int) -> dict[str, Any]:
+    """A run-file-like document: ``count`` tests of 10 regions, a device each."""
+    device = {"index": 0, "peak": 1000, "reserved": 2048, "leak": None, "ooms": 0}
+    region = {"label": "l", "seconds": 0.5, "error": None, "devices": [device, {}], "x": []}
+    test = {"nodeid": "t.py::t[0]", "outcome": "passed", "regions": [region] * 10}
+    return {"schema": "s", "tests": [{**test, "nodeid": f"t.py::t[{i}]"} for i in range(count)]}
+
+
+def test_indented_is_json_dumps_across_its_chunks() -> None:
+    """A document of many lines is written in chunks (``_CHUNK`` strings each): the same
+    bytes as json.dumps, and a value for json.dumps after chunks were joined still goes
+    there whole."""
+    data = _many_tests(300)
+    text = jsonio.indented(data)
+    assert text.count("\n") > 10 * jsonio._CHUNK
+    assert text == json.dumps(data, indent=1)
+    data["tests"][-1]["outcome"] = (1, 2)  # a tuple: still plain
+    assert jsonio.indented(data) == json.dumps(data, indent=1)
+    data["tests"][-1]["outcome"] = float("nan")  # refused at the end, after the chunks
+    with pytest.raises(ValueError):
+        jsonio.indented(data)
+
+
+def test_indented_holds_about_its_text_not_a_string_a_line() -> None:
+    """While it writes, ``indented`` holds about twice its text (the chunks, then their
+    join), where a string for each line held at once took six times it."""
+    import tracemalloc
+
+    data = _many_tests(300)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        text = jsonio.indented(data)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * len(text)
+
+
 def test_indented_leaves_other_types_to_json() -> None:
     import enum
 
