@@ -389,6 +389,39 @@ def test_xdist_baseline_check(pytester: pytest.Pytester, monkeypatch: pytest.Mon
     )
 
 
+@pytest.mark.usefixtures("this_checkout")
+def test_xdist_workers_get_the_baseline_as_one_string(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The controller ships the baseline it read as one string of compact JSON (execnet
+    sends a str at C speed, a tree of data item by item): each worker gets the document
+    the controller checked, unchanged."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_many=XDIST_SUITE.replace("{n}", "4"))
+    pytester.runpytest(
+        "-p", "no:benchmark", "-n", "2", "--cgmem-save-baseline=base.json"
+    ).assert_outcomes(passed=4)
+    pytester.makeconftest(
+        """
+        import json
+
+        def pytest_configure(config):
+            shipped = getattr(config, "workerinput", {}).get("cgmem_baseline")
+            if shipped is not None:
+                name = config.workerinput["workerid"]
+                with open(f"shipped-{name}.json", "w") as f:
+                    json.dump({"type": type(shipped).__name__, "text": shipped}, f)
+        """
+    )
+    result = pytester.runpytest("-p", "no:benchmark", "-n", "2", "--cgmem-baseline=base.json")
+    result.assert_outcomes(passed=4)
+    expected = runfile.load_run(pytester.path / "base.json", "baseline")
+    for name in ("gw0", "gw1"):
+        seen = json.loads((pytester.path / f"shipped-{name}.json").read_text())
+        assert seen["type"] == "str"
+        assert json.loads(seen["text"]) == expected
+
+
 DEVICE_PROBE = """
 import json, os
 
