@@ -17,6 +17,31 @@ class Budget:
 
     limits: Mapping[str, Number] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A Budget made directly holds what ``parse_budget`` would: known metrics, each
+        with a number it takes (bytes as an int). A string or a NaN here would only fail
+        later, from inside a comparison."""
+        limits = self.limits
+        if not isinstance(limits, Mapping):
+            raise CgmemUsageError(
+                f"Budget: limits must map metric names to numbers, got {short_repr(limits)}"
+            )
+        for key, value in limits.items():
+            metric = METRICS.get(key)
+            if metric is None:
+                raise CgmemUsageError(
+                    f"Budget: unknown metric {short_repr(key)} (valid: {', '.join(METRICS)})"
+                )
+            try:
+                taken = not isinstance(value, str) and metric.parse(value) == value
+            except CgmemUsageError:
+                taken = False
+            if not taken:
+                raise CgmemUsageError(
+                    f"Budget: {key}={short_repr(value)}: give the number parse_budget would "
+                    "(it reads the mark's values, such as '1 GiB')"
+                )
+
     def merged(self, override: Budget) -> Budget:
         """This budget with ``override``'s keys replacing its own, key by key."""
         return Budget({**self.limits, **override.limits})
@@ -143,6 +168,15 @@ def check(
     rank: int | None = None,
 ) -> list[Violation]:
     """Violations of ``budget`` by one device's ``figures``; unknown figures never violate."""
+    if not isinstance(figures, Mapping):
+        raise CgmemUsageError(
+            f"check: figures must map metric names to numbers, got {short_repr(figures)}"
+        )
+    if not isinstance(budget, Budget):
+        raise CgmemUsageError(
+            "check: budget must be a Budget (parse_budget({'peak': '1 GiB'}) makes one), "
+            f"got {short_repr(budget)}"
+        )
     violations = []
     for name, limit in budget.limits.items():
         actual = figures.get(name)

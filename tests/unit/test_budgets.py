@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -183,3 +185,58 @@ def test_parse_budget_refuses_what_is_no_mapping(values: object) -> None:
 
 def test_parse_budget_still_reads_a_mapping() -> None:
     assert parse_budget({"peak": "1 KiB", "graphs": 2}) == Budget({"peak": 1024, "graphs": 2})
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"peak": "1 GiB"}, "Budget: peak='1 GiB': give the number parse_budget would"),
+        ({"peak": 1.5}, "Budget: peak=1.5: give the number parse_budget would"),
+        ({"peak": True}, "Budget: peak=True: give the number parse_budget would"),
+        ({"leak": -1}, "Budget: leak=-1: give the number parse_budget would"),
+        ({"reserved_ratio": float("nan")}, "Budget: reserved_ratio=nan: give the number"),
+        ({"graphs": None}, "Budget: graphs=None: give the number parse_budget would"),
+        ({"peek": 1}, "Budget: unknown metric 'peek' (valid: peak, reserved, leak,"),
+        ("peak=1", "Budget: limits must map metric names to numbers, got 'peak=1'"),
+    ],
+)
+def test_a_budget_made_directly_holds_what_parse_budget_would(limits: object, message: str) -> None:
+    """A string or NaN limit was taken, and failed later from inside a comparison."""
+    with pytest.raises(CgmemUsageError) as info:
+        Budget(limits)  # type: ignore[arg-type]
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def _mark_value(metric: str) -> st.SearchStrategy[object]:
+    """A value the mark takes for ``metric``: bytes as an int or a size string, a count, a
+    ratio."""
+    kind = METRICS[metric].kind
+    if kind == "bytes":
+        return st.one_of(st.integers(0, 2**62), st.sampled_from(["1 GiB", "512MB", "0 B"]))
+    if kind == "count":
+        return st.integers(0, 10**6)
+    return st.floats(min_value=0.01, max_value=100.0)
+
+
+@given(
+    st.lists(st.sampled_from(list(METRICS)), unique=True).flatmap(
+        lambda keys: st.fixed_dictionaries({key: _mark_value(key) for key in keys})
+    )
+)
+def test_a_budget_made_directly_takes_what_parse_budget_gives(limits: dict[str, object]) -> None:
+    parsed = parse_budget(limits)
+    assert Budget(dict(parsed.limits)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("figures", "budget", "message"),
+    [
+        ({"peak": 5}, {"peak": 1}, "check: budget must be a Budget (parse_budget("),
+        ([5], Budget({"peak": 1}), "check: figures must map metric names to numbers, got [5]"),
+    ],
+)
+def test_check_names_a_wrong_argument(figures: object, budget: object, message: str) -> None:
+    """A dict for the budget was an AttributeError ('dict' object has no attribute
+    'limits') from inside."""
+    with pytest.raises(CgmemUsageError, match=re.escape(message)):
+        check(figures, budget, "w")  # type: ignore[arg-type]
