@@ -20,7 +20,7 @@ import pytest
 from .cuda import cuda_started
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_of
+from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_of, runs_no_tests
 from .settings import (
     OPTIONS,
     Settings,
@@ -215,11 +215,13 @@ def _starts_xdist_workers(config: pytest.Config) -> bool:
 
 def _runs_each_test_on_every_worker(config: pytest.Config) -> bool:
     """This process is a pytest-xdist controller that runs the whole suite on each of its
-    workers (``--dist each``)."""
+    workers (``--dist each``). A run that runs no test (``--collect-only``, ``--fixtures``)
+    writes no file, and xdist does not distribute it: an IDE's discovery is not refused."""
     return (
         os.environ.get("PYTEST_XDIST_WORKER") is None
         and config.getoption("dist", None) == "each"
         and bool(config.getoption("numprocesses", None) or config.getoption("tx", None))
+        and not runs_no_tests(config)
     )
 
 

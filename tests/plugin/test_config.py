@@ -362,6 +362,20 @@ def test_dist_each_with_a_file_of_one_record_a_test_is_refused(
         assert f"`{line}`" in (ROOT / "docs" / "ci.md").read_text()
 
 
+@pytest.mark.parametrize("mode", ["--collect-only", "--fixtures"])
+def test_dist_each_with_a_file_is_not_refused_in_a_run_of_no_test(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    """A run that runs no test writes no file and xdist does not distribute it (docs/usage.md:
+    an IDE's discovery is not refused), so ``--dist each`` loses no figure there."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
+    args = ("-n", "2", "--dist", "each", "--cgmem-json=run.json", "-p", "no:randomly")
+    result = pytester.runpytest(mode, *args)
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    assert not list(pytester.path.glob("*.json"))
+
+
 def test_dist_each_without_a_file_runs(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
