@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -352,6 +353,37 @@ def test_marks_a_conftest_wrapper_adds_after_the_others_count(
     result.stdout.fnmatch_lines(["*1 opted out*", "*test_off_thing: added by the conftest*"])
     doc = _run_file(pytester)
     assert [(t["nodeid"], t.get("judged", True)) for t in doc["tests"]] == judged
+
+
+@pytest.mark.parametrize(("folder", "read"), [("tests", True), ("tests/deep", False)])
+def test_a_tryfirst_wrapper_of_a_conftest_loaded_while_collecting_is_outside_ours(
+    pytester: pytest.Pytester, folder: str, read: bool
+) -> None:
+    """As docs/usage.md says: pytest loads ``tests/conftest.py`` before the plugin
+    configures, so our wrapper is outside its ``tryfirst`` one; ``tests/deep/conftest.py``
+    only while collecting, after ours, so its marks after ``yield`` come too late."""
+    conftest = pytester.path / folder / "conftest.py"
+    conftest.parent.mkdir(parents=True)
+    conftest.write_text(
+        "import pytest\n\n"
+        "@pytest.hookimpl(wrapper=True, tryfirst=True)\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    yield\n"
+        "    for item in items:\n"
+        "        item.add_marker(pytest.mark.cgmem_off('added late'))\n"
+    )
+    (pytester.path / "tests" / "deep" / "test_d.py").parent.mkdir(parents=True, exist_ok=True)
+    (pytester.path / "tests" / "deep" / "test_d.py").write_text(
+        "def test_d(cgmem_record):\n    cgmem_record('x', peak=1000)\n"
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-all", "--cgmem-budget=peak=10")
+    if read:
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["*opted out tests/deep/test_d.py::test_d: added late*"])
+    else:
+        result.assert_outcomes(failed=1)
+    usage = " ".join((Path(runfile.__file__).parents[2] / "docs" / "usage.md").read_text().split())
+    assert "save a `tryfirst` wrapper in a conftest pytest loads only while collecting" in usage
 
 
 FORKING_CONFTEST = """
