@@ -45,7 +45,9 @@ class _Refused:
 # at C speed, and only a text with one (an emoji, say) is walked.
 _LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_WRITTEN_OUT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""What ``visible`` writes out: C0 and C1 controls, DEL and the line separators (wider than
+the control characters a run file refuses in a label, ``runfile._CONTROL``)."""
 
 
 BYTE_ORDER_MARK = "\ufeff"
@@ -359,9 +361,9 @@ def visible(text: str) -> str:
     sequence's ESC) or a line separator written as Python writes it in a string (``\\n``,
     ``\\x1b``). A run file may hold a node id with one (pytest keeps them under its option
     that turns off id escaping); printed raw it would split the line or drive the terminal."""
-    if not _CONTROL.search(text):
+    if not _WRITTEN_OUT.search(text):
         return text
-    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+    return _WRITTEN_OUT.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 def compact(data: Any) -> str:
