@@ -459,9 +459,7 @@ class CgmemSession:
                 # an xdist worker holds the baseline the controller read: the file itself
                 # may already be this run's stub (--cgmem-save-baseline on the same path);
                 # it comes as the compact JSON of the document the controller checked
-                if isinstance(shipped, str):
-                    shipped = json.loads(shipped)
-                self.baseline = Baseline(settings.baseline, shipped)
+                self.baseline = Baseline(settings.baseline, json.loads(shipped))
             else:
                 from .results import runfile
 
