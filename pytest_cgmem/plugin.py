@@ -214,15 +214,29 @@ def _starts_xdist_workers(config: pytest.Config) -> bool:
 
 
 def _runs_each_test_on_every_worker(config: pytest.Config) -> bool:
-    """This process is a pytest-xdist controller that runs the whole suite on each of its
-    workers (``--dist each``). A run that runs no test (``--collect-only``, ``--fixtures``)
-    writes no file, and xdist does not distribute it: an IDE's discovery is not refused."""
+    """This process is a pytest-xdist controller that runs the whole suite on each of two or
+    more workers (``--dist each``); one worker runs each test once. A run that runs no test
+    (``--collect-only``, ``--fixtures``) writes no file, and xdist does not distribute it:
+    an IDE's discovery is not refused."""
     return (
         os.environ.get("PYTEST_XDIST_WORKER") is None
         and config.getoption("dist", None) == "each"
-        and bool(config.getoption("numprocesses", None) or config.getoption("tx", None))
+        and _xdist_workers(config) > 1
         and not runs_no_tests(config)
     )
+
+
+def _xdist_workers(config: pytest.Config) -> int:
+    """How many workers xdist starts: by ``pytest_configure`` its ``pytest_cmdline_main`` has
+    turned ``-n N`` into N ``popen`` specs of ``--tx``, and a spec ``K*spec`` starts K."""
+    workers = 0
+    for spec in config.getoption("tx", None) or ():
+        count, star, _ = str(spec).partition("*")
+        try:
+            workers += int(count) if star else 1
+        except ValueError:
+            workers += 1
+    return workers
 
 
 def _one_record_a_test(settings: Settings) -> str | None:

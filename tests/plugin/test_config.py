@@ -1,5 +1,6 @@
 """Options, ini keys, marks and usage errors, checked through pytester (no GPU needed)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -374,6 +375,34 @@ def test_dist_each_with_a_file_is_not_refused_in_a_run_of_no_test(
     result = pytester.runpytest(mode, *args)
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
     assert not list(pytester.path.glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "workers",
+    [("-n", "1"), ("--tx", "popen"), ("--tx", "1*popen"), ("-n", "2", "--maxprocesses=1")],
+)
+def test_dist_each_on_one_worker_with_a_file_runs_each_test_once(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    """One worker runs each test once, so the file loses nothing and is written."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
+    args = (*workers, "--dist", "each", "--cgmem-json=run.json", "-p", "no:randomly")
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "run.json").read_text())
+    assert [test["nodeid"] for test in run["tests"]] == ["test_x.py::test_a"]
+
+
+@pytest.mark.parametrize("workers", [("--tx", "2*popen"), ("--tx", "popen", "--tx", "popen")])
+def test_dist_each_on_two_tx_workers_with_a_file_is_refused(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_x="def test_a(): pass\n")
+    result = pytester.runpytest(*workers, "--dist", "each", "--cgmem-json=run.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert result.stderr.lines[0].startswith("ERROR: --cgmem-json: --dist each runs every test")
 
 
 def test_dist_each_without_a_file_runs(pytester: pytest.Pytester) -> None:
