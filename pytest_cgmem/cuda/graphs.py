@@ -664,10 +664,12 @@ def _pool_ids(where: str, pools: Iterable[object], nested: str = "") -> list[Poo
 
 
 def _release_flag(where: str, value: object, none: bool = False) -> None:
-    """``release_workspaces`` is True or False (None too where ``none``): a truthy string
-    such as ``"no"`` would release them, and a numpy array's truth is an error of its own."""
+    """``release_workspaces`` is True or False (None too where ``none``), numpy's too: a
+    truthy string such as ``"no"`` would release them, and a numpy array's truth is an error
+    of its own."""
     __tracebackhide__ = True
-    if not isinstance(value, bool) and not (none and value is None):
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_")
+    if not (isinstance(value, bool) or numpy_bool or (none and value is None)):
         said = "True, False or None" if none else "True or False"
         raise CgmemUsageError(
             f"{where}: release_workspaces must be {said}, got {short_repr(value)}"

@@ -142,10 +142,27 @@ def test_release_workspaces_must_be_true_or_false(
     )
 
 
-@pytest.mark.parametrize("flag", [True, False])
+def _numpy_flags() -> list[object]:
+    try:
+        import numpy
+    except ImportError:
+        return []
+    return [numpy.True_, numpy.False_, numpy.array([1, 0]) > 0]
+
+
+@pytest.mark.parametrize("flag", [True, False, *_numpy_flags()[:2]])
 def test_release_workspaces_true_or_false_goes_on(no_gpu_work: None, flag: bool) -> None:
     with pytest.raises(ReachedGpuWork):
         CgmemFixture([].append).pool_bytes((0, 1), release_workspaces=flag)
+
+
+@pytest.mark.skipif(not _numpy_flags(), reason="needs numpy")
+def test_a_numpy_array_of_flags_is_refused(no_gpu_work: None) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        CgmemFixture([].append).pool_bytes((0, 1), release_workspaces=_numpy_flags()[2])  # type: ignore[arg-type]
+    assert _one_line(info) == (
+        "pool_bytes: release_workspaces must be True or False, got array([ True, False])"
+    )
 
 
 @pytest.mark.parametrize(("value", "shown"), _NOT_FLAGS[:2], ids=["no", "zero"])
