@@ -129,6 +129,18 @@ def runs_no_tests(config: pytest.Config) -> bool:
     return any(getattr(config.option, name, False) for name in _NO_TESTS_MEANT)
 
 
+_OTHER_OUTPUTS = (
+    ("--junitxml", "xmlpath"),
+    ("--benchmark-json", "benchmark_json"),
+    ("--report-log", "report_log"),
+    ("--json-report-file", "json_report_file"),
+    ("--html", "htmlpath"),
+)
+"""The files other plugins write, held against ours (flag, ``config.option`` name): pytest's
+JUnit XML, pytest-benchmark's JSON, pytest-reportlog's log, pytest-json-report's report
+(under ``--json-report``) and pytest-html's page. One of them on the path of a file of ours
+would be overwritten by it at the end, or overwrite it, with no word said."""
+
 _CUDA_MODULE = "pytest_cgmem.cuda.allocator"
 _REGION_MODULE = "pytest_cgmem.cuda.region"
 _GRAPHS_MODULE = "pytest_cgmem.cuda.graphs"
@@ -1109,7 +1121,8 @@ class CgmemSession:
 
     def _output_problems(self) -> list[str]:
         """Every output path that cannot be written, before the first test (one line each);
-        pytest's own outputs only where they could be the same file as one of ours."""
+        pytest's and other plugins' outputs (``_OTHER_OUTPUTS``) only where they could be
+        the same file as one of ours."""
         settings = self.settings
         if not (self._outputs() or settings.artifacts or settings.baseline):
             return []
@@ -1125,7 +1138,9 @@ class CgmemSession:
         if settings.baseline:
             wanted.append(Output(settings.source("baseline"), settings.baseline, "input"))
         option = self.config.option
-        for flag, name in (("--junitxml", "xmlpath"), ("--benchmark-json", "benchmark_json")):
+        for flag, name in _OTHER_OUTPUTS:
+            if name == "json_report_file" and not getattr(option, "json_report", False):
+                continue  # pytest-json-report writes its file only under --json-report
             other = getattr(option, name, None)
             if isinstance(other, (str, os.PathLike)) and os.fspath(other):
                 wanted.append(Output(flag, os.fspath(other), "other"))

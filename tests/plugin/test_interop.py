@@ -1,5 +1,6 @@
 """The plugin beside pytest's other features and plugins: reruns, skip marks, marks added by
-a conftest, forked tests, subtests, fixture teardown, no torch at all, pytest.exit.
+a conftest, forked tests, subtests, fixture teardown, no torch at all, pytest.exit, other
+plugins' output files.
 
 Figures come from ``cgmem_record`` (figures measured elsewhere), which needs no GPU.
 """
@@ -27,6 +28,15 @@ def _run_file(pytester: pytest.Pytester, name: str = "run.json") -> dict[str, An
     doc = json.loads((pytester.path / name).read_text())
     runfile.validate(doc)
     return doc
+
+
+RECORDS = """
+from pathlib import Path
+
+def test_a(cgmem_record):
+    Path("ran.txt").write_text("the test ran")
+    cgmem_record("x", peak=1)
+"""
 
 
 def _junit_properties(pytester: pytest.Pytester, name: str = "j.xml") -> list[tuple[str, str]]:
@@ -811,3 +821,40 @@ def test_a_doctest_s_budget_failure_is_its_message(
         assert internal not in failures
     (test,) = _run_file(pytester)["tests"]
     assert test["outcome"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("pytest_reportlog", ["--report-log=out.json"]),
+        ("pytest_jsonreport", ["--json-report", "--json-report-file=out.json"]),
+        ("pytest_html", ["--html=out.json"]),
+    ],
+    ids=["reportlog", "json-report", "html"],
+)
+def test_another_plugin_s_file_on_the_run_file_is_a_usage_error(
+    pytester: pytest.Pytester, module: str, args: list[str]
+) -> None:
+    """pytest-reportlog, pytest-json-report and pytest-html write their files whatever
+    ours: on one path, the last to write would replace the other's file, with no word
+    said (and ours would still say it wrote the run file). Refused before the first test,
+    as ``--junitxml`` is."""
+    pytest.importorskip(module)
+    pytester.makepyfile(RECORDS)
+    result = pytester.runpytest("--cgmem-json=out.json", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    flag = args[-1].split("=")[0]
+    result.stderr.fnmatch_lines(
+        [f"ERROR: {flag}='out.json': the same file as --cgmem-json='out.json'; give each *"]
+    )
+    assert not (pytester.path / "ran.txt").exists()
+
+
+def test_a_json_report_file_without_json_report_is_no_output(pytester: pytest.Pytester) -> None:
+    """pytest-json-report writes nothing without ``--json-report``: its file option alone
+    (or its default, ``.report.json``) names no output of the run."""
+    pytest.importorskip("pytest_jsonreport")
+    pytester.makepyfile(RECORDS)
+    result = pytester.runpytest("--cgmem-json=out.json", "--json-report-file=out.json")
+    result.assert_outcomes(passed=1)
+    assert _run_file(pytester, "out.json")["complete"] is True
