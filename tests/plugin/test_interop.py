@@ -858,3 +858,76 @@ def test_a_json_report_file_without_json_report_is_no_output(pytester: pytest.Py
     result = pytester.runpytest("--cgmem-json=out.json", "--json-report-file=out.json")
     result.assert_outcomes(passed=1)
     assert _run_file(pytester, "out.json")["complete"] is True
+
+
+def test_hypothesis_examples_each_record_a_region_of_the_one_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``@given`` test asking for ``cgmem_record`` fails Hypothesis's health check for
+    function-scoped fixtures (docs/usage.md says so); with it suppressed, each example's
+    figures are a region of the test's one record, judged against the budget."""
+    pytest.importorskip("hypothesis")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "")  # Hypothesis's plugin runs the health check
+    pytester.makepyfile(
+        """
+        from hypothesis import HealthCheck, given, settings, strategies as st
+
+        @given(st.integers(0, 100))
+        @settings(max_examples=5, database=None)
+        def test_checked(cgmem_record, x):
+            cgmem_record("load", peak=x)
+
+        @given(st.integers(0, 100))
+        @settings(
+            max_examples=5, database=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        )
+        def test_suppressed(cgmem_record, x):
+            cgmem_record("load", peak=100 + x)
+        """
+    )
+    result = pytester.runpytest("--cgmem-json=run.json", "--cgmem-budget=peak=150")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*FailedHealthCheck*function-scoped fixture 'cgmem_record'*"])
+    (test,) = _run_file(pytester)["tests"]
+    assert test["nodeid"].endswith("::test_suppressed") and test["outcome"] == "failed"
+    assert len(test["regions"]) >= 5 and test["checked"] == ["load"] * len(test["regions"])
+    assert test["violations"]
+
+
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_a_test_pytest_timeout_stops_keeps_what_finished_before_it(
+    pytester: pytest.Pytester, method: str
+) -> None:
+    """pytest-timeout's ``signal`` method fails the test, which keeps its record (failed);
+    its ``thread`` method ends the process with ``os._exit``: the run file reads back as
+    a killed run's, with every test that finished before."""
+    pytest.importorskip("pytest_timeout")
+    pytester.makepyfile(
+        """
+        import time
+
+        def test_first(cgmem_record):
+            cgmem_record("load", peak=1)
+
+        def test_stuck(cgmem_record):
+            cgmem_record("load", peak=2)
+            time.sleep(30)
+        """
+    )
+    pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "--timeout=1",
+        f"--timeout-method={method}",
+        "--cgmem-json=run.json",
+    )
+    document = runfile.load_run(pytester.path / "run.json")
+    outcomes = {t["nodeid"].split("::")[1]: t["outcome"] for t in document["tests"]}
+    if method == "signal":
+        assert document["complete"] is True
+        assert outcomes == {"test_first": "passed", "test_stuck": "failed"}
+    else:
+        assert document["complete"] is False
+        assert "killed" in document["incomplete_reason"]
+        assert outcomes == {"test_first": "passed"}
