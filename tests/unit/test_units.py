@@ -1,6 +1,8 @@
 import contextlib
+import dataclasses
 import math
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -274,3 +276,60 @@ def test_format_size_of_a_number_is_as_before(value: float) -> None:
             "GiB",
             "TiB",
         )
+
+
+@pytest.mark.parametrize(
+    ("num_bytes", "text"),
+    [
+        (2**20 - 1, "1.00 MiB"),  # 1023.999 KiB rounds to 1024.00: the next unit says it
+        (2**20 - 512, "1023.50 KiB"),  # two decimals, not a whole number, decide the step
+        (2**30 - 2**20, "1023.00 MiB"),
+    ],
+    ids=["rounds-up-a-unit", "half-stays", "whole-stays"],
+)
+def test_format_size_steps_up_where_two_decimals_would_show_1024(num_bytes: int, text: str) -> None:
+    assert format_size(num_bytes) == text
+
+
+def test_the_largest_count_is_taken_as_an_int() -> None:
+    assert parse_count(MAX_FIGURE) == MAX_FIGURE
+    with pytest.raises(CgmemUsageError, match="too large"):
+        parse_count(MAX_FIGURE + 1)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "value", "expected"),
+    [(1000, 1101, 1), (1000, 899, -1), (1000, 1100, 0), (1000, 900, 0), (1000, 1000, 0)],
+)
+def test_tolerance_judge_says_1_minus_1_or_0(baseline: int, value: int, expected: int) -> None:
+    assert Tolerance(rel=0.1).judge(baseline, value) == expected
+
+
+def test_the_default_tolerance_has_no_slack() -> None:
+    assert Tolerance().judge(100, 101) == 1
+    assert Tolerance().judge(100, 99) == -1
+    assert Tolerance().judge(100, 100) == 0
+
+
+def test_a_tolerance_is_frozen_and_hashable() -> None:
+    tol = Tolerance(rel=0.05, abs=100)
+    assert hash(tol) == hash(Tolerance(rel=0.05, abs=100))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tol.abs = 0  # type: ignore[misc]
+
+
+class _RefusesIndex:
+    """Like numpy's ``bool_``: it has ``__index__``, which refuses it."""
+
+    def __index__(self) -> int:
+        raise TypeError("not an integer")
+
+    def __repr__(self) -> str:
+        return "refuses-index"
+
+
+@pytest.mark.parametrize("parse", [parse_size, parse_count])
+def test_a_value_whose_index_refuses_is_refused_naming_it(parse: Callable[[object], int]) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        parse(_RefusesIndex())
+    assert "refuses-index" in str(info.value)
