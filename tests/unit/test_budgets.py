@@ -1,4 +1,6 @@
+import dataclasses
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -7,6 +9,7 @@ from hypothesis import strategies as st
 from pytest_cgmem import BudgetExceeded
 from pytest_cgmem.checks.budgets import (
     Budget,
+    Unavailable,
     Violation,
     check,
     parse_budget,
@@ -64,6 +67,7 @@ def test_parse_budget_errors_name_keyword_and_value(
         ("peak=4GiB reserved=6GiB", {"peak": "4GiB", "reserved": "6GiB"}),
         ("peak=4 GiB, reserved = 6 GiB", {"peak": "4 GiB", "reserved": "6 GiB"}),
         ("leak=0", {"leak": "0"}),
+        (", peak=4GiB reserved=6GiB", {"peak": "4GiB", "reserved": "6GiB"}),
         ("", {}),
     ],
 )
@@ -116,6 +120,14 @@ def test_check_reports_only_metrics_over_budget() -> None:
         (
             Violation("peak", MiB - 1, MiB, "cuda:0"),
             "cgmem: peak 1048576 B exceeds budget 1048575 B (+0.0%) on cuda:0",
+        ),
+        (  # the same in GiB, 0.4% apart: bytes tell them apart
+            Violation("peak", GiB, GiB + 4 * MiB, "cuda:0"),
+            "cgmem: peak 1077936128 B exceeds budget 1073741824 B (+0.4%) on cuda:0",
+        ),
+        (  # 1.00 and 1.01 GiB, 0.002% apart: bytes show how little it is over
+            Violation("peak", 1079099795, 1079121270, "cuda:0"),
+            "cgmem: peak 1079121270 B exceeds budget 1079099795 B (+0.0%) on cuda:0",
         ),
         (
             Violation("reserved_ratio", 1.5, 1.75, "cuda:0"),
@@ -240,3 +252,19 @@ def test_check_names_a_wrong_argument(figures: object, budget: object, message: 
     'limits') from inside."""
     with pytest.raises(CgmemUsageError, match=re.escape(message)):
         check(figures, budget, "w")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "made",
+    [
+        lambda: Budget({"peak": GiB}),
+        lambda: Violation("peak", GiB, 2 * GiB, "cuda:0"),
+        lambda: Unavailable("graph_pool", GiB, "cuda:0", "cudaMallocAsync"),
+    ],
+    ids=["budget", "violation", "unavailable"],
+)
+def test_budgets_and_verdicts_are_frozen(made: Callable[[], object]) -> None:
+    """A budget is checked when made, a verdict computed once: neither changes after."""
+    value = made()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        value.limit = 0  # type: ignore[attr-defined]
