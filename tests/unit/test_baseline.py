@@ -313,3 +313,24 @@ def test_the_in_run_check_and_compare_agree(
 
     assert verdicts(c for f in in_run for c in f.changes) == verdicts(compared.changes)
     assert sorted(n for f in in_run for n in f.new) == sorted(compared.new)
+
+
+@pytest.mark.parametrize("value", ["0.05", ".5", "10% 0.5", "1.5"])
+def test_parse_tolerance_refuses_a_bare_fraction(value: str) -> None:
+    """``"0.05"`` is no tolerance (5%? 0.05%?), nor 0 bytes, which it would round to."""
+    with pytest.raises(CgmemUsageError, match="expected a percentage such as '5%'"):
+        parse_tolerance(value)
+
+
+@pytest.mark.parametrize(
+    ("base", "value", "verdict", "text"),
+    [
+        (2 * MiB, MiB, "improvement", "-1.00 MiB, -50.0%"),
+        (MiB, MiB, "same", "+0 B, +0.0%"),
+        (MiB, 2 * MiB, "regression", "+1.00 MiB, +100.0%"),
+    ],
+    ids=["shrank", "held", "grew"],
+)
+def test_change_text_signs_the_change(base: int, value: int, verdict: str, text: str) -> None:
+    (change,) = compare_one(KEY, {"peak": base}, {"peak": value}, Tolerance(0.05, 0))
+    assert (change.verdict, change.change_text()) == (verdict, text)
