@@ -334,3 +334,16 @@ def test_parse_tolerance_refuses_a_bare_fraction(value: str) -> None:
 def test_change_text_signs_the_change(base: int, value: int, verdict: str, text: str) -> None:
     (change,) = compare_one(KEY, {"peak": base}, {"peak": value}, Tolerance(0.05, 0))
     assert (change.verdict, change.change_text()) == (verdict, text)
+
+
+def test_compare_runs_leaves_out_a_test_kept_and_not_judged() -> None:
+    """A test whose figures were kept but not judged (``judged: false``) is compared with
+    nothing and missing from nothing, however its figures moved."""
+    call = (RegionResult("call", (figures(),), 0.0),)
+    grown = (RegionResult("call", (figures(peak=500 * MiB),), 0.0),)
+    base = run(("t.py::a", call), ("t.py::off", call))
+    new = run(("t.py::a", call), ("t.py::off", grown))
+    new["tests"][1]["judged"] = False
+    compared = compare_runs(base, new, DEFAULT)
+    assert {c.nodeid for c in compared.changes} == {"t.py::a"}
+    assert (compared.regressions, compared.new, compared.missing) == ([], (), ())
