@@ -552,3 +552,34 @@ def test_devices_index_outside_inherited_list(
         [f"ERROR: {source}='0,1': device 1 is not among CUDA_VISIBLE_DEVICES='3'"]
     )
     assert not (pytester.path / "worker-ran").exists()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("fixed", [False, True], ids=["as-shipped", "bug-fixed"])
+def test_the_baselined_suite_example_catches_its_regression(
+    pytester: pytest.Pytester, fixed: bool
+) -> None:
+    """``./dev demo``'s third suite runs on any machine: the padded plan's regression over
+    ``baseline.json`` is a strict xfail, and with the padding taken out that xfail passes
+    unexpectedly, so the demo fails: the plugin, not the example, makes it red or green."""
+    example = ROOT / "examples" / "baselined_suite"
+    for name in ("pytest.ini", "baseline.json", "test_kv_cache_plan.py"):
+        text = (example / name).read_text()
+        if fixed and name.endswith(".py"):
+            text = text.replace("2048, 48, pad=True)", "2048, 48, pad=False)")
+        (pytester.path / name).write_text(text)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    if fixed:
+        result.assert_outcomes(passed=1, failed=1)
+        assert "[XPASS(strict)] the plugin catches it" in result.stdout.lines
+        return
+    result.assert_outcomes(passed=1, xfailed=1)
+    line = (
+        "  REGRESSION test_kv_cache_plan.py::test_kv_cache_plan_padded_to_a_power_of_two: "
+        "reserved 16.00 GiB regressed from baseline 12.00 GiB (+4.00 GiB, +33.3%; "
+        "tolerance 5% or 2.00 MiB) on cuda:0 in 'kv cache plan'"
+    )
+    assert line in result.stdout.lines
+    assert f"\n{line}\n" in (ROOT / "docs" / "baselines.md").read_text()  # quoted there
