@@ -343,8 +343,9 @@ def _outcome(report: pytest.TestReport) -> str:
 
 def process_machine(config: pytest.Config) -> dict[str, Any]:
     """This process's machine: host, Python and platform, GPUs, driver, torch, CUDA and the
-    allocator's settings (imports torch, unless it is a CPU build; creates no CUDA
-    context). Read once per process, so that every place that records it (the run file,
+    allocator's settings (never imports torch, which a process that has not imported it
+    reads from the installed torch's files and the environment; creates no CUDA context).
+    Read once per process, so that every place that records it (the run file,
     pytest-benchmark's machine_info) records the same thing."""
     machine = config.stash.get(_machine_key, None)
     if machine is None:
@@ -1059,7 +1060,7 @@ class CgmemSession:
             baseline=None if findings is None else findings.to_dict(),
             judged=verdict is not None and verdict.judged,
         )
-        # the machine is read (torch imported, for a GPU build) only for a run that writes files
+        # the machine is read only for a run that writes files
         if not self.remote:  # this process writes the files: no need to travel
             if self.started and self.machine is None:
                 self._take_machine(process_machine(self.config))

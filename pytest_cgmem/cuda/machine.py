@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from ..results.jsonio import valid_text
@@ -25,9 +26,20 @@ def machine_info() -> dict[str, Any]:
     Where the installed torch is a build without CUDA or ROCm, torch is not imported: its
     version file says what it is, the settings are those of the environment, and the
     graph keys are null (no graph can be captured), as they are when torch is imported.
-    Where no torch is installed, the torch keys are null too.
+    Where no torch is installed, the torch keys are null too. Where the process has not
+    imported torch (figures given to ``cgmem_record`` by a test that never did), it is not
+    imported here either: a test's import of it, seconds long, in the middle of a run would
+    change what the tests after it see. The identity is read as pytest-benchmark's is, and
+    the graph keys are null: this process measured no graph.
     """
     cpu_version = cpu_only_torch()
+    if cpu_version is None and torch_installed() and "torch" not in sys.modules:
+        return {
+            **identity_without_torch(),
+            "graph_tracking": None,
+            "graph_pools": None,
+            "nvml": nvml().ok,
+        }
     if not torch_installed():
         torch_version = cuda_version = tracking = pools = None
         backend, settings, source = UNKNOWN_BACKEND, "", ""

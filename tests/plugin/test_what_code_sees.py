@@ -4,6 +4,7 @@ observers are in tests/gpu/test_observers.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -237,3 +238,38 @@ def test_a_suite_s_own_cgmem_fixture_or_parameter_is_left_alone(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     result.stdout.no_fnmatch_line("cgmem: *")
+
+
+RECORDS_WITHOUT_TORCH = """
+import sys
+
+
+def test_records(cgmem_record):
+    cgmem_record("server", peak=2**20)
+
+
+def test_after_the_record():
+    assert "torch" not in sys.modules
+"""
+
+GPU_BUILD_CONFTEST = """
+import pytest_cgmem.cuda.machine as machine
+
+machine.cpu_only_torch = lambda: None  # the installed CPU build read as a GPU build
+"""
+
+
+def test_the_first_record_imports_no_torch_the_tests_did_not(pytester: pytest.Pytester) -> None:
+    """A suite that gives figures to ``cgmem_record`` and never imports torch: the run
+    file's machine is read without it (importing it mid-run took seconds inside a test's
+    report, where pytest-timeout's alarm could fire, and changed what later tests see). The
+    installed torch's files say its version; the graph keys are null. On a CPU build the
+    conftest has the plugin read it as a GPU build, whose machine used to import torch."""
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        pytester.makeconftest(GPU_BUILD_CONFTEST)
+    pytester.makepyfile(test_records=RECORDS_WITHOUT_TORCH)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--cgmem-json=run.json")
+    result.assert_outcomes(passed=2)
+    machine = json.loads((pytester.path / "run.json").read_text())["machine"]
+    assert machine["torch"] == torch.__version__
+    assert machine["graph_tracking"] is None and machine["graph_pools"] is None
