@@ -890,6 +890,149 @@ def test_a_record_from_figures_that_are_not_one_per_metric_is_refused(
         DeviceFigures.of(0, figures, Details())
 
 
+def test_figures_read_as_attributes_named_after_the_metrics_and_details() -> None:
+    figures = DeviceFigures(2, peak=5, graphs=3, ooms=1, device_source="recorded")
+    assert (figures.peak, figures.graphs, figures.leak) == (5, 3, None)
+    assert (figures.ooms, figures.device_source, figures.disturbed) == (1, "recorded", False)
+    assert figures.where == "cuda:2"
+    assert figures.known() == {"peak": 5, "graph_pool": 0, "graphs": 3, "replays": 0}
+    with pytest.raises(AttributeError):
+        _ = figures.trial
+
+
+@pytest.mark.parametrize("keywords", [{"trial": 1}, {"peak": 1, "trial": 1, "ooms": 0}])
+def test_an_unknown_keyword_figure_is_refused(keywords: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=re.escape("unknown figures ['trial']")):
+        DeviceFigures(0, **keywords)
+
+
+def test_a_device_that_names_only_its_index_read_back_saw_nothing() -> None:
+    """A file's device without the context keys (``docs/json.md``: readers take what they
+    know) reads as one that saw no OOM, no disturbance, no confirmed leak."""
+    region = RegionResult.from_dict({"label": "call", "seconds": 0, "devices": [{"index": 0}]})
+    data = region.devices[0].to_dict()
+    assert {k: data[k] for k in METRICS} == {
+        **dict.fromkeys(METRICS),
+        "graph_pool": 0,
+        "graphs": 0,
+        "replays": 0,
+    }
+    assert {k: v for k, v in data.items() if k not in METRICS and k != "device_source"} == {
+        "index": 0,
+        "allocated_start": 0,
+        "reserved_start": 0,
+        "allocated_end": 0,
+        "reserved_end": 0,
+        "disturbed": False,
+        "ooms": 0,
+        "leak_confirmed": False,
+        "gc_freed": 0,
+    }
+    assert (region.ooms, region.disturbed, region.error, dict(region.extra)) == (0, False, None, {})
+    assert hash(region.devices[0]) == hash(DeviceFigures(0))
+
+
+def test_figures_compare_by_index_figures_and_details() -> None:
+    figures = device(1)
+    assert figures == device(1) and hash(figures) == hash(device(1))
+    assert figures != device(0) and figures != device(1, leak=1) and figures != device(1, ooms=1)
+    assert (figures == "cuda:1") is False
+    assert figures.metrics() == figures.figures and figures.metrics() is not figures.figures
+
+
+def test_a_region_metric_is_the_worst_device_figure_known() -> None:
+    region = RegionResult(
+        "call", (device(0, peak=5, device=None), device(1, peak=7, device=None)), 0.0
+    )
+    assert (region.metric("peak"), region.metric("device")) == (7, None)
+    with pytest.raises(AttributeError):
+        region.metric("trial")
+    assert RegionResult("call", (), 0.0).metric("peak") is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "rank", "recorded", "elsewhere"),
+    [
+        ({}, None, False, False),
+        ({"rank": 1, "launcher": "cgmem.distributed"}, 1, False, True),
+        ({"rank": 0, "launcher": "torchrun"}, 0, False, False),
+        ({"rank": True}, None, False, False),
+        ({"rank": "1"}, None, False, False),
+        ({"recorded": ["peak"]}, None, True, True),
+        ({"recorded": []}, None, False, False),
+        (None, None, False, False),
+    ],
+)
+def test_a_region_says_where_its_figures_were_measured(
+    extra: dict[str, Any] | None, rank: int | None, recorded: bool, elsewhere: bool
+) -> None:
+    region = RegionResult("call", (device(),), 0.0, None, extra)  # type: ignore[arg-type]
+    assert (region.rank, region.recorded) == (rank, recorded)
+    assert region.measured_elsewhere is elsewhere and region.judged is elsewhere
+    assert region.extra == (extra or {})
+
+
+def test_a_region_sums_its_devices_ooms_and_is_disturbed_if_any_was() -> None:
+    region = RegionResult("call", (device(0, ooms=2), device(1, ooms=1, disturbed=True)), 0.0)
+    assert (region.ooms, region.disturbed) == (3, True)
+    calm = RegionResult("call", (device(0), device(1)), 0.0)
+    assert (calm.ooms, calm.disturbed) == (0, False)
+    assert region.labelled("load") == RegionResult("load", region.devices, 0.0)
+    assert region.label == "call"
+
+
+def test_a_test_peak_is_its_worst_region_peak() -> None:
+    regions = (
+        RegionResult("a", (device(peak=3 * MiB),), 0.0),
+        RegionResult("b", (device(peak=None),), 0.0),
+        RegionResult("c", (device(peak=2 * MiB),), 0.0),
+    )
+    assert entry(regions=regions).peak == 3 * MiB
+    assert entry(regions=regions[1:2]).peak == 0
+    assert entry(regions=()).peak == 0
+
+
+@pytest.mark.parametrize("judged", [True, False])
+def test_a_test_kept_and_not_judged_says_so_in_its_file_form(judged: bool) -> None:
+    original = entry(judged=judged)
+    data = original.to_dict()
+    assert ("judged" in data) is not judged and data.get("judged", True) is judged
+    assert TestEntry.from_dict(json.loads(json.dumps(data))) == original
+    assert TestEntry.from_dict({k: v for k, v in data.items() if k != "judged"}).judged
+
+
+def test_a_region_read_back_takes_a_whole_float_index_and_no_error_or_extra() -> None:
+    read = RegionResult.from_dict({"label": None, "seconds": None, "devices": [{"index": 1.0}]})
+    assert read == RegionResult(None, (DeviceFigures(1),), 0.0)
+    assert type(read.devices[0].index) is int
+
+
+@pytest.mark.parametrize(("keys", "more"), [(8, ""), (9, " and 1 more"), (10, " and 2 more")])
+def test_a_region_of_many_keys_names_the_first_eight(keys: int, more: str) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        RegionResult.from_dict({f"k{i}": i for i in range(keys)})
+    assert str(info.value).endswith("got keys " + ", ".join(f"'k{i}'" for i in range(8)) + more)
+
+
+@pytest.mark.parametrize(
+    ("visible", "written"), [("0,1", "0,1"), ("GPU-\udcff", "GPU-\ufffd"), (None, None)]
+)
+def test_a_test_keeps_the_devices_it_was_given(visible: str | None, written: str | None) -> None:
+    data = entry(cuda_visible_devices=visible).to_dict()
+    assert data["cuda_visible_devices"] == written
+    assert TestEntry.from_dict(json.loads(json.dumps(data))).cuda_visible_devices == written
+
+
+def test_records_are_not_changed_once_made() -> None:
+    """A record's verdicts are computed once, when it is made: nothing changes it since."""
+    import dataclasses
+
+    test = entry()
+    for made, name in ((test, "outcome"), (test.regions[0], "label"), (Details(), "ooms")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(made, name, None)
+
+
 @pytest.mark.parametrize(
     ("where", "value"),
     [("peak", float("nan")), ("peak", 2**63), ("device", -(2**63))],
