@@ -65,6 +65,27 @@ def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:
     runfile.validate(doc)
 
 
+def test_a_stub_keeps_its_reason_and_its_earlier_tests_as_a_refresh_would(
+    tmp_path: Path,
+) -> None:
+    """A baseline refreshed by a run that was killed: the stub's own tests (the earlier
+    baseline's) are kept where the journal has no passed test in their place."""
+    path = tmp_path / "run.json"
+    first = stub()
+    first["incomplete_reason"] = "stopped early: stopping after 1 failures"
+    failed = {**record("t.py::b", 5 * MiB), "outcome": "failed"}
+    first["tests"] = [record("t.py::a", 7 * MiB), record("t.py::b"), record("t.py::z")]
+    written = journal.Journal.start(path, first)
+    written.append("test", record("t.py::a", 2 * MiB))
+    written.append("test", failed)
+    written.close()
+    doc = runfile.load_run(path)
+    assert doc["incomplete_reason"] == "stopped early: stopping after 1 failures"
+    peaks = {t["nodeid"]: t["regions"][0]["devices"][0]["peak"] for t in doc["tests"]}
+    assert peaks == {"t.py::a": 2 * MiB, "t.py::b": MiB, "t.py::z": MiB}
+    assert doc["summary"]["tests"] == 3
+
+
 def test_a_rerun_line_withdraws_the_attempt_before_it(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     written = journal.Journal.start(path, stub())

@@ -1207,3 +1207,104 @@ def test_indented_leaves_other_types_to_json() -> None:
     loop.append(loop)
     with pytest.raises(ValueError, match="Circular reference"):
         jsonio.indented(loop)
+
+
+@pytest.mark.parametrize(
+    ("test", "said"),
+    [
+        (
+            {"nodeid": "t.py::a", "budget": {"peak": float("nan")}, "regions": []},
+            "budget.peak is nan, not a finite number (JSON has no NaN or Infinity)",
+        ),
+        (
+            {"nodeid": "t.py::a", "tolerance": {"abs": 2**64}, "regions": "x"},
+            "tolerance.abs is 18446744073709551616, beyond ±9223372036854775807",
+        ),
+    ],
+)
+def test_a_figure_outside_the_regions_is_named_without_a_region(
+    test: dict[str, Any], said: str
+) -> None:
+    assert runfile.nonfinite_problem(test) == (
+        f"cgmem: test 't.py::a': {said}; its figures are left out of the files"
+    )
+
+
+@pytest.mark.parametrize("reason", [None, "stopped early"])
+def test_a_complete_run_has_no_incomplete_reason(reason: str | None) -> None:
+    commit = {"sha": "abc", "dirty": True}
+    doc = runfile.build_run([entry()], MACHINE, commit, complete=True, incomplete_reason=reason)
+    assert (doc["complete"], doc["incomplete_reason"], doc["commit"]) == (True, None, commit)
+    assert runfile.incomplete(doc) is None
+    broken = runfile.build_run([entry()], MACHINE, None, complete=False, incomplete_reason=reason)
+    assert broken["incomplete_reason"] == (reason or runfile.NOT_FINISHED)
+    assert runfile.incomplete(broken) == (reason or runfile.NOT_FINISHED)
+
+
+def test_a_file_from_before_journaling_is_complete_to_every_reader() -> None:
+    doc = good()
+    for key in ("complete", "incomplete_reason", "workers_lost"):
+        del doc[key]
+    assert runfile.incomplete(doc) is None
+    rebuilt = runfile.with_tests(doc, [entry("t.py::z").to_dict()])
+    assert (rebuilt["complete"], rebuilt["incomplete_reason"]) == (True, None)
+
+
+def test_with_tests_keeps_every_other_key() -> None:
+    lost = {"worker": "gw1", "when": "2026-01-01T00:00:00.000+00:00", "test": None, "error": "x"}
+    doc = runfile.build_run(
+        [entry("t.py::a")],
+        MACHINE,
+        {"sha": "abc", "dirty": False},
+        created="2026-01-02T00:00:00.000+00:00",
+        settings={"tolerance": "5%"},
+        complete=False,
+        incomplete_reason="stopped early",
+        workers_lost=[lost],
+    )
+    doc["merged_from"] = ["a.json"]
+    rebuilt = runfile.with_tests(doc, [entry("t.py::c").to_dict(), entry("t.py::b").to_dict()])
+    runfile.validate(rebuilt)
+    assert [t["nodeid"] for t in rebuilt["tests"]] == ["t.py::b", "t.py::c"]
+    assert rebuilt["summary"]["tests"] == 2
+    assert {k: v for k, v in rebuilt.items() if k not in ("tests", "summary")} == {
+        k: v for k, v in doc.items() if k not in ("tests", "summary")
+    }
+
+
+def test_merge_of_no_files_is_refused() -> None:
+    with pytest.raises(CgmemUsageError, match="cgmem merge: no files given"):
+        runfile.merge_runs([])
+
+
+def test_a_merge_of_shards_that_measured_nothing_names_the_first_machine() -> None:
+    runs = [("a.json", shard(gpus=["NVIDIA A100"])), ("b.json", shard(gpus=["NVIDIA H100"]))]
+    doc, warnings = runfile.merge_runs(runs)
+    assert warnings == [] and doc["tests"] == []
+    assert doc["machine"]["gpus"] == ["NVIDIA A100"]
+
+
+def test_merge_holds_later_files_against_the_first_that_knew_a_key() -> None:
+    runs = [
+        ("a.json", shard("t.py::a", driver="580")),
+        ("b.json", shard("t.py::b", driver="470")),
+        ("c.json", shard("t.py::c", driver="470")),
+    ]
+    with pytest.raises(CgmemUsageError, match=r"'b.json' .* than 'a.json' \(driver '580'"):
+        runfile.merge_runs(runs)
+    _, warnings = runfile.merge_runs(runs, allow_mixed_machines=True)
+    assert warnings == [
+        f"warning: {name!r} comes from a different machine (driver '580' vs '470')"
+        for name in ("b.json", "c.json")
+    ]
+
+
+def test_merge_takes_one_commit_written_two_ways_as_one_and_the_latest_time() -> None:
+    a, b = shard("t.py::a"), shard("t.py::b")
+    a["commit"], b["commit"] = {"sha": "abc", "dirty": False}, {"dirty": False, "sha": "abc"}
+    a["created"], b["created"] = "2026-01-02T00:00:00.000+00:00", "2026-01-01T00:00:00.000+00:00"
+    doc, warnings = runfile.merge_runs([("b.json", b), ("a.json", a)])
+    assert warnings == []
+    assert doc["created"] == "2026-01-02T00:00:00.000+00:00"
+    doc, _ = runfile.merge_runs([("a.json", a), ("b.json", b)])
+    assert doc["created"] == "2026-01-02T00:00:00.000+00:00"
