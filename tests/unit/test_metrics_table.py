@@ -90,3 +90,90 @@ def test_the_schema_knows_every_record_field() -> None:
     assert set(region.to_dict()) == set(schema.build()["$defs"]["region"]["properties"])
     test = TestRecord("t.py::a", "passed", (region,), judged=False).to_dict()
     assert set(test) == set(schema.build()["$defs"]["test"]["properties"])
+
+
+def test_the_table_says_what_the_docs_say_of_each_metric() -> None:
+    """docs/usage.md (kinds), docs/baselines.md (compared), the terminal summary's columns
+    (docs/usage.md, docs/graphs.md), the report's history charts (docs/cli.md), and
+    docs/json.md (the driver figures may be negative)."""
+    kinds = {name: metric.kind for name, metric in METRICS.items()}
+    assert kinds == {
+        "peak": "bytes",
+        "reserved": "bytes",
+        "leak": "bytes",
+        "device": "bytes",
+        "non_torch": "bytes",
+        "reserved_ratio": "ratio",
+        "graph_pool": "bytes",
+        "graphs": "count",
+        "replays": "count",
+    }
+    compared = ("peak", "reserved", "leak", "device", "non_torch", "graph_pool", "graphs")
+    assert names(baseline=True) == compared
+    assert names(summary=True, graph=False) == ("peak", "reserved", "leak", "device", "non_torch")
+    assert names(summary=True, graph=True) == ("graph_pool", "graphs", "replays")
+    assert names(graph=True) == ("graph_pool", "graphs", "replays")
+    assert names(export=True) == ("peak", "reserved", "leak", "device", "non_torch", "graph_pool")
+    assert names(chart=True) == ("peak", "reserved", "device")
+    assert names(signed=True) == ("device", "non_torch")
+    assert {n: m.default for n, m in METRICS.items() if m.default is not None} == {
+        "graph_pool": 0,
+        "graphs": 0,
+        "replays": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "figure"),
+    [
+        ("graphs", "3", 3),
+        ("replays", 0, 0),
+        ("reserved_ratio", 0, 0.0),
+        ("reserved_ratio", "1.5", 1.5),
+        ("device", "-1 MiB", -MiB),
+        ("peak", "1 MiB", MiB),
+    ],
+)
+def test_a_figure_given_to_cgmem_record_is_parsed_as_its_metric_reads_one(
+    name: str, value: object, figure: float
+) -> None:
+    """docs/json.md: budget-style values, but ``device`` and ``non_torch`` may be negative
+    and ``reserved_ratio`` may be 0."""
+    parsed = METRICS[name].parse_figure(value)
+    assert parsed == figure and type(parsed) is type(figure)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("reserved_ratio", 0), ("peak", "-1 MiB"), ("graphs", 1.5)]
+)
+def test_a_budget_is_never_negative_and_a_ratio_never_zero(name: str, value: object) -> None:
+    with pytest.raises(ValueError):
+        METRICS[name].parse(value)
+
+
+@pytest.mark.parametrize(
+    ("rank", "label", "ranked"),
+    [(1, None, "rank1"), (1, "call", "rank1"), (1, "", "rank1"), (2, "load", "rank2/load")],
+)
+def test_a_rank_label_and_back(rank: int, label: str | None, ranked: str) -> None:
+    from pytest_cgmem.metrics import rank_label, unranked_label
+
+    assert rank_label(rank, label) == ranked
+    assert unranked_label(rank, ranked) == (label if label not in ("call", "") else None)
+
+
+@pytest.mark.parametrize("label", [None, "load", "rank2/load", "rank1x", "rank12/load"])
+def test_a_label_of_no_rank_of_this_one_is_kept(label: str | None) -> None:
+    from pytest_cgmem.metrics import unranked_label
+
+    assert unranked_label(1, label) == label
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("graphs", "1 MiB"), ("reserved_ratio", -1), ("peak", -1)]
+)
+def test_a_figure_given_to_cgmem_record_is_refused_as_its_metric_would(
+    name: str, value: object
+) -> None:
+    with pytest.raises(ValueError):
+        METRICS[name].parse_figure(value)
