@@ -26,7 +26,7 @@ from pytest_cgmem.checks.graph_sizes import (
     pad_to_captured,
     uncovered_sizes,
 )
-from pytest_cgmem.units import CgmemUsageError
+from pytest_cgmem.units import MAX_FIGURE, CgmemUsageError
 
 MiB = 2**20
 # vLLM's default capture sizes: 1, 2, 4, 8..248 step 8, 256..512 step 16
@@ -258,6 +258,35 @@ def test_estimate_message_over_and_both_limits():
     )
 
 
+@pytest.mark.parametrize(
+    ("estimate", "measured", "tolerance", "said"),
+    [
+        (11, 10, {}, "by +1 B (+10.0%, over-estimate); allowed an exact match = 0 B"),
+        (9, 10, {}, "by -1 B (-10.0%, under-estimate); allowed an exact match = 0 B"),
+        (1, 0, {}, "by +1 B (n/a, over-estimate); allowed an exact match = 0 B"),
+        (
+            40 * MiB,
+            10 * MiB,
+            {"abs": "16 MiB"},
+            "by +30.00 MiB (+300.0%, over-estimate); allowed abs=16.00 MiB = 16.00 MiB",
+        ),
+    ],
+)
+def test_estimate_message_names_the_sign_and_only_the_limits_given(
+    estimate, measured, tolerance, said
+):
+    violation = check_estimate(estimate, measured, **tolerance)
+    assert violation is not None
+    assert f" {said} [estimate {estimate} B, measured {measured} B]" in violation.message
+
+
+@pytest.mark.parametrize(("estimate", "measured"), [(0.0, 0), (0.6, 1), (0.4, 0)])
+def test_estimate_takes_a_float_below_one_byte(estimate, measured):
+    """Bytes >= 0, a float rounded: 0.0 and a fraction of a byte are estimates too."""
+    assert check_estimate(estimate, measured) is None
+    assert check_estimate(measured, estimate) is None
+
+
 @given(
     measured=st.integers(0, 2**40),
     error=st.integers(-(2**30), 2**30),
@@ -371,3 +400,23 @@ def test_package_exports_the_checks():
     assert pytest_cgmem.assert_sizes_covered is assert_sizes_covered
     assert pytest_cgmem.assert_all_captured is assert_all_captured
     assert pytest_cgmem.assert_estimate is assert_estimate
+
+
+@pytest.mark.parametrize(
+    ("values", "shown"), [("8", "'8'"), (b"8", "b'8'"), (8, "8"), (None, "None")]
+)
+def test_sizes_that_are_not_a_collection_are_refused(values, shown):
+    calls = [
+        (lambda: check_sizes_covered(values, [1]), "captured"),
+        (lambda: check_sizes_covered([1], values), "runtime"),
+        (lambda: check_all_captured(values, [1]), "requested"),
+    ]
+    for call, what in calls:
+        with pytest.raises(CgmemUsageError) as info:
+            call()
+        assert str(info.value) == f"{what}: expected a collection of sizes, got {shown}"
+
+
+def test_the_largest_size_a_figure_may_hold_is_a_size():
+    assert check_all_captured([MAX_FIGURE], [MAX_FIGURE]) is None
+    assert uncovered_sizes([MAX_FIGURE], [1, MAX_FIGURE]) == []
