@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,65 @@ def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
         f"cgmem: baseline {str(path)!r}: its journal 'run.json.journal' line 2: expected one "
         "of 'test', 'machine', 'rerun', 'worker_lost' as its only key"
     )
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"worker_lost": 5}', "line 2: expected an object"),
+        ('{"machine": [1]}', "line 2: expected an object"),
+        ('{"test": ', "line 2: Expecting value: line 1 column 10 (char 9)"),
+    ],
+)
+def test_a_line_of_the_wrong_kind_in_the_middle_is_an_error_naming_it(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a") as handle:
+        handle.write(line + "\n" + json.dumps({"rerun": "t.py::a"}) + "\n")
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path, "baseline")
+    assert str(info.value) == (
+        f"cgmem: baseline {str(path)!r}: its journal 'run.json.journal' {problem}"
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        '{"journal": "pytest-cgmem/0", "run": "run-1"}\n',
+        '["pytest-cgmem/1"]\n',
+        '{"journal": "pytest-cgmem/1", "ru',  # cut off: the journal's only line
+    ],
+)
+def test_a_journal_without_its_header_line_is_an_error(tmp_path: Path, header: str) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    journal.journal_path(path).write_text(header)
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert str(info.value).endswith(
+        ": its journal 'run.json.journal' has no pytest-cgmem header line"
+    )
+
+
+def test_a_journal_that_cannot_be_opened_is_an_error_naming_why(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    name = "j" * 300  # longer than a file name may be
+    runfile.write_json(path, {**stub(), "journal": {"file": name, "run": "run-1"}})
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert re.search(rf": cannot read its journal {name!r} \(.+\)$", str(info.value))
+
+
+def test_a_journal_read_without_a_record_check_takes_its_tests(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    written.close()
+    found = journal.read(path, stub()["journal"])
+    assert [t["nodeid"] for t in found.tests] == ["t.py::a"] and found.notes == []
 
 
 @pytest.mark.parametrize(
