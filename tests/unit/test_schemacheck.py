@@ -52,6 +52,11 @@ def test_the_shipped_schema_is_compiled_whole() -> None:
         ({"if": {"const": "a"}, "then": False}, "a"),
         ({"if": {"const": "a"}, "then": False}, "b"),
         ({"if": {"const": "a"}, "else": False}, "b"),
+        ({"if": {"const": "a"}, "else": False}, "a"),
+        ({"description": "anything"}, 5),
+        ({"maximum": 0}, 0),
+        ({"exclusiveMaximum": 0}, 0),
+        ({"required": ["a"]}, {"b": 1}),
         ({"$ref": "#/$defs/n", "$defs": {"n": {"type": "integer"}}}, 1),
         ({"$ref": "#/$defs/n", "$defs": {"n": {"items": {"$ref": "#/$defs/n"}}}}, [[[5]]]),
     ],
@@ -75,8 +80,29 @@ def test_each_keyword_answers_as_jsonschema(schema: dict[str, Any], instance: An
         {"minimum": "0"},
         {"properties": {"a": {"oneOf": []}}},
         {"properties": {"a": {"$id": "https://example.com/a", "$ref": "#/$defs/n"}}},
+        {"properties": {"a": {"$id": "https://example.com/a"}}},
+        {"pattern": 5},
+        {"$ref": 5},
+        {"items": 5},
+        {"properties": {"a": None}},
     ],
 )
 def test_a_schema_with_what_is_not_compiled_gets_no_check(schema: dict[str, Any]) -> None:
     """jsonschema then does all the work: nothing is cleared that it has not seen."""
     assert compile_check(schema) is None
+
+
+@pytest.mark.parametrize("instance", [True, False, 5, -3, 5.0, 0.5, "5", None, 2.0**53])
+def test_is_integer_is_jsonschemas_integer_within_a_figure(instance: Any) -> None:
+    """The compiled check and the loader's jsonschema share ``is_integer``: it is held
+    against jsonschema's own ``integer`` here (a bool is none), which it narrows only for
+    floats beyond ``MAX_FIGURE``."""
+    import jsonschema
+
+    from pytest_cgmem.results.schemacheck import is_integer
+
+    stock = jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer")
+    assert is_integer(instance) == stock
+    assert not is_integer(1e19) and jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(
+        1e19, "integer"
+    )
