@@ -62,6 +62,8 @@ _tolerance_key = pytest.StashKey[dict[str, Number]]()
 _verdict_key = pytest.StashKey["Verdict"]()
 _diagnosis_key = pytest.StashKey[str]()
 _machine_key = pytest.StashKey[dict[str, Any]]()
+_machine_torch_key = pytest.StashKey[bool]()
+"""Whether the process had imported torch when its machine was read (``process_machine``)."""
 _calling_key = pytest.StashKey[bool]()
 """The test's call phase is running: a report made now is a subtest's (set from the call's
 start to its end, and kept False after it: the test ran)."""
@@ -345,15 +347,35 @@ def process_machine(config: pytest.Config) -> dict[str, Any]:
     """This process's machine: host, Python and platform, GPUs, driver, torch, CUDA and the
     allocator's settings (never imports torch, which a process that has not imported it
     reads from the installed torch's files and the environment; creates no CUDA context).
-    Read once per process, so that every place that records it (the run file,
-    pytest-benchmark's machine_info) records the same thing."""
+    Read once per process, so that every place that records it records the same thing; where
+    it was read before the process imported torch and a test has imported it since, its
+    graph keys are read once more (a new dict), the rest kept: the graphs a marked test
+    captures after a ``cgmem_record`` test are said to be seen as they were."""
     machine = config.stash.get(_machine_key, None)
     if machine is None:
         from .cuda.machine import machine_info
         from .results.runfile import base_machine
 
         machine = config.stash[_machine_key] = {**base_machine(), **machine_info()}
+        config.stash[_machine_torch_key] = _torch_imported()
+    elif not config.stash[_machine_torch_key] and _torch_imported():
+        # read before the process imported torch: a test has since, and may capture graphs
+        from .cuda.machine import machine_info
+
+        config.stash[_machine_torch_key] = True
+        graphs = {key: machine_info()[key] for key in _GRAPH_KEYS}
+        if any(machine.get(key) != value for key, value in graphs.items()):
+            machine = config.stash[_machine_key] = {**machine, **graphs}
     return machine
+
+
+_GRAPH_KEYS = ("graph_tracking", "graph_pools")
+"""The machine's keys that a process that has not imported torch leaves null. Filled in
+once it has (a later test's import), the identity read before kept as it was."""
+
+
+def _torch_imported() -> bool:
+    return sys.modules.get("torch") is not None
 
 
 def _stashed(item: pytest.Item, key: pytest.StashKey[_T], default: _D) -> _T | _D:
@@ -433,7 +455,8 @@ class CgmemSession:
         self._journals: list[tuple[str, str, Any]] = []
         self._commit: dict[str, Any] | None = None
         self._xdist = False
-        self._machine_sent = False
+        self._machine_read: dict[str, Any] | None = None
+        """The machine this process read and took (or sent) last (``process_machine``)."""
         self._cuda: bool | None = None
         self._cuda_confirmed = False
         self._finished: set[str] = set()
@@ -1062,17 +1085,21 @@ class CgmemSession:
         )
         # the machine is read only for a run that writes files
         if not self.remote:  # this process writes the files: no need to travel
-            if self.started and self.machine is None:
-                self._take_machine(process_machine(self.config))
+            if self.started:
+                machine = process_machine(self.config)
+                if machine is not self._machine_read:  # the first, or graph keys filled in
+                    self._machine_read = machine
+                    self._take_machine(machine)
             self._take(record, None)
         else:
             from pytest_cgmem.results.runfile import plain_record, record_text
 
             text = record_text(record)  # a str travels at C speed, a tree of data does not
             payload["record"] = plain_record(record) if text is None else text
-            if not self._machine_sent and self._outputs():
-                payload["machine"] = process_machine(self.config)
-                self._machine_sent = True
+            if self._outputs():
+                machine = process_machine(self.config)
+                if machine is not self._machine_read:  # sent again with its graph keys
+                    payload["machine"] = self._machine_read = machine
         properties = junit_properties(regions)
         earlier = _stashed(item, _properties_key, [])
         for where in (report.user_properties, item.user_properties):
@@ -1291,7 +1318,10 @@ class CgmemSession:
         """What a worker (or a forked child) sent on the report: its counts and record."""
         self._take_unmeasured(report.nodeid, payload.get("opted_out"), payload.get("never_used"))
         machine = payload.get("machine")
-        if isinstance(machine, Mapping) and self.machine is None:
+        if isinstance(machine, Mapping) and (
+            self.machine is None
+            or (self.machine.get("graph_tracking") is None and machine.get("graph_tracking"))
+        ):  # the first, or one read once its worker had imported torch
             self._take_machine(machine)
         data = payload.get("record")
         if isinstance(data, str):  # the record as its journal line holds it

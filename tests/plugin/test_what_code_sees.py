@@ -273,3 +273,53 @@ def test_the_first_record_imports_no_torch_the_tests_did_not(pytester: pytest.Py
     machine = json.loads((pytester.path / "run.json").read_text())["machine"]
     assert machine["torch"] == torch.__version__
     assert machine["graph_tracking"] is None and machine["graph_pools"] is None
+
+
+GRAPHS_SEEN_ONCE_TORCH_IS_IMPORTED = """
+import sys
+
+import pytest_cgmem.cuda.machine as machine
+
+machine.cpu_only_torch = lambda: None  # the installed CPU build read as a GPU build
+_read = machine.machine_info
+
+
+def machine_info():
+    info = _read()
+    if sys.modules.get("torch") is not None:  # as a GPU build's machine says once imported
+        info.update(graph_tracking="wrappers", graph_pools="stats")
+    return info
+
+
+machine.machine_info = machine_info
+"""
+
+RECORD_THEN_IMPORT_TORCH = """
+def test_1_records(cgmem_record):
+    cgmem_record("server", peak=2**20)
+
+
+def test_2_imports_torch(cgmem_record):
+    import torch
+
+    cgmem_record("graph", peak=2**20)
+"""
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "1")], ids=["serial", "xdist"])
+def test_graph_keys_are_read_once_a_later_test_imports_torch(
+    pytester: pytest.Pytester, workers: tuple[str, ...]
+) -> None:
+    """The machine read at a first ``cgmem_record`` test, torch not yet imported, has null
+    graph keys; a later test imports torch (and a marked one would capture graphs): the run
+    file says how graphs are seen, on a worker as in one process, the identity unchanged."""
+    if workers:
+        pytest.importorskip("xdist")
+    pytester.makeconftest(GRAPHS_SEEN_ONCE_TORCH_IS_IMPORTED)
+    pytester.makepyfile(test_records=RECORD_THEN_IMPORT_TORCH)
+    args = ("-p", "no:cacheprovider", "-p", "no:randomly", *workers, "--cgmem-json=run.json")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
+    machine = json.loads((pytester.path / "run.json").read_text())["machine"]
+    assert machine["torch"] == torch.__version__
+    assert (machine["graph_tracking"], machine["graph_pools"]) == ("wrappers", "stats")
