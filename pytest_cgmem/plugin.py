@@ -207,9 +207,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _starts_xdist_workers(config: pytest.Config) -> bool:
-    """This process is a pytest-xdist controller about to start workers (``-n N``, N > 0)."""
-    return os.environ.get("PYTEST_XDIST_WORKER") is None and bool(
-        config.getoption("numprocesses", None)
+    """This process is a pytest-xdist controller about to start workers: ``-n N`` (N > 0),
+    or ``--tx`` specs with a ``--dist`` mode (xdist's ``_is_distribution_mode``; ``--tx``
+    alone runs the tests in this process)."""
+    return (
+        os.environ.get("PYTEST_XDIST_WORKER") is None
+        and config.getoption("dist", "no") != "no"
+        and _xdist_workers(config) > 0
     )
 
 

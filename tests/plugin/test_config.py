@@ -517,6 +517,25 @@ def test_options_that_do_nothing_here_are_warned_about(pytester: pytest.Pytester
     )
 
 
+def test_devices_with_tx_workers_are_not_warned_about(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--tx 1*popen --dist load`` starts a worker as ``-n 1`` does, and it is pinned: the
+    option does something (under ``-W error`` the warning was a usage error). ``--tx``
+    without ``--dist`` starts none: the warning stays."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile(
+        "import os\n\ndef test_a():\n    assert os.environ.get('CUDA_VISIBLE_DEVICES') == '0'\n"
+    )
+    args = ("--tx", "1*popen", "--cgmem-devices=0", "-p", "no:randomly")
+    result = pytester.runpytest(*args, "--dist", "load", "-W", "error")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*does nothing without pytest-xdist*")
+    result = pytester.runpytest(*args)
+    result.stdout.fnmatch_lines(["*--cgmem-devices does nothing without pytest-xdist workers*"])
+
+
 USAGE_ERRORS = """
 import pytest
 from pytest_cgmem import assert_all_captured, assert_estimate, assert_sizes_covered
