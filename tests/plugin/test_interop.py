@@ -919,6 +919,8 @@ def test_a_test_pytest_timeout_stops_keeps_what_finished_before_it(
     pytester.runpytest_subprocess(
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:randomly",  # test_first must finish before test_stuck ends the process
         "--timeout=2",
         f"--timeout-method={method}",
         "--cgmem-json=run.json",
