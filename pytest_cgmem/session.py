@@ -1096,7 +1096,8 @@ class CgmemSession:
 
             text = record_text(record)  # a str travels at C speed, a tree of data does not
             payload["record"] = plain_record(record) if text is None else text
-            if self._outputs():
+            settings = self.settings
+            if settings.json or settings.save_baseline or settings.gab_json:  # _outputs()
                 machine = process_machine(self.config)
                 if machine is not self._machine_read:  # sent again with its graph keys
                     payload["machine"] = self._machine_read = machine
