@@ -363,7 +363,8 @@ def process_machine(config: pytest.Config) -> dict[str, Any]:
         from .cuda.machine import machine_info
 
         config.stash[_machine_torch_key] = True
-        graphs = {key: machine_info()[key] for key in _GRAPH_KEYS}
+        info = machine_info()
+        graphs = {key: info[key] for key in _GRAPH_KEYS}
         if any(machine.get(key) != value for key, value in graphs.items()):
             machine = config.stash[_machine_key] = {**machine, **graphs}
     return machine
@@ -457,6 +458,7 @@ class CgmemSession:
         self._xdist = False
         self._machine_read: dict[str, Any] | None = None
         """The machine this process read and took (or sent) last (``process_machine``)."""
+        self._writes_files = bool(self._outputs())
         self._cuda: bool | None = None
         self._cuda_confirmed = False
         self._finished: set[str] = set()
@@ -1096,8 +1098,7 @@ class CgmemSession:
 
             text = record_text(record)  # a str travels at C speed, a tree of data does not
             payload["record"] = plain_record(record) if text is None else text
-            settings = self.settings
-            if settings.json or settings.save_baseline or settings.gab_json:  # _outputs()
+            if self._writes_files:
                 machine = process_machine(self.config)
                 if machine is not self._machine_read:  # sent again with its graph keys
                     payload["machine"] = self._machine_read = machine
