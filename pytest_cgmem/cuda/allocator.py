@@ -16,7 +16,13 @@ import torch
 
 from ..failures import FigureUnavailable
 from . import cuda_started
-from .installed import ASYNC_BACKEND, UNKNOWN_BACKEND, alloc_conf_from_env, version_tuple
+from .installed import (
+    ASYNC_BACKEND,
+    ASYNC_BACKENDS,
+    UNKNOWN_BACKEND,
+    alloc_conf_from_env,
+    version_tuple,
+)
 
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
@@ -357,7 +363,8 @@ _backend: str | None = None
 
 
 def backend() -> str:
-    """``native`` or ``cudaMallocAsync`` (read once: torch fixes it when CUDA starts)."""
+    """``native`` or ``cudaMallocAsync`` (``hipMallocAsync`` on ROCm), read once: torch
+    fixes it when CUDA starts."""
     global _backend
     if _backend is None:
         try:
@@ -368,7 +375,7 @@ def backend() -> str:
 
 
 def is_async_backend() -> bool:
-    return backend() == ASYNC_BACKEND
+    return backend() in ASYNC_BACKENDS
 
 
 def readable_in_capture() -> bool:

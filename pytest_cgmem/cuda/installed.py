@@ -21,6 +21,10 @@ SHARED_CONF_SINCE = (2, 10)
 """The torch that reads ``PYTORCH_ALLOC_CONF``, and ``PYTORCH_HIP_ALLOC_CONF`` in a CUDA
 build (a ROCm build reads the HIP variable in every version)."""
 ASYNC_BACKEND = "cudaMallocAsync"
+ROCM_ASYNC_BACKEND = "hipMallocAsync"
+"""What a ROCm build calls its async backend: it takes either name in the settings and
+``torch.cuda.get_allocator_backend()`` answers this one (c10's allocator config)."""
+ASYNC_BACKENDS = frozenset((ASYNC_BACKEND, ROCM_ASYNC_BACKEND))
 UNKNOWN_BACKEND = "unknown"
 """The allocator backend where torch cannot say (a CPU build among them)."""
 
@@ -108,13 +112,15 @@ def _installed_cpu_build() -> str | None:
     return _cpu_build_version(installed_version_fields())
 
 
-def backend_from_settings(settings: str) -> str:
+def backend_from_settings(settings: str, *, rocm: bool = False) -> str:
     """The allocator backend an allocator settings string asks for (``native`` unless
-    ``backend:cudaMallocAsync``), as a GPU build reads it when CUDA starts."""
+    ``backend:cudaMallocAsync``), named as a GPU build names it once CUDA starts: a ROCm
+    build also takes ``hipMallocAsync`` and calls either that."""
+    accepted = ASYNC_BACKENDS if rocm else {ASYNC_BACKEND}
     for item in settings.split(","):
         key, _, value = item.partition(":")
-        if key.strip() == "backend" and value.strip() == ASYNC_BACKEND:
-            return ASYNC_BACKEND
+        if key.strip() == "backend" and value.strip() in accepted:
+            return ROCM_ASYNC_BACKEND if rocm else ASYNC_BACKEND
     return "native"
 
 

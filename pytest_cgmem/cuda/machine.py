@@ -91,7 +91,9 @@ def identity_without_torch() -> dict[str, Any]:
         "driver": meter.driver_version(),
         "torch": version if isinstance(version, str) else None,
         "cuda": cuda if isinstance(cuda, str) else None,
-        "allocator_backend": backend_from_settings(settings) if gpu_build else UNKNOWN_BACKEND,
+        "allocator_backend": (
+            backend_from_settings(settings, rocm=hip is not None) if gpu_build else UNKNOWN_BACKEND
+        ),
         "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
         "alloc_conf_source": source,
     }

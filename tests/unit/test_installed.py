@@ -123,6 +123,38 @@ def test_the_backend_an_allocator_settings_string_asks_for(settings: str, expect
     assert backend_from_settings(settings) == expected
 
 
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("", "native"),
+        ("backend:native", "native"),
+        ("backend:cudaMallocAsync", "hipMallocAsync"),
+        ("expandable_segments:True,backend: hipMallocAsync", "hipMallocAsync"),
+    ],
+)
+def test_a_rocm_build_takes_either_async_name_and_calls_it_hip(
+    settings: str, expected: str
+) -> None:
+    assert backend_from_settings(settings, rocm=True) == expected
+
+
+def test_a_cuda_build_does_not_take_the_hip_name() -> None:
+    assert backend_from_settings("backend:hipMallocAsync") == "native"
+
+
+@pytest.mark.parametrize(
+    ("reported", "is_async"),
+    [("native", False), ("cudaMallocAsync", True), ("hipMallocAsync", True), ("unknown", False)],
+)
+def test_the_async_backend_is_known_by_either_name(
+    monkeypatch: pytest.MonkeyPatch, reported: str, is_async: bool
+) -> None:
+    allocator = pytest.importorskip("pytest_cgmem.cuda.allocator")
+    monkeypatch.setattr(allocator, "_backend", reported)
+    assert allocator.is_async_backend() is is_async
+    assert allocator.readable_in_capture() is not is_async
+
+
 def test_the_identity_without_torch_says_what_torch_says() -> None:
     """pytest-benchmark's machine_info: read without importing torch, it must agree with
     the machine the run file records where torch is imported."""
