@@ -17,11 +17,15 @@ from ..units import MAX_FIGURE, CgmemUsageError, format_size, parse_percent, par
 _SHOWN = 20
 
 
+_BOOL_DTYPES = frozenset(("bool", "torch.bool"))
+"""A flag's dtype as numpy and torch print it: a bool tensor's ``__index__`` gives 1 or 0."""
+
+
 def _as_whole(value: object) -> int | None:
     """``value`` as an int: an int, or what its ``__index__`` gives (numpy and torch
-    integers); None for a bool, a float, or an ``__index__`` that raises (a float tensor,
-    one of several elements)."""
-    if isinstance(value, bool):
+    integers); None for a bool (a bool tensor too), a float, or an ``__index__`` that
+    raises (a float tensor, one of several elements)."""
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in _BOOL_DTYPES:
         return None
     if isinstance(value, int):
         return value

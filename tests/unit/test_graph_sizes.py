@@ -195,6 +195,23 @@ def test_float_tensor_sizes_are_usage_errors():
     assert uncovered_sizes(torch.tensor([8, 4]), [torch.tensor(9)]) == [9]
 
 
+def test_bool_tensor_sizes_are_usage_errors_not_a_size_of_one():
+    """A bool tensor's ``__index__`` gives 1: a flag is no batch size."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(CgmemUsageError) as info:
+        assert_sizes_covered([torch.tensor(True)], [1])
+    assert str(info.value) == "captured: sizes are whole numbers, got tensor(True)"
+    with pytest.raises(CgmemUsageError, match="runtime: sizes are whole numbers"):
+        uncovered_sizes([1], torch.tensor([True, True]))
+
+
+def test_numpy_bool_sizes_are_usage_errors():
+    numpy = pytest.importorskip("numpy")
+    with pytest.raises(CgmemUsageError, match="sizes are whole numbers"):
+        uncovered_sizes([numpy.True_], [1])
+    assert uncovered_sizes(numpy.array([8, 4]), [numpy.int64(9)]) == [9]
+
+
 def test_integer_like_sizes_are_accepted():
     class Index:
         def __init__(self, value: int) -> None:
