@@ -628,7 +628,11 @@ def _measure_pools(
     wanted: Sequence[PoolId], release_workspaces: Callable[[dict[PoolId, int]], bool]
 ) -> dict[tuple[int, PoolId], int]:
     """Every graph pool's bytes by (device, pool) after emptying the cache; once more
-    after releasing the cuBLAS workspaces when ``release_workspaces(held)`` says so."""
+    after releasing the cuBLAS workspaces when ``release_workspaces(held)`` says so.
+
+    None before CUDA starts in the process, where a device's stats are an error."""
+    if not allocator.cuda_initialized():
+        return {}
     allocator.settle_and_empty_cache()
     held = allocator.pool_reserved()
     if release_workspaces(_by_pool(held)):

@@ -188,6 +188,34 @@ print("RESULT " + json.dumps({**result, "pools": pools}))
 """
 
 
+BEFORE_CUDA = """
+import json, torch
+import pytest_cgmem
+from pytest_cgmem.cuda import graphs
+
+class Graph:
+    pass
+
+graph, log = Graph(), graphs.GraphLog()
+log._on_capture(graph, 0, (0, 1), 1, 2, None, 0.001)
+figures = {
+    "pool_bytes": pytest_cgmem.pool_bytes((0, 1)),
+    "log": {str(k): v for k, v in log.pool_bytes().items()},
+    "graph_pool": log.figures(0)["graph_pool"],
+    "started": torch.cuda.is_initialized(),
+}
+print("RESULT " + json.dumps(figures))
+"""
+
+
+def test_pool_figures_before_cuda_starts_are_zero_and_start_nothing():
+    """A device's stats before CUDA starts raise "Invalid device argument": a pool asked
+    about then holds nothing, and asking starts no CUDA."""
+    done, out = _run_script(BEFORE_CUDA)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out == {"pool_bytes": 0, "log": {"(0, 1)": 0}, "graph_pool": 0, "started": False}
+
+
 def test_torch_compile_reduce_overhead_is_seen():
     # a fresh process: pytester's in-process runs restore sys.modules, and a triton
     # imported there cannot be imported again in this one
