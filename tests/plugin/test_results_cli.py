@@ -211,7 +211,7 @@ def test_merge_mixed_machines(
     pytester.runpytest("--cgmem-json=s1.json", "-k", "load")
     pytester.runpytest("--cgmem-json=s2.json", "-k", "not load")
     other = json.loads((pytester.path / "s2.json").read_text())
-    other["machine"]["gpus"] = ["NVIDIA H100 80GB HBM3"]
+    other["machine"]["gpus"] = [*(other["machine"]["gpus"] or []), "NVIDIA H100 80GB HBM3"]
     (pytester.path / "s2.json").write_text(json.dumps(other))
     files = [str(pytester.path / "s1.json"), str(pytester.path / "s2.json")]
     assert main(["merge", *files, "-o", str(pytester.path / "m.json")]) == 2
