@@ -143,6 +143,8 @@ def test_not_captured_in_the_middle_is_not_called_capping():
         ([3, 1, 2], "1..3"),
         ([1, 2, 3, 7, 9, 10, 11, 12], "1..3, 7, 9..12"),
         (list(range(513, 1025)), "513..1024"),
+        (list(range(1, 40, 2)), ", ".join(map(str, range(1, 40, 2)))),
+        (list(range(1, 42, 2)), ", ".join(map(str, range(1, 40, 2))) + ", ... (1 more size)"),
         (list(range(1, 100, 2)), ", ".join(map(str, range(1, 40, 2))) + ", ... (30 more sizes)"),
         ([*range(1, 60, 2), 100, 101, 102], None),
     ],
