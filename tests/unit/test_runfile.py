@@ -150,6 +150,20 @@ def test_write_json_is_atomic(tmp_path: Path) -> None:
     assert os.listdir(target.parent) == ["run.json"]
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
+def test_write_json_makes_the_file_as_open_would_and_keeps_the_umask(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
+    before = os.umask(umask)
+    try:
+        runfile.write_json(tmp_path / "a" / "b" / "run.json", {"a": 1})
+        after = os.umask(umask)
+    finally:
+        os.umask(before)
+    assert after == umask
+    assert (tmp_path / "a" / "b" / "run.json").stat().st_mode & 0o777 == mode
+
+
 def test_write_json_refuses_nan(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         runfile.write_json(tmp_path / "x.json", {"a": float("nan")})
@@ -597,6 +611,62 @@ def test_jsonio_loads_refuses_with_a_value_error(
     with pytest.raises(error) as info:
         jsonio.loads(text)
     assert message in str(info.value) and len(str(info.value)) < 200
+
+
+def test_jsonio_loads_refuses_a_number_beside_a_surrogate_pair() -> None:
+    with pytest.raises(jsonio.NonFiniteError, match=r"^\$\.b: NaN is not a finite number"):
+        jsonio.loads('{"a": "\\ud83d\\ude00", "b": NaN}')
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        (int("1" * 24), "1" * 24),
+        (-int("9" * 23), "-" + "9" * 23),
+        (int("1" * 25), "11111111...1111 (25 digits)"),
+        (-int("9" * 24), "-9999999...9999 (24 digits)"),
+        pytest.param(10**5000, "an integer of about 5000 digits", id="too long for str"),
+    ],
+)
+def test_a_number_out_of_range_is_shown_whole_up_to_24_characters_else_cut(
+    number: int, shown: str
+) -> None:
+    error = jsonio.refusal({"x": number})
+    assert isinstance(error, jsonio.OutOfRangeError)
+    assert str(error) == f"$.x: {shown} is beyond ±{LARGEST}"
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [("$" + ".a" * 29 + "b", "$" + ".a" * 29 + "b"), ("$" + ".a" * 30, "$" + ".a" * 28 + "...")],
+)
+def test_too_deep_names_a_path_of_up_to_60_characters_whole_else_cut(path: str, shown: str) -> None:
+    assert str(jsonio.TooDeepError(path)).endswith(f" at {shown}")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"n": 10**17},
+        {"n": -(10**17)},
+        {"s": "123456789/123456789"},
+        {"s": "123456789:123456789"},
+    ],
+)
+def test_the_quick_pass_clears_digit_runs_shorter_than_19(data: dict[str, Any]) -> None:
+    assert jsonio.clean_text(data) == jsonio.compact(data)
+
+
+@pytest.mark.parametrize("kind", [list, dict])
+def test_the_quick_pass_refuses_lists_and_objects_nested_too_deep(kind: type) -> None:
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value] if kind is list else {"a": value}
+        return value
+
+    assert jsonio.quick_refusal(nested(100)) is None
+    assert isinstance(jsonio.quick_refusal(nested(101)), jsonio.TooDeepError)
 
 
 def graph_run(source: str, *sizes: Any, size_bytes: int | None = 1) -> dict[str, Any]:
