@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import re
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -56,15 +59,23 @@ def entry(nodeid: str = "t.py::test_a", **over: Any) -> TestEntry:
 
 def test_build_run_is_valid_and_sorted() -> None:
     doc = runfile.build_run(
-        [entry("t.py::test_b"), entry("t.py::test_a")], MACHINE, {"sha": "abc", "dirty": False}
+        [entry("t.py::test_b", outcome="failed"), entry("t.py::test_a")],
+        MACHINE,
+        {"sha": "abc", "dirty": False},
     )
     runfile.validate(doc)
     assert doc["schema"] == "pytest-cgmem/1"
     assert [t["nodeid"] for t in doc["tests"]] == ["t.py::test_a", "t.py::test_b"]
-    assert doc["summary"] == {"tests": 2, "regions": 2, "violations": 2, "failed": 0}
+    assert doc["summary"] == {"tests": 2, "regions": 2, "violations": 2, "failed": 1}
     violation = doc["tests"][0]["violations"][0]
     assert violation["metric"] == "peak" and violation["actual"] == 100 * MiB
     assert violation["message"].startswith("cgmem: peak 100.00 MiB exceeds budget 50.00 MiB")
+
+
+def test_a_run_built_without_a_time_is_created_now_in_utc_to_the_millisecond() -> None:
+    created = runfile.build_run([], MACHINE, None)["created"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", created)
+    assert abs(datetime.fromisoformat(created) - datetime.now(timezone.utc)) < timedelta(minutes=1)
 
 
 def test_schema_accepts_what_the_writer_writes_and_rejects_junk() -> None:
@@ -97,6 +108,36 @@ def test_extra_becomes_plain_json() -> None:
         "sizes": [8, 16],
         "x": None,
     }
+
+
+class _Half(float):
+    pass
+
+
+class _Level(enum.IntEnum):
+    HIGH = 2
+
+
+class _Colour(str, enum.Enum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        (MappingProxyType({"a": (1, 2)}), {"a": [1, 2]}),
+        (_Half(0.5), 0.5),
+        (_Half("nan"), None),
+        (_Level.HIGH, 2),
+        (_Colour.RED, "red"),
+        (Path("a/b"), "a/b"),
+    ],
+)
+def test_extra_values_of_other_types_become_their_plain_json(value: Any, plain: Any) -> None:
+    region = RegionResult("call", (device(),), 0.0, extra={"x": value})
+    doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
+    text = json.dumps(doc, allow_nan=False)
+    assert json.loads(text)["tests"][0]["regions"][0]["extra"]["x"] == plain
 
 
 figures_st = st.builds(
@@ -319,7 +360,11 @@ def test_git_commit(tmp_path: Path) -> None:
     git("add", "f")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
     commit = runfile.git_commit(tmp_path)
-    assert commit is not None and len(commit["sha"]) == 40 and commit["dirty"] is False
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert commit == {"sha": head, "dirty": False}
+    assert re.fullmatch("[0-9a-f]{40}", head)
     (tmp_path / "f").write_text("2")
     assert runfile.git_commit(tmp_path) == {"sha": commit["sha"], "dirty": True}
 
@@ -460,12 +505,81 @@ def test_a_test_listed_twice_is_refused(tmp_path: Path) -> None:
         runfile.load_run(write(tmp_path, doc))
 
 
+_UNEXPECTED = "does not match the run-file schema at $.tests[0].tolerance: Additional properties"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "problem"),
+    [
+        (None, None, None),
+        (
+            "schema",
+            "pytest-cgmem/2",
+            'does not match the run-file schema at $.schema: expected "pytest-cgmem/1", got '
+            'string "pytest-cgmem/2"',
+        ),
+        (
+            "machine",
+            None,
+            "does not match the run-file schema at $.machine: expected object, got null",
+        ),
+        (
+            "tests.0.tolerance",
+            "x" * 38,
+            "does not match the run-file schema at $.tests[0].tolerance: expected object or "
+            f'null, got string "{"x" * 38}"',
+        ),
+        (
+            "tests.0.tolerance",
+            "x" * 39,
+            "does not match the run-file schema at $.tests[0].tolerance: expected object or "
+            f'null, got string "{"x" * 36}...',
+        ),
+        (
+            "tests.0.tolerance",
+            {"rel": 0.1, "b" * 63: 1},
+            f"{_UNEXPECTED} are not allowed ('{'b' * 63}' was unexpected)",
+        ),
+        (
+            "tests.0.tolerance",
+            {"rel": 0.1, "b" * 64: 1},
+            f"{_UNEXPECTED} are not allowed ('{'b' * 64}' was unexpec...",
+        ),
+        (
+            "tests.0.regions.0.devices.0.peak",
+            float("nan"),
+            "has a number that is not finite at $.tests[0].regions[0].devices[0].peak: nan is "
+            "not a finite number (JSON has no NaN or Infinity)",
+        ),
+        (
+            "tests.1.nodeid",
+            "t.py::test_a",
+            "lists test 't.py::test_a' twice ($.tests[0] and $.tests[1])",
+        ),
+    ],
+)
+def test_check_says_what_is_wrong_with_a_document_in_one_line(
+    where: str | None, value: Any, problem: str | None
+) -> None:
+    doc = good()
+    if where is not None:
+        _set(doc, where, value)
+    assert runfile.check(doc) == problem
+
+
+def test_an_interrupted_run_file_without_a_journal_is_read_as_it_is(tmp_path: Path) -> None:
+    doc = good()
+    doc.update(complete=False, incomplete_reason="interrupted (KeyboardInterrupt)")
+    assert runfile.load_run(write(tmp_path, doc)) == doc
+
+
 def test_a_file_from_before_journaling_reads_as_complete(tmp_path: Path) -> None:
     doc = good()
     for key in ("complete", "incomplete_reason", "workers_lost"):
         del doc[key]
     loaded = runfile.load_run(write(tmp_path, doc))
     assert loaded["complete"] is True and loaded["incomplete_reason"] is None
+    assert loaded["workers_lost"] == []
 
 
 json_values = st.recursive(
@@ -928,6 +1042,28 @@ def test_region_problem_names_what_a_reader_would_refuse() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("devices", "problem"),
+    [
+        ((device(),), None),
+        (
+            (device(peak=float("nan")),),
+            "$.test.regions[0].devices[0].peak: nan is not a finite number (JSON has no NaN or "
+            "Infinity)",
+        ),
+        (
+            (device(), device()),
+            "$.test.regions[0].devices[1]: device 0 appears twice in the region",
+        ),
+    ],
+)
+def test_record_problem_names_what_is_wrong_with_a_test_at_its_json_path(
+    devices: tuple[DeviceFigures, ...], problem: str | None
+) -> None:
+    test = runfile.plain_record(entry(regions=(RegionResult("call", devices, 0.01),)))
+    assert runfile.record_problem(test, "$.test") == problem
+
+
 def test_a_record_made_from_a_figure_per_metric_equals_the_keyword_one() -> None:
     details = Details(allocated_start=5, reserved_end=7, device_source="cudaMemGetInfo")
     figures: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
@@ -1177,10 +1313,10 @@ def test_record_text_leaves_to_the_walk_what_the_quick_pass_cannot_clear(
 def test_a_key_is_spelled_as_json_spells_it() -> None:
     """``plain_record`` and ``record_text`` agree where ``extra`` has keys that are no
     strings: each as JSON writes it."""
-    extra = {True: 1, None: 2, 3: 3, 1.5: 4, "s": 5}
+    extra = {True: 1, None: 2, 3: 3, 1.5: 4, "s": 5, _Colour.RED: 6}
     record = entry(regions=(RegionResult("call", (device(),), 0.01, extra={"k": extra}),))
     text = runfile.record_text(record)
-    expected = {"true": 1, "null": 2, "3": 3, "1.5": 4, "s": 5}
+    expected = {"true": 1, "null": 2, "3": 3, "1.5": 4, "s": 5, "red": 6}
     assert text is not None and json.loads(text)["regions"][0]["extra"]["k"] == expected
     assert runfile.plain_record(record)["regions"][0]["extra"]["k"] == expected
 
