@@ -87,6 +87,46 @@ def test_a_stub_keeps_its_reason_and_its_earlier_tests_as_a_refresh_would(
     assert doc["summary"]["tests"] == 3
 
 
+def test_a_killed_run_keeps_its_stubs_time_commit_settings_and_lost_workers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.json"
+    first = stub()
+    lost = {"worker": "gw0", "when": "w0", "test": None, "error": "crashed"}
+    first.update(
+        created="2026-01-02T00:00:00.000+00:00",
+        commit={"sha": "a" * 40, "dirty": True},
+        settings={"tolerance": 0.05, "xdist": True},
+        workers_lost=[lost],
+    )
+    written = journal.Journal.start(path, first)
+    written.append("test", record("t.py::a"))
+    written.append("worker_lost", {**lost, "worker": "gw1"})
+    written.close()
+    doc = runfile.load_run(path)
+    assert [doc[key] for key in ("created", "commit", "settings")] == [
+        first["created"],
+        first["commit"],
+        first["settings"],
+    ]
+    assert doc["workers_lost"] == [lost, {**lost, "worker": "gw1"}]
+
+
+def test_a_machine_line_the_schema_rejects_is_an_error_naming_the_run_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("machine", {**runfile.base_machine(), "gpus": 5})
+    written.close()
+    with pytest.raises(CgmemUsageError) as info:
+        runfile.load_run(path)
+    assert str(info.value) == (
+        f"cgmem: run file {str(path)!r} (with the tests of its journal) does not match the "
+        "run-file schema at $.machine.gpus: expected array or null, got integer 5"
+    )
+
+
 def test_a_rerun_line_withdraws_the_attempt_before_it(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     written = journal.Journal.start(path, stub())
