@@ -175,7 +175,7 @@ class Refused(ValueError):
 
 
 class NonFiniteError(Refused):
-    """A NaN or ±Infinity (``what``, as written)."""
+    """A NaN or ±Infinity (``what``, as written; a literal too large for a float, cut short)."""
 
     lead = "has a number that is not finite at"
 
@@ -240,7 +240,10 @@ def shown_number(value: object) -> str:
         text = repr(value)
     if len(text) <= 24:
         return text
-    return f"{text[:8]}...{text[-4:]} ({len(text.lstrip('-'))} digits)"
+    whole = text.lstrip("-")
+    return (
+        f"{text[:8]}...{text[-4:]} ({len(whole)} {'digits' if whole.isdigit() else 'characters'})"
+    )
 
 
 def refusal(data: Any, path: str = "$") -> Refused | None:
@@ -321,7 +324,7 @@ def _number_refusal(path: str, value: object) -> Refused | None:
     if isinstance(value, _Refused):
         if value.text.lstrip("-").isdigit():
             return OutOfRangeError(path, shown_number(value))
-        return NonFiniteError(path, value.text)
+        return NonFiniteError(path, shown_number(value))
     if isinstance(value, float) and not math.isfinite(value):
         return NonFiniteError(path, repr(value))
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_FIGURE:

@@ -709,6 +709,12 @@ def test_what_no_run_file_may_hold_is_one_line_naming_the_json_path(
         ('{"a": -Infinity}', jsonio.NonFiniteError, "$.a: -Infinity is not a finite number"),
         ("[1e400]", jsonio.NonFiniteError, "$[0]: 1e400 is not a finite number"),
         ("[1e300]", None, ""),
+        (
+            "[" + "9" * 400 + ".5]",
+            jsonio.NonFiniteError,
+            "$[0]: 99999999...99.5 (402 characters) is not a finite number",
+        ),
+        ("[" + "9" * 10**6 + "e9]", jsonio.NonFiniteError, "(1000002 characters) is not a"),
         ("[" * 100 + "]" * 100, None, ""),
         ("[" * 101 + "]" * 101, jsonio.TooDeepError, "more than 100 levels of arrays and objects"),
         ("[" * 10**5 + "]" * 10**5, jsonio.TooDeepError, "more than 100 levels of arrays and "),
