@@ -630,7 +630,8 @@ def _measure_pools(
     """Every graph pool's bytes by (device, pool) after emptying the cache; once more
     after releasing the cuBLAS workspaces when ``release_workspaces(held)`` says so.
 
-    None before CUDA starts in the process, where a device's stats are an error."""
+    Empty before CUDA starts in the process: no pool holds memory then, and a device's
+    stats are an error."""
     if not allocator.cuda_initialized():
         return {}
     allocator.settle_and_empty_cache()
