@@ -218,3 +218,23 @@ def test_a_dropped_sweep_releases_its_outputs_before_its_graphs() -> None:
     )
     del result
     assert released == ["output", "graph"]
+
+
+def test_pool_figures_before_cuda_starts_read_no_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before CUDA starts, a device's stats raise "Invalid device argument" (seen on an
+    H100): pools then hold nothing, and no device is asked. tests/gpu/test_graphs.py
+    runs this in a fresh process on the GPU."""
+    from pytest_cgmem.cuda import allocator
+
+    def refuse(*_: object) -> None:
+        raise RuntimeError("Invalid device argument")
+
+    monkeypatch.setattr(allocator, "cuda_initialized", lambda: False)
+    monkeypatch.setattr(allocator, "device_count", lambda: 1)
+    for name in ("stats", "settle_and_empty_cache", "pool_reserved", "clear_cublas_workspaces"):
+        monkeypatch.setattr(allocator, name, refuse)
+    log, kept = graphs.GraphLog(), FakeGraph()
+    log._on_capture(kept, 0, (0, 1), MiB, 2 * MiB, None, 0.001)
+    assert log.pool_bytes() == {(0, 1): 0}
+    assert graphs.pool_bytes((0, 1)) == 0
+    assert log.figures(0)["graph_pool"] == 0
