@@ -190,7 +190,6 @@ print("RESULT " + json.dumps({**result, "pools": pools}))
 
 BEFORE_CUDA = """
 import json, torch
-import pytest_cgmem
 from pytest_cgmem.cuda import graphs
 
 class Graph:
@@ -199,7 +198,7 @@ class Graph:
 graph, log = Graph(), graphs.GraphLog()
 log._on_capture(graph, 0, (0, 1), 1, 2, None, 0.001)
 figures = {
-    "pool_bytes": pytest_cgmem.pool_bytes((0, 1)),
+    "pool_bytes": graphs.pool_bytes((0, 1)),
     "log": {str(k): v for k, v in log.pool_bytes().items()},
     "graph_pool": log.figures(0)["graph_pool"],
     "started": torch.cuda.is_initialized(),
