@@ -17,7 +17,6 @@ import torch
 from ..failures import FigureUnavailable
 from . import cuda_started
 from .installed import (
-    ASYNC_BACKEND,
     ASYNC_BACKENDS,
     UNKNOWN_BACKEND,
     alloc_conf_from_env,
@@ -226,7 +225,7 @@ def pool_source() -> str:
 def describe_pool_source() -> str:
     source = pool_source()
     if source == "unavailable":
-        return f"unavailable (backend:{ASYNC_BACKEND} keeps no graph pools)"
+        return f"unavailable (backend:{backend()} keeps no graph pools)"
     return POOL_SOURCE_NAMES[source]
 
 
@@ -392,18 +391,18 @@ def snapshots_available() -> bool:
     return not is_async_backend()
 
 
-#: figures ``backend:cudaMallocAsync`` cannot give, and why (docs/measuring.md)
-ASYNC_UNAVAILABLE = {
-    "graph_pool": (
-        f"backend:{ASYNC_BACKEND} keeps no graph pools: captured allocations become CUDA "
-        "graph memory that neither the allocator's snapshot nor its stats list"
-    ),
-}
-
-
 def unavailable_figures() -> dict[str, str]:
-    """The region metrics this process's allocator cannot give, each with its reason."""
-    return dict(ASYNC_UNAVAILABLE) if is_async_backend() else {}
+    """The region metrics this process's allocator cannot give, each with its reason
+    (docs/measuring.md): the async backend, by the name torch gives it here, keeps no
+    graph pools."""
+    if not is_async_backend():
+        return {}
+    return {
+        "graph_pool": (
+            f"backend:{backend()} keeps no graph pools: captured allocations become CUDA "
+            "graph memory that neither the allocator's snapshot nor its stats list"
+        )
+    }
 
 
 def unavailable_reason(metric: str) -> str:

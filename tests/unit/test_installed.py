@@ -172,3 +172,20 @@ def test_the_identity_without_torch_says_what_torch_says() -> None:
     )
     before, after = json.loads(done.stdout.strip().splitlines()[-1])
     assert before == after
+
+
+@pytest.mark.parametrize("reported", ["cudaMallocAsync", "hipMallocAsync"])
+def test_what_the_async_backend_cannot_give_is_said_under_its_own_name(
+    monkeypatch: pytest.MonkeyPatch, reported: str
+) -> None:
+    allocator = pytest.importorskip("pytest_cgmem.cuda.allocator")
+    monkeypatch.setattr(allocator, "_backend", reported)
+    monkeypatch.setattr(allocator, "_pool_source", None)
+    assert allocator.unavailable_figures()["graph_pool"].startswith(
+        f"backend:{reported} keeps no graph pools: captured allocations"
+    )
+    assert (
+        allocator.describe_pool_source() == f"unavailable (backend:{reported} keeps no graph pools)"
+    )
+    monkeypatch.setattr(allocator, "_backend", "native")
+    assert allocator.unavailable_figures() == {}
