@@ -56,6 +56,7 @@ def parse_budget(values: Mapping[str, object], also_valid: tuple[str, ...] = ())
     ``also_valid`` are keywords the caller takes itself (the mark's ``tolerance``), listed
     among the valid ones when a keyword is unknown.
     """
+    __tracebackhide__ = True
     if not isinstance(values, Mapping):
         raise CgmemUsageError(
             "parse_budget: expected budget keywords and values such as {'peak': '1 GiB'}, "

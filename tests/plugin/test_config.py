@@ -540,6 +540,7 @@ USAGE_ERRORS = """
 import pytest
 from pytest_cgmem import assert_all_captured, assert_estimate, assert_sizes_covered
 from pytest_cgmem.fixture import CgmemFixture
+from pytest_cgmem.results.ranks import DistributedResult, Launch
 
 cgmem = CgmemFixture(lambda region: None)  # what the fixture gives; no CUDA needed here
 
@@ -561,6 +562,7 @@ def work(rank, world_size):
         lambda: cgmem.resize_check(lambda n: None, [1], label="a\\nb"),
         lambda: cgmem.capture_sweep(lambda x: x, [1], lambda n: n, region="a\\nb"),
         lambda: cgmem.capture_sweep(lambda x: x, [0], lambda n: n),
+        lambda: DistributedResult(Launch(1, "gloo", 1.0), {}).check(leak="lots"),
     ],
 )
 def test_usage(call):
@@ -587,8 +589,8 @@ def test_usage_errors_show_the_users_line_not_the_plugins_helpers(
     pytest.importorskip("torch.distributed")
     pytester.makepyfile(test_usage=USAGE_ERRORS)
     result = pytester.runpytest("-p", "no:cacheprovider", "--tb=long")
-    result.assert_outcomes(failed=14)
+    result.assert_outcomes(failed=15)
     output = result.stdout.str()
-    assert output.count("CgmemUsageError: ") >= 14
+    assert output.count("CgmemUsageError: ") >= 15
     shown = [line for line in output.splitlines() if "pytest_cgmem" + "/" in line]
     assert shown == []
