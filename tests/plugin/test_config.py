@@ -574,7 +574,7 @@ def test_record(cgmem_record):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"backend": "bogus"}, {"timeout": 1e10}, {"label": "a\\nb"}]
+    "kwargs", [{"backend": "bogus"}, {"timeout": 1e10}, {"label": "a\\nb"}, {"timeout": -1}]
 )
 def test_distributed(cgmem_distributed, kwargs):
     cgmem_distributed(work, 1, **{"backend": "gloo", **kwargs})
@@ -589,8 +589,8 @@ def test_usage_errors_show_the_users_line_not_the_plugins_helpers(
     pytest.importorskip("torch.distributed")
     pytester.makepyfile(test_usage=USAGE_ERRORS)
     result = pytester.runpytest("-p", "no:cacheprovider", "--tb=long")
-    result.assert_outcomes(failed=15)
+    result.assert_outcomes(failed=16)
     output = result.stdout.str()
-    assert output.count("CgmemUsageError: ") >= 15
+    assert output.count("CgmemUsageError: ") >= 16
     shown = [line for line in output.splitlines() if "pytest_cgmem" + "/" in line]
     assert shown == []

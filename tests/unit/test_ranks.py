@@ -3,6 +3,9 @@ test gets, and a torchrun job's records merged by rank 0 (pure)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import pickle
 import threading
 from pathlib import Path
 
@@ -14,15 +17,19 @@ from pytest_cgmem.metrics import rank_label, unranked_label
 from pytest_cgmem.results import runfile
 from pytest_cgmem.results.ranks import (
     EXITED,
+    LINGERED,
     OK,
     RAISED,
     STOPPED,
     TIMEOUT,
+    DistributedResult,
     Launch,
     RankOutcome,
+    RankResult,
     exit_status,
     failure,
     launch_arguments,
+    not_picklable,
     rank_region,
     result,
 )
@@ -66,9 +73,11 @@ def fn(rank: int, world_size: int) -> None:
         ({"timeout": float("inf")}, "timeout must be a number of seconds > 0, got inf"),
         ({"timeout": float("nan")}, "timeout must be a number of seconds > 0, got nan"),
         ({"timeout": "60"}, "timeout must be a number of seconds > 0, got '60'"),
+        ({"timeout": True}, "timeout must be a number of seconds > 0, got True"),
         ({"backend": ""}, "backend must be a torch.distributed backend name"),
         ({"backend": None}, "backend must be a torch.distributed backend name"),
         ({"label": "a/b"}, "label must be a non-empty string without '/'"),
+        ({"label": ""}, "label must be a non-empty string without '/', got ''"),
         ({"start_method": "fork"}, "start_method must be one of forkserver, spawn, got 'fork'"),
         ({"fn": "not a function"}, "fn must be a function fn(rank, world_size)"),
     ],
@@ -140,6 +149,49 @@ def test_good_arguments() -> None:
     assert launch.needs_cuda
     assert not launch_arguments(fn, 1, "gloo", 0.5, "tp", "spawn").needs_cuda
     assert launch_arguments(fn, 2, "cpu:gloo,cuda:nccl", 1).needs_cuda
+    assert launch_arguments(fn, 1024, "gloo", 1).world_size == 1024
+
+
+def test_a_launch_and_a_rank_s_outcome_are_frozen_values() -> None:
+    launch = Launch(2, "gloo", 60.0)
+    outcome = RankOutcome(1, RAISED, 1, error="ValueError: boom")
+    assert hash(launch) == hash(Launch(2, "gloo", 60.0))
+    assert hash(outcome) == hash(RankOutcome(1, RAISED, 1, error="ValueError: boom"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        launch.world_size = 3  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        outcome.status = OK  # type: ignore[misc]
+
+
+def _local() -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("function", "problem", "said"),
+    [
+        (
+            _local,
+            AttributeError("Can't pickle local object '_local'\nsecond line"),
+            "'_local' is not (AttributeError: Can't pickle local object '_local')",
+        ),
+        (_local, pickle.PicklingError(), "'_local' is not (PicklingError: cannot pickle)"),
+        (
+            functools.partial(fn, 1),
+            TypeError("cannot pickle"),
+            f"{repr(functools.partial(fn, 1))!r} is not (TypeError: cannot pickle)",
+        ),
+    ],
+    ids=["first-line", "no-message", "no-qualname"],
+)
+def test_a_function_that_does_not_pickle_is_named_with_the_reason(
+    function: object, problem: BaseException, said: str
+) -> None:
+    message = str(not_picklable(function, problem))
+    assert message == (
+        "cgmem.distributed: fn must be picklable, i.e. a function defined at the top level of "
+        f"an importable module; {said}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -236,6 +288,7 @@ def test_exit_status_in_words() -> None:
     assert exit_status(-9) == "exit status -9 (SIGKILL)"
     assert exit_status(-15) == "exit status -15 (SIGTERM)"
     assert exit_status(None) == "still running"
+    assert exit_status(-40) == "exit status -40"  # a real-time signal: Python names none
 
 
 # -- rank naming ------------------------------------------------------------------------------
@@ -297,6 +350,49 @@ def test_distributed_result_checks_every_rank_naming_it() -> None:
         "cgmem: leak 64.00 MiB exceeds budget 0 B (over by 64.00 MiB) on rank 1 (cuda:1)"
     )
     assert "rank 1 cuda:1" in repr(found)
+    assert (found.world_size, found.backend, found.label) == (2, "nccl", None)
+
+
+def test_a_result_s_repr_shows_every_rank_s_summary_figures() -> None:
+    launch = Launch(2, "nccl", 60.0)
+    found = result(
+        launch,
+        [RankOutcome(0, OK, 0), RankOutcome(1, OK, 0)],
+        {0: region_of(0, 0), 1: region_of(1, 64 * MiB)},
+    )
+    rank1 = (
+        "<RankResult rank 1 cuda:1 peak=64.00 MiB, reserved=n/a, leak=64.00 MiB, device=n/a, "
+        "non_torch=1.00 MiB>"
+    )
+    assert repr(found.per_rank[1]) == rank1
+    assert repr(found) == (
+        "<DistributedResult world_size=2 nccl: <RankResult rank 0 cuda:0 peak=0 B, "
+        f"reserved=n/a, leak=0 B, device=n/a, non_torch=1.00 MiB>, {rank1}>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "extra", "why"),
+    [
+        ("ValueError: boom", {}, "ValueError: boom"),
+        (None, {}, "no figures"),
+        ("ValueError: boom", {"unmeasured": "no CUDA device"}, "no CUDA device"),
+    ],
+)
+def test_an_unmeasured_rank_s_repr_says_why(
+    error: str | None, extra: dict[str, object], why: str
+) -> None:
+    rank = RankResult(0, RegionResult("rank0", (), 0.1, error, extra))
+    assert repr(rank) == f"<RankResult rank 0: not measured ({why})>"
+
+
+def test_an_attribute_a_result_lacks_is_an_attribute_error() -> None:
+    found = result(Launch(1, "gloo", 1.0), [RankOutcome(0, OK, 0)], {0: region_of(0, 0)})
+    assert isinstance(found, DistributedResult)
+    assert not hasattr(found, "leaks")
+    assert not hasattr(found.per_rank[0], "leaks")
+    with pytest.raises(AttributeError, match="leaks"):
+        found.per_rank[0].leaks  # noqa: B018
 
 
 def test_rank_regions_are_labelled_tagged_and_judged() -> None:
@@ -311,6 +407,45 @@ def test_rank_regions_are_labelled_tagged_and_judged() -> None:
     assert labelled.label == "rank0/tp"
     assert labelled.error == "stopped"
     assert labelled.devices == ()
+    assert labelled.seconds == 0.5
+    assert labelled.extra == {
+        "rank": 0,
+        "world_size": 2,
+        "backend": "gloo",
+        "launcher": "cgmem.distributed",
+    }
+
+
+@pytest.mark.parametrize(
+    ("own", "error", "kept"),
+    [
+        (None, "cgmem stopping it", "cgmem stopping it"),
+        ("ValueError: boom", "cgmem stopping it", "ValueError: boom"),
+        (None, None, None),
+    ],
+)
+def test_a_rank_s_measured_region_is_renamed_and_keeps_its_own_error_first(
+    own: str | None, error: str | None, kept: str | None
+) -> None:
+    sent = RegionResult("call", (DeviceFigures(1, peak=MiB),), 0.2, own, {"recorded": ["peak"]})
+    region = rank_region(Launch(2, "gloo", 1.0, "tp"), 1, sent, 0.5, error, "no CUDA device")
+    assert region.label == "rank1/tp"
+    assert region.error == kept
+    assert region.seconds == 0.2
+    assert region.devices == sent.devices
+    assert region.extra == {
+        "recorded": ["peak"],
+        "rank": 1,
+        "world_size": 2,
+        "backend": "gloo",
+        "launcher": "cgmem.distributed",
+        "unmeasured": "no CUDA device",
+    }
+
+
+def test_an_outcome_without_figures_has_no_seconds_of_its_own() -> None:
+    """The runner gives such a rank's region the call's seconds (``o.seconds or seconds``)."""
+    assert RankOutcome(1, EXITED, 3).seconds == 0.0
 
 
 def test_without_cuda_a_result_holds_no_figures_and_says_why() -> None:
@@ -401,7 +536,40 @@ def test_long_output_is_cut_to_its_end() -> None:
     assert problem is not None
     lines = str(problem).splitlines()
     assert lines[1] == "    ... (70 lines above)"
-    assert lines[-1] == "    line 99"
+    assert lines[2:] == [f"    line {i}" for i in range(70, 100)]
+
+
+@pytest.mark.parametrize(("count", "shown"), [(30, 30), (31, 30)])
+def test_output_of_thirty_lines_is_shown_whole(count: int, shown: int) -> None:
+    detail = "\n".join(f"line {i}" for i in range(count))
+    problem = failure([RankOutcome(0, EXITED, 1, detail=detail)], Launch(1, "gloo", 1.0))
+    assert problem is not None
+    quoted = str(problem).splitlines()[1:]
+    cut = [f"    ... ({count - shown} lines above)"] if count > shown else []
+    assert quoted == [*cut, *(f"    line {i}" for i in range(count - shown, count))]
+
+
+def test_a_rank_that_sent_its_figures_but_did_not_exit_is_named() -> None:
+    outcomes = [RankOutcome(0, OK, 0), RankOutcome(1, LINGERED, -15, device=1, detail="bye")]
+    problem = failure(outcomes, Launch(2, "nccl", 120.0))
+    assert problem is not None
+    assert str(problem).splitlines() == [
+        "cgmem: rank 1 of 2 (cuda:1) sent its figures but did not exit within the timeout of "
+        "120 s; stopped: exit status -15 (SIGTERM)",
+        "    bye",
+    ]
+
+
+@pytest.mark.parametrize("status", ["raised", "exited", "timeout", "lingered"])
+def test_a_failure_s_status_is_one_of_the_documented_words(status: str) -> None:
+    outcomes = [RankOutcome(0, status, 1, error="E: x"), RankOutcome(1, "stopped", -15)]
+    problem = failure(outcomes, Launch(2, "gloo", 1.0))
+    assert problem is not None
+    assert (problem.rank, problem.status) == (0, status)
+    assert str(problem).splitlines()[-1] == (
+        "cgmem: stopped rank 1 (still running when rank 0 failed)"
+    )
+    assert failure([RankOutcome(0, "ok", 0)], Launch(1, "gloo", 1.0)) is None
 
 
 # -- torchrun ---------------------------------------------------------------------------------
