@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,11 +44,13 @@ KiB, MiB, GiB = 2**10, 2**20, 2**30
         ([GiB], False, 0),  # a multiple of 2 MiB: its own segment, exactly
         ([2 * GiB, 4 * GiB], False, 0),
         ([11 * MiB], False, 1 * MiB),  # >= 10 MiB: rounded up to 2 MiB
+        ([10 * MiB], False, 0),  # 10 MiB is no longer mid-sized
         ([10 * MiB + 512], False, 2 * MiB - 512),
         ([1536 * KiB], False, 20 * MiB - 1536 * KiB),  # 1..10 MiB: shares a 20 MiB segment
         ([4 * MiB, 4 * MiB], False, 12 * MiB),
         ([512], False, 2 * MiB - 512),  # small pool: 2 MiB segments
         ([100], False, 2 * MiB - 512),  # rounds up to 512 B first
+        ([0], False, 2 * MiB - 512),  # like torch's round_size(0)
         ([1 * MiB], False, 1 * MiB),  # 1 MiB is still small
         ([512, GiB], False, 2 * MiB - 512),
         ([GiB], True, 20 * MiB),  # expandable: one 20 MiB page per large pool
@@ -58,6 +61,10 @@ KiB, MiB, GiB = 2**10, 2**20, 2**30
 )
 def test_rounding_slack(sizes: list[int], expandable: bool, slack: int) -> None:
     assert rounding_slack(sizes, expandable) == slack
+
+
+def test_rounding_slack_defaults_to_the_default_allocator() -> None:
+    assert rounding_slack([11 * MiB]) == rounding_slack([11 * MiB], False) == 1 * MiB
 
 
 @given(st.lists(st.integers(min_value=1, max_value=8 * GiB), max_size=20), st.booleans())
@@ -147,6 +154,8 @@ def test_grow_with_empty_cache_passes() -> None:
 def test_unused_is_compared_with_slack(unused: int, slack: int, fails: bool) -> None:
     steps = [step(0, 1, 2 * GiB, unused=unused * MiB, slack=slack * MiB)]
     assert bool(resize_violations(steps)) is fails
+    assert steps[0].over is fails
+    assert resize_lines(steps)[-1].endswith("OVER" if fails else "ok")
 
 
 def test_retained_view_names_the_old_buffer_size_and_step() -> None:
@@ -186,7 +195,9 @@ def test_kept_blocks_are_fine_when_the_step_allocated_nothing_new() -> None:
     assert resize_violations(steps) == []
 
 
-@pytest.mark.parametrize(("retain", "fails"), [(0, True), (4 * KiB, True), (8 * KiB, False)])
+@pytest.mark.parametrize(
+    ("retain", "fails"), [(0, True), (4 * KiB, True), (8 * KiB, False), (16 * KiB, False)]
+)
 def test_retain_allows_what_is_kept_on_purpose(retain: int, fails: bool) -> None:
     steps = [
         step(0, 1, GiB),
@@ -199,6 +210,12 @@ def test_retain_allows_what_is_kept_on_purpose(retain: int, fails: bool) -> None
             found[0].message
         )
     assert resize_lines(steps)[-1].endswith("OVER" if fails else "ok")
+
+
+def test_without_retain_no_retained_byte_is_allowed() -> None:
+    kept = StepFigures(1, 2, 2 * GiB + 512, 0, 2 * GiB, 0, {0: 512})
+    assert kept.over
+    assert [v.kind for v in resize_violations([step(0, 1, GiB), kept])] == ["retained"]
 
 
 def test_both_violations_on_one_step() -> None:
@@ -222,6 +239,57 @@ def test_step_to_dict_is_one_based_and_json_ready() -> None:
     assert d["retained"] == {"1": GiB}
     assert d["reserved"] == 3 * GiB
     assert d["pinned"] == 0
+
+
+def test_step_to_dict_holds_every_figure() -> None:
+    s = StepFigures(
+        1,
+        "2k",
+        3 * GiB,
+        MiB,
+        2 * GiB,
+        2 * MiB,
+        {0: GiB},
+        allocated_total=5 * GiB,
+        reserved_total=6 * GiB,
+        retain=KiB,
+        pinned=512,
+    )
+    assert s.to_dict() == {
+        "step": 2,
+        "size": "'2k'",
+        "live": 3 * GiB,
+        "unused": MiB,
+        "reserved": 3 * GiB + MiB,
+        "new": 2 * GiB,
+        "slack": 2 * MiB,
+        "retain": KiB,
+        "retained": {"1": GiB},
+        "allocated_total": 5 * GiB,
+        "reserved_total": 6 * GiB,
+        "pinned": 512,
+    }
+
+
+def test_step_figures_default_to_no_totals_no_allowance_nothing_pinned() -> None:
+    d = StepFigures(0, 1, GiB, 0, GiB, 0).to_dict()
+    defaults = ("retained", "allocated_total", "reserved_total", "retain", "pinned")
+    assert {k: d[k] for k in defaults} == {
+        "retained": {},
+        "allocated_total": 0,
+        "reserved_total": 0,
+        "retain": 0,
+        "pinned": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    "record",
+    [CheckViolation("x", "a", "m"), StepFigures(0, 1, GiB, 0, GiB, 0), SteadyFigures(1, 2, 3)],
+)
+def test_violations_and_figures_are_frozen(record: object) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(record, dataclasses.fields(record)[0].name, 0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -278,6 +346,19 @@ def test_steady_fractional_count_growth() -> None:
     assert "(1 -> 3: +0, +0, +2)" in v.message
 
 
+def test_steady_fails_a_single_new_segment() -> None:
+    (v,) = steady_violations(figs(64, 64, 1), [figs(64, 64, 1), figs(64, 64, 2)], warmup=1)
+    assert v.kind == "segments"
+    assert "segment count grew by 0.5 per call over 2 calls" in v.message
+    assert "(1 -> 2: +0, +1)" in v.message
+
+
+def test_steady_signs_a_shrinking_call() -> None:
+    (v,) = steady_violations(figs(64, 64, 1), [figs(32, 64, 1), figs(128, 64, 1)], warmup=1)
+    assert v.kind == "allocated"
+    assert "(64.00 MiB -> 128.00 MiB: -32.00 MiB, +96.00 MiB)" in v.message
+
+
 def test_steady_with_no_calls_has_nothing_to_judge() -> None:
     assert steady_violations(figs(1, 1, 1), [], warmup=1) == []
 
@@ -289,6 +370,30 @@ def test_steady_lines() -> None:
         "  warm-up: 64.00 MiB, 64.00 MiB, 1",
         "  call 1: 128.00 MiB, 192.00 MiB, 2",
     ]
+
+
+def quoted_errors() -> set[str]:
+    """The error lines docs/resize.md shows a user, as the messages hold them."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "resize.md").read_text()
+    lines = re.findall(r"^ *E   (.*)$", page, flags=re.MULTILINE)
+    return {re.sub(r"^pytest_cgmem\.\w+: ", "", line) for line in lines}
+
+
+def test_messages_are_those_docs_resize_quotes() -> None:
+    grow = [step(0, GiB, GiB), step(1, 2 * GiB, 2 * GiB, GiB), step(2, 4 * GiB, 4 * GiB, 3 * GiB)]
+    view = [step(0, GiB, GiB), step(1, 2 * GiB, 3 * GiB, new=2 * GiB, retained={0: GiB})]
+    growing = [figs(128, 192, 2), figs(192, 384, 3), figs(256, 640, 4)]
+    found = [
+        *resize_violations(grow),
+        *resize_violations(view),
+        *steady_violations(figs(64, 64, 1), growing, warmup=1),
+    ]
+    assert len(found) == 6
+    lines = [line for v in found for line in v.message.splitlines()]
+    pinned = dataclasses.replace(step(1, 4 * GiB, 4 * GiB, unused=GiB), pinned=GiB)
+    (in_pinned,) = resize_violations([step(0, 2 * GiB, 2 * GiB), pinned])
+    lines.append(in_pinned.message.splitlines()[-1])
+    assert [line for line in lines if line not in quoted_errors()] == []
 
 
 @pytest.mark.parametrize("cls", [ResizeCheckFailed, SteadyStateFailed])
