@@ -12,6 +12,7 @@ from typing import Any
 from .checks.budgets import Budget, parse_budget_string
 from .units import (
     CgmemUsageError,
+    MiB,
     Tolerance,
     format_size,
     parse_count,
@@ -105,7 +106,7 @@ def parse_unavailable(value: object) -> str:
 DEFAULT_HISTORY_ENTRIES = 100_000
 DEFAULT_STACKS = 4
 DEFAULT_SUMMARY = 10
-DEFAULT_TOLERANCE = Tolerance(rel=0.05, abs=2 * 2**20)
+DEFAULT_TOLERANCE = Tolerance(rel=0.05, abs=2 * MiB)
 """Growth over a baseline that is not a regression: 5% or 2 MiB, whichever is larger."""
 
 

@@ -10,12 +10,17 @@ import operator
 import re
 from dataclasses import dataclass
 
+KiB = 2**10
+MiB = 2**20
+GiB = 2**30
+TiB = 2**40
+
 _UNITS: dict[str, int] = {
     "b": 1,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": TiB,
     "kb": 10**3,
     "mb": 10**6,
     "gb": 10**9,

@@ -13,10 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..units import format_size, parse_size
+from ..units import MiB, format_size, parse_size
 
-KiB = 2**10
-MiB = 2**20
 # torch's CUDACachingAllocator constants (c10/core/AllocatorConfig.h, CUDACachingAllocator.cpp)
 MIN_BLOCK = 512  # every request rounds up to a multiple of 512 B
 SMALL_SIZE = 1 * MiB  # requests up to 1 MiB go to the small pool...

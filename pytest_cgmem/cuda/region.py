@@ -20,13 +20,13 @@ import torch
 
 from ..metrics import METRICS, names
 from ..results.records import Details, DeviceFigures, RegionResult
+from ..units import MiB
 from . import allocator, count_measurement
 from .allocator import current
 from .graphs import GraphLog
 from .nvml import nvml
 
-_MiB = 2**20
-_DISTURBANCE_SLACK = 2 * _MiB
+_DISTURBANCE_SLACK = 2 * MiB
 IDLE_AT_START = "n/a: the device held no memory of this process at the region's start"
 """The ``device_source`` of a device the region began to use: its driver figure is unknown."""
 

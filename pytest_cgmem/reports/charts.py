@@ -12,10 +12,9 @@ import io
 import re
 from typing import Any
 
-from ..units import format_size
+from ..units import MiB, format_size
 from .diagnostics import Replay
 
-MiB = 2**20
 OK, OVER, NONE = "#3b8f4f", "#c8372d", "#8a94a6"
 _MAX_POINTS = 4000
 

@@ -15,9 +15,9 @@ from ..results.baseline import compare_runs
 from ..results.graphfigures import ordered, size_series
 from ..results.runfile import incomplete, known
 from ..settings import DEFAULT_TOLERANCE
+from ..units import MiB
 from .charts import OK as _OK
 from .charts import OVER as _OVER
-from .charts import MiB as _MiB
 from .charts import pyplot, svg
 from .text import alloc_conf_text
 
@@ -106,13 +106,13 @@ def _figures_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
                 over = metric in row["budget"] and value > row["budget"][metric]
                 ax.barh(
                     y,
-                    value / _MiB,
+                    value / MiB,
                     height=height * 0.9,
                     color=_OVER if over else palette[metric],
                 )
             if metric in row["budget"]:
                 ax.plot(
-                    [row["budget"][metric] / _MiB] * 2,
+                    [row["budget"][metric] / MiB] * 2,
                     [y - height / 2, y + height / 2],
                     color="black",
                     linewidth=2.5,
@@ -161,7 +161,7 @@ def _history_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> 
         fig, ax = plt.subplots(figsize=(5.4, 3.2))
         for name in chosen:
             ys = [
-                (run[name][metric] / _MiB if run.get(name, {}).get(metric) is not None else None)
+                (run[name][metric] / MiB if run.get(name, {}).get(metric) is not None else None)
                 for run in series
             ]
             xs = [i for i, y in enumerate(ys) if y is not None]
@@ -194,7 +194,7 @@ def _size_charts(plt: Any, runs: Sequence[tuple[str, Mapping[str, Any]]]) -> lis
             if not run:
                 continue
             xs = [i for i, s in enumerate(sizes) if run.get(s) is not None]
-            ax.plot(xs, [(run[sizes[i]] or 0) / _MiB for i in xs], marker="o", label=label)
+            ax.plot(xs, [(run[sizes[i]] or 0) / MiB for i in xs], marker="o", label=label)
         ax.set_xticks(range(len(sizes)), [str(s) for s in sizes], fontsize=7, rotation=90)
         ax.set_xlabel("capture size")
         ax.set_ylabel("MiB added to the pool")

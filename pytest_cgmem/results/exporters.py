@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..metrics import METRICS, names, region_keys, region_name
+from ..units import GiB, KiB, MiB
 from .graphfigures import size_text, sizes_of
 from .records import RegionResult
 from .runfile import known
@@ -34,7 +35,7 @@ def gab_entries(
     captures added to the pool (``<name> size 256 - graph_pool``) and the driver's bytes
     (``<name> size 256 - driver``), each where known.
     """
-    scale = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+    scale = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB}[unit]
     machine = data.get("machine") or {}
     gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
     found: list[dict[str, Any]] = []

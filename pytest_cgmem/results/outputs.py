@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..units import MiB
 from . import journal
 
 
@@ -91,7 +92,7 @@ WRITES = {
 }
 """What each kind of output writes, as an error message names it."""
 _HEAD = 4096
-_PARSED_AT_MOST = 64 * 2**20
+_PARSED_AT_MOST = 64 * MiB
 _RUN_FILE_START = re.compile(rb'\A\s*\{\s*"schema"\s*:\s*"pytest-cgmem/')
 _JOURNAL_START = b'{"journal":"pytest-cgmem/'
 """A journal's first bytes as the plugin writes them (a first write cut short is a prefix)."""
