@@ -74,6 +74,7 @@ def test_index_outside_inherited_list() -> None:
         ("0,1", ("0", "1")),
         ("3", ("3",)),
         ("0, GPU-ab", ("0", "GPU-ab")),
+        ("MIG-ab,1", ("MIG-ab", "1")),
     ],
 )
 def test_parse_devices(text: str, parsed: object) -> None:

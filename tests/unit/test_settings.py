@@ -1,7 +1,16 @@
+import dataclasses
+
 import pytest
 
 from pytest_cgmem.checks.budgets import Budget
-from pytest_cgmem.settings import OPTIONS, Settings, legacy_toml_problem, parse_bool, resolve
+from pytest_cgmem.settings import (
+    OPTIONS,
+    Settings,
+    idle_options,
+    legacy_toml_problem,
+    parse_bool,
+    resolve,
+)
 from pytest_cgmem.units import CgmemUsageError
 
 
@@ -57,7 +66,17 @@ def test_bad_ini_value_names_ini_key() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "value"), [("true", True), ("0", False), ("Yes", True), ("off", False)]
+    ("text", "value"),
+    [
+        ("true", True),
+        ("1", True),
+        ("Yes", True),
+        ("on", True),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
 )
 def test_parse_bool(text: str, value: bool) -> None:
     assert parse_bool(text) is value
@@ -168,3 +187,105 @@ def test_legacy_toml_values_of_a_type_the_option_does_not_take(
 ) -> None:
     option = next(o for o in OPTIONS if o.name == name)
     assert legacy_toml_problem(option, raw) == problem
+
+
+@pytest.mark.parametrize(
+    ("cli", "ini", "message"),
+    [
+        (
+            {},
+            {"require_gpu": "maybe"},
+            "cgmem_require_gpu='maybe': expected true or false, got 'maybe'",
+        ),
+        ({}, {"json": 5}, "cgmem_json=5: expected a file path as a string, got 5"),
+        ({"json": ""}, {}, "--cgmem-json='': expected a file path, got an empty value"),
+        ({"baseline": "  "}, {}, "--cgmem-baseline='  ': expected a file path, got an empty value"),
+        (
+            {"unavailable": "maybe"},
+            {},
+            "--cgmem-unavailable='maybe': expected 'fail' or 'skip', got 'maybe'",
+        ),
+        (
+            {"summary": True},
+            {},
+            "--cgmem-summary=True: expected a whole number >= 0 (0 turns it off), got True",
+        ),
+        ({"stacks": False}, {}, "--cgmem-stacks=False: expected a whole number >= 1, got False"),
+    ],
+    ids=["bool", "path-type", "empty-path", "blank-path", "unavailable", "bool-summary", "bool-n"],
+)
+def test_a_bad_value_is_one_line_naming_its_source_and_what_was_expected(
+    cli: dict[str, object], ini: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CgmemUsageError) as info:
+        resolve({**_none(), **cli}, {**_none(), **ini})
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "parsed"),
+    [
+        ("summary", 0, 0),
+        ("summary", "0", 0),
+        ("stacks", 1, 1),
+        ("stacks", "1", 1),
+        ("history_entries", "1", 1),
+    ],
+)
+def test_whole_number_options_take_their_least_value(name: str, value: object, parsed: int) -> None:
+    """``cgmem_summary = 0`` turns the summary off; a native TOML integer comes as an int."""
+    assert getattr(resolve(_none(), {**_none(), name: value}), name) == parsed
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("summary", -1), ("stacks", 0), ("history_entries", "0")]
+)
+def test_whole_number_options_refuse_a_value_below_their_least(name: str, value: object) -> None:
+    with pytest.raises(CgmemUsageError, match=f"cgmem_{name}={value!r}: expected a whole number"):
+        resolve(_none(), {**_none(), name: value})
+
+
+def test_tolerance_abs_on_the_command_line_without_a_baseline_is_idle() -> None:
+    settings = resolve({**_none(), "tolerance_abs": "1MiB"}, _none())
+    assert idle_options(settings) == [
+        "cgmem: --cgmem-tolerance-abs does nothing without --cgmem-baseline"
+    ]
+
+
+def test_settings_made_with_no_values_hold_each_option_s_default() -> None:
+    assert Settings() == resolve(_none(), _none())
+    for option in OPTIONS:
+        assert getattr(Settings(), option.name) == option.default, option.name
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolve(_none(), _none()).summary = 3  # type: ignore[misc]
+
+
+def test_the_same_values_from_the_command_line_or_the_ini_file_are_equal_settings() -> None:
+    from_cli = resolve({**_none(), "summary": "3"}, _none())
+    from_ini = resolve(_none(), {**_none(), "summary": "3"})
+    assert from_cli.sources != from_ini.sources
+    assert from_cli == from_ini
+
+
+def test_repeated_budget_flags_are_named_as_given_on_the_command_line() -> None:
+    settings = resolve({**_none(), "budget": ["leak=0", "peak=1GiB"]}, _none())
+    assert settings.budget.limits == {"leak": 0, "peak": 2**30}
+    assert settings.sources == {"budget": "--cgmem-budget"}
+
+
+@pytest.mark.parametrize(
+    ("name", "default"),
+    [
+        ("summary", "(default 10; 0 turns the summary off)"),
+        ("tolerance", "(default: 5 percent)"),
+        ("tolerance_abs", "(default 2MiB); "),
+        ("history_entries", "(default 100000)"),
+        ("stacks", "(default 4); "),
+    ],
+)
+def test_help_names_the_default(name: str, default: str) -> None:
+    option = next(o for o in OPTIONS if o.name == name)
+    assert default in option.help
