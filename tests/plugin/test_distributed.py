@@ -107,7 +107,7 @@ def test_hangs(cgmem_distributed):
     try:
         cgmem_distributed(hangs_on_1, 2, "gloo", timeout=2)
     except RankFailed:
-        assert time.monotonic() - t0 < 2 + 4  # the timeout, start-up and stopping
+        assert time.monotonic() - t0 < 30  # stopped at the timeout, not after the 120 s sleep
         raise
 
 
