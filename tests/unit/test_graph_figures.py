@@ -6,6 +6,7 @@ tests/gpu/test_graph_outputs.py."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -16,7 +17,7 @@ from pytest_cgmem.reports.text import baseline_summary
 from pytest_cgmem.results import graphfigures, runfile
 from pytest_cgmem.results.baseline import Baseline, compare_runs
 from pytest_cgmem.results.exporters import gab_entries
-from pytest_cgmem.results.records import RegionResult, TestRecord
+from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 from pytest_cgmem.units import Tolerance
 
 MiB = 2**20
@@ -110,6 +111,31 @@ def test_log_figures_size_by_label_and_sum_repeats() -> None:
     assert figures["mechanism"] == "CUDAGraph method wrappers"
 
 
+@pytest.mark.parametrize("label", [True, False, ""], ids=["true", "false", "empty"])
+def test_log_counts_but_does_not_size_a_bool_or_empty_label(label: object) -> None:
+    log: dict[str, Any] = copy.deepcopy(LOG)
+    log["captures"][2]["label"] = label
+    figures = graphfigures.from_log(log)
+    assert figures["captures"] == 4
+    assert [row["size"] for row in figures["sizes"]] == [16, "decode"]
+
+
+@pytest.mark.parametrize("unknown", [0, 1], ids=["first", "second"])
+def test_a_size_sum_is_unknown_when_one_of_its_captures_is(unknown: int) -> None:
+    log: dict[str, Any] = copy.deepcopy(LOG)
+    log["captures"][unknown]["reserved"] = None
+    log["captures"][unknown]["driver"] = None
+    sixteen = graphfigures.from_log(log)["sizes"][0]
+    assert sixteen == {"size": 16, "bytes": None, "driver": None, "captures": 2}
+
+
+def test_log_figures_say_why_pools_were_unavailable_and_count_no_replays_as_0() -> None:
+    why = "cgmem: pool bytes are unavailable under backend:cudaMallocAsync"
+    figures = graphfigures.from_log(LOG | {"replays": 0, "pools_unavailable": why})
+    assert figures["replays"] == 0
+    assert figures["pools_unavailable"] == why
+
+
 def test_graph_region_knows_only_graph_metrics() -> None:
     region = sweep_region()
     (device,) = region.devices
@@ -131,6 +157,24 @@ def test_two_sweeps_get_numbered_keys() -> None:
         (NODE, "capture_sweep"),
         (NODE, "capture_sweep#2"),
     ]
+
+
+def test_a_log_without_labelled_captures_has_figures_but_no_sizes() -> None:
+    log: dict[str, Any] = copy.deepcopy(LOG)
+    for capture in log["captures"]:
+        capture["label"] = None
+    figures = graphfigures.from_log(log)
+    assert figures["captures"] == 4 and figures["sizes"] == []
+    device = graphfigures.graph_device(0, 10 * MiB, 4, 3)
+    doc = run(graphfigures.region("graphs", [device], 0.5, figures))
+    assert graphfigures.size_table(doc) == {(NODE, "graphs"): {}}
+    assert graphfigures.size_series([doc, doc]) == {}
+
+
+@pytest.mark.parametrize("extra", [None, {}, {"rank": 1}], ids=["none", "empty", "other"])
+def test_a_region_without_graph_figures_has_no_sizes(extra: dict[str, Any] | None) -> None:
+    assert graphfigures.sizes_of(extra) == {}
+    assert not graphfigures.has_figures(extra)
 
 
 def test_gab_has_the_pool_and_per_size_series_only_when_asked() -> None:
@@ -162,6 +206,20 @@ def test_graphs_only_log_region_is_exported() -> None:
         "t.py::test_log [graphs] size decode - driver",
         "t.py::test_log [graphs] - graph_pool",
     ]
+
+
+def test_gab_sizes_leave_a_measured_region_as_it_is() -> None:
+    measured = RegionResult("call", (DeviceFigures(0, peak=3 * MiB),), 0.1)
+    doc = run(measured, sweep_region())
+    names = {e["name"] for e in gab_entries(doc, sizes=True)}
+    assert names == {e["name"] for e in gab_entries(doc)} | {
+        f"{NODE} [capture_sweep] size 256 - graph_pool",
+        f"{NODE} [capture_sweep] size 256 - driver",
+        f"{NODE} [capture_sweep] size 128 - graph_pool",
+        f"{NODE} [capture_sweep] size 128 - driver",
+        f"{NODE} [capture_sweep] size 64 - graph_pool",
+    }
+    assert f"{NODE} - peak" in names
 
 
 def test_baseline_finds_pool_growth_and_size_changes() -> None:
@@ -197,6 +255,23 @@ def test_baseline_of_an_earlier_version_without_graph_regions_says_new() -> None
     base = run(RegionResult("call", (graphfigures.graph_device(0, 0, 0, 0),), 0.0))
     findings = Baseline("base.json", base).check(NODE, [sweep_region()], DEFAULT)
     assert findings.sizes == () and findings.new == (f"{NODE} [capture_sweep]",)
+
+
+def test_a_size_change_of_unknown_bytes_names_no_bytes() -> None:
+    changes = graphfigures.size_changes(
+        NODE, "capture_sweep", {64: {"bytes": None}}, {"decode": {"bytes": None}}
+    )
+    assert [c.message for c in changes] == [
+        "cgmem: capture size 64 vanished from 'capture_sweep'",
+        "cgmem: capture size decode appeared in 'capture_sweep'",
+    ]
+
+
+def test_size_changes_are_frozen_values() -> None:
+    change = graphfigures.SizeChange(NODE, "capture_sweep", 64, "vanished", 0)
+    assert hash(change) == hash(dataclasses.replace(change))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        change.size = 128  # type: ignore[misc]
 
 
 def test_compare_runs_reports_sizes() -> None:
@@ -239,6 +314,33 @@ def test_cgmem_compare_sizes_alone_do_not_fail(
     runfile.write_json(new, run(sweep_region(without(SWEEP, 64, 24 * MiB))))
     assert main(["compare", str(base), str(new)]) == 0
     assert "size vanished" in capsys.readouterr().out
+
+
+def test_size_table_shows_appeared_shrunk_and_unknown_sizes() -> None:
+    base: dict[graphfigures.Size, dict[str, Any]] = {
+        64: {"bytes": 2 * MiB},
+        128: {"bytes": None},
+        256: {"bytes": 22 * MiB},
+    }
+    new: dict[graphfigures.Size, dict[str, Any]] = {
+        "decode": {"bytes": MiB},
+        256: {"bytes": 20 * MiB},
+        128: {"bytes": None},
+    }
+    rows = graphfigures.size_rows(base, new)
+    assert rows == [
+        (64, 2 * MiB, None),
+        (128, None, None),
+        (256, 22 * MiB, 20 * MiB),
+        ("decode", None, MiB),
+    ]
+    assert graphfigures.size_table_lines(rows) == [
+        "  size   baseline        new     change",
+        "    64   2.00 MiB          -   vanished",
+        "   128          -          -          -",
+        "   256  22.00 MiB  20.00 MiB  -2.00 MiB",
+        "decode          -   1.00 MiB   appeared",
+    ]
 
 
 def test_size_series_across_runs() -> None:
