@@ -102,8 +102,7 @@ def test_log_figures_size_by_label_and_sum_repeats() -> None:
     assert figures["source"] == "graphs"
     assert figures["captures"] == 4 and figures["replays"] == 3
     assert figures["pools"] == [{"device": 0, "pool": [0, 1], "bytes": 10 * MiB}]
-    # two captures labelled 16 are summed; an unlabelled capture is counted, not sized;
-    # an unknown driver figure makes the sum unknown
+    # two captures labelled 16 are summed; an unlabelled capture is counted, not sized
     assert figures["sizes"] == [
         {"size": 16, "bytes": 9 * MiB, "driver": 10 * MiB, "captures": 2},
         {"size": "decode", "bytes": 0, "driver": 0, "captures": 1},
