@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from pytest_cgmem.results import journal, outputs
 from pytest_cgmem.results.outputs import Output, output_problem, problems, same_file
+from pytest_cgmem.units import MiB
 
 
 def test_good_paths_pass_and_nothing_is_written(tmp_path: Path) -> None:
@@ -34,6 +36,8 @@ def test_good_paths_pass_and_nothing_is_written(tmp_path: Path) -> None:
         (Output("cgmem_save_baseline", "/", "run"), "it is a folder"),
         (Output("--cgmem-gab-json", "/dev/null"), "it is not a regular file"),
         (Output("--cgmem-artifacts", "blocker", "dir"), "it is not a folder"),
+        (Output("--cgmem-artifacts", "blocker/sub", "dir"), "blocker' is not a folder"),
+        (Output("--cgmem-json", "folder/", "run"), "it names a folder; give a file path"),
     ],
 )
 def test_bad_paths_name_the_option_and_the_path(
@@ -46,15 +50,88 @@ def test_bad_paths_name_the_option_and_the_path(
     assert problem in found
 
 
-@pytest.mark.parametrize("given", ["a" * 300, "a" * 300 + "/sub", "loop"])
+@pytest.mark.parametrize(
+    ("given", "error"),
+    [
+        ("a" * 300, errno.ENAMETOOLONG),
+        ("a" * 300 + "/sub", errno.ENAMETOOLONG),
+        ("loop", errno.ELOOP),
+    ],
+)
 def test_an_artifacts_folder_that_cannot_be_looked_at_is_one_line(
-    tmp_path: Path, given: str
+    tmp_path: Path, given: str, error: int
 ) -> None:
     """A name longer than the file system takes, or a symlink loop: pathlib's ``is_dir``
     raises there (Python 3.11), which was an INTERNALERROR."""
     os.symlink("loop", tmp_path / "loop")
-    (found,) = problems([Output("--cgmem-artifacts", given, "dir")], tmp_path)
-    assert found.startswith(f"--cgmem-artifacts={given!r}: cannot use it (")
+    found = problems([Output("--cgmem-artifacts", given, "dir")], tmp_path)
+    assert found == [f"--cgmem-artifacts={given!r}: cannot use it ({os.strerror(error)})"]
+
+
+@pytest.mark.parametrize("kind", ["run", "file"])
+@pytest.mark.parametrize(
+    ("given", "error"), [("a" * 300, errno.ENAMETOOLONG), ("loop", errno.ELOOP)]
+)
+def test_an_output_file_that_cannot_be_looked_at_is_one_line(
+    tmp_path: Path, given: str, error: int, kind: str
+) -> None:
+    os.symlink("loop", tmp_path / "loop")
+    found = problems([Output("--cgmem-json", given, kind)], tmp_path)
+    assert found == [f"--cgmem-json={given!r}: cannot use it ({os.strerror(error)})"]
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        (
+            Output("--cgmem-json", "/proc/x.json", "run"),
+            f"cannot create a file in '/proc' ({os.strerror(errno.ENOENT)})",
+        ),
+        (Output("--cgmem-gab-json", "/dev/null"), "it is not a regular file"),
+        (Output("--cgmem-artifacts", "blocker", "dir"), "it is not a folder"),
+        (Output("--cgmem-save-baseline", "folder", "run"), "it is a folder; give a file path"),
+    ],
+)
+def test_a_problem_is_one_whole_line(tmp_path: Path, output: Output, problem: str) -> None:
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    (tmp_path / "folder").mkdir()
+    assert problems([output], tmp_path) == [f"{output.where()}: {problem}"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc/self/mem")
+def test_a_file_that_cannot_be_read_is_not_taken_for_ours(tmp_path: Path) -> None:
+    """``/proc/self/mem`` is a regular file whose first bytes cannot be read (EIO)."""
+    assert problems([Output("--cgmem-gab-json", "/proc/self/mem")], tmp_path) == [
+        "--cgmem-gab-json='/proc/self/mem': cannot read it to tell whether it is a "
+        f"github-action-benchmark file (a JSON list of named entries) ({os.strerror(errno.EIO)})"
+    ]
+
+
+def test_an_existing_artifacts_folder_is_probed_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probed: list[Path] = []
+    monkeypatch.setattr(outputs, "_probe", lambda folder: probed.append(folder))
+    (tmp_path / "artifacts").mkdir()
+    assert problems([Output("--cgmem-artifacts", "artifacts", "dir")], tmp_path) == []
+    assert probed == [tmp_path / "artifacts"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc/self/fd")
+def test_checking_leaves_no_file_open(tmp_path: Path) -> None:
+    (tmp_path / "gab.json").write_text("[]")
+    (tmp_path / "run.json").write_text(RUN_FILE)
+    before = sorted(os.listdir("/proc/self/fd"))
+    found = problems(
+        [
+            Output("--cgmem-json", "run.json", "run"),
+            Output("--cgmem-gab-json", "gab.json"),
+            Output("--cgmem-artifacts", "new/artifacts", "dir"),
+        ],
+        tmp_path,
+    )
+    assert found == []
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
 def test_the_root_folder_is_a_folder_artifacts_may_name(
@@ -99,6 +176,7 @@ def test_a_baseline_may_be_refreshed_in_place_but_not_overwritten(tmp_path: Path
     base = Output("--cgmem-baseline", "base.json", "input")
     saved = Output("--cgmem-save-baseline", "base.json", "run", refreshes=True)
     assert problems([saved, base], tmp_path) == []
+    assert problems([base, saved], tmp_path) == []
     (found,) = problems([Output("--cgmem-gab-json", "base.json"), base], tmp_path)
     assert "the same file as --cgmem-gab-json" in found
     (found,) = problems([Output("--cgmem-json", "base.json", "run"), base], tmp_path)
@@ -112,9 +190,13 @@ def test_a_run_file_another_live_run_writes_is_refused(tmp_path: Path) -> None:
     stub = {"schema": "pytest-cgmem/1", "journal": {"file": "run.json.journal", "run": "r"}}
     live = journal.Journal.start(tmp_path / "run.json", stub)
     try:
-        (found,) = problems([Output("--cgmem-json", "run.json", "run")], tmp_path)
-        assert found.startswith("--cgmem-json='run.json': another pytest run (pid ")
-        assert found.endswith("is writing it; give each concurrent run its own path")
+        holder = journal.busy(tmp_path / "run.json")
+        found = problems([Output("--cgmem-json", "run.json", "run")], tmp_path)
+        assert holder is not None and holder.startswith("another pytest run (pid ")
+        assert found == [
+            f"--cgmem-json='run.json': {holder} is writing it; give each concurrent run its own "
+            "path"
+        ]
     finally:
         live.close()
     assert problems([Output("--cgmem-json", "run.json", "run")], tmp_path) == []
@@ -134,6 +216,8 @@ RUN_FILE = '{\n "schema": "pytest-cgmem/1",\n "tests": []\n}\n'
         ("run", '{"created": "x", "schema": "pytest-cgmem/1"}'),  # keys sorted (jq -S)
         ("run", '{"schema": "pytest-cgmem/0"}'),  # an older release's
         ("run", '{"schema": "pytest-cgmem/1", "complete": false, "journal": {}}'),  # a stub
+        ("run", '{"schema": "pytest-cgmem/1", "tests": [{"nodeid": "t.py::a", '),  # cut short
+        ("run", " " * 4096),
         ("file", "[]"),
         ("file", '[{"name": "t.py::test_a - peak", "unit": "MiB", "value": 1.5}]'),
         ("html", "<!DOCTYPE html><html lang='en'><head>"),
@@ -155,9 +239,14 @@ def test_an_output_replaces_a_file_of_its_kind(tmp_path: Path, kind: str, conten
         ("run", '{"a": 1, "schema": "pytest-cgmem/1"', "is not a pytest-cgmem run file"),
         ("run", "[" * 10**5, "is not a pytest-cgmem run file"),
         ("run", "<!DOCTYPE html>", "is not a pytest-cgmem run file"),
+        ("run", '{"schema": "pytest-cgmem-fork/1"}', "is not a pytest-cgmem run file"),
+        ("run", " " * 4096 + "import pytest\n", "is not a pytest-cgmem run file"),
         ("file", "[pytest]\naddopts = -q\n", "is not a github-action-benchmark file (a JSON list"),
         ("file", RUN_FILE, "is not a github-action-benchmark file"),
         ("file", "[1, 2]", "is not a github-action-benchmark file"),
+        ("file", '[{"unit": "MiB", "value": 1.5}]', "is not a github-action-benchmark file"),
+        ("file", "[" * 10**5, "is not a github-action-benchmark file"),
+        ("run", '{"a": ' * 10**5, "is not a pytest-cgmem run file"),
         ("html", RUN_FILE, "it exists and is not an HTML page; remove it or give another path"),
         ("html", "def test(): pass\n", "is not an HTML page"),
     ],
@@ -169,6 +258,15 @@ def test_an_output_does_not_replace_a_file_of_another_kind(
     found = output_problem(tmp_path / "out", kind)
     assert found is not None and problem in found
     assert (tmp_path / "out").read_text() == content
+
+
+def test_a_benchmark_file_is_parsed_whole_up_to_64_mib(tmp_path: Path) -> None:
+    out = tmp_path / "gab.json"
+    out.write_text("[" + " " * (64 * MiB - 2) + "]")
+    assert output_problem(out, "file") is None
+    out.write_text("[" + " " * (64 * MiB - 1) + "]")
+    found = output_problem(out, "file")
+    assert found is not None and "it exists and is not a github-action-benchmark file" in found
 
 
 @pytest.mark.parametrize(
@@ -209,6 +307,11 @@ def test_an_option_that_would_replace_another_file_is_refused(
         ),
         (lambda p: p.write_text('{"journal":"pytest-cgmem/1","run":"r"}\n{"test":{}}\n'), None),
         (lambda p: p.write_text('{"journal":"pyt'), None),  # its first write, under way
+        (
+            lambda p: p.write_text('{"journal": "pytest-cgmem-fork/1"}\n'),
+            "its journal 'run.json.journal' is in the way: it exists and is not a pytest-cgmem "
+            "journal; remove it or give the run file another path",
+        ),
         (lambda p: p.write_text('{ "journal": "pytest-cgmem/1", "run": "r" }\n'), None),
         (lambda p: p.write_text(""), None),
     ],
@@ -246,3 +349,17 @@ def test_a_path_only_the_kernel_follows_is_named_as_given(
         os.close(read)
         os.close(write)
     assert found == [f"--cgmem-json={given!r}: {problem}"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc/self/fd")
+def test_a_relative_path_only_the_kernel_follows_is_looked_up_from_the_invocation_folder(
+    tmp_path: Path,
+) -> None:
+    read, write = os.pipe()
+    try:
+        os.symlink(f"/proc/self/fd/{write}", tmp_path / "out.json")
+        found = problems([Output("--cgmem-json", "out.json", "run")], tmp_path)
+    finally:
+        os.close(read)
+        os.close(write)
+    assert found == ["--cgmem-json='out.json': it is not a regular file"]
