@@ -66,6 +66,57 @@ def test_index_outside_inherited_list() -> None:
         device_for_worker("gw0", ("2",), "3,5", 8)
 
 
+@pytest.mark.parametrize("workerid", ["gw1x", "gw1-2", "xgw1", "gw 1", "GW1"])
+def test_a_worker_id_is_gw_and_digits_only(workerid: str) -> None:
+    assert worker_number(workerid) is None
+
+
+@pytest.mark.parametrize(
+    ("workerid", "devices", "chosen"),
+    [
+        ("gw0", ("GPU-aaa", "MIG-bbb"), "GPU-aaa"),
+        ("gw1", ("GPU-aaa", "MIG-bbb"), "MIG-bbb"),
+        ("gw0", ("1", "GPU-aaa"), "5"),
+        ("gw1", ("1", "GPU-aaa"), "GPU-aaa"),
+    ],
+)
+def test_a_uuid_is_passed_as_given_within_an_inherited_list(
+    workerid: str, devices: tuple[str, ...], chosen: str
+) -> None:
+    assert device_for_worker(workerid, devices, "3,5", 0) == chosen
+
+
+@pytest.mark.parametrize(("workerid", "chosen"), [("gw0", "GPU-aaa"), ("gw1", "1")])
+def test_a_uuid_is_not_checked_against_the_machines_count(workerid: str, chosen: str) -> None:
+    assert device_for_worker(workerid, ("GPU-aaa", "1"), None, 2) == chosen
+
+
+@pytest.mark.parametrize(
+    ("devices", "count", "message"),
+    [
+        (("2",), 2, "device 2 does not exist: this machine has 2 CUDA device(s), 0 to 1"),
+        (("0", "1"), 1, "device 1 does not exist: this machine has 1 CUDA device(s), 0 to 0"),
+    ],
+)
+def test_the_index_equal_to_the_count_does_not_exist(
+    devices: tuple[str, ...], count: int, message: str
+) -> None:
+    with pytest.raises(IndexError) as caught:
+        device_for_worker("gw0", devices, None, count)
+    assert str(caught.value) == message
+
+
+def test_the_last_device_of_the_machine_is_chosen() -> None:
+    assert device_for_worker("gw1", ("0", "1"), None, 2) == "1"
+
+
+@pytest.mark.parametrize(("devices", "chosen"), [("all", "5"), (("1",), "5")])
+def test_spaces_around_inherited_devices_are_not_part_of_them(
+    devices: tuple[str, ...] | str, chosen: str
+) -> None:
+    assert device_for_worker("gw1", devices, " 3 , 5 ", 0) == chosen
+
+
 @pytest.mark.parametrize(
     ("text", "parsed"),
     [
