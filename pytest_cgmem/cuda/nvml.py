@@ -10,6 +10,8 @@ import os
 import time
 from typing import Any
 
+from ..pinning import UUID_PREFIXES, visible_entries
+
 
 class Nvml:
     """NVML per-process and device-wide figures; ``ok`` is False where NVML can't say."""
@@ -105,11 +107,13 @@ class Nvml:
             visible = os.environ.get("CUDA_VISIBLE_DEVICES")
             if visible is not None:
                 chosen = []
-                for token in (t.strip() for t in visible.split(",") if t.strip()):
-                    if token.isdigit() and int(token) < count:
-                        chosen.append(handles[int(token)])
+                for entry in visible_entries(visible):
+                    if entry.startswith(UUID_PREFIXES):
+                        chosen.append(self._nvml.nvmlDeviceGetHandleByUUID(entry))
+                    elif int(entry) < count:
+                        chosen.append(handles[int(entry)])
                     else:
-                        chosen.append(self._nvml.nvmlDeviceGetHandleByUUID(token))
+                        break
                 handles = chosen
             return [str(self._nvml.nvmlDeviceGetName(h)) for h in handles]
         except Exception:

@@ -458,7 +458,7 @@ def test_the_suite_summary_is_what_the_run_prints(pytester: pytest.Pytester) -> 
 def test_the_devices_table_is_what_each_worker_gets() -> None:
     table = PAGES["ci.md"].split("| value | worker gw0, gw1, gw2, gw3 see |", 1)[1]
     rows = re.findall(r"^\| `([^`]+)`( [^|]*)? \| ([^|]+) \|$", table, flags=re.MULTILINE)
-    assert len(rows) == 4
+    assert len(rows) == 5
     for value, context, seen in rows:
         inherited = re.search(r"CUDA_VISIBLE_DEVICES=([\d,]+)` inherited", context or "")
         count = int(m[1]) if (m := re.search(r"on a (\d)-GPU", context or "")) else 8

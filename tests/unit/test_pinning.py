@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_cgmem.pinning import device_for_worker, worker_number
+from pytest_cgmem.pinning import device_for_worker, visible_entries, worker_number
 from pytest_cgmem.settings import parse_devices
 from pytest_cgmem.units import CgmemUsageError
 
@@ -141,3 +141,46 @@ def test_parse_devices_rejects(text: str) -> None:
 def test_parse_devices_refuses_an_index_past_int64() -> None:
     with pytest.raises(CgmemUsageError, match="too large: the most is"):
         parse_devices("0," + "9" * 30)
+
+
+@pytest.mark.parametrize(
+    ("value", "entries"),
+    [
+        ("3,5", ["3", "5"]),
+        (" 3 , 5 ", ["3", "5"]),
+        ("3,,5", ["3"]),
+        ("3,x,5", ["3"]),
+        ("0,-1,2", ["0"]),
+        ("-1", []),
+        ("", []),
+        ("0,0", []),
+        ("1,2,1", []),
+        ("1gpu2,2ampere", ["1", "2"]),
+        ("+3,007", ["3", "7"]),
+        ("GPU-aaa,GPU-bbb", ["GPU-aaa", "GPU-bbb"]),
+        ("MIG-aaa", ["MIG-aaa"]),
+        ("GPU-aaa,0,GPU-bbb", ["GPU-aaa"]),
+        ("GPU-aaa,MIG-bbb", ["GPU-aaa"]),
+        ("GPU-aaa,GPU-aaa", []),
+        ("0,GPU-aaa", ["0"]),
+    ],
+)
+def test_visible_entries_read_as_cuda_reads_them(value: str, entries: list[str]) -> None:
+    assert visible_entries(value) == entries
+
+
+@pytest.mark.parametrize(("workerid", "chosen"), [("gw0", "3"), ("gw1", "3")])
+def test_every_worker_gets_the_one_device_before_an_invalid_inherited_entry(
+    workerid: str, chosen: str
+) -> None:
+    assert device_for_worker(workerid, "all", "3,,5", 8) == chosen
+
+
+def test_an_index_past_the_inherited_devices_cuda_sees_is_refused() -> None:
+    with pytest.raises(IndexError) as caught:
+        device_for_worker("gw0", ("1",), "3,,5", 8)
+    assert str(caught.value) == "device 1 is not among CUDA_VISIBLE_DEVICES='3,,5'"
+
+
+def test_a_repeated_inherited_entry_leaves_nothing_to_pin_to() -> None:
+    assert device_for_worker("gw0", "all", "0,0", 8) is None

@@ -25,11 +25,15 @@ import sys
 import types
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")
 
+from pytest_cgmem import pinning  # noqa: E402
 from pytest_cgmem.cuda import allocator, graphs, installed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -489,3 +493,18 @@ def test_the_private_entry_points_the_torch_door_reads_exist() -> None:
     assert not missing, f"torch {torch.__version__} lacks {missing}"
     # what torch.cuda.cudart() returns, once CUDA has started: the region's cudaMemGetInfo
     assert hasattr(getattr(torch._C, "_cudart", None), "cudaMemGetInfo")
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["0", "1", "2", "12", "-1", "+3", "", " 4 ", "x", "1gpu", "GPU-a", "GPU-b", "MIG-c"]
+        ),
+        max_size=5,
+    )
+)
+def test_visible_entries_agree_with_this_torchs_reading(entries: list[str]) -> None:
+    value = ",".join(entries)
+    with mock.patch.dict(os.environ, {"CUDA_VISIBLE_DEVICES": value}):
+        read = torch.cuda._parse_visible_devices()
+    assert pinning.visible_entries(value) == [str(entry) for entry in read]
