@@ -193,6 +193,54 @@ def test_gab_has_the_pool_and_per_size_series_only_when_asked() -> None:
     assert extra.split("\n")[-1] == "captures: 1"
 
 
+def test_gab_size_series_are_entries_like_the_others() -> None:
+    size = {"size": 256, "bytes": 1234567, "driver": MiB + 1536, "allocated": MiB,
+            "seconds": 0.01, "number": 1}  # fmt: skip
+    doc = run(sweep_region({**SWEEP, "sizes": [256], "per_size": [size]}))
+    doc["machine"].update(gpus=["NVIDIA H200", "NVIDIA H100"], torch="2.11.0+cu130", cuda="13.0")
+    entries = {e["name"]: e for e in gab_entries(doc, sizes=True)}
+    lines = [
+        "GPU: NVIDIA H200, NVIDIA H100",
+        "torch: 2.11.0+cu130",
+        "CUDA: 13.0",
+        "outcome: passed",
+    ]
+    assert entries == {
+        f"{NODE} [capture_sweep] size 256 - graph_pool": {
+            "name": f"{NODE} [capture_sweep] size 256 - graph_pool",
+            "unit": "MiB",
+            "value": 1.177,
+            "extra": "\n".join([*lines, "captures: 1"]),
+        },
+        f"{NODE} [capture_sweep] size 256 - driver": {
+            "name": f"{NODE} [capture_sweep] size 256 - driver",
+            "unit": "MiB",
+            "value": 1.001,
+            "extra": "\n".join([*lines, "captures: 1"]),
+        },
+        f"{NODE} [capture_sweep] - graph_pool": {
+            "name": f"{NODE} [capture_sweep] - graph_pool",
+            "unit": "MiB",
+            "value": 24.0,
+            "extra": "\n".join(lines),
+        },
+    }
+
+
+def test_gab_size_series_of_node_ids_that_print_alike_are_numbered() -> None:
+    records = [
+        TestRecord(n, "passed", (sweep_region(),)) for n in ("t\udc80.py::t", "t\udc81.py::t")
+    ]
+    doc = runfile.build_run(records, runfile.base_machine(), None)
+    names = [
+        e["name"] for e in gab_entries(doc, sizes=True) if "size 256 - graph_pool" in e["name"]
+    ]
+    assert names == [
+        "t\ufffd.py::t [capture_sweep] size 256 - graph_pool",
+        "t\ufffd.py::t [capture_sweep] size 256 - graph_pool #2",
+    ]
+
+
 def test_graphs_only_log_region_is_exported() -> None:
     figures = graphfigures.from_log(LOG)
     device = graphfigures.graph_device(0, 10 * MiB, 4, 3)

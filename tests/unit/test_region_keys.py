@@ -108,6 +108,27 @@ def test_junit_and_extra_info_keys_are_unique() -> None:
     }
 
 
+def test_junit_and_extra_info_name_the_device_only_for_a_region_on_several() -> None:
+    def device(index: int, peak: int) -> DeviceFigures:
+        return DeviceFigures(index, peak=peak * MiB, leak=0)
+
+    regions = (
+        RegionResult("call", (device(1, 1),), 0.0),
+        RegionResult("two", (device(0, 2), device(1, 3)), 0.0),
+    )
+    props = exporters.junit_properties(regions)
+    assert [(name, value) for name, value in props if name.endswith(".peak")] == [
+        ("cgmem.call.peak", MiB),
+        ("cgmem.two.cuda0.peak", 2 * MiB),
+        ("cgmem.two.cuda1.peak", 3 * MiB),
+    ]
+    figures = {"leak": 0, "graph_pool": 0, "graphs": 0, "replays": 0}
+    assert exporters.benchmark_figures(regions) == {
+        "call": {"peak": MiB, **figures},
+        "two": {"cuda:0": {"peak": 2 * MiB, **figures}, "cuda:1": {"peak": 3 * MiB, **figures}},
+    }
+
+
 def test_baseline_keys_hold_each_region_against_its_own() -> None:
     doc = json.loads(json.dumps(document()))
     assert sorted(k[1] for k in runfile.figures(doc)) == ["call", "region", "step", "step#2"]

@@ -311,6 +311,81 @@ def test_recorded_regions_export_only_given_figures() -> None:
     assert runfile.figures(doc) == {("t.py::test_a", "server", 0): {"peak": 100 * MiB}}
 
 
+@pytest.mark.parametrize(
+    ("unit", "value", "budget"),
+    [
+        ("B", 1536 * MiB, "budget: 2147483648.000 B"),
+        ("KiB", 1536 * 1024, "budget: 2097152.000 KiB"),
+        ("MiB", 1536, "budget: 2048.000 MiB"),
+        ("GiB", 1.5, "budget: 2.000 GiB"),
+    ],
+)
+def test_gab_entries_give_values_and_budgets_in_the_unit_asked(
+    unit: str, value: float, budget: str
+) -> None:
+    regions = (RegionResult("call", (DeviceFigures(0, peak=1536 * MiB),), 0.0),)
+    doc = runfile.build_run([entry(regions=regions, budget={"peak": 2048 * MiB})], MACHINE, None)
+    (peak,) = exporters.gab_entries(doc, unit)
+    assert (peak["unit"], peak["value"]) == (unit, value)
+    assert peak["extra"].split("\n")[-1] == budget
+
+
+@pytest.mark.parametrize(
+    ("growth", "mib"),
+    [(1234567, 1.177), (MiB + 512, 1.0), (MiB + 1536, 1.001), (-1234567, -1.177)],
+)
+def test_gab_values_are_mib_to_three_decimals(growth: int, mib: float) -> None:
+    regions = (RegionResult("call", (DeviceFigures(0, device=growth),), 0.0),)
+    doc = runfile.build_run([entry(regions=regions)], MACHINE, None)
+    assert [e["value"] for e in exporters.gab_entries(doc)] == [mib]
+
+
+@pytest.mark.parametrize(
+    ("graph_pool", "graphs", "exported"),
+    [(0, 3, 0.0), (8 * MiB, 3, 8.0), (0, 0, None)],
+    ids=["empty-pool", "pool", "no-graphs"],
+)
+def test_gab_graph_pool_is_exported_where_the_region_made_graphs(
+    graph_pool: int, graphs: int, exported: float | None
+) -> None:
+    regions = (RegionResult("call", (device(graph_pool=graph_pool, graphs=graphs),), 0.0),)
+    doc = runfile.build_run([entry(regions=regions)], MACHINE, None)
+    values = {e["name"]: e["value"] for e in exporters.gab_entries(doc)}
+    assert values.get("t.py::test_a - graph_pool") == exported
+
+
+def test_a_recorded_graph_pool_is_exported_without_a_graph_count() -> None:
+    region = RegionResult(
+        "server", (DeviceFigures(0, graph_pool=6 * MiB),), 0.0, extra={"recorded": ["graph_pool"]}
+    )
+    doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
+    assert doc["tests"][0]["regions"][0]["devices"][0]["graphs"] == 0
+    assert [(e["name"], e["value"]) for e in exporters.gab_entries(doc)] == [
+        ("t.py::test_a [server] - graph_pool", 6.0)
+    ]
+
+
+def test_gab_extra_names_every_gpu_torch_and_cuda() -> None:
+    machine = {**MACHINE, "gpus": ["NVIDIA H200", "NVIDIA H100"], "cuda": "13.0"}
+    doc = runfile.build_run([entry(outcome="failed")], machine, None)
+    assert exporters.gab_entries(doc)[0]["extra"].split("\n") == [
+        "GPU: NVIDIA H200, NVIDIA H100",
+        "torch: 2.11",
+        "CUDA: 13.0",
+        "outcome: failed",
+        "budget: 50.000 MiB",
+    ]
+
+
+def test_gab_names_of_node_ids_that_print_alike_are_numbered_in_file_order() -> None:
+    doc = runfile.build_run(
+        [entry("t\udc80.py::test_a"), entry("t\udc81.py::test_a")], MACHINE, None
+    )
+    assert [t["nodeid"] for t in doc["tests"]] == ["t\ufffd.py::test_a"] * 2
+    peaks = [e["name"] for e in exporters.gab_entries(doc) if " - peak" in e["name"]]
+    assert peaks == ["t\ufffd.py::test_a - peak", "t\ufffd.py::test_a - peak #2"]
+
+
 def shard(*nodeids: str, **machine: Any) -> dict[str, Any]:
     return runfile.build_run(
         [entry(n) for n in nodeids], {**MACHINE, **machine}, {"sha": "abc", "dirty": False}
