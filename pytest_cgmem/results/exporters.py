@@ -24,7 +24,8 @@ def gab_entries(
     """github-action-benchmark ``customSmallerIsBetter`` entries: one per region and metric.
 
     Every byte metric is given in one fixed unit (MiB); graph pool bytes only where the
-    region made graphs. Device index is in the name where a region used several devices.
+    region made graphs or they were recorded (``cgmem_record``), 0 included. Device index
+    is in the name where a region used several devices.
     Names are unique (the action matches entries by name): a name that would repeat (two
     node ids that print alike) gets `` #2``, `` #3``... in file order. ``extra`` is lines
     separated by ``\\n``, as the action's own extractors write it. An empty list means
@@ -65,6 +66,7 @@ def gab_entries(
                             }
                         )
             many = len(region["devices"]) > 1
+            recorded = (region.get("extra") or {}).get("recorded") or ()
             for device in region["devices"]:
                 name = region_name(test["nodeid"], key, device["index"] if many else None)
                 values = known(region, device)
@@ -72,7 +74,8 @@ def gab_entries(
                     value = values.get(metric)
                     if value is None:
                         continue
-                    if METRICS[metric].graph and not (value or device.get("graphs")):
+                    graphless = not (value or device.get("graphs") or metric in recorded)
+                    if METRICS[metric].graph and graphless:
                         continue
                     limit = (test.get("budget") or {}).get(metric)
                     lines = [

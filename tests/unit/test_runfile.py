@@ -354,14 +354,18 @@ def test_gab_graph_pool_is_exported_where_the_region_made_graphs(
     assert values.get("t.py::test_a - graph_pool") == exported
 
 
-def test_a_recorded_graph_pool_is_exported_without_a_graph_count() -> None:
+@pytest.mark.parametrize("graph_pool", [6 * MiB, 0])
+def test_a_recorded_graph_pool_is_exported_without_a_graph_count(graph_pool: int) -> None:
     region = RegionResult(
-        "server", (DeviceFigures(0, graph_pool=6 * MiB),), 0.0, extra={"recorded": ["graph_pool"]}
+        "server",
+        (DeviceFigures(0, graph_pool=graph_pool),),
+        0.0,
+        extra={"recorded": ["graph_pool"]},
     )
     doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
     assert doc["tests"][0]["regions"][0]["devices"][0]["graphs"] == 0
     assert [(e["name"], e["value"]) for e in exporters.gab_entries(doc)] == [
-        ("t.py::test_a [server] - graph_pool", 6.0)
+        ("t.py::test_a [server] - graph_pool", graph_pool / MiB)
     ]
 
 
