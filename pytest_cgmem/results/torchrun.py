@@ -134,6 +134,7 @@ def _merged_findings(findings: Sequence[Mapping[str, Any]]) -> dict[str, Any] | 
         "regressions": [c for f in findings for c in f.get("regressions") or ()],
         "improvements": [c for f in findings for c in f.get("improvements") or ()],
         "new": [n for f in findings for n in f.get("new") or ()],
+        "sizes": [s for f in findings for s in f.get("sizes") or ()],
     }
 
 

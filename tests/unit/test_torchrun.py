@@ -14,6 +14,7 @@ import pytest
 from pytest_cgmem import DeviceFigures, RegionResult, Violation
 from pytest_cgmem.checks.budgets import parse_budget
 from pytest_cgmem.results import runfile, torchrun
+from pytest_cgmem.results.baseline import Findings
 from pytest_cgmem.results.records import TestRecord
 from pytest_cgmem.results.torchrun import (
     Job,
@@ -208,7 +209,7 @@ def test_tests_merge_by_node_id_in_rank_order_whatever_ranks_ran_them() -> None:
 
 
 def findings(
-    compared: int, regression: str | None = None, new: str | None = None
+    compared: int, regression: str | None = None, new: str | None = None, size: int | None = None
 ) -> dict[str, Any]:
     change = {
         "metric": "peak",
@@ -224,6 +225,17 @@ def findings(
         "regressions": [change] if regression else [],
         "improvements": [{**change, "change": -MiB}] if regression else [],
         "new": [new] if new else [],
+        "sizes": [] if size is None else [vanished(size)],
+    }
+
+
+def vanished(size: int) -> dict[str, Any]:
+    return {
+        "label": "capture_sweep",
+        "size": size,
+        "change": "vanished",
+        "bytes": 2 * MiB,
+        "message": f"cgmem: capture size {size} (2.00 MiB) vanished from 'capture_sweep'",
     }
 
 
@@ -240,6 +252,22 @@ def test_baseline_findings_of_every_rank_merge_in_rank_order() -> None:
     assert [c["message"] for c in merged.baseline["regressions"]] == ["on rank 0", "on rank 2"]
     assert [c["change"] for c in merged.baseline["improvements"]] == [-MiB, -MiB]
     assert merged.baseline["new"] == ["rank1/kv"]
+
+
+def test_capture_sizes_that_vanished_on_every_rank_are_kept_in_rank_order() -> None:
+    by_rank = {
+        0: [record(0, baseline=findings(1, size=64))],
+        1: [record(1, baseline=findings(1))],
+        2: [record(2, baseline=findings(1, size=128))],
+    }
+    (merged,) = merge_records(by_rank)
+    assert merged.baseline is not None
+    assert merged.baseline["sizes"] == [vanished(64), vanished(128)]
+
+
+def test_merged_findings_have_every_key_a_ranks_findings_have() -> None:
+    (merged,) = merge_records({0: [record(0, baseline=Findings().to_dict())]})
+    assert merged.baseline == Findings().to_dict()
 
 
 def test_a_test_no_rank_compared_has_no_baseline_findings() -> None:
