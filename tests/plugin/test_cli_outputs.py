@@ -3,6 +3,7 @@ bad options and files are one line with exit 2, never a traceback."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -95,6 +96,21 @@ def test_an_output_that_is_not_its_own_is_refused_and_left_alone(
     assert contents(folder) == before  # nothing replaced, no temp file left
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc/self/fd")
+@pytest.mark.parametrize("command", ["merge", "report"])
+def test_an_output_only_the_kernel_follows_is_refused_as_what_it_opens(
+    folder: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    read, write = os.pipe()
+    try:
+        given = f"/proc/self/fd/{write}"
+        assert cli.main([command, "base.json", "-o", given]) == 2
+    finally:
+        os.close(read)
+        os.close(write)
+    assert capsys.readouterr().err == f"cgmem {command}: -o {given!r}: it is not a regular file\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "written", "start"),
     [
@@ -120,6 +136,50 @@ def test_a_symlinked_output_is_written_through(folder: Path) -> None:
     assert cli.main(["merge", "base.json", "-o", "to_other.json"]) == 0
     assert (folder / "to_other.json").is_symlink()
     assert json.loads((folder / "other.json").read_text())["merged_from"] == ["base.json"]
+
+
+def test_a_report_without_title_is_titled_gpu_memory(folder: Path) -> None:
+    pytest.importorskip("matplotlib")
+    assert cli.main(["report", "base.json", "-o", "r.html"]) == 0
+    assert "<title>GPU memory</title>" in (folder / "r.html").read_text()
+
+
+def test_a_report_of_an_incomplete_run_notes_it_on_stderr(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    doc = json.loads((folder / "base.json").read_text())
+    doc.update(complete=False, incomplete_reason="worker gw1 crashed")
+    (folder / "killed.json").write_text(json.dumps(doc))
+    assert cli.main(["report", "base.json", "killed.json", "-o", "r.html"]) == 0
+    assert capsys.readouterr() == (
+        "cgmem report: 2 run(s) -> r.html\n",
+        "cgmem report: note: killed.json is from an incomplete run: worker gw1 crashed\n",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv", [["merge", "base.json", "-o", "m.json"], ["report", "base.json", "-o", "r.html"]]
+)
+def test_a_write_that_fails_is_one_line_naming_the_command(
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+) -> None:
+    if argv[0] == "report":
+        pytest.importorskip("matplotlib")
+
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def disk_full(fd: int) -> None:
+        raise full
+
+    before = contents(folder)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    assert cli.main(argv) == 2
+    assert capsys.readouterr() == ("", f"cgmem {argv[0]}: {full}\n")
+    assert contents(folder) == before
 
 
 @pytest.mark.parametrize(
@@ -190,3 +250,32 @@ def test_the_console_script_says_what_is_wrong_with_a_file_in_one_line(
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith(f"cgmem: run file 'bad.json' {message}"), done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+REQUIRED = "the following arguments are required:"
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "error"),
+    [
+        ([], "cgmem", f"{REQUIRED} COMMAND"),
+        (["compare", "a.json", "b.json", "--bogus"], "cgmem", "unrecognized arguments: --bogus"),
+        (["compare", "a.json"], "cgmem compare", f"{REQUIRED} NEW"),
+        (["compare"], "cgmem compare", f"{REQUIRED} BASE, NEW"),
+        (["merge", "a.json"], "cgmem merge", f"{REQUIRED} -o/--output"),
+        (["merge", "-o", "m.json"], "cgmem merge", f"{REQUIRED} FILE"),
+        (["report", "a.json"], "cgmem report", f"{REQUIRED} -o/--output"),
+        (["report", "-o", "r.html"], "cgmem report", f"{REQUIRED} RUN"),
+    ],
+)
+def test_arguments_argparse_refuses_print_the_usage_then_one_error_line(
+    folder: Path, capsys: pytest.CaptureFixture[str], argv: list[str], prog: str, error: str
+) -> None:
+    before = contents(folder)
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"usage: {prog} [-h]"), err
+    assert err.splitlines()[-1] == f"{prog}: error: {error}"
+    assert contents(folder) == before

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
@@ -16,6 +17,7 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 import pytest_cgmem
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
+from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
 # runs load neither (tests/conftest.py)
@@ -117,6 +119,59 @@ def test_compare_writes_out_control_characters_in_node_ids(
     assert f"new: {regression}" in out.splitlines()
 
 
+def write_run(path: Path, peaks: dict[str, int], **run: Any) -> str:
+    """A run file of one region per test, each with its ``peaks`` figure."""
+    records = [
+        TestRecord(nodeid, "passed", (RegionResult("load", (DeviceFigures(0, peak=peak),), 0.0),))
+        for nodeid, peak in peaks.items()
+    ]
+    runfile.write_json(path, runfile.build_run(records, runfile.base_machine(), None, **run))
+    return str(path)
+
+
+def test_compare_lists_regressions_improvements_then_same_each_by_test_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """By name also where NEW lists its tests in another order (a file another tool wrote)."""
+    names = ["t.py::test_z", "t.py::test_y", "t.py::test_0", "t.py::test_b", "t.py::test_a"]
+    base = write_run(tmp_path / "base.json", dict.fromkeys(names, 100 * MiB))
+    grown = [200 * MiB, 10 * MiB, 100 * MiB, 10 * MiB, 200 * MiB]
+    new = write_run(tmp_path / "new.json", dict(zip(names, grown, strict=True)))
+    doc = json.loads(Path(new).read_text())
+    doc["tests"].reverse()
+    Path(new).write_text(json.dumps(doc))
+    assert main(["compare", base, new, "--all"]) == 1
+    rows = [(line.split()[0], line.split()[-1]) for line in capsys.readouterr().out.splitlines()]
+    assert rows[2:6] == [
+        ("t.py::test_a", "REGRESSION"),
+        ("t.py::test_z", "REGRESSION"),
+        ("t.py::test_b", "improvement"),
+        ("t.py::test_y", "improvement"),
+    ]
+    same = rows[6:-1]
+    assert {verdict for _, verdict in same} == {"same"} and len(same) == 11
+    assert [name for name, _ in same] == sorted(name for name, _ in same)
+
+
+def test_compare_of_two_incomplete_files_names_both_in_its_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    peaks = {"t.py::test_a": MiB}
+    write_run(tmp_path / "a.json", peaks, complete=False, incomplete_reason="killed")
+    write_run(tmp_path / "b.json", peaks, complete=False, incomplete_reason="worker gw1 crashed")
+    assert main(["compare", "a.json", "b.json"]) == 3
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-3:-1] == [
+        "incomplete run: a.json: killed",
+        "incomplete run: b.json: worker gw1 crashed",
+    ]
+    assert err == (
+        "cgmem compare: a.json and b.json: from an incomplete run, so figures may be missing; "
+        "pass --allow-incomplete to accept it\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -162,6 +217,71 @@ def test_console_script_module(runs: Path) -> None:
     )
     assert done.returncode == 1, done.stderr
     assert "REGRESSION" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            [],
+            [
+                "usage: cgmem [-h] [--version] COMMAND ...",
+                "Compare, merge and report pytest-cgmem run files.",
+                "compare compare a run with a baseline; exit 1 on a regression",
+                "merge join run files of CI shards into one",
+                "report write one self-contained HTML page with charts",
+            ],
+        ),
+        (
+            ["compare"],
+            [
+                "usage: cgmem compare [-h] [--tolerance TOLERANCE] "
+                "[--tolerance-abs TOLERANCE_ABS] [--all] [--allow-incomplete] BASE NEW",
+                "Every figure of NEW against BASE.",
+                "BASE baseline run file",
+                "NEW new run file",
+                "--tolerance TOLERANCE relative tolerance (default 5%)",
+                "--tolerance-abs TOLERANCE_ABS absolute tolerance (default 2.00 MiB)",
+                "--all list every figure",
+                "--allow-incomplete compare a file from a run that did not finish",
+            ],
+        ),
+        (
+            ["merge"],
+            [
+                "usage: cgmem merge [-h] -o OUTPUT [--allow-mixed-machines] FILE [FILE ...]",
+                "Join run files (shards of one suite) into one;",
+                "FILE run files",
+                "-o OUTPUT, --output OUTPUT merged run file to write",
+                "--allow-mixed-machines merge files from different GPUs",
+            ],
+        ),
+        (
+            ["report"],
+            [
+                "usage: cgmem report [-h] -o OUTPUT [--title TITLE] RUN [RUN ...]",
+                "One HTML page (no network needed)",
+                "RUN run files (any order)",
+                "-o OUTPUT, --output OUTPUT HTML file to write",
+                "--title TITLE page title",
+            ],
+        ),
+    ],
+    ids=["cgmem", "compare", "merge", "report"],
+)
+def test_each_command_s_help_shows_its_usage_and_what_each_argument_is(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    said: list[str],
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for part in said:
+        assert part in text, part
 
 
 def test_merge_shards(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]) -> None:

@@ -165,6 +165,22 @@ def test_an_internal_error_is_a_short_line(
     assert last.endswith("(please report it)") and len(last) < 200
 
 
+def test_an_internal_error_prints_its_traceback_above_the_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fails(args: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "_merge", fails)
+    assert cli.main(["merge", "a.json", "-o", "m.json"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "Traceback (most recent call last):"
+    assert err[-2:] == [
+        "RuntimeError: a bug",
+        "cgmem merge: internal error: RuntimeError('a bug') (please report it)",
+    ]
+
+
 # -- 3: duplicate keys ------------------------------------------------------------------
 
 
@@ -511,3 +527,18 @@ def test_the_command_says_its_version(capsys: pytest.CaptureFixture[str]) -> Non
     assert capsys.readouterr().out == said + "\n"
     docs = Path(__file__).parents[2] / "docs" / "cli.md"
     assert f"`{said}`" in docs.read_text()  # as docs/cli.md quotes it
+
+
+def test_the_command_from_a_tree_nobody_installed_says_so_for_its_version(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.metadata
+
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == "cgmem (pytest-cgmem unknown (not installed))\n"

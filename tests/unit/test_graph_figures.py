@@ -8,6 +8,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -414,3 +416,59 @@ def test_report_draws_a_per_size_chart() -> None:
     assert "CUDA graph bytes per capture size" in page
     assert "sizes vanished: 64" in page
     assert page.count("<svg") >= 1
+
+
+def test_cgmem_compare_names_no_bytes_for_a_size_of_unknown_bytes(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = copy.deepcopy(SWEEP)
+    unknown["per_size"][2]["bytes"] = None
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    runfile.write_json(base, run(sweep_region(unknown)))
+    runfile.write_json(new, run(sweep_region(without(unknown, 64, 24 * MiB))))
+    assert main(["compare", str(base), str(new)]) == 0
+    assert f"size vanished: {NODE} [capture_sweep] size 64" in capsys.readouterr().out.splitlines()
+
+
+def test_cgmem_compare_tables_only_the_regions_whose_sizes_changed_unless_all(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    runfile.write_json(base, run(sweep_region(), sweep_region(label="steady")))
+    runfile.write_json(
+        new, run(sweep_region(without(SWEEP, 64, 24 * MiB)), sweep_region(label="steady"))
+    )
+    tables = [f"per-size bytes: {NODE} [capture_sweep]", f"per-size bytes: {NODE} [steady]"]
+    assert main(["compare", str(base), str(new)]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line in tables] == tables[:1]
+    assert main(["compare", str(base), str(new), "--all"]) == 0
+    assert [line for line in capsys.readouterr().out.splitlines() if line in tables] == tables
+
+
+def test_cgmem_compare_all_tables_no_region_without_sizes(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log: dict[str, Any] = copy.deepcopy(LOG)
+    for capture in log["captures"]:
+        capture["label"] = None
+    device = graphfigures.graph_device(0, 10 * MiB, 4, 3)
+    path = tmp_path / "run.json"
+    runfile.write_json(
+        path, run(graphfigures.region("graphs", [device], 0.5, graphfigures.from_log(log)))
+    )
+    assert main(["compare", str(path), str(path), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "graph_pool" in out and "per-size bytes" not in out
+
+
+def test_cgmem_compare_prints_the_graph_example_docs_cli_shows(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    (example,) = [b for b in re.findall(r"```\n(.*?)```", page, flags=re.S) if "per-size" in b]
+    node = "t.py::test_capture"
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    runfile.write_json(base, run(sweep_region(), nodeid=node))
+    runfile.write_json(new, run(sweep_region(without(SWEEP, 64, 40 * MiB)), nodeid=node))
+    assert main(["compare", str(base), str(new)]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == example.splitlines()
