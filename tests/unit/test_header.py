@@ -23,6 +23,10 @@ from pytest_cgmem.reports.text import alloc_conf_text, header
             {"alloc_conf": "b:2", "alloc_conf_source": "set at runtime"},
             "allocator settings b:2 (set at runtime)",
         ),
+        (
+            {"alloc_conf": "", "alloc_conf_source": "set at runtime"},
+            "allocator settings (empty) (set at runtime)",
+        ),
         ({"alloc_conf": "c:3"}, "PYTORCH_CUDA_ALLOC_CONF=c:3"),  # an older run file
         ({"alloc_conf": ""}, "PYTORCH_CUDA_ALLOC_CONF=(unset)"),
     ],
