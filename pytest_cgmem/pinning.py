@@ -60,8 +60,8 @@ def device_for_worker(
 
     ``devices`` is ``"all"`` or a tuple of indices/UUIDs. Indices count within the devices
     an inherited ``CUDA_VISIBLE_DEVICES`` (``visible``) makes visible when one is set
-    (``visible_entries``), as CUDA would, else
-    within the machine's ``count`` devices (not checked where the count is unknown, 0).
+    (``visible_entries``), as CUDA would, else within the machine's ``count`` devices (not
+    checked where the count is unknown, 0).
     None when this is not a worker or there is no device to choose from.
     """
     number = worker_number(workerid)
