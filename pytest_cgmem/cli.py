@@ -121,6 +121,17 @@ def _option(name: str, given: str | None, parse: Callable[[str], T], default: T)
         raise CgmemUsageError(f"{name}: cannot use {short_repr(given)} ({exc})") from None
 
 
+def _working_folder(command: str) -> Path:
+    """The current folder, or a usage error where it was deleted (``os.getcwd`` raises an
+    ``OSError`` that names no file)."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise CgmemUsageError(
+            f"cgmem {command}: the current folder no longer exists; run it from one that does"
+        ) from None
+
+
 def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     """The file ``-o`` names (symlinks resolved), once it is known that writing it replaces
     no input and nothing but what this command writes (``outputs.existing_problem``)."""
@@ -129,13 +140,14 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
         raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")
     if names_folder(given):
         raise CgmemUsageError(f"{where}: it names a folder; give a file path")
-    target = resolve(given, Path.cwd())
+    here = _working_folder(command)
+    target = resolve(given, here)
     for name in inputs:
-        if same_file(resolve(name, Path.cwd()), target):
+        if same_file(resolve(name, here), target):
             raise CgmemUsageError(
                 f"{where}: it is the input file {name!r}; give the output its own path"
             )
-    problem = link_problem(given, Path.cwd(), target, kind) or output_problem(target, kind)
+    problem = link_problem(given, here, target, kind) or output_problem(target, kind)
     if problem:
         raise CgmemUsageError(f"{where}: {problem}")
     return target

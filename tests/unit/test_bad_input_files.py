@@ -487,6 +487,33 @@ def test_cgmem_merge_refuses_an_output_that_names_a_folder(
     assert not (tmp_path / "newdir").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "argv"),
+    [
+        ("merge", ["merge", "{run}", "-o", "{out}.json"]),
+        ("report", ["report", "{run}", "-o", "{out}.html"]),
+    ],
+)
+def test_cgmem_in_a_deleted_current_folder_says_so_in_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    argv: list[str],
+) -> None:
+    run = write(tmp_path, document())
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    args = [a.format(run=run, out=tmp_path / "out") for a in argv]
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == (
+        f"cgmem {command}: the current folder no longer exists; run it from one that does\n"
+    )
+    assert not list(tmp_path.glob("out.*"))
+
+
 # -- control characters in a label (a node id is pytest's: kept) -------------------------
 
 
