@@ -294,6 +294,7 @@ class DeviceDiagnosis:
     peak_sites: tuple[Site, ...]
     leak_sites: tuple[Site, ...]
     truncated: bool
+    leaked_sizes: tuple[int, ...]  # the sizes of the blocks in ``leak_sites``, largest first
 
 
 def diagnose_device(
@@ -327,11 +328,13 @@ def diagnose_device(
     result = replay(trace, boundary) if history else None
     peak_sites: tuple[Site, ...] = ()
     leak_sites: tuple[Site, ...] = ()
+    leaked_sizes: tuple[int, ...] = ()
     if result is not None:
         at_peak = [a for a in result.at_peak if not made_by_plugin(a.frames, hide)]
         at_end = [a for a in result.at_end if not made_by_plugin(a.frames, hide)]
         peak_sites = tuple(group_sites(at_peak, stacks, hide))
         leak_sites = tuple(group_sites(at_end, stacks, hide))
+        leaked_sizes = tuple(sorted((a.size for a in at_end), reverse=True))
     return DeviceDiagnosis(
         device,
         tuple(segments_by_pool(snapshot, device)),
@@ -340,6 +343,7 @@ def diagnose_device(
         peak_sites,
         leak_sites,
         truncated,
+        leaked_sizes,
     )
 
 
@@ -455,7 +459,7 @@ def render(
         lines.append(
             f"leaked blocks by allocation site ({where}: {format_size(kept)} in {count} "
             f"block(s) allocated in the region and still live): "
-            f"{_sizes(sorted((a.size for a in result.at_end), reverse=True))}"
+            f"{_sizes(diagnosis.leaked_sizes)}"
         )
         lines += site_lines(diagnosis.leak_sites, roots)
     return lines

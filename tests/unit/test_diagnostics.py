@@ -287,6 +287,9 @@ def test_allocations_made_by_the_plugin_are_not_blamed_on_the_test() -> None:
     snap["device_traces"][0].append({"action": "alloc", "addr": 5, "size": 512, "frames": own})
     diagnosis = diagnose.diagnose_device(snap, 0, history=True)
     assert [s.bytes for s in diagnosis.leak_sites] == [2 * MiB]
+    # nor listed among the leaked blocks: the sizes are those of the sites counted
+    (line,) = [x for x in diagnose.render(diagnosis, leak=2 * MiB) if x.startswith("leaked")]
+    assert line.endswith("2.00 MiB in 1 block(s) allocated in the region and still live): 2.00 MiB")
 
 
 def test_artifacts_round_trip(tmp_path: Path) -> None:
