@@ -19,6 +19,7 @@ from pytest_cgmem.reports import diagnostics as diagnose
 from pytest_cgmem.reports.diagnostics import Alloc, group_sites, make_hider, replay, site_of
 from pytest_cgmem.results.graphfigures import graph_device
 from pytest_cgmem.results.records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
+from pytest_cgmem.units import format_size
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 MiB = 2**20
@@ -127,6 +128,7 @@ def test_hider_uses_installed_package_directories(tmp_path: Path) -> None:
     ("frames", "stacks", "expected"),
     [
         (BIG, 1, ((HELPER, 7, "make_buffer"),)),
+        (BIG, 0, ((HELPER, 7, "make_buffer"),)),  # a site is never blank
         (BIG, 2, ((HELPER, 7, "make_buffer"), (TEST, 12, "test_big"))),
         (BIG, 9, ((HELPER, 7, "make_buffer"), (TEST, 12, "test_big"))),
         (LINEAR, 1, ((TEST, 14, "test_big"),)),
@@ -373,3 +375,462 @@ def test_recorded_snapshots(path: Path | None) -> None:
         assert expect["graph_site_line"] in [s.frames[0][1] for s in one.leak_sites]
     else:
         pytest.fail(f"unknown scenario {scenario!r} in {path}")
+
+
+# --- what the analysis and the section promise, case by case ---------------------------
+
+DOCS = Path(diagnose.__file__).resolve().parents[2] / "docs"
+DEMO = "/tmp/pytest-of-me/pytest-0/test_demo0/test_demo.py"
+RUNPY = "/usr/lib/python3.12/runpy.py"  # `python -m pytest`: outside the harness, not hidden
+
+
+def docs_lines(first: str, count: int) -> list[str]:
+    """``count`` lines of docs/diagnostics.md's example, from the one that is ``first``."""
+    lines = (DOCS / "diagnostics.md").read_text().splitlines()
+    start = lines.index(first)
+    return lines[start : start + count]
+
+
+def segment(total: int, active: list[int], pool: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    blocks = [{"size": s, "state": "active_allocated"} for s in active]
+    return {
+        "device": 0,
+        "segment_pool_id": pool,
+        "total_size": total,
+        "allocated_size": sum(active),
+        "blocks": [*blocks, {"size": 1, "state": "inactive"}],
+    }
+
+
+def test_the_over_budget_example_diagnostics_md_quotes() -> None:
+    """docs/diagnostics.md's test_over_budget: pools, then the sites at the peak, a helper's
+    site with its caller below it, largest first; no leak, so nothing more."""
+    make = stack(frame(DEMO, 7, "make"), frame(DEMO, 13, "test_over_budget"))
+    small = stack(frame(DEMO, 12, "test_over_budget"))
+    trace = [
+        {"action": "segment_alloc", "addr": 0x10, "size": 2 * MiB, "frames": small},
+        {"action": "alloc", "addr": 0x10, "size": MiB, "frames": small},
+        {"action": "segment_alloc", "addr": 0x20, "size": 256 * MiB, "frames": make},
+        {"action": "alloc", "addr": 0x20, "size": 256 * MiB, "frames": make},
+        {"action": "free_requested", "addr": 0x20, "size": 256 * MiB, "frames": []},
+        {"action": "free_completed", "addr": 0x20, "size": 256 * MiB, "frames": []},
+        {"action": "free_requested", "addr": 0x10, "size": MiB, "frames": []},
+        {"action": "free_completed", "addr": 0x10, "size": MiB, "frames": []},
+    ]
+    segments = [
+        segment(2 * MiB, [MiB]),
+        segment(32 * MiB, [32 * MiB]),
+        segment(2 * MiB, []),
+        segment(256 * MiB, []),
+    ]
+    snap = {"segments": segments, "device_traces": [trace]}
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True, stacks=2)
+    lines = diagnose.render(diagnosis, roots=[os.path.dirname(DEMO)], stacks=2)
+    first = "allocator segments at the end of the region by pool (cuda:0):"
+    assert lines == docs_lines(first, 6)
+
+
+def test_the_leak_example_diagnostics_md_quotes() -> None:
+    """docs/diagnostics.md's test_leaks: the leaked block by its site, after the peak."""
+    line_19 = stack(frame(DEMO, 19, "test_leaks"))
+    trace = [
+        {"action": "segment_alloc", "addr": 0x30, "size": 48 * MiB, "frames": line_19},
+        {"action": "alloc", "addr": 0x30, "size": 48 * MiB, "frames": line_19},
+    ]
+    segments = [
+        segment(32 * MiB, [32 * MiB]),
+        segment(2 * MiB, [MiB]),
+        segment(48 * MiB, [48 * MiB]),
+    ]
+    snap = {"segments": segments, "device_traces": [trace]}
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True, stacks=2)
+    lines = diagnose.render(
+        diagnosis, leak=48 * MiB, allocated_start=33 * MiB, roots=[os.path.dirname(DEMO)]
+    )
+    first = "allocator segments at the end of the region by pool (cuda:0):"
+    expected = docs_lines(first, 30)
+    start = expected.index(first, 1)  # the second example: test_leaks
+    assert lines == expected[start : start + 6]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "??",
+        *(
+            f"/src/c10/cuda/CUDACachingAllocator{ext}"
+            for ext in (".cpp", ".cc", ".cu", ".cuh", ".h", ".hpp", ".c", ".so")
+        ),
+        "/usr/lib/python3.12/dist-packages/torch/functional.py",
+        "C:\\venv\\Lib\\site-packages\\torch\\nn\\modules\\linear.py",
+        "/home/me/src/pytest-cgmem/pytest_cgmem/session.py",  # a checkout, not installed
+        "/usr/lib/python3.12/site-packages/pytest/__init__.py",
+    ],
+)
+def test_frames_the_hider_skips(path: str) -> None:
+    assert make_hider()(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [TEST, "/repo/native_helpers.py", "/repo/cgmem_tests/test_x.py", "/repo/src/c.py.bak"],
+)
+def test_frames_the_hider_shows(path: str) -> None:
+    assert not make_hider()(path)
+    assert not make_hider(["", "/elsewhere"])(path)
+
+
+@pytest.mark.parametrize(
+    ("frames", "expected"),
+    [
+        # what pytest's runner calls from is the harness, not shown even if not hidden
+        (
+            [frame(TEST, 5, "test_a"), frame(PYTEST, 159, "call"), frame(RUNPY, 88, "_run")],
+            ((TEST, 5, "test_a"),),
+        ),
+        (
+            [
+                frame(HELPER, 7, "make"),
+                frame("/src/pytest/src/_pytest/python.py", 159, "pytest_pyfunc_call"),
+                frame(RUNPY, 88, "_run_code"),
+            ],
+            ((HELPER, 7, "make"),),
+        ),
+        # pytest's code inside the test (pytest.approx on tensors) is skipped, not a cut
+        (
+            [
+                frame(TORCH, 1, "forward"),
+                frame("/usr/lib/python3.12/site-packages/_pytest/python_api.py", 30, "eq"),
+                frame(TEST, 9, "test_close"),
+                frame(PYTEST, 159, "pytest_pyfunc_call"),
+            ],
+            ((TEST, 9, "test_close"),),
+        ),
+    ],
+)
+def test_site_stops_at_the_harness(frames: list[dict[str, Any]], expected: Any) -> None:
+    assert site_of(frames, 4, make_hider()) == expected
+
+
+def test_replay_at_the_peak_drops_blocks_freed_before_it() -> None:
+    """Live at the peak: allocated before it and not freed (``free_completed``) before it;
+    a free only requested (the stream has not finished with it) still holds the block."""
+    trace = [
+        {"action": "alloc", "addr": 1, "size": 10, "frames": SMALL},
+        {"action": "free_completed", "addr": 1, "size": 10},
+        {"action": "alloc", "addr": 2, "size": 20, "frames": KEPT},
+        {"action": "free_requested", "addr": 2, "size": 20},
+        {"action": "alloc", "addr": 3, "size": 5, "frames": BIG},
+        {"action": "free_completed", "addr": 2, "size": 20},
+        {"action": "oom", "size": 99, "device_free": 0},
+        {"action": "segment_free", "addr": 3, "size": 5},
+    ]
+    result = replay(trace)
+    assert (result.peak, result.peak_index) == (25, 4)
+    assert sorted(a.addr for a in result.at_peak) == [2, 3]
+    assert [a.addr for a in result.at_end] == [3]
+    # one point per alloc and free_completed, none for the other actions
+    assert result.curve == ((0, 10), (1, 0), (2, 20), (4, 25), (5, 5))
+    assert result.ooms == (trace[6],)
+
+
+def test_replay_curve_stops_at_the_boundary() -> None:
+    """Allocations from ``allocs_until`` on are not the region's, and the curve charts the
+    region only: an event after the boundary adds no point."""
+    trace = [
+        {"action": "alloc", "addr": 1, "size": 100, "frames": KEPT},
+        {"action": "alloc", "addr": 2, "size": 50, "frames": SMALL},
+        {"action": "alloc", "addr": 3, "size": 999, "frames": SMALL},
+        {"action": "free_completed", "addr": 2, "size": 50},
+        {"action": "free_completed", "addr": 1, "size": 100},
+    ]
+    result = replay(trace, allocs_until=2)
+    assert (result.peak, result.peak_index) == (150, 1)
+    assert result.curve == ((0, 100), (1, 150))
+    assert (result.events, result.at_end) == (2, ())
+    freed_at_the_boundary = [*trace[:2], trace[3], trace[4]]
+    assert replay(freed_at_the_boundary, allocs_until=2).curve == ((0, 100), (1, 150))
+
+
+def test_replay_keeps_the_first_moment_of_the_peak() -> None:
+    trace = [
+        {"action": "alloc", "addr": 1, "size": 10, "frames": SMALL},
+        {"action": "free_completed", "addr": 1, "size": 10},
+        {"action": "alloc", "addr": 2, "size": 10, "frames": KEPT},
+    ]
+    result = replay(trace)
+    assert (result.peak, result.peak_index) == (10, 0)
+    assert [a.addr for a in result.at_peak] == [1]
+
+
+def test_an_allocation_recorded_without_frames_has_no_stack() -> None:
+    """docs: a site is never blank, but an allocation recorded without frames has none."""
+    trace = [
+        {"action": "alloc", "addr": 1, "size": 3 * MiB},
+        {"action": "alloc", "addr": 2, "size": MiB, "frames": None},
+    ]
+    snap = {"segments": [], "device_traces": [trace]}
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True)
+    assert diagnosis.replay is not None
+    assert [a.frames for a in diagnosis.replay.at_end] == [(), ()]
+    assert diagnose.render(diagnosis)[2:] == [
+        "allocation sites live at the peak (cuda:0: +4.00 MiB at event 2 of 2):",
+        "      4.00 MiB  2 blocks    (no stack recorded)",
+    ]
+
+
+def test_trace_of_a_snapshot_without_history() -> None:
+    snap = hand_built()
+    assert diagnose.trace_of(None, 0) == []
+    assert diagnose.trace_of({"segments": []}, 0) == []
+    assert diagnose.trace_of({"segments": [], "device_traces": None}, 0) == []
+    assert diagnose.trace_of(snap, 1) == []
+    assert diagnose.trace_of(snap, 0) == snap["device_traces"][0]
+
+
+def test_segments_by_pool_sorts_by_device_then_default_pool_first() -> None:
+    segments = [
+        {**segment(4 * MiB, [MiB], (2, 1)), "device": 1},
+        segment(8 * MiB, [MiB], (1, 5)),
+        {**segment(2 * MiB, [MiB]), "device": 1},
+        segment(6 * MiB, [MiB, 2 * MiB, MiB], (1, 0)),
+        segment(MiB, [MiB]),
+    ]
+    pools = diagnose.segments_by_pool({"segments": segments})
+    assert [(p.device, p.pool) for p in pools] == [
+        (0, (0, 0)),
+        (0, (1, 0)),
+        (0, (1, 5)),
+        (1, (0, 0)),
+        (1, (2, 1)),
+    ]
+    assert pools[1].blocks == (2 * MiB, MiB, MiB)  # largest first
+    assert [(p.device, p.pool) for p in diagnose.segments_by_pool({"segments": segments}, 1)] == [
+        (1, (0, 0)),
+        (1, (2, 1)),
+    ]
+
+
+def test_diagnose_device_defaults_record_no_history() -> None:
+    diagnosis = diagnose.diagnose_device(hand_built(), 0)
+    assert (diagnosis.history, diagnosis.replay, diagnosis.truncated) == (False, None, False)
+    assert (diagnosis.peak_sites, diagnosis.leak_sites) == ((), ())
+    text = "\n".join(diagnose.render(diagnosis))
+    assert "allocation sites live at the peak (" not in text
+    assert text.endswith(
+        "  (run with --cgmem-history to see the allocation sites live at the peak)"
+    )
+
+
+def test_diagnose_device_keeps_four_frames_by_default() -> None:
+    deep = stack(*(frame(TEST, line, f"f{line}") for line in range(1, 7)))
+    snap = {
+        "segments": [],
+        "device_traces": [[{"action": "alloc", "addr": 1, "size": 8, "frames": deep}]],
+    }
+    (site,) = diagnose.diagnose_device(snap, 0, history=True).peak_sites
+    assert [line for _, line, _ in site.frames] == [1, 2, 3, 4]
+
+
+def test_diagnose_device_uses_the_hider_given() -> None:
+    """The session's hider (the installed torch's directory, ``hidden_dirs``) is the one
+    applied: here it hides the helper, so the site is the test's line that called it."""
+    default = make_hider()
+    diagnosis = diagnose.diagnose_device(
+        hand_built(), 0, history=True, stacks=1, hidden=lambda f: f == HELPER or default(f)
+    )
+    assert diagnosis.peak_sites[0].frames == ((TEST, 12, "test_big"),)
+
+
+@pytest.mark.parametrize(
+    ("entries", "truncated"), [(None, False), (12, True), (13, False), (5, True)]
+)
+def test_a_full_history_buffer_is_reported(entries: int | None, truncated: bool) -> None:
+    """docs/diagnostics.md: with more events than ``--cgmem-history-entries`` the oldest are
+    lost and the section says so."""
+    snap = hand_built()  # 12 events
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True, max_entries=entries)
+    assert diagnosis.truncated is truncated
+    note = (
+        "  note: the history buffer filled up (12 events kept); early events of the region "
+        "are lost: raise --cgmem-history-entries"
+    )
+    assert (note in diagnose.render(diagnosis)) is truncated
+
+
+def test_a_wrapped_buffer_after_the_boundary_uses_the_earlier_trace() -> None:
+    """When the ring buffer wrapped after the snapshot before the leak check, positions in
+    the later trace no longer line up: the earlier trace is replayed whole."""
+    snap = hand_built()
+    earlier = snap["device_traces"][0][:10]
+    later = {
+        "segments": snap["segments"],
+        "device_traces": [[*earlier[1:], *snap["device_traces"][0][10:], earlier[0]]],
+    }
+    diagnosis = diagnose.diagnose_device(
+        later, 0, before_leak_check={"device_traces": [earlier]}, history=True, max_entries=12
+    )
+    assert diagnosis.truncated
+    assert diagnosis.replay is not None
+    assert diagnosis.replay.events == 10
+    assert sorted(a.size for a in diagnosis.replay.at_end) == [MiB, 2 * MiB, 8 * MiB]
+    within = diagnose.diagnose_device(
+        later, 0, before_leak_check={"device_traces": [earlier]}, history=True, max_entries=13
+    )
+    assert not within.truncated
+    assert within.replay is not None and within.replay.events == 10
+
+
+def sites(count: int) -> list[diagnose.Site]:
+    return [diagnose.Site(((TEST, n, "t"),), (count - n) * MiB, 1) for n in range(count)]
+
+
+@pytest.mark.parametrize("count", [9, 10, 11, 12])
+def test_site_lines_shows_the_ten_largest_and_sums_the_rest(count: int) -> None:
+    lines = diagnose.site_lines(sites(count))
+    shown = min(count, 10)
+    assert [line.split(":")[-1] for line in lines[:shown]] == [f"{n} in t" for n in range(shown)]
+    rest = sum(range(1, count - 9)) * MiB
+    more = [f"  {format_size(rest):>12}  in {count - 10} more site(s)"]
+    assert lines[shown:] == (more if count > 10 else [])
+
+
+@pytest.mark.parametrize("distinct", [11, 12, 13, 14])
+def test_the_leak_without_history_lists_twelve_sizes(distinct: int) -> None:
+    sizes = [(n + 1) * MiB for n in range(distinct)]
+    snap = {"segments": [segment(sum(sizes) + MiB, [*sizes, MiB])]}
+    text = "\n".join(diagnose.render(diagnose.diagnose_device(snap, 0), leak=MiB))
+    listed = ", ".join(f"{n}.00 MiB" for n in range(distinct, max(distinct - 12, 0), -1))
+    if distinct <= 12:
+        assert f"is among them: {listed} x2\n" in text
+    else:
+        more = distinct - 12
+        assert f"is among them: {listed}, ... ({more} more sizes)\n" in text
+
+
+def test_the_leak_without_history_or_blocks() -> None:
+    text = diagnose.render(diagnose.diagnose_device({"segments": []}, 0), leak=MiB)
+    assert text[:4] == [
+        "allocator segments at the end of the region by pool (cuda:0):",
+        "  (no segments)",
+        "active blocks at the end (cuda:0), largest first; the leak of 1.00 MiB is among "
+        "them: none",
+        "  (0 B was allocated before the region; --cgmem-history names the leaked blocks "
+        "and the lines that allocated them)",
+    ]
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_render_with_no_leak_lists_no_leaked_blocks(history: bool) -> None:
+    diagnosis = diagnose.diagnose_device(hand_built(), 0, history=history)
+    text = "\n".join(diagnose.render(diagnosis))
+    assert "leak" not in text and "active blocks at the end" not in text
+    assert ("--cgmem-history" in text) is not history
+    assert text == "\n".join(diagnose.render(diagnosis, leak=0))
+
+
+def test_render_names_an_out_of_memory_event() -> None:
+    snap = hand_built()
+    oom = {"action": "oom", "addr": 0, "size": 3 * 2**30, "device_free": 5 * MiB, "frames": []}
+    snap["device_traces"][0].insert(5, oom)
+    lines = diagnose.render(diagnose.diagnose_device(snap, 0, history=True))
+    assert "  CUDA out of memory: 3.00 GiB requested with 5.00 MiB free on the device" in lines
+
+
+@pytest.mark.parametrize(
+    ("trace", "expected"),
+    [
+        (
+            [{"action": "alloc", "addr": 1, "size": 4 * MiB, "frames": KEPT}],
+            "allocation sites live at the peak (cuda:0: +4.00 MiB at event 1 of 1):",
+        ),
+        (
+            [{"action": "free_completed", "addr": 9, "size": MiB}],
+            "allocation sites live at the peak (cuda:0): no allocation in the history",
+        ),
+        ([], "allocation sites live at the peak (cuda:0): no allocation in the history"),
+    ],
+)
+def test_render_names_the_peak_event(trace: list[dict[str, Any]], expected: str) -> None:
+    snap = {"segments": [], "device_traces": [trace]}
+    lines = diagnose.render(diagnose.diagnose_device(snap, 0, history=True))
+    assert lines[2] == expected
+
+
+def test_short_path_skips_empty_roots() -> None:
+    inside = os.path.join(os.getcwd(), "tests", "test_x.py")
+    assert diagnose.short_path(inside, ["", "/elsewhere"]) == inside
+    assert diagnose.short_path(inside, ["", os.getcwd()]) == os.path.join("tests", "test_x.py")
+
+
+@pytest.mark.parametrize(
+    ("raw", "pool"),
+    [((3, 1), (3, 1)), ([2, 0], (2, 0)), (None, (0, 0)), ((1,), (0, 0)), (("a", "b"), (0, 0))],
+)
+def test_pool_of_reads_the_pool_id_or_the_default(raw: Any, pool: tuple[int, int]) -> None:
+    assert diagnose.pool_of({"segment_pool_id": raw}) == pool
+    assert diagnose.pool_of({}) == diagnose.DEFAULT_POOL
+
+
+@pytest.mark.parametrize("history", [False, True])
+def test_a_leak_of_one_byte_is_a_leak(history: bool) -> None:
+    trace = [{"action": "alloc", "addr": 1, "size": 1, "frames": KEPT}]
+    snap = {"segments": [segment(512, [512, 512, 512])], "device_traces": [trace]}
+    diagnosis = diagnose.diagnose_device(snap, 0, history=history)
+    text = "\n".join(diagnose.render(diagnosis, leak=1))
+    if history:
+        assert "leaked blocks by allocation site (cuda:0: 1 B in 1 block(s) allocated" in text
+    else:
+        assert "the leak of 1 B is among them: 512 B x3\n" in text
+
+
+def test_group_sites_breaks_ties_by_count_then_stack() -> None:
+    def alloc(addr: int, size: int, line: int) -> Alloc:
+        return Alloc(addr, size, tuple(stack(frame(TEST, line, "t"))), addr)
+
+    allocs = [alloc(1, 8, 20), alloc(2, 8, 10), alloc(3, 4, 30), alloc(4, 4, 30)]
+    sites = group_sites(allocs, 1, make_hider())
+    assert [(s.frames[0][1], s.bytes, s.count) for s in sites] == [
+        (30, 8, 2),
+        (10, 8, 1),
+        (20, 8, 1),
+    ]
+
+
+def test_leaked_sizes_are_listed_largest_first() -> None:
+    trace = [
+        {"action": "alloc", "addr": 1, "size": MiB, "frames": SMALL},
+        {"action": "alloc", "addr": 2, "size": 3 * MiB, "frames": KEPT},
+    ]
+    diagnosis = diagnose.diagnose_device({"device_traces": [trace]}, 0, history=True)
+    (line,) = [x for x in diagnose.render(diagnosis, leak=4 * MiB) if x.startswith("leaked")]
+    assert line.endswith("in the region and still live): 3.00 MiB, 1.00 MiB")
+
+
+def test_fields_missing_from_an_event_frame_or_segment_count_as_nothing() -> None:
+    """Plain dicts shaped like torch's: a missing address or size is 0, a missing device 0,
+    a missing file or function ``?``, so a partial record is still read consistently."""
+    assert diagnose.frame_key({}) == ("?", 0, "?")
+    assert diagnose.made_by_plugin([{}, frame(PLUGIN, 1, "hook")], make_hider())
+    trace: list[dict[str, Any]] = [
+        {"action": "alloc", "frames": SMALL},
+        {"action": "alloc", "size": 6},
+        {"action": "free_completed"},
+        {"action": "alloc", "addr": 7, "size": 10, "frames": KEPT},
+        {"action": "free_completed", "addr": 99},
+    ]
+    result = replay(trace)
+    assert (result.peak, result.peak_index) == (10, 3)
+    assert [a.addr for a in result.at_peak] == [7]
+    assert [a.addr for a in result.at_end] == [7]
+    assert result.curve[-1] == (4, 10)
+    segments = [
+        {"blocks": [{"state": "active_allocated"}, {"state": "active_allocated", "size": 3}]}
+    ]
+    (pool,) = diagnose.segments_by_pool({"segments": segments}, 0)
+    assert (pool.device, pool.pool, pool.segments) == (0, (0, 0), 1)
+    assert (pool.reserved, pool.allocated, pool.blocks) == (0, 0, (3, 0))
+    snap = {"segments": [], "device_traces": [[{"action": "oom"}]]}
+    lines = diagnose.render(diagnose.diagnose_device(snap, 0, history=True))
+    assert "  CUDA out of memory: 0 B requested with 0 B free on the device" in lines
