@@ -103,7 +103,6 @@ class Recorder:
                 leak=leaks.get(diagnosis.device, 0),
                 allocated_start=starts.get(diagnosis.device, 0),
                 roots=self.config.roots,
-                stacks=self.config.stacks,
             )
         if self.foreign_history:
             lines.append(

@@ -412,7 +412,6 @@ def render(
     leak: int = 0,
     allocated_start: int = 0,
     roots: Sequence[str] = (),
-    stacks: int = 4,
 ) -> list[str]:
     """The lines a failing test's cgmem section gets for one device."""
     where = f"cuda:{diagnosis.device}"

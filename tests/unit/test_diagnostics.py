@@ -200,7 +200,7 @@ def test_segments_by_pool_default_first() -> None:
 
 def test_render_names_the_line_and_bytes_at_the_peak_and_the_leak() -> None:
     diagnosis = diagnose.diagnose_device(hand_built(), 0, history=True, stacks=2)
-    text = "\n".join(diagnose.render(diagnosis, leak=2 * MiB, roots=["/repo"], stacks=2))
+    text = "\n".join(diagnose.render(diagnosis, leak=2 * MiB, roots=["/repo"]))
     assert "pool (0, 0) default" in text
     assert "pool (1, 0) graph/private" in text
     assert "+137.00 MiB at event 5 of 12" in text
@@ -425,7 +425,7 @@ def test_the_over_budget_example_diagnostics_md_quotes() -> None:
     ]
     snap = {"segments": segments, "device_traces": [trace]}
     diagnosis = diagnose.diagnose_device(snap, 0, history=True, stacks=2)
-    lines = diagnose.render(diagnosis, roots=[os.path.dirname(DEMO)], stacks=2)
+    lines = diagnose.render(diagnosis, roots=[os.path.dirname(DEMO)])
     first = "allocator segments at the end of the region by pool (cuda:0):"
     assert lines == docs_lines(first, 6)
 
