@@ -225,7 +225,9 @@ def _cell(metric: str, value: Any, limit: Any = None) -> str:
         return '<td class="n">–</td>'
     spec = METRICS[metric]
     over = limit is not None and value > limit
-    budget = f'<div class="b">/ {html.escape(spec.format(limit))}</div>' if limit else ""
+    budget = (
+        f'<div class="b">/ {html.escape(spec.format(limit))}</div>' if limit is not None else ""
+    )
     cls = "n over" if over else "n"
     return f'<td class="{cls}">{html.escape(spec.format(value))}{budget}</td>'
 
