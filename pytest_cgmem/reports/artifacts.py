@@ -36,7 +36,7 @@ Snapshot = Mapping[str, Any]
 def artifact_stem(nodeid: str) -> str:
     """A file name for a test: readable, filesystem-safe, unique through a short hash."""
     digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid).strip("._")[-80:]
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid)[-80:].strip("._")
     return f"{safe}-{digest}"
 
 

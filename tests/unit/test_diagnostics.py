@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -319,6 +320,14 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")
     assert list((tmp_path / "out").iterdir()) == []
     artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")  # none: no error
+
+
+@pytest.mark.parametrize("cut", [".", "::"], ids=["dot", "separator"])
+def test_a_long_test_id_s_stem_starts_with_neither_a_dot_nor_an_underscore(cut: str) -> None:
+    """Cut to its last 80 characters, the stem is stripped at the cut too: a stem starting
+    with a dot would name hidden files."""
+    nodeid = "tests/" + "x" * 30 + "/test_m" + cut + "test_" + "y" * 74  # cut: 1 character
+    assert re.fullmatch(r"test_y{74}-[0-9a-f]{8}", artifacts.artifact_stem(nodeid))
 
 
 # --- snapshots recorded on a real GPU (scripts/record-snapshots) ------------------------
