@@ -21,7 +21,6 @@ from .diagnostics import (
     DeviceDiagnosis,
     Site,
     format_frame,
-    frame_key,
     make_hider,
     pool_lines,
     pool_of,
@@ -64,7 +63,7 @@ def segment_summary(
                 frames = block.get("frames") or ()
                 where = ""
                 if frames and block.get("state") == "active_allocated":
-                    where = "  " + format_frame(frame_key(frames[0]), roots)
+                    where = "  " + format_frame(site_of(frames, 1, make_hider())[0], roots)
                 size = format_size(int(block.get("size", 0)))
                 lines.append(f"    {block.get('state', '?'):<22} {size:>12}{where}")
         if diagnosis.peak_sites:

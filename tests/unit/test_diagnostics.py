@@ -330,6 +330,16 @@ def test_a_long_test_id_s_stem_starts_with_neither_a_dot_nor_an_underscore(cut: 
     assert re.fullmatch(r"test_y{74}-[0-9a-f]{8}", artifacts.artifact_stem(nodeid))
 
 
+def test_segment_summary_charges_a_block_to_the_line_that_called_torch() -> None:
+    """As on the page and in the section: an ``nn.Linear``'s output is charged to the line
+    that called the module, not to ``torch/nn/modules/linear.py``."""
+    snap = hand_built()
+    snap["segments"][0]["blocks"][0]["frames"] = LINEAR
+    text = artifacts.segment_summary(snap, [diagnose.diagnose_device(snap, 0)], ["/repo"])
+    assert "    active_allocated           2.00 MiB  tests/test_model.py:14 in test_big\n" in text
+    assert "linear.py" not in text
+
+
 # --- snapshots recorded on a real GPU (scripts/record-snapshots) ------------------------
 
 
