@@ -6,16 +6,18 @@ a real GPU by ``scripts/record-snapshots`` and committed under ``tests/data/``.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_cgmem.reports import artifacts
+from pytest_cgmem.reports import artifacts, charts
 from pytest_cgmem.reports import diagnostics as diagnose
 from pytest_cgmem.reports.diagnostics import Alloc, group_sites, make_hider, replay, site_of
 from pytest_cgmem.results.graphfigures import graph_device
@@ -322,12 +324,97 @@ def test_artifacts_round_trip(tmp_path: Path) -> None:
     artifacts.remove_artifacts(tmp_path / "out", "tests/t.py::test[a/b]")  # none: no error
 
 
+# --- the artifacts' contents (reports/artifacts.py, docs/diagnostics.md) -----------------
+
+
+def test_artifact_stem_is_the_test_id_made_filesystem_safe_with_a_short_hash() -> None:
+    stem = artifacts.artifact_stem("tests/t.py::test[a/b]")
+    assert re.fullmatch(r"tests_t\.py_test_a_b-[0-9a-f]{8}", stem), stem
+    # ids that differ only in characters a file name cannot hold: the hash keeps them apart
+    other = artifacts.artifact_stem("tests/t.py::test[a b]")
+    assert other.split("-")[0] == stem.split("-")[0] and other != stem
+    # the separators left at either end go, and only they; a long id keeps its last 80
+    assert artifacts.artifact_stem("X.py::test[X]").startswith("X.py_test_X-")
+    assert re.fullmatch(r"t\.py_test-[0-9a-f]{8}", artifacts.artifact_stem("./t.py::test_"))
+    long = artifacts.artifact_stem("tests/" + "x" * 200 + "::test_end")
+    readable, digest = long.rsplit("-", 1)
+    assert readable == "x" * 71 + "_test_end" and len(digest) == 8
+
+
+def test_artifact_paths_and_the_lines_that_name_them(tmp_path: Path) -> None:
+    stem = artifacts.artifact_stem("t.py::test_a")
+    paths = artifacts.artifact_paths(tmp_path, "t.py::test_a")
+    assert paths == artifacts.Artifacts(
+        tmp_path / f"{stem}.pickle", tmp_path / f"{stem}.html", tmp_path / f"{stem}.txt"
+    )
+    assert paths.lines() == [
+        f"artifacts: {paths.pickle} (drop on https://pytorch.org/memory_viz)",
+        f"           {paths.html}",
+        f"           {paths.text}",
+    ]
+
+
 @pytest.mark.parametrize("cut", [".", "::"], ids=["dot", "separator"])
 def test_a_long_test_id_s_stem_starts_with_neither_a_dot_nor_an_underscore(cut: str) -> None:
     """Cut to its last 80 characters, the stem is stripped at the cut too: a stem starting
     with a dot would name hidden files."""
     nodeid = "tests/" + "x" * 30 + "/test_m" + cut + "test_" + "y" * 74  # cut: 1 character
     assert re.fullmatch(r"test_y{74}-[0-9a-f]{8}", artifacts.artifact_stem(nodeid))
+
+
+def _out_of_order() -> dict[str, Any]:
+    """``hand_built`` with its segments reversed, a third default-pool segment at a higher
+    address than the graph pool's, a segment torch recorded little of, and a device 1."""
+    snap = hand_built()
+    first, graph = snap["segments"]
+    later = {
+        **first,
+        "address": 0xB000000,
+        "stream": 7,
+        "blocks": [{"size": MiB, "state": "active_pending_free", "frames": BIG}],
+    }
+    bare = {"blocks": [{"size": 512}, {"state": "inactive"}]}
+    other = {**first, "device": 1, "address": 0x4000000, "blocks": []}
+    snap["segments"] = [graph, other, later, first, bare]
+    return snap
+
+
+def test_segment_summary_lists_every_segment_by_pool_with_blocks_and_sites() -> None:
+    snap = _out_of_order()
+    zero = diagnose.diagnose_device(snap, 0, history=True)
+    one = diagnose.diagnose_device(snap, 1)
+    assert artifacts.segment_summary(snap, [zero, one], ["/repo"]) == "\n".join(
+        [
+            "cuda:0 segments by pool",
+            *diagnose.pool_lines(zero.pools),
+            "",
+            "segment 0x0 pool (0, 0) ? total 0 B allocated 0 B stream 0",
+            "    ?                             512 B",
+            "    inactive                        0 B",
+            "segment 0x2000000 pool (0, 0) large total 20.00 MiB allocated 2.00 MiB stream 0",
+            "    active_allocated           2.00 MiB  tests/test_model.py:20 in test_big",
+            "    inactive                  18.00 MiB",
+            "segment 0xb000000 pool (0, 0) large total 20.00 MiB allocated 2.00 MiB stream 7",
+            "    active_pending_free        1.00 MiB",
+            "segment 0x9000000 pool (1, 0) large total 4.00 MiB allocated 4.00 MiB stream 0",
+            "    active_allocated           4.00 MiB",
+            "",
+            "allocation sites live at the peak",
+            "    128.00 MiB  2 blocks    tests/helpers.py:7 in make_buffer",
+            "                              from tests/test_model.py:12 in test_big",
+            "      8.00 MiB  1 block     tests/test_model.py:14 in test_big",
+            "      1.00 MiB  1 block     tests/test_model.py:10 in test_big",
+            "",
+            "allocations made in the region and still live at its end",
+            "      2.00 MiB  1 block     tests/test_model.py:20 in test_big",
+            "",
+            "cuda:1 segments by pool",
+            *diagnose.pool_lines(one.pools),
+            "",
+            "segment 0x4000000 pool (0, 0) large total 20.00 MiB allocated 2.00 MiB stream 0",
+            "",
+        ]
+    )
 
 
 def test_segment_summary_charges_a_block_to_the_line_that_called_torch() -> None:
@@ -338,6 +425,240 @@ def test_segment_summary_charges_a_block_to_the_line_that_called_torch() -> None
     text = artifacts.segment_summary(snap, [diagnose.diagnose_device(snap, 0)], ["/repo"])
     assert "    active_allocated           2.00 MiB  tests/test_model.py:14 in test_big\n" in text
     assert "linear.py" not in text
+
+
+def _sites(n: int) -> tuple[diagnose.Site, ...]:
+    return tuple(diagnose.Site((("/repo/t.py", i, "test_a"),), (n - i) * MiB, 1) for i in range(n))
+
+
+@pytest.mark.parametrize("n", [50, 51])
+def test_segment_summary_shows_fifty_sites_and_sums_the_rest(n: int) -> None:
+    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, _sites(n), _sites(n), False)
+    lines = artifacts.segment_summary({}, [diagnosis], ["/repo"]).splitlines()
+    assert lines[:3] == ["cuda:0 segments by pool", "  (no segments)", ""]
+    peak = lines.index("allocation sites live at the peak")
+    leak = lines.index("allocations made in the region and still live at its end")
+    assert lines[peak + 1] == f"  {format_size(n * MiB):>12}  1 block     t.py:0 in test_a"
+    rest = ["      1.00 MiB  in 1 more site(s)"] if n > 50 else []
+    assert lines[peak + 1 : leak - 1] == [
+        *(f"  {format_size((n - i) * MiB):>12}  1 block     t.py:{i} in test_a" for i in range(50)),
+        *rest,
+    ]
+    assert lines[leak - 1] == "" and lines[leak + 1 :] == lines[peak + 1 : leak - 1]
+
+
+def test_segment_summary_without_sites_has_no_site_sections() -> None:
+    snap = hand_built()
+    text = artifacts.segment_summary(snap, [diagnose.diagnose_device(snap, 0)])
+    assert "sites" not in text and "still live" not in text
+    assert text.endswith("    active_allocated           4.00 MiB\n")
+
+
+def _page(snap: dict[str, Any], diagnosis: diagnose.DeviceDiagnosis, failure: str = "") -> str:
+    page = artifacts.trace_html("t.py::test[<a>]", snap, [diagnosis], ["/repo"], failure)
+    return re.sub(r"<svg.*</svg>\n?", "<svg/>", page, flags=re.S)
+
+
+def test_trace_html_is_the_pools_the_timeline_the_sites_and_the_trace() -> None:
+    snap = hand_built()
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True)
+    page = _page(snap, diagnosis, "E   BudgetExceeded: <peak> & more")
+    head = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cgmem: t.py::test[&lt;a&gt;]"
+    assert page.startswith(head + "</title><style>") and page.endswith("</body></html>")
+    pools = html.escape("\n".join(diagnose.pool_lines(diagnosis.pools)))
+    assert (
+        "</style></head><body><h1>t.py::test[&lt;a&gt;]</h1>"
+        "<pre>E   BudgetExceeded: &lt;peak&gt; &amp; more</pre>"
+        f"<h2>cuda:0</h2><pre>{pools}</pre>"
+        "<h3>allocated bytes above the region's start, per event</h3><svg/>"
+        "<h3>allocation sites live at the peak</h3><table><tr><th>bytes</th><th>blocks</th>"
+        "<th>site (innermost first)</th></tr><tr><td>128.00 MiB</td><td>2</td>"
+        "<td>tests/helpers.py:7 in make_buffer<br>tests/test_model.py:12 in test_big</td></tr>"
+        "<tr><td>8.00 MiB</td><td>1</td><td>tests/test_model.py:14 in test_big</td></tr>"
+        "<tr><td>1.00 MiB</td><td>1</td><td>tests/test_model.py:10 in test_big</td></tr>"
+        "</table><h3>allocated in the region, live at its end</h3><table><tr><th>bytes</th>"
+        "<th>blocks</th><th>site (innermost first)</th></tr><tr><td>2.00 MiB</td><td>1</td>"
+        "<td>tests/test_model.py:20 in test_big</td></tr></table>"
+        "<h3>trace (12 events)</h3><table><tr><th>#</th><th>action</th><th>address</th>"
+        "<th>size</th><th>site</th></tr><tr><td>1</td><td>segment_alloc</td><td>0x1000000</td>"
+        "<td>2.00 MiB</td><td>tests/test_model.py:10 in test_big</td></tr>"
+    ) in page
+    # a linear's output is charged to the line that called it; a free has no site
+    assert (
+        "<tr><td>5</td><td>alloc</td><td>0xa000000</td><td>8.00 MiB</td>"
+        "<td>tests/test_model.py:14 in test_big</td></tr><tr><td>6</td><td>free_requested</td>"
+        "<td>0x2000000</td><td>64.00 MiB</td><td></td></tr>"
+    ) in page
+    assert page.count("<tr><td>") == 4 + 12 and "more events" not in page
+    data = re.search(r'<script type="application/json" id="cgmem-trace-0">(.*?)</script>', page)
+    assert data is not None
+    trace = snap["device_traces"][0]
+    assert json.loads(data[1]) == [[e["action"], e["addr"], e["size"]] for e in trace]
+    assert page.endswith(
+        f'<td></td></tr></table><script type="application/json" id="cgmem-trace-0">{data[1]}'
+        "</script></body></html>"
+    )
+
+
+def test_trace_html_leaves_out_what_there_is_not() -> None:
+    """No failure text, no history, no sites, no trace: no empty sections."""
+    snap = {"segments": hand_built()["segments"]}
+    page = artifacts.trace_html("t.py::test[<a>]", snap, [diagnose.diagnose_device(snap, 0)])
+    pools = html.escape("\n".join(diagnose.pool_lines(diagnose.segments_by_pool(snap, 0))))
+    assert page.endswith(
+        f"<h1>t.py::test[&lt;a&gt;]</h1><h2>cuda:0</h2><pre>{pools}</pre></body></html>"
+    )
+
+
+def test_trace_html_escapes_the_trace_s_text() -> None:
+    action = "</script><b>x</b>"
+    snap = {"device_traces": [[{"action": action, "addr": 16, "size": 0}, {"action": "x"}]]}
+    diagnosis = diagnose.DeviceDiagnosis(0, (), False, None, (), (), False)
+    page = _page(snap, diagnosis)
+    assert "<td>&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;</td><td>0x10</td><td>0 B</td><td></td>" in page
+    assert "<tr><td>2</td><td>x</td><td>0x0</td><td>0 B</td><td></td></tr>" in page
+    assert page.count("</script>") == 1  # the JSON cannot close its script early
+    data = re.search(r'id="cgmem-trace-0">(.*?)</script>', page)
+    assert data is not None and json.loads(data[1]) == [[action, 16, 0], ["x", 0, 0]]
+
+
+@pytest.mark.parametrize("events", [5000, 5001])
+def test_trace_html_tabulates_the_first_5000_events(events: int) -> None:
+    trace = [{"action": "alloc", "addr": i, "size": 512} for i in range(events)]
+    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, (), (), False)
+    page = _page({"device_traces": [trace]}, diagnosis)
+    assert f"<h3>trace ({events} events)</h3>" in page
+    assert page.count("<tr><td>") == 5000
+    assert "<tr><td>5000</td><td>alloc</td><td>0x1387</td>" in page
+    assert ("more events" in page) == (events > 5000)
+    more = "</table><p>1 more events in the snapshot pickle.</p><script "
+    assert events == 5000 or more in page
+    data = re.search(r'id="cgmem-trace-0">(.*?)</script>', page)
+    assert data is not None and len(json.loads(data[1])) == events  # the JSON has them all
+
+
+def test_write_artifacts_writes_the_page_and_the_summary_with_torch_s(tmp_path: Path) -> None:
+    snap = hand_built()
+    diagnoses = [diagnose.diagnose_device(snap, 0, history=True)]
+    nodeid = "t.py::test_a"
+    folder = tmp_path / "a" / "b"  # made, parents and all
+    paths = artifacts.write_artifacts(folder, nodeid, snap, diagnoses, ["/repo"], "E  boom")
+    summary = artifacts.segment_summary(snap, diagnoses, ["/repo"])
+    assert paths.text.read_text() == summary + "\n"
+    page = paths.html.read_text()
+    assert "tests/helpers.py:7 in make_buffer" in page and "<pre>E  boom</pre>" in page
+    # a second failure in the same folder; torch's own segment summary appended
+    again = artifacts.write_artifacts(folder, nodeid, snap, diagnoses, ["/repo"], "", "segsum")
+    assert again == paths and "<pre>E  boom</pre>" not in paths.html.read_text()
+    assert paths.text.read_text() == f"{summary}\n\ntorch.cuda._memory_viz.segsum:\nsegsum"
+    artifacts.write_artifacts(folder, nodeid, snap, diagnoses, appendix="")
+    assert paths.text.read_text() == artifacts.segment_summary(snap, diagnoses) + "\n"
+    artifacts.write_artifacts(folder, nodeid, snap, diagnoses)  # no failure text, no appendix
+    assert paths.text.read_text() == artifacts.segment_summary(snap, diagnoses) + "\n"
+    assert "<h1>t.py::test_a</h1><h2>cuda:0</h2>" in paths.html.read_text()
+
+
+# --- the failure page's timeline (reports/charts.py) -------------------------------------
+
+
+def _curve(*values: int) -> diagnose.Replay:
+    """A replay whose running figure after event i is ``values[i]``."""
+    peak = max((0, *values))
+    index = values.index(peak) if peak > 0 else -1
+    curve = tuple(enumerate(values))
+    return diagnose.Replay(len(values), peak, index, (), (), curve, ())
+
+
+def _drawn(monkeypatch: pytest.MonkeyPatch, result: diagnose.Replay) -> Any:
+    """The timeline's axes, as drawn (the figure kept, not rendered)."""
+    pytest.importorskip("matplotlib")
+    figures: list[Any] = []
+    monkeypatch.setattr(charts, "svg", lambda plt, fig: figures.append(fig) or "<svg/>")
+    assert charts.timeline(result) == "<svg/>"
+    (figure,) = figures
+    charts.pyplot().close(figure)  # what it drew stays readable
+    (ax,) = figure.axes
+    assert tuple(figure.get_size_inches()) == (9, 2.4)
+    return ax
+
+
+def test_timeline_steps_through_the_curve_from_zero_and_marks_the_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ax = _drawn(monkeypatch, _curve(3 * MiB, 5 * MiB, MiB))
+    step, peak = ax.lines
+    assert list(step.get_xdata()) == [0, 0, 1, 2] and list(step.get_ydata()) == [0, 3, 5, 1]
+    assert step.get_drawstyle() == "steps-post" and step.get_color() == "#2c7fb8"
+    assert step.get_linewidth() == 1.2
+    assert (list(peak.get_xdata()), list(peak.get_ydata())) == ([1], [5.0])
+    assert peak.get_marker() == "o" and peak.get_color() == charts.OVER
+    (label,) = ax.texts
+    assert label.get_text() == "peak +5.00 MiB" and label.xy == (1, 5.0)
+    assert (label.xyann, label.anncoords, label.get_fontsize()) == ((6, 0), "offset points", 9)
+    assert ax.get_xlim() == (0, 3)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("event", "MiB")
+    assert [ax.spines[s].get_visible() for s in ("top", "right", "bottom", "left")] == [
+        False,
+        False,
+        True,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "peak"),
+    [((MiB,), [0]), ((-MiB,), None), ((2 * MiB, MiB), [0])],
+    ids=["one-event", "only-frees", "peak-first"],
+)
+def test_timeline_marks_a_peak_only_above_the_start(
+    monkeypatch: pytest.MonkeyPatch, values: tuple[int, ...], peak: list[int] | None
+) -> None:
+    ax = _drawn(monkeypatch, _curve(*values))
+    assert [list(line.get_xdata()) for line in ax.lines[1:]] == ([peak] if peak else [])
+    assert len(ax.texts) == (1 if peak else 0)
+    assert ax.get_xlim() == (0, len(values))
+
+
+def test_timeline_of_a_long_trace_keeps_4000_points_and_the_peak(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = [MiB] * 10_001
+    values[1] = 9 * MiB  # between two of the points kept (every 2.5th)
+    ax = _drawn(monkeypatch, _curve(*values))
+    xs, ys = list(ax.lines[0].get_xdata()), list(ax.lines[0].get_ydata())
+    assert len(xs) == 1 + 4000 + 1 and xs[:5] == [0, 0, 1, 2, 5] and xs[-1] == 9998
+    assert ys[:3] == [0, 1, 9] and max(ys) == 9
+    assert ax.get_xlim() == (0, 10_001)
+
+
+def test_timeline_says_why_there_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert charts.timeline(diagnose.replay([])) == "<p>No allocation history was recorded.</p>"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert charts.timeline(_curve(MiB)) == (
+        "<p>No timeline: cgmem report needs matplotlib: "
+        "pip install &#x27;pytest-cgmem[report]&#x27;.</p>"
+    )
+
+
+def test_charts_are_agg_drawn_inline_svg_with_text_as_text() -> None:
+    """Whatever the user's matplotlib settings: the Agg backend, the package's font size,
+    text kept as SVG text; the element alone (no XML header, no metadata), figure closed."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("svg")
+    matplotlib.rcParams["font.size"] = 14
+    plt = charts.pyplot()
+    before = plt.get_fignums()
+    assert matplotlib.get_backend().lower() == "agg"
+    assert matplotlib.rcParams["font.size"] == 10
+    page = charts.timeline(_curve(3 * MiB, 5 * MiB, MiB))
+    assert page.startswith("<svg ") and page.rstrip().endswith("</svg>")
+    assert "<?xml" not in page and "<metadata" not in page and "<!DOCTYPE" not in page
+    assert re.match(r"<svg [^>]*>\s*<defs>", page)  # the metadata gone, nothing in its place
+    width = re.match(r'<svg [^>]*width="([0-9.]+)pt"', page)
+    assert width is not None and float(width[1]) < 9 * 72  # cropped to what was drawn
+    assert re.search(r"<text [^>]*font-size: 9px[^>]*>peak \+5\.00 MiB</text>", page)
+    assert re.search(r"<text [^>]*font-size: 10px[^>]*>event</text>", page)
+    assert plt.get_fignums() == before
 
 
 # --- snapshots recorded on a real GPU (scripts/record-snapshots) ------------------------
