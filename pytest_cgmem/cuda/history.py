@@ -119,6 +119,7 @@ class Recorder:
                     self.config.roots,
                     failure,
                     allocator.torch_segment_summary(snapshot),
+                    hidden,
                 )
                 lines += paths.lines()
             except OSError as exc:

@@ -19,6 +19,7 @@ from ..units import format_size
 from . import charts
 from .diagnostics import (
     DeviceDiagnosis,
+    Hider,
     Site,
     format_frame,
     make_hider,
@@ -40,9 +41,15 @@ def artifact_stem(nodeid: str) -> str:
 
 
 def segment_summary(
-    snapshot: Snapshot, diagnoses: Sequence[DeviceDiagnosis], roots: Sequence[str] = ()
+    snapshot: Snapshot,
+    diagnoses: Sequence[DeviceDiagnosis],
+    roots: Sequence[str] = (),
+    hidden: Hider | None = None,
 ) -> str:
-    """The text artifact: pools, every segment with its blocks, and the sites."""
+    """The text artifact: pools, every segment with its blocks, and the sites. A block is
+    charged to its first frame that ``hidden`` (the failure section's, by default
+    ``make_hider()``) does not hide."""
+    hidden = hidden or make_hider()
     lines: list[str] = []
     for diagnosis in diagnoses:
         lines.append(f"cuda:{diagnosis.device} segments by pool")
@@ -63,7 +70,7 @@ def segment_summary(
                 frames = block.get("frames") or ()
                 where = ""
                 if frames and block.get("state") == "active_allocated":
-                    where = "  " + format_frame(site_of(frames, 1, make_hider())[0], roots)
+                    where = "  " + format_frame(site_of(frames, 1, hidden)[0], roots)
                 size = format_size(int(block.get("size", 0)))
                 lines.append(f"    {block.get('state', '?'):<22} {size:>12}{where}")
         if diagnosis.peak_sites:
@@ -102,8 +109,11 @@ def trace_html(
     diagnoses: Sequence[DeviceDiagnosis],
     roots: Sequence[str] = (),
     failure: str = "",
+    hidden: Hider | None = None,
 ) -> str:
-    """A self-contained page (no script, nothing fetched): a timeline, tables, the trace."""
+    """A self-contained page (no script, nothing fetched): a timeline, tables, the trace
+    (each event at its first frame that ``hidden`` does not hide)."""
+    hidden = hidden or make_hider()
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>cgmem: {html.escape(nodeid)}</title><style>",
@@ -131,7 +141,7 @@ def trace_html(
                 frames = event.get("frames") or ()
                 where = ""
                 if frames:
-                    shown = site_of(frames, 1, make_hider())
+                    shown = site_of(frames, 1, hidden)
                     where = format_frame(shown[0], roots) if shown else ""
                 rows.append(
                     f"<tr><td>{i + 1}</td><td>{html.escape(str(event.get('action')))}</td>"
@@ -196,13 +206,15 @@ def write_artifacts(
     roots: Sequence[str] = (),
     failure: str = "",
     appendix: str | None = None,
+    hidden: Hider | None = None,
 ) -> Artifacts:
-    """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text."""
+    """The snapshot pickle (PyTorch's memory viewer format), the HTML page and the text;
+    ``hidden`` is the failure section's frame filter, so that all three name one line."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = artifact_paths(directory, nodeid)
     write_bytes(paths.pickle, pickle.dumps(dict(snapshot)))
-    write_text(paths.html, trace_html(nodeid, snapshot, diagnoses, roots, failure))
-    text = segment_summary(snapshot, diagnoses, roots) + "\n"
+    write_text(paths.html, trace_html(nodeid, snapshot, diagnoses, roots, failure, hidden))
+    text = segment_summary(snapshot, diagnoses, roots, hidden) + "\n"
     if appendix:
         text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix
     write_text(paths.text, text)

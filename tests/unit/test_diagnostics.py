@@ -427,13 +427,36 @@ def test_segment_summary_charges_a_block_to_the_line_that_called_torch() -> None
     assert "linear.py" not in text
 
 
+def test_artifacts_hide_the_frames_the_failure_section_hides(tmp_path: Path) -> None:
+    """A torch built from a checkout is outside site-packages: the failure section hides it
+    by its folder (``make_hider`` given torch's), and the text summary and the page's trace
+    table hide it too when given that filter, as ``write_artifacts`` is."""
+    checkout = stack(frame("/src/pytorch/torch/nn/modules/linear.py", 125, "forward"))
+    frames = [*checkout, *stack(frame(TEST, 14, "test_big"))]
+    snap = hand_built()
+    snap["segments"][0]["blocks"][0]["frames"] = frames
+    snap["device_traces"][0][0]["frames"] = frames
+    hidden = diagnose.make_hider(["/src/pytorch/torch"])
+    diagnosis = diagnose.diagnose_device(snap, 0, history=True, hidden=hidden)
+    charged = "tests/test_model.py:14 in test_big"
+    default = artifacts.segment_summary(snap, [diagnosis], ["/repo"])
+    assert "2.00 MiB  /src/pytorch/torch/nn/modules/linear.py:125 in forward\n" in default
+    paths = artifacts.write_artifacts(
+        tmp_path, "t.py::test", snap, [diagnosis], ["/repo"], hidden=hidden
+    )
+    text, page = paths.text.read_text(), paths.html.read_text()
+    assert f"    active_allocated           2.00 MiB  {charged}\n" in text
+    assert f"<td>0x1000000</td><td>2.00 MiB</td><td>{charged}</td></tr>" in page
+    assert "/src/pytorch" not in text and "/src/pytorch" not in page
+
+
 def _sites(n: int) -> tuple[diagnose.Site, ...]:
     return tuple(diagnose.Site((("/repo/t.py", i, "test_a"),), (n - i) * MiB, 1) for i in range(n))
 
 
 @pytest.mark.parametrize("n", [50, 51])
 def test_segment_summary_shows_fifty_sites_and_sums_the_rest(n: int) -> None:
-    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, _sites(n), _sites(n), False)
+    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, _sites(n), _sites(n), False, ())
     lines = artifacts.segment_summary({}, [diagnosis], ["/repo"]).splitlines()
     assert lines[:3] == ["cuda:0 segments by pool", "  (no segments)", ""]
     peak = lines.index("allocation sites live at the peak")
@@ -513,7 +536,7 @@ def test_trace_html_leaves_out_what_there_is_not() -> None:
 def test_trace_html_escapes_the_trace_s_text() -> None:
     action = "</script><b>x</b>"
     snap = {"device_traces": [[{"action": action, "addr": 16, "size": 0}, {"action": "x"}]]}
-    diagnosis = diagnose.DeviceDiagnosis(0, (), False, None, (), (), False)
+    diagnosis = diagnose.DeviceDiagnosis(0, (), False, None, (), (), False, ())
     page = _page(snap, diagnosis)
     assert "<td>&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;</td><td>0x10</td><td>0 B</td><td></td>" in page
     assert "<tr><td>2</td><td>x</td><td>0x0</td><td>0 B</td><td></td></tr>" in page
@@ -525,7 +548,7 @@ def test_trace_html_escapes_the_trace_s_text() -> None:
 @pytest.mark.parametrize("events", [5000, 5001])
 def test_trace_html_tabulates_the_first_5000_events(events: int) -> None:
     trace = [{"action": "alloc", "addr": i, "size": 512} for i in range(events)]
-    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, (), (), False)
+    diagnosis = diagnose.DeviceDiagnosis(0, (), True, None, (), (), False, ())
     page = _page({"device_traces": [trace]}, diagnosis)
     assert f"<h3>trace ({events} events)</h3>" in page
     assert page.count("<tr><td>") == 5000
