@@ -64,7 +64,7 @@ def timeline(result: Replay) -> str:
     if len(curve) > _MAX_POINTS:
         step = len(curve) / _MAX_POINTS
         picked = {int(i * step) for i in range(_MAX_POINTS)}
-        keep = {curve.index(max(curve, key=lambda c: c[1]))}
+        keep = {curve.index(max(curve, key=lambda c: c[1])), len(curve) - 1}  # peak, end
         curve = [c for i, c in enumerate(curve) if i in picked or i in keep]
     xs = [0] + [i for i, _ in curve]
     ys = [0.0] + [v / MiB for _, v in curve]

@@ -642,14 +642,16 @@ def test_timeline_marks_a_peak_only_above_the_start(
     assert ax.get_xlim() == (0, len(values))
 
 
-def test_timeline_of_a_long_trace_keeps_4000_points_and_the_peak(
+def test_timeline_of_a_long_trace_keeps_4000_points_the_peak_and_the_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     values = [MiB] * 10_001
     values[1] = 9 * MiB  # between two of the points kept (every 2.5th)
+    values[-1] = 3 * MiB  # the last event, after the last point picked (9998): the end level
     ax = _drawn(monkeypatch, _curve(*values))
     xs, ys = list(ax.lines[0].get_xdata()), list(ax.lines[0].get_ydata())
-    assert len(xs) == 1 + 4000 + 1 and xs[:5] == [0, 0, 1, 2, 5] and xs[-1] == 9998
+    assert len(xs) == 1 + 4000 + 2 and xs[:5] == [0, 0, 1, 2, 5]
+    assert xs[-2:] == [9998, 10_000] and ys[-2:] == [1, 3]
     assert ys[:3] == [0, 1, 9] and max(ys) == 9
     assert ax.get_xlim() == (0, 10_001)
 
