@@ -6,12 +6,15 @@ import importlib.util
 import json
 import subprocess
 import sys
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pytest_cgmem.cuda import installed
 from pytest_cgmem.cuda.installed import (
     backend_from_settings,
     cpu_only_torch,
@@ -43,6 +46,8 @@ hip: Optional[str] = None
         (CPU.replace("cuda: Optional[str] = None", "cuda = get_cuda()"), None),
         ("not python (", None),
         ("", None),
+        (CPU + "\x00", None),  # null bytes: a ValueError on some Pythons
+        (CPU + "# \udcff\n", None),  # a lone surrogate: ast.parse raises UnicodeEncodeError
     ],
     ids=[
         "cpu",
@@ -54,6 +59,8 @@ hip: Optional[str] = None
         "computed-cuda",
         "syntax-error",
         "empty",
+        "null-byte",
+        "surrogate",
     ],
 )
 def test_version_file_build(text: str, expected: str | None) -> None:
@@ -117,6 +124,7 @@ def test_version_file_fields_of_a_gpu_build() -> None:
         ("backend:cudaMallocAsync", "cudaMallocAsync"),
         ("max_split_size_mb:100, backend : cudaMallocAsync", "cudaMallocAsync"),
         ("backend:native", "native"),
+        ("garbage_collection_threshold:cudaMallocAsync", "native"),  # only backend: says
     ],
 )
 def test_the_backend_an_allocator_settings_string_asks_for(settings: str, expected: str) -> None:
@@ -189,3 +197,133 @@ def test_what_the_async_backend_cannot_give_is_said_under_its_own_name(
     )
     monkeypatch.setattr(allocator, "_backend", "native")
     assert allocator.unavailable_figures() == {}
+
+
+# a torch installed under tmp_path: what the plugin reads of it, never the torch here ----
+
+
+@pytest.fixture
+def fake_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A ``sys.path`` that holds only ``tmp_path``, with torch not imported: a torch
+    written there is the installed one."""
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    importlib.invalidate_caches()
+    installed.installed_version_fields.cache_clear()
+    installed._torch_found.cache_clear()
+    yield tmp_path
+    installed.installed_version_fields.cache_clear()
+    installed._torch_found.cache_clear()
+
+
+def _install(site: Path, version_file: str | bytes | None) -> None:
+    package = site / "torch"
+    package.mkdir()
+    (package / "__init__.py").write_text("raise ImportError('never imported')\n")
+    if isinstance(version_file, str):
+        (package / "version.py").write_text(version_file, encoding="utf-8")
+    elif isinstance(version_file, bytes):
+        (package / "version.py").write_bytes(version_file)
+
+
+GPU = CPU.replace("cuda: Optional[str] = None", "cuda: Optional[str] = '13.0'")
+
+
+@pytest.mark.parametrize(
+    ("version_file", "fields", "cpu_version"),
+    [
+        (CPU, {"__version__": "2.13.0+cpu", "cuda": None, "hip": None}, "2.13.0+cpu"),
+        (GPU, {"__version__": "2.13.0+cpu", "cuda": "13.0", "hip": None}, None),
+        (None, None, None),  # no version.py
+        (b"__version__ = '\xff'\n", None, None),  # not UTF-8
+        (CPU.replace("hip: Optional[str] = None\n", ""), None, None),  # not as expected
+    ],
+    ids=["cpu", "gpu", "no-version-file", "undecodable", "no-hip"],
+)
+def test_the_installed_torch_is_read_from_its_version_file(
+    fake_site: Path,
+    version_file: str | bytes | None,
+    fields: dict[str, object] | None,
+    cpu_version: str | None,
+) -> None:
+    _install(fake_site, version_file)
+    assert installed.installed_version_fields() == fields
+    assert installed.cpu_only_torch() == cpu_version
+    assert installed.torch_installed()
+    assert "torch" not in sys.modules
+
+
+def test_a_torch_module_that_is_no_package_has_no_version_file(fake_site: Path) -> None:
+    (fake_site / "torch.py").write_text("raise ImportError('never imported')\n")
+    assert installed.installed_version_fields() is None
+    assert installed.cpu_only_torch() is None
+    assert installed.torch_installed()
+
+
+def test_no_torch_installed(fake_site: Path) -> None:
+    assert not installed.torch_installed()
+    assert installed.installed_version_fields() is None
+    assert installed.cpu_only_torch() is None
+
+
+def test_a_torch_imported_already_is_installed_and_asked_itself(
+    fake_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(fake_site, CPU)
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # no __spec__
+    assert installed.torch_installed()
+    assert installed.cpu_only_torch() is None
+    assert installed.installed_version_fields() is None  # no file to read it from
+
+
+@pytest.mark.parametrize(
+    ("version_file", "conf", "backend", "cuda"),
+    [
+        (CPU, "backend:cudaMallocAsync", "unknown", None),  # a CPU build cannot say
+        (GPU, "backend:cudaMallocAsync", "cudaMallocAsync", "13.0"),
+        (GPU, "expandable_segments:True", "native", "13.0"),
+    ],
+    ids=["cpu", "gpu-async", "gpu-native"],
+)
+def test_the_identity_read_from_an_installed_torch(
+    fake_site: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    version_file: str,
+    conf: str,
+    backend: str,
+    cuda: str | None,
+) -> None:
+    """docs/json.md: ``allocator_backend`` is ``unknown`` where torch cannot say (a CPU
+    build among them)."""
+    from pytest_cgmem.cuda import machine
+
+    _install(fake_site, version_file)
+    for name in installed.ALLOC_CONF_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", conf)
+    identity = machine.identity_without_torch()
+    assert identity["torch"] == "2.13.0+cpu"
+    assert identity["cuda"] == cuda
+    assert identity["allocator_backend"] == backend
+    assert identity["alloc_conf"] == conf
+    assert identity["alloc_conf_source"] == "PYTORCH_CUDA_ALLOC_CONF"
+    assert "torch" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    ("environ", "version", "expected"),
+    [
+        (
+            {"PYTORCH_CUDA_ALLOC_CONF": "a:1", "PYTORCH_HIP_ALLOC_CONF": "h:3"},
+            (2, 4),
+            ("a:1", "PYTORCH_CUDA_ALLOC_CONF"),  # the CUDA variable first, before 2.10 too
+        ),
+        ({"PYTORCH_HIP_ALLOC_CONF": "h:3"}, (2, 9), ("h:3", "PYTORCH_HIP_ALLOC_CONF")),
+        ({"PYTORCH_ALLOC_CONF": "b:2"}, (2, 9), ("", "")),
+        ({"PYTORCH_ALLOC_CONF": "b:2"}, (2, 10), ("b:2", "PYTORCH_ALLOC_CONF")),
+    ],
+)
+def test_the_settings_a_rocm_build_reads(
+    environ: dict[str, str], version: tuple[int, int], expected: tuple[str, str]
+) -> None:
+    assert installed.alloc_conf_from_env(environ, version, rocm=True) == expected
