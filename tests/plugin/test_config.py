@@ -562,6 +562,9 @@ def work(rank, world_size):
         lambda: cgmem.resize_check(lambda n: None, [1], label="a\\nb"),
         lambda: cgmem.capture_sweep(lambda x: x, [1], lambda n: n, region="a\\nb"),
         lambda: cgmem.capture_sweep(lambda x: x, [0], lambda n: n),
+        lambda: cgmem.pool_bytes(5),
+        lambda: cgmem.assert_pool_released(5),
+        lambda: cgmem.distributed(work, 1, "gloo", timeout=-1),
         lambda: DistributedResult(Launch(1, "gloo", 1.0), {}).check(leak="lots"),
     ],
 )
@@ -589,8 +592,10 @@ def test_usage_errors_show_the_users_line_not_the_plugins_helpers(
     pytest.importorskip("torch.distributed")
     pytester.makepyfile(test_usage=USAGE_ERRORS)
     result = pytester.runpytest("-p", "no:cacheprovider", "--tb=long")
-    result.assert_outcomes(failed=16)
+    result.assert_outcomes(failed=19)
     output = result.stdout.str()
-    assert output.count("CgmemUsageError: ") >= 16
+    raised = [line for line in result.stdout.lines if line.startswith("E   ")]
+    assert len(raised) == 19
+    assert all(line.split()[1] == "pytest_cgmem.units.CgmemUsageError:" for line in raised)
     shown = [line for line in output.splitlines() if "pytest_cgmem" + "/" in line]
     assert shown == []

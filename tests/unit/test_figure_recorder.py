@@ -80,6 +80,11 @@ def test_a_signed_figure_stays_within_half_the_range(metric: str) -> None:
         )
 
 
+def test_record_figures_on_device_0_taking_no_time_by_default() -> None:
+    result = FigureRecorder([].append)("server", peak=1)
+    assert (result.devices[0].index, result.seconds) == (0, 0.0)
+
+
 def test_record_a_region_result() -> None:
     got: list[RegionResult] = []
     region = RegionResult(
@@ -104,6 +109,11 @@ def test_record_a_region_result() -> None:
         (("a\nb",), {"peak": 1}, "non-empty printable string"),
         (("x",), {"peak": 10**400}, "peak=an integer of about 400 digits: too large"),
         (("x",), {"reserved_ratio": 10**400}, "reserved_ratio=an integer of about 400 digits"),
+        (
+            (RegionResult("x", (DeviceFigures(0, peak=1),), 0.0),),
+            {"peak": 2},
+            "give a RegionResult or figures, not both",
+        ),
     ],
 )
 def test_record_rejects(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:

@@ -17,6 +17,8 @@ from pytest_cgmem.units import CgmemUsageError
 
 graphs = pytest.importorskip("pytest_cgmem.cuda.graphs")
 
+MiB = 2**20
+
 
 class ReachedGpuWork(Exception):
     pass
@@ -154,6 +156,26 @@ def _numpy_flags() -> list[object]:
 def test_release_workspaces_true_or_false_goes_on(no_gpu_work: None, flag: bool) -> None:
     with pytest.raises(ReachedGpuWork):
         CgmemFixture([].append).pool_bytes((0, 1), release_workspaces=flag)
+
+
+def test_pools_are_read_releasing_the_workspaces_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cuBLAS workspaces are released before a pool that holds memory is judged, unless
+    ``release_workspaces=False`` (docs/graphs.md)."""
+    released: list[bool] = []
+
+    def measure_pools(wanted: list[object], release: Any) -> dict[object, int]:
+        released.append(release(dict.fromkeys(wanted, MiB)))
+        return {}
+
+    monkeypatch.setattr(graphs, "_measure_pools", measure_pools)
+    fixture = CgmemFixture([].append)
+    assert fixture.pool_bytes((0, 1)) == 0
+    fixture.assert_pool_released((0, 1))
+    assert fixture.pool_bytes((0, 1), release_workspaces=False) == 0
+    fixture.assert_pool_released((0, 1), release_workspaces=False)
+    assert released == [True, True, False, False]
 
 
 @pytest.mark.skipif(not _numpy_flags(), reason="needs numpy")

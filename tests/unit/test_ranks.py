@@ -270,6 +270,23 @@ def test_a_timeout_too_long_is_refused_before_a_test_without_devices_is_skipped(
     assert asked == []
 
 
+def test_a_runner_with_no_device_check_says_the_devices_nccl_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``DistributedRunner(record)`` (no ``require_devices``) does not skip: NCCL ranks
+    beyond the visible devices are a usage error before any rank starts."""
+    allocator = pytest.importorskip("pytest_cgmem.cuda.allocator")
+    from pytest_cgmem.fixture import DistributedRunner
+
+    monkeypatch.setattr(allocator, "cuda_usable", lambda: True)
+    monkeypatch.setattr(allocator, "device_count", lambda: 1)
+    with pytest.raises(CgmemUsageError) as info:
+        DistributedRunner(lambda region: None)(fn, 2, "nccl")
+    assert str(info.value) == (
+        "cgmem.distributed: backend 'nccl' needs 2 CUDA devices; 2 ranks, 1 CUDA device(s) visible"
+    )
+
+
 @pytest.mark.parametrize("label", ["a\nb", "tab\there", "\x00"])
 def test_a_label_that_is_not_printable_is_refused_as_other_labels_are(label: str) -> None:
     from pytest_cgmem.fixture import DistributedRunner
