@@ -405,6 +405,16 @@ def test_dist_each_on_two_tx_workers_with_a_file_is_refused(
     assert result.stderr.lines[0].startswith("ERROR: --cgmem-json: --dist each runs every test")
 
 
+def test_a_tx_spec_whose_star_follows_no_count_is_one_worker(pytester: pytest.Pytester) -> None:
+    """As xdist counts it: ``popen//env:GLOB=*.py`` is one worker, not a count of them."""
+    pytest.importorskip("xdist")
+    spec = ("--tx", "popen//env:GLOB=*.py")
+    each = ("--dist", "each", "--cgmem-json=run.json")
+    assert pytester.parseconfigure(*spec, *each).stash[settings_key].json is not None
+    with pytest.raises(pytest.UsageError, match=r"^--cgmem-json: --dist each runs every test"):
+        pytester.parseconfigure(*spec, *spec, *each)
+
+
 def test_dist_each_without_a_file_runs(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
@@ -534,6 +544,26 @@ def test_devices_with_tx_workers_are_not_warned_about(
     result.stdout.no_fnmatch_line("*does nothing without pytest-xdist*")
     result = pytester.runpytest(*args)
     result.stdout.fnmatch_lines(["*--cgmem-devices does nothing without pytest-xdist workers*"])
+
+
+def test_devices_with_a_dist_mode_but_no_worker_are_warned_about(
+    pytester: pytest.Pytester,
+) -> None:
+    """``--dist load`` without ``-n`` or ``--tx`` starts no worker: xdist runs the tests in
+    this process."""
+    pytest.importorskip("xdist")
+    with pytest.raises(pytest.UsageError, match=r"^cgmem: --cgmem-devices does nothing without"):
+        pytester.parseconfigure("-W", "error", "--dist", "load", "--cgmem-devices=0")
+
+
+def test_a_warning_for_an_option_that_does_nothing_comes_from_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    """Issued from ``pytest_cgmem.plugin``, not from pluggy's caller: a warning filter that
+    names the module picks it, and pytest's summary points at the plugin."""
+    filter_ours = "error::pytest.PytestConfigWarning:pytest_cgmem.plugin"
+    with pytest.raises(pytest.UsageError, match=r"^cgmem: --cgmem-stacks does nothing without"):
+        pytester.parseconfigure("-W", filter_ours, "--cgmem-stacks=3")
 
 
 USAGE_ERRORS = """

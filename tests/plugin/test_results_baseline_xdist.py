@@ -438,6 +438,7 @@ def test_where(cgmem_record):
         (["-o", "cgmem_devices=2"], None, {"gw0": "2", "gw1": "2"}),
         (["--cgmem-devices=all"], "3,5", {"gw0": "3", "gw1": "5", "gw2": "3"}),
         ([], "7", {"gw0": "7", "gw1": "7"}),
+        (["-o", "cgmem_devices="], "7", {"gw0": "7"}),  # an empty key is no key
     ],
 )
 def test_devices_pin_workers_before_conftest(

@@ -162,6 +162,32 @@ def test_a_fixture_asked_for_in_the_body_is_judged(pytester: pytest.Pytester, xd
     )
 
 
+@pytest.mark.parametrize("fixture", ["cgmem", "cgmem_distributed"])
+def test_each_fixture_asked_for_in_the_body_brings_the_hooks(
+    pytester: pytest.Pytester, fixture: str
+) -> None:
+    """``cgmem`` puts the hooks back before it skips where no GPU is (on one, its regions
+    are then judged), ``cgmem_distributed`` before any rank has run."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        test_body=f"""
+        from conftest import HOOKS, ours
+
+        def test_before(pytestconfig):
+            assert ours(pytestconfig) == []
+
+        def test_asks_in_its_body(later):
+            later("{fixture}")
+
+        def test_after(pytestconfig):
+            assert ours(pytestconfig) == list(HOOKS)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-v")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*::test_before PASSED*", "*::test_after PASSED*"])
+
+
 MIXED = """
 def test_before():
     pass
