@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -262,6 +263,17 @@ def fifo_journal(tmp_path: Path) -> Path:
 def test_a_fifo_journal_is_refused_by_the_reader(fifo_journal: Path, within: Within) -> None:
     with within(5), pytest.raises(journal.JournalError) as info:
         journal.read(fifo_journal, {"file": "run.json.journal", "run": "r"})
+    assert str(info.value) == "its journal 'run.json.journal' is not a regular file"
+
+
+def test_a_socket_journal_is_refused_by_the_reader_unopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a socket's path must be short
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind("run.json.journal")
+        with pytest.raises(journal.JournalError) as info:
+            journal.read("run.json", {"file": "run.json.journal", "run": "r"})
     assert str(info.value) == "its journal 'run.json.journal' is not a regular file"
 
 

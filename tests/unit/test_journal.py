@@ -6,8 +6,11 @@ import fcntl
 import json
 import os
 import re
+import socket
+import stat
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,63 @@ def test_a_run_that_finishes_leaves_the_whole_file_and_no_journal(tmp_path: Path
     written.finish(final)
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
     assert runfile.load_run(path) == final
+
+
+def test_a_journal_starts_in_new_folders_with_its_run_files_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folders" / "run.json"
+    umask = os.umask(0o022)
+    try:
+        journal.Journal.start(path, stub()).close()
+    finally:
+        os.umask(umask)
+    modes = [stat.S_IMODE(p.stat().st_mode) for p in (path, journal.journal_path(path))]
+    assert modes == [0o644, 0o644]
+
+
+def test_a_new_run_on_a_killed_runs_path_starts_its_journal_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    killed = journal.Journal.start(path, stub("first"))
+    killed.append("test", record("t.py::old"))
+    killed.close()
+    written = journal.Journal.start(path, stub("second"))
+    written.append("test", record("t.py::new"))
+    written.close()
+    assert [t["nodeid"] for t in runfile.load_run(path)["tests"]] == ["t.py::new"]
+
+
+def test_a_finished_journal_takes_no_more_lines(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.finish(runfile.build_run([], runfile.base_machine(), None))
+    closed = f"the journal {str(journal.journal_path(path))!r} is closed"
+    with pytest.raises(OSError, match=f"^{re.escape(closed)}$"):
+        written.append("test", record("t.py::a"))
+    written.close()
+
+
+def test_a_finish_leaves_the_journal_another_run_started_since(tmp_path: Path) -> None:
+    """The first run's journal was removed under it and a second run started on the path:
+    finishing the first must not remove the second's journal."""
+    path = tmp_path / "run.json"
+    first = journal.Journal.start(path, stub("first"))
+    journal.journal_path(path).unlink()
+    second = journal.Journal.start(path, stub("second"))
+    try:
+        first.finish(runfile.build_run([], runfile.base_machine(), None))
+        header = journal.journal_path(path).read_text().splitlines()[0]
+    finally:
+        second.close()
+    assert json.loads(header)["run"] == "second"
+
+
+def test_a_start_that_cannot_write_the_stub_raises_and_releases_the_journal(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.json"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        journal.Journal.start(path, stub())
+    assert journal.busy(path) is None
 
 
 def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:
@@ -421,6 +481,46 @@ def test_a_second_run_on_one_path_is_refused_while_the_first_lives(tmp_path: Pat
     journal.Journal.start(path, stub("third")).close()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux's /proc/self/fd")
+def test_a_second_start_in_this_process_names_the_holder_and_leaves_no_file_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.json"
+    first = journal.Journal.start(path, stub())
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(journal.JournalBusy) as info:
+            journal.Journal.start(path, stub("second"))
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        first.close()
+    said = re.fullmatch(
+        r"another pytest run \(pid (\d+) on (.+), started (.+)\) is writing this run file; "
+        r"give each concurrent run its own path",
+        str(info.value),
+    )
+    assert said is not None
+    assert [said[1], said[2]] == [str(os.getpid()), socket.gethostname()]
+    assert datetime.fromisoformat(said[3]).utcoffset() is not None
+
+
+def test_a_held_journal_without_a_header_names_another_run(tmp_path: Path) -> None:
+    """A live run that has not written its header line yet (or another tool holding the
+    file) is still a run going on."""
+    path = tmp_path / "run.json"
+    fd = os.open(journal.journal_path(path), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert journal.busy(path) == "another pytest run"
+        with pytest.raises(journal.JournalBusy) as info:
+            journal.Journal.start(path, stub())
+    finally:
+        os.close(fd)
+    assert str(info.value) == (
+        "another pytest run is writing this run file; give each concurrent run its own path"
+    )
+
+
 def test_the_lock_is_exclusive_in_this_process_too(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     first = journal.Journal.start(path, stub())
@@ -446,3 +546,12 @@ def test_journal_lines_are_one_json_object_each(tmp_path: Path) -> None:
     written.close()
     lines = journal.journal_path(path).read_text().splitlines()
     assert [next(iter(json.loads(line))) for line in lines] == ["journal", "test"]
+
+
+def test_a_line_of_an_unknown_kind_given_as_text_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    with pytest.raises(ValueError, match=r"^unknown journal line 'other'$"):
+        written.append_json("other", "{}")
+    written.close()
+    assert len(journal.journal_path(path).read_text().splitlines()) == 1
