@@ -200,6 +200,12 @@ def test_a_key_twice_in_one_object_is_refused_with_its_path(text: str, message: 
     assert str(info.value) == message
 
 
+def test_a_refused_number_is_named_before_a_key_twice() -> None:
+    with pytest.raises(jsonio.NonFiniteError) as info:
+        jsonio.loads('{"a": 1, "a": 2, "b": NaN}')
+    assert str(info.value) == "$.b: NaN is not a finite number (JSON has no NaN or Infinity)"
+
+
 def test_the_same_key_in_two_objects_is_fine() -> None:
     assert jsonio.loads('{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}')["b"][1] == {"a": 3}
 

@@ -1467,12 +1467,20 @@ def test_indented_is_json_dumps_across_its_chunks() -> None:
         jsonio.indented(data)
 
 
-def test_indented_holds_about_its_text_not_a_string_a_line() -> None:
+@pytest.mark.parametrize(
+    ("extra", "tests"), [({}, 300), ({"flags": [True, False]}, 50), ({"pair": (1, 2)}, 50)]
+)
+def test_indented_holds_about_its_text_not_a_string_a_line(
+    extra: dict[str, Any], tests: int
+) -> None:
     """While it writes, ``indented`` holds about twice its text (the chunks, then their
-    join), where a string for each line held at once took six times it."""
+    join), where a string for each line held at once took six times it; booleans and
+    tuples are its own to write, not a reason to hand the document to json.dumps."""
     import tracemalloc
 
-    data = _many_tests(300)
+    data = _many_tests(tests)
+    for test in data["tests"]:
+        test.update(extra)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
