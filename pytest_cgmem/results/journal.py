@@ -324,7 +324,7 @@ def read(
                 )
             lost[key] = value
     if cut:
-        found.notes.append(f"the last line of its journal was cut off ({len(cut)} bytes)")
+        found.notes.append(f"the last line of its journal was cut off ({len(cut.encode())} bytes)")
     found.tests = list(tests.values())
     found.workers_lost = list(lost.values())
     holder = _busy(path)

@@ -224,6 +224,15 @@ def test_a_line_cut_off_by_the_kill_is_noted_not_fatal(tmp_path: Path) -> None:
     )
 
 
+def test_a_cut_off_line_is_counted_in_bytes_not_characters(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    journal.Journal.start(path, stub()).close()
+    with open(journal.journal_path(path), "a", encoding="utf-8") as handle:
+        handle.write('{"test": {"nodeid": "t.py::\u00e9t\u00e9')
+    doc = runfile.load_run(path)
+    assert doc["incomplete_reason"].endswith("was cut off (32 bytes)")
+
+
 def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     journal.Journal.start(path, stub()).close()
