@@ -952,6 +952,7 @@ class CgmemSession:
             report.outcome = "skipped"  # xfailed, as had the error been raised in the call
             report.longrepr = str(error)
         elif report.passed:
+            vars(report).pop("wasxfail", None)  # an xpass no more: failed, as pytest counts it
             report.outcome = "failed"
             report.longrepr = str(error) if isinstance(error, CgmemFailure) else repr(error)
 

@@ -368,3 +368,27 @@ def test_a_late_fixture_over_budget_in_an_xfail_test(
     )
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
     result.assert_outcomes(**outcome, passed=keeps)
+
+
+def test_a_late_budget_failure_the_xfail_does_not_expect_fails_the_run(
+    pytester: pytest.Pytester, keeps: int
+) -> None:
+    """An xfail test whose ``raises`` names another exception breaks its budget: it fails,
+    and the run's exit status and JUnit say so, as had the budget failure been raised in
+    the call (before, where the hooks came during the call, its report kept pytest's mark
+    of an xpass: the run exited 0 and JUnit called the test skipped)."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.xfail(reason="known", raises=ZeroDivisionError)
+        def test_late(later):
+            later("cgmem_record")("load", peak=2 * 2**20)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB", "--junitxml=j.xml")
+    result.assert_outcomes(failed=1, passed=keeps)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    junit = (pytester.path / "j.xml").read_text()
+    assert "<failure" in junit and "<skipped" not in junit
