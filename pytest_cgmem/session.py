@@ -314,10 +314,11 @@ def _without_frames(
 _STRICT_XPASS = "[XPASS(strict)] "
 
 
-def _xpassed(item: pytest.Item, report: pytest.TestReport, error: CgmemFailure) -> bool:
-    """An xfail test that passed (pytest's XPASS, strict or not) though it broke its
-    budget, which the xfail expects (``raises`` names it or is absent): its ``wasxfail``
-    is set, for it to be shown xfailed."""
+def _xpassed(item: pytest.Item, report: pytest.TestReport, error: BaseException) -> bool:
+    """An xfail test that passed (pytest's XPASS, strict or not) though judging it failed
+    (a budget broken, or a judging error such as a warning made an error), which the
+    xfail expects (``raises`` names it or is absent): its ``wasxfail`` is set, for it to
+    be shown xfailed."""
     mark = item.get_closest_marker("xfail")
     if mark is None:
         return False
@@ -948,13 +949,14 @@ class CgmemSession:
             error = exc
         if error is None:
             return
-        if isinstance(error, CgmemFailure) and _xpassed(item, report, error):
+        text = str(error) if isinstance(error, CgmemFailure) else repr(error)
+        if _xpassed(item, report, error):
             report.outcome = "skipped"  # xfailed, as had the error been raised in the call
-            report.longrepr = str(error)
+            report.longrepr = text
         elif report.passed:
             vars(report).pop("wasxfail", None)  # an xpass no more: failed, as pytest counts it
             report.outcome = "failed"
-            report.longrepr = str(error) if isinstance(error, CgmemFailure) else repr(error)
+            report.longrepr = text
 
     @staticmethod
     def _after_teardown() -> None:

@@ -7,6 +7,10 @@ import json
 
 import pytest
 
+# imported once here: an in-process run takes out of sys.modules what it imported, and a
+# later run's RegionResult would not be the class the plugin's recorder takes
+import pytest_cgmem.results.records  # noqa: F401
+
 OURS = """
 import pytest
 
@@ -341,6 +345,40 @@ def test_a_late_judging_error_fails_that_test_and_the_run_goes_on(
     )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["PytestWarning(*reserved budget 1.00 MiB not checked*"])
+
+
+@pytest.mark.parametrize(
+    "mark", ['xfail(reason="known")', 'xfail(reason="known", strict=True)'], ids=["xfail", "strict"]
+)
+def test_a_late_judging_error_in_an_xfail_test_is_what_the_xfail_expects(
+    pytester: pytest.Pytester, mark: str, keeps: int
+) -> None:
+    """A judging error that is not a budget failure (a figure the budget could not check,
+    its warning made an error) in an xfail test is xfailed whether the hooks came during
+    the call or the quiet call wrapper judged it, as had it been raised in the call (before,
+    the hooks coming during the call failed the test)."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        test_late_xfail=f"""
+        import pytest
+        from pytest_cgmem import DeviceFigures, RegionResult
+
+        @pytest.mark.{mark}
+        def test_late(later):
+            unavailable = {{"unavailable": {{"reserved": "not given"}}}}
+            region = RegionResult("load", (DeviceFigures(0, peak=10),), 0.0, None, unavailable)
+            later("cgmem_record")(region)
+        """
+    )
+    result = pytester.runpytest(
+        "-p",
+        "no:randomly",
+        "--cgmem-budget=reserved=1MiB",
+        "--cgmem-unavailable=skip",
+        "-W",
+        "error:cgmem:pytest.PytestWarning",
+    )
+    result.assert_outcomes(xfailed=1, passed=keeps)
 
 
 @pytest.mark.parametrize(
