@@ -439,6 +439,33 @@ def test_every_opt_out_mark_of_a_test_is_checked(pytester: pytest.Pytester) -> N
     result.stderr.fnmatch_lines(["ERROR: test_x.py::test_it: @pytest.mark.cgmem_off: *got none"])
 
 
+def test_every_test_s_bad_mark_is_listed_after_a_bad_opt_out(pytester: pytest.Pytester) -> None:
+    """A test whose opt-out mark is refused does not end the reading of the others'."""
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+
+        @pytest.mark.cgmem_off()
+        def test_one(): pass
+
+        @pytest.mark.cgmem_off("has one", why="no")
+        def test_two(): pass
+
+        @pytest.mark.cgmem(peak="lots")
+        def test_three(): pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: test_x.py::test_one: @pytest.mark.cgmem_off: *got none",
+            "ERROR: test_x.py::test_two: @pytest.mark.cgmem_off: unknown argument(s) why; *",
+            "ERROR: test_x.py::test_three: @pytest.mark.cgmem: peak='lots': cannot read*",
+        ]
+    )
+
+
 def test_a_list_for_a_path_in_a_legacy_toml_table_is_one_line_under_w_error(
     pytester: pytest.Pytester,
 ) -> None:

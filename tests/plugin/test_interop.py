@@ -301,6 +301,37 @@ def test_unittest_s_skip_on_a_plain_class_is_not_taken_for_a_skip(
         result.stdout.fnmatch_lines(["SKIPPED*cgmem: no CUDA device"])
 
 
+def test_a_marked_testcase_s_tests_unittest_does_not_skip_are_held_to_the_mark(
+    pytester: pytest.Pytester,
+) -> None:
+    """Only the test unittest's own decorator skips is left to it: the class's others
+    are measured (here: no CUDA device)."""
+    pytester.makepyfile(
+        test_case="""
+        import unittest
+
+        import pytest
+
+        @pytest.mark.cgmem(peak="1 KiB")
+        class TestMarked(unittest.TestCase):
+            @unittest.skip("needs 8 GPUs")
+            def test_big(self):
+                pass
+
+            def test_small(self):
+                pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    if torch.cuda.is_available():
+        result.assert_outcomes(passed=1, skipped=1)
+    else:
+        result.assert_outcomes(skipped=2)
+        result.stdout.fnmatch_lines_random(
+            ["SKIPPED*: needs 8 GPUs", "SKIPPED*: cgmem: no CUDA device"]
+        )
+
+
 def test_marks_a_conftest_adds_at_collection_count(pytester: pytest.Pytester) -> None:
     from pytest_cgmem.session import budget_key, opted_out_key
 
@@ -496,6 +527,34 @@ def test_subtests_make_one_record_with_the_outcome_pytest_shows(
     assert [r["label"] for r in test["regions"]] == ["r0", "r1", "r2"]
     names = [name for name, _ in _junit_properties(pytester)]
     assert sorted(names) == ["cgmem.r0.peak", "cgmem.r1.peak", "cgmem.r2.peak"]
+
+
+@needs_subtests
+def test_a_failed_subtest_s_outcome_stays_when_teardown_records_more(
+    pytester: pytest.Pytester,
+) -> None:
+    """The test's record took the failed subtest's outcome when its call was logged;
+    figures its fixture records in teardown make the record again, still failed."""
+    pytester.makepyfile(
+        test_sub="""
+        import pytest
+
+        @pytest.fixture
+        def server(cgmem_record):
+            cgmem_record("startup", peak=100)
+            yield
+            cgmem_record("shutdown", peak=100)
+
+        def test_sub(subtests, server):
+            with subtests.test("a"):
+                assert False
+        """
+    )
+    result = pytester.runpytest("--cgmem-json=run.json")
+    result.stdout.fnmatch_lines(["*FAILED test_sub.py::test_sub - contains 1 failed subtest*"])
+    (test,) = _run_file(pytester)["tests"]
+    assert test["outcome"] == "failed"
+    assert [r["label"] for r in test["regions"]] == ["startup", "shutdown"]
 
 
 @needs_subtests

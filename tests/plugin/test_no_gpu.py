@@ -49,6 +49,18 @@ def test_require_gpu_fails_instead(pytester: pytest.Pytester, how: list[str], so
     result.stdout.fnmatch_lines([f"*cgmem: no CUDA device ({source})"])
 
 
+@pytest.mark.no_cuda
+def test_require_gpu_s_failure_is_its_message_not_the_plugin_s_frames(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each measured test's error is the one line that names the setting, even with long
+    tracebacks."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest("--cgmem-require-gpu", "--tb=long")
+    result.assert_outcomes(passed=1, errors=2)
+    assert [line for line in result.stdout.lines if "pytest_cgmem" + "/" in line] == []
+
+
 UNUSED_RUN_IMPORTS = {
     "pytest_cgmem",
     "pytest_cgmem.checks",
@@ -144,6 +156,16 @@ def test_collect_only_quiet_prints_node_ids_only(pytester: pytest.Pytester) -> N
     assert result.ret == 0
     assert not [line for line in result.stdout.lines if line.startswith("cgmem:")]
     assert any(line.startswith("test_suite.py::") for line in result.stdout.lines)
+
+
+def test_header_shown_where_a_test_asks_for_the_plugin_s_fixture(
+    pytester: pytest.Pytester,
+) -> None:
+    """A test that takes the plugin's ``cgmem`` and no mark is measured: the header says
+    where."""
+    pytester.makepyfile(test_it="def test_it(cgmem):\n    pass\n")
+    result = pytester.runpytest("--collect-only")
+    result.stdout.fnmatch_lines(["cgmem: GPUs: *", "cgmem: torch *"])
 
 
 @pytest.mark.parametrize("where", ["conftest", "class"])

@@ -175,6 +175,44 @@ def test_a_refresh_keeps_what_this_run_did_not_measure_or_pass(
     again.assert_outcomes(failed=1 if same_file else 0, passed=0 if same_file else 1)
 
 
+def test_a_refresh_of_another_file_keeps_that_file_s_tests(
+    pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked against one baseline and saved to another file: the tests kept are that
+    file's own, not the baseline's."""
+    pytester.runpytest("--cgmem-save-baseline=other.json", "-k", "steady").assert_outcomes(passed=1)
+    monkeypatch.setenv("SHRINKS", "50 MiB")
+    result = pytester.runpytest(
+        "--cgmem-baseline=base.json", "--cgmem-save-baseline=other.json", "-k", "shrinks"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["cgmem: wrote baseline other.json (2 test(s), 1 kept from the earlier baseline)"]
+    )
+    assert _peaks(pytester.path / "other.json") == {
+        "test_steady": 100 * MiB,
+        "test_shrinks": 50 * MiB,
+    }
+
+
+@pytest.mark.parametrize(
+    ("earlier", "said"), [("", False), ('{"schema": "pytest-cgmem/run', True)], ids=["empty", "cut"]
+)
+def test_a_baseline_saved_over_a_file_it_cannot_read(
+    pytester: pytest.Pytester, earlier: str, said: bool
+) -> None:
+    """An empty file is nothing to keep, and nothing is said of it; a run file cut short
+    keeps nothing either, and the run says that it is replaced whole."""
+    pytester.makepyfile(test_one="def test_one(cgmem_record):\n    cgmem_record('x', peak=7)\n")
+    (pytester.path / "base.json").write_text(earlier)
+    result = pytester.runpytest("--cgmem-save-baseline=base.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["cgmem: wrote baseline base.json (1 test(s))"])
+    replaced = [line for line in result.stdout.lines if line.endswith(": it is replaced whole")]
+    assert len(replaced) == int(said)
+    assert _peaks(pytester.path / "base.json") == {"test_one": 7}
+
+
 def test_a_new_test_that_fails_is_saved_with_its_figures(
     pytester: pytest.Pytester, saved: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

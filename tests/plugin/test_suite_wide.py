@@ -6,6 +6,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,43 @@ def test_recorded_regions_show_the_budget_they_were_held_to(pytester: pytest.Pyt
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["server on cuda:0 (*", "  leak * 8.00 MiB   budget * 0 B  OVER"])
     result.stdout.no_fnmatch_line("*driver figure did not grow*")  # recorded, not measured
+
+
+FAILING = """
+def test_fails():
+    assert 1 + 1 == 3
+
+
+def test_records_then_fails(cgmem_record):
+    cgmem_record("server", leak="8 MiB")
+    assert 2 + 2 == 5
+
+
+def test_records_over(cgmem_record):
+    cgmem_record("server", leak="8 MiB")
+"""
+
+
+def test_failing_tests_under_cgmem_all_keep_their_error_and_are_judged_and_counted(
+    pytester: pytest.Pytester, run_without_a_cuda_context: Callable[..., pytest.RunResult]
+) -> None:
+    """A test that raises fails with its own error: counted as never using CUDA where it
+    recorded nothing, its recorded figures judged where it did. A budget failure raised
+    after the call shows none of the plugin's frames."""
+    pytester.makepyfile(test_fail=FAILING)
+    result = run_without_a_cuda_context("--cgmem-all", "--cgmem-budget=leak=0", "--tb=long")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(
+        ["*--cgmem-all: 2 test(s) measured, 2 over budget, 0 opted out, 1 never used CUDA*"]
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "E       assert (1 + 1) == 3",
+            "E       assert (2 + 2) == 5",
+            "E*pytest_cgmem.BudgetExceeded: cgmem: leak 8.00 MiB exceeds budget 0 B*",
+        ]
+    )
+    assert [line for line in result.stdout.lines if "pytest_cgmem" + "/" in line] == []
 
 
 OPTED_OUT_RECORDING = """

@@ -75,10 +75,11 @@ def test_a_run_that_measures_nothing_has_no_per_test_hooks(pytester: pytest.Pyte
         ((), "def test_records(cgmem_record):\n    pass"),
         ((), "def test_regions(cgmem):\n    pass"),
         ((), "def test_may_ask_in_its_body(request):\n    pass"),
+        ((), "def test_may_ask_in_its_body(*, request):\n    pass"),
         (("--cgmem-all",), ""),
         (("--cgmem-json=run.json",), ""),
     ],
-    ids=["mark", "cgmem_record", "cgmem", "request", "cgmem-all", "cgmem-json"],
+    ids=["mark", "cgmem_record", "cgmem", "request", "kwonly-request", "cgmem-all", "cgmem-json"],
 )
 def test_the_per_test_hooks_stay_where_a_test_needs_them(
     pytester: pytest.Pytester, args: tuple[str, ...], test: str
@@ -97,7 +98,8 @@ def test_the_per_test_hooks_stay_where_a_test_needs_them(
 
 
 def test_a_doctest_keeps_the_per_test_hooks(pytester: pytest.Pytester) -> None:
-    """A doctest may ask for a fixture with ``getfixture``: its run keeps the hooks."""
+    """A doctest may ask for a fixture with ``getfixture``: its run keeps the hooks, for
+    the plain test collected before it too (not only from the doctest's call on)."""
     pytester.makeconftest(OURS)
     pytester.makepyfile(
         test_plain="""
@@ -106,7 +108,7 @@ def test_a_doctest_keeps_the_per_test_hooks(pytester: pytest.Pytester) -> None:
         def test_plain(pytestconfig):
             assert ours(pytestconfig) == list(HOOKS)
         """,
-        helpers='''
+        utils='''
         def twice(x):
             """
             >>> _ = getfixture("cgmem_record")("load", peak=2 * 2**20)
@@ -120,7 +122,7 @@ def test_a_doctest_keeps_the_per_test_hooks(pytester: pytest.Pytester) -> None:
         "-p", "no:randomly", "--doctest-modules", "--cgmem-budget=peak=1MiB"
     )
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*helpers.twice*", "*cgmem: peak 2.00 MiB exceeds*"])
+    result.stdout.fnmatch_lines(["*utils.twice*", "*cgmem: peak 2.00 MiB exceeds*"])
 
 
 def test_blocking_the_per_test_hooks_measures_nothing(pytester: pytest.Pytester) -> None:
@@ -430,3 +432,97 @@ def test_a_late_budget_failure_the_xfail_does_not_expect_fails_the_run(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     junit = (pytester.path / "j.xml").read_text()
     assert "<failure" in junit and "<skipped" not in junit
+
+
+@pytest.mark.parametrize(
+    ("mark", "outcome"),
+    [
+        ('xfail(reason="known", raises=AssertionError)', "xfailed"),
+        ('xfail(False, reason="not here")', "failed"),
+    ],
+    ids=["raises-its-class", "condition-false"],
+)
+def test_a_late_fixture_over_budget_is_xfailed_only_where_the_xfail_expects_it(
+    pytester: pytest.Pytester, mark: str, outcome: str, keeps: int
+) -> None:
+    """``raises=AssertionError``, a base of the budget failure's class, expects it; an
+    xfail whose condition is false expects nothing. The budget failure is what
+    ``--xfail-tb`` shows, or the failure's text."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{mark}
+        def test_late(later):
+            later("cgmem_record")("load", peak=2 * 2**20)
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB", "--xfail-tb")
+    result.assert_outcomes(**{outcome: 1}, passed=keeps)
+    result.stdout.fnmatch_lines(["*cgmem: peak 2.00 MiB exceeds budget 1.00 MiB*'load'*"])
+
+
+LATE_SHUTDOWN = '''
+import pytest
+
+
+@pytest.fixture
+def later_server(request):
+    """Asks for ``cgmem_record`` when the test calls it; its teardown records the
+    server's shutdown."""
+    def start():
+        record = request.getfixturevalue("cgmem_record")
+        request.addfinalizer(lambda: record("shutdown", peak=2 * 2**20))
+        return record
+    return start
+
+
+def test_shutdown_over(later_server):
+    later_server()
+
+
+def test_load_and_shutdown_over(later_server):
+    later_server()("load", peak=2 * 2**20)
+'''
+
+
+def test_a_late_fixture_s_figures_recorded_in_teardown_are_judged(
+    pytester: pytest.Pytester, keeps: int
+) -> None:
+    """Alone, the hooks come during the first test's call and stay for the second; beside
+    a test that keeps them, both ask on the quiet path. Either way the shutdown's figures
+    fail the teardown of the test whose call passed, and not that of the test whose call
+    already failed on its budget."""
+    pytester.makepyfile(test_late=LATE_SHUTDOWN)
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
+    result.assert_outcomes(passed=1 + keeps, failed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_shutdown_over*",
+            "cgmem: peak 2.00 MiB exceeds budget 1.00 MiB * in 'shutdown'",
+            "*_ test_load_and_shutdown_over _*",
+            "E   pytest_cgmem.BudgetExceeded: cgmem: peak 2.00 MiB exceeds budget 1.00 MiB *'load'",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*ERROR at teardown of test_load_and_shutdown_over*")
+
+
+def test_a_late_fixture_s_figures_in_a_failing_test_are_judged_for_its_report(
+    pytester: pytest.Pytester,
+) -> None:
+    """The hooks come during the call of a test that then fails on its own: the failure
+    stays its own, and the report's section holds the figures against their budget."""
+    pytester.makeconftest(OURS)
+    pytester.makepyfile(
+        """
+        def test_late(later):
+            later("cgmem_record")("load", peak=2 * 2**20)
+            assert 1 + 1 == 3
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=1MiB")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E       assert (1 + 1) == 3", "  peak * 2.00 MiB   budget * 1.00 MiB  OVER"]
+    )
