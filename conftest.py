@@ -6,11 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+
+from pytest_cgmem.session import NO_GPU
 
 CHECKOUT = str(Path(__file__).resolve().parent)
 
@@ -85,6 +87,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.config.getoption("--gpu"):
         pytest.fail(f"--gpu given but {GPU_REASON}", pytrace=False)
     pytest.skip(GPU_REASON)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """This suite's own run loads the plugin under test too. A bug that took its unmarked
+    tests for GPU-memory tests would skip every one of them as "no CUDA device" on a CPU
+    machine, and the suite would pass green: such a skip of a test not marked ``gpu`` fails
+    it instead."""
+    report: pytest.TestReport = yield
+    longrepr = report.longrepr
+    if (
+        report.skipped
+        and isinstance(longrepr, tuple)
+        and NO_GPU in str(longrepr[2])
+        and item.get_closest_marker("gpu") is None
+    ):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} is not a GPU test, but the plugin under test skipped it as one "
+            f"({longrepr[2]}): it measures a test it should not"
+        )
+    return report
 
 
 class Hung(Exception):
