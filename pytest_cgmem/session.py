@@ -1530,6 +1530,7 @@ class CgmemSession:
         if self.worker is None and not self._looping and self._ran_short(exitstatus):
             self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
+            self._fail_on_errors(session)  # a stub that could not replace the last run's file
             return
         from .results import runfile
         from .results.exporters import gab_entries
@@ -1591,16 +1592,21 @@ class CgmemSession:
                     self.errors.append(f"cgmem: could not write {what} {gab!r}: {exc}")
                 else:
                     self.lines.append(f"cgmem: wrote {what} {gab} ({count}){note}")
+        self._fail_on_errors(session)
+        if job is not None:
+            from .results import torchrun
+
+            torchrun.release(job, shared)  # the other ranks may exit now
+
+    def _fail_on_errors(self, session: pytest.Session) -> None:
+        """A file this run could not write fails it (an exit status of 0, or 5 for no test
+        collected, becomes 1); the status is kept for the line said last."""
         if self.errors and session.exitstatus in (
             pytest.ExitCode.OK,
             pytest.ExitCode.NO_TESTS_COLLECTED,
         ):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self._exitstatus = int(session.exitstatus)
-        if job is not None:
-            from .results import torchrun
-
-            torchrun.release(job, shared)  # the other ranks may exit now
 
     def pytest_report_header(self) -> list[str]:
         if self.baseline is None or self.worker is not None:
