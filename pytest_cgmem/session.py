@@ -1530,7 +1530,8 @@ class CgmemSession:
         if self.worker is None and not self._looping and self._ran_short(exitstatus):
             self._before_any_test(exitstatus)
         if self.worker is not None or not self.started:
-            self._fail_on_errors(session)  # a stub that could not replace the last run's file
+            if self.worker is None:
+                self._fail_on_errors(session)  # a stub it could not write
             return
         from .results import runfile
         from .results.exporters import gab_entries
