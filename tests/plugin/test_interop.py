@@ -559,9 +559,18 @@ def test_a_failed_subtest_s_outcome_stays_when_teardown_records_more(
 
 @needs_subtests
 def test_subtests_under_xdist_keep_the_outcome_pytest_shows(pytester: pytest.Pytester) -> None:
+    """Figures a fixture records in its teardown reach the controller after the call's
+    outcome has: the record they come with keeps it."""
     pytester.makepyfile(
         test_sub="""
-        def test_sub(subtests, cgmem_record):
+        import pytest
+
+        @pytest.fixture
+        def server(cgmem_record):
+            yield
+            cgmem_record("shutdown", peak=1)
+
+        def test_sub(subtests, cgmem_record, server):
             for i in range(2):
                 with subtests.test(i=i):
                     cgmem_record(f"r{i}", peak=1)
@@ -571,7 +580,7 @@ def test_subtests_under_xdist_keep_the_outcome_pytest_shows(pytester: pytest.Pyt
     pytester.runpytest("-n", "1", "--cgmem-json=run.json")
     (test,) = _run_file(pytester)["tests"]
     assert test["outcome"] == "failed"
-    assert [r["label"] for r in test["regions"]] == ["r0", "r1"]
+    assert [r["label"] for r in test["regions"]] == ["r0", "r1", "shutdown"]
 
 
 FIXTURES = """
