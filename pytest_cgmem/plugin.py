@@ -188,9 +188,10 @@ def pytest_configure(config: pytest.Config) -> None:
             problem = _worker_device("gw0", raw, source)[1]
     if problem is None and _runs_each_test_on_every_worker(config):
         problem = _one_record_a_test(settings)
-    if problem:
+    worker = getattr(config, "workerinput", None) is not None
+    if problem and not worker:
         raise pytest.UsageError(problem)
-    if getattr(config, "workerinput", None) is None:  # said once, by the process started
+    if not worker:  # said once, by the process started
         idle = idle_options(settings)
         given_devices = settings.sources.get("devices", "").startswith("--")
         if given_devices and not _starts_xdist_workers(config):
@@ -201,6 +202,8 @@ def pytest_configure(config: pytest.Config) -> None:
             except pytest.PytestConfigWarning:  # -W error: a usage error, not an INTERNALERROR
                 raise pytest.UsageError(message) from None
     session = config.stash[session_key] = CgmemSession(config, settings)
+    if problem:
+        session.refuse_every_test(problem)
     config.pluginmanager.register(session, "cgmem-session")
     blocked = config.pluginmanager.register(session.test_hooks, TEST_HOOKS_NAME) is None
     session.test_hooks_on = not blocked  # -p no:cgmem-tests: no test is measured

@@ -478,6 +478,8 @@ class CgmemSession:
         self.test_hooks = PerTestHooks(self)
         """Registered with the session, and taken off at collection when no test needs them."""
         self.test_hooks_on = True
+        self._refusal: str | None = None
+        """A problem of this xdist worker alone that fails each of its tests."""
         self._pid = os.getpid()
         self._final_outcome: dict[str, pytest.TestReport] = {}
         """Call reports that records were made from, until they are logged."""
@@ -549,7 +551,17 @@ class CgmemSession:
         yield  # an error of another implementation goes on: no marks to read
         self._read_marks(items)
 
+    def refuse_every_test(self, problem: str) -> None:
+        """Fail each test of this xdist worker with ``problem`` (one that only the worker
+        sees, as its device pinning): a worker that refused to start would be replaced by
+        xdist over and over, with no limit under ``--tx``."""
+        self._refusal = f"{problem} (worker {self.worker})"
+
     def _read_marks(self, items: list[pytest.Item]) -> None:
+        if self._refusal is not None:
+            for item in items:
+                item.stash[_usage_error_key] = self._refusal
+            return
         default = self.settings.budget
         errors: list[tuple[pytest.Item, str]] = []
         for item in items:

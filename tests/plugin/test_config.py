@@ -573,6 +573,32 @@ def test_devices_with_tx_workers_are_not_warned_about(
     result.stdout.fnmatch_lines(["*--cgmem-devices does nothing without pytest-xdist workers*"])
 
 
+def test_a_device_only_a_worker_cannot_use_fails_its_tests_and_ends(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose environment differs from the controller's (``--tx popen//env:``) is
+    the first to see that its device cannot be pinned. It fails each of its tests with the
+    problem; a worker that refused to start was replaced by xdist without end."""
+    pytest.importorskip("xdist")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makepyfile("def test_a(): pass\n\ndef test_b(): pass\n")
+    result = pytester.runpytest_subprocess(
+        "--tx",
+        "popen//env:CUDA_VISIBLE_DEVICES=3",
+        "--dist",
+        "load",
+        "--cgmem-devices=1",
+        "-p",
+        "no:randomly",
+        timeout=60,
+    )
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        ["--cgmem-devices='1': device 1 is not among CUDA_VISIBLE_DEVICES='3' (worker gw0)"]
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
 def test_devices_with_a_dist_mode_but_no_worker_are_warned_about(
     pytester: pytest.Pytester,
 ) -> None:
