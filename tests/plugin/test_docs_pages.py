@@ -214,6 +214,11 @@ PRODUCED: dict[str, tuple[str, list[str], dict[str, str]]] = {
         {"tests/test_a.py": "import nope\n", "tests/test_b.py": "import nope\n"},
     ),
     "the figures of 1 test(s) could not be written": ("nan", [], {}),
+    "an internal error ended the run": (
+        "",
+        [],
+        {"conftest.py": "def pytest_runtest_logfinish(nodeid):\n    raise RuntimeError('x')\n"},
+    ),
 }
 #: reasons a serial CPU run cannot give, and the tests that produce them
 ELSEWHERE = {
