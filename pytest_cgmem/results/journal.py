@@ -202,7 +202,10 @@ class Journal:
         self._write_line(f'{{"{kind}":{text}}}\n')
 
     def finish(self, document: Mapping[str, Any]) -> None:
-        """The whole run file in place of the stub (atomically), then no journal."""
+        """The whole run file in place of the stub (atomically), then no journal. A closed
+        journal is no longer this run's to finish: another run may have started on the path."""
+        if self._fd is None:
+            raise OSError(f"the journal {str(self.path)!r} is closed")
         write_json(self.run_path, document)
         with contextlib.suppress(OSError):
             if self._fd is not None and os.path.samestat(os.fstat(self._fd), os.stat(self.path)):

@@ -77,6 +77,18 @@ def test_a_finished_journal_takes_no_more_lines(tmp_path: Path) -> None:
     written.close()
 
 
+def test_a_closed_journal_cannot_be_finished(tmp_path: Path) -> None:
+    """Its lock is gone: another run may own the path now, and its stub stays."""
+    path = tmp_path / "run.json"
+    killed = journal.Journal.start(path, stub("first"))
+    killed.close()
+    closed = f"the journal {str(journal.journal_path(path))!r} is closed"
+    with pytest.raises(OSError, match=f"^{re.escape(closed)}$"):
+        killed.finish(runfile.build_run([], runfile.base_machine(), None))
+    assert runfile.load_run(path)["complete"] is False
+    assert journal.journal_path(path).exists()
+
+
 def test_a_finish_leaves_the_journal_another_run_started_since(tmp_path: Path) -> None:
     """The first run's journal was removed under it and a second run started on the path:
     finishing the first must not remove the second's journal."""
