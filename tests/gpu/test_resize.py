@@ -7,6 +7,7 @@ assert its outcomes and the lines a user reads.
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import os
 import re
@@ -438,6 +439,16 @@ def test_steady_catches_a_per_call_leak(run: Run) -> None:
         "warm-up call(s) on cuda:0 (64.00 MiB -> 320.00 MiB: +64.00 MiB, +64.00 MiB, "
         "+64.00 MiB, +64.00 MiB)",
     )
+
+
+def test_steady_returns_the_figures_after_warm_up_and_after_each_call(run: Run) -> None:
+    """``cgmem.steady(step)`` (one warm-up call, three more) of a step whose 64 MiB is freed
+    as it returns: four figures, none growing, nothing left allocated."""
+    (line,) = set(re.findall(r"STEADY (\[[^\]]*\])", run.output))
+    figures = ast.literal_eval(line)
+    assert len(figures) == 4, line
+    assert {allocated for allocated, _, _ in figures} == {0}, line
+    assert len(set(figures)) == 1, line
 
 
 def test_summary_lists_the_check_regions(run: Run) -> None:

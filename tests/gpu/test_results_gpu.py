@@ -157,6 +157,70 @@ def test_baseline_catches_a_bigger_allocation_in_that_test_only(
     assert failed == ["test_suite.py::test_alloc"]
 
 
+TOLERANT = """
+import os
+import pytest
+import torch
+
+MiB = 2**20
+SIZE = int(os.environ.get("CGMEM_TEST_MIB", "64"))
+
+def _alloc():
+    x = torch.empty(SIZE * MiB, dtype=torch.uint8, device="cuda")
+    x.fill_(1)
+    del x
+
+@pytest.mark.cgmem(tolerance="60%")
+def test_tolerant():
+    _alloc()
+
+@pytest.mark.cgmem(tolerance="10% 1MiB")
+def test_strict():
+    _alloc()
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_default():
+    _alloc()
+"""
+
+
+def test_a_mark_s_tolerance_is_the_one_its_baseline_check_uses(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 MiB grown to 96 MiB (+50%): within the mark's 60%, beyond its 10% and beyond the
+    run's default 5%. The run file keeps each test's own tolerance."""
+    monkeypatch.setenv(
+        "PYTHONPATH", str(Path(pytest_cgmem.__file__).parents[1]), prepend=os.pathsep
+    )
+    monkeypatch.delenv("CGMEM_TEST_MIB", raising=False)
+    pytester.makepyfile(test_tolerant=TOLERANT)
+    saved = pytester.runpytest_subprocess("-p", "no:randomly", "--cgmem-save-baseline=base.json")
+    saved.assert_outcomes(passed=3)
+    monkeypatch.setenv("CGMEM_TEST_MIB", "96")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "--cgmem-baseline=base.json", "--cgmem-json=run.json"
+    )
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "E*BaselineRegression: cgmem: peak 96.00 MiB regressed from baseline 64.00 MiB "
+            "(+32.00 MiB, +50.0%; tolerance 10% or 1.00 MiB) on cuda:0",
+            "E*BaselineRegression: cgmem: peak 96.00 MiB regressed from baseline 64.00 MiB "
+            "(+32.00 MiB, +50.0%; tolerance 5% or 2.00 MiB) on cuda:0",
+        ]
+    )
+    doc = load(pytester.path / "run.json")
+    tests = {t["nodeid"].split("::")[1]: t for t in doc["tests"]}
+    assert {name: t["outcome"] for name, t in tests.items()} == {
+        "test_tolerant": "passed",
+        "test_strict": "failed",
+        "test_default": "failed",
+    }
+    assert tests["test_tolerant"]["tolerance"] == {"rel": 0.6}
+    assert tests["test_strict"]["tolerance"] == {"rel": 0.1, "abs": MiB}
+    assert tests["test_default"]["tolerance"] is None
+
+
 def test_xdist_on_one_gpu_agrees_with_a_serial_run(suite: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     suite.runpytest_subprocess("--cgmem-json=serial.json").assert_outcomes(passed=7)
