@@ -211,6 +211,24 @@ def test_per_pool_keys_in_other_shapes() -> None:
     assert allocator.parse_pool_stats({"reserved_bytes_by_private_pools": {}}) == {}
 
 
+def test_per_pool_entries_that_name_no_pool_or_hold_no_figure_are_left_out() -> None:
+    unreadable: dict[Any, Any] = {
+        "x": {"all": {"current": 9}},
+        (0, 5): 5,
+        (0, 1): {"all": {"current": 7}},
+        (0, 3): {"all": {}},
+        (0, 4): {},
+    }
+    nested = {"reserved_bytes_by_private_pools": unreadable}
+    assert allocator.parse_pool_stats(nested) == {(0, 1): 7}
+    flat: dict[Any, int] = {
+        5: 1,
+        "reserved_bytes_by_private_pools.x.all.current": 9,
+        "reserved_bytes_by_private_pools.0_1.all.current": 7,
+    }
+    assert allocator.parse_pool_stats(flat) == {(0, 1): 7}
+
+
 @pytest.mark.parametrize("version", RELEASES, ids=lambda v: f"{v[0]}.{v[1]}")
 def test_each_release_gets_its_pool_source(version: tuple[int, int]) -> None:
     """Stand-ins carrying each release's memory_stats docstring and memory_snapshot
@@ -251,6 +269,40 @@ def test_each_release_gets_its_pool_source(version: tuple[int, int]) -> None:
 def test_pool_handles_of_every_kind(handle: object, expected: tuple[int, int]) -> None:
     """Tuples (graph_pool_handle, g.pool()), lists and MemPool objects (their ``id``)."""
     assert allocator.pool_id(handle) == expected
+
+
+@pytest.mark.parametrize("handle", [None, "12", b"12", "0_1", (0,), object()])
+def test_what_is_no_pool_handle(handle: object) -> None:
+    """A string is no pair, though ``"12"`` would unpack as one."""
+    assert allocator.pool_id(handle) is None
+
+
+def test_the_allocator_backend_is_read_once_and_unknown_where_torch_cannot_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def cannot_say() -> str:
+        raise RuntimeError("no CUDA")
+
+    monkeypatch.setattr(allocator, "_backend", None)
+    monkeypatch.setattr(torch.cuda, "get_allocator_backend", cannot_say)
+    assert allocator.backend() == installed.UNKNOWN_BACKEND
+    monkeypatch.setattr(torch.cuda, "get_allocator_backend", lambda: "native")
+    assert allocator.backend() == "native"
+    monkeypatch.setattr(torch.cuda, "get_allocator_backend", lambda: "cudaMallocAsync")
+    assert allocator.backend() == "native"  # torch fixes it when CUDA starts
+
+
+@pytest.mark.skipif(
+    VERSION >= installed.SHARED_CONF_SINCE or torch.version.hip is not None,
+    reason=f"torch {torch.__version__} reads PYTORCH_HIP_ALLOC_CONF itself (2.10 on, or ROCm)",
+)
+def test_a_build_that_is_not_rocm_reads_no_hip_settings_before_2_10(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(allocator, "cuda_started", lambda: False)
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_HIP_ALLOC_CONF", "expandable_segments:True")
+    assert allocator.allocator_settings() == ("", "")
 
 
 # the torch installed here ---------------------------------------------------------------
