@@ -98,8 +98,9 @@ def test_assert_pool_released_names_a_list_of_pools_given_as_one(no_gpu_work: No
 def test_pools_bytes_refuses_what_is_no_pool(no_gpu_work: None) -> None:
     with pytest.raises(CgmemUsageError, match=r"^pools_bytes: expected a pool handle .* got 5$"):
         graphs.pools_bytes([(0, 1), 5])
-    with pytest.raises(CgmemUsageError, match="pools_bytes: expected a collection of pool"):
-        graphs.pools_bytes(5)
+    for what in (5, "ab", b"ab"):
+        with pytest.raises(CgmemUsageError, match="pools_bytes: expected a collection of pool"):
+            graphs.pools_bytes(what)  # type: ignore[arg-type]
 
 
 def test_assert_pool_released_reads_the_pools_it_is_given(no_gpu_work: None) -> None:
@@ -114,11 +115,21 @@ class _NoTruth:
         raise ValueError("the truth value of an array with more than one element is ambiguous")
 
 
-_NOT_FLAGS = [("no", "'no'"), (0, "0"), (None, "None"), ([], "[]"), (_NoTruth(), "<")]
+_NOT_NUMPY_BOOL = type("bool_", (), {})()
+"""Named as numpy's bool is, from another module."""
+
+_NOT_FLAGS = [
+    ("no", "'no'"),
+    (0, "0"),
+    (None, "None"),
+    ([], "[]"),
+    (_NoTruth(), "<"),
+    (_NOT_NUMPY_BOOL, "<"),
+]
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"), _NOT_FLAGS, ids=["no", "zero", "none", "list", "array"]
+    ("value", "shown"), _NOT_FLAGS, ids=["no", "zero", "none", "list", "array", "not-numpy"]
 )
 @pytest.mark.parametrize(
     ("where", "call"),

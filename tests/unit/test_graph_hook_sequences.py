@@ -12,6 +12,7 @@ tests/gpu/test_graph_mechanisms.py measures.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -27,6 +28,13 @@ class Graph:
 
     def pool(self) -> tuple[int, int]:
         return self._pool
+
+
+class NoPoolYet(Graph):
+    """A graph whose pool cannot be read at capture end (keep_graph=True, older torch)."""
+
+    def pool(self) -> tuple[int, int]:
+        raise RuntimeError("Called CUDAGraph::pool() without a preceding successful capture.")
 
 
 class Readings:
@@ -65,14 +73,17 @@ def test_capture_end_then_instantiate(hooks: Any) -> None:
     hooks.readings.allocator += [(100, 1000), (150, 1100)]
     hooks.readings.free += [10_000, 9_700]
     g = Graph()
+    t0 = time.perf_counter()
     hooks._hook_capture_start(g)
     assert hooks.capturing == 1
     hooks._hook_capture_end(g)
     assert hooks.log.captures == [] and hooks.capturing == 0  # waits for instantiation
     hooks._hook_instantiate(g)
+    took = time.perf_counter() - t0
     (capture,) = hooks.log.captures
     assert (capture.allocated, capture.reserved, capture.driver) == (50, 100, 300)
     assert capture.pool == (1, 0) and capture.device == 0
+    assert 0 < capture.seconds <= took
     assert hooks.pending == {}
     hooks._hook_instantiate(g)  # a later instantiation records nothing more
     assert len(hooks.log.captures) == 1
@@ -90,6 +101,21 @@ def test_keep_graph_is_recorded_at_capture_end(hooks: Any) -> None:
     assert len(hooks.log.captures) == 1
 
 
+def test_a_graph_that_does_not_say_keep_graph_is_recorded_at_instantiation(hooks: Any) -> None:
+    class Bare:
+        def pool(self) -> tuple[int, int]:
+            return (1, 0)
+
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    hooks.readings.free += [100, 90]
+    g = Bare()
+    hooks._hook_capture_start(g)
+    hooks._hook_capture_end(g)
+    assert hooks.log.captures == []
+    hooks._hook_instantiate(g)
+    assert [c.reserved for c in hooks.log.captures] == [8]
+
+
 def test_split_capture_end_is_recorded_at_instantiation(hooks: Any) -> None:
     """capture_end_pre(); instantiate(); capture_end_post(): no capture-end hook fires."""
     hooks.readings.allocator += [(0, 0), (8, 8)]
@@ -102,14 +128,16 @@ def test_split_capture_end_is_recorded_at_instantiation(hooks: Any) -> None:
     assert hooks.capturing == 0
 
 
-def test_driver_unknown_where_nvml_cannot_say(hooks: Any) -> None:
+@pytest.mark.parametrize("free", [[None, 90], [100, None]], ids=["at-start", "at-end"])
+def test_driver_unknown_where_nvml_cannot_say(hooks: Any, free: list[int | None]) -> None:
     hooks.readings.allocator += [(0, 0), (8, 8)]
-    hooks.readings.free += [None, 90]
+    hooks.readings.free += free
     g = Graph()
     hooks._hook_capture_start(g)
     hooks._hook_capture_end(g)
     hooks._hook_instantiate(g)
-    assert hooks.log.captures[0].driver is None
+    (capture,) = hooks.log.captures
+    assert capture.driver is None and capture.reserved == 8
 
 
 def test_a_failing_reading_leaves_the_capture_out(hooks: Any) -> None:
@@ -122,6 +150,17 @@ def test_a_failing_reading_leaves_the_capture_out(hooks: Any) -> None:
     assert hooks.log.captures == [] and hooks.capturing == 0
 
 
+def test_a_reading_failing_at_capture_end_leaves_the_capture_out(hooks: Any) -> None:
+    hooks.readings.allocator += [(0, 0)]  # none left for capture end: it raises IndexError
+    hooks.readings.free += [100, 90]
+    g = Graph()
+    hooks._hook_capture_start(g)
+    hooks._hook_capture_end(g)
+    hooks._hook_instantiate(g)
+    assert isinstance(hooks.last_error, IndexError)
+    assert hooks.log.captures == [] and hooks.pending == {}
+
+
 def test_a_sweep_passes_through(hooks: Any) -> None:
     hooks.busy = True
     g = Graph()
@@ -131,6 +170,7 @@ def test_a_sweep_passes_through(hooks: Any) -> None:
     hooks._hook_replay_start(g)
     hooks._hook_replay_end(g)
     assert hooks.log.captures == [] and hooks.log.replays == 0
+    assert hooks.pending == {} and hooks.replaying == {} and hooks.last_error is None
 
 
 def test_replays_count_once_enqueued(hooks: Any) -> None:
@@ -241,3 +281,194 @@ def test_the_wrappers_read_nothing_inside_a_capture_under_cuda_malloc_async(
     assert "capturing" not in reads
     (capture,) = hooks.log.captures
     assert (capture.allocated, capture.reserved) == (None, None)
+
+
+# the CUDAGraph method wrappers (torch < 2.14, and torch.accelerator.Graph) ---------------
+def _wrappers(hooks: Any) -> tuple[Any, Any, Any]:
+    """``capture_begin``, ``capture_end`` and ``replay`` as the tracker wraps them, around
+    methods that do nothing."""
+    return (
+        hooks._wrap_begin(lambda graph, *args, **kwargs: None),
+        hooks._wrap_end(lambda graph: None),
+        hooks._wrap_replay(lambda graph: None),
+    )
+
+
+@pytest.fixture
+def driver_reads(hooks: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The wrappers' cudaMemGetInfo readings, handed out from ``hooks.readings.free``: the
+    number of captures underway at each."""
+    underway: list[int] = []
+
+    def free_bytes(index: int) -> int | None:
+        underway.append(hooks.capturing)
+        return hooks.readings.free.pop(0)
+
+    monkeypatch.setattr(allocator, "free_bytes", free_bytes)
+    return underway
+
+
+def test_the_wrappers_record_a_capture(hooks: Any, driver_reads: list[int]) -> None:
+    """The pool given to ``capture_begin`` stands where the graph cannot say its own."""
+    hooks.readings.allocator += [(100, 1000), (150, 1100)]
+    hooks.readings.free += [10_000, 9_700]
+    begin, end, _ = _wrappers(hooks)
+    g = NoPoolYet()
+    t0 = time.perf_counter()
+    begin(g, (3, 0))
+    end(g)
+    took = time.perf_counter() - t0
+    (capture,) = hooks.log.captures
+    assert (capture.allocated, capture.reserved, capture.driver) == (50, 100, 300)
+    assert capture.pool == (3, 0)
+    assert 0 < capture.seconds <= took
+    assert hooks.pending == {} and hooks.capturing == 0 and driver_reads == [0, 0]
+
+
+@pytest.mark.parametrize("inner_ends_first", [True, False], ids=["nested", "interleaved"])
+def test_the_wrappers_read_the_driver_only_with_no_other_capture_underway(
+    hooks: Any, driver_reads: list[int], inner_ends_first: bool
+) -> None:
+    """cudaMemGetInfo during a global-mode capture would invalidate it: a capture that
+    begins or ends while another is underway has no driver figure."""
+    hooks.readings.allocator += [(0, 0), (0, 0), (8, 8), (16, 16)]
+    hooks.readings.free += [1000, 900]
+    begin, end, _ = _wrappers(hooks)
+    outer, inner = Graph(), Graph()
+    begin(outer)
+    begin(inner)
+    assert hooks.capturing == 2
+    end(inner if inner_ends_first else outer)
+    end(outer if inner_ends_first else inner)
+    assert hooks.capturing == 0 and all(n == 0 for n in driver_reads)
+    drivers = [c.driver for c in hooks.log.captures]
+    assert drivers == ([None, 100] if inner_ends_first else [None, None])
+
+
+def test_a_capture_begin_that_raises_leaves_nothing_underway(
+    hooks: Any, driver_reads: list[int]
+) -> None:
+    def refuse(graph: Any, *args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("capture_begin failed")
+
+    hooks.readings.free += [1000, 800, 700]
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    with pytest.raises(RuntimeError, match="capture_begin failed"):
+        hooks._wrap_begin(refuse)(Graph())
+    assert hooks.pending == {} and hooks.capturing == 0
+    begin, end, _ = _wrappers(hooks)
+    g = Graph()
+    begin(g)
+    end(g)
+    (capture,) = hooks.log.captures
+    assert capture.driver == 100
+
+
+def test_a_failing_reading_before_capture_begin_keeps_its_error(
+    hooks: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def free_bytes(index: int) -> int:
+        raise OSError("nvml gone")
+
+    monkeypatch.setattr(allocator, "free_bytes", free_bytes)
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    begin, end, _ = _wrappers(hooks)
+    g = Graph()
+    begin(g)
+    end(g)
+    assert hooks.log.captures == [] and hooks.pending == {}
+    assert isinstance(hooks.last_error, OSError)
+
+
+def test_a_replay_inside_another_wrapped_replay_counts_once(hooks: Any) -> None:
+    """A ``torch.accelerator.Graph`` replay that runs a wrapped ``CUDAGraph`` replay."""
+    inner = hooks._wrap_replay(lambda graph: None)
+    outer = hooks._wrap_replay(lambda graph: inner(graph))
+    outer(Graph())
+    assert hooks.log.replays == 1
+
+
+# what began before a log listened, or was underway when the last one stopped ------------
+def test_what_began_before_the_log_listened_is_not_recorded(hooks: Any) -> None:
+    log = hooks.log
+    hooks.listeners.clear()  # an installation left lingering: no log listens
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    hooks.readings.free += [100, 90]
+    g = Graph()
+    hooks._hook_capture_start(g)
+    hooks._hook_replay_start(g)
+    hooks.listeners.append(log)
+    hooks._hook_capture_end(g)
+    hooks._hook_instantiate(g)
+    hooks._hook_replay_end(g)
+    assert log.captures == [] and log.replays == 0
+    assert hooks.pending == {} and hooks.replaying == {} and hooks.last_error is None
+
+
+@pytest.mark.parametrize("linger", [False, True], ids=["removed", "lingering"])
+def test_what_was_underway_when_the_last_log_stopped_is_forgotten(
+    hooks: Any, driver_reads: list[int], linger: bool
+) -> None:
+    hooks.readings.allocator += [(0, 0), (0, 0), (8, 8)]
+    hooks.readings.free += [1000, 800, 700]
+    begin, end, _ = _wrappers(hooks)
+    captured, replayed = Graph(), Graph()
+    begin(captured)
+    hooks._hook_replay_start(replayed)
+    hooks.remove(hooks.log, linger=linger)
+    later = graphs.GraphLog()
+    hooks.listeners.append(later)
+    end(captured)
+    hooks._hook_replay_end(replayed)
+    assert later.captures == [] and later.replays == 0
+    g = Graph()
+    begin(g)
+    end(g)
+    (capture,) = later.captures
+    assert capture.driver == 100  # no capture is still counted as underway
+
+
+@pytest.mark.parametrize("how", ["hooks", "wrappers"])
+def test_a_replay_counts_on_the_device_its_graph_was_captured_on(
+    hooks: Any, driver_reads: list[int], monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Also for a log that did not see the capture (the graph was made before it listened)."""
+    device = [1]
+    monkeypatch.setattr(allocator, "current_device", lambda: device[0])
+    hooks.readings.allocator += [(0, 0), (8, 8)]
+    hooks.readings.free += [100, 90]
+    begin, end, replay = _wrappers(hooks)
+    g = Graph()
+    if how == "hooks":
+        hooks._hook_capture_start(g)
+        hooks._hook_capture_end(g)
+        hooks._hook_instantiate(g)
+    else:
+        begin(g)
+        end(g)
+    device[0] = 0
+    later = graphs.GraphLog()
+    hooks.listeners[:] = [later]
+    if how == "hooks":
+        hooks._hook_replay_start(g)
+        hooks._hook_replay_end(g)
+    else:
+        replay(g)
+    assert later.to_dict()["replays_by_device"] == [{"device": 1, "replays": 1}]
+
+
+def test_a_hooked_capture_failing_after_its_end_is_not_ended_twice(
+    hooks: Any, driver_reads: list[int]
+) -> None:
+    """torch 2.14+ with ``torch.accelerator.Graph``: its wrapped captures and CUDAGraph's
+    hooked ones share the count of captures underway."""
+    hooks.readings.allocator += [(0, 0), (0, 0)]  # none left for capture end: it raises
+    hooks.readings.free += [1000, 500]
+    begin, _, _ = _wrappers(hooks)
+    begin(Graph())
+    g = Graph()
+    hooks._hook_capture_start(g)
+    hooks._hook_capture_end(g)
+    hooks._hook_instantiate(g)
+    assert isinstance(hooks.last_error, IndexError) and hooks.log.captures == []
+    assert hooks.capturing == 1  # the wrapped capture is still underway

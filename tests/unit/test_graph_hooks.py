@@ -8,6 +8,8 @@ GPU in tests/gpu, and tests/unit/test_torch_contract.py holds the choice per tor
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -195,6 +197,17 @@ def test_a_patch_over_a_lingering_wrapper_is_wrapped_again():
         _put_back_replay(cls, before)
 
 
+def test_a_log_times_its_listening_once():
+    t0 = time.perf_counter()
+    log = graphs.GraphLog().start()
+    assert log.stop() is log
+    took = time.perf_counter() - t0
+    assert 0 < log.seconds <= took
+    seconds = log.seconds
+    log.stop()
+    assert log.seconds == seconds
+
+
 def test_a_log_listens_once():
     log = graphs.GraphLog().start()
     try:
@@ -217,6 +230,20 @@ def test_someone_elses_patch_on_top_is_left_alone():
         _put_back_replay(cls, before)
 
 
+def test_a_log_started_inside_another_leaves_a_patch_over_the_wrapper_alone():
+    cls = _class_or_skip()
+    before = _methods(cls)
+    outer, _, theirs = _patch_over_ours(cls)
+    try:
+        inner = graphs.GraphLog().start()
+        assert cls.__dict__["replay"] is theirs
+        inner.stop()
+        outer.stop()
+        assert cls.__dict__["replay"] is theirs
+    finally:
+        _put_back_replay(cls, before)
+
+
 @pytest.mark.parametrize("taken_off_by", ["restore_displaced", "release_tracking", "next_log"])
 def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
     """Code that patches over a wrapper inside a region and undoes its patch after the
@@ -226,6 +253,7 @@ def test_our_wrapper_put_back_after_the_log_stopped_is_taken_off(taken_off_by):
     before = _methods(cls)
     log, ours, theirs = _patch_over_ours(cls)
     log.stop()
+    graphs.restore_displaced()  # a test boundary while their patch is still on
     assert cls.__dict__["replay"] is theirs
     cls.replay = ours  # their patch undone: what they saw comes back
     if taken_off_by == "next_log":
@@ -297,3 +325,36 @@ def test_capture_sweep_rejects_bad_sizes_before_touching_the_gpu(bad):
 def test_capture_sweep_rejects_bad_warmup():
     with pytest.raises(graphs.CgmemUsageError, match="warmup"):
         graphs.capture_sweep(lambda x: x, [1], lambda n: n, warmup=-1)
+
+
+class _Made(Exception):
+    pass
+
+
+def test_capture_sweep_takes_the_largest_size_and_no_warmup_and_makes_inputs_largest_first():
+    made = []
+
+    def make_input(size):
+        made.append(size)
+        if len(made) == 3:
+            raise _Made
+
+    with pytest.raises(_Made):
+        graphs.capture_sweep(lambda x: x, [1, graphs.MAX_FIGURE, 2], make_input, warmup=0)
+    assert made == [graphs.MAX_FIGURE, 2, 1]
+
+
+def test_a_usage_error_hides_the_sweep_s_frame_and_an_error_of_the_user_s_code_does_not():
+    def frames(info):
+        return [entry.name for entry in info.traceback.filter(info)]
+
+    def make_input(size):
+        raise _Made
+
+    with pytest.raises(graphs.CgmemUsageError) as usage:
+        graphs.capture_sweep(lambda x: x, [1], make_input, warmup=-1)
+    with pytest.raises(_Made) as theirs:
+        graphs.capture_sweep(lambda x: x, [1], make_input)
+    assert "capture_sweep" not in frames(usage)
+    assert "capture_sweep" in frames(theirs)
+    assert not graphs._usage_error(None)  # pytest's ishidden() may be given no excinfo

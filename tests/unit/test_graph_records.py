@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("torch")
 from pytest_cgmem.cuda import graphs
+from pytest_cgmem.failures import FigureUnavailable, PoolNotReleased
 
 MiB = 2**20
 
@@ -94,6 +95,7 @@ def test_log_to_dict_is_json_and_has_pools_per_device() -> None:
         {"device": 1, "pool": [0, 2], "bytes": None},
     ]
     assert data["held_at_exit"] == [] and data["pools_unavailable"] is None
+    assert data["seconds"] == 0.0  # never listened
     log._pool_figures = {(0, (0, 1)): 22 * MiB}  # as a measurement leaves it
     log.held_at_exit = {(0, 1): 22 * MiB}
     data = log.to_dict()
@@ -184,6 +186,10 @@ def test_log_region_after_an_error_leaves_pools_unmeasured() -> None:
     assert region.error == "ValueError: boom"
     assert [d.graph_pool for d in region.devices] == [None, None]
     assert [d.graphs for d in region.devices] == [2, 1]
+    unreplayed, kept = graphs.GraphLog(), FakeGraph()
+    unreplayed._on_capture(kept, 0, (0, 1), MiB, MiB, None, 0.001)
+    (device,) = unreplayed.region("graphs", ValueError("boom")).devices
+    assert (device.graphs, device.replays) == (1, 0)
 
 
 def test_sweep_region() -> None:
@@ -198,6 +204,9 @@ def test_sweep_region() -> None:
     assert region.extra["graph_figures"]["sizes"] == [
         {"size": 64, "bytes": 4 * MiB, "driver": 5 * MiB, "captures": 1},
         {"size": 32, "bytes": 0, "driver": None, "captures": 1},
+    ]
+    assert region.extra["graph_figures"]["pools"] == [
+        {"device": 0, "pool": [0, 9], "bytes": 4 * MiB}
     ]
     assert region.seconds == pytest.approx(0.12)
 
@@ -238,3 +247,168 @@ def test_pool_figures_before_cuda_starts_read_no_device(monkeypatch: pytest.Monk
     assert log.pool_bytes() == {(0, 1): 0}
     assert graphs.pool_bytes((0, 1)) == 0
     assert log.figures(0)["graph_pool"] == 0
+
+
+def test_a_capture_without_a_label_keeps_none() -> None:
+    log, kept = graphs.GraphLog(), FakeGraph()
+    log._on_capture(kept, 0, (0, 1), MiB, MiB, None, 0.001)
+    assert log.captures[0].to_dict()["label"] is None
+    assert log.region("graphs").extra["graph_figures"]["sizes"] == []
+
+
+# pools measured (the allocator's readings stood in for) -------------------------------
+class Pools:
+    """The allocator as pool measurements see it: the bytes each (device, pool) holds,
+    how often the pools were read and the cuBLAS workspaces released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from pytest_cgmem.cuda import allocator
+
+        self.held: dict[tuple[int, tuple[int, int]], int] = {}
+        self.unavailable = ""
+        self.reads = 0
+        self.released = 0
+        monkeypatch.setattr(allocator, "cuda_initialized", lambda: True)
+        monkeypatch.setattr(allocator, "is_async_backend", lambda: False)
+        monkeypatch.setattr(allocator, "settle_and_empty_cache", lambda: None)
+        monkeypatch.setattr(allocator, "pool_reserved", self._read)
+        monkeypatch.setattr(allocator, "clear_cublas_workspaces", self._release)
+
+    def _read(self) -> dict[tuple[int, tuple[int, int]], int]:
+        self.reads += 1
+        if self.unavailable:
+            raise FigureUnavailable(self.unavailable)
+        return dict(self.held)
+
+    def _release(self) -> None:
+        self.released += 1
+
+
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch) -> Pools:
+    return Pools(monkeypatch)
+
+
+def test_a_log_releases_the_workspaces_only_once_a_pool_s_graphs_are_gone(pools: Pools) -> None:
+    log, kept = graphs.GraphLog(), FakeGraph()
+    log._on_capture(kept, 0, (0, 1), MiB, 2 * MiB, None, 0.001)
+    pools.held[(0, (0, 1))] = 2 * MiB
+    assert log.figures(0) == {"graphs": 1, "replays": 0, "graph_pool": 2 * MiB}
+    assert (pools.reads, pools.released) == (1, 0)
+    del kept
+    assert log.pool_bytes() == {(0, 1): 2 * MiB}
+    assert pools.released == 1
+
+
+def test_figures_of_a_log_with_no_pool_to_measure_are_zero(pools: Pools) -> None:
+    assert graphs.GraphLog().figures(0) == {"graphs": 0, "replays": 0, "graph_pool": 0}
+    log, kept = graphs.GraphLog(), FakeGraph()
+    log._on_capture(kept, 0, None, MiB, MiB, None, 0.001)  # its pool could not be read
+    assert log.figures(0) == {"graphs": 1, "replays": 0, "graph_pool": 0}
+    assert pools.reads == 0
+
+
+@pytest.mark.parametrize(
+    ("held", "release_workspaces", "released"),
+    [(2 * MiB, True, 1), (2 * MiB, False, 0), (0, True, 0), (None, True, 0)],
+    ids=["held", "held-not-released", "empty", "unlisted"],
+)
+def test_pools_bytes_releases_the_workspaces_only_when_a_pool_still_holds_memory(
+    pools: Pools, held: int | None, release_workspaces: bool, released: int
+) -> None:
+    pools.held[(0, (0, 2))] = MiB  # another pool: not ours to judge
+    if held is not None:
+        pools.held[(0, (0, 1))] = held
+    figure = graphs.pools_bytes([(0, 1)], release_workspaces=release_workspaces)
+    assert figure == {(0, 1): held or 0}
+    assert pools.released == released
+
+
+def _captured(log: graphs.GraphLog, kept: FakeGraph) -> None:
+    log._on_capture(kept, 0, (0, 1), MiB, 2 * MiB, None, 0.001)
+    log._on_replay(kept)
+
+
+@pytest.mark.parametrize("how", ["stop", "track-raises", "expect_replay", "expect_replay-raises"])
+def test_pools_are_not_measured_where_a_log_is_told_not_to(pools: Pools, how: str) -> None:
+    """``stop(measure_pools=False)``; ``track()`` whose body raised; ``expect_replay()``."""
+    pools.held[(0, (0, 1))] = 2 * MiB
+    kept = FakeGraph()
+    if how == "stop":
+        log = graphs.GraphLog().start()
+        _captured(log, kept)
+        log.stop(measure_pools=False)
+    elif how == "expect_replay":
+        with graphs.expect_replay() as log:
+            _captured(log, kept)
+    else:
+        context = graphs.track() if how == "track-raises" else graphs.expect_replay()
+        with pytest.raises(KeyError), context as log:
+            _captured(log, kept)
+            raise KeyError("x")
+    assert pools.reads == 0 and log.held_at_exit == {}
+    with graphs.track() as measured:
+        _captured(measured, kept)
+    assert measured.held_at_exit == {(0, 1): 2 * MiB} and pools.reads == 1
+
+
+@pytest.mark.parametrize(
+    ("held", "message"),
+    [
+        (
+            {(0, (0, 1)): 2 * MiB, (0, (0, 2)): 0, (1, (0, 3)): MiB},
+            "2 CUDA graph pools still hold device memory after the cache was emptied: "
+            "pool (0, 1) holds 2.00 MiB, pool (0, 3) holds 1.00 MiB",
+        ),
+        (
+            {(0, (0, 3)): MiB},
+            "1 CUDA graph pool still holds device memory after the cache was emptied: "
+            "pool (0, 3) holds 1.00 MiB",
+        ),
+    ],
+    ids=["two", "one"],
+)
+def test_assert_pools_released_names_each_pool_that_still_holds_memory(
+    pools: Pools, held: dict[tuple[int, tuple[int, int]], int], message: str
+) -> None:
+    pools.held.update(held)
+    with pytest.raises(PoolNotReleased) as info:
+        graphs.assert_pools_released((0, 1), (0, 2), (0, 3))
+    assert str(info.value) == (
+        f"cgmem: {message}; a graph (or a tensor it produced) from the pool is still alive"
+    )
+    assert info.value.held == {pid: size for (_, pid), size in held.items() if size}
+    pools.held.clear()
+    graphs.assert_pools_released((0, 1), (0, 2), (0, 3))
+
+
+def test_a_log_stopped_where_pools_are_unavailable_says_why(pools: Pools) -> None:
+    pools.unavailable = "cgmem: CUDA graph pool bytes are unavailable here: async"
+    with graphs.track() as log:
+        _captured(log, FakeGraph())
+    assert log.pools_unavailable == pools.unavailable and log.held_at_exit == {}
+    assert log.describe().endswith(
+        "  pool bytes: CUDA graph pool bytes are unavailable here: async"
+    )
+
+
+def test_a_sweep_replays_and_releases_its_graphs() -> None:
+    replayed: list[int] = []
+
+    class Replayable:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def replay(self) -> None:
+            replayed.append(self.size)
+
+    result = _sweep()
+    result.graphs.update({64: Replayable(64), 8: Replayable(8)})
+    result.outputs.update({64: "out64", 8: "out8"})
+    result.inputs.update({64: "in64", 8: "in8"})
+    assert result.replay(8) == "out8" and replayed == [8]
+    assert result.bytes == {64: 20 * MiB, 8: 0}
+    assert result.driver_bytes == {64: 22 * MiB, 8: None}
+    assert [result.padded(n) for n in (1, 8, 9, 64, 65)] == [8, 8, 64, 64, None]
+    result.release()
+    assert result.graphs == result.outputs == result.inputs == {}
