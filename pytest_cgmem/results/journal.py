@@ -208,7 +208,7 @@ class Journal:
             raise OSError(f"the journal {str(self.path)!r} is closed")
         write_json(self.run_path, document)
         with contextlib.suppress(OSError):
-            if self._fd is not None and os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
                 os.unlink(self.path)
         self.close()
 
