@@ -327,3 +327,50 @@ def test_the_settings_a_rocm_build_reads(
     environ: dict[str, str], version: tuple[int, int], expected: tuple[str, str]
 ) -> None:
     assert installed.alloc_conf_from_env(environ, version, rocm=True) == expected
+
+
+ROCM_2_5 = CPU.replace("2.13.0+cpu", "2.5.1+rocm6.2").replace(
+    "hip: Optional[str] = None", "hip: Optional[str] = '6.2.41133'"
+)
+
+
+def test_the_identity_read_from_an_installed_rocm_build(
+    fake_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ROCm build before 2.10 reads ``PYTORCH_HIP_ALLOC_CONF`` and names its async
+    backend ``hipMallocAsync``; it is a GPU build though it has no CUDA version."""
+    from pytest_cgmem.cuda import machine
+
+    _install(fake_site, ROCM_2_5)
+    for name in installed.ALLOC_CONF_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTORCH_HIP_ALLOC_CONF", "backend:hipMallocAsync")
+    identity = machine.identity_without_torch()
+    assert (identity["torch"], identity["cuda"]) == ("2.5.1+rocm6.2", None)
+    assert identity["allocator_backend"] == "hipMallocAsync"
+    assert identity["alloc_conf"] == "backend:hipMallocAsync"
+    assert identity["alloc_conf_source"] == "PYTORCH_HIP_ALLOC_CONF"
+
+
+@pytest.mark.parametrize("version_file", [CPU, None], ids=["cpu-build", "no-torch"])
+def test_the_machine_of_a_process_without_a_gpu_torch_imports_none(
+    fake_site: Path, monkeypatch: pytest.MonkeyPatch, version_file: str | None
+) -> None:
+    """A CPU build is read from its version file; with no torch installed every torch key
+    is null. No graph is measured either way."""
+    from pytest_cgmem.cuda import machine
+
+    if version_file is not None:
+        _install(fake_site, version_file)
+    for name in installed.ALLOC_CONF_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    version = "2.13.0+cpu" if version_file is not None else None
+    for identity in (machine.machine_info(), machine.identity_without_torch()):
+        assert identity["torch"] == version and identity["cuda"] is None
+        assert identity["allocator_backend"] == "unknown"
+        assert identity.get("graph_tracking") is None and identity.get("graph_pools") is None
+    info = machine.machine_info()
+    expected = ("expandable_segments:True", "PYTORCH_CUDA_ALLOC_CONF") if version else ("", "")
+    assert (info["alloc_conf"], info["alloc_conf_source"]) == expected
+    assert "torch" not in sys.modules
