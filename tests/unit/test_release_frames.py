@@ -3,7 +3,9 @@ that is only suspended (a yield fixture that handed the error on)."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import gc
+import weakref
+from collections.abc import Generator, Iterator
 
 import pytest
 
@@ -39,6 +41,107 @@ def test_a_suspended_generator_in_the_traceback_stays_open() -> None:
     with pytest.raises(StopIteration):
         next(fixture)
     assert log == ["closed"]
+
+
+def _raises_deeper() -> None:
+    pinned = bytearray(16)  # noqa: F841  a local the release must drop
+    raise ConnectionError("backend not reachable")
+
+
+def _catches_from_deeper() -> Generator[BaseException, None, None]:
+    try:
+        _raises_deeper()
+    except ConnectionError as exc:
+        error = exc
+    yield error
+
+
+def test_the_frames_beyond_a_suspended_generator_are_released_too() -> None:
+    """The generator caught an error raised below it and handed it on: its frame is left
+    alone, and the frame where the error began is still cleared."""
+    fixture = _catches_from_deeper()
+    error = next(fixture)
+    deepest = _frame_named(error, "_raises_deeper")
+    try:
+        _fails_with(error)
+    except ConnectionError as exc:
+        region.release_exception_frames(exc)
+    assert fixture.gi_frame is not None
+    assert "pinned" not in deepest.f_locals  # type: ignore[attr-defined]
+
+
+class _Pinned:
+    pass
+
+
+@pytest.fixture
+def no_automatic_collection() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _fails_holding_a_cycle(keep: list[weakref.ref[_Pinned]]) -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    pinned = _Pinned()
+    cycle.append(pinned)
+    keep.append(weakref.ref(pinned))
+    del pinned
+    raise ValueError("planted")
+
+
+@pytest.mark.usefixtures("no_automatic_collection")
+def test_what_a_released_frame_held_in_a_young_cycle_is_freed() -> None:
+    """Clearing the frame leaves its cycle unreachable; the release collects the young
+    generations, so what the cycle held is gone before the next test starts."""
+    keep: list[weakref.ref[_Pinned]] = []
+    try:
+        _fails_holding_a_cycle(keep)
+    except ValueError as exc:
+        region.release_exception_frames(exc)
+    assert keep[0]() is None
+
+
+def _fails_holding(keep: list[weakref.ref[_Pinned]]) -> None:
+    pinned = _Pinned()
+    keep.append(weakref.ref(pinned))
+    raise ValueError("planted")
+
+
+def test_a_frame_s_locals_read_before_the_release_do_not_keep_what_it_held() -> None:
+    """pytest reads a failing frame's ``f_locals`` (``__tracebackhide__``); before Python
+    3.13 that made a snapshot which kept the locals alive after the frame was cleared."""
+    keep: list[weakref.ref[_Pinned]] = []
+    try:
+        _fails_holding(keep)
+    except ValueError as exc:
+        frame = _frame_named(exc, "_fails_holding")
+        assert "pinned" in frame.f_locals  # type: ignore[attr-defined]
+        region.release_exception_frames(exc)
+    assert keep[0]() is None
+
+
+def test_abandoning_the_open_regions_stops_their_tracking_and_forgets_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stopped: list[str] = []
+
+    class OpenRegion:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def _stop_trackers(self) -> None:
+            stopped.append(self.name)
+
+    monkeypatch.setattr(region, "_active", [OpenRegion("outer"), OpenRegion("inner")])
+    region.abandon_all()
+    assert stopped == ["outer", "inner"]
+    assert region._active == []
 
 
 def test_the_frames_that_finished_lose_their_locals() -> None:
