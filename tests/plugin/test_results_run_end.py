@@ -188,20 +188,24 @@ def test_a_run_file_says_why_it_is_incomplete(
     assert (doc["complete"], doc["incomplete_reason"]) == (reason is None, reason)
 
 
+NAN_FIGURE = """
+def test_nan(cgmem_record):
+    result = cgmem_record("load", peak=1, reserved_ratio=1.5)
+    result.devices[0].figures["reserved_ratio"] = float("nan")
+"""
+
+
 def test_an_interrupted_run_that_could_not_write_a_figure_keeps_its_exit_status(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(
-        """
-        import pytest
+        NAN_FIGURE
+        + """
+import pytest
 
-        def test_nan(cgmem_record):
-            result = cgmem_record("load", peak=1, reserved_ratio=1.5)
-            result.devices[0].figures["reserved_ratio"] = float("nan")
-
-        def test_stops():
-            pytest.exit("enough")
-        """
+def test_stops():
+    pytest.exit("enough")
+"""
     )
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -264,13 +268,7 @@ def test_a_run_stopped_with_status_0_whose_run_file_another_run_took_fails(
 def test_without_a_terminal_a_file_not_written_is_said_on_stderr(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makepyfile(
-        """
-        def test_nan(cgmem_record):
-            result = cgmem_record("load", peak=1, reserved_ratio=1.5)
-            result.devices[0].figures["reserved_ratio"] = float("nan")
-        """
-    )
+    pytester.makepyfile(NAN_FIGURE)
     result = pytester.runpytest("-p", "no:terminal", "--cgmem-json=run.json")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert result.stderr.lines == [
