@@ -24,7 +24,7 @@ from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
 from .metrics import METRICS, Number, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
-from .results.records import Details, DeviceFigures, RegionResult
+from .results.records import RECORDED_SOURCE, Details, DeviceFigures, RegionResult
 from .units import MAX_FIGURE, CgmemUsageError, as_float, parse_size, short_repr
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ class CgmemFixture:
         return [base, *after]
 
 
-_RECORDED = Details(device_source="recorded")
+_RECORDED = Details(device_source=RECORDED_SOURCE)
 
 
 def _recording(label: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from ..metrics import METRICS, names, region_keys, region_name
 from ..units import GiB, KiB, MiB
 from .graphfigures import size_text, sizes_of
-from .records import RegionResult
+from .records import RECORDED_SOURCE, RegionResult
 from .runfile import known
 
 
@@ -24,7 +24,8 @@ def gab_entries(
     """github-action-benchmark ``customSmallerIsBetter`` entries: one per region and metric.
 
     Every byte metric is given in one fixed unit (MiB); graph pool bytes only where the
-    region made graphs or they were recorded (``cgmem_record``), 0 included. Device index
+    region made graphs or they were given to ``cgmem_record`` as keywords, 0 included (a
+    ``RegionResult`` passed to it exports as the region it was measured from). Device index
     is in the name where a region used several devices.
     Names are unique (the action matches entries by name): a name that would repeat (two
     node ids that print alike) gets `` #2``, `` #3``... in file order. ``extra`` is lines
@@ -74,7 +75,8 @@ def gab_entries(
                     value = values.get(metric)
                     if value is None:
                         continue
-                    graphless = not (value or device.get("graphs") or metric in recorded)
+                    typed_in = metric in recorded and device.get("device_source") == RECORDED_SOURCE
+                    graphless = not (value or device.get("graphs") or typed_in)
                     if METRICS[metric].graph and graphless:
                         continue
                     limit = (test.get("budget") or {}).get(metric)

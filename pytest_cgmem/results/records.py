@@ -21,6 +21,10 @@ from .jsonio import valid_text
 DISTRIBUTED_LAUNCHER = "cgmem.distributed"
 """``extra["launcher"]`` of the regions of ``cgmem.distributed``'s ranks."""
 
+RECORDED_SOURCE = "recorded"
+"""``device_source`` of figures given to ``cgmem_record`` as keywords (a ``RegionResult``
+passed to it keeps the source it was measured with)."""
+
 
 @dataclass(frozen=True)
 class Details:

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_cgmem.checks.budgets import Budget
+from pytest_cgmem.fixture import FigureRecorder
 from pytest_cgmem.metrics import METRICS
 from pytest_cgmem.results import exporters, journal, jsonio, runfile
 from pytest_cgmem.results.records import Details, DeviceFigures, RegionResult, judged_violations
@@ -356,17 +357,29 @@ def test_gab_graph_pool_is_exported_where_the_region_made_graphs(
 
 @pytest.mark.parametrize("graph_pool", [6 * MiB, 0])
 def test_a_recorded_graph_pool_is_exported_without_a_graph_count(graph_pool: int) -> None:
-    region = RegionResult(
-        "server",
-        (DeviceFigures(0, graph_pool=graph_pool),),
-        0.0,
-        extra={"recorded": ["graph_pool"]},
-    )
+    region = FigureRecorder(lambda _: None)("server", graph_pool=graph_pool)
     doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
-    assert doc["tests"][0]["regions"][0]["devices"][0]["graphs"] == 0
+    assert doc["tests"][0]["regions"][0]["devices"][0]["graphs"] is None
     assert [(e["name"], e["value"]) for e in exporters.gab_entries(doc)] == [
         ("t.py::test_a [server] - graph_pool", graph_pool / MiB)
     ]
+
+
+@pytest.mark.parametrize(("graph_pool", "graphs"), [(0, 0), (0, 3), (8 * MiB, 3)])
+def test_a_region_passed_to_cgmem_record_exports_as_the_region_it_was_measured_from(
+    graph_pool: int, graphs: int
+) -> None:
+    measured = RegionResult("sub", (device(graph_pool=graph_pool, graphs=graphs),), 0.0)
+    passed = FigureRecorder(lambda _: None)(measured)
+    (as_measured, as_passed) = (
+        [
+            (e["name"], e["value"])
+            for e in exporters.gab_entries(runfile.build_run([entry(regions=(r,))], MACHINE, None))
+        ]
+        for r in (measured, passed)
+    )
+    assert as_passed == as_measured
+    assert ("t.py::test_a [sub] - graph_pool" in dict(as_passed)) == bool(graphs)
 
 
 def test_gab_extra_names_every_gpu_torch_and_cuda() -> None:
