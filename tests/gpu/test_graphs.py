@@ -334,26 +334,29 @@ def test_capture_sweep(cgmem):
 def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem, others_moved):
     """With no log listening, cudaMemGetInfo is read before and after, not per capture.
 
-    The driver figure is device-wide and NVML's per-process figures lag it, so a sweep
-    during which the suite's other workers moved is done again (five sweeps at most)."""
+    The driver figure is device-wide, so it is checked on a sweep during which no other
+    process (another xdist worker on the GPU) moved memory: NVML's per-process figures lag
+    the driver's, and a correction by them fell short under ``-n 12``."""
     big, small = 1 << 20, 1 << 19
-    for attempt in range(5):
+    for _ in range(QUIET_TRIES):
         with others_moved() as moved:
             result = cgmem.capture_sweep(
                 lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
             )
-        if moved.bytes == 0 or attempt == 4:
-            break
+        assert result.driver_bytes == {big: None, small: None}
+        assert result.captures[big].allocated == 4 * MiB
+        assert result.captures[small].allocated == 2 * MiB
+        assert result.driver_total is not None
+        assert "driver +" in result.table()
+        pool = result.pool
+        if moved.bytes != 0:
+            result.release()
+            continue
+        assert result.driver_total >= result.pool_bytes == sum(result.bytes.values()) > 0
         result.release()
-    assert result.driver_bytes == {big: None, small: None}
-    assert result.captures[big].allocated == 4 * MiB
-    assert result.captures[small].allocated == 2 * MiB
-    assert result.driver_total is not None
-    assert result.driver_total - moved.bytes >= result.pool_bytes == sum(result.bytes.values()) > 0
-    assert "driver +" in result.table()
-    pool = result.pool
-    result.release()
-    assert cgmem.pool_bytes(pool) == 0
+        assert cgmem.pool_bytes(pool) == 0
+        return
+    pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} sweeps")
 
 
 def test_capture_sweep_into_a_given_pool(cgmem):
