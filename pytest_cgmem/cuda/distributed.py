@@ -484,8 +484,10 @@ def _redirect_output(path: str) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """``Type: the message's first line``; ``Type`` alone where the message is empty (a bare
+    ``assert`` in ``fn``)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
 
 
 def _rank_main(task: _Task, conn: Connection) -> None:

@@ -547,6 +547,22 @@ def test_the_likeliest_cause_comes_first() -> None:
     assert problem is not None and problem.rank == 1
 
 
+@pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        (ValueError("planted on rank 1\nmore"), "ValueError: planted on rank 1"),
+        (AssertionError(), "AssertionError"),
+        (RuntimeError("\n  after a blank line \n"), "RuntimeError: after a blank line"),
+    ],
+)
+def test_a_rank_s_error_is_its_exception_in_one_line(exc: BaseException, line: str) -> None:
+    """What follows "raised" in the failure and "region ended by" in the report: a bare
+    ``assert`` in ``fn`` is named without a dangling colon."""
+    from pytest_cgmem.cuda.distributed import _one_line
+
+    assert _one_line(exc) == line
+
+
 def test_long_output_is_cut_to_its_end() -> None:
     detail = "\n".join(f"line {i}" for i in range(100))
     problem = failure([RankOutcome(0, EXITED, 1, detail=detail)], Launch(1, "gloo", 1.0))
