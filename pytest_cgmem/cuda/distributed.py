@@ -345,7 +345,7 @@ class _Run:
             except Exception as exc:  # the rank's message does not unpickle here
                 message = {
                     "status": RAISED,
-                    "error": f"its result could not be read: {exc}",
+                    "error": _one_line(exc, "fn returned a value that cannot be read back"),
                     "at": time.time(),
                 }
         if message is not None:
@@ -483,11 +483,12 @@ def _redirect_output(path: str) -> None:
             stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
 
 
-def _one_line(exc: BaseException) -> str:
-    """``Type: the message's first line``; ``Type`` alone where the message is empty (a bare
-    ``assert`` in ``fn``)."""
+def _one_line(exc: BaseException, about: str = "") -> str:
+    """``Type: the message's first line``, ``about`` leading the message where given;
+    ``Type`` alone where there is nothing to say (a bare ``assert`` in ``fn``)."""
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
+    text = ": ".join(part for part in (about, lines[0].strip() if lines else "") if part)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _rank_main(task: _Task, conn: Connection) -> None:

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.lean_runs
 
 RANKS = """
 import os
+import threading
 import time
 
 import pytest
@@ -73,6 +74,20 @@ def hangs_on_1(rank, world_size):
         time.sleep(120)
 
 
+def _refuse():
+    raise RuntimeError("not in this process")
+
+
+class Unreadable:
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def returns_what_cannot_travel(rank, world_size):
+    # rank 0's value does not pickle; rank 1's pickles, but does not unpickle in the test
+    return threading.Lock() if rank == 0 else Unreadable()
+
+
 def test_all_reduce(cgmem_distributed):
     result = cgmem_distributed(all_reduce, 2, "gloo", timeout=60)
     assert result.values == [3.0, 3.0]
@@ -111,6 +126,19 @@ def test_hangs(cgmem_distributed):
         raise
 
 
+def test_values_that_cannot_travel_back(cgmem_distributed):
+    with pytest.raises(RankFailed) as info:
+        cgmem_distributed(returns_what_cannot_travel, 2, "gloo", timeout=60)
+    sent, read = info.value.outcomes
+    assert (sent.status, read.status) == ("raised", "raised")
+    assert sent.error.startswith(
+        "TypeError: fn returned a value that cannot be sent back: cannot pickle "
+    )
+    assert read.error == (
+        "RuntimeError: fn returned a value that cannot be read back: not in this process"
+    )
+
+
 def test_not_picklable(cgmem_distributed):
     cgmem_distributed(lambda rank, world_size: None, 2, "gloo")
 
@@ -134,7 +162,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     result = pytester.runpytest(
         "-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json", "-k", "not spawned"
     )
-    result.assert_outcomes(passed=2, failed=6, skipped=1)
+    result.assert_outcomes(passed=3, failed=6, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -176,6 +204,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
         "test_gloo_group_is_left_for_the_process_end",
         "test_hangs",
         "test_raises",
+        "test_values_that_cannot_travel_back",
     ]
     for test in tests.values():  # one entry per rank, with no figures: there is no device
         assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
