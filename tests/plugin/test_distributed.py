@@ -27,6 +27,9 @@ pytestmark = pytest.mark.lean_runs
 
 RANKS = """
 import os
+import signal
+import sys
+import tempfile
 import threading
 import time
 
@@ -35,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from pytest_cgmem import RankFailed
+from pytest_cgmem.cuda import distributed
 
 
 def all_reduce(rank, world_size):
@@ -56,22 +60,53 @@ def all_reduce_noting_teardown(rank, world_size):
     return all_reduce(rank, world_size)
 
 
+def where_it_started(rank, world_size):
+    return os.getppid(), "pytest_cgmem.cuda.region" in sys.modules, os.environ.get("UNSET_LATER")
+
+
 def raises_on_1(rank, world_size):
     if rank == 1:
-        print("rank 1 is about to raise")
+        sys.stdout.write("rank 1 is about to raise")  # no newline: echoed all the same
         raise ValueError("planted on rank 1")
     time.sleep(120)  # still at work: stopped once rank 1 failed
 
 
 def exits_on_1(rank, world_size):
     if rank == 1:
+        print("rank 1 is about to exit")
         os._exit(3)
     time.sleep(120)
 
 
-def hangs_on_1(rank, world_size):
+def _finish_and_exit(*_):
+    time.sleep(0.2)
+    os._exit(5)
+
+
+def outlive_the_timeout(rank, world_size):
+    # rank 0 sends its figures and exits; 1 is still at work; 2 too, and on SIGTERM takes a
+    # moment to end with a status of its own; 3 sends its figures, stays (a thread is still
+    # at work) and ignores SIGTERM
+    if rank == 0:
+        return
+    if rank == 3:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("rank 3 lingers")
+        threading.Thread(target=time.sleep, args=(120,)).start()
+        return
+    if rank == 2:
+        signal.signal(signal.SIGTERM, _finish_and_exit)
+    print(f"rank {rank} is still at work", file=sys.stderr)
+    time.sleep(120)
+
+
+def raises_on_0_after_1(rank, world_size):
+    # rank 0 waits for rank 1, and fails on the connection rank 1's end closed
     if rank == 1:
-        time.sleep(120)
+        raise ValueError("planted on rank 1")
+    if rank == 0:
+        dist.recv(torch.zeros(1), src=1)
+    time.sleep(120)
 
 
 def _refuse():
@@ -96,12 +131,28 @@ def test_all_reduce(cgmem_distributed):
     result.check(leak=0)
 
 
+def test_ranks_fork_from_a_server_with_torch_and_the_environment_of_the_call(
+    cgmem_distributed, monkeypatch
+):
+    monkeypatch.delenv("UNSET_LATER")  # set when test_all_reduce started the fork server
+    result = cgmem_distributed(where_it_started, 2, "gloo", timeout=60)
+    parents, preloaded, unset = zip(*result.values)
+    assert os.getpid() not in parents
+    assert preloaded == (True, True)  # imported by the server, not by the ranks
+    assert unset == (None, None)
+
+
 def test_gloo_group_is_left_for_the_process_end(cgmem_distributed, tmp_path, monkeypatch):
     # destroying it can deadlock in ProcessGroupGloo's destructor (docs/distributed.md)
-    monkeypatch.setenv("TEARDOWN_NOTES", str(tmp_path))
+    notes, temp = tmp_path / "notes", tmp_path / "temp"
+    notes.mkdir()
+    temp.mkdir()
+    monkeypatch.setenv("TEARDOWN_NOTES", str(notes))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # the fork server runs: its socket stays
     result = cgmem_distributed(all_reduce_noting_teardown, 2, "gloo", timeout=60)
     assert result.values == [3.0, 3.0]
-    assert list(tmp_path.iterdir()) == []
+    assert list(notes.iterdir()) == []
+    assert list(temp.iterdir()) == []  # the ranks' output files went with the call
 
 
 def test_all_reduce_spawned(cgmem_distributed):
@@ -117,13 +168,27 @@ def test_exits(cgmem_distributed):
     cgmem_distributed(exits_on_1, 2, "gloo", timeout=60)
 
 
-def test_hangs(cgmem_distributed):
+def test_hangs(cgmem_distributed, monkeypatch):
+    monkeypatch.setattr(distributed, "_GRACE", 0.5)  # then SIGKILL for the rank that stays
     t0 = time.monotonic()
     try:
-        cgmem_distributed(hangs_on_1, 2, "gloo", timeout=2)
+        cgmem_distributed(outlive_the_timeout, 4, "gloo", timeout=2)
     except RankFailed:
-        assert time.monotonic() - t0 < 30  # stopped at the timeout, not after the 120 s sleep
+        assert time.monotonic() - t0 < 30  # stopped at the timeout, not after the 120 s sleeps
         raise
+
+
+def test_a_peer_that_fails_after_the_cause_is_heard(cgmem_distributed):
+    t0 = time.monotonic()
+    with pytest.raises(RankFailed) as info:
+        cgmem_distributed(raises_on_0_after_1, 3, "gloo", timeout=60)
+    assert time.monotonic() - t0 < 30  # rank 2 stopped once rank 1 failed, not at the timeout
+    assert info.value.rank == 1
+    assert [(o.status, o.exitcode) for o in info.value.outcomes] == [
+        ("raised", 1),
+        ("raised", 1),
+        ("stopped", -15),
+    ]
 
 
 def test_values_that_cannot_travel_back(cgmem_distributed):
@@ -157,12 +222,16 @@ def test_nccl_needs_cuda(cgmem_distributed):
 
 
 @pytest.mark.no_cuda
-def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None:
+def test_gloo_ranks_run_fail_and_are_recorded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytester.makepyfile(test_rank_cases=RANKS)
+    monkeypatch.setenv("UNSET_LATER", "1")
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # a rank's output is then buffered
     result = pytester.runpytest(
         "-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json", "-k", "not spawned"
     )
-    result.assert_outcomes(passed=3, failed=6, skipped=1)
+    result.assert_outcomes(passed=5, failed=6, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -177,15 +246,24 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 exited before sending its "
             "figures: exit status 3",
+            "E*    rank 1 is about to exit",
             "E*cgmem: stopped rank 0 (still running when rank 1 failed)",
         ]
     )
     result.stdout.fnmatch_lines(
         [
-            "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 did not finish within the "
+            "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 4 did not finish within the "
             "timeout of 2 s; stopped: exit status -15 (SIGTERM)",
+            "E*    rank 1 is still at work",
+            "E*cgmem: rank 2 of 4 did not finish within the timeout of 2 s; stopped: exit status 5",
+            "E*    rank 2 is still at work",
+            "E*cgmem: rank 3 of 4 sent its figures but did not exit within the timeout of "
+            "2 s; stopped: exit status -9 (SIGKILL)",
+            "E*    rank 3 lingers",
         ]
     )
+    # neither the test's traceback nor a rank's shows the plugin's own frames
+    result.stdout.no_fnmatch_line("*pytest_cgmem*distributed.py*")
     for usage in (
         "fn must be picklable, i.e. a function defined at the top level of an importable "
         "module; 'test_not_picklable.<locals>.<lambda>' is not *",
@@ -199,19 +277,24 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
     runfile.validate(document)
     tests = {t["nodeid"].split("::")[1]: t for t in document["tests"]}
     assert sorted(tests) == [
+        "test_a_peer_that_fails_after_the_cause_is_heard",
         "test_all_reduce",
         "test_exits",
         "test_gloo_group_is_left_for_the_process_end",
         "test_hangs",
         "test_raises",
+        "test_ranks_fork_from_a_server_with_torch_and_the_environment_of_the_call",
         "test_values_that_cannot_travel_back",
     ]
-    for test in tests.values():  # one entry per rank, with no figures: there is no device
-        assert [r["label"] for r in test["regions"]] == ["rank0", "rank1"]
-        assert [r["extra"]["rank"] for r in test["regions"]] == [0, 1]
+    world_sizes = {"test_a_peer_that_fails_after_the_cause_is_heard": 3, "test_hangs": 4}
+    for name, test in tests.items():  # one entry per rank, with no figures: there is no device
+        ranks = list(range(world_sizes.get(name, 2)))
+        labels = [f"rank{r}" for r in ranks]
+        assert [r["label"] for r in test["regions"]] == labels
+        assert [r["extra"]["rank"] for r in test["regions"]] == ranks
         assert all(r["devices"] == [] for r in test["regions"])
         assert all(r["extra"]["unmeasured"] == "no CUDA device" for r in test["regions"])
-        assert test["checked"] == ["rank0", "rank1"]
+        assert test["checked"] == labels
     errors = {name: [r["error"] for r in t["regions"]] for name, t in tests.items()}
     assert errors["test_all_reduce"] == [None, None]
     assert errors["test_raises"] == [
@@ -219,7 +302,16 @@ def test_gloo_ranks_run_fail_and_are_recorded(pytester: pytest.Pytester) -> None
         "ValueError: planted on rank 1",
     ]
     assert errors["test_exits"][1] == "the rank's exit before it sent its figures (exit status 3)"
-    assert errors["test_hangs"] == [None, "the timeout (2 s): cgmem stopped it"]
+    assert errors["test_hangs"] == [
+        None,
+        "the timeout (2 s): cgmem stopped it",
+        "the timeout (2 s): cgmem stopped it",
+        "the timeout (2 s): it sent its figures but did not exit",
+    ]
+    seconds = {name: [r["seconds"] for r in t["regions"]] for name, t in tests.items()}
+    # a rank's own fn's time where it sent one; else the whole call's, past the timeout
+    assert seconds["test_hangs"][0] < 2 <= min(seconds["test_hangs"][1:3]) < 30
+    assert all(0 <= s < 30 for s in seconds["test_raises"])
 
 
 @pytest.mark.no_cuda

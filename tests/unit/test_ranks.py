@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import multiprocessing
 import pickle
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -258,6 +261,19 @@ def test_a_backend_is_not_judged_where_torch_lists_none() -> None:
     assert _backend_problem("hccl", ["gloo", "nccl", "hccl"]) is None
 
 
+def test_torch_lists_no_backend_without_a_backend_list_or_torch_distributed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dist = pytest.importorskip("torch.distributed")
+    from pytest_cgmem.cuda.distributed import _known_backends, check_backend
+
+    monkeypatch.delattr(dist.Backend, "backend_list")
+    assert _known_backends() == []
+    check_backend("my_registered_backend")
+    monkeypatch.setitem(sys.modules, "torch.distributed", None)
+    assert _known_backends() == []
+
+
 def test_a_timeout_too_long_is_refused_before_a_test_without_devices_is_skipped() -> None:
     """The backend is judged once the devices are there (judging it imports torch); the
     timeout before: a wrong argument is said on every machine."""
@@ -297,6 +313,91 @@ def test_a_label_that_is_not_printable_is_refused_as_other_labels_are(label: str
         "cgmem.distributed: label must be a non-empty printable string (no newline or tab), "
         f"got {label!r}"
     )
+
+
+class _Warmup:
+    """A context's ``Process`` that starts nothing: records the fork server's warm-up."""
+
+    def __init__(self, alive: bool = False) -> None:
+        self.alive = alive
+        self.started: list[Any] = []
+        self.waited: list[float] = []
+        self.killed = False
+
+    def __call__(self, target: Any) -> _Warmup:
+        self.started.append(target)
+        return self
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float) -> None:
+        self.waited.append(timeout)
+
+    def is_alive(self) -> bool:
+        return self.alive
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+@pytest.fixture
+def warmups(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, _Warmup], list[list[str]]]:
+    """No fork server warmed yet; each context's warm-up recorded, none started; the
+    modules the fork server is asked to preload."""
+    from pytest_cgmem.cuda import distributed
+
+    monkeypatch.setattr(distributed, "_warm", set())
+    recorded = {method: _Warmup() for method in ("forkserver", "spawn")}
+    for method, warmup in recorded.items():
+        monkeypatch.setattr(multiprocessing.get_context(method), "Process", warmup)
+    preloads: list[list[str]] = []
+    server = multiprocessing.get_context("forkserver")
+    monkeypatch.setattr(server, "set_forkserver_preload", preloads.append)
+    return recorded, preloads
+
+
+def test_the_first_fork_server_call_preloads_torch_and_waits_for_it_once(
+    warmups: tuple[dict[str, _Warmup], list[list[str]]],
+) -> None:
+    from pytest_cgmem.cuda.distributed import _context
+
+    recorded, preloads = warmups
+    assert _context("forkserver", 60.0).get_start_method() == "forkserver"
+    assert _context("forkserver", 60.0).get_start_method() == "forkserver"
+    assert _context("spawn", 60.0).get_start_method() == "spawn"
+    assert len(recorded["forkserver"].started) == 1
+    assert recorded["forkserver"].waited == [120.0]  # at least two minutes for its import
+    assert recorded["spawn"].started == []
+    (preload,) = preloads
+    assert preload[-3:] == ["torch", "torch.distributed", "pytest_cgmem.cuda.region"]
+    assert len(set(preload)) == len(preload)
+
+
+def test_a_fork_server_that_does_not_start_is_killed_and_said(
+    warmups: tuple[dict[str, _Warmup], list[list[str]]],
+) -> None:
+    from pytest_cgmem.cuda.distributed import _context
+
+    recorded, _ = warmups
+    recorded["forkserver"].alive = True
+    with pytest.raises(RuntimeError) as info:
+        _context("forkserver", 600.0)
+    assert str(info.value) == "cgmem.distributed: the fork server did not start"
+    assert recorded["forkserver"].waited == [600.0]
+    assert recorded["forkserver"].killed
+
+
+def test_ranks_are_spawned_where_there_is_no_fork_server(
+    warmups: tuple[dict[str, _Warmup], list[list[str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_cgmem.cuda.distributed import _context
+
+    recorded, _ = warmups
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    assert _context("forkserver", 60.0).get_start_method() == "spawn"
+    assert _context("spawn", 60.0).get_start_method() == "spawn"
+    assert recorded["forkserver"].started == recorded["spawn"].started == []
 
 
 def test_exit_status_in_words() -> None:
@@ -572,6 +673,32 @@ def test_long_output_is_cut_to_its_end() -> None:
     assert lines[2:] == [f"    line {i}" for i in range(70, 100)]
 
 
+def test_a_rank_s_output_is_quoted_from_its_last_whole_lines(tmp_path: Path) -> None:
+    """At most ``_TAIL`` bytes from the end, less the line they cut into."""
+    from pytest_cgmem.cuda.distributed import _TAIL, _tail
+
+    path = tmp_path / "rank0.out"
+    assert _tail(str(path)) == ""  # the rank wrote nothing, not even its file
+    whole = "x" * (_TAIL - 6) + "\nlast\n"
+    path.write_text(whole)
+    assert len(whole) == _TAIL and _tail(str(path)) == whole
+    kept = "".join(f"line {i}\n" for i in range(_TAIL // 16))
+    kept = "y" * (_TAIL - 1 - len(kept)) + kept  # its first line whole too
+    path.write_text("cut " * 40 + "\n" + kept)  # the last _TAIL bytes start at that newline
+    assert _tail(str(path)) == kept
+
+
+def test_each_rank_s_output_is_echoed_under_its_rank(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pytest_cgmem.cuda.distributed import _echo
+
+    (tmp_path / "rank1.out").write_text("one\n  \ntwo")  # rank 0 wrote no file
+    (tmp_path / "rank2.out").write_text(" \n")
+    _echo(str(tmp_path), 3)
+    assert capsys.readouterr().out == "[rank 1] one\n[rank 1]   \n[rank 1] two\n"
+
+
 @pytest.mark.parametrize(("count", "shown"), [(30, 30), (31, 30)])
 def test_output_of_thirty_lines_is_shown_whole(count: int, shown: int) -> None:
     detail = "\n".join(f"line {i}" for i in range(count))
@@ -606,6 +733,22 @@ def test_a_failure_s_status_is_one_of_the_documented_words(status: str) -> None:
 
 
 # -- torchrun ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("visible", "local_rank", "device"), [(2, 1, 1), (2, 2, None), (0, 0, None)]
+)
+def test_a_torchrun_rank_measures_on_its_local_rank_where_that_device_is_visible(
+    monkeypatch: pytest.MonkeyPatch, visible: int, local_rank: int, device: int | None
+) -> None:
+    """Else on the current device (None): where each rank sees only its own GPU."""
+    allocator = pytest.importorskip("pytest_cgmem.cuda.allocator")
+    from pytest_cgmem.cuda.distributed import torchrun_device
+
+    monkeypatch.setattr(allocator, "cuda_usable", lambda: visible > 0)
+    monkeypatch.setattr(allocator, "device_count", lambda: visible)
+    assert torchrun_device(local_rank) == device
+
 
 ENV = {
     "RANK": "1",
