@@ -61,6 +61,7 @@ def all_reduce_noting_teardown(rank, world_size):
 
 
 def where_it_started(rank, world_size):
+    dist.barrier()  # no rank ends while a peer still connects to it (gloo's full mesh)
     return os.getppid(), "pytest_cgmem.cuda.region" in sys.modules, os.environ.get("UNSET_LATER")
 
 
@@ -87,6 +88,7 @@ def outlive_the_timeout(rank, world_size):
     # rank 0 sends its figures and exits; 1 is still at work; 2 too, and on SIGTERM takes a
     # moment to end with a status of its own; 3 sends its figures, stays (a thread is still
     # at work) and ignores SIGTERM
+    dist.barrier()
     if rank == 0:
         return
     if rank == 3:
@@ -102,6 +104,7 @@ def outlive_the_timeout(rank, world_size):
 
 def raises_on_0_after_1(rank, world_size):
     # rank 0 waits for rank 1, and fails on the connection rank 1's end closed
+    dist.barrier()
     if rank == 1:
         raise ValueError("planted on rank 1")
     if rank == 0:
@@ -120,6 +123,7 @@ class Unreadable:
 
 def returns_what_cannot_travel(rank, world_size):
     # rank 0's value does not pickle; rank 1's pickles, but does not unpickle in the test
+    dist.barrier()
     return threading.Lock() if rank == 0 else Unreadable()
 
 
