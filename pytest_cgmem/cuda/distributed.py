@@ -441,15 +441,20 @@ def _region_error(outcome: RankOutcome, launch: Launch, cause: int | None) -> st
 
 
 def _tail(path: str) -> str:
+    """The output's last ``_TAIL`` bytes at most, less the line they cut into; read from one
+    byte earlier, so that a line starting at the cut is kept whole."""
     try:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
-            handle.seek(max(0, size - _TAIL))
-            text = handle.read().decode("utf-8", "replace")
+            handle.seek(max(0, size - _TAIL - 1))
+            data = handle.read()
     except OSError:
         return ""
-    return text if size <= _TAIL else text.split("\n", 1)[-1]
+    if size > _TAIL:
+        cut = data.find(b"\n")
+        data = data[cut + 1 :] if cut >= 0 else data[1:]
+    return data.decode("utf-8", "replace")
 
 
 def _echo(outputs: str, world_size: int) -> None:

@@ -686,6 +686,11 @@ def test_a_rank_s_output_is_quoted_from_its_last_whole_lines(tmp_path: Path) -> 
     kept = "y" * (_TAIL - 1 - len(kept)) + kept  # its first line whole too
     path.write_text("cut " * 40 + "\n" + kept)  # the last _TAIL bytes start at that newline
     assert _tail(str(path)) == kept
+    exact = "z" * (_TAIL - len(kept) - 1) + "\n" + kept  # _TAIL bytes, a line's start first
+    path.write_text("cut " * 40 + "\n" + exact)
+    assert _tail(str(path)) == exact
+    path.write_text("w" * (_TAIL + 40))  # one line longer than _TAIL: its last _TAIL bytes
+    assert _tail(str(path)) == "w" * _TAIL
 
 
 def test_each_rank_s_output_is_echoed_under_its_rank(
