@@ -491,7 +491,11 @@ def _redirect_output(path: str) -> None:
 def _one_line(exc: BaseException, about: str = "") -> str:
     """``Type: the message's first line``, ``about`` leading the message where given;
     ``Type`` alone where there is nothing to say (a bare ``assert`` in ``fn``)."""
-    lines = str(exc).strip().splitlines()
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<exception str() failed>"  # as the traceback in ``detail`` shows it
+    lines = message.strip().splitlines()
     text = ": ".join(part for part in (about, lines[0].strip() if lines else "") if part)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

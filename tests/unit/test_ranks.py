@@ -648,17 +648,24 @@ def test_the_likeliest_cause_comes_first() -> None:
     assert problem is not None and problem.rank == 1
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
 @pytest.mark.parametrize(
     ("exc", "line"),
     [
         (ValueError("planted on rank 1\nmore"), "ValueError: planted on rank 1"),
         (AssertionError(), "AssertionError"),
         (RuntimeError("\n  after a blank line \n"), "RuntimeError: after a blank line"),
+        (Unprintable(), "Unprintable: <exception str() failed>"),
     ],
 )
 def test_a_rank_s_error_is_its_exception_in_one_line(exc: BaseException, line: str) -> None:
     """What follows "raised" in the failure and "region ended by" in the report: a bare
-    ``assert`` in ``fn`` is named without a dangling colon."""
+    ``assert`` in ``fn`` is named without a dangling colon, and an exception whose text
+    cannot be made is named as Python's traceback names it (the rank still says it raised)."""
     from pytest_cgmem.cuda.distributed import _one_line
 
     assert _one_line(exc) == line
