@@ -371,15 +371,13 @@ def test_a_region_passed_to_cgmem_record_exports_as_the_region_it_was_measured_f
 ) -> None:
     measured = RegionResult("sub", (device(graph_pool=graph_pool, graphs=graphs),), 0.0)
     passed = FigureRecorder(lambda _: None)(measured)
-    (as_measured, as_passed) = (
-        [
-            (e["name"], e["value"])
-            for e in exporters.gab_entries(runfile.build_run([entry(regions=(r,))], MACHINE, None))
-        ]
-        for r in (measured, passed)
-    )
-    assert as_passed == as_measured
-    assert ("t.py::test_a [sub] - graph_pool" in dict(as_passed)) == bool(graphs)
+
+    def exported(region: RegionResult) -> dict[str, float]:
+        doc = runfile.build_run([entry(regions=(region,))], MACHINE, None)
+        return {e["name"]: e["value"] for e in exporters.gab_entries(doc)}
+
+    assert exported(passed) == exported(measured)
+    assert ("t.py::test_a [sub] - graph_pool" in exported(passed)) == bool(graphs)
 
 
 def test_gab_extra_names_every_gpu_torch_and_cuda() -> None:
