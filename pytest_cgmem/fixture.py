@@ -20,7 +20,7 @@ from .checks.graph_sizes import (
     assert_sizes_covered,
     uncovered_sizes,
 )
-from .failures import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed
+from .failures import BudgetExceeded, FigureUnavailable, ResizeCheckFailed, SteadyStateFailed
 from .metrics import METRICS, Number, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
@@ -92,9 +92,21 @@ class Measurement:
         return {d.index: d for d in self._finished().devices}
 
     def check(self, **budgets: object) -> None:
-        """Raise BudgetExceeded (an AssertionError) listing every metric over its budget."""
+        """Raise BudgetExceeded (an AssertionError) listing every metric over its budget.
+
+        A leak budget on a region that ended by an exception raises FigureUnavailable: such
+        a region measures no leak (its traceback holds the tensors of the code that
+        raised), and an unknown figure would otherwise pass."""
         __tracebackhide__ = True
-        violations = self._finished().check(parse_budget(budgets))
+        budget = parse_budget(budgets)
+        result = self._finished()
+        if result.error and "leak" in budget.limits and result.metric("leak") is None:
+            raise FigureUnavailable(
+                f"cgmem: measurement {self.label or ''!r} has no leak figure: it ended by "
+                f"{result.error}, whose traceback holds the tensors of the code that "
+                "raised; check the leak of a block that runs to its end"
+            )
+        violations = result.check(budget)
         if violations:
             raise BudgetExceeded(violations)
 

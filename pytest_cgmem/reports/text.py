@@ -7,7 +7,13 @@ from typing import Any
 
 from ..checks.budgets import Budget
 from ..metrics import METRICS, names, region_keys, region_name
+from ..results.graphfigures import has_figures
 from ..results.records import RegionResult, TestRecord
+
+RAISED_NOTE = (
+    "  note: no leak figure: the region ended by an exception, whose traceback holds the "
+    "tensors of the code that raised (PyTorch's leak check skips a test that raised too)"
+)
 
 
 def section(
@@ -61,6 +67,8 @@ def section(
                     "  note: the leak persists in torch's allocator after gc, cuBLAS "
                     "workspace clearing and empty_cache, but the driver figure did not grow"
                 )
+            if figures.leak is None and result.error and not has_figures(result.extra):
+                lines.append(RAISED_NOTE)
         for metric, reason in (result.extra.get("unavailable") or {}).items():
             lines.append(f"  note: {metric} unavailable: {reason}")
         if not result.devices:

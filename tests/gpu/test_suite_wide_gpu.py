@@ -89,6 +89,103 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     assert measured["test_cyclic_garbage_is_no_leak"]["regions"][0]["devices"][0]["gc_freed"] > 0
 
 
+RAISING_SUITE = """
+import pytest
+import torch
+
+kept = []
+
+
+def test_warm():
+    torch.ones(1, device="cuda").sum().item()
+
+
+def test_fails_holding_a_tensor():
+    held = torch.empty(2**20, dtype=torch.uint8, device="cuda")
+    assert held.numel() == 0
+
+
+def test_a_measured_block_that_raises(cgmem):
+    with pytest.raises(ValueError):
+        with cgmem.measure("raised") as m:
+            held = torch.empty(2**20, dtype=torch.uint8, device="cuda")
+            raise ValueError("boom")
+    assert m.leak is None and m.peak == 2**20
+
+
+def test_leaks():
+    kept.append(torch.empty(2**20, dtype=torch.uint8, device="cuda"))
+"""
+
+FULL_COLLECTIONS = """
+import gc
+import json
+
+import pytest
+
+FULL = {}
+_counting = []
+
+
+def _on_gc(phase, info):
+    if phase == "stop" and info["generation"] == 2 and _counting:
+        FULL[_counting[-1]] = FULL.get(_counting[-1], 0) + 1
+
+
+gc.callbacks.append(_on_gc)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    _counting.append(item.name)
+    FULL.setdefault(item.name, 0)
+    try:
+        return (yield)
+    finally:
+        _counting.pop()
+
+
+def pytest_sessionfinish(session):
+    with open("full.json", "w") as f:
+        json.dump(FULL, f)
+"""
+
+
+def test_a_test_that_raised_is_not_checked_for_a_leak(pytester: pytest.Pytester) -> None:
+    """As PyTorch's check: a failing test's traceback holds its tensors, so confirming a
+    leak would pay a full collection to call them leaked. Its region reports no leak
+    (null), is not over budget and collects no full generation; a real leak still is."""
+    pytester.makepyfile(test_raising=RAISING_SUITE)
+    pytester.makeconftest(FULL_COLLECTIONS)
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-budget=leak=0", "--cgmem-json=run.json", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*AssertionError*",
+            "*- cgmem -*",
+            "  leak  * n/a   budget        0 B  n/a",
+            "  note: no leak figure: the region ended by an exception*",
+            "  region ended by AssertionError*",
+            "*--cgmem-all: 4 test(s) measured, 1 over budget, 0 opted out*",
+        ]
+    )
+    run = json.loads((pytester.path / "run.json").read_text())
+    tests = {t["nodeid"].split("::", 1)[1]: t for t in run["tests"]}
+    failing = tests["test_fails_holding_a_tensor"]
+    assert failing["outcome"] == "failed" and failing["violations"] == []
+    call = failing["regions"][0]["devices"][0]
+    assert call["leak"] is None and call["peak"] >= 2**20 and call["gc_freed"] == 0
+    regions = tests["test_a_measured_block_that_raises"]["regions"]
+    assert [r["devices"][0]["leak"] for r in regions if r["label"] == "raised"] == [None]
+    assert [v["metric"] for v in tests["test_leaks"]["violations"]] == ["leak"]
+    full = json.loads((pytester.path / "full.json").read_text())
+    assert full["test_fails_holding_a_tensor"] == 0
+    assert full["test_a_measured_block_that_raises"] == 0
+    assert full["test_leaks"] >= 1  # the real leak's confirmation, which the counter sees
+
+
 def test_cuda_free_suite_creates_no_context(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_cpu="""

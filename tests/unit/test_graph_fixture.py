@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from pytest_cgmem.cuda import allocator, graphs
-from pytest_cgmem.failures import BudgetExceeded, EagerFallback
+from pytest_cgmem.failures import BudgetExceeded, EagerFallback, FigureUnavailable
 from pytest_cgmem.fixture import CgmemFixture, Measurement
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.units import MAX_FIGURE, CgmemUsageError
@@ -118,6 +118,27 @@ def test_a_measure_label_must_be_a_printable_string(bad: object) -> None:
         fixture.measure(bad),  # type: ignore[arg-type]
     ):
         pass
+
+
+def test_a_leak_budget_on_a_measurement_that_raised_says_it_has_no_leak_figure() -> None:
+    """A region ended by an exception measures no leak (None): a leak budget on it must not
+    pass as if the unknown figure were within it; its other figures are still held."""
+    m = Measurement("decode")
+    m.result = RegionResult(
+        "decode", (DeviceFigures(0, peak=2 * MiB, leak=None),), 0.1, "ValueError: boom"
+    )
+    with pytest.raises(FigureUnavailable) as info:
+        m.check(leak=0)
+    assert str(info.value) == (
+        "cgmem: measurement 'decode' has no leak figure: it ended by ValueError: boom, whose "
+        "traceback holds the tensors of the code that raised; check the leak of a block "
+        "that runs to its end"
+    )
+    m.check(peak="2 MiB")
+    with pytest.raises(BudgetExceeded):
+        m.check(peak="1 MiB")
+    m.result = RegionResult("decode", (DeviceFigures(0, peak=2 * MiB, leak=0),), 0.1, "E: x")
+    m.check(leak=0)
 
 
 def test_a_measurement_s_figures_are_read_once_its_region_has_closed() -> None:

@@ -11,6 +11,7 @@ import pytest
 import pytest_cgmem
 from pytest_cgmem.checks.budgets import Budget
 from pytest_cgmem.reports.text import baseline_summary, header, section, suite_summary, summary
+from pytest_cgmem.results import graphfigures
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 
 MiB = 2**20
@@ -150,6 +151,33 @@ def test_each_note_of_the_section_says_what_the_region_saw(
     region = call(figures(peak=MiB, **details), **extra)
     lines = section([region]).splitlines()
     assert [line for line in lines if line.startswith("  note: ")] == [NOTES[n] for n in notes]
+
+
+RAISED = (
+    "  note: no leak figure: the region ended by an exception, whose traceback holds the "
+    "tensors of the code that raised (PyTorch's leak check skips a test that raised too)"
+)
+
+
+@pytest.mark.parametrize(
+    ("leak", "extra", "noted"),
+    [
+        (None, {}, True),
+        (0, {}, False),
+        (None, {graphfigures.EXTRA_KEY: {"sizes": []}}, False),
+    ],
+    ids=["a region that raised", "a figure given", "a graph log, which measures no leak"],
+)
+def test_a_region_that_raised_says_why_it_has_no_leak_figure(
+    leak: int | None, extra: dict[str, Any], noted: bool
+) -> None:
+    region = RegionResult("call", (figures(leak=leak),), 0.001, "AssertionError: x", extra)
+    lines = section([region], Budget({"leak": 0})).splitlines()
+    assert (RAISED in lines) is noted
+    assert lines[-1] == "  region ended by AssertionError: x"
+    if noted:
+        assert "  leak                    n/a   budget        0 B  n/a" in lines
+        assert RAISED in page("measuring.md")
 
 
 def test_a_budgeted_figure_nobody_measured_is_n_a_not_ok() -> None:
