@@ -7,32 +7,41 @@ side (alternating which goes first):
 
 - plain, with the plugin off (``-p no:cgmem``),
 - with ``--cgmem-all --cgmem-budget=leak=0 --cgmem-json=...``,
+- with ``--pytorch``, once more after the first round: PyTorch's own
+  ``CudaMemoryLeakCheck`` around each test's call (``pytorch_leak_check.py``, the plugin
+  off), for its verdicts.
 
-each with ``--junitxml``, from which each test's outcome and time are read. It prints each
-side's outcome counts, every test whose outcome differs between the sides (with the cgmem
-side's message: a leak verdict, or the plugin changing what the test saw), the plugin's
-own summary line, the tests its run file calls over budget, and the medians of each side's
+Each run writes ``--junitxml``, from which each test's outcome and time are read. It prints
+each side's outcome counts, every test whose outcome differs between plain and cgmem (with
+the cgmem side's message: a leak verdict, or the plugin changing what the test saw), the
+plugin's summary line, the tests its run file calls over budget, with ``--pytorch`` each
+test's leak verdict on both sides and where they differ, and the medians of each side's
 wall time and summed test time with their ratios to plain.
 
-``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--json PATH] -- ARGS``,
-where ``ARGS`` are the suite's own pytest arguments (paths, ``-k``, its options).
+``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--pytorch] [--json PATH]
+-- ARGS``, where ``ARGS`` are the suite's own pytest arguments (paths, ``-k``, its options).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SIDES = ("plain", "cgmem")
+HERE = Path(__file__).resolve().parent
+LEAKS = {"leak", "warning"}
+"""PyTorch's verdicts that report a leak: the driver confirmed it (the test fails), or only
+the caching allocator saw it (a warning)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,9 @@ class Run:
     outcomes: dict[str, str]
     seconds: dict[str, float]
     messages: dict[str, str]
-    summary_line: str
-    over_budget: dict[str, list[str]]
+    summary_line: str = ""
+    over_budget: dict[str, list[str]] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
 
 
 def _nodeid(case: ET.Element) -> str:
@@ -74,6 +84,8 @@ def read_junit(path: Path) -> tuple[dict[str, str], dict[str, float], dict[str, 
     outcomes: dict[str, str] = {}
     seconds: dict[str, float] = {}
     messages: dict[str, str] = {}
+    if not path.exists():
+        return outcomes, seconds, messages
     for case in ET.parse(path).getroot().iter("testcase"):
         nodeid = _nodeid(case)
         outcome, message = _outcome(case)
@@ -86,67 +98,124 @@ def read_junit(path: Path) -> tuple[dict[str, str], dict[str, float], dict[str, 
     return outcomes, seconds, messages
 
 
-def read_over_budget(path: Path) -> dict[str, list[str]]:
+def cgmem_verdict(test: dict[str, Any]) -> str:
+    """``leak`` (over its leak budget), ``raised`` (its call region ended by an exception,
+    so it has no leak figure) or ``clean``."""
+    if any(v.get("metric") == "leak" for v in test.get("violations") or ()):
+        return "leak"
+    call = next((r for r in test.get("regions") or () if r.get("label") == "call"), None)
+    if call and call.get("error") and any(d.get("leak") is None for d in call["devices"]):
+        return "raised"
+    return "clean"
+
+
+def read_runfile(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The run file's tests over budget (with their messages), and each test's verdict,
+    by pytest node id."""
     if not path.exists():
-        return {}
+        return {}, {}
     data: dict[str, Any] = json.loads(path.read_text())
-    return {
-        test["nodeid"]: [str(v.get("message", v)) for v in test["violations"]]
-        for test in data.get("tests", [])
-        if test.get("violations")
+    tests = data.get("tests", [])
+    over = {
+        t["nodeid"]: [str(v.get("message", v)) for v in t["violations"]]
+        for t in tests
+        if t.get("violations")
     }
+    return over, {t["nodeid"]: cgmem_verdict(t) for t in tests}
 
 
 def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
     junit = scratch / f"{side}.xml"
     runfile = scratch / "cgmem.json"
-    plugin = (
-        ["-p", "no:cgmem"]
-        if side == "plain"
-        else ["--cgmem-all", "--cgmem-budget=leak=0", f"--cgmem-json={runfile}"]
-    )
+    verdicts = scratch / "pytorch.json"
+    env = dict(os.environ)
+    if side == "plain":
+        plugin = ["-p", "no:cgmem"]
+    elif side == "cgmem":
+        plugin = ["--cgmem-all", "--cgmem-budget=leak=0", f"--cgmem-json={runfile}"]
+    else:
+        plugin = ["-p", "no:cgmem", "-p", "pytorch_leak_check"]
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        env["PYTORCH_LEAK_CHECK_OUT"] = str(verdicts)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rN"]
     command += [*plugin, f"--junitxml={junit}", *args]
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=rootdir, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=rootdir, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     outcomes, seconds, messages = read_junit(junit)
-    summary_line = next(
-        (line for line in done.stdout.splitlines() if line.startswith("--cgmem-all:")), ""
-    )
-    over_budget = read_over_budget(runfile) if side == "cgmem" else {}
-    return Run(side, wall, done.returncode, outcomes, seconds, messages, summary_line, over_budget)
+    if not outcomes:
+        sys.stderr.write(f"{side}: no test results\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+    if side == "cgmem":
+        summary_line = next(
+            (line for line in done.stdout.splitlines() if line.startswith("--cgmem-all:")), ""
+        )
+        over_budget, judged = read_runfile(runfile)
+        return Run(
+            side,
+            wall,
+            done.returncode,
+            outcomes,
+            seconds,
+            messages,
+            summary_line,
+            over_budget,
+            judged,
+        )
+    judged = json.loads(verdicts.read_text()) if side == "pytorch" and verdicts.exists() else {}
+    return Run(side, wall, done.returncode, outcomes, seconds, messages, verdicts=judged)
 
 
-def counts(outcomes: dict[str, str]) -> str:
-    tally: dict[str, int] = {}
-    for outcome in outcomes.values():
-        tally[outcome] = tally.get(outcome, 0) + 1
-    return ", ".join(f"{n} {outcome}" for outcome, n in sorted(tally.items()))
+def counts(values: dict[str, str]) -> str:
+    return ", ".join(f"{n} {value}" for value, n in sorted(Counter(values.values()).items()))
+
+
+def sides_in_order(rounds: int, pytorch: bool) -> list[str]:
+    """plain and cgmem ``rounds`` times each, alternating which goes first; PyTorch's check
+    once, after the first round."""
+    sides: list[str] = []
+    for number in range(rounds):
+        sides += ["plain", "cgmem"] if number % 2 == 0 else ["cgmem", "plain"]
+        if number == 0 and pytorch:
+            sides.append("pytorch")
+    return sides
+
+
+def compare_verdicts(cgmem: Run, pytorch: Run) -> dict[str, list[str]]:
+    """Each test's pair of leak verdicts, ``cgmem / pytorch``, with the tests of each pair;
+    a test neither side judged is left out."""
+    pairs: dict[str, list[str]] = {}
+    for nodeid in sorted(cgmem.verdicts.keys() | pytorch.verdicts.keys()):
+        ours = cgmem.verdicts.get(nodeid, "not measured")
+        theirs = pytorch.verdicts.get(nodeid, "not run")
+        pairs.setdefault(f"{ours} / {theirs}", []).append(nodeid)
+    return pairs
+
+
+def agrees(pair: str) -> bool:
+    ours, theirs = pair.split(" / ")
+    return (ours == "leak") == (theirs in LEAKS)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rootdir", required=True, type=Path)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pytorch", action="store_true", help="PyTorch's check once too")
     parser.add_argument("--json", default=None, help="write the figures here")
     parser.add_argument("args", nargs="*", help="the suite's own pytest arguments, after --")
     options = parser.parse_args()
-    runs: dict[str, list[Run]] = {side: [] for side in SIDES}
+    runs: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for number in range(options.rounds):
-            for side in SIDES if number % 2 == 0 else SIDES[::-1]:
-                done = run(side, options.rootdir, options.args, Path(scratch))
-                runs[side].append(done)
-                print(f"round {number + 1} {side}: {done.wall:.2f} s", file=sys.stderr, flush=True)
-    first = {side: runs[side][0] for side in SIDES}
+        for side in sides_in_order(options.rounds, options.pytorch):
+            done = run(side, options.rootdir, options.args, Path(scratch))
+            runs.setdefault(side, []).append(done)
+            print(f"{side}: {done.wall:.2f} s", file=sys.stderr, flush=True)
+    first = {side: done[0] for side, done in runs.items()}
     plain, cgmem = first["plain"], first["cgmem"]
-    print(
-        f"{len(plain.outcomes)} tests; exit status plain {plain.exit_status},"
-        f" cgmem {cgmem.exit_status}"
-    )
-    for side in SIDES:
-        print(f"  {side:6} {counts(first[side].outcomes)}")
+    statuses = ", ".join(f"{side} {r.exit_status}" for side, r in first.items())
+    print(f"{len(plain.outcomes)} tests; exit status {statuses}")
+    for side, done in first.items():
+        print(f"  {side:8} {counts(done.outcomes)}")
     differing = sorted(
         nodeid
         for nodeid in plain.outcomes.keys() | cgmem.outcomes.keys()
@@ -154,36 +223,55 @@ def main() -> int:
     )
     print(f"outcomes that differ (plain -> cgmem): {len(differing)}")
     for nodeid in differing:
-        message = cgmem.messages.get(nodeid, "")
         print(f"  {nodeid}: {plain.outcomes.get(nodeid)} -> {cgmem.outcomes.get(nodeid)}")
-        if message:
-            print(f"    {message[:200]}")
+        if nodeid in cgmem.messages:
+            print(f"    {cgmem.messages[nodeid][:200]}")
     print(cgmem.summary_line or "(no --cgmem-all summary line)")
     print(f"over budget in the run file: {len(cgmem.over_budget)}")
     for nodeid, violations in sorted(cgmem.over_budget.items()):
         print(f"  {nodeid}: {'; '.join(violations)[:200]}")
-    wall = {side: statistics.median(r.wall for r in runs[side]) for side in SIDES}
+    pairs: dict[str, list[str]] = {}
+    if "pytorch" in first:
+        pairs = compare_verdicts(cgmem, first["pytorch"])
+        print("leak verdicts (cgmem / pytorch; pytorch's warning is a leak only the caching")
+        print("allocator saw, which it does not fail):")
+        for pair, nodeids in sorted(pairs.items()):
+            print(f"  {len(nodeids):6}  {pair}{'' if agrees(pair) else '   DIFFERENT'}")
+        for pair, nodeids in sorted(pairs.items()):
+            if not agrees(pair):
+                for nodeid in nodeids[:20]:
+                    print(f"    {pair}: {nodeid}")
+        judged = sum(len(n) for p, n in pairs.items() if "not " not in p and "raised" not in p)
+        matched = sum(
+            len(n) for p, n in pairs.items() if "not " not in p and "raised" not in p and agrees(p)
+        )
+        print(f"verdicts matched on {matched} of the {judged} tests both sides judged")
+    wall = {side: statistics.median(r.wall for r in done) for side, done in runs.items()}
     summed = {
-        side: statistics.median(sum(r.seconds.values()) for r in runs[side]) for side in SIDES
+        side: statistics.median(sum(r.seconds.values()) for r in done)
+        for side, done in runs.items()
     }
-    print(f"medians of {options.rounds} run(s) a side   wall s  x plain   summed test s  x plain")
-    for side in SIDES:
+    print("medians a side              runs   wall s  x plain   summed test s  x plain")
+    for side in runs:
         print(
-            f"  {side:6} {wall[side]:28.2f} {wall[side] / wall['plain']:8.3f}"
+            f"  {side:8} {len(runs[side]):22} {wall[side]:8.2f} {wall[side] / wall['plain']:8.3f}"
             f" {summed[side]:15.2f} {summed[side] / summed['plain']:8.3f}"
         )
     if options.json:
         figures = {
             "tests": len(plain.outcomes),
-            "counts": {side: counts(first[side].outcomes) for side in SIDES},
+            "counts": {side: counts(done.outcomes) for side, done in first.items()},
             "differing": {
                 nodeid: [plain.outcomes.get(nodeid), cgmem.outcomes.get(nodeid)]
                 for nodeid in differing
             },
             "summary_line": cgmem.summary_line,
             "over_budget": cgmem.over_budget,
-            "walls": {side: [r.wall for r in runs[side]] for side in SIDES},
-            "summed": {side: [sum(r.seconds.values()) for r in runs[side]] for side in SIDES},
+            "verdicts": {pair: nodeids for pair, nodeids in pairs.items()},
+            "walls": {side: [r.wall for r in done] for side, done in runs.items()},
+            "summed": {
+                side: [sum(r.seconds.values()) for r in done] for side, done in runs.items()
+            },
         }
         Path(options.json).write_text(json.dumps(figures, indent=1))
     return 0

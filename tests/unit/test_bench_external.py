@@ -1,0 +1,88 @@
+"""benchmarks/bench_external.py's reading of each side: outcomes, and leak verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_external.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_external", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_external"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest">
+<testcase classname="t" name="test_pass" time="0.5"/>
+<testcase classname="t" name="test_fail" time="0.25">
+  <failure message="assert 1 == 2&#10;more">x</failure></testcase>
+<testcase classname="t" name="test_teardown" time="0.5"/>
+<testcase classname="t" name="test_teardown" time="0.125">
+  <error message="teardown boom">x</error></testcase>
+<testcase classname="t" name="test_skip" time="0">
+  <skipped type="pytest.skip" message="no"/></testcase>
+<testcase classname="t" name="test_xfail" time="0.1">
+  <skipped type="pytest.xfail" message="why"/></testcase>
+</testsuite></testsuites>
+"""
+
+
+def test_each_test_s_outcome_time_and_first_message_line(bench: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    outcomes, seconds, messages = bench.read_junit(path)
+    assert outcomes == {
+        "t::test_pass": "passed",
+        "t::test_fail": "failure",
+        "t::test_teardown": "error",
+        "t::test_skip": "skipped",
+        "t::test_xfail": "xfailed",
+    }
+    assert seconds["t::test_teardown"] == 0.625
+    assert messages == {"t::test_fail": "assert 1 == 2", "t::test_teardown": "teardown boom"}
+    assert bench.read_junit(tmp_path / "missing.xml") == ({}, {}, {})
+
+
+def region(label: str, leak: int | None, error: str | None = None) -> dict[str, Any]:
+    return {"label": label, "error": error, "devices": [{"index": 0, "leak": leak}]}
+
+
+@pytest.mark.parametrize(
+    ("test", "verdict"),
+    [
+        ({"violations": [{"metric": "leak"}], "regions": [region("call", 512)]}, "leak"),
+        ({"violations": [{"metric": "peak"}], "regions": [region("call", 0)]}, "clean"),
+        ({"violations": [], "regions": [region("call", None, "AssertionError")]}, "raised"),
+        ({"violations": [], "regions": [region("call", 0), region("m", None, "E")]}, "clean"),
+        ({"violations": [], "regions": [region("graphs", None)]}, "clean"),
+    ],
+    ids=["over its leak budget", "over another", "raised", "a block raised", "no call region"],
+)
+def test_the_cgmem_verdict_of_a_run_file_s_test(
+    bench: ModuleType, test: dict[str, Any], verdict: str
+) -> None:
+    assert bench.cgmem_verdict(test) == verdict
+
+
+def test_verdict_pairs_count_pytorch_s_warning_as_a_leak(bench: ModuleType) -> None:
+    cgmem = bench.Run("cgmem", 1.0, 0, {}, {}, {}, verdicts={"a": "leak", "b": "clean"})
+    pytorch = bench.Run(
+        "pytorch", 1.0, 0, {}, {}, {}, verdicts={"a": "warning", "b": "leak", "c": "clean"}
+    )
+    pairs = bench.compare_verdicts(cgmem, pytorch)
+    assert pairs == {"leak / warning": ["a"], "clean / leak": ["b"], "not measured / clean": ["c"]}
+    assert [pair for pair in pairs if not bench.agrees(pair)] == ["clean / leak"]
+    assert bench.agrees("raised / raised") and bench.agrees("clean / clean")
+    assert not bench.agrees("leak / clean")
