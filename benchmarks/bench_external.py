@@ -196,6 +196,10 @@ def agrees(pair: str) -> bool:
     return (ours == "leak") == (theirs in LEAKS)
 
 
+def ratio(value: float, plain: float) -> float:
+    return value / plain if plain else float("nan")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rootdir", required=True, type=Path)
@@ -254,8 +258,9 @@ def main() -> int:
     print("medians a side              runs   wall s  x plain   summed test s  x plain")
     for side in runs:
         print(
-            f"  {side:8} {len(runs[side]):22} {wall[side]:8.2f} {wall[side] / wall['plain']:8.3f}"
-            f" {summed[side]:15.2f} {summed[side] / summed['plain']:8.3f}"
+            f"  {side:8} {len(runs[side]):22} {wall[side]:8.2f}"
+            f" {ratio(wall[side], wall['plain']):8.3f}"
+            f" {summed[side]:15.2f} {ratio(summed[side], summed['plain']):8.3f}"
         )
     if options.json:
         figures = {
