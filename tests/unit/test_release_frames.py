@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Generator, Iterator
+from typing import Any
 
 import pytest
 
@@ -223,3 +224,36 @@ def test_a_graph_log_or_a_sweep_counts_as_measured_here(how: str) -> None:
         with pytest.raises(_InputsFailed):
             capture_sweep(lambda x: x, [2, 1], _no_input)
     assert measurements_opened() == before + 1
+
+
+def _reading(allocated: int, reserved: int) -> dict[str, Any]:
+    """An allocator reading in torch's nested form, peaks at the current figures."""
+    return {
+        "allocated_bytes": {"all": {"current": allocated, "peak": allocated}},
+        "reserved_bytes": {"all": {"current": reserved, "peak": reserved}},
+        "num_ooms": 0,
+    }
+
+
+@pytest.mark.parametrize("raised", [True, False], ids=["raised", "ran to its end"])
+def test_a_region_that_raised_confirms_no_leak(
+    monkeypatch: pytest.MonkeyPatch, raised: bool
+) -> None:
+    """The figures of a region ended by an exception skip the leak check (whose collections
+    could only find the tensors its traceback holds) and have no leak figure; one that ran
+    to its end confirms its growth. The CUDA reads are stand-ins: the GPU test of this runs
+    in tests/gpu/test_suite_wide_gpu.py."""
+    MiB = 2**20
+    measured = region.Region("call", track_graphs=False)
+    measured._starts[0] = region._Start(MiB, 2 * MiB, 0, None, None, MiB, 2 * MiB)
+    confirmed: list[int] = []
+
+    def confirm(index: int, start: object) -> tuple[int, bool, int]:
+        confirmed.append(index)
+        return 512, False, 0
+
+    monkeypatch.setattr(measured, "_confirm_leak", confirm)
+    figures = measured._figures(0, _reading(MiB + 512, 2 * MiB), raised)
+    assert confirmed == ([] if raised else [0])
+    assert figures.leak == (None if raised else 512)
+    assert figures.peak == 512 and not figures.details.leak_confirmed
