@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -67,11 +68,18 @@ class Legacy(unittest.TestCase):
 """
 
 
+SUITE_WIDE = ("--cgmem-all", "--cgmem-budget=leak=0", "--cgmem-json=run.json", "-p", "no:randomly")
+
+
+def measured_tests(pytester: pytest.Pytester) -> dict[str, dict[str, Any]]:
+    """The run file's tests by name (the node id less its file)."""
+    run = json.loads((pytester.path / "run.json").read_text())
+    return {t["nodeid"].split("::", 1)[1]: t for t in run["tests"]}
+
+
 def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest_subprocess(
-        "--cgmem-all", "--cgmem-budget=leak=0", "--cgmem-json=run.json", "-p", "no:randomly"
-    )
+    result = pytester.runpytest_subprocess(*SUITE_WIDE)
     result.assert_outcomes(passed=6, failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -81,8 +89,7 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
         ],
         consecutive=False,
     )
-    run = json.loads((pytester.path / "run.json").read_text())
-    measured = {t["nodeid"].split("::", 1)[1]: t for t in run["tests"]}
+    measured = measured_tests(pytester)
     assert "test_cpu_only" not in measured and "test_opted_out_leak" not in measured
     first = measured["test_first_cuda_user_is_no_leak"]["regions"][0]["devices"][0]
     assert first["leak"] == 0 and first["device"] is None  # the context is not the test's
@@ -157,9 +164,7 @@ def test_a_test_that_raised_is_not_checked_for_a_leak(pytester: pytest.Pytester)
     (null), is not over budget and collects no full generation; a real leak still is."""
     pytester.makepyfile(test_raising=RAISING_SUITE)
     pytester.makeconftest(FULL_COLLECTIONS)
-    result = pytester.runpytest_subprocess(
-        "--cgmem-all", "--cgmem-budget=leak=0", "--cgmem-json=run.json", "-p", "no:randomly"
-    )
+    result = pytester.runpytest_subprocess(*SUITE_WIDE)
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(
         [
@@ -171,8 +176,7 @@ def test_a_test_that_raised_is_not_checked_for_a_leak(pytester: pytest.Pytester)
             "*--cgmem-all: 4 test(s) measured, 1 over budget, 0 opted out*",
         ]
     )
-    run = json.loads((pytester.path / "run.json").read_text())
-    tests = {t["nodeid"].split("::", 1)[1]: t for t in run["tests"]}
+    tests = measured_tests(pytester)
     failing = tests["test_fails_holding_a_tensor"]
     assert failing["outcome"] == "failed" and failing["violations"] == []
     call = failing["regions"][0]["devices"][0]
