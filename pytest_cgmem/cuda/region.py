@@ -120,7 +120,6 @@ class Region:
 
     label: str | None = None
     devices: Sequence[int] | None = None
-    confirm_leaks: bool = True
     device: int | None = None
     rank: int | None = None
     _starts: dict[int, _Start] = field(default_factory=dict)
@@ -316,7 +315,7 @@ class Region:
         leak_confirmed, gc_freed = False, 0
         if raised:
             _clean.pop(index, None)
-        elif leak > 0 and self.confirm_leaks:
+        elif leak > 0:
             for hook in self.before_leak_check:
                 hook(index)
             leak, leak_confirmed, gc_freed = self._confirm_leak(index, start)
