@@ -142,7 +142,7 @@ def _on_gc(phase, info):
 gc.callbacks.append(_on_gc)
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # around the plugin's, and its leak check
 def pytest_runtest_call(item):
     _counting.append(item.name)
     FULL.setdefault(item.name, 0)
