@@ -14,9 +14,9 @@ side (alternating which goes first):
 Each run writes ``--junitxml``, from which each test's outcome and time are read. It prints
 each side's outcome counts, every test whose outcome differs between plain and cgmem (with
 the cgmem side's message: a leak verdict, or the plugin changing what the test saw), the
-plugin's summary line, the tests its run file calls over budget, with ``--pytorch`` each
-test's leak verdict on both sides and where they differ, and the medians of each side's
-wall time and summed test time with their ratios to plain.
+plugin's summary line, the tests its run file calls over budget, the tests whose time grew
+most, with ``--pytorch`` each test's leak verdict on both sides and where they differ, and
+the medians of each side's wall time and summed test time with their ratios to plain.
 
 ``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--pytorch] [--json PATH]
 -- ARGS``, where ``ARGS`` are the suite's own pytest arguments (paths, ``-k``, its options).
@@ -196,6 +196,13 @@ def agrees(pair: str) -> bool:
     return (ours == "leak") == (theirs in LEAKS)
 
 
+def most_costly(plain: Run, cgmem: Run, count: int = 10) -> list[tuple[str, float, float]]:
+    """The tests whose time grew most from plain to cgmem: (node id, plain s, cgmem s)."""
+    both = plain.seconds.keys() & cgmem.seconds.keys()
+    grown = sorted(both, key=lambda n: cgmem.seconds[n] - plain.seconds[n], reverse=True)
+    return [(n, plain.seconds[n], cgmem.seconds[n]) for n in grown[:count]]
+
+
 def ratio(value: float, plain: float) -> float:
     return value / plain if plain else float("nan")
 
@@ -234,6 +241,11 @@ def main() -> int:
     print(f"over budget in the run file: {len(cgmem.over_budget)}")
     for nodeid, violations in sorted(cgmem.over_budget.items()):
         print(f"  {nodeid}: {'; '.join(violations)[:200]}")
+    costliest = most_costly(plain, cgmem)
+    extra = sum(cgmem.seconds.values()) - sum(plain.seconds.values())
+    print(f"the tests cgmem costs most (first runs, ms plain -> cgmem; all tests: {extra:+.2f} s):")
+    for nodeid, before, after in costliest:
+        print(f"  {before * 1e3:9.1f} -> {after * 1e3:9.1f}  {nodeid}")
     pairs: dict[str, list[str]] = {}
     if "pytorch" in first:
         pairs = compare_verdicts(cgmem, first["pytorch"])

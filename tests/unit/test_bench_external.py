@@ -86,3 +86,9 @@ def test_verdict_pairs_count_pytorch_s_warning_as_a_leak(bench: ModuleType) -> N
     assert [pair for pair in pairs if not bench.agrees(pair)] == ["clean / leak"]
     assert bench.agrees("raised / raised") and bench.agrees("clean / clean")
     assert not bench.agrees("leak / clean")
+
+
+def test_the_costliest_tests_are_those_whose_time_grew_most(bench: ModuleType) -> None:
+    plain = bench.Run("plain", 1.0, 0, {}, {"a": 0.5, "b": 0.1, "c": 0.2, "gone": 1.0}, {})
+    cgmem = bench.Run("cgmem", 1.0, 0, {}, {"a": 0.6, "b": 0.4, "c": 0.2, "new": 9.0}, {})
+    assert bench.most_costly(plain, cgmem, count=2) == [("b", 0.1, 0.4), ("a", 0.5, 0.6)]
