@@ -191,6 +191,12 @@ def compare_verdicts(cgmem: Run, pytorch: Run) -> dict[str, list[str]]:
     return pairs
 
 
+def both_judged(pair: str) -> bool:
+    """Whether both sides gave the test a leak verdict (it ran, was measured, did not raise)."""
+    ours, theirs = pair.split(" / ")
+    return ours in {"leak", "clean"} and theirs in LEAKS | {"clean"}
+
+
 def agrees(pair: str) -> bool:
     ours, theirs = pair.split(" / ")
     return (ours == "leak") == (theirs in LEAKS)
@@ -257,11 +263,10 @@ def main() -> int:
             if not agrees(pair):
                 for nodeid in nodeids[:20]:
                     print(f"    {pair}: {nodeid}")
-        judged = sum(len(n) for p, n in pairs.items() if "not " not in p and "raised" not in p)
-        matched = sum(
-            len(n) for p, n in pairs.items() if "not " not in p and "raised" not in p and agrees(p)
-        )
-        print(f"verdicts matched on {matched} of the {judged} tests both sides judged")
+        judged = {pair: nodeids for pair, nodeids in pairs.items() if both_judged(pair)}
+        matched = sum(len(nodeids) for pair, nodeids in judged.items() if agrees(pair))
+        total = sum(len(nodeids) for nodeids in judged.values())
+        print(f"verdicts matched on {matched} of the {total} tests both sides judged")
     wall = {side: statistics.median(r.wall for r in done) for side, done in runs.items()}
     summed = {
         side: statistics.median(sum(r.seconds.values()) for r in done)

@@ -86,6 +86,10 @@ def test_verdict_pairs_count_pytorch_s_warning_as_a_leak(bench: ModuleType) -> N
     assert [pair for pair in pairs if not bench.agrees(pair)] == ["clean / leak"]
     assert bench.agrees("raised / raised") and bench.agrees("clean / clean")
     assert not bench.agrees("leak / clean")
+    judged = ["leak / warning", "clean / leak", "clean / clean"]
+    assert all(bench.both_judged(pair) for pair in judged)
+    unjudged = ["not measured / clean", "raised / raised", "clean / no CUDA", "leak / not run"]
+    assert not any(bench.both_judged(pair) for pair in unjudged)
 
 
 def test_the_costliest_tests_are_those_whose_time_grew_most(bench: ModuleType) -> None:
