@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pytest
 
@@ -35,6 +35,9 @@ from .settings import Settings
 from .units import CgmemUsageError, short_repr
 
 if TYPE_CHECKING:  # imported where a test is measured: a run that measures none needs none
+    from collections.abc import Sequence
+
+    from .cuda.region import Region
     from .results.baseline import Baseline, Findings
     from .results.records import RegionResult, TestRecord
 
@@ -216,15 +219,13 @@ def _unavailable(
     regions: list[RegionResult], budget: Budget, checked: tuple[str | None, ...]
 ) -> tuple[Unavailable, ...]:
     """Budgets of the checked regions on figures their allocator could not give."""
-    return tuple(
-        u
-        for r in regions
-        if r.label in checked
-        for d in r.devices
-        for u in unavailable_budgets(
-            d.figures, budget, r.extra.get("unavailable") or {}, d.where, r.label
-        )
-    )
+    found: list[Unavailable] = []
+    for r in regions:
+        unavailable = r.extra.get("unavailable")
+        if unavailable and r.label in checked:  # most regions could give every figure
+            for d in r.devices:
+                found += unavailable_budgets(d.figures, budget, unavailable, d.where, r.label)
+    return tuple(found)
 
 
 def uses_fixture(item: pytest.Item) -> bool:
@@ -289,7 +290,7 @@ def skipped_by_unittest(item: pytest.Item) -> bool:
     unittest = sys.modules.get("unittest")
     if unittest is None:
         return False
-    cls = getattr(item, "cls", None)
+    cls = getattr(item.parent, "obj", None)  # a TestCase's test's parent is its class
     if not (isinstance(cls, type) and issubclass(cls, unittest.TestCase)):
         return False
     return any(
@@ -418,6 +419,19 @@ def forget_last_failure() -> None:
         names.pop(name, None)
 
 
+class _RecordTools(NamedTuple):
+    """What a measured test's record is made and written with, imported by the first
+    (``CgmemSession.record_tools``): an import inside a function costs each call 1-2 µs."""
+
+    test_record: type[TestRecord]
+    junit_properties: Callable[[Sequence[RegionResult]], list[tuple[str, Any]]]
+    record_text: Callable[[TestRecord], str | None]
+    plain_record: Callable[[TestRecord], dict[str, Any]]
+    clean_text: Callable[[Any], str | None]
+    compact: Callable[[Any], str]
+    nonfinite_problem: Callable[[Mapping[str, Any]], str | None]
+
+
 class CgmemSession:
     """Measures, judges and records the run's GPU-memory tests (see the module docstring).
 
@@ -538,6 +552,31 @@ class CgmemSession:
         from .results.outputs import resolve
 
         return resolve(given, self.config.invocation_params.dir)
+
+    @functools.cached_property
+    def region_type(self) -> type[Region]:
+        """``Region``, imported by the first measured call (the session's own: an in-process
+        pytester run's modules go with it)."""
+        from .cuda.region import Region
+
+        return Region
+
+    @functools.cached_property
+    def record_tools(self) -> _RecordTools:
+        from .results.exporters import junit_properties
+        from .results.jsonio import clean_text, compact
+        from .results.records import TestRecord
+        from .results.runfile import nonfinite_problem, plain_record, record_text
+
+        return _RecordTools(
+            TestRecord,
+            junit_properties,
+            record_text,
+            plain_record,
+            clean_text,
+            compact,
+            nonfinite_problem,
+        )
 
     # -- collection ---------------------------------------------------------------------
 
@@ -727,13 +766,10 @@ class CgmemSession:
         recorder = self._recorder(item)
         region = None
         if budget is not None:
-            # absolute: a relative import in a function resolves its package at every call
-            from pytest_cgmem.cuda.region import Region
-
             self.confirm_cuda()
             forget_last_failure()
             device, rank = self.place()
-            region = Region(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
+            region = self.region_type(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
             self.tracking_lingers = True
             region.start()
         try:
@@ -818,13 +854,14 @@ class CgmemSession:
             marked = self.settings.budget
         budget = marked if marked is not None else self.settings.budget
         opted_out = marked is None and opted_out_key in item.stash
-        checked = tuple(
-            r.label
-            for i, r in enumerate(regions)
-            if not opted_out
-            and (r.judged or (i == 0 and marked is not None and r.label == CALL_LABEL))
-        )
-        violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
+        checked: tuple[str | None, ...] = ()
+        violations: tuple[Violation, ...] = ()
+        if not opted_out:
+            call_region = marked is not None and regions[0].label == CALL_LABEL
+            checked = tuple(
+                r.label for i, r in enumerate(regions) if (i == 0 and call_region) or r.judged
+            )
+            violations = tuple(v for r in regions if r.label in checked for v in r.check(budget))
         unavailable = _unavailable(regions, budget, checked)
         tolerance = _stashed(item, _tolerance_key, None)
         findings = None
@@ -1081,13 +1118,11 @@ class CgmemSession:
         payload: dict[str, Any],
         outcome: str,
     ) -> None:
-        from pytest_cgmem.results.exporters import junit_properties
-        from pytest_cgmem.results.records import TestRecord
-
+        tools = self.record_tools
         verdict = _stashed(item, _verdict_key, None)
         findings = None if verdict is None else verdict.findings
         item.stash[_recorded_key] = len(regions)
-        record = TestRecord(
+        record = tools.test_record(
             nodeid=item.nodeid,
             outcome=outcome,
             regions=regions,
@@ -1109,15 +1144,13 @@ class CgmemSession:
                     self._take_machine(machine)
             self._take(record, None)
         else:
-            from pytest_cgmem.results.runfile import plain_record, record_text
-
-            text = record_text(record)  # a str travels at C speed, a tree of data does not
-            payload["record"] = plain_record(record) if text is None else text
+            text = tools.record_text(record)  # a str travels at C speed, a tree of data not
+            payload["record"] = tools.plain_record(record) if text is None else text
             if self._writes_files:
                 machine = process_machine(self.config)
                 if machine is not self._machine_read:  # sent again with its graph keys
                     payload["machine"] = self._machine_read = machine
-        properties = junit_properties(regions)
+        properties = tools.junit_properties(regions)
         earlier = _stashed(item, _properties_key, [])
         for where in (report.user_properties, item.user_properties):
             if earlier:  # recorded again after teardown: the new set replaces the call's
@@ -1395,30 +1428,26 @@ class CgmemSession:
         """Keep a measured test's record (a rerun replaces the earlier attempt) and, when
         this run writes files, journal its run-file form at once."""
         text = None
+        tools = self.record_tools
         if self.started:
-            from .results.jsonio import clean_text, compact
-            from .results.runfile import nonfinite_problem, plain_record, record_text
-
             if data is None:
                 assert record is not None
-                text = record_text(record)
+                text = tools.record_text(record)
                 if text is None:  # walked, as the quick pass could not clear it
-                    data = plain_record(record)
+                    data = tools.plain_record(record)
             else:
-                text = clean_text(data)
+                text = tools.clean_text(data)
             if text is None:
                 assert data is not None
-                problem = nonfinite_problem(data)
+                problem = tools.nonfinite_problem(data)
                 if problem:
                     self.refused.append(problem)
                     self.errors.append(problem)
                     return
-                text = compact(data)
+                text = tools.compact(data)
         if record is None:
             assert data is not None
-            from pytest_cgmem.results.records import TestRecord
-
-            record = TestRecord.from_dict(data)
+            record = tools.test_record.from_dict(data)
         nodeid = record.nodeid
         self.records.pop(nodeid, None)
         self.records[nodeid] = record

@@ -86,6 +86,10 @@ def parse_size(value: object, *, signed: bool = False) -> int:
     ``signed``: a negative size (``-5``, ``"-1 MiB"``) is taken, as a device figure can be,
     within ``MAX_SIGNED_FIGURE`` either side of 0.
     """
+    if type(value) is int and (  # the common case at once: bytes a test recorded
+        -MAX_SIGNED_FIGURE <= value <= MAX_SIGNED_FIGURE if signed else 0 <= value <= MAX_FIGURE
+    ):
+        return value
     value = _as_int(value)
     if signed:
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..metrics import METRICS, names, region_keys, region_name
+from ..metrics import METRICS, names, region_keys, region_label, region_name
 from ..units import GiB, KiB, MiB
 from .graphfigures import size_text, sizes_of
 from .records import RECORDED_SOURCE, RegionResult
@@ -125,8 +125,33 @@ def junit_properties(regions: Sequence[RegionResult]) -> list[tuple[str, Any]]:
     """``cgmem.<key>.<metric>`` (``cgmem.<key>.cuda<N>.<metric>`` for a region on
     several devices) for every known figure."""
     found: list[tuple[str, Any]] = []
-    for key, region in zip(region_keys(r.label for r in regions), regions, strict=True):
+    if len(regions) == 1:  # most tests: its key is its label, no other region to differ from
+        keys: Sequence[str] = (region_label(regions[0].label),)
+    else:
+        keys = region_keys([r.label for r in regions])
+    for key, region in zip(keys, regions, strict=True):
+        several = len(region.devices) > 1
         for device in region.devices:
-            where = f"{key}.cuda{device.index}" if len(region.devices) > 1 else key
-            found.extend((f"cgmem.{where}.{m}", v) for m, v in device.known().items())
+            where = f"{key}.cuda{device.index}" if several else key
+            names = _property_names(where)
+            for metric, value in device.figures.items():
+                if value is not None:
+                    name = names.get(metric)
+                    if name is None:
+                        name = names[metric] = f"cgmem.{where}.{metric}"
+                    found.append((name, value))
     return found
+
+
+_PROPERTY_NAMES: dict[str, dict[str, str]] = {}
+"""The property names made so far, by where (``call``, ``load.cuda1``) and metric: every
+measured test makes the same few, at each test's end."""
+
+
+def _property_names(where: str) -> dict[str, str]:
+    names = _PROPERTY_NAMES.get(where)
+    if names is None:
+        if len(_PROPERTY_NAMES) >= 4096:  # labels made per test: keep it bounded
+            _PROPERTY_NAMES.clear()
+        names = _PROPERTY_NAMES[where] = {}
+    return names

@@ -199,11 +199,11 @@ class RegionResult:
         return max(values) if values else None
 
     def check(self, budget: Budget) -> list[Violation]:
-        return [
-            v
-            for d in self.devices
-            for v in check(d.figures, budget, d.where, self.label, self.rank)
-        ]
+        violations: list[Violation] = []
+        for d in self.devices:
+            if _over(d.figures, budget):  # where, rank and the checks only for a violation
+                violations.extend(check(d.figures, budget, d.where, self.label, self.rank))
+        return violations
 
     @property
     def recorded(self) -> bool:
@@ -323,6 +323,18 @@ class TestRecord:
             baseline=data.get("baseline"),
             judged=data.get("judged") is not False,
         )
+
+
+def _over(figures: Mapping[str, Number | None], budget: Budget) -> bool:
+    """Some known figure is over its limit (``check`` then says which and where), or the
+    budget is no ``Budget`` (``check`` says so)."""
+    if not isinstance(budget, Budget):
+        return True
+    for name, limit in budget.limits.items():
+        actual = figures.get(name)
+        if actual is not None and actual > limit:
+            return True
+    return False
 
 
 def judged_violations(

@@ -17,6 +17,7 @@ from pytest_cgmem.checks.budgets import (
     split_assignments,
 )
 from pytest_cgmem.metrics import METRICS, metric_help
+from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.units import CgmemUsageError
 
 GiB = 2**30
@@ -252,6 +253,29 @@ def test_check_names_a_wrong_argument(figures: object, budget: object, message: 
     'limits') from inside."""
     with pytest.raises(CgmemUsageError, match=re.escape(message)):
         check(figures, budget, "w")  # type: ignore[arg-type]
+
+
+def test_a_region_s_violations_name_only_the_devices_over_budget() -> None:
+    """A region checks each device's figures: one within budget adds nothing, one over
+    adds its violations with its device, the region's label and its rank."""
+    region = RegionResult(
+        "step",
+        (DeviceFigures(0, peak=MiB, leak=0), DeviceFigures(1, peak=3 * MiB, leak=5)),
+        0.0,
+        extra={"rank": 2},
+    )
+    budget = Budget({"peak": 2 * MiB, "leak": 0})
+    assert region.check(budget) == [
+        Violation("peak", 2 * MiB, 3 * MiB, "cuda:1", "step", 2),
+        Violation("leak", 0, 5, "cuda:1", "step", 2),
+    ]
+    assert region.check(Budget({"peak": 3 * MiB, "reserved": 0})) == []  # reserved unknown
+
+
+def test_a_region_checked_against_no_budget_says_so() -> None:
+    region = RegionResult("call", (DeviceFigures(0, peak=0),), 0.0)
+    with pytest.raises(CgmemUsageError, match=re.escape("check: budget must be a Budget")):
+        region.check({"peak": 1})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,22 @@ def test_summary_and_section_name_each_region() -> None:
         "step",
         "step#2",
     ]
+
+
+def test_junit_names_one_region_by_its_label_and_keep_few_names_in_memory() -> None:
+    """A test's one region is named by its label alone (``region`` unlabelled), and the
+    names kept for the next tests stay bounded where every test labels its own."""
+    device = DeviceFigures(0, peak=MiB, leak=0)
+    known = device.known()
+
+    def expected(key: str) -> list[tuple[str, int | float]]:
+        return [(f"cgmem.{key}.{metric}", value) for metric, value in known.items()]
+
+    one = (RegionResult(None, (device,), 0.0),)
+    assert exporters.junit_properties(one) == expected("region")
+    for number in range(5000):
+        label = f"step{number}"
+        props = exporters.junit_properties((RegionResult(label, (device,), 0.0),))
+        assert props == expected(label)
+    assert len(exporters._PROPERTY_NAMES) <= 4096
+    assert exporters.junit_properties(one) == expected("region")

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from pytest_cgmem.units import (
     MAX_FIGURE,
+    MAX_SIGNED_FIGURE,
     CgmemUsageError,
     Tolerance,
     format_size,
@@ -333,3 +334,44 @@ def test_a_value_whose_index_refuses_is_refused_naming_it(parse: Callable[[objec
     with pytest.raises(CgmemUsageError) as info:
         parse(_RefusesIndex())
     assert "refuses-index" in str(info.value)
+
+
+class _Int(int):
+    """An int parse_size reads through its general path (the quick path takes exact ints)."""
+
+
+@pytest.mark.parametrize("signed", [False, True])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        1,
+        -1,
+        MAX_SIGNED_FIGURE,
+        MAX_SIGNED_FIGURE + 1,
+        -MAX_SIGNED_FIGURE,
+        -MAX_SIGNED_FIGURE - 1,
+        MAX_FIGURE,
+        MAX_FIGURE + 1,
+        -MAX_FIGURE,
+    ],
+)
+def test_an_int_size_is_read_as_the_general_path_reads_it(value: int, signed: bool) -> None:
+    def read(given: int) -> int | str:
+        try:
+            return parse_size(given, signed=signed)
+        except CgmemUsageError as exc:
+            return str(exc)
+
+    assert read(value) == read(_Int(value))
+
+
+@given(st.integers(min_value=-(2**64), max_value=2**64), st.booleans())
+def test_an_int_size_reads_as_its_digits_do(value: int, signed: bool) -> None:
+    def read(given: object) -> int | None:
+        try:
+            return parse_size(given, signed=signed)
+        except CgmemUsageError:
+            return None
+
+    assert read(value) == read(str(value))
