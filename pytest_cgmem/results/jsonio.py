@@ -290,6 +290,10 @@ _DIGITS_AS_NINES = bytes(0x39 if 0x30 <= byte <= 0x39 else 0x20 for byte in rang
 of 19 digits (a whole number beyond ``MAX_FIGURE``) is a run of 19 nines, found at C speed
 (a regex takes seven times as long over a measured test's record)."""
 _NINETEEN_NINES = b"9" * 19
+_WHOLE_NUMBER_OF_19 = re.compile(rb"(?<![.0-9])[0-9]{19}")
+"""Where the nines show a run, whether it can be a whole number: a float's fraction digits
+are no whole number, and one between 0.0001 and 0.01 (a region's seconds) is written with
+up to 20 of them."""
 _LINE_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 """A journal line's JSON: no NaN, no spaces."""
 
@@ -303,9 +307,13 @@ def clean_text(data: Any) -> str | None:
         text = compact(data)
     except (ValueError, TypeError, RecursionError):
         return None
+    encoded = text.encode("ascii")
     if (
         text.count("[") + text.count("{") < DEEPEST
-        and _NINETEEN_NINES not in text.encode("ascii").translate(_DIGITS_AS_NINES)
+        and (
+            _NINETEEN_NINES not in encoded.translate(_DIGITS_AS_NINES)
+            or _WHOLE_NUMBER_OF_19.search(encoded) is None
+        )
         and _LONE_ESCAPE.search(text) is None
     ):
         return text

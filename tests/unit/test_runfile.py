@@ -867,6 +867,25 @@ def test_the_quick_pass_clears_digit_runs_shorter_than_19(data: dict[str, Any]) 
     assert jsonio.clean_text(data) == jsonio.compact(data)
 
 
+@pytest.mark.parametrize("seconds", [0.0012345678901234567, 0.00012345678901234567])
+def test_the_quick_pass_clears_a_float_written_with_19_fraction_digits(seconds: float) -> None:
+    """A region's seconds between 0.0001 and 0.01 are often written with 19 or 20 digits
+    after the point (a third of them; most of a GPU suite's tests): no whole number, so its
+    record takes the quick pass and is not walked."""
+    assert len(repr(seconds).split(".")[1]) >= 19
+    data = {"seconds": seconds, "n": [1, -(10**17)]}
+    assert jsonio.clean_text(data) == jsonio.compact(data)
+    figures = DeviceFigures(0, peak=MiB, leak=0)
+    record = TestEntry("t.py::test_a", "passed", (RegionResult("call", (figures,), seconds),))
+    assert runfile.record_text(record) == jsonio.compact(runfile.plain_record(record))
+
+
+def test_the_quick_pass_still_finds_a_whole_number_beside_such_a_float() -> None:
+    data = {"seconds": 0.0012345678901234567, "n": [1, -(10**19)]}
+    assert jsonio.clean_text(data) is None
+    assert str(jsonio.quick_refusal(data)) == f"$.n[1]: -{10**19} is beyond ±{LARGEST}"
+
+
 @pytest.mark.parametrize("kind", [list, dict])
 def test_the_quick_pass_refuses_lists_and_objects_nested_too_deep(kind: type) -> None:
     def nested(levels: int) -> Any:
