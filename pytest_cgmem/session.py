@@ -488,6 +488,8 @@ class CgmemSession:
         self.tracking_lingers = False
         """A call region left its graph tracking installed (``Region.linger_tracking``)."""
         self._new_recorder: Callable[[str], Any] | None = None
+        self._region_type: type[Region] | None = None
+        self._record_tools: _RecordTools | None = None
         self.test_hooks = PerTestHooks(self)
         """Registered with the session, and taken off at collection when no test needs them."""
         self.test_hooks_on = True
@@ -552,30 +554,34 @@ class CgmemSession:
 
         return resolve(given, self.config.invocation_params.dir)
 
-    @functools.cached_property
     def region_type(self) -> type[Region]:
         """``Region``, imported by the first measured call (the session's own: an in-process
-        pytester run's modules go with it)."""
-        from .cuda.region import Region
+        pytester run's modules go with it). A method, not a property: pytest 8.1 reads every
+        attribute of a plugin it registers, and reading this one would import torch."""
+        if self._region_type is None:
+            from .cuda.region import Region
 
-        return Region
+            self._region_type = Region
+        return self._region_type
 
-    @functools.cached_property
     def record_tools(self) -> _RecordTools:
-        from .results.exporters import junit_properties
-        from .results.jsonio import clean_text, compact
-        from .results.records import TestRecord
-        from .results.runfile import nonfinite_problem, plain_record, record_text
+        """What a measured test's record is made and written with, imported once."""
+        if self._record_tools is None:
+            from .results.exporters import junit_properties
+            from .results.jsonio import clean_text, compact
+            from .results.records import TestRecord
+            from .results.runfile import nonfinite_problem, plain_record, record_text
 
-        return _RecordTools(
-            TestRecord,
-            junit_properties,
-            record_text,
-            plain_record,
-            clean_text,
-            compact,
-            nonfinite_problem,
-        )
+            self._record_tools = _RecordTools(
+                TestRecord,
+                junit_properties,
+                record_text,
+                plain_record,
+                clean_text,
+                compact,
+                nonfinite_problem,
+            )
+        return self._record_tools
 
     # -- collection ---------------------------------------------------------------------
 
@@ -768,7 +774,7 @@ class CgmemSession:
             self.confirm_cuda()
             forget_last_failure()
             device, rank = self.place()
-            region = self.region_type(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
+            region = self.region_type()(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
             self.tracking_lingers = True
             region.start()
         try:
@@ -1117,7 +1123,7 @@ class CgmemSession:
         payload: dict[str, Any],
         outcome: str,
     ) -> None:
-        tools = self.record_tools
+        tools = self.record_tools()
         verdict = _stashed(item, _verdict_key, None)
         findings = None if verdict is None else verdict.findings
         item.stash[_recorded_key] = len(regions)
@@ -1427,7 +1433,7 @@ class CgmemSession:
         """Keep a measured test's record (a rerun replaces the earlier attempt) and, when
         this run writes files, journal its run-file form at once."""
         text = None
-        tools = self.record_tools
+        tools = self.record_tools()
         if self.started:
             if data is None:
                 assert record is not None

@@ -101,6 +101,33 @@ def test_plain_suite_never_imports_torch(pytester: pytest.Pytester) -> None:
     assert "cgmem:" not in result.stdout.str()
 
 
+def test_reading_every_attribute_of_the_plugin_s_objects_imports_nothing_more(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest 8.1 reads every attribute of a plugin it registers (``parse_hookimpl_opts``
+    before it looks at the name): none of the session's or its per-test hooks' may import
+    torch or what a measured test needs (a property that imported ``Region`` did, there)."""
+    pytester.makeconftest(
+        """
+        import json, sys
+        from pytest_cgmem.plugin import session_key
+
+        def pytest_sessionfinish(session):
+            ours = session.config.stash[session_key]
+            for plugin in (ours, ours.test_hooks):
+                for name in dir(plugin):
+                    getattr(plugin, name)
+            imported = [m for m in sys.modules if m.split(".")[0] in ("torch", "pytest_cgmem")]
+            with open("imported.json", "w") as f:
+                json.dump(imported, f)
+        """
+    )
+    pytester.makepyfile("def test_a(): pass\n")
+    result = pytester.runpytest_subprocess("-p", "cgmem")
+    result.assert_outcomes(passed=1)
+    assert set(json.loads((pytester.path / "imported.json").read_text())) == UNUSED_RUN_IMPORTS
+
+
 CPU_BUILD = "torch" in globals() and torch.version.cuda is None and torch.version.hip is None
 
 
