@@ -1149,7 +1149,7 @@ class CgmemSession:
                     self._take_machine(machine)
             self._take(record, None)
         else:
-            text = tools.record_text(record)  # a str travels at C speed, a tree of data not
+            text = tools.record_text(record)  # a str travels at C speed, a tree of data does not
             payload["record"] = tools.plain_record(record) if text is None else text
             if self._writes_files:
                 machine = process_machine(self.config)
