@@ -110,6 +110,36 @@ def test_default_budget_from_ini_and_summary(pytester: pytest.Pytester) -> None:
     )
 
 
+def test_an_unmarked_test_s_region_labelled_call_is_not_held_to_the_default_budget(
+    pytester: pytest.Pytester,
+) -> None:
+    """Only a marked (or --cgmem-all) test's call phase is held to the budget; a
+    ``cgmem.measure("call")`` region of an unmarked test is held only by its own
+    ``m.check``, whatever its label, and a marked test's call region still is."""
+    pytester.makeini("[pytest]\ncgmem_budget = peak=1MiB\n")
+    pytester.makepyfile(
+        test_label="""
+        import pytest, torch
+
+        def test_measured_call(cgmem):
+            with cgmem.measure("call"):
+                torch.empty(2**21, dtype=torch.uint8, device="cuda")
+
+        @pytest.mark.cgmem
+        def test_marked():
+            torch.empty(2**21, dtype=torch.uint8, device="cuda")
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*cgmem: peak 2.00 MiB exceeds budget 1.00 MiB * on cuda:0*",
+            "FAILED test_label.py::test_marked - pytest_cgmem.BudgetExceeded*",
+        ]
+    )
+
+
 def test_oom_is_reported_and_next_test_measures_cleanly(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_oom=f"""
