@@ -16,7 +16,11 @@ each side's outcome counts, every test whose outcome differs between plain and c
 the cgmem side's message: a leak verdict, or the plugin changing what the test saw), the
 plugin's summary line, the tests its run file calls over budget, the tests whose time grew
 most, with ``--pytorch`` each test's leak verdict on both sides and where they differ, and
-the medians of each side's wall time and summed test time with their ratios to plain.
+the medians of each side's wall time and summed test time with their ratios to plain, and
+where each side's time went (``session_split.py``, a ``-p`` plugin in every run): the
+start (conftests and their imports), collection, the tests' phases, pytest's and the
+plugins' hooks between them, the session's end, the ``atexit`` handlers, the
+interpreter's start and teardown, and the full garbage collections wherever they ran.
 
 ``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--pytorch] [--json PATH]
 -- ARGS``, where ``ARGS`` are the suite's own pytest arguments (paths, ``-k``, its options).
@@ -55,6 +59,10 @@ class Run:
     summary_line: str = ""
     over_budget: dict[str, list[str]] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
+    split: dict[str, float] = field(default_factory=dict)
+    """Where the process's time went (``session_split.py``), with ``outside_pytest``: the
+    wall less its time in pytest and in the ``atexit`` handlers, the interpreter's start
+    and final teardown."""
 
 
 def _nodeid(case: ET.Element) -> str:
@@ -128,21 +136,26 @@ def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
     junit = scratch / f"{side}.xml"
     runfile = scratch / "cgmem.json"
     verdicts = scratch / "pytorch.json"
+    split_path = scratch / f"{side}-split.json"
+    split_path.unlink(missing_ok=True)
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    env["SESSION_SPLIT_OUT"] = str(split_path)
     if side == "plain":
         plugin = ["-p", "no:cgmem"]
     elif side == "cgmem":
         plugin = ["--cgmem-all", "--cgmem-budget=leak=0", f"--cgmem-json={runfile}"]
     else:
         plugin = ["-p", "no:cgmem", "-p", "pytorch_leak_check"]
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         env["PYTORCH_LEAK_CHECK_OUT"] = str(verdicts)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rN"]
+    command += ["-p", "session_split"]
     command += [*plugin, f"--junitxml={junit}", *args]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=rootdir, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started
     outcomes, seconds, messages = read_junit(junit)
+    split = read_split(split_path, wall)
     if not outcomes:
         sys.stderr.write(f"{side}: no test results\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
     if side == "cgmem":
@@ -160,9 +173,49 @@ def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
             summary_line,
             over_budget,
             judged,
+            split,
         )
     judged = json.loads(verdicts.read_text()) if side == "pytorch" and verdicts.exists() else {}
-    return Run(side, wall, done.returncode, outcomes, seconds, messages, verdicts=judged)
+    return Run(
+        side, wall, done.returncode, outcomes, seconds, messages, verdicts=judged, split=split
+    )
+
+
+def read_split(path: Path, wall: float) -> dict[str, float]:
+    """``session_split.py``'s figures of one process and ``outside_pytest``, or none where
+    the process wrote none (it ended before pytest's unconfigure, or was killed)."""
+    try:
+        figures: dict[str, float] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    figures["outside_pytest"] = (
+        wall - figures.get("in_pytest", 0.0) - figures.get("exit_handlers", 0.0)
+    )
+    return figures
+
+
+SPLIT_ROWS = (
+    ("start", "start: conftests, imports, configure"),
+    ("collection", "collection"),
+    ("phases", "the tests' phases"),
+    ("between_phases", "between the phases: hooks, reports"),
+    ("end", "the session's end"),
+    ("exit_handlers", "atexit handlers"),
+    ("outside_pytest", "the interpreter's start and teardown"),
+    ("full_collection_seconds", "full garbage collections, anywhere"),
+    ("full_collections", "  how many"),
+)
+"""``split``'s rows as ``main`` prints them: medians a side."""
+
+
+def split_medians(runs: list[Run]) -> dict[str, float]:
+    """The median of each ``split`` figure over the runs that wrote one."""
+    written = [r.split for r in runs if r.split]
+    return (
+        {key: statistics.median(s.get(key, 0.0) for s in written) for key, _ in SPLIT_ROWS}
+        if written
+        else {}
+    )
 
 
 def counts(values: dict[str, str]) -> str:
@@ -279,6 +332,17 @@ def main() -> int:
             f" {ratio(wall[side], wall['plain']):8.3f}"
             f" {summed[side]:15.2f} {ratio(summed[side], summed['plain']):8.3f}"
         )
+    splits = {side: split_medians(done) for side, done in runs.items()}
+    if any(splits.values()):
+        print("where the time went (medians a side, s)  " + "".join(f"{side:>10}" for side in runs))
+        for key, name in SPLIT_ROWS:
+            shown = "".join(
+                f"{splits[side][key]:10.{1 if key == 'full_collections' else 2}f}"
+                if key in splits[side]
+                else f"{'-':>10}"
+                for side in runs
+            )
+            print(f"  {name:<38}{shown}")
     if options.json:
         figures = {
             "tests": len(plain.outcomes),
@@ -294,6 +358,7 @@ def main() -> int:
             "summed": {
                 side: [sum(r.seconds.values()) for r in done] for side, done in runs.items()
             },
+            "split": {side: [r.split for r in done] for side, done in runs.items()},
         }
         Path(options.json).write_text(json.dumps(figures, indent=1))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -96,3 +97,59 @@ def test_the_costliest_tests_are_those_whose_time_grew_most(bench: ModuleType) -
     plain = bench.Run("plain", 1.0, 0, {}, {"a": 0.5, "b": 0.1, "c": 0.2, "gone": 1.0}, {})
     cgmem = bench.Run("cgmem", 1.0, 0, {}, {"a": 0.6, "b": 0.4, "c": 0.2, "new": 9.0}, {})
     assert bench.most_costly(plain, cgmem, count=2) == [("b", 0.1, 0.4), ("a", 0.5, 0.6)]
+
+
+def test_a_process_s_split_gains_its_time_outside_pytest(bench: ModuleType, tmp_path: Path) -> None:
+    path = tmp_path / "split.json"
+    path.write_text('{"start": 1.0, "in_pytest": 4.0, "exit_handlers": 0.5, "full_collections": 2}')
+    assert bench.read_split(path, 5.5) == {
+        "start": 1.0,
+        "in_pytest": 4.0,
+        "exit_handlers": 0.5,
+        "full_collections": 2,
+        "outside_pytest": 1.0,
+    }
+    path.write_text("{")
+    assert bench.read_split(path, 5.5) == {}
+    assert bench.read_split(tmp_path / "missing.json", 5.5) == {}
+
+
+def test_a_side_s_split_is_the_median_of_the_runs_that_wrote_one(bench: ModuleType) -> None:
+    runs = [
+        bench.Run("cgmem", 1.0, 0, {}, {}, {}, split={"phases": 1.0, "full_collections": 1}),
+        bench.Run("cgmem", 1.0, 0, {}, {}, {}, split={"phases": 3.0, "full_collections": 4}),
+        bench.Run("cgmem", 1.0, 0, {}, {}, {}),
+    ]
+    medians = bench.split_medians(runs)
+    assert medians["phases"] == 2.0 and medians["full_collections"] == 2.5
+    assert medians["collection"] == 0.0
+    assert set(medians) == {key for key, _ in bench.SPLIT_ROWS}
+    assert bench.split_medians(runs[2:]) == {}
+
+
+def test_session_split_accounts_for_a_real_pytest_process(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(SCRIPT.parent))
+    out = pytester.path / "split.json"
+    monkeypatch.setenv("SESSION_SPLIT_OUT", str(out))
+    pytester.makepyfile(
+        """
+        import gc, time
+
+        def test_sleeps():
+            time.sleep(0.2)
+
+        def test_collects():
+            gc.collect()
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "session_split", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    split = json.loads(out.read_text())
+    assert 0.2 <= split["phases"] < split["in_pytest"]
+    assert split["between_phases"] >= 0.0 and split["collection"] > 0.0
+    assert split["full_collections"] >= 1
+    parts = ("start", "collection", "phases", "between_phases", "end")
+    assert sum(split[key] for key in parts) <= split["in_pytest"]
+    assert split["exit_handlers"] >= 0.0
