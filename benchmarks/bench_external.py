@@ -22,8 +22,14 @@ start (conftests and their imports), collection, the tests' phases, pytest's and
 plugins' hooks between them, the session's end, the ``atexit`` handlers, the
 interpreter's start and teardown, and the full garbage collections wherever they ran.
 
-``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--pytorch] [--json PATH]
--- ARGS``, where ``ARGS`` are the suite's own pytest arguments (paths, ``-k``, its options).
+With ``--repeat N`` each test runs N times in each process (``repeat_each.py``), and each
+test whose outcomes over its N runs differ between the sides is printed with both tallies:
+a test whose outcome varies from run to run (a nondeterministic kernel) may fail on one
+side by chance, and only the rates can show whether the plugin changes it.
+
+``python benchmarks/bench_external.py --rootdir DIR [--rounds 3] [--pytorch] [--repeat N]
+[--json PATH] -- ARGS``, where ``ARGS`` are the suite's own pytest arguments (paths,
+``-k``, its options).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -132,7 +139,7 @@ def read_runfile(path: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     return over, {t["nodeid"]: cgmem_verdict(t) for t in tests}
 
 
-def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
+def run(side: str, rootdir: Path, args: list[str], scratch: Path, repeat: int = 1) -> Run:
     junit = scratch / f"{side}.xml"
     runfile = scratch / "cgmem.json"
     verdicts = scratch / "pytorch.json"
@@ -141,6 +148,8 @@ def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     env["SESSION_SPLIT_OUT"] = str(split_path)
+    repeating = ["-p", "repeat_each"] if repeat > 1 else []
+    env["REPEAT_EACH"] = str(repeat)
     if side == "plain":
         plugin = ["-p", "no:cgmem"]
     elif side == "cgmem":
@@ -149,7 +158,7 @@ def run(side: str, rootdir: Path, args: list[str], scratch: Path) -> Run:
         plugin = ["-p", "no:cgmem", "-p", "pytorch_leak_check"]
         env["PYTORCH_LEAK_CHECK_OUT"] = str(verdicts)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rN"]
-    command += ["-p", "session_split"]
+    command += ["-p", "session_split", *repeating]
     command += [*plugin, f"--junitxml={junit}", *args]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=rootdir, capture_output=True, text=True, env=env)
@@ -218,6 +227,34 @@ def split_medians(runs: list[Run]) -> dict[str, float]:
     )
 
 
+_REPETITION = re.compile(r"(\[|-)rep\d+\]$")
+
+
+def repeated_test(nodeid: str) -> str:
+    """The test a repetition of ``repeat_each.py`` belongs to: its id without ``rep<n>``."""
+    return _REPETITION.sub(lambda found: "]" if found.group(1) == "-" else "", nodeid)
+
+
+def outcomes_by_test(done: Run) -> dict[str, Counter[str]]:
+    """Each test's outcomes over its repetitions."""
+    found: dict[str, Counter[str]] = {}
+    for nodeid, outcome in done.outcomes.items():
+        found.setdefault(repeated_test(nodeid), Counter())[outcome] += 1
+    return found
+
+
+def messages_by_test(done: Run) -> dict[str, str]:
+    """Each test's commonest failure message over its repetitions."""
+    found: dict[str, Counter[str]] = {}
+    for nodeid, message in done.messages.items():
+        found.setdefault(repeated_test(nodeid), Counter())[message] += 1
+    return {test: said.most_common(1)[0][0] for test, said in found.items()}
+
+
+def tally(outcomes: Counter[str] | None) -> str:
+    return ", ".join(f"{n} {o}" for o, n in sorted((outcomes or Counter()).items())) or "not run"
+
+
 def counts(values: dict[str, str]) -> str:
     return ", ".join(f"{n} {value}" for value, n in sorted(Counter(values.values()).items()))
 
@@ -272,12 +309,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--pytorch", action="store_true", help="PyTorch's check once too")
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run each test this many times in each process (repeat_each.py) and compare "
+        "how often each outcome came on each side",
+    )
     parser.add_argument("args", nargs="*", help="the suite's own pytest arguments, after --")
     options = parser.parse_args()
     runs: dict[str, list[Run]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for side in sides_in_order(options.rounds, options.pytorch):
-            done = run(side, options.rootdir, options.args, Path(scratch))
+            done = run(side, options.rootdir, options.args, Path(scratch), options.repeat)
             runs.setdefault(side, []).append(done)
             print(f"{side}: {done.wall:.2f} s", file=sys.stderr, flush=True)
     first = {side: done[0] for side, done in runs.items()}
@@ -291,11 +335,28 @@ def main() -> int:
         for nodeid in plain.outcomes.keys() | cgmem.outcomes.keys()
         if plain.outcomes.get(nodeid) != cgmem.outcomes.get(nodeid)
     )
-    print(f"outcomes that differ (plain -> cgmem): {len(differing)}")
-    for nodeid in differing:
-        print(f"  {nodeid}: {plain.outcomes.get(nodeid)} -> {cgmem.outcomes.get(nodeid)}")
-        if nodeid in cgmem.messages:
-            print(f"    {cgmem.messages[nodeid][:200]}")
+    repeated: dict[str, dict[str, str]] = {}
+    if options.repeat > 1:
+        by_test = {side: outcomes_by_test(done) for side, done in first.items()}
+        said = messages_by_test(cgmem)
+        varied = sorted(
+            test
+            for test in by_test["plain"].keys() | by_test["cgmem"].keys()
+            if by_test["plain"].get(test) != by_test["cgmem"].get(test)
+        )
+        runs_each = f"{options.repeat} runs"
+        print(f"tests whose outcomes over {runs_each} differ (plain -> cgmem): {len(varied)}")
+        for test in varied:
+            repeated[test] = {side: tally(by_test[side].get(test)) for side in by_test}
+            print(f"  {test}: {repeated[test]['plain']} -> {repeated[test]['cgmem']}")
+            if test in said:
+                print(f"    {said[test][:200]}")
+    else:
+        print(f"outcomes that differ (plain -> cgmem): {len(differing)}")
+        for nodeid in differing:
+            print(f"  {nodeid}: {plain.outcomes.get(nodeid)} -> {cgmem.outcomes.get(nodeid)}")
+            if nodeid in cgmem.messages:
+                print(f"    {cgmem.messages[nodeid][:200]}")
     print(cgmem.summary_line or "(no --cgmem-all summary line)")
     print(f"over budget in the run file: {len(cgmem.over_budget)}")
     for nodeid, violations in sorted(cgmem.over_budget.items()):
@@ -351,6 +412,8 @@ def main() -> int:
                 nodeid: [plain.outcomes.get(nodeid), cgmem.outcomes.get(nodeid)]
                 for nodeid in differing
             },
+            "repeat": options.repeat,
+            "repeated": repeated,
             "summary_line": cgmem.summary_line,
             "over_budget": cgmem.over_budget,
             "verdicts": {pair: nodeids for pair, nodeids in pairs.items()},

@@ -153,3 +153,78 @@ def test_session_split_accounts_for_a_real_pytest_process(
     parts = ("start", "collection", "phases", "between_phases", "end")
     assert sum(split[key] for key in parts) <= split["in_pytest"]
     assert split["exit_handlers"] >= 0.0
+
+
+@pytest.mark.parametrize(
+    ("nodeid", "test"),
+    [
+        ("t::test_a[rep3]", "t::test_a"),
+        ("t::test_a[cuda-float32-rep12]", "t::test_a[cuda-float32]"),
+        ("t::test_a[cuda]", "t::test_a[cuda]"),
+        ("t::test_rep1", "t::test_rep1"),
+        ("t::test_a[prep1]", "t::test_a[prep1]"),
+    ],
+)
+def test_a_repetition_belongs_to_its_test(bench: ModuleType, nodeid: str, test: str) -> None:
+    assert bench.repeated_test(nodeid) == test
+
+
+def test_each_test_s_outcomes_are_tallied_over_its_repetitions(bench: ModuleType) -> None:
+    done = bench.Run(
+        "cgmem",
+        1.0,
+        0,
+        {"t::a[rep0]": "passed", "t::a[rep1]": "failure", "t::a[rep2]": "failure"},
+        {},
+        {"t::a[rep1]": "boom", "t::a[rep2]": "boom"},
+    )
+    tallied = bench.outcomes_by_test(done)
+    assert tallied == {"t::a": {"passed": 1, "failure": 2}}
+    assert bench.tally(tallied["t::a"]) == "2 failure, 1 passed"
+    assert bench.tally(None) == "not run"
+    assert bench.messages_by_test(done) == {"t::a": "boom"}
+
+
+def test_repeat_compares_how_often_each_side_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_visible="""
+        import pytest
+
+        @pytest.mark.parametrize("kind", ["x"])
+        def test_fails_where_the_plugin_is(kind, request):
+            assert not request.config.pluginmanager.hasplugin("cgmem"), "saw the plugin"
+
+        def test_steady():
+            pass
+        """
+    )
+    out = pytester.path / "figures.json"
+    result = pytester.run(
+        sys.executable,
+        str(SCRIPT),
+        "--rootdir",
+        str(pytester.path),
+        "--repeat",
+        "3",
+        "--json",
+        str(out),
+        "--",
+        "-p",
+        "no:randomly",
+        "test_visible.py",
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "tests whose outcomes over 3 runs differ (plain -> cgmem): 1",
+            "  test_visible::test_fails_where_the_plugin_is[[]x[]]: 3 passed -> 3 failure",
+            "    AssertionError: saw the plugin*",
+        ]
+    )
+    figures = json.loads(out.read_text())
+    assert figures["repeat"] == 3
+    assert figures["repeated"] == {
+        "test_visible::test_fails_where_the_plugin_is[x]": {
+            "plain": "3 passed",
+            "cgmem": "3 failure",
+        }
+    }
