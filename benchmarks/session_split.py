@@ -1,7 +1,7 @@
 """Where one pytest process's time goes, as a ``-p`` plugin for ``bench_external.py``.
 
-``python -m pytest -p session_split`` (with this folder on ``PYTHONPATH``) writes, at the
-session's unconfigure, a JSON object to the file ``SESSION_SPLIT_OUT`` names, in seconds:
+``python -m pytest -p session_split`` (with this folder on ``PYTHONPATH``) writes a JSON
+object to the file ``SESSION_SPLIT_OUT`` names, in seconds:
 
 - ``start``: from this plugin's import (pytest reading its ``-p`` plugins, before any
   conftest) to the session's start: conftests, their imports, every plugin's configure;
@@ -17,8 +17,9 @@ session's unconfigure, a JSON object to the file ``SESSION_SPLIT_OUT`` names, in
 - ``full_collections`` and ``full_collection_seconds``: generation-2 garbage collections,
   wherever they ran (a leak check's, pytest's, the interpreter's own).
 
-The file is written by that last handler. The caller's wall less ``in_pytest`` and
-``exit_handlers`` is the interpreter's start and its final teardown.
+The file is written by that last handler, and only where pytest reached its unconfigure.
+The caller's wall less ``in_pytest`` and ``exit_handlers`` is the interpreter's start and
+its final teardown.
 """
 
 from __future__ import annotations
