@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -130,7 +131,10 @@ def test_a_side_s_split_is_the_median_of_the_runs_that_wrote_one(bench: ModuleTy
 def test_session_split_accounts_for_a_real_pytest_process(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PYTHONPATH", str(SCRIPT.parent))
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(filter(None, [str(SCRIPT.parent), os.environ.get("PYTHONPATH")])),
+    )
     out = pytester.path / "split.json"
     monkeypatch.setenv("SESSION_SPLIT_OUT", str(out))
     pytester.makepyfile(
