@@ -178,12 +178,23 @@ def check(
             "check: budget must be a Budget (parse_budget({'peak': '1 GiB'}) makes one), "
             f"got {short_repr(budget)}"
         )
-    violations = []
+    return [
+        Violation(name, limit, actual, where, label, rank)
+        for name, limit, actual in exceeded(figures, budget)
+    ]
+
+
+def exceeded(
+    figures: Mapping[str, Number | None], budget: Budget
+) -> list[tuple[str, Number, Number]]:
+    """(metric, limit, figure) of each known figure over its limit, unchecked arguments:
+    what ``check`` reports, for a caller that names the device only where one is over."""
+    over = []
     for name, limit in budget.limits.items():
         actual = figures.get(name)
         if actual is not None and actual > limit:
-            violations.append(Violation(name, limit, actual, where, label, rank))
-    return violations
+            over.append((name, limit, actual))
+    return over
 
 
 @dataclass(frozen=True)

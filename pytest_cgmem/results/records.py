@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..checks.budgets import Budget, Violation, check
+from ..checks.budgets import Budget, Violation, check, exceeded
 from ..metrics import METRICS, Number
 from ..units import CgmemUsageError, short_repr
 from .jsonio import valid_text
@@ -201,7 +201,8 @@ class RegionResult:
     def check(self, budget: Budget) -> list[Violation]:
         violations: list[Violation] = []
         for d in self.devices:
-            if _over(d.figures, budget):  # where, rank and the checks only for a violation
+            # where, rank and the checks only for a violation; check() refuses a non-Budget
+            if not isinstance(budget, Budget) or exceeded(d.figures, budget):
                 violations.extend(check(d.figures, budget, d.where, self.label, self.rank))
         return violations
 
@@ -323,18 +324,6 @@ class TestRecord:
             baseline=data.get("baseline"),
             judged=data.get("judged") is not False,
         )
-
-
-def _over(figures: Mapping[str, Number | None], budget: Budget) -> bool:
-    """Some known figure is over its limit (``check`` then says which and where), or the
-    budget is no ``Budget`` (``check`` says so)."""
-    if not isinstance(budget, Budget):
-        return True
-    for name, limit in budget.limits.items():
-        actual = figures.get(name)
-        if actual is not None and actual > limit:
-            return True
-    return False
 
 
 def judged_violations(
