@@ -45,6 +45,9 @@ class Metric:
     default: Number | None = None
     #: a figure may be negative (memory the region gave back); a budget never is
     signed: bool = False
+    #: counted from an emptied cache: a region that keeps the cache it found
+    #: (``--cgmem-all``'s, unless its budget names the metric) cannot give it
+    from_empty_cache: bool = False
 
     def parse(self, value: object) -> Number:
         """A budget: a limit, never negative; a ratio above 0."""
@@ -91,6 +94,7 @@ METRICS: dict[str, Metric] = {
             summary=True,
             export=True,
             chart=True,
+            from_empty_cache=True,
         ),
         Metric(
             "leak",
@@ -107,6 +111,7 @@ METRICS: dict[str, Metric] = {
             export=True,
             chart=True,
             signed=True,
+            from_empty_cache=True,
         ),
         Metric(
             "non_torch",
@@ -121,6 +126,7 @@ METRICS: dict[str, Metric] = {
             "ratio",
             "peak reserved / peak allocated inside the region",
             baseline=False,
+            from_empty_cache=True,
         ),
         Metric(
             "graph_pool",

@@ -753,7 +753,8 @@ class CgmemSession:
         budget = _stashed(item, budget_key, None)
         if budget is not None and _unittest_skip_key in item.stash:
             budget = None
-        if budget is None and _suite_key in item.stash:
+        implicit = budget is None and _suite_key in item.stash
+        if implicit:
             if not cuda_started():
                 return (yield from self._until_cuda_starts(item))
             budget = self.settings.budget
@@ -774,7 +775,13 @@ class CgmemSession:
             self.confirm_cuda()
             forget_last_failure()
             device, rank = self.place()
-            region = self.region_type()(CALL_LABEL, device=device, rank=rank, linger_tracking=True)
+            region = self.region_type()(
+                CALL_LABEL,
+                device=device,
+                rank=rank,
+                linger_tracking=True,
+                keep_cache=implicit and not budget.needs_empty_cache,
+            )
             self.tracking_lingers = True
             region.start()
         try:

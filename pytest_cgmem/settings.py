@@ -163,7 +163,9 @@ OPTIONS: tuple[Option, ...] = (
         "all",
         "measure every test's call phase as if marked cgmem (unittest TestCases too), "
         "against --cgmem-budget; a test that never uses CUDA is not measured and costs "
-        "nothing; @pytest.mark.cgmem_off(reason) opts a test, class or module out",
+        "nothing; each runs on torch's cache as it found it, so reserved, reserved_ratio "
+        "and device are n/a unless the budget names one; @pytest.mark.cgmem_off(reason) "
+        "opts a test, class or module out",
         parse_bool,
         False,
         flag=True,

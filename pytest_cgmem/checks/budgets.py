@@ -49,6 +49,12 @@ class Budget:
     def __bool__(self) -> bool:
         return bool(self.limits)
 
+    @property
+    def needs_empty_cache(self) -> bool:
+        """Whether it limits a figure counted from an emptied cache: a region held to it
+        must empty the cache at its start."""
+        return any(METRICS[name].from_empty_cache for name in self.limits)
+
 
 def parse_budget(values: Mapping[str, object], also_valid: tuple[str, ...] = ()) -> Budget:
     """A Budget from keyword values; raises CgmemUsageError naming the keyword and value.

@@ -29,6 +29,10 @@ from .nvml import nvml
 _DISTURBANCE_SLACK = 2 * MiB
 IDLE_AT_START = "n/a: the device held no memory of this process at the region's start"
 """The ``device_source`` of a device the region began to use: its driver figure is unknown."""
+CACHE_KEPT = (
+    "the region kept torch's cache as the test found it (--cgmem-all); name the metric "
+    "in --cgmem-budget to measure it from an emptied cache"
+)
 
 _NO_FIGURES: dict[str, Any] = {name: metric.default for name, metric in METRICS.items()}
 """Each metric's default: a device's figures start as a copy of it."""
@@ -116,6 +120,10 @@ class Region:
     ``linger_tracking``: leave the graph tracking installed at the stop for the next
     region to take up, as installing it costs more than the rest of the tracking; the
     caller removes it (``graphs.release_tracking()``) before code no region measures.
+    ``keep_cache``: leave torch's cache as the code left it, at the start and in the leak
+    check, so that the code sees the cache it would see unmeasured (``--cgmem-all``'s
+    regions); the figures counted from an emptied cache (``from_empty_cache`` metrics)
+    are then unavailable.
     """
 
     label: str | None = None
@@ -130,6 +138,7 @@ class Region:
     track_graphs: bool = True
     trackers: list[GraphLog] = field(default_factory=list)
     linger_tracking: bool = False
+    keep_cache: bool = False
 
     def _fold_peaks(self, index: int, stats: dict[str, Any]) -> None:
         start = self._starts.get(index)
@@ -166,7 +175,8 @@ class Region:
         return self.device
 
     def start(self) -> Region:
-        """Wait for the devices, make the workspaces known, empty the cache, read the start.
+        """Wait for the devices, make the workspaces known, empty the cache (unless
+        ``keep_cache``), read the start.
 
         The driver's per-process list (NVML) is read only where another process has
         device memory; alone on a device, ``cudaMemGetInfo`` says the same for less.
@@ -179,7 +189,8 @@ class Region:
         active = [i for i in watched if i == here or current(allocator.stats(i), "reserved_bytes")]
         for i in active:
             allocator.synchronize(i)
-        allocator.empty_cache()
+        if not self.keep_cache:
+            allocator.empty_cache()
         readings = {i: allocator.stats(i) for i in watched}
         stale = [
             i
@@ -189,7 +200,8 @@ class Region:
         if stale:
             # dropping the workspaces drops every device's: each used device gets its own back
             _reset_workspaces(active)
-            allocator.empty_cache()
+            if not self.keep_cache:
+                allocator.empty_cache()
             readings.update({i: allocator.stats(i) for i in active})
         meter = nvml()
         for i in watched:
@@ -279,6 +291,8 @@ class Region:
                 _active.remove(self)
         message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
         unavailable = allocator.unavailable_figures()
+        if self.keep_cache:
+            unavailable.update(dict.fromkeys(names(from_empty_cache=True), CACHE_KEPT))
         extra: dict[str, Any] = {"unavailable": unavailable} if unavailable else {}
         if self.rank is not None:
             extra["rank"] = self.rank
@@ -330,6 +344,8 @@ class Region:
         figures["device"] = device
         figures["non_torch"] = None if device is None else device - (reserved - start.reserved)
         figures["reserved_ratio"] = reserved_peak / peak if peak > 0 else None
+        if self.keep_cache:
+            figures.update(dict.fromkeys(names(from_empty_cache=True)))
         for probe in self.probes:
             figures.update(probe(index))
         if start.late:
@@ -381,7 +397,8 @@ class Region:
         """PyTorch's leak check, cheapest step first: drop the cuBLAS workspaces (a new
         stream's is no leak), then collect garbage, young generations first (the code's
         own garbage is young; a full collection costs ~0.3 s in a big heap) and a full
-        collection only if the leak persists, then empty the cache.
+        collection only if the leak persists, then empty the cache (unless ``keep_cache``:
+        the driver's growth then counts what the region added to the cache as well).
 
         Only reached when allocated bytes grew, so passing tests never pay for it.
         Returns the persisting leak, whether the driver's figure grew as well, and the
@@ -406,7 +423,8 @@ class Region:
             gc.collect(generation)
             allocated = settled()
         gc_freed = before_gc - allocated
-        allocator.empty_cache()
+        if not self.keep_cache:
+            allocator.empty_cache()
         leak = allocated - start.allocated
         if leak <= 0:
             return 0, False, gc_freed

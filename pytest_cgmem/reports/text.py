@@ -64,13 +64,16 @@ def section(
                 )
             if figures.leak and not figures.leak_confirmed and not result.recorded:
                 lines.append(
-                    "  note: the leak persists in torch's allocator after gc, cuBLAS "
-                    "workspace clearing and empty_cache, but the driver figure did not grow"
+                    "  note: the leak persists in torch's allocator after gc and cuBLAS "
+                    "workspace clearing, but the driver figure did not grow"
                 )
             if figures.leak is None and result.error and not has_figures(result.extra):
                 lines.append(RAISED_NOTE)
+        by_reason: dict[str, list[str]] = {}
         for metric, reason in (result.extra.get("unavailable") or {}).items():
-            lines.append(f"  note: {metric} unavailable: {reason}")
+            by_reason.setdefault(reason, []).append(metric)
+        for reason, metrics in by_reason.items():
+            lines.append(f"  note: {', '.join(metrics)} unavailable: {reason}")
         if not result.devices:
             lines.append(f"{name}: no figures ({result.extra.get('unmeasured') or 'no device'})")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))

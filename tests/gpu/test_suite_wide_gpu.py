@@ -327,3 +327,64 @@ def test_cpu_only_xdist_worker_creates_no_context(pytester: pytest.Pytester) -> 
     assert all(n.startswith("test_cpu.py") for n in by_file["test_cpu.py"]["ran"]), workers
     assert by_file["test_cpu.py"]["cuda"] is False
     assert by_file["test_gpu.py"]["cuda"] is True
+
+
+CACHE_SUITE = """
+import pytest
+import torch
+
+MiB = 2**20
+
+
+@pytest.fixture
+def warmed():
+    x = torch.empty(64 * MiB, dtype=torch.uint8, device="cuda")
+    del x
+    torch.cuda.synchronize()
+
+
+def test_a_starts_cuda():
+    torch.ones(1, device="cuda").sum().item()
+
+
+def test_b_cache_a_fixture_warmed_is_kept(warmed):
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_reserved()
+    x = torch.empty(64 * MiB, dtype=torch.uint8, device="cuda")
+    del x
+    assert base >= 64 * MiB, f"reserved at the body's start: {base}"
+    assert torch.cuda.max_memory_reserved() == base
+"""
+
+
+def test_a_cache_a_fixture_warmed_reaches_the_body(pytester: pytest.Pytester) -> None:
+    """--cgmem-all leaves torch's cache as the test found it: the body reuses the cache
+    its fixture warmed, as it does without the plugin, and the figures counted from an
+    emptied cache are unavailable, with the reason, rather than order-dependent numbers."""
+    pytester.makepyfile(test_cache=CACHE_SUITE)
+    pytester.runpytest_subprocess("-p", "no:cgmem").assert_outcomes(passed=2)
+    result = pytester.runpytest_subprocess(*SUITE_WIDE)
+    result.assert_outcomes(passed=2)
+    test = measured_tests(pytester)["test_b_cache_a_fixture_warmed_is_kept"]
+    region = test["regions"][0]
+    figures = region["devices"][0]
+    assert figures["leak"] == 0 and figures["peak"] == 64 * 2**20
+    assert figures["reserved"] is None and figures["device"] is None
+    assert figures["reserved_ratio"] is None and figures["non_torch"] is not None
+    assert sorted(region["extra"]["unavailable"]) == ["device", "reserved", "reserved_ratio"]
+    assert "kept torch's cache" in region["extra"]["unavailable"]["reserved"]
+
+
+def test_a_budget_on_reserved_measures_from_an_emptied_cache(pytester: pytest.Pytester) -> None:
+    """Naming ``reserved`` in --cgmem-budget buys the figure with the cache's emptying: the
+    body then finds its fixture's cache given back (the documented trade-off)."""
+    pytester.makepyfile(test_cache=CACHE_SUITE)
+    result = pytester.runpytest_subprocess(
+        "--cgmem-all", "--cgmem-budget=leak=0,reserved=1GiB", "--cgmem-json=run.json"
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*AssertionError: reserved at the body's start: *"])
+    test = measured_tests(pytester)["test_b_cache_a_fixture_warmed_is_kept"]
+    figures = test["regions"][0]["devices"][0]
+    assert figures["reserved"] == 64 * 2**20
+    assert "unavailable" not in test["regions"][0]["extra"]

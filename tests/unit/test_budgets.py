@@ -100,6 +100,23 @@ def test_merge_is_key_by_key() -> None:
     assert merged.limits == {"peak": GiB, "reserved": 6 * GiB}
 
 
+@pytest.mark.parametrize(
+    ("limits", "empties"),
+    [
+        ({}, False),
+        ({"leak": 0}, False),
+        ({"leak": 0, "peak": GiB, "non_torch": 0, "graph_pool": 0}, False),
+        ({"leak": 0, "reserved": GiB}, True),
+        ({"device": GiB}, True),
+        ({"reserved_ratio": 2.0}, True),
+    ],
+)
+def test_a_budget_on_a_figure_counted_from_an_emptied_cache_needs_one(
+    limits: dict[str, float], empties: bool
+) -> None:
+    assert Budget(limits).needs_empty_cache is empties
+
+
 def test_check_reports_only_metrics_over_budget() -> None:
     figures = {"peak": 2 * GiB + 1, "leak": 0, "device": None, "reserved": GiB}
     budget = Budget({"peak": 2 * GiB, "leak": 0, "device": 0, "reserved": GiB})

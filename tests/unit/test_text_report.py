@@ -122,8 +122,8 @@ NOTES = {
     "to the failure",
     "gc": "  note: the leak check's garbage collection freed 3.00 MiB; garbage left from "
     "before the region counts in its start figure and can offset a leak",
-    "leak": "  note: the leak persists in torch's allocator after gc, cuBLAS workspace "
-    "clearing and empty_cache, but the driver figure did not grow",
+    "leak": "  note: the leak persists in torch's allocator after gc and cuBLAS workspace "
+    "clearing, but the driver figure did not grow",
 }
 
 
@@ -202,6 +202,22 @@ def test_an_unavailable_figure_is_noted_with_its_reason_after_the_device_blocks(
     assert lines.count("  graph_pool              n/a   budget   1.00 MiB  unavailable") == 2
     assert lines[-1] == f"  note: graph_pool unavailable: {why}"
     assert lines.count(lines[-1]) == 1
+
+
+def test_figures_unavailable_for_one_reason_share_one_note() -> None:
+    kept = "the region kept torch's cache as the test found it"
+    region = RegionResult(
+        "call",
+        (figures(peak=MiB, reserved=None, device=None),),
+        0.001,
+        None,
+        {"unavailable": {"reserved": kept, "device": kept, "graph_pool": "no pools"}},
+    )
+    notes = [line for line in section([region]).splitlines() if "note:" in line]
+    assert notes == [
+        f"  note: reserved, device unavailable: {kept}",
+        "  note: graph_pool unavailable: no pools",
+    ]
 
 
 def test_a_region_without_figures_says_why_then_its_lines_and_its_error() -> None:
