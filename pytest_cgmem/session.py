@@ -844,7 +844,7 @@ class CgmemSession:
     def _late_region(item: pytest.Item, t0: float, error: BaseException | None = None) -> None:
         from .cuda.region import Region
 
-        region = Region.since_cuda_started(CALL_LABEL)
+        region = Region.since_cuda_started(CALL_LABEL, keep_cache=True)
         region.started_at(t0)
         with contextlib.suppress(Exception):  # the test's own error matters more
             regions_of(item).insert(0, region.stop(error))

@@ -243,15 +243,16 @@ class Region:
         self._t0 = time.perf_counter()
 
     @classmethod
-    def since_cuda_started(cls, label: str | None) -> Region:
+    def since_cuda_started(cls, label: str | None, *, keep_cache: bool = False) -> Region:
         """A region for code that started CUDA itself: it opens now, as if at CUDA's start.
 
         Before CUDA started nothing was allocated or reserved and the peaks were never
-        reset, so allocated, reserved and their peaks are the code's own. The driver's
+        reset, so allocated, reserved and their peaks are the code's own, with or without
+        ``keep_cache`` (which then only spares the leak check's emptying). The driver's
         figures are not: the context itself took them, so ``device`` and ``non_torch``
         are unknown, and so are the graph figures (no tracking was listening).
         """
-        region = cls(label, track_graphs=False)
+        region = cls(label, track_graphs=False, keep_cache=keep_cache)
         for i in range(allocator.device_count()):
             region._starts[i] = _Start(0, 0, 0, None, None, late=True)
         region._open_now()
@@ -291,7 +292,7 @@ class Region:
                 _active.remove(self)
         message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
         unavailable = allocator.unavailable_figures()
-        if self.keep_cache:
+        if self.keep_cache and not all(start.late for start in self._starts.values()):
             unavailable.update(dict.fromkeys(names(from_empty_cache=True), CACHE_KEPT))
         extra: dict[str, Any] = {"unavailable": unavailable} if unavailable else {}
         if self.rank is not None:
@@ -344,7 +345,7 @@ class Region:
         figures["device"] = device
         figures["non_torch"] = None if device is None else device - (reserved - start.reserved)
         figures["reserved_ratio"] = reserved_peak / peak if peak > 0 else None
-        if self.keep_cache:
+        if self.keep_cache and not start.late:
             figures.update(dict.fromkeys(names(from_empty_cache=True)))
         for probe in self.probes:
             figures.update(probe(index))

@@ -93,6 +93,10 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     assert "test_cpu_only" not in measured and "test_opted_out_leak" not in measured
     first = measured["test_first_cuda_user_is_no_leak"]["regions"][0]["devices"][0]
     assert first["leak"] == 0 and first["device"] is None  # the context is not the test's
+    assert first["reserved"] > 0  # counted from CUDA's start: the test's own, cache kept or not
+    clean = measured["Legacy::test_case_clean"]["regions"][0]
+    assert clean["devices"][0]["reserved"] is None  # the cache it found was kept
+    assert "kept torch's cache" in clean["extra"]["unavailable"]["reserved"]
     assert measured["test_cyclic_garbage_is_no_leak"]["regions"][0]["devices"][0]["gc_freed"] > 0
 
 
