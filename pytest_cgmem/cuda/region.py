@@ -148,6 +148,11 @@ class Region:
             )
             start.peak_reserved = max(start.peak_reserved, current(stats, "reserved_bytes", "peak"))
 
+    def _cache_kept(self, start: _Start) -> bool:
+        """Whether the start's figures held a cache the region kept: a late start's did
+        not (nothing was reserved before CUDA started), so its reserved figures stand."""
+        return self.keep_cache and not start.late
+
     def _watched(self) -> list[int]:
         watched = (
             list(self.devices)
@@ -292,7 +297,7 @@ class Region:
                 _active.remove(self)
         message = None if error is None else f"{type(error).__name__}: {error}".splitlines()[0]
         unavailable = allocator.unavailable_figures()
-        if self.keep_cache and not all(start.late for start in self._starts.values()):
+        if any(self._cache_kept(start) for start in self._starts.values()):
             unavailable.update(dict.fromkeys(names(from_empty_cache=True), CACHE_KEPT))
         extra: dict[str, Any] = {"unavailable": unavailable} if unavailable else {}
         if self.rank is not None:
@@ -345,7 +350,7 @@ class Region:
         figures["device"] = device
         figures["non_torch"] = None if device is None else device - (reserved - start.reserved)
         figures["reserved_ratio"] = reserved_peak / peak if peak > 0 else None
-        if self.keep_cache and not start.late:
+        if self._cache_kept(start):
             figures.update(dict.fromkeys(names(from_empty_cache=True)))
         for probe in self.probes:
             figures.update(probe(index))
