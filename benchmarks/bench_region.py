@@ -130,7 +130,7 @@ def main() -> None:
     rows = [
         ("graph tracking alone (install, remove)", graph_tracking),
         ("reset cuBLAS workspaces", lambda: measure._reset_workspaces([0])),
-        ("warm handles (a fill and a tiny GEMM)", measure._warm_handles),
+        ("warm handles (a fill and a tiny GEMM)", lambda: measure._warm_handles(0)),
         ("allocator stats (_cuda_memoryStats)", lambda: allocator.stats(0)),
         ("synchronize", lambda: torch.cuda.synchronize(0)),
         ("synchronize, torch._C directly", torch._C._cuda_synchronize),

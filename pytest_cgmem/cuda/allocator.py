@@ -6,10 +6,12 @@ these functions and nothing else. Imported lazily: only when a test asks for GPU
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -116,6 +118,50 @@ def clear_cublas_workspaces() -> None:
     clear: Callable[[], None] | None = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear is not None:
         clear()
+
+
+def routes_to_own_pool(torch_module: Any, backend_name: str) -> bool:
+    """Whether this torch can route one thread's allocations to a private pool
+    (``torch.cuda.MemPool`` with ``use_mem_pool`` over the per-thread routing, torch 2.8+)
+    under this allocator backend (cudaMallocAsync keeps no pools)."""
+    cuda = getattr(torch_module, "cuda", None)
+    return (
+        backend_name not in ASYNC_BACKENDS
+        and hasattr(cuda, "MemPool")
+        and hasattr(cuda, "use_mem_pool")
+        and hasattr(getattr(torch_module, "_C", None), "_cuda_beginAllocateCurrentThreadToPool")
+    )
+
+
+_own_pools: dict[int, Any] = {}
+_own_pool_usable: bool | None = None
+
+
+def own_pool(index: int) -> AbstractContextManager[Any]:
+    """This thread's allocations on device ``index`` go to the plugin's own private pool,
+    kept for the process, where torch can route them (else the default pool, as before).
+
+    The warm-up makes the cuBLAS/cuBLASLt workspaces there, so they never take a block out
+    of the cache the code under test warmed, nor move where its tensors land. The pool's
+    blocks are counted in allocated and reserved bytes like any other, and
+    ``empty_cache`` never gives its segments back.
+    """
+    global _own_pool_usable
+    if _own_pool_usable is None:
+        _own_pool_usable = routes_to_own_pool(torch, backend())
+    if not _own_pool_usable:
+        return contextlib.nullcontext()
+    pool = _own_pools.get(index)
+    if pool is None:
+        with torch.cuda.device(index):
+            pool = _own_pools[index] = torch.cuda.MemPool()
+    return torch.cuda.use_mem_pool(pool, index)
+
+
+def own_pool_id(index: int) -> PoolId | None:
+    """The id of the plugin's pool on ``index``, None until the warm-up makes one there."""
+    pool = _own_pools.get(index)
+    return None if pool is None else pool_id(pool)
 
 
 _cudart: Any = None

@@ -45,19 +45,23 @@ a region's start, no workspace can have been made or dropped since, and the rese
 skipped."""
 
 
-def _warm_handles() -> None:
-    """Create the cuBLAS handle and the cuBLAS and cuBLASLt workspaces of the current stream.
+def _warm_handles(index: int) -> None:
+    """Create the cuBLAS handle and the cuBLAS and cuBLASLt workspaces of device
+    ``index``'s current stream (the current device), in the plugin's own pool.
 
     The handle and the cuBLAS workspace come without a kernel (torch 2.4+ sets the
     workspace whenever it hands out the handle); the cuBLASLt workspace needs one GEMM
     through cuBLASLt, made in float32 (the dtype most suites run first, so its kernels
-    are usually loaded already). Its operands are freed right after: nothing of ours
-    stays allocated, so no block of ours pins a segment that the code under test would
-    otherwise see released.
+    are usually loaded already). Its operands are freed right after. Made in the default
+    pool, the workspaces would split a block of the cache the code under test warmed, and
+    move where its tensors land: kornia's bilinear gradcheck, whose atomic additions sum
+    in an order that depends on that, failed every other run under ``--cgmem-all``.
     """
-    single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels too
-    torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
-    torch.nn.functional.linear(single, single, single[0])
+    with allocator.own_pool(index):
+        single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels
+        torch._C._cuda_getCurrentBlasHandle()  # after a tensor: cuBLAS warns without a context
+        torch.nn.functional.linear(single, single, single[0])
+        del single
 
 
 def _stream_id(index: int) -> int:
@@ -76,7 +80,7 @@ def _reset_workspaces(devices: Sequence[int]) -> None:
     allocator.clear_cublas_workspaces()
     for index in devices:
         with torch.cuda.device(index):
-            _warm_handles()
+            _warm_handles(index)
             _clean[index] = (allocator.allocated_reserved(index)[0], _stream_id(index))
 
 
@@ -88,7 +92,7 @@ def warm_up(index: int) -> None:
     if index in _warmed:
         return
     with torch.cuda.device(index):
-        _warm_handles()
+        _warm_handles(index)
         torch.cuda.synchronize()
     nvml().handle(index, torch.cuda.get_device_properties(index).uuid)
     _warmed.add(index)

@@ -10,6 +10,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.gpu
 
+from pytest_cgmem.cuda import allocator  # noqa: E402
+
+
+def skip_unless_own_pool() -> None:
+    """The warm-up's workspaces stay out of the default pool only where torch can route
+    them to a pool of the plugin's own (docs/measuring.md)."""
+    if not allocator.routes_to_own_pool(torch, allocator.backend()):
+        pytest.skip("this torch cannot route the warm-up to a pool of its own (before 2.8)")
+
+
 SUITE = """
 import gc
 import unittest
@@ -339,13 +349,6 @@ import torch
 
 MiB = 2**20
 
-# CUDA and the current stream's cuBLAS/cuBLASLt workspaces before any test, as a suite's
-# first GEMM makes them: otherwise the first region's warm-up makes them, out of the cache
-# the fixture warmed (docs/measuring.md), and the body would find a part of it taken
-WARM = torch.nn.functional.linear(
-    torch.ones(8, 8, device="cuda"), torch.ones(8, 8, device="cuda"), torch.ones(8, device="cuda")
-)
-
 
 @pytest.fixture
 def warmed():
@@ -368,6 +371,7 @@ def test_a_cache_a_fixture_warmed_reaches_the_body(pytester: pytest.Pytester) ->
     """--cgmem-all leaves torch's cache as the test found it: the body reuses the cache
     its fixture warmed, as it does without the plugin, and the figures counted from an
     emptied cache are unavailable, with the reason, rather than order-dependent numbers."""
+    skip_unless_own_pool()
     pytester.makepyfile(test_cache=CACHE_SUITE)
     pytester.runpytest_subprocess("-p", "no:cgmem").assert_outcomes(passed=1)
     result = pytester.runpytest_subprocess(*SUITE_WIDE)
@@ -380,6 +384,31 @@ def test_a_cache_a_fixture_warmed_reaches_the_body(pytester: pytest.Pytester) ->
     assert figures["reserved_ratio"] is None and figures["non_torch"] is not None
     assert sorted(region["extra"]["unavailable"]) == ["device", "reserved", "reserved_ratio"]
     assert "kept torch's cache" in region["extra"]["unavailable"]["reserved"]
+
+
+def test_the_warm_up_takes_nothing_from_the_cache_it_finds(pytester: pytest.Pytester) -> None:
+    """The first region's warm-up makes the cuBLAS/cuBLASLt workspaces in the plugin's own
+    pool: a fixture that warmed the cache before the process's first GEMM leaves it whole
+    for the body, and the default pool holds none of the plugin's blocks."""
+    skip_unless_own_pool()
+    pytester.makepyfile(
+        test_cache=CACHE_SUITE
+        + """
+
+def test_the_default_pool_holds_no_workspace():
+    from pytest_cgmem.cuda import allocator
+
+    torch._C._cuda_getCurrentBlasHandle()
+    own = allocator.own_pool_id(torch.cuda.current_device())
+    assert own is not None and own != (0, 0)
+    held = {pool for (_, pool) in allocator.pool_segments()}
+    assert own in held, held
+    default = [s for s in allocator.segments() if tuple(s["segment_pool_id"]) == (0, 0)]
+    assert all(b["state"] != "active_allocated" for s in default for b in s["blocks"])
+"""
+    )
+    result = pytester.runpytest_subprocess(*SUITE_WIDE, "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
 
 
 def test_a_budget_on_reserved_measures_from_an_emptied_cache(pytester: pytest.Pytester) -> None:

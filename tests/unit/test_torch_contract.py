@@ -262,6 +262,30 @@ def test_each_release_gets_its_pool_source(version: tuple[int, int]) -> None:
     assert allocator.choose_pool_source(module) == (expected or "snapshot")
 
 
+def fake_pool_routing(version: tuple[int, int]) -> Any:
+    """A module with what ``routes_to_own_pool`` reads, as torch ``version`` has it:
+    MemPool from 2.5, use_mem_pool from 2.6, the per-thread routing it uses from 2.8
+    (before, use_mem_pool routed every thread's allocations: pytorch#152861)."""
+    cuda = types.SimpleNamespace()
+    c = types.SimpleNamespace()
+    if version >= (2, 5):
+        cuda.MemPool = object
+    if version >= (2, 6):
+        cuda.use_mem_pool = lambda pool, device=None: None
+    if version >= (2, 8):
+        c._cuda_beginAllocateCurrentThreadToPool = lambda device, pool: None
+    return types.SimpleNamespace(cuda=cuda, _C=c)
+
+
+@pytest.mark.parametrize("version", RELEASES, ids=lambda v: f"{v[0]}.{v[1]}")
+@pytest.mark.parametrize("backend", ["native", "cudaMallocAsync", "hipMallocAsync"])
+def test_the_warm_up_gets_a_pool_of_its_own_from_2_8_on_the_native_allocator(
+    version: tuple[int, int], backend: str
+) -> None:
+    expected = version >= (2, 8) and backend == "native"
+    assert allocator.routes_to_own_pool(fake_pool_routing(version), backend) is expected
+
+
 @pytest.mark.parametrize(
     ("handle", "expected"),
     [((0, 3), (0, 3)), ([1, 0], (1, 0)), (types.SimpleNamespace(id=(0, 4)), (0, 4))],
@@ -309,6 +333,10 @@ def test_a_build_that_is_not_rocm_reads_no_hip_settings_before_2_10(
 def test_installed_torch_gets_the_mechanism_of_its_version() -> None:
     assert graphs.mechanism() == expected_mechanism(VERSION)
     assert graphs.choose_mechanism(torch) == expected_mechanism(VERSION)
+
+
+def test_installed_torch_routes_the_warm_up_to_its_own_pool_from_2_8() -> None:
+    assert allocator.routes_to_own_pool(torch, "native") is (VERSION >= (2, 8))
 
 
 def test_installed_torch_gets_the_pool_source_of_its_version() -> None:
