@@ -153,6 +153,8 @@ def own_pool(index: int) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
     pool = _own_pools.get(index)
     if pool is None:
+        # a pool needs torch's CUDA state, and a region may be the first use of CUDA
+        torch.cuda.init()  # type: ignore[no-untyped-call]
         with torch.cuda.device(index):
             pool = _own_pools[index] = torch.cuda.MemPool()
     return torch.cuda.use_mem_pool(pool, index)
