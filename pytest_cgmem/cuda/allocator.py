@@ -123,10 +123,11 @@ def clear_cublas_workspaces() -> None:
 def routes_to_own_pool(torch_module: Any, backend_name: str) -> bool:
     """Whether this torch can route one thread's allocations to a private pool
     (``torch.cuda.MemPool`` with ``use_mem_pool`` over the per-thread routing, torch 2.8+)
-    under this allocator backend (cudaMallocAsync keeps no pools)."""
+    under this allocator backend: torch's own caching allocator alone (cudaMallocAsync
+    keeps no pools; an allocator plugged in may not route to one)."""
     cuda = getattr(torch_module, "cuda", None)
     return (
-        backend_name not in ASYNC_BACKENDS
+        backend_name == "native"
         and hasattr(cuda, "MemPool")
         and hasattr(cuda, "use_mem_pool")
         and hasattr(getattr(torch_module, "_C", None), "_cuda_beginAllocateCurrentThreadToPool")

@@ -278,7 +278,7 @@ def fake_pool_routing(version: tuple[int, int]) -> Any:
 
 
 @pytest.mark.parametrize("version", RELEASES, ids=lambda v: f"{v[0]}.{v[1]}")
-@pytest.mark.parametrize("backend", ["native", "cudaMallocAsync", "hipMallocAsync"])
+@pytest.mark.parametrize("backend", ["native", "cudaMallocAsync", "hipMallocAsync", "pluggable"])
 def test_the_warm_up_gets_a_pool_of_its_own_from_2_8_on_the_native_allocator(
     version: tuple[int, int], backend: str
 ) -> None:
