@@ -407,8 +407,79 @@ def test_the_default_pool_holds_no_workspace():
     assert all(b["state"] != "active_allocated" for s in default for b in s["blocks"])
 """
     )
-    result = pytester.runpytest_subprocess(*SUITE_WIDE, "-p", "no:randomly")
+    result = pytester.runpytest_subprocess(*SUITE_WIDE)
     result.assert_outcomes(passed=2)
+
+
+LAYOUT_SUITE = """
+import json
+import os
+
+import pytest
+import torch
+
+MiB = 2**20
+
+
+def layout(name):
+    \"\"\"The default pool, block by block, relative to each segment's start.\"\"\"
+    torch.cuda.synchronize()
+    found = []
+    for s in torch.cuda.memory_snapshot():
+        if tuple(s["segment_pool_id"]) == (0, 0):
+            blocks = [(b["address"] - s["address"], b["size"], b["state"]) for b in s["blocks"]]
+            found.append((s["segment_type"], s["total_size"], blocks))
+    with open(os.environ["LAYOUT_OUT"], "a") as out:
+        out.write(json.dumps([name, sorted(found)]) + "\\n")
+
+
+@pytest.fixture
+def warmed():
+    x = torch.empty(64 * MiB, dtype=torch.uint8, device="cuda")
+    del x
+
+
+def test_a_fixture_warmed_cache(warmed):
+    a = torch.ones(10 * MiB, dtype=torch.uint8, device="cuda")
+    b = torch.ones(MiB, dtype=torch.uint8, device="cuda")
+    c = torch.ones(300 * 1024, dtype=torch.uint8, device="cuda")
+    del b
+    layout("warmed")
+    del a, c
+
+
+def test_a_resize():
+    buf = torch.ones(3 * MiB, device="cuda")
+    small = torch.ones(1000, device="cuda")
+    buf = torch.ones(5 * MiB, device="cuda")
+    layout("resized")
+    del buf, small
+
+
+def test_after_the_others():
+    parts = [torch.ones(k * 100_000, device="cuda") for k in range(1, 9)]
+    del parts[::2]
+    layout("after")
+"""
+
+
+def test_a_gemm_free_test_finds_the_default_pool_as_without_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    """The warm-up's and the resets' workspaces live in the plugin's own pool: tests that run
+    no GEMM find torch's default pool, block by block, as they do without the plugin, with
+    the cache each one left kept for the next (kornia's gradcheck failed every other run
+    while the workspaces moved about in it)."""
+    skip_unless_own_pool()
+    pytester.makepyfile(test_layout=LAYOUT_SUITE)
+    layouts = {}
+    for side, args in (("plain", ("-p", "no:cgmem")), ("cgmem", SUITE_WIDE)):
+        out = pytester.path / f"{side}.jsonl"
+        pytester.monkeypatch.setenv("LAYOUT_OUT", str(out))
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=3)
+        layouts[side] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [name for name, _ in layouts["plain"]] == ["warmed", "resized", "after"]
+    assert layouts["cgmem"] == layouts["plain"]
 
 
 def test_a_budget_on_reserved_measures_from_an_emptied_cache(pytester: pytest.Pytester) -> None:
