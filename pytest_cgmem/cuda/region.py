@@ -55,7 +55,7 @@ def _warm_handles(index: int) -> None:
     are usually loaded already). Its operands are freed right after. Made in the default
     pool, the workspaces would split a block of the cache the code under test warmed, and
     move where its tensors land: kornia's bilinear gradcheck, whose atomic additions sum
-    in an order that depends on that, failed every other run under ``--cgmem-all``.
+    in an order that depends on that, failed half its runs under ``--cgmem-all``.
     """
     with allocator.own_pool(index):
         single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels
