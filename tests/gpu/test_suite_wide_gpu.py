@@ -464,7 +464,7 @@ def test_after_the_others():
 
 
 def test_a_gemm_free_test_finds_the_default_pool_as_without_the_plugin(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The warm-up's and the resets' workspaces live in the plugin's own pool: tests that run
     no GEMM find torch's default pool, block by block, as they do without the plugin, with
@@ -475,7 +475,7 @@ def test_a_gemm_free_test_finds_the_default_pool_as_without_the_plugin(
     layouts = {}
     for side, args in (("plain", ("-p", "no:cgmem")), ("cgmem", SUITE_WIDE)):
         out = pytester.path / f"{side}.jsonl"
-        pytester.monkeypatch.setenv("LAYOUT_OUT", str(out))
+        monkeypatch.setenv("LAYOUT_OUT", str(out))
         pytester.runpytest_subprocess(*args).assert_outcomes(passed=3)
         layouts[side] = [json.loads(line) for line in out.read_text().splitlines()]
     assert [name for name, _ in layouts["plain"]] == ["warmed", "resized", "after"]
