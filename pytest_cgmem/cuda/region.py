@@ -53,9 +53,9 @@ def _warm_handles(index: int) -> None:
     workspace whenever it hands out the handle); the cuBLASLt workspace needs one GEMM
     through cuBLASLt, made in float32 (the dtype most suites run first, so its kernels
     are usually loaded already). Its operands are freed right after. Made in the default
-    pool, the workspaces would split a block of the cache the code under test warmed, and
-    move where its tensors land: kornia's bilinear gradcheck, whose atomic additions sum
-    in an order that depends on that, failed half its runs under ``--cgmem-all``.
+    pool, the workspaces would split a block of the cache the code under test warmed (a
+    fixture's warmed cache then no longer held the body's first large tensor) and move
+    where its tensors land.
     """
     with allocator.own_pool(index):
         single = torch.ones(8, 8, device="cuda")  # ones, not empty: loads the fill kernels

@@ -468,8 +468,7 @@ def test_a_gemm_free_test_finds_the_default_pool_as_without_the_plugin(
 ) -> None:
     """The warm-up's and the resets' workspaces live in the plugin's own pool: tests that run
     no GEMM find torch's default pool, block by block, as they do without the plugin, with
-    the cache each one left kept for the next (kornia's gradcheck failed half its runs
-    while the workspaces moved about in it)."""
+    the cache each one left kept for the next."""
     skip_unless_own_pool()
     pytester.makepyfile(test_layout=LAYOUT_SUITE)
     layouts = {}
