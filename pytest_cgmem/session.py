@@ -407,6 +407,14 @@ def _forget_attempt(item: pytest.Item) -> None:
             del item.stash[key]
 
 
+def _uncounted(item: pytest.Item, opened: int) -> None:
+    """Leave the measurements opened since ``opened`` out of those that release a failed
+    call's frames: --cgmem-all's regions keep the cache as the test found it, and a failed
+    test's frames then stay as pytest keeps them (released and the cache emptied, the next
+    test would find another memory layout than without the plugin)."""
+    item.stash[_opened_key] = _stashed(item, _opened_key, 0) + measurements_opened() - opened
+
+
 def forget_last_failure() -> None:
     """Drop ``sys.last_*`` before the region starts, not inside it as pytest's runner does.
 
@@ -783,7 +791,10 @@ class CgmemSession:
                 keep_cache=implicit and not budget.needs_empty_cache,
             )
             self.tracking_lingers = True
+            opened = measurements_opened()
             region.start()
+            if region.keep_cache:
+                _uncounted(item, opened)
         try:
             recorder.start(region)
             try:
@@ -844,7 +855,9 @@ class CgmemSession:
     def _late_region(item: pytest.Item, t0: float, error: BaseException | None = None) -> None:
         from .cuda.region import Region
 
+        opened = measurements_opened()
         region = Region.since_cuda_started(CALL_LABEL, keep_cache=True)
+        _uncounted(item, opened)
         region.started_at(t0)
         with contextlib.suppress(Exception):  # the test's own error matters more
             regions_of(item).insert(0, region.stop(error))
