@@ -783,17 +783,14 @@ class CgmemSession:
             self.confirm_cuda()
             forget_last_failure()
             device, rank = self.place()
+            keep_cache = implicit and not budget.needs_empty_cache
             region = self.region_type()(
-                CALL_LABEL,
-                device=device,
-                rank=rank,
-                linger_tracking=True,
-                keep_cache=implicit and not budget.needs_empty_cache,
+                CALL_LABEL, device=device, rank=rank, linger_tracking=True, keep_cache=keep_cache
             )
             self.tracking_lingers = True
             opened = measurements_opened()
             region.start()
-            if region.keep_cache:
+            if keep_cache:
                 _uncounted(item, opened)
         try:
             recorder.start(region)
