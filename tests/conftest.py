@@ -7,15 +7,16 @@ import os
 
 import pytest
 
-LEAN_RUNS = "-p no:benchmark -p no:rerunfailures"
+LEAN_RUNS = ("benchmark", "rerunfailures")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "lean_runs(on=True): the test's pytester runs (in process, in subprocesses, their "
-        "xdist workers) load neither pytest-benchmark nor pytest-rerunfailures, which are not "
-        "what it checks; lean_runs(False) on a test of a marked module loads them again",
+        "lean_runs(on=True, keep=()): the test's pytester runs (in process, in subprocesses, "
+        "their xdist workers) load neither pytest-benchmark nor pytest-rerunfailures, which "
+        "are not what it checks; keep names those of the two it checks ('rerunfailures'), "
+        "and lean_runs(False) on a test of a marked module loads both again",
     )
 
 
@@ -23,10 +24,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytester(
     pytester: pytest.Pytester, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
-    """The project's pytester (conftest.py), lean where the test is marked ``lean_runs``:
-    loading the two plugins, and pytest-benchmark's start (it runs ``git`` and ``file``),
-    is a good part of a short run's cost. Its runs print 80 columns wide whatever the
-    terminal, so the lines a test matches do not depend on where the suite runs (a wide
+    """The project's pytester (conftest.py), lean where the test is marked ``lean_runs``
+    (less the plugins its ``keep`` names): loading the two plugins, and pytest-benchmark's
+    start (it runs ``git`` and ``file``), is a good part of a short run's cost (an in-process
+    run of one test: 43 ms of CPU lean, 66 ms with both). Its runs print 80 columns wide
+    whatever the terminal, so the lines a test matches do not depend on where the suite runs (a wide
     terminal gives a short summary line room for the message, a narrow one cuts it).
 
     A GPU test's runs start with no garbage left by the tests before it in this process: an
@@ -41,8 +43,12 @@ def pytester(
     monkeypatch.setenv("COLUMNS", "80")
     mark = request.node.get_closest_marker("lean_runs")
     if mark is not None and (mark.args[0] if mark.args else True):
+        keep = mark.kwargs.get("keep", ())
+        if not isinstance(keep, tuple) or not set(keep) <= set(LEAN_RUNS):
+            raise ValueError(f"lean_runs(keep=...) takes a tuple of {LEAN_RUNS}, got {keep!r}")
+        blocked = " ".join(f"-p no:{name}" for name in LEAN_RUNS if name not in keep)
         addopts = os.environ.get("PYTEST_ADDOPTS", "")
-        monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} {LEAN_RUNS}".strip())
+        monkeypatch.setenv("PYTEST_ADDOPTS", f"{addopts} {blocked}".strip())
     return pytester
 
 

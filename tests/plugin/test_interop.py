@@ -18,6 +18,12 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 
 from pytest_cgmem.results import runfile
 
+# pytest-benchmark is not what these tests check, nor pytest-rerunfailures but where a test
+# keeps it: their pytester runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
+KEEPS_RERUNS = pytest.mark.lean_runs(keep=("rerunfailures",))
+
 needs_subtests = pytest.mark.skipif(
     int(pytest.__version__.split(".")[0]) < 9,
     reason="pytest's own subtests fixture came with pytest 9",
@@ -44,6 +50,7 @@ def _junit_properties(pytester: pytest.Pytester, name: str = "j.xml") -> list[tu
     return [(p.get("name") or "", p.get("value") or "") for p in root.iter("property")]
 
 
+@KEEPS_RERUNS
 def test_a_rerun_is_judged_and_recorded_on_its_own_figures(pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(
@@ -73,6 +80,7 @@ def test_a_rerun_is_judged_and_recorded_on_its_own_figures(pytester: pytest.Pyte
     assert properties.count(("cgmem.server.peak", "300")) <= 1
 
 
+@KEEPS_RERUNS
 def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(
@@ -135,6 +143,7 @@ def test_flaky_records_last(cgmem_record):
 """
 
 
+@KEEPS_RERUNS
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_discarded_attempt_s_teardown_figures_stay_out(
     pytester: pytest.Pytester,
@@ -156,6 +165,7 @@ def test_a_discarded_attempt_s_teardown_figures_stay_out(
     result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*1 never used CUDA*"])
 
 
+@KEEPS_RERUNS
 def test_ctrl_c_in_the_last_test_s_rerun_leaves_an_incomplete_run_file(
     pytester: pytest.Pytester,
 ) -> None:
@@ -187,6 +197,7 @@ def test_ctrl_c_in_the_last_test_s_rerun_leaves_an_incomplete_run_file(
     )
 
 
+@KEEPS_RERUNS
 @pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["serial", "xdist1"])
 def test_a_discarded_attempt_is_not_counted_as_never_using_cuda(
     pytester: pytest.Pytester, workers: list[str]
@@ -199,6 +210,7 @@ def test_a_discarded_attempt_is_not_counted_as_never_using_cuda(
     result.stdout.fnmatch_lines(["*--cgmem-all: 1 test(s) measured*, 0 never used CUDA*"])
 
 
+@KEEPS_RERUNS
 def test_a_killed_run_does_not_bring_back_a_discarded_attempt(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -736,6 +748,7 @@ def test_a_test_that_now_passes_leaves_no_earlier_failure_s_artifacts(
     assert [p.name for p in (pytester.path / "out").iterdir()] == ["theirs.txt"]
 
 
+@KEEPS_RERUNS
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]])
 def test_an_attempt_run_again_leaves_no_record(pytester: pytest.Pytester, xdist: list[str]) -> None:
     """The last attempt is the test's: one that records nothing leaves no record, and no
@@ -762,6 +775,7 @@ def test_an_attempt_run_again_leaves_no_record(pytester: pytest.Pytester, xdist:
     ]
 
 
+@KEEPS_RERUNS
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]])
 def test_a_teardown_budget_failure_stays_failed_under_reruns(
     pytester: pytest.Pytester, xdist: list[str]

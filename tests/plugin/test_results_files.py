@@ -16,6 +16,10 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 from pytest_cgmem.plugin import MARK_HELP
 from pytest_cgmem.results import runfile
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check, but where a test
+# says so: their pytester runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 MiB = 2**20
 
 SUITE = """
@@ -189,6 +193,7 @@ def test_junit_properties(pytester: pytest.Pytester) -> None:
     assert "cgmem.server.non_torch" not in props  # unknown figures are left out
 
 
+@pytest.mark.lean_runs(keep=("benchmark",))
 def test_pytest_benchmark_carries_figures(pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_benchmark")
     pytester.makepyfile(

@@ -11,6 +11,10 @@ import pytest
 # later run's RegionResult would not be the class the plugin's recorder takes
 import pytest_cgmem.results.records  # noqa: F401
 
+# pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
+# runs load neither (tests/conftest.py)
+pytestmark = pytest.mark.lean_runs
+
 OURS = """
 import pytest
 
