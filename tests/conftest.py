@@ -28,8 +28,9 @@ def pytester(
     (less the plugins its ``keep`` names): loading the two plugins, and pytest-benchmark's
     start (it runs ``git`` and ``file``), is a good part of a short run's cost (an in-process
     run of one test: 43 ms of CPU lean, 66 ms with both). Its runs print 80 columns wide
-    whatever the terminal, so the lines a test matches do not depend on where the suite runs (a wide
-    terminal gives a short summary line room for the message, a narrow one cuts it).
+    whatever the terminal, so the lines a test matches do not depend on where the suite
+    runs (a wide terminal gives a short summary line room for the message, a narrow one
+    cuts it).
 
     A GPU test's runs start with no garbage left by the tests before it in this process: an
     earlier in-process run's test modules become garbage when pytester takes them out of

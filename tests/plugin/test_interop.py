@@ -18,8 +18,8 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 
 from pytest_cgmem.results import runfile
 
-# pytest-benchmark is not what these tests check, nor pytest-rerunfailures but where a test
-# keeps it: their pytester runs load neither (tests/conftest.py)
+# pytest-benchmark and pytest-rerunfailures are not what these tests check, but where a test
+# keeps pytest-rerunfailures (KEEPS_RERUNS): their pytester runs load neither (tests/conftest.py)
 pytestmark = pytest.mark.lean_runs
 
 KEEPS_RERUNS = pytest.mark.lean_runs(keep=("rerunfailures",))
