@@ -15,7 +15,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "lean_runs(on=True, keep=()): the test's pytester runs (in process, in subprocesses, "
         "their xdist workers) load neither pytest-benchmark nor pytest-rerunfailures, which "
-        "are not what it checks; keep names those of the two it checks ('rerunfailures'), "
+        "are not what it checks; keep is a tuple of those of the two it checks "
+        "(keep=('rerunfailures',)), "
         "and lean_runs(False) on a test of a marked module loads both again",
     )
 
