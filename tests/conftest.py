@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import os
+import pkgutil
 
 import pytest
 
@@ -54,12 +57,36 @@ def pytester(
     return pytester
 
 
+SHARED_WITH_RUNS = ("xdist.dsession", "jsonschema")
+"""Imported by in-process runs (an inner ``-n`` run's controller, a run file's schema
+check) and by no test module: 27 and 60 ms at each run that imports them again."""
+
+
+def _import_for_every_run() -> None:
+    """Every module of the plugin, and ``SHARED_WITH_RUNS``, imported once in this process.
+
+    An in-process pytester run takes out of ``sys.modules`` what it imported, but not off
+    the package that holds it: a later run's test module then gets the old copy with
+    ``from pytest_cgmem.cuda import distributed`` while the plugin imports a new one (a
+    test patched the old copy's ``_GRACE``, and waited 12 s instead of 3), and an earlier
+    run's ``RegionResult`` is not the class a later run's recorder takes. Imported here,
+    before any run, each stays for every run."""
+    import pytest_cgmem
+
+    plugin = [m.name for m in pkgutil.walk_packages(pytest_cgmem.__path__, "pytest_cgmem.")]
+    for name in (*plugin, *SHARED_WITH_RUNS):
+        with contextlib.suppress(ImportError):  # cuda/ without torch; a package not installed
+            importlib.import_module(name)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """What collection built (the test modules, torch and the rest they import, the items)
-    lives to the end of the run: frozen, full collections no longer walk it. Each one
+    """Every module the runs share imported once (``_import_for_every_run``); then what
+    collection built (the test modules, torch and the rest they import, the items, those
+    modules) lives to the end of the run: frozen, full collections no longer walk it. Each one
     walked it all, 0.3 s on the 2-core CI machine, and the pytester runs' garbage makes the
     collector run one every few tests (about 10 s of a run's CPU). Garbage made from now
     on is collected as before: only what is here now is frozen, after a last collection."""
+    _import_for_every_run()
     gc.collect()
     gc.freeze()

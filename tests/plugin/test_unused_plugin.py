@@ -7,10 +7,6 @@ import json
 
 import pytest
 
-# imported once here: an in-process run takes out of sys.modules what it imported, and a
-# later run's RegionResult would not be the class the plugin's recorder takes
-import pytest_cgmem.results.records  # noqa: F401
-
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
 # runs load neither (tests/conftest.py)
 pytestmark = pytest.mark.lean_runs
