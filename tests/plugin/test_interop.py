@@ -1003,7 +1003,7 @@ def test_a_test_pytest_timeout_stops_keeps_what_finished_before_it(
         "no:cacheprovider",
         "-p",
         "no:randomly",  # test_first must finish before test_stuck ends the process
-        "--timeout=2",
+        "--timeout=1",
         f"--timeout-method={method}",
         "--cgmem-json=run.json",
     )
