@@ -365,11 +365,15 @@ def test_dist_each_with_a_file_of_one_record_a_test_is_refused(
 
 @pytest.mark.parametrize("mode", ["--collect-only", "--fixtures"])
 def test_dist_each_with_a_file_is_not_refused_in_a_run_of_no_test(
-    pytester: pytest.Pytester, mode: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
 ) -> None:
     """A run that runs no test writes no file and xdist does not distribute it (docs/usage.md:
     an IDE's discovery is not refused), so ``--dist each`` loses no figure there."""
-    pytest.importorskip("xdist")
+    workermanage = pytest.importorskip("xdist.workermanage")
+    # under --fixtures xdist starts workers it never uses, and stops them at once; a worker
+    # still starting then takes 5 s to end (execnet's wait for its execution, with or
+    # without this plugin, in about a run of four): stopped after 0.5 s instead
+    monkeypatch.setattr(workermanage.NodeManager, "EXIT_TIMEOUT", 0.5)
     pytester.makepyfile(test_x="def test_a(cgmem_record):\n    cgmem_record('load', peak=100)\n")
     args = ("-n", "2", "--dist", "each", "--cgmem-json=run.json", "-p", "no:randomly")
     result = pytester.runpytest(mode, *args)
