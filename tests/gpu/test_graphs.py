@@ -370,38 +370,47 @@ def test_capture_sweep_into_a_given_pool(cgmem):
 
 
 def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem, others_moved):
-    """One reading per capture, chained: still each capture's own bytes, seen by every log."""
+    """One reading per capture, chained: still each capture's own bytes, seen by every log.
+
+    The driver figure is device-wide, so it is checked on a sweep during which no other
+    process (another xdist worker on the GPU) moved memory: a correction by NVML's
+    per-process figures fell short under ``-n 12`` (by 3.7 MB, with 795 MB given back by
+    others over the sweep)."""
     big, small = 1 << 20, 1 << 19  # float32 outputs of exactly 4 MiB and 2 MiB
-    with others_moved() as moved, cgmem.graphs() as log:
-        assert graphs.hooks_installed()
-        result = cgmem.capture_sweep(
-            lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
-        )
-        assert not graphs._hooks.busy
-    assert result.sizes == (big, small)
-    assert result.captures[big].allocated == 4 * MiB  # its output, nothing else
-    assert result.captures[small].allocated == 2 * MiB
-    assert sum(result.bytes.values()) == result.pool_bytes == _pool_segments_total(result.pool)
-    if not expandable_segments():
-        assert result.bytes[small] == 0  # fits in the 20 MiB segment the first one made
-    assert result.driver_bytes[big] is not None
-    # segments + the instantiated graph; memory other processes gave back meanwhile is
-    # added back (what they took only makes the driver's figure larger)
-    assert result.driver_bytes[big] - min(moved.bytes, 0) >= result.bytes[big]
-    assert 0 < result.tracking_seconds < result.seconds
-    seen = [(c.allocated, c.reserved, c.driver, c.pool) for c in log.captures]
-    ours = [result.captures[s] for s in result.sizes]
-    assert seen == [(c.allocated, c.reserved, c.driver, c.pool) for c in ours]
-    assert log.pools == [result.pool]
-    with cgmem.expect_replay() as replays:
-        out = result.replay(big)
-    assert replays.replays == 1
-    torch.cuda.synchronize()
-    assert float(out[0]) == 2.0
-    pool = result.pool
-    result.release()
-    del out
-    assert cgmem.pool_bytes(pool) == 0
+    for _ in range(QUIET_TRIES):
+        with others_moved() as moved, cgmem.graphs() as log:
+            assert graphs.hooks_installed()
+            result = cgmem.capture_sweep(
+                lambda x: x * 2, [small, big], lambda n: torch.ones(n, device="cuda")
+            )
+            assert not graphs._hooks.busy
+        assert result.sizes == (big, small)
+        assert result.captures[big].allocated == 4 * MiB  # its output, nothing else
+        assert result.captures[small].allocated == 2 * MiB
+        assert sum(result.bytes.values()) == result.pool_bytes == _pool_segments_total(result.pool)
+        if not expandable_segments():
+            assert result.bytes[small] == 0  # fits in the 20 MiB segment the first one made
+        assert result.driver_bytes[big] is not None
+        assert 0 < result.tracking_seconds < result.seconds
+        seen = [(c.allocated, c.reserved, c.driver, c.pool) for c in log.captures]
+        ours = [result.captures[s] for s in result.sizes]
+        assert seen == [(c.allocated, c.reserved, c.driver, c.pool) for c in ours]
+        assert log.pools == [result.pool]
+        pool = result.pool
+        if moved.bytes != 0:
+            result.release()
+            continue
+        assert result.driver_bytes[big] >= result.bytes[big]  # segments + the instantiated graph
+        with cgmem.expect_replay() as replays:
+            out = result.replay(big)
+        assert replays.replays == 1
+        torch.cuda.synchronize()
+        assert float(out[0]) == 2.0
+        result.release()
+        del out
+        assert cgmem.pool_bytes(pool) == 0
+        return
+    pytest.skip(f"other processes moved GPU memory during each of {QUIET_TRIES} sweeps")
 
 
 def test_capture_sweep_restores_the_hooks_when_fn_raises(cgmem):
