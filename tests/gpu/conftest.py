@@ -12,7 +12,9 @@ class OthersMoved:
     while the block ran, as NVML counts them (0 where it can't say).
 
     ``cudaMemGetInfo`` is device-wide, so a driver figure taken meanwhile includes them: on
-    the GPU machine the suite's other xdist workers share the one GPU.
+    the GPU machine the suite's other xdist workers share the one GPU. NVML's net figure
+    misses memory another process gave back and took again within the block, so the tests
+    that use it are marked ``device_wide``, and ``scripts/gpu-check`` runs them alone.
     """
 
     def __init__(self, index: int = 0) -> None:

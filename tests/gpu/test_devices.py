@@ -41,6 +41,7 @@ def test_other_process_changing_device_memory_flags_the_region(cgmem: CgmemFixtu
         assert abs(m.device) <= 2 * MiB  # our own figure is untouched by the other process
 
 
+@pytest.mark.device_wide
 def test_quiet_region_is_not_flagged(cgmem: CgmemFixture, others_moved: Any) -> None:
     """Under xdist the suite's other workers share the GPU and move memory at any moment:
     a region they disturbed is rightly flagged, so the check is made on a quiet one."""

@@ -59,6 +59,7 @@ def _side_stream():
     return stream
 
 
+@pytest.mark.device_wide
 def test_direct_capture_begin_and_end(cgmem, others_moved):
     """The driver's figure is device-wide: it is checked on a capture during which no other
     process (another xdist worker on the GPU) moved memory."""
@@ -276,6 +277,7 @@ def test_pool_figures_agree_with_the_snapshot_sums(conf: str | None) -> None:
         assert out["stats"] is None
 
 
+@pytest.mark.device_wide
 def test_nvml_device_free_moves_with_cudamemgetinfo(others_moved) -> None:
     """The hooks (2.14+) read the driver through NVML during a capture; its device figure
     must move as cudaMemGetInfo's does.

@@ -45,6 +45,7 @@ def _unpatched_after():
     assert not graphs.hooks_installed()
 
 
+@pytest.mark.device_wide
 def test_capture_of_exactly_n_bytes(cgmem, others_moved):
     """The driver's figure is device-wide: it is checked on a capture during which no other
     process (another xdist worker on the GPU) moved memory."""
@@ -331,6 +332,7 @@ def test_capture_sweep(cgmem):
     assert cgmem.pool_bytes(pool) == 0
 
 
+@pytest.mark.device_wide
 def test_capture_sweep_alone_reads_the_driver_once_for_the_whole_sweep(cgmem, others_moved):
     """With no log listening, cudaMemGetInfo is read before and after, not per capture.
 
@@ -369,6 +371,7 @@ def test_capture_sweep_into_a_given_pool(cgmem):
     assert result.pool != other.pool
 
 
+@pytest.mark.device_wide
 def test_capture_sweep_chained_figures_are_exact_and_reach_listening_logs(cgmem, others_moved):
     """One reading per capture, chained: still each capture's own bytes, seen by every log.
 
@@ -567,6 +570,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.device_wide
 def test_expandable_segments_in_a_subprocess():
     done, out = _run_script(SUBPROCESS, PYTORCH_CUDA_ALLOC_CONF="expandable_segments:True")
     assert done.returncode == 0, done.stderr
