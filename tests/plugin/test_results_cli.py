@@ -219,6 +219,13 @@ def test_console_script_module(runs: Path) -> None:
     assert "REGRESSION" in done.stdout
 
 
+OUTPUT_OPTION = (
+    "-o, --output OUTPUT" if sys.version_info >= (3, 14) else "-o OUTPUT, --output OUTPUT"
+)
+"""``-o/--output`` as argparse lists it in a help text: from Python 3.14 on it names the
+metavar once."""
+
+
 @pytest.mark.parametrize(
     ("command", "said"),
     [
@@ -252,7 +259,7 @@ def test_console_script_module(runs: Path) -> None:
                 "usage: cgmem merge [-h] -o OUTPUT [--allow-mixed-machines] FILE [FILE ...]",
                 "Join run files (shards of one suite) into one;",
                 "FILE run files",
-                "-o OUTPUT, --output OUTPUT merged run file to write",
+                f"{OUTPUT_OPTION} merged run file to write",
                 "--allow-mixed-machines merge files from different GPUs",
             ],
         ),
@@ -262,7 +269,7 @@ def test_console_script_module(runs: Path) -> None:
                 "usage: cgmem report [-h] -o OUTPUT [--title TITLE] RUN [RUN ...]",
                 "One HTML page (no network needed)",
                 "RUN run files (any order)",
-                "-o OUTPUT, --output OUTPUT HTML file to write",
+                f"{OUTPUT_OPTION} HTML file to write",
                 "--title TITLE page title",
             ],
         ),
