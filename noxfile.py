@@ -1,7 +1,7 @@
 """Test matrices for the CPU tiers (tests/unit, tests/plugin; GPU tests are elsewhere).
 
     nox -l                              # every session
-    nox                                 # tests: each Python 3.10-3.13 found x oldest/newest pytest
+    nox                                 # tests: each Python 3.10-3.15 found x oldest/newest pytest
     nox -s "tests-3.11(pytest='9')"     # one combination (.ci/run runs this one)
     nox -s torch                        # the CPU tiers under each supported torch release
     nox -s "torch(torch='2.4.1')"       # one of them
@@ -9,10 +9,11 @@
 A Python that is not installed is skipped with a note, never an error, on CI too. (With pyenv,
 PYENV_VERSION=3.10.13:3.11.7:3.12.1:3.13.0, say, puts its other Pythons on the PATH.)
 
-torch: the tests sessions install $CGMEM_TORCH_SPEC (pip arguments, default torch==2.13.0), as
-./dev does. The torch sessions pin each release, and pass $CGMEM_TORCH_PIP_ARGS to that install:
-on Linux x86_64 PyPI's wheels are CUDA builds that run on a CPU but weigh several GB with their
-nvidia-* packages; name a CPU wheel index there (--index-url ...) to get the CPU builds instead.
+torch: the tests sessions install $CGMEM_TORCH_SPEC (pip arguments, default torch==2.13.0, and
+torch==2.15.0 on Python 3.15, which 2.13.0 has no wheel for), as ./dev does. The torch sessions
+pin each release, and pass $CGMEM_TORCH_PIP_ARGS to that install: on Linux x86_64 PyPI's wheels
+are CUDA builds that run on a CPU but weigh several GB with their nvidia-* packages; name a CPU
+wheel index there (--index-url ...) to get the CPU builds instead.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ nox.options.error_on_missing_interpreters = False
 nox.options.download_python = "never"
 nox.options.sessions = ["tests"]  # the torch sessions download a lot: only when asked for
 
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYTHONS = ["3.10", "3.11", "3.12", "3.13", "3.14", "3.15"]
 #: oldest and newest supported pytest
 PYTESTS = {"8.1": "pytest==8.1.*", "9": "pytest>=9,<10"}
 #: the oldest supported, each release where the torch facts the plugin relies on change
@@ -58,7 +59,8 @@ def _run_cpu_tiers(session: nox.Session) -> None:
 @nox.parametrize("pytest", list(PYTESTS))
 def tests(session: nox.Session, pytest: str) -> None:
     """The CPU tiers against one pytest (8.1 = oldest supported, 9 = newest)."""
-    session.install(*os.environ.get("CGMEM_TORCH_SPEC", "torch==2.13.0").split())
+    default = "torch==2.15.0" if session.python == "3.15" else "torch==2.13.0"
+    session.install(*os.environ.get("CGMEM_TORCH_SPEC", default).split())
     session.install("-e", ".[test]", PYTESTS[pytest])
     _run_cpu_tiers(session)
 
