@@ -220,9 +220,9 @@ def test_console_script_module(runs: Path) -> None:
 
 
 OUTPUT_OPTION = (
-    "-o, --output OUTPUT" if sys.version_info >= (3, 14) else "-o OUTPUT, --output OUTPUT"
+    "-o, --output OUTPUT" if sys.version_info >= (3, 13) else "-o OUTPUT, --output OUTPUT"
 )
-"""``-o/--output`` as argparse lists it in a help text: from Python 3.14 on it names the
+"""``-o/--output`` as argparse lists it in a help text: from Python 3.13 on it names the
 metavar once."""
 
 
