@@ -38,9 +38,10 @@ MARK_HELP = (
     "cgmem(**budgets): measure the test's call phase on the GPU and fail it when a "
     "figure exceeds its budget. Keywords (bytes as an int or '512 MiB'; binary units "
     "B, KiB, MiB, GiB, TiB, decimal KB, MB, GB, TB): " + metric_help() + "; and "
-    "tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes): growth over --cgmem-baseline "
-    "that is not a "
-    "regression for this test, replacing --cgmem-tolerance/--cgmem-tolerance-abs part by part"
+    "tolerance (a percentage such as '10%', bytes such as '4MiB', '4096' or an int, or one "
+    "of each in either order, separated by a space or a comma: '10% 4MiB'): growth over "
+    "--cgmem-baseline that is not a regression for this test, replacing "
+    "--cgmem-tolerance/--cgmem-tolerance-abs part by part"
 )
 
 settings_key = pytest.StashKey[Settings]()

@@ -268,7 +268,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "stacks",
         f"frames shown per allocation site in failure reports (default {DEFAULT_STACKS}); "
-        "frames of torch, pytest and pytest-cgmem are skipped",
+        "frames of torch, pytest, pluggy and pytest-cgmem are skipped",
         parse_positive,
         DEFAULT_STACKS,
         metavar="N",

@@ -15,6 +15,7 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 from pytest_cgmem.plugin import MARK_HELP
 from pytest_cgmem.results import runfile
+from pytest_cgmem.results.baseline import parse_tolerance
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check, but where a test
 # says so: their pytester runs load neither (tests/conftest.py)
@@ -230,12 +231,32 @@ def test_works_without_pytest_benchmark(pytester: pytest.Pytester) -> None:
     assert json.loads((pytester.path / "run.json").read_text())["summary"]["tests"] == 1
 
 
+TOLERANCE_HELP = (
+    "tolerance (a percentage such as '10%', bytes such as '4MiB', '4096' or an int, or one "
+    "of each in either order, separated by a space or a comma: '10% 4MiB')"
+)
+
+
 def test_mark_help_names_every_keyword(pytester: pytest.Pytester) -> None:
-    assert "tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes)" in MARK_HELP
+    assert TOLERANCE_HELP in MARK_HELP
     result = pytester.runpytest("--markers")
-    result.stdout.fnmatch_lines(
-        ["*cgmem(**budgets)*tolerance ('10%', '4MiB', '10% 4MiB' or an int of bytes)*"]
-    )
+    result.stdout.fnmatch_lines([f"*cgmem(**budgets)*{TOLERANCE_HELP}*"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10%", {"rel": 0.1}),
+        ("4MiB", {"abs": 4 << 20}),
+        ("4096", {"abs": 4096}),
+        (4096, {"abs": 4096}),
+        ("10% 4MiB", {"rel": 0.1, "abs": 4 << 20}),
+        ("4MiB 10%", {"rel": 0.1, "abs": 4 << 20}),
+        ("4MiB, 10%", {"rel": 0.1, "abs": 4 << 20}),
+    ],
+)
+def test_each_tolerance_form_the_help_names_parses(value: object, expected: object) -> None:
+    assert parse_tolerance(value) == expected
 
 
 @pytest.mark.parametrize(
