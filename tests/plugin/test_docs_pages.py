@@ -532,11 +532,9 @@ def test_the_pure_coverage_example_and_messages() -> None:
     assert f"\nEstimateMismatch: {estimate.value}\n" in graphs
 
 
-@pytest.mark.parametrize(
-    ("page", "method"), [("resize.md", "resize_check"), ("resize.md", "steady")]
-)
-def test_a_method_heading_is_its_signature(page: str, method: str) -> None:
-    (heading,) = re.findall(rf"^## `cgmem\.{method}\((.*)\)`$", PAGES[page], flags=re.MULTILINE)
+def signature(method: str) -> str:
+    """A fixture method's parameters as the pages write them (a float default that is a
+    whole number without its ``.0``)."""
     shown: list[str] = []
     for parameter in list(inspect.signature(getattr(CgmemFixture, method)).parameters.values())[1:]:
         if parameter.kind is parameter.KEYWORD_ONLY and "*" not in shown:
@@ -545,5 +543,28 @@ def test_a_method_heading_is_its_signature(page: str, method: str) -> None:
         if default is parameter.empty:
             shown.append(parameter.name)
         else:
+            if isinstance(default, float) and default.is_integer():
+                default = int(default)
             shown.append(f"{parameter.name}={json.dumps(default)}".replace("null", "None"))
-    assert heading == ", ".join(shown)
+    return ", ".join(shown)
+
+
+@pytest.mark.parametrize(
+    ("page", "method"), [("resize.md", "resize_check"), ("resize.md", "steady")]
+)
+def test_a_method_heading_is_its_signature(page: str, method: str) -> None:
+    (heading,) = re.findall(rf"^## `cgmem\.{method}\((.*)\)`$", PAGES[page], flags=re.MULTILINE)
+    assert heading == signature(method)
+
+
+@pytest.mark.parametrize("method", ["resize_check", "steady", "distributed"])
+def test_usage_md_shows_a_method_s_whole_signature(method: str) -> None:
+    usage = " ".join((DOCS / "usage.md").read_text().split())
+    assert f"`cgmem.{method}({signature(method)})`" in usage
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))], ids=str)
+def test_every_python_block_of_a_page_is_python(page: str) -> None:
+    text = (ROOT / page if page == "README.md" else DOCS / page).read_text()
+    for block in re.findall(r"^```python\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL):
+        compile(block, f"{page} python block", "exec", dont_inherit=True)
