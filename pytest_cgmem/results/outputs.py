@@ -231,9 +231,15 @@ def problems(outputs: Sequence[Output], base: str | os.PathLike[str]) -> list[st
             refresh = other.refreshes or output.refreshes
             if {other.kind, output.kind} == {"run", "input"} and path == target and refresh:
                 continue
-            found.append(
-                f"{output.where()}: the same file as {other.where()}; give each output its own path"
-            )
+            if "input" in (other.kind, output.kind):
+                writer = other if output.kind == "input" else output
+                advice = (
+                    f"{writer.source} would write over the file this run reads: "
+                    "give it another path"
+                )
+            else:
+                advice = "give each output its own path"
+            found.append(f"{output.where()}: the same file as {other.where()}; {advice}")
             break
         else:
             problem = None

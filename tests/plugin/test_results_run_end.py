@@ -50,8 +50,8 @@ def pytest_addoption(parser):
     [
         (
             ["--cgmem-json=base.json", "--cgmem-baseline=base.json"],
-            "--cgmem-baseline='base.json': the same file as --cgmem-json='base.json'; give "
-            "each output its own path",
+            "--cgmem-baseline='base.json': the same file as --cgmem-json='base.json'; "
+            "--cgmem-json would write over the file this run reads: give it another path",
         ),
         (
             ["--cgmem-json=out.json", "--json-report", "--json-report-file=out.json"],

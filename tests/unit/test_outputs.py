@@ -181,8 +181,8 @@ def test_a_baseline_may_be_refreshed_in_place_but_not_overwritten(tmp_path: Path
     assert "the same file as --cgmem-gab-json" in found
     (found,) = problems([Output("--cgmem-json", "base.json", "run"), base], tmp_path)
     assert found == (
-        "--cgmem-baseline='base.json': the same file as --cgmem-json='base.json'; give each "
-        "output its own path"
+        "--cgmem-baseline='base.json': the same file as --cgmem-json='base.json'; --cgmem-json "
+        "would write over the file this run reads: give it another path"
     )
 
 
