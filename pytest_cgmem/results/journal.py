@@ -249,7 +249,8 @@ def read(
     name = str(stub.get("file") or "")
     found = Contents()
     try:
-        path = Path(run_path).with_name(name)
+        # beside the file itself: a run writes its journal beside the run file a link names
+        path = Path(os.path.realpath(run_path)).with_name(name)
         with open(_open_regular(path), "rb") as handle:
             text = handle.read().decode("utf-8")
     except FileNotFoundError:

@@ -479,6 +479,25 @@ time.sleep(60)
 """
 
 
+def test_a_killed_run_read_through_a_link_in_another_folder_keeps_its_tests(
+    tmp_path: Path,
+) -> None:
+    """The run wrote its stub and journal where the link it was given points; a reader given
+    the link finds the journal there too."""
+    real = tmp_path / "results" / "run.json"
+    real.parent.mkdir()
+    link = tmp_path / "elsewhere" / "run.json"
+    link.parent.mkdir()
+    link.symlink_to(Path("..", "results", "run.json"))
+    written = journal.Journal.start(os.path.realpath(link), stub())
+    written.append("test", record("t.py::a"))
+    written.close()
+    assert not journal.journal_path(link).exists()
+    doc = runfile.load_run(link)
+    assert [t["nodeid"] for t in doc["tests"]] == ["t.py::a"]
+    assert doc["incomplete_reason"] == runfile.NOT_FINISHED
+
+
 def test_a_second_run_on_one_path_is_refused_while_the_first_lives(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     journal.Journal.start(path, stub()).close()
