@@ -150,7 +150,23 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     problem = link_problem(given, here, target, kind) or output_problem(target, kind)
     if problem:
         raise CgmemUsageError(f"{where}: {problem}")
+    try:  # an earlier output goes first: a command that fails leaves none looking current
+        target.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CgmemUsageError(f"{where}: cannot replace it ({exc.strerror or exc})") from None
     return target
+
+
+def _write(command: str, given: str, write: Callable[[], None]) -> None:
+    """``write`` the output ``-o`` names; a failure names the file."""
+    try:
+        write()
+    except OSError as exc:
+        raise CgmemUsageError(
+            f"cgmem {command}: cannot write -o {given!r} ({exc.strerror or exc})"
+        ) from None
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -234,7 +250,7 @@ def _merge(args: argparse.Namespace) -> int:
     document, warnings = merge_runs(runs, allow_mixed_machines=args.allow_mixed_machines)
     for line in warnings:
         _print(line, file=sys.stderr)
-    write_json(target, document)
+    _write("merge", args.output, lambda: write_json(target, document))
     partial = "" if document["complete"] else " (marked incomplete)"
     _print(
         f"cgmem merge: {len(document['tests'])} test(s) from {len(runs)} file(s) -> "
@@ -254,7 +270,7 @@ def _report(args: argparse.Namespace) -> int:
         page = render(runs, valid_text(args.title))
     except MissingExtra as exc:
         raise CgmemUsageError(str(exc)) from None
-    write_text(target, valid_text(page))
+    _write("report", args.output, lambda: write_text(target, valid_text(page)))
     _print(f"cgmem report: {len(runs)} run(s) -> {valid_text(args.output)}")
     return 0
 

@@ -178,8 +178,30 @@ def test_a_write_that_fails_is_one_line_naming_the_command(
     before = contents(folder)
     monkeypatch.setattr(os, "fsync", disk_full)
     assert cli.main(argv) == 2
-    assert capsys.readouterr() == ("", f"cgmem {argv[0]}: {full}\n")
+    assert capsys.readouterr() == (
+        "",
+        f"cgmem {argv[0]}: cannot write -o {argv[-1]!r} (No space left on device)\n",
+    )
     assert contents(folder) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["merge", "base.json", "broken.json", "-o", "other.json"],
+        ["report", "base.json", "broken.json", "-o", "last.html"],
+    ],
+)
+def test_a_command_that_fails_leaves_no_earlier_output_looking_current(
+    folder: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A CI step that merges shards (or renders a page) and fails must not leave the last
+    run's merged file for the gate after it to read as this run's."""
+    (folder / "broken.json").write_text('{"schema": "pytest-cgmem/1", "tests": [')
+    assert cli.main(argv) == 2
+    assert "broken.json' is not valid JSON" in capsys.readouterr().err
+    assert not (folder / argv[-1]).exists()
+    assert (folder / "base.json").exists()
 
 
 @pytest.mark.parametrize(
