@@ -20,7 +20,14 @@ import pytest
 from .cuda import cuda_started
 from .metrics import metric_help
 from .pinning import device_for_worker
-from .session import TEST_HOOKS_NAME, CgmemSession, fixture_used_key, regions_of, runs_no_tests
+from .session import (
+    TEST_HOOKS_NAME,
+    CgmemSession,
+    fixture_used_key,
+    regions_of,
+    retire_earlier_outputs,
+    runs_no_tests,
+)
 from .settings import (
     OPTIONS,
     Settings,
@@ -156,6 +163,39 @@ def _check_legacy_toml(config: pytest.Config) -> None:
                 raise CgmemUsageError(problem)
 
 
+_OUTPUT_OPTIONS = ("json", "save_baseline", "gab_json", "baseline", "artifacts")
+"""The options ``retire_earlier_outputs`` reads: the files a run writes, and the paths they
+are held against."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Before any conftest is imported (and so before any can start CUDA or stop the run)."""
+    _pin_worker(early_config)
+    _retire_earlier_outputs(early_config)
+
+
+def _retire_earlier_outputs(early_config: pytest.Config) -> None:
+    """Before any conftest is imported: an earlier run's files at this run's output paths
+    stop looking current (``session.retire_earlier_outputs``). The paths are resolved alone,
+    from the options parsed so far: a bad value of any of them is left to
+    ``pytest_configure`` to refuse."""
+    namespace = early_config.known_args_namespace
+    given = {name: getattr(namespace, _dest(name), None) for name in _OUTPUT_OPTIONS}
+    try:
+        ini = {
+            o.name: _read_ini(early_config, o.ini, o.ini_type) for o in OPTIONS if o.name in given
+        }
+        if not (any(given.values()) or any(ini.values())):
+            return
+        _check_legacy_toml(early_config)
+        ini_dir = None if early_config.inipath is None else str(early_config.inipath.parent)
+        settings = resolve(given, ini, ini_dir)
+    except CgmemUsageError:
+        return
+    retire_earlier_outputs(settings, namespace, early_config.invocation_params.dir)
+
+
 _configured: list[pytest.Config] = []
 """The pytest runs of this process configured now: one started inside another (pytester's
 in-process runs, ``pytest.main()`` in a test) is not the process's own."""
@@ -276,8 +316,7 @@ def _worker_device(workerid: str, raw: object, source: str) -> tuple[str | None,
         return None, f"{source}={short_repr(raw)}: {exc}"
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+def _pin_worker(early_config: pytest.Config) -> None:
     """Pin a pytest-xdist worker to its device before any conftest can start CUDA (not
     from a pytest run inside a worker's test, in process or in a subprocess, which
     inherits its environment)."""

@@ -130,7 +130,102 @@ no output path and write no file."""
 
 def runs_no_tests(config: pytest.Config) -> bool:
     """``--collect-only``, ``--fixtures``, ``--setup-plan``, ``--help`` and the like."""
-    return any(getattr(config.option, name, False) for name in _NO_TESTS_MEANT)
+    return no_tests_meant(config.option)
+
+
+def no_tests_meant(option: object) -> bool:
+    """The options (``config.option``, or the early ``known_args_namespace``) ask for a run
+    that runs no test, or for pytest's version alone."""
+    return any(getattr(option, name, False) for name in (*_NO_TESTS_MEANT, "version"))
+
+
+STOPPED_BEFORE_COLLECTION = (
+    "the run ended before its collection: a usage error, a conftest that failed to import, "
+    "or the process was stopped (pytest's output says which)"
+)
+
+
+def output_problems(settings: Settings, option: object, here: str | os.PathLike[str]) -> list[str]:
+    """Every output path that cannot be written, before the first test (one line each);
+    pytest's and other plugins' outputs (``_OTHER_OUTPUTS``, read from ``option``) only where
+    they could be the same file as one of ours. ``here``: the folder pytest was started in."""
+    outputs = output_files(settings)
+    if not (outputs or settings.artifacts or settings.baseline):
+        return []
+    from .results.outputs import Output, problems
+
+    kinds = {"run file": "run", "baseline": "run", "github-action-benchmark file": "file"}
+    wanted = [
+        Output(source, given, kinds[what], refreshes=what == "baseline")
+        for what, source, given in outputs
+    ]
+    if settings.artifacts:
+        wanted.append(Output(settings.source("artifacts"), settings.artifacts, "dir"))
+    if settings.baseline:
+        wanted.append(Output(settings.source("baseline"), settings.baseline, "input"))
+    for flag, name in _OTHER_OUTPUTS:
+        if name == "json_report_file" and not getattr(option, "json_report", False):
+            continue  # pytest-json-report writes its file only under --json-report
+        other = getattr(option, name, None)
+        if isinstance(other, (str, os.PathLike)) and os.fspath(other):
+            wanted.append(Output(flag, os.fspath(other), "other"))
+    return problems(wanted, here)
+
+
+def output_files(settings: Settings) -> list[tuple[str, str, str]]:
+    """(what, option or ini key, path as given) of each file a run with ``settings`` writes."""
+    found = []
+    for name, what in (
+        ("json", "run file"),
+        ("save_baseline", "baseline"),
+        ("gab_json", "github-action-benchmark file"),
+    ):
+        given = getattr(settings, name)
+        if given:
+            found.append((what, settings.source(name), given))
+    return found
+
+
+def retire_earlier_outputs(
+    settings: Settings, option: object, here: str | os.PathLike[str]
+) -> None:
+    """As pytest starts, before any conftest runs: an earlier run's run file at this run's
+    path is replaced by one marked incomplete (``STOPPED_BEFORE_COLLECTION``), and an
+    earlier github-action-benchmark file goes, so that a run stopped before its collection
+    writes its stub leaves neither looking current. Nothing happens where any output path
+    has a problem (the run then stops on it, touching nothing), in an xdist worker, on a
+    torchrun rank but rank 0, or in a run that runs no test; a baseline being saved is left
+    as it was, as for every run that ends before its first test."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None or no_tests_meant(option):
+        return
+    job = Job.from_env(os.environ)
+    if job is not None and job.rank:
+        return
+    targets = [(what, given) for what, _, given in output_files(settings) if what != "baseline"]
+    if not targets or output_problems(settings, option, here):
+        return
+    from .results import runfile
+    from .results.outputs import resolve
+
+    for what, given in targets:
+        path = resolve(given, here)
+        if not path.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if what == "run file":
+                stopped = runfile.build_run(
+                    [],
+                    runfile.base_machine(),
+                    None,
+                    complete=False,
+                    incomplete_reason=STOPPED_BEFORE_COLLECTION,
+                )
+                try:
+                    runfile.write_json(path, stopped)
+                    continue
+                except OSError:
+                    pass  # a full disk: the earlier file must still go
+            path.unlink()
 
 
 _OTHER_OUTPUTS = (
@@ -1207,44 +1302,10 @@ class CgmemSession:
 
     def _outputs(self) -> list[tuple[str, str, str]]:
         """(what, option or ini key, path as given) of each file this run writes."""
-        settings = self.settings
-        found = []
-        for name, what in (
-            ("json", "run file"),
-            ("save_baseline", "baseline"),
-            ("gab_json", "github-action-benchmark file"),
-        ):
-            given = getattr(settings, name)
-            if given:
-                found.append((what, settings.source(name), given))
-        return found
+        return output_files(self.settings)
 
     def _output_problems(self) -> list[str]:
-        """Every output path that cannot be written, before the first test (one line each);
-        pytest's and other plugins' outputs (``_OTHER_OUTPUTS``) only where they could be
-        the same file as one of ours."""
-        settings = self.settings
-        if not (self._outputs() or settings.artifacts or settings.baseline):
-            return []
-        from .results.outputs import Output, problems
-
-        kinds = {"run file": "run", "baseline": "run", "github-action-benchmark file": "file"}
-        wanted = [
-            Output(source, given, kinds[what], refreshes=what == "baseline")
-            for what, source, given in self._outputs()
-        ]
-        if settings.artifacts:
-            wanted.append(Output(settings.source("artifacts"), settings.artifacts, "dir"))
-        if settings.baseline:
-            wanted.append(Output(settings.source("baseline"), settings.baseline, "input"))
-        option = self.config.option
-        for flag, name in _OTHER_OUTPUTS:
-            if name == "json_report_file" and not getattr(option, "json_report", False):
-                continue  # pytest-json-report writes its file only under --json-report
-            other = getattr(option, name, None)
-            if isinstance(other, (str, os.PathLike)) and os.fspath(other):
-                wanted.append(Output(flag, os.fspath(other), "other"))
-        return problems(wanted, self.config.invocation_params.dir)
+        return output_problems(self.settings, self.config.option, self.config.invocation_params.dir)
 
     def _settings_data(self) -> dict[str, Any]:
         settings = self.settings

@@ -29,6 +29,7 @@ from pytest_cgmem.metrics import METRICS
 from pytest_cgmem.pinning import device_for_worker
 from pytest_cgmem.results import journal, runfile
 from pytest_cgmem.results.ranks import DistributedResult
+from pytest_cgmem.session import STOPPED_BEFORE_COLLECTION
 from pytest_cgmem.settings import parse_devices
 
 pytestmark = pytest.mark.lean_runs
@@ -226,6 +227,7 @@ ELSEWHERE = {
     "worker gw1 crashed while running t.py::test_x (that test's figures are lost)": "xdist",
     "..., after its call phase (its figures are kept)": "xdist: test_interop.py",
     "rank(s) 1 sent no records": "torchrun: tests/unit/test_ranks.py",
+    STOPPED_BEFORE_COLLECTION: "an earlier run's file: test_results_run_end.py",
 }
 
 

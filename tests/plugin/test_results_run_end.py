@@ -16,6 +16,7 @@ import torch  # noqa: F401  imported once here: pytester's inline runs would re-
 
 from pytest_cgmem.plugin import settings_key
 from pytest_cgmem.results import journal, runfile
+from pytest_cgmem.session import STOPPED_BEFORE_COLLECTION
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
 # runs load neither (tests/conftest.py)
@@ -186,6 +187,75 @@ def test_a_run_file_says_why_it_is_incomplete(
     pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json", *args)
     doc = runfile.load_run(pytester.path / "run.json")
     assert (doc["complete"], doc["incomplete_reason"]) == (reason is None, reason)
+
+
+@pytest.mark.parametrize(
+    ("files", "args"),
+    [
+        ({}, ["--cgmem-summary=many"]),
+        ({"pytest.ini": "[pytest]\ncgmem_tolerance = lots\n"}, []),
+        ({"corrupt.json": "{bad"}, ["--cgmem-baseline=corrupt.json"]),
+        ({"conftest.py": "raise RuntimeError('a broken conftest')\n"}, []),
+    ],
+    ids=["bad-option", "bad-ini-value", "unreadable-baseline", "conftest-raises"],
+)
+def test_a_run_stopped_before_its_collection_leaves_no_earlier_file_looking_current(
+    pytester: pytest.Pytester, files: dict[str, str], args: list[str]
+) -> None:
+    """Before its collection writes the stub, a run that stops leaves the last run's
+    complete file for a CI gate to read as its own, unless the plugin marks it first."""
+    pytester.makepyfile(test_rec=RECORDS)
+    outputs = ["-p", "no:randomly", "--cgmem-json=run.json", "--cgmem-gab-json=gab.json"]
+    pytester.runpytest(*outputs).assert_outcomes(passed=1)
+    assert runfile.load_run(pytester.path / "run.json")["complete"] is True
+    assert (pytester.path / "gab.json").is_file()
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
+    assert pytester.runpytest(*outputs, *args).ret == pytest.ExitCode.USAGE_ERROR
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert (doc["complete"], doc["incomplete_reason"], doc["tests"]) == (
+        False,
+        STOPPED_BEFORE_COLLECTION,
+        [],
+    )
+    assert not (pytester.path / "gab.json").exists()
+
+
+def test_a_run_killed_in_a_conftest_leaves_no_earlier_file_looking_current(
+    pytester: pytest.Pytester, this_checkout: None
+) -> None:
+    pytester.makepyfile(test_rec=RECORDS)
+    pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json").assert_outcomes(passed=1)
+    pytester.makeconftest("import os\n\nos._exit(7)\n")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "--cgmem-json=run.json")
+    assert result.ret == 7
+    assert runfile.load_run(pytester.path / "run.json")["incomplete_reason"] == (
+        STOPPED_BEFORE_COLLECTION
+    )
+
+
+@pytest.mark.parametrize(
+    ("earlier", "args"),
+    [
+        ("run", ["--collect-only"]),
+        ("run", ["--cgmem-baseline=run.json"]),
+        ("text", []),
+    ],
+    ids=["collect-only", "the-baseline-read", "not-a-run-file"],
+)
+def test_a_file_the_run_may_not_replace_is_left_as_it_was(
+    pytester: pytest.Pytester, earlier: str, args: list[str]
+) -> None:
+    """A run that runs no test writes nothing; an output path with a problem stops the run
+    at configure, touching nothing: it is the baseline read, or a file of another kind."""
+    pytester.makepyfile(test_rec=RECORDS)
+    if earlier == "run":
+        pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json").assert_outcomes(passed=1)
+    else:
+        (pytester.path / "run.json").write_text("notes of my own\n")
+    before = (pytester.path / "run.json").read_text()
+    pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json", *args)
+    assert (pytester.path / "run.json").read_text() == before
 
 
 NAN_FIGURE = """
