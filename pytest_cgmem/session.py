@@ -133,6 +133,19 @@ def runs_no_tests(config: pytest.Config) -> bool:
     return no_tests_meant(config.option)
 
 
+def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:
+    """One line per bad mark, naming the first test it reaches: a module's or class's bad
+    mark would otherwise be said once for each of its tests."""
+    tests: dict[str, list[str]] = {}
+    for item, message in errors:
+        tests.setdefault(message, []).append(item.nodeid)
+    lines = []
+    for message, nodeids in tests.items():
+        more = f" (and {len(nodeids) - 1} more test(s) with that mark)" if len(nodeids) > 1 else ""
+        lines.append(f"{nodeids[0]}{more}: {message}")
+    return lines
+
+
 def no_tests_meant(option: object) -> bool:
     """The options (``config.option``, or the early ``known_args_namespace``) ask for a run
     that runs no test, or for pytest's version alone."""
@@ -717,7 +730,7 @@ class CgmemSession:
                 try:
                     reasons = [opt_out_reason(mark) for mark in item.iter_markers("cgmem_off")]
                 except CgmemUsageError as exc:
-                    errors.append((item, f"{item.nodeid}: @pytest.mark.cgmem_off: {exc}"))
+                    errors.append((item, f"@pytest.mark.cgmem_off: {exc}"))
                     continue
                 reason = reasons[0]
             if item.get_closest_marker("cgmem") is not None:
@@ -730,16 +743,16 @@ class CgmemSession:
                     ValueError,
                     TypeError,
                 ) as exc:  # a usage error, or a value no parser foresaw
-                    errors.append((item, f"{item.nodeid}: @pytest.mark.cgmem: {exc}"))
+                    errors.append((item, f"@pytest.mark.cgmem: {exc}"))
             elif off is not None:
                 item.stash[opted_out_key] = reason
             elif self.settings.all:
                 item.stash[_suite_key] = True
         if errors and self.worker is not None:
             for item, message in errors:
-                item.stash[_usage_error_key] = message
+                item.stash[_usage_error_key] = f"{item.nodeid}: {message}"
         elif errors:
-            raise pytest.UsageError(*(message for _, message in errors))
+            raise pytest.UsageError(*_mark_errors(errors))
         if self.settings.all:
             return
         needed = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ def parse_path(value: object) -> str:
         raise CgmemUsageError("expected a file path, got an empty value")
     if "\0" in text:
         raise CgmemUsageError("a path cannot hold a NUL character")
+    control = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if control is not None:  # an ini value's continuation line, a stray escape sequence
+        raise CgmemUsageError(f"a path cannot hold a control character or line break ({control!r})")
     return os.path.expanduser(text)
 
 
@@ -349,8 +353,8 @@ def resolve(
             continue
         if raw is None:
             raw, source = ini.get(option.name), option.ini
-            if raw == "" or raw == []:
-                raw = None
+            if raw == [] or (isinstance(raw, str) and not raw.strip()):
+                raw = None  # an ini key set empty is unset: ``-o cgmem_json=`` clears one
         if raw is None:
             values[option.name] = option.default
             continue

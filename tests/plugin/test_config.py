@@ -155,6 +155,35 @@ def test_every_bad_mark_is_listed_non_ascii_digits_too(pytester: pytest.Pytester
     assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
 
 
+def test_a_module_s_bad_mark_is_one_line_naming_its_first_test(pytester: pytest.Pytester) -> None:
+    """Not one line for each test the mark reaches; a different bad mark keeps its own line."""
+    pytester.makepyfile(
+        test_x="""
+        import pytest
+        pytestmark = pytest.mark.cgmem(peak="1 XiB")
+        def test_a(): pass
+        def test_b(): pass
+        def test_c(): pass
+        """,
+        test_y="""
+        import pytest
+        @pytest.mark.cgmem(reserved="lots")
+        def test_d(): pass
+        """,
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR: ")]
+    assert len(errors) == 2
+    pytest.LineMatcher(errors).fnmatch_lines(
+        [
+            "ERROR: test_x.py::test_a (and 2 more test(s) with that mark): @pytest.mark.cgmem: "
+            "peak='1 XiB': *",
+            "ERROR: test_y.py::test_d: @pytest.mark.cgmem: reserved='lots': *",
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "ini", "line"),
     [

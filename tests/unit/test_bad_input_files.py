@@ -315,6 +315,26 @@ def test_a_nul_in_a_path_is_one_line_naming_the_option(name: str, where: str) ->
     assert str(info.value) == f"{source}='a\\x00b.json': a path cannot hold a NUL character"
 
 
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [("a.json\nb.json", "'\\n'"), ("a\x1b[31mred.json", "'\\x1b'"), ("a\u2028b", "'\\u2028'")],
+    ids=["newline", "escape", "line-separator"],
+)
+@pytest.mark.parametrize("where", ["cli", "ini"])
+def test_a_control_character_in_a_path_is_one_line_naming_the_option(
+    path: str, shown: str, where: str
+) -> None:
+    """A second line of an ini value (pytest joins them with a newline) is no file name."""
+    given = {**none_of_the_options(), "json": path}
+    cli_values, ini = (given, none_of_the_options()) if where == "cli" else ({}, given)
+    with pytest.raises(CgmemUsageError) as info:
+        resolve(cli_values, ini, "/project")
+    assert str(info.value).endswith(
+        f": a path cannot hold a control character or line break ({shown})"
+    )
+    assert "\n" not in str(info.value)
+
+
 def test_a_nul_in_a_run_file_path_is_one_line() -> None:
     assert refused("a\x00b.json").endswith("a path cannot hold a NUL character")
 

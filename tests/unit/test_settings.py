@@ -30,8 +30,10 @@ def test_cli_beats_ini_beats_default() -> None:
     assert settings.budget.limits == {"peak": 2**30}
 
 
-def test_empty_ini_value_is_unset() -> None:
-    assert resolve(_none(), {**_none(), "summary": ""}).summary == 10
+@pytest.mark.parametrize("value", ["", " ", "\t", []])
+def test_an_empty_or_blank_ini_value_is_unset(value: object) -> None:
+    settings = resolve(_none(), {**_none(), "summary": value, "json": value, "budget": value})
+    assert (settings.summary, settings.json, settings.budget.limits) == (10, None, {})
 
 
 @pytest.mark.parametrize(
