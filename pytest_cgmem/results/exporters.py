@@ -38,6 +38,8 @@ def gab_entries(
     (``<name> size 256 - driver``), each where known.
     """
     scale = {"B": 1, "KiB": KiB, "MiB": MiB, "GiB": GiB}[unit]
+    places = {"B": 0, "KiB": 3, "MiB": 6, "GiB": 9}[unit]
+    """Decimals that keep about a byte: a leak of 500 bytes is no 0.0 on the dashboard."""
     machine = data.get("machine") or {}
     gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
     found: list[dict[str, Any]] = []
@@ -62,7 +64,7 @@ def gab_entries(
                             {
                                 "name": unique(f"{base} {size_text(size)} - {series}", seen),
                                 "unit": unit,
-                                "value": round(value / scale, 3),
+                                "value": round(value / scale, places),
                                 "extra": "\n".join([*lines, f"captures: {row.get('captures')}"]),
                             }
                         )
@@ -93,7 +95,7 @@ def gab_entries(
                         {
                             "name": entry_name,
                             "unit": unit,
-                            "value": round(value / scale, 3),
+                            "value": round(value / scale, places),
                             "extra": "\n".join(lines),
                         }
                     )

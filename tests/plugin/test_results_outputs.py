@@ -78,7 +78,7 @@ def test_outputs_replace_what_they_wrote_and_empty_files(pytester: pytest.Pytest
     pytester.runpytest(*args).assert_outcomes(passed=1)
     pytester.runpytest(*args).assert_outcomes(passed=1)
     assert runfile.load_run(pytester.path / "run.json")["complete"] is True
-    assert json.loads((pytester.path / "gab.json").read_text())[0]["value"] == 0.0
+    assert json.loads((pytester.path / "gab.json").read_text())[0]["value"] == 1e-06  # 1 byte
 
 
 MEASURED = """

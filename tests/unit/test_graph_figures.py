@@ -211,13 +211,13 @@ def test_gab_size_series_are_entries_like_the_others() -> None:
         f"{NODE} [capture_sweep] size 256 - graph_pool": {
             "name": f"{NODE} [capture_sweep] size 256 - graph_pool",
             "unit": "MiB",
-            "value": 1.177,
+            "value": 1.177375,
             "extra": "\n".join([*lines, "captures: 1"]),
         },
         f"{NODE} [capture_sweep] size 256 - driver": {
             "name": f"{NODE} [capture_sweep] size 256 - driver",
             "unit": "MiB",
-            "value": 1.001,
+            "value": 1.001465,
             "extra": "\n".join([*lines, "captures: 1"]),
         },
         f"{NODE} [capture_sweep] - graph_pool": {

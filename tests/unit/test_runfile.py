@@ -333,9 +333,15 @@ def test_gab_entries_give_values_and_budgets_in_the_unit_asked(
 
 @pytest.mark.parametrize(
     ("growth", "mib"),
-    [(1234567, 1.177), (MiB + 512, 1.0), (MiB + 1536, 1.001), (-1234567, -1.177)],
+    [
+        (1234567, 1.177375),
+        (MiB + 512, 1.000488),
+        (MiB + 1536, 1.001465),
+        (500, 0.000477),
+        (-1234567, -1.177375),
+    ],
 )
-def test_gab_values_are_mib_to_three_decimals(growth: int, mib: float) -> None:
+def test_gab_values_keep_about_a_byte(growth: int, mib: float) -> None:
     regions = (RegionResult("call", (DeviceFigures(0, device=growth),), 0.0),)
     doc = runfile.build_run([entry(regions=regions)], MACHINE, None)
     assert [e["value"] for e in exporters.gab_entries(doc)] == [mib]
