@@ -42,6 +42,9 @@ def gab_entries(
     """Decimals that keep about a byte: a leak of 500 bytes is no 0.0 on the dashboard."""
     machine = data.get("machine") or {}
     gpus = ", ".join(machine.get("gpus") or []) or "no GPU"
+    partial = (
+        [] if data.get("complete", True) else [f"run incomplete: {data.get('incomplete_reason')}"]
+    )
     found: list[dict[str, Any]] = []
     seen: set[str] = set()
     for test in data["tests"]:
@@ -53,6 +56,7 @@ def gab_entries(
                     f"torch: {machine.get('torch')}",
                     f"CUDA: {machine.get('cuda')}",
                     f"outcome: {test.get('outcome')}",
+                    *partial,
                 ]
                 base = region_name(test["nodeid"], key)
                 for size, row in sizes_of(region.get("extra")).items():
@@ -87,6 +91,7 @@ def gab_entries(
                         f"torch: {machine.get('torch')}",
                         f"CUDA: {machine.get('cuda')}",
                         f"outcome: {test.get('outcome')}",
+                        *partial,
                     ]
                     if limit is not None:
                         lines.append(f"budget: {limit / scale:.3f} {unit}")

@@ -331,6 +331,25 @@ def test_gab_entries_give_values_and_budgets_in_the_unit_asked(
     assert peak["extra"].split("\n")[-1] == budget
 
 
+def test_gab_entries_of_an_incomplete_run_say_so() -> None:
+    """The dashboard's tooltip: a point from a run that lost tests is not mistaken for a
+    whole run's."""
+    regions = (RegionResult("call", (DeviceFigures(0, peak=MiB),), 0.0),)
+    doc = runfile.build_run(
+        [entry(regions=regions)],
+        MACHINE,
+        None,
+        complete=False,
+        incomplete_reason="worker gw1 crashed while running t.py::test_x",
+    )
+    (peak,) = exporters.gab_entries(doc)
+    assert "run incomplete: worker gw1 crashed while running t.py::test_x" in (
+        peak["extra"].split("\n")
+    )
+    complete = runfile.build_run([entry(regions=regions)], MACHINE, None)
+    assert "incomplete" not in exporters.gab_entries(complete)[0]["extra"]
+
+
 @pytest.mark.parametrize(
     ("growth", "mib"),
     [
