@@ -133,6 +133,15 @@ def runs_no_tests(config: pytest.Config) -> bool:
     return no_tests_meant(config.option)
 
 
+def _ends_kept(text: str, most: int = 500) -> str:
+    """``text`` within ``most`` characters, its start and its end kept: a traceback that
+    xdist gives for a dead worker says what was raised in its last line."""
+    if len(text) <= most:
+        return text
+    tail = (most - 5) * 3 // 5
+    return f"{text[: most - 5 - tail]} ... {text[-tail:]}"
+
+
 def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:
     """One line per bad mark, naming the first test it reaches: a module's or class's bad
     mark would otherwise be said once for each of its tests."""
@@ -1577,7 +1586,7 @@ class CgmemSession:
             "worker": str(getattr(getattr(node, "gateway", None), "id", None) or "?"),
             "when": now(),
             "test": None,
-            "error": text[:500] if text else None,
+            "error": _ends_kept(text) if text else None,
         }
         self.workers_lost.append(entry)
         self._journal("worker_lost", entry)
