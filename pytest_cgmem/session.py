@@ -647,7 +647,9 @@ class CgmemSession:
                 try:
                     document = runfile.load_run(settings.baseline, "baseline")
                 except CgmemUsageError as exc:
-                    raise pytest.UsageError(str(exc)) from None
+                    source, ini = settings.source("baseline"), config.inipath
+                    where = f" ({source} in {ini})" if ini and not source.startswith("-") else ""
+                    raise pytest.UsageError(f"{exc}{where}") from None
                 self.baseline = Baseline(settings.baseline, document)
         self._baseline_text: str | None = None
         """The baseline as the controller ships it to each xdist worker (compact JSON)."""

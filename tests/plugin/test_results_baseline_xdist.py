@@ -305,6 +305,20 @@ def test_bad_baseline_is_one_line_usage_error(
     assert len([line for line in result.stderr.lines if line.strip()]) == 1
 
 
+def test_a_bad_baseline_from_the_ini_file_names_the_key_and_the_file(
+    pytester: pytest.Pytester,
+) -> None:
+    """The ini file's relative path is read beside it: the message shows where it is set."""
+    pytester.makepyfile("def test_a(): pass")
+    ini = pytester.makeini("[pytest]\ncgmem_baseline = base.json\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    base = pytester.path / "base.json"
+    assert [line for line in result.stderr.lines if line.strip()] == [
+        f"ERROR: cgmem: baseline {str(base)!r} does not exist (cgmem_baseline in {ini})"
+    ]
+
+
 @pytest.mark.parametrize(
     ("tolerance", "line"),
     [
