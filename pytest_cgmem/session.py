@@ -797,8 +797,12 @@ class CgmemSession:
 
     def pytest_report_collectionfinish(self, items: list[pytest.Item]) -> list[str]:
         """The machine, before the first test. ``--collect-only -q`` prints node ids only
-        (scripts read them), so it gets none."""
-        if self.config.option.collectonly and self.config.get_verbosity() < 0:
+        (scripts read them), so it gets none, and nor do ``--fixtures``, ``--setup-plan``
+        and the like, which run no test: they import nothing to read it."""
+        if self.config.option.collectonly:
+            if self.config.get_verbosity() < 0:
+                return []
+        elif runs_no_tests(self.config):
             return []
         if not any(measured(item) for item in items):
             return []  # under --cgmem-all too: nothing asked for CUDA, so torch stays out

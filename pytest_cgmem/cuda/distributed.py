@@ -199,6 +199,12 @@ def run(
     handed to ``record``. Raises RankFailed (naming the rank, how it ended and the ranks
     stopped) where a rank raised, exited early or outlived the timeout."""
     __tracebackhide__ = True
+    from .installed import torch_installed
+
+    if not torch_installed():
+        raise CgmemUsageError(
+            "cgmem.distributed: no torch to import here: its ranks run torch.distributed"
+        )
     check_backend(launch.backend)
     try:
         payload = pickle.dumps(fn)

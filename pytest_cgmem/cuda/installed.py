@@ -15,6 +15,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import _genuine
+
 ALLOC_CONF_VARS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "PYTORCH_ALLOC_CONF")
 """In the order torch reads them (the first that is set wins)."""
 SHARED_CONF_SINCE = (2, 10)
@@ -133,8 +135,12 @@ def _torch_found() -> bool:
 
 
 def torch_installed() -> bool:
-    """Whether torch can be imported here (torch is no dependency of the plugin)."""
-    return sys.modules.get("torch") is not None or _torch_found()
+    """Whether torch can be imported here (torch is no dependency of the plugin): not where
+    a stand-in (a bare module, a MagicMock) took its place in ``sys.modules``, where the
+    plugin's own ``import torch`` would get the stand-in."""
+    if "torch" in sys.modules:
+        return _genuine(sys.modules["torch"])
+    return _torch_found()
 
 
 def cpu_only_torch() -> str | None:

@@ -150,7 +150,7 @@ def header(info: Mapping[str, Any]) -> list[str]:
     gpus = ", ".join(info.get("gpus") or []) or "none visible"
     lines = [
         f"cgmem: GPUs: {gpus}; driver {info.get('driver') or 'unknown'}",
-        f"cgmem: torch {info.get('torch')}, CUDA {info.get('cuda') or 'none'}, "
+        f"cgmem: torch {info.get('torch') or 'none'}, CUDA {info.get('cuda') or 'none'}, "
         f"allocator {info.get('allocator_backend')}, {alloc_conf_text(info)}",
     ]
     if info.get("graph_tracking"):

@@ -185,6 +185,15 @@ def test_collect_only_quiet_prints_node_ids_only(pytester: pytest.Pytester) -> N
     assert any(line.startswith("test_suite.py::") for line in result.stdout.lines)
 
 
+@pytest.mark.parametrize("flag", ["--fixtures", "--fixtures-per-test", "--setup-plan"])
+def test_a_run_of_no_test_shows_no_machine(pytester: pytest.Pytester, flag: str) -> None:
+    """It reads nothing to say it: no NVML, no torch."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest(flag)
+    assert result.ret == 0
+    assert not [line for line in result.stdout.lines if line.startswith("cgmem:")]
+
+
 def test_header_shown_where_a_test_asks_for_the_plugin_s_fixture(
     pytester: pytest.Pytester,
 ) -> None:

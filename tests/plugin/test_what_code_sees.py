@@ -55,6 +55,49 @@ def test_a_stand_in_for_torch_is_never_taken_for_torch(
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
+STAND_IN_FROM_THE_START = """
+import sys
+import types
+from unittest import mock
+
+sys.modules["torch"] = {stand_in}
+"""
+
+RECORDED_AND_MARKED = """
+import pytest
+
+
+def test_recorded(cgmem_record):
+    cgmem_record("server", peak=5)
+
+
+@pytest.mark.cgmem(peak="1 GiB")
+def test_marked():
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    "stand_in", ['types.ModuleType("torch")', "mock.MagicMock()"], ids=["module", "mock"]
+)
+def test_a_stand_in_for_torch_from_a_conftest_is_no_torch(
+    pytester: pytest.Pytester, stand_in: str
+) -> None:
+    """A project that fakes torch for its CPU tests: the plugin's own ``import torch`` would
+    get the stand-in, so none is there for it. A marked test skips as where no CUDA device
+    is, and the figures a test records are written (before, the run ended in an internal
+    error reading the stand-in's version, and a MagicMock's device count started a region)."""
+    pytester.makeconftest(STAND_IN_FROM_THE_START.format(stand_in=stand_in))
+    pytester.makepyfile(test_s=RECORDED_AND_MARKED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--cgmem-json=r.json")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * cgmem: no CUDA device"])
+    result.stdout.no_fnmatch_line("*INTERNALERROR*")
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["complete"] is True and doc["machine"]["torch"] is None
+    assert [t["nodeid"] for t in doc["tests"]] == ["test_s.py::test_recorded"]
+
+
 PATCHED_CUDA = """
 from unittest import mock
 

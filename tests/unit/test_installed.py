@@ -270,10 +270,23 @@ def test_a_torch_imported_already_is_installed_and_asked_itself(
     fake_site: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _install(fake_site, CPU)
-    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # no __spec__
+    imported = types.ModuleType("torch")  # no __spec__, but torch's own file
+    imported.__file__ = str(fake_site / "torch" / "__init__.py")
+    monkeypatch.setitem(sys.modules, "torch", imported)
     assert installed.torch_installed()
     assert installed.cpu_only_torch() is None
     assert installed.installed_version_fields() is None  # no file to read it from
+
+
+@pytest.mark.parametrize("stand_in", [types.ModuleType("torch"), None], ids=["module", "blocked"])
+def test_a_stand_in_for_torch_is_no_torch_installed(
+    fake_site: Path, monkeypatch: pytest.MonkeyPatch, stand_in: object
+) -> None:
+    """The plugin's own ``import torch`` would get the stand-in (or fail): it has no torch,
+    though one is installed."""
+    _install(fake_site, CPU)
+    monkeypatch.setitem(sys.modules, "torch", stand_in)
+    assert not installed.torch_installed()
 
 
 @pytest.mark.parametrize(

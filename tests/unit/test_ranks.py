@@ -9,6 +9,7 @@ import multiprocessing
 import pickle
 import sys
 import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -929,3 +930,25 @@ def test_gather_says_a_bad_gather_timeout_once(
         "(a week): used the default, 300 s",
         "cgmem: gathered the records of 1 rank(s)",
     ]
+
+
+def _rank_work(rank: int, world_size: int) -> int:
+    return rank
+
+
+@pytest.mark.parametrize("stand_in", [None, "module"], ids=["blocked", "stand-in"])
+def test_ranks_without_torch_are_one_line_naming_why(
+    monkeypatch: pytest.MonkeyPatch, stand_in: str | None
+) -> None:
+    """Where torch cannot be imported (or a stand-in took its place), a gloo run says so,
+    not a traceback from inside the plugin's allocator module."""
+    from pytest_cgmem.cuda import distributed
+
+    fake = None if stand_in is None else types.ModuleType("torch")
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    launch = launch_arguments(_rank_work, 2, "gloo", 30, None, "forkserver")
+    with pytest.raises(CgmemUsageError) as info:
+        distributed.run(_rank_work, launch, lambda region: None)
+    assert str(info.value) == (
+        "cgmem.distributed: no torch to import here: its ranks run torch.distributed"
+    )

@@ -362,6 +362,7 @@ def test_the_header_names_every_gpu_and_says_what_it_does_not_know() -> None:
         "cgmem: CUDA graphs seen through CUDAGraph method wrappers; graph pool bytes from unknown",
     ]
     assert header({"gpus": []})[0] == "cgmem: GPUs: none visible; driver unknown"
+    assert header({"gpus": [], "torch": None})[1].startswith("cgmem: torch none, CUDA none, ")
 
 
 # -- the baseline summary ----------------------------------------------------------------
