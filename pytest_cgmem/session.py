@@ -142,6 +142,22 @@ def _ends_kept(text: str, most: int = 500) -> str:
     return f"{text[: most - 5 - tail]} ... {text[-tail:]}"
 
 
+def _recorded_late(item: pytest.Item) -> bool:
+    """Regions were recorded since the test's record: in a fixture's teardown, or in setup
+    where the call never ran."""
+    regions = _stashed(item, regions_key, None)
+    return regions is not None and len(regions) > _stashed(item, _recorded_key, 0)
+
+
+def _raised(error: BaseException) -> pytest.ExceptionInfo[BaseException]:
+    """``error`` as an exception pytest caught (an ExceptionInfo needs its traceback)."""
+    __tracebackhide__ = True
+    try:
+        raise error
+    except BaseException:
+        return pytest.ExceptionInfo.from_current()
+
+
 def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:
     """One line per bad mark, naming the first test it reaches: a module's or class's bad
     mark would otherwise be said once for each of its tests."""
@@ -1083,6 +1099,13 @@ class CgmemSession:
     def runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        late = call.when == "teardown" and _recorded_late(item)
+        error = self._judge_teardown(item) if late else None
+        teardown_raised = call.excinfo is not None
+        if error is not None and not teardown_raised:
+            # the teardown's report comes from the error, as from one the teardown raised:
+            # pytest-rerunfailures' --only-rerun / --rerun-except and --pdb see its type
+            call.excinfo = _raised(error)
         report = yield
         try:
             if call.when == "call":
@@ -1096,8 +1119,8 @@ class CgmemSession:
             elif call.when == "setup":
                 if not report.passed:
                     item.stash[_outcome_key] = _outcome(report)
-            else:
-                self._after_fixtures(item, report)
+            elif late:
+                self._after_fixtures(item, report, error, teardown_raised)
         finally:
             if call.when == "teardown":
                 self._after_teardown()
@@ -1169,32 +1192,43 @@ class CgmemSession:
         a child forked to run one test (pytest-forked), whose memory dies with it."""
         return self.worker is not None or os.getpid() != self._pid
 
-    def _after_fixtures(self, item: pytest.Item, report: pytest.TestReport) -> None:
-        """After teardown: regions recorded since the test's record (in a fixture's
-        teardown, or in setup where the call never ran) are judged and recorded too. A
-        budget they break fails the teardown, unless the call already failed on one."""
-        regions = _stashed(item, regions_key, None)
-        if not regions or len(regions) <= _stashed(item, _recorded_key, 0):
-            return
+    def _judge_teardown(self, item: pytest.Item) -> BaseException | None:
+        """As the teardown ends, before its report: where the call ran, the budget broken by
+        regions recorded since the test's record (in a fixture's teardown); None where none
+        is, or where the call already failed on one. Where the call never ran (regions
+        recorded in setup), nothing is judged."""
+        if _calling_key not in item.stash:
+            with contextlib.suppress(KeyError):
+                del item.stash[_verdict_key]
+            return None
+        failed_before = _stashed(item, _failed_key, False)
+        error: BaseException | None
+        try:
+            error = self.judge(item)
+        except Exception as exc:  # a skipped budget's warning under -W error
+            error = exc
+        return None if failed_before else error
+
+    def _after_fixtures(
+        self,
+        item: pytest.Item,
+        report: pytest.TestReport,
+        error: BaseException | None,
+        teardown_raised: bool,
+    ) -> None:
+        """After teardown: regions recorded since the test's record are recorded too. A
+        budget they break (``_judge_teardown``) fails the teardown, unless the call already
+        failed on one."""
+        regions = _stashed(item, regions_key, ())
         earlier = None if self.remote else self.records.get(item.nodeid)
         outcome = earlier.outcome if earlier is not None else _stashed(item, _outcome_key, "passed")
-        if _calling_key in item.stash:  # the call ran: the test was judged
-            failed_before = _stashed(item, _failed_key, False)
-            error: BaseException | None
-            try:
-                error = self.judge(item)
-            except Exception as exc:  # a skipped budget's warning under -W error
-                error = exc
-            if error is not None and not failed_before:
-                if report.failed:  # the teardown's own error stays the report's
-                    report.sections.append(("cgmem: budget", str(error)))
-                else:
-                    report.outcome = "failed"
-                    report.longrepr = str(error)
-                outcome = "failed"
-        else:
-            with contextlib.suppress(KeyError):
-                del item.stash[_verdict_key]  # nothing was judged
+        if error is not None:
+            if teardown_raised and report.failed:  # the teardown's own error stays the report's
+                report.sections.append(("cgmem: budget", str(error)))
+            elif not report.failed:  # else made from the error, as the call's report is
+                report.outcome = "failed"
+                report.longrepr = str(error)
+            outcome = "failed"
         payload: dict[str, Any] = {}
         self._record(item, report, tuple(regions), payload, outcome)
         if payload:

@@ -165,6 +165,60 @@ def test_a_discarded_attempt_s_teardown_figures_stay_out(
     result.stdout.fnmatch_lines(["*--cgmem-all: 0 test(s) measured*1 never used CUDA*"])
 
 
+TEARDOWN_BREACH = """
+import pytest
+
+
+@pytest.fixture
+def server(cgmem_record):
+    yield
+    cgmem_record("server", peak=1000)  # read at shutdown, over budget
+
+
+@pytest.mark.flaky(reruns=2)
+def test_teardown_over(server):
+    pass
+
+
+@pytest.mark.flaky(reruns=2)
+def test_call_over(cgmem_record):
+    cgmem_record("x", peak=1000)
+"""
+
+
+@KEEPS_RERUNS
+@pytest.mark.parametrize(
+    "rerun_filter",
+    [
+        ["--rerun-except", "BudgetExceeded"],
+        ["--only-rerun", "ConnectionError"],
+        ["--rerun-except", "BudgetExceeded", "-n", "1"],
+    ],
+    ids=["rerun-except", "only-rerun", "xdist1"],
+)
+def test_a_budget_broken_in_teardown_is_filtered_as_one_broken_in_the_call(
+    pytester: pytest.Pytester, rerun_filter: list[str]
+) -> None:
+    """pytest-rerunfailures' filters see the teardown's budget error by its type, as the
+    call's (before, the teardown's report was failed after the fact, so it ran again)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(test_rr=TEARDOWN_BREACH)
+    result = pytester.runpytest("--cgmem-budget=peak=100", "--cgmem-json=run.json", *rerun_filter)
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("rerun"), outcomes["failed"], outcomes["errors"]) == (None, 1, 1)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_teardown_over*",
+            "E   pytest_cgmem.BudgetExceeded: cgmem: peak 1000 B exceeds budget 100 B*",
+        ]
+    )
+    tests = {t["nodeid"]: t["outcome"] for t in _run_file(pytester)["tests"]}
+    assert tests == {
+        "test_rr.py::test_call_over": "failed",
+        "test_rr.py::test_teardown_over": "failed",
+    }
+
+
 @KEEPS_RERUNS
 def test_ctrl_c_in_the_last_test_s_rerun_leaves_an_incomplete_run_file(
     pytester: pytest.Pytester,
@@ -628,7 +682,8 @@ def test_figures_recorded_in_fixture_teardown_are_judged_and_kept(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_server*",
-            "cgmem: peak 999 B exceeds budget 100 B (+899.0%) on cuda:0 in 'shutdown'",
+            "E   pytest_cgmem.BudgetExceeded: cgmem: peak 999 B exceeds budget 100 B (+899.0%) "
+            "on cuda:0 in 'shutdown'",
         ]
     )
     tests = {t["nodeid"].split("::")[1]: t for t in _run_file(pytester)["tests"]}

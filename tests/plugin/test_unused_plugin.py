@@ -504,7 +504,8 @@ def test_a_late_fixture_s_figures_recorded_in_teardown_are_judged(
     result.stdout.fnmatch_lines(
         [
             "*ERROR at teardown of test_shutdown_over*",
-            "cgmem: peak 2.00 MiB exceeds budget 1.00 MiB * in 'shutdown'",
+            "E   pytest_cgmem.BudgetExceeded: cgmem: peak 2.00 MiB exceeds budget 1.00 MiB *"
+            "'shutdown'",
             "*_ test_load_and_shutdown_over _*",
             "E   pytest_cgmem.BudgetExceeded: cgmem: peak 2.00 MiB exceeds budget 1.00 MiB *'load'",
         ]
