@@ -163,6 +163,11 @@ def _check_legacy_toml(config: pytest.Config) -> None:
                 raise CgmemUsageError(problem)
 
 
+def _ini_dir(config: pytest.Config) -> str | None:
+    """The ini file's folder, against which its relative paths are read."""
+    return None if config.inipath is None else str(config.inipath.parent)
+
+
 _OUTPUT_OPTIONS = ("json", "save_baseline", "gab_json", "baseline", "artifacts")
 """The options ``retire_earlier_outputs`` reads: the files a run writes, and the paths they
 are held against."""
@@ -189,8 +194,7 @@ def _retire_earlier_outputs(early_config: pytest.Config) -> None:
         if not (any(given.values()) or any(ini.values())):
             return
         _check_legacy_toml(early_config)
-        ini_dir = None if early_config.inipath is None else str(early_config.inipath.parent)
-        settings = resolve(given, ini, ini_dir)
+        settings = resolve(given, ini, _ini_dir(early_config))
     except CgmemUsageError:
         return
     retire_earlier_outputs(settings, namespace, early_config.invocation_params.dir)
@@ -216,8 +220,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         _check_legacy_toml(config)
         ini = {o.name: _read_ini(config, o.ini, o.ini_type) for o in OPTIONS}
-        ini_dir = None if config.inipath is None else str(config.inipath.parent)
-        settings = config.stash[settings_key] = resolve(cli, ini, ini_dir)
+        settings = config.stash[settings_key] = resolve(cli, ini, _ini_dir(config))
     except CgmemUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
     problem = config.stash.get(pin_problem_key, None)

@@ -932,10 +932,6 @@ def test_gather_says_a_bad_gather_timeout_once(
     ]
 
 
-def _rank_work(rank: int, world_size: int) -> int:
-    return rank
-
-
 @pytest.mark.parametrize("stand_in", [None, "module"], ids=["blocked", "stand-in"])
 def test_ranks_without_torch_are_one_line_naming_why(
     monkeypatch: pytest.MonkeyPatch, stand_in: str | None
@@ -946,9 +942,9 @@ def test_ranks_without_torch_are_one_line_naming_why(
 
     fake = None if stand_in is None else types.ModuleType("torch")
     monkeypatch.setitem(sys.modules, "torch", fake)
-    launch = launch_arguments(_rank_work, 2, "gloo", 30, None, "forkserver")
+    launch = launch_arguments(fn, 2, "gloo", 30, None, "forkserver")
     with pytest.raises(CgmemUsageError) as info:
-        distributed.run(_rank_work, launch, lambda region: None)
+        distributed.run(fn, launch, lambda region: None)
     assert str(info.value) == (
         "cgmem.distributed: no torch to import here: its ranks run torch.distributed"
     )
