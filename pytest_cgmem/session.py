@@ -577,8 +577,8 @@ class CgmemSession:
 
     The process that writes the files (the only one in a plain run, the controller under
     pytest-xdist) takes each measured test's record as the test ends, from the test itself
-    or from its call report (``RESULT_ATTRIBUTE``), and journals it at once: a killed run
-    or a crashed worker loses at most the test that was running.
+    or from its call report (``RESULT_ATTRIBUTE``), and journals it once its teardown is
+    reported: a killed run or a crashed worker loses at most the test that was running.
     """
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
@@ -619,6 +619,10 @@ class CgmemSession:
         self._finished: set[str] = set()
         """Tests whose last attempt's teardown was reported (on the xdist controller, each
         worker's): a stop (-x) after the last of them stopped nothing."""
+        self._unjournaled: dict[str, str] = {}
+        """Records of tests that have not ended (journal lines held until their teardown's
+        report): a run killed in a test's teardown must not keep it as it stood after the
+        call."""
         self._discarded: dict[str, int] = {}
         """Each test's attempt that pytest-rerunfailures runs again (its number): reports
         of that attempt after the rerun report (its teardown's) are not the test's."""
@@ -1508,6 +1512,13 @@ class CgmemSession:
             self._take_payload(report, payload)
         if outcome == "failed" and when != "call":
             self._failed_after_call(report.nodeid)
+        if when != "call" and when != "setup":  # its teardown, or xdist's crash report
+            self._journal_ended(report.nodeid)
+
+    def _journal_ended(self, nodeid: str) -> None:
+        text = self._unjournaled.pop(nodeid, None)
+        if text is not None:
+            self._journal("test", text=text)
 
     def _take_payload(self, report: pytest.TestReport, payload: Mapping[str, Any]) -> None:
         """What a worker (or a forked child) sent on the report: its counts and record."""
@@ -1544,7 +1555,8 @@ class CgmemSession:
         self.records.pop(nodeid, None)
         self.opted_out.pop(nodeid, None)
         self.never_used.pop(nodeid, None)
-        if self.tests.pop(nodeid, None) is not None:
+        unjournaled = self._unjournaled.pop(nodeid, None)
+        if self.tests.pop(nodeid, None) is not None and unjournaled is None:
             self._journal("rerun", nodeid)
         for lost in self.workers_lost:
             if lost["test"] == nodeid:
@@ -1599,7 +1611,9 @@ class CgmemSession:
         if text is not None:
             self.tests.pop(nodeid, None)
             self.tests[nodeid] = text
-            self._journal("test", text=text)
+            self._unjournaled[nodeid] = text
+            if nodeid in self._finished:  # taken after its end
+                self._journal_ended(nodeid)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

@@ -185,6 +185,34 @@ def test_a_killed_run_leaves_a_file_marked_incomplete_with_every_finished_test(
 
 
 @pytest.mark.usefixtures("this_checkout")
+def test_a_test_killed_in_its_teardown_is_not_kept_as_it_stood_after_its_call(
+    pytester: pytest.Pytester,
+) -> None:
+    """Its call passed, but it never ended: kept as ``passed``, it would read as a test that
+    did, as no other test killed in a serial run does."""
+    pytester.makepyfile(
+        test_k="""
+        import os, signal, pytest
+
+        @pytest.fixture
+        def killed_in_teardown():
+            yield
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        def test_a(cgmem_record):
+            cgmem_record("load", peak="10 MiB")
+
+        def test_b(cgmem_record, killed_in_teardown):
+            cgmem_record("load", peak="20 MiB")
+        """
+    )
+    pytester.runpytest_subprocess("--cgmem-json=run.json", "-p", "no:randomly")
+    doc = runfile.load_run(pytester.path / "run.json")
+    assert doc["complete"] is False and doc["incomplete_reason"] == runfile.NOT_FINISHED
+    assert nodeids(doc) == ["test_a"]
+
+
+@pytest.mark.usefixtures("this_checkout")
 def test_readers_say_a_file_is_incomplete_and_the_gate_fails(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
