@@ -6,6 +6,8 @@ only when pytest-cgmem catches the bug. Run on a GPU: ``pytest examples``.
 
 from __future__ import annotations
 
+import ctypes
+
 import pytest
 
 from pytest_cgmem import BudgetExceeded, CgmemFixture
@@ -124,22 +126,27 @@ def test_buffer_sized_for_the_longest_sequence() -> None:
         buffer.fit(step * 2 * MiB).zero_()
 
 
-class CupyScratch:
-    """A scratch buffer from another library's allocator: invisible to torch's figures."""
+class RawScratch:
+    """A scratch buffer taken from the CUDA driver itself (``cuMemAlloc``, as NCCL, cuDNN or
+    a kernel library takes one): invisible to torch's figures."""
 
     def __init__(self, free_after: bool) -> None:
         self.free_after = free_after
-        self.buffer: object = None
+        self.pointers: list[int] = []
 
     def run(self, nbytes: int) -> None:
-        cupy = pytest.importorskip("cupy")
-        self.buffer = cupy.empty(nbytes, dtype=cupy.uint8)
+        torch.cuda.synchronize()  # the process's CUDA context, which the driver call uses
+        driver = ctypes.CDLL("libcuda.so.1")
+        pointer = ctypes.c_uint64()
+        status = driver.cuMemAlloc_v2(ctypes.byref(pointer), ctypes.c_size_t(nbytes))
+        assert status == 0, f"cuMemAlloc_v2 failed: CUresult {status}"
         if self.free_after:
-            self.buffer = None
-            cupy.get_default_memory_pool().free_all_blocks()
+            assert driver.cuMemFree_v2(pointer) == 0
+        else:
+            self.pointers.append(pointer.value)
 
 
-HELD_SCRATCH = CupyScratch(free_after=False)
+HELD_SCRATCH = RawScratch(free_after=False)
 
 
 @caught
@@ -150,16 +157,16 @@ def test_scratch_outside_torch_is_kept() -> None:
 
 @pytest.mark.cgmem(non_torch="16 MiB")
 def test_scratch_outside_torch_is_returned() -> None:
-    CupyScratch(free_after=True).run(128 * MiB)
+    RawScratch(free_after=True).run(128 * MiB)
 
 
 @caught
 @pytest.mark.cgmem(device="16 MiB")
 def test_device_memory_kept_by_another_library() -> None:
     """``device`` is what the driver saw this process take, torch's and everyone else's."""
-    CupyScratch(free_after=False).run(128 * MiB)
+    HELD_SCRATCH.run(128 * MiB)
 
 
 @pytest.mark.cgmem(device="16 MiB")
 def test_device_memory_returned_by_another_library() -> None:
-    CupyScratch(free_after=True).run(128 * MiB)
+    RawScratch(free_after=True).run(128 * MiB)

@@ -9,6 +9,9 @@ engine captured (labelled by the size it was capturing).
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch")  # graph_runner and these tests need it
+
 from graph_runner import GraphRunner, RunnerConfig
 
 from pytest_cgmem import SizesNotCaptured, assert_all_captured

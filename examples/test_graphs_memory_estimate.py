@@ -10,6 +10,9 @@ need and start-up runs out of memory. Hold the estimate to the truth: capture un
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch")  # graph_runner and these tests need it
+
 import torch
 from graph_runner import GraphRunner, RunnerConfig
 

@@ -9,6 +9,9 @@ pools made in the test must hold nothing at its end), or ``cgmem.assert_pool_rel
 from __future__ import annotations
 
 import pytest
+
+pytest.importorskip("torch")  # graph_runner and these tests need it
+
 import torch
 from graph_runner import GraphRunner, RunnerConfig
 

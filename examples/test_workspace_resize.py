@@ -21,6 +21,9 @@ from itertools import accumulate
 from math import prod
 
 import pytest
+
+pytest.importorskip("torch")
+
 import torch
 
 from pytest_cgmem import BudgetExceeded, ResizeCheckFailed, SteadyStateFailed

@@ -36,7 +36,7 @@ def kv_cache_bytes(shape: ModelShape, blocks: int, block_tokens: int, *, pad: bo
     return blocks * block_tokens * per_token
 
 
-@pytest.mark.xfail(raises=BaselineRegression, reason="the plugin catches it")
+@pytest.mark.xfail(strict=True, raises=BaselineRegression, reason="the plugin catches it")
 def test_kv_cache_plan_padded_to_a_power_of_two(cgmem_record) -> None:
     cgmem_record("kv cache plan", reserved=kv_cache_bytes(ModelShape(), 2048, 48, pad=True))
 

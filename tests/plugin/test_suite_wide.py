@@ -372,8 +372,8 @@ def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
 def test_the_existing_suite_example_exits_0_where_there_is_no_gpu(
     pytester: pytest.Pytester,
 ) -> None:
-    """``./dev demo``'s second run: on a CPU machine its tests skip one by one (a module
-    skipped whole would leave no test collected: exit status 5, a failed demo).
+    """``./dev demo``'s second run: on a CPU machine its CUDA tests skip one by one and its
+    CPU-only test runs, unmeasured (--cgmem-all skips nothing that would run without it).
 
     In process (it runs only where there is no CUDA device): the example's folder brings
     its own pytest.ini, so its own rootdir, as in the demo; the torch it imports is already
@@ -387,4 +387,4 @@ def test_the_existing_suite_example_exits_0_where_there_is_no_gpu(
     result = pytester.runpytest("-q", "-p", "no:cacheprovider", root / "examples/existing_suite")
     assert result.ret == 0, result.stdout.str()[-2000:]
     last = result.stdout.str().strip().splitlines()[-1]
-    assert " skipped in " in last and "passed" not in last and "failed" not in last, last
+    assert last.startswith("1 passed, 7 skipped in "), last
