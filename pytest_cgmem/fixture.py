@@ -156,9 +156,10 @@ class DistributedRunner:
         launch = launch_arguments(fn, world_size, backend, timeout, label, start_method)
         if label is not None:
             _region_label("cgmem.distributed", label, "label")
-        from .cuda.distributed import check_launch, run
+        from .cuda.distributed import check_call, check_launch, run
 
-        check_launch(launch)  # before a skip; the backend is judged by run (it imports torch)
+        check_launch(launch)
+        check_call(fn, launch)
         if launch.needs_cuda and self._require_devices is not None:
             self._require_devices(launch.world_size)
         return run(fn, launch, self._record)

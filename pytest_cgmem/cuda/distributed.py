@@ -190,6 +190,18 @@ def torchrun_device(local_rank: int) -> int | None:
     return local_rank if local_rank < cuda_devices() else None
 
 
+def check_call(fn: Callable[[int, int], Any], launch: Launch) -> bytes:
+    """Refuse a backend torch.distributed does not know and an ``fn`` that does not pickle,
+    before a test skips for want of devices: a usage error on every machine. Returns
+    ``fn`` pickled."""
+    __tracebackhide__ = True
+    check_backend(launch.backend)
+    try:
+        return pickle.dumps(fn)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise not_picklable(fn, exc) from None
+
+
 def run(
     fn: Callable[[int, int], Any],
     launch: Launch,
@@ -205,11 +217,7 @@ def run(
         raise CgmemUsageError(
             "cgmem.distributed: no torch to import here: its ranks run torch.distributed"
         )
-    check_backend(launch.backend)
-    try:
-        payload = pickle.dumps(fn)
-    except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise not_picklable(fn, exc) from None
+    payload = check_call(fn, launch)
     count = cuda_devices()
     measure = count >= launch.world_size
     unmeasured = None

@@ -222,6 +222,14 @@ def test_bad_timeout(cgmem_distributed):
 
 def test_nccl_needs_cuda(cgmem_distributed):
     cgmem_distributed(all_reduce, 2)  # backend="nccl" by default
+
+
+def test_not_picklable_where_devices_lack(cgmem_distributed):
+    cgmem_distributed(lambda rank, world_size: None, 2)  # refused, as with enough devices
+
+
+def test_unknown_backend_where_devices_lack(cgmem_distributed):
+    cgmem_distributed(all_reduce, 2, "cuda:nccl2")
 """
 
 
@@ -235,7 +243,7 @@ def test_gloo_ranks_run_fail_and_are_recorded(
     result = pytester.runpytest(
         "-p", "no:cacheprovider", "-rs", "--cgmem-json=run.json", "-k", "not spawned"
     )
-    result.assert_outcomes(passed=5, failed=6, skipped=1)
+    result.assert_outcomes(passed=5, failed=8, skipped=1)
     result.stdout.fnmatch_lines(
         [
             "E*pytest_cgmem.RankFailed: cgmem: rank 1 of 2 raised ValueError: planted on rank 1",
@@ -273,6 +281,10 @@ def test_gloo_ranks_run_fail_and_are_recorded(
         "module; 'test_not_picklable.<locals>.<lambda>' is not *",
         "world_size must be a whole number from 1 to 1024, got 0",
         "timeout must be a number of seconds > 0, got -1",
+        "fn must be picklable, i.e. a function defined at the top level of an importable "
+        "module; 'test_not_picklable_where_devices_lack.<locals>.<lambda>' is not *",
+        "backend must be a torch.distributed backend, one of *, or device:backend pairs "
+        "such as 'cpu:gloo,cuda:nccl', got 'cuda:nccl2'*",
     ):
         result.stdout.fnmatch_lines([f"E*CgmemUsageError: cgmem.distributed: {usage}"])
     result.stdout.fnmatch_lines(["SKIPPED [[]1[]] test_rank_cases.py:*: cgmem: no CUDA device"])
