@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import operator
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -302,15 +303,18 @@ def segments(device: int | None = None) -> list[dict[str, Any]]:
 
 
 def pool_id(pool: object) -> PoolId | None:
-    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a ``MemPool``, a pair) as a
-    plain int pair; None for anything else (a string too: ``"12"`` would unpack as 1, 2)."""
+    """A pool handle (``graph_pool_handle()``, ``g.pool()``, a ``MemPool``, a pair of
+    integers) as a plain int pair; None for anything else: a string (``"12"`` would unpack
+    as 1, 2), floats, bools."""
     if pool is None or isinstance(pool, (str, bytes)):
         return None
     if not isinstance(pool, (tuple, list)):
         pool = getattr(pool, "id", pool)  # torch.cuda.MemPool
     try:
         first, second = pool  # type: ignore[misc]
-        return (int(first), int(second))  # type: ignore[has-type]
+        if isinstance(first, bool) or isinstance(second, bool):  # type: ignore[has-type]
+            return None
+        return (operator.index(first), operator.index(second))  # type: ignore[has-type]
     except (TypeError, ValueError):
         return None
 

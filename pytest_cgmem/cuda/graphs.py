@@ -1252,7 +1252,8 @@ def capture_sweep(
         raise CgmemUsageError(
             f"capture_sweep: warmup must be a whole number >= 0, got {short_repr(warmup)}"
         )
-    if pool is not None and pool_id(pool) is None:
+    given_pool = None if pool is None else pool_id(pool)
+    if pool is not None and given_pool is None:
         raise CgmemUsageError(
             "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
             f"or None, got {short_repr(pool)}"
@@ -1270,7 +1271,7 @@ def capture_sweep(
     current.wait_stream(stream)
     allocator.synchronize()
     warmup_seconds = time.perf_counter() - t0
-    handle = pool if pool is not None else torch.cuda.graph_pool_handle()
+    handle = given_pool if given_pool is not None else torch.cuda.graph_pool_handle()
     pid = pool_id(handle)
     device = allocator.current_device()
     graphs: dict[int, Any] = {}

@@ -349,8 +349,18 @@ def test_capture_sweep_refuses_a_wrong_argument_before_any_gpu_work(
             "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
             "or None, got <",
         ),
+        (
+            {"pool": (1.5, 2.5)},
+            "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
+            "or None, got (1.5, 2.5)",
+        ),
+        (
+            {"pool": (True, False)},
+            "capture_sweep: pool must be a pool handle (graph.pool(), graph_pool_handle()) "
+            "or None, got (True, False)",
+        ),
     ],
-    ids=["warmup", "pool-string", "pool-graph"],
+    ids=["warmup", "pool-string", "pool-graph", "pool-floats", "pool-bools"],
 )
 def test_capture_sweep_refuses_a_wrong_keyword_before_any_gpu_work(
     no_gpu_work: None, keywords: dict[str, object], message: str

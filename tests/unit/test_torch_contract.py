@@ -295,9 +295,13 @@ def test_pool_handles_of_every_kind(handle: object, expected: tuple[int, int]) -
     assert allocator.pool_id(handle) == expected
 
 
-@pytest.mark.parametrize("handle", [None, "12", b"12", "0_1", (0,), object()])
+@pytest.mark.parametrize(
+    "handle",
+    [None, "12", b"12", "0_1", (0,), object(), (1.5, 2.5), ("1", "2"), (True, False), (1, None)],
+)
 def test_what_is_no_pool_handle(handle: object) -> None:
-    """A string is no pair, though ``"12"`` would unpack as one."""
+    """A string is no pair, though ``"12"`` would unpack as one; nor are floats, strings
+    or bools in a pair, which ``int()`` would have made one."""
     assert allocator.pool_id(handle) is None
 
 
