@@ -198,6 +198,7 @@ class CgmemFixture:
             if (
                 isinstance(given, (str, bytes))
                 or not isinstance(given, Iterable)
+                or not devices
                 or not all(
                     isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_FIGURE
                     for d in devices

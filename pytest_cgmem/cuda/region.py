@@ -20,7 +20,7 @@ import torch
 
 from ..metrics import METRICS, names
 from ..results.records import Details, DeviceFigures, RegionResult
-from ..units import MiB
+from ..units import CgmemUsageError, MiB
 from . import allocator, count_measurement
 from .allocator import current
 from .graphs import GraphLog
@@ -193,6 +193,13 @@ class Region:
         if self._open or self._starts:
             raise RuntimeError("cgmem: a region is measured once; make a new one")
         here = self._home()
+        if self.devices:
+            count = allocator.device_count()
+            if max(self.devices) >= count:
+                raise CgmemUsageError(
+                    f"cgmem.measure: devices must be indices of the {count} CUDA device(s) "
+                    f"visible here (0 to {count - 1}), got {list(self.devices)}"
+                )
         warm_up(here)
         watched = self._watched()
         active = [i for i in watched if i == here or current(allocator.stats(i), "reserved_bytes")]

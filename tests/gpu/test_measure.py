@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from pytest_cgmem import BudgetExceeded, CgmemFixture
+from pytest_cgmem import BudgetExceeded, CgmemFixture, CgmemUsageError
 from pytest_cgmem.checks.resize import rounding_slack
 
 from . import expandable_segments
@@ -26,6 +26,16 @@ def test_peak_is_exactly_the_bytes_allocated(cgmem: CgmemFixture) -> None:
     assert m.peak == N
     assert m.leak == 0
     assert m.per_device[torch.cuda.current_device()].peak == N
+
+
+def test_a_device_index_beyond_those_visible_is_a_usage_error(cgmem: CgmemFixture) -> None:
+    count = torch.cuda.device_count()
+    with pytest.raises(CgmemUsageError) as info, cgmem.measure(devices=[0, count]):
+        pass
+    assert str(info.value) == (
+        f"cgmem.measure: devices must be indices of the {count} CUDA device(s) visible here "
+        f"(0 to {count - 1}), got [0, {count}]"
+    )
 
 
 def test_budget_of_n_passes_and_n_minus_one_fails(cgmem: CgmemFixture) -> None:

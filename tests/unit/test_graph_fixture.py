@@ -202,7 +202,7 @@ def test_resize_and_steady_arguments_are_checked_before_any_gpu_work(call, messa
         call(CgmemFixture([].append))
 
 
-@pytest.mark.parametrize("devices", [0, "0", [0.5], [True], [-1], [0, 2**63], [10**5000]])
+@pytest.mark.parametrize("devices", [0, "0", [], (), [0.5], [True], [-1], [0, 2**63], [10**5000]])
 def test_measure_devices_must_be_indices(devices: object) -> None:
     with (
         pytest.raises(CgmemUsageError, match=r"devices must be device indices such as \[0, 1\]"),
