@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 from ..metrics import METRICS, Number, in_region, unranked_label
@@ -184,6 +186,14 @@ def check(
             "check: budget must be a Budget (parse_budget({'peak': '1 GiB'}) makes one), "
             f"got {short_repr(budget)}"
         )
+    for name, value in figures.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
+        ):
+            raise CgmemUsageError(
+                f"check: figure {short_repr(name)} must be a finite number or None, "
+                f"got {short_repr(value)}"
+            )
     return [
         Violation(name, limit, actual, where, label, rank)
         for name, limit, actual in exceeded(figures, budget)

@@ -263,7 +263,23 @@ def test_a_budget_made_directly_takes_what_parse_budget_gives(limits: dict[str, 
     [
         ({"peak": 5}, {"peak": 1}, "check: budget must be a Budget (parse_budget("),
         ([5], Budget({"peak": 1}), "check: figures must map metric names to numbers, got [5]"),
+        (
+            {"peak": "5 GiB"},
+            Budget({"peak": 1}),
+            "check: figure 'peak' must be a finite number or None, got '5 GiB'",
+        ),
+        (
+            {"peak": True},
+            Budget({"peak": 0}),
+            "check: figure 'peak' must be a finite number or None, got True",
+        ),
+        (
+            {"leak": float("nan")},
+            Budget({"leak": 0}),
+            "check: figure 'leak' must be a finite number or None, got nan",
+        ),
     ],
+    ids=["dict-budget", "list-figures", "str-figure", "bool-figure", "nan-figure"],
 )
 def test_check_names_a_wrong_argument(figures: object, budget: object, message: str) -> None:
     """A dict for the budget was an AttributeError ('dict' object has no attribute
