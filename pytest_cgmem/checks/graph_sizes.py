@@ -21,7 +21,7 @@ _BOOL_DTYPES = frozenset(("bool", "torch.bool"))
 """A flag's dtype as numpy and torch print it: a bool tensor's ``__index__`` gives 1 or 0."""
 
 
-def _as_whole(value: object) -> int | None:
+def as_whole(value: object) -> int | None:
     """``value`` as an int: an int, or what its ``__index__`` gives (numpy and torch
     integers); None for a bool (a bool tensor too), a float, or an ``__index__`` that
     raises (a float tensor, one of several elements)."""
@@ -44,7 +44,7 @@ def _sizes(values: Iterable[object], what: str) -> list[int]:
         raise CgmemUsageError(f"{what}: expected a collection of sizes, got {short_repr(values)}")
     result = []
     for value in values:
-        whole = _as_whole(value)
+        whole = as_whole(value)
         if whole is None:
             raise CgmemUsageError(f"{what}: sizes are whole numbers, got {short_repr(value)}")
         if whole < 1:
@@ -88,6 +88,7 @@ def format_sizes(sizes: Iterable[int], shown: int = _SHOWN) -> str:
 def pad_to_captured(captured: Iterable[int], size: int) -> int | None:
     """The captured size a runtime ``size`` pads up to (the smallest captured >= it)."""
     __tracebackhide__ = True
+    (size,) = _sizes([size], "runtime")
     candidates = [c for c in _sizes(captured, "captured") if c >= size]
     return min(candidates) if candidates else None
 

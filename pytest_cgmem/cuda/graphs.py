@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from ..checks.graph_sizes import check_description, pad_to_captured
+from ..checks.graph_sizes import as_whole, check_description, format_sizes, pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
@@ -1096,8 +1096,21 @@ class SweepResult:
 
     def replay(self, size: int) -> Any:
         """Replay the graph captured at ``size`` and return its (static) output."""
-        self.graphs[size].replay()
-        return self.outputs[size]
+        __tracebackhide__ = True
+        key = as_whole(size)
+        graph = None if key is None else self.graphs.get(key)
+        if key is None or graph is None:
+            held = (
+                f"the sweep captured {format_sizes(self.sizes)}"
+                if self.graphs
+                else "its graphs were released"
+            )
+            raise CgmemUsageError(
+                f"replay: no graph captured at size {short_repr(size)} to replay ({held}); "
+                "padded(size) gives the captured size a runtime size pads to"
+            )
+        graph.replay()
+        return self.outputs[key]
 
     def release(self) -> None:
         """Drop the graphs, inputs and outputs, so the pool can be freed."""

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("torch")
 from pytest_cgmem.cuda import graphs
 from pytest_cgmem.failures import FigureUnavailable, PoolNotReleased
+from pytest_cgmem.units import CgmemUsageError
 
 MiB = 2**20
 
@@ -412,3 +413,44 @@ def test_a_sweep_replays_and_releases_its_graphs() -> None:
     assert [result.padded(n) for n in (1, 8, 9, 64, 65)] == [8, 8, 64, 64, None]
     result.release()
     assert result.graphs == result.outputs == result.inputs == {}
+
+
+class _Replayed:
+    def __init__(self) -> None:
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+
+
+def test_a_sweep_replays_a_captured_size_and_names_the_captured_ones_for_another() -> None:
+    graph = _Replayed()
+    sweep = _sweep()
+    sweep.graphs.update({64: graph, 8: _Replayed()})
+    sweep.outputs.update({64: "out64", 8: "out8"})
+    assert sweep.replay(64) == "out64" and graph.replays == 1
+    for size in (12, "64", True, 64.0):
+        with pytest.raises(CgmemUsageError) as info:
+            sweep.replay(size)  # type: ignore[arg-type]
+        assert str(info.value) == (
+            f"replay: no graph captured at size {size!r} to replay (the sweep captured 8, 64); "
+            "padded(size) gives the captured size a runtime size pads to"
+        )
+    sweep.release()
+    with pytest.raises(CgmemUsageError, match=r"\(its graphs were released\)"):
+        sweep.replay(64)
+
+
+@pytest.mark.parametrize(
+    ("size", "message"),
+    [
+        (0, "runtime: sizes are >= 1, got 0"),
+        (True, "runtime: sizes are whole numbers, got True"),
+        ("8", "runtime: sizes are whole numbers, got '8'"),
+    ],
+)
+def test_a_sweep_pads_only_a_runtime_size(size: object, message: str) -> None:
+    assert _sweep().padded(9) == 64
+    with pytest.raises(CgmemUsageError) as info:
+        _sweep().padded(size)  # type: ignore[arg-type]
+    assert str(info.value) == message
