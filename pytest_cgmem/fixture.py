@@ -8,7 +8,7 @@ that adds a finished region to its test.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -408,6 +408,23 @@ class FigureRecorder:
         if isinstance(label, RegionResult):
             if figures:
                 raise CgmemUsageError("cgmem_record: give a RegionResult or figures, not both")
+            if not (device_index == 0 and seconds == 0):
+                raise CgmemUsageError(
+                    "cgmem_record: a RegionResult brings its own devices and seconds; "
+                    "device_index and seconds go with figures"
+                )
+            if not isinstance(label.devices, (tuple, list)) or not all(
+                isinstance(d, DeviceFigures) for d in label.devices
+            ):
+                raise CgmemUsageError(
+                    "cgmem_record: the RegionResult's devices must be DeviceFigures, got "
+                    f"{short_repr(label.devices)}"
+                )
+            if not isinstance(label.extra, Mapping):
+                raise CgmemUsageError(
+                    "cgmem_record: the RegionResult's extra must be a mapping, got "
+                    f"{short_repr(label.extra)}"
+                )
             from .results.runfile import plain_region, region_problem
 
             if label.label is not None:

@@ -140,13 +140,20 @@ def parse_size(value: object, *, signed: bool = False) -> int:
 def format_size(num_bytes: float) -> str:
     """Human-readable binary size with two decimals: ``2.40 GiB``, ``512 B``."""
     try:
-        if isinstance(num_bytes, (str, bytes, bytearray)):  # float() reads "5" and b"5"
+        # float() reads "5" and b"5"; True is no count of bytes
+        if isinstance(num_bytes, (str, bytes, bytearray, bool)):
             raise TypeError
         number = float(num_bytes)
     except (TypeError, ValueError):  # a string, None, an array of several numbers
         raise TypeError(
             f"format_size: num_bytes must be a number of bytes, got {short_repr(num_bytes)}"
         ) from None
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(
+            f"format_size: num_bytes must be a finite number of bytes, got {short_repr(num_bytes)}"
+        )
     sign = "-" if number < 0 else ""
     size = abs(number)
     if size < 1024:

@@ -248,11 +248,18 @@ class RegionResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RegionResult:
-        _check_shape(data, "a run file's region (label, seconds, devices)", _REGION_SHAPE)
+        what = "a run file's region (label, seconds, devices)"
+        _check_shape(data, what, _REGION_SHAPE)
+        try:
+            seconds = float(data.get("seconds") or 0.0)
+        except OverflowError:  # an int beyond any float
+            raise CgmemUsageError(
+                f"expected {what}, got seconds={short_repr(data.get('seconds'))}"
+            ) from None
         return cls(
             data.get("label"),
             tuple(DeviceFigures.from_dict(d) for d in data.get("devices", ())),
-            float(data.get("seconds") or 0.0),
+            seconds,
             data.get("error"),
             dict(data.get("extra") or {}),
         )

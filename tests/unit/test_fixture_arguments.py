@@ -393,3 +393,58 @@ def test_record_takes_a_region_result_with_a_device() -> None:
     got: list[RegionResult] = []
     FigureRecorder(got.append)(RegionResult("x", (DeviceFigures(0, peak=1),), 0.0))
     assert [r.label for r in got] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("region", "keywords", "message"),
+    [
+        (
+            RegionResult("x", (DeviceFigures(0, peak=1),), 1.0),
+            {"device_index": 3},
+            "cgmem_record: a RegionResult brings its own devices and seconds; device_index "
+            "and seconds go with figures",
+        ),
+        (
+            RegionResult("x", (DeviceFigures(0, peak=1),), 1.0),
+            {"seconds": -5},
+            "cgmem_record: a RegionResult brings its own devices and seconds; device_index "
+            "and seconds go with figures",
+        ),
+        (
+            RegionResult("x", None, 1.0),  # type: ignore[arg-type]
+            {},
+            "cgmem_record: the RegionResult's devices must be DeviceFigures, got None",
+        ),
+        (
+            RegionResult("x", ({"peak": 1},), 1.0),  # type: ignore[arg-type]
+            {},
+            "cgmem_record: the RegionResult's devices must be DeviceFigures, got ({'peak': 1},)",
+        ),
+        (
+            RegionResult("x", (DeviceFigures(0, peak=1),), 1.0, extra=[1]),  # type: ignore[arg-type]
+            {},
+            "cgmem_record: the RegionResult's extra must be a mapping, got [1]",
+        ),
+    ],
+    ids=["device_index", "seconds", "devices-none", "devices-dicts", "extra-list"],
+)
+def test_record_refuses_what_a_region_result_cannot_carry(
+    region: RegionResult, keywords: dict[str, object], message: str
+) -> None:
+    """device_index and seconds were ignored; a malformed RegionResult was a TypeError from
+    inside the record."""
+    got: list[RegionResult] = []
+    with pytest.raises(CgmemUsageError) as info:
+        FigureRecorder(got.append)(region, **keywords)  # type: ignore[arg-type]
+    assert _one_line(info) == message
+    assert got == []
+
+
+def test_a_region_with_seconds_beyond_any_float_is_a_usage_error() -> None:
+    data = {"label": "x", "seconds": 10**400, "devices": [], "error": None, "extra": {}}
+    with pytest.raises(CgmemUsageError) as info:
+        RegionResult.from_dict(data)
+    assert _one_line(info) == (
+        "expected a run file's region (label, seconds, devices), got seconds=an integer of "
+        "about 400 digits"
+    )

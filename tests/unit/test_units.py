@@ -253,8 +253,8 @@ def test_a_fraction_above_1_says_how_to_write_a_percentage() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [("1 GiB", "'1 GiB'"), (None, "None"), ([1, 2], "[1, 2]"), (b"5", "b'5'")],
-    ids=["string", "none", "list", "bytes"],
+    [("1 GiB", "'1 GiB'"), (None, "None"), ([1, 2], "[1, 2]"), (b"5", "b'5'"), (True, "True")],
+    ids=["string", "none", "list", "bytes", "bool"],
 )
 def test_format_size_names_what_is_no_number(value: object, shown: str) -> None:
     """A string or None was a TypeError from '<' that named neither the function nor the
@@ -262,6 +262,23 @@ def test_format_size_names_what_is_no_number(value: object, shown: str) -> None:
     with pytest.raises(TypeError) as info:
         format_size(value)  # type: ignore[arg-type]
     assert str(info.value) == f"format_size: num_bytes must be a number of bytes, got {shown}"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (float("nan"), "nan"),
+        (float("-inf"), "-inf"),
+        (10**400, "an integer of about 400 digits"),
+    ],
+)
+def test_format_size_refuses_what_it_cannot_show(value: object, shown: str) -> None:
+    """NaN showed as 'nan TiB', and an int beyond any float was an OverflowError."""
+    with pytest.raises(ValueError) as info:
+        format_size(value)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        f"format_size: num_bytes must be a finite number of bytes, got {shown}"
+    )
 
 
 @given(st.one_of(st.integers(-(2**62), 2**62), st.floats(allow_nan=False, allow_infinity=False)))
