@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager, suppress
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 from .checks.budgets import parse_budget
@@ -25,19 +26,22 @@ from .metrics import METRICS, Number, names
 from .results.graphfigures import LOG_LABEL, SWEEP_LABEL
 from .results.ranks import DEFAULT_TIMEOUT, START_METHODS, DistributedResult, launch_arguments
 from .results.records import RECORDED_SOURCE, Details, DeviceFigures, RegionResult
-from .units import MAX_FIGURE, CgmemUsageError, as_float, parse_size, short_repr
+from .units import MAX_FIGURE, CgmemUsageError, as_float, as_whole, parse_size, short_repr
 
 if TYPE_CHECKING:
     from .checks.resize import SteadyFigures, StepFigures
     from .cuda.graphs import GraphLog, SweepResult
 
 
-def _whole_at_least(where: str, name: str, value: object, least: int) -> None:
+def _whole_at_least(where: str, name: str, value: object, least: int) -> int:
+    """``value`` as an int (numpy's and torch's integers too), or a usage error."""
     __tracebackhide__ = True
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    whole = as_whole(value)
+    if whole is None or whole < least:
         raise CgmemUsageError(
             f"{where}: {name} must be a whole number >= {least}, got {short_repr(value)}"
         )
+    return whole
 
 
 def _size_argument(where: str, name: str, value: object) -> None:
@@ -194,16 +198,13 @@ class CgmemFixture:
             _region_label("cgmem.measure", label, "label")
         if devices is not None:
             given = devices
-            devices = tuple(given) if isinstance(given, Iterable) else ()
-            if (
-                isinstance(given, (str, bytes))
-                or not isinstance(given, Iterable)
-                or not devices
-                or not all(
-                    isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_FIGURE
-                    for d in devices
-                )
-            ):
+            indices = (
+                [as_whole(d) for d in given]
+                if isinstance(given, Iterable) and not isinstance(given, (str, bytes))
+                else []
+            )
+            devices = tuple(d for d in indices if d is not None and 0 <= d <= MAX_FIGURE)
+            if not devices or len(devices) != len(indices):
                 raise CgmemUsageError(
                     "cgmem.measure: devices must be device indices such as [0, 1], "
                     f"got {short_repr(given)}"
@@ -362,8 +363,8 @@ class CgmemFixture:
         """
         __tracebackhide__ = True
         _callable("cgmem.steady", "fn", fn)
-        _whole_at_least("cgmem.steady", "warmup", warmup, 0)
-        _whole_at_least("cgmem.steady", "repeat", repeat, 1)
+        warmup = _whole_at_least("cgmem.steady", "warmup", warmup, 0)
+        repeat = _whole_at_least("cgmem.steady", "repeat", repeat, 1)
         _region_label("cgmem.steady", label, "label")
         from .cuda.resize import run_steady
 
@@ -468,18 +469,15 @@ class FigureRecorder:
                 raise CgmemUsageError(
                     f"{_recording(label)}: {name}={short_repr(value)}: {exc}"
                 ) from None
-        if (
-            isinstance(device_index, bool)
-            or not isinstance(device_index, int)
-            or not 0 <= device_index <= MAX_FIGURE
-        ):
+        index = as_whole(device_index)
+        if index is None or not 0 <= index <= MAX_FIGURE:
             raise CgmemUsageError(  # the run file holds no whole number beyond MAX_FIGURE
                 f"{_recording(label)}: device_index must be an int from 0 to {MAX_FIGURE}, "
                 f"got {short_repr(device_index)}"
             )
         if (
             isinstance(seconds, bool)
-            or not isinstance(seconds, (int, float))
+            or not isinstance(seconds, Real)
             or not math.isfinite(as_float(seconds))
             or seconds < 0
         ):
@@ -487,9 +485,9 @@ class FigureRecorder:
                 f"{_recording(label)}: seconds must be a finite number >= 0, "
                 f"got {short_repr(seconds)}"
             )
-        device = DeviceFigures.of(device_index, values, _RECORDED)
+        device = DeviceFigures.of(index, values, _RECORDED)
         extra = {**self._ranked, "recorded": sorted(figures)}
-        result = RegionResult(label, (device,), float(seconds), None, extra)
+        result = RegionResult(label, (device,), as_float(seconds), None, extra)
         self._add(result)
         return result
 

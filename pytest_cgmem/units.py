@@ -9,6 +9,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass
+from typing import SupportsFloat
 
 KiB = 2**10
 MiB = 2**20
@@ -137,6 +138,26 @@ def parse_size(value: object, *, signed: bool = False) -> int:
     return int(size)
 
 
+_BOOL_DTYPES = frozenset(("bool", "torch.bool"))
+"""A flag's dtype as numpy and torch print it: a bool tensor's ``__index__`` gives 1 or 0."""
+
+
+def as_whole(value: object) -> int | None:
+    """``value`` as an int: an int, or what its ``__index__`` gives (numpy and torch
+    integers); None for a bool (a bool tensor too), a float, or an ``__index__`` that
+    raises (a float tensor, one of several elements)."""
+    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in _BOOL_DTYPES:
+        return None
+    if isinstance(value, int):
+        return value
+    index = getattr(value, "__index__", None)
+    try:
+        whole = None if index is None else index()
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return whole if isinstance(whole, int) and not isinstance(whole, bool) else None
+
+
 def format_size(num_bytes: float) -> str:
     """Human-readable binary size with two decimals: ``2.40 GiB``, ``512 B``."""
     try:
@@ -221,7 +242,7 @@ def parse_ratio(value: object, *, zero: bool = False) -> float:
     return number
 
 
-def as_float(value: int | float) -> float:
+def as_float(value: SupportsFloat) -> float:
     """``float(value)``, an int too large for a float being infinite rather than an error."""
     try:
         return float(value)

@@ -12,29 +12,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..failures import EstimateMismatch, SizesNotCaptured, SizesNotCovered
-from ..units import MAX_FIGURE, CgmemUsageError, format_size, parse_percent, parse_size, short_repr
+from ..units import (
+    MAX_FIGURE,
+    CgmemUsageError,
+    as_whole,
+    format_size,
+    parse_percent,
+    parse_size,
+    short_repr,
+)
 
 _SHOWN = 20
-
-
-_BOOL_DTYPES = frozenset(("bool", "torch.bool"))
-"""A flag's dtype as numpy and torch print it: a bool tensor's ``__index__`` gives 1 or 0."""
-
-
-def as_whole(value: object) -> int | None:
-    """``value`` as an int: an int, or what its ``__index__`` gives (numpy and torch
-    integers); None for a bool (a bool tensor too), a float, or an ``__index__`` that
-    raises (a float tensor, one of several elements)."""
-    if isinstance(value, bool) or str(getattr(value, "dtype", "")) in _BOOL_DTYPES:
-        return None
-    if isinstance(value, int):
-        return value
-    index = getattr(value, "__index__", None)
-    try:
-        whole = None if index is None else index()
-    except (TypeError, ValueError, RuntimeError):
-        return None
-    return whole if isinstance(whole, int) and not isinstance(whole, bool) else None
 
 
 def _sizes(values: Iterable[object], what: str) -> list[int]:

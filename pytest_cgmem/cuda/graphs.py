@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from ..checks.graph_sizes import as_whole, check_description, format_sizes, pad_to_captured
+from ..checks.graph_sizes import check_description, format_sizes, pad_to_captured
 from ..failures import EagerFallback, FigureUnavailable, PoolNotReleased
 from ..results import graphfigures
 from ..results.records import RegionResult
-from ..units import MAX_FIGURE, CgmemUsageError, format_size, short_repr
+from ..units import MAX_FIGURE, CgmemUsageError, as_whole, format_size, short_repr
 from . import allocator, count_measurement
 from .allocator import PoolId, pool_id
 from .allocator import pool_segments as pool_segments  # read here by tests and benchmarks
@@ -1020,10 +1020,12 @@ def expect_replay(what: str | None = None, *, at_least: int = 1) -> Iterator[Gra
     """Fail with EagerFallback when fewer than ``at_least`` replays happen in the body."""
     if what is not None:
         check_description("expect_replay", what, empty=True)
-    if isinstance(at_least, bool) or not isinstance(at_least, int) or at_least < 1:
+    least = as_whole(at_least)
+    if least is None or least < 1:
         raise CgmemUsageError(
             f"expect_replay: at_least must be a whole number >= 1, got {short_repr(at_least)}"
         )
+    at_least = least
     log = GraphLog().start()
     try:
         yield log
@@ -1194,10 +1196,11 @@ def _sweep_sizes(sizes: Iterable[int]) -> list[int]:
             f"capture_sweep: sizes must be a collection of whole numbers, got {short_repr(sizes)}"
         )
     result = set()
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    for given in sizes:
+        size = as_whole(given)
+        if size is None or size < 1:
             raise CgmemUsageError(
-                f"capture_sweep: sizes are whole numbers >= 1, got {short_repr(size)}"
+                f"capture_sweep: sizes are whole numbers >= 1, got {short_repr(given)}"
             )
         if size > MAX_FIGURE:  # the run file holds no larger whole number
             raise CgmemUsageError(

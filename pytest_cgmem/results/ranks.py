@@ -11,12 +11,13 @@ import math
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from numbers import Real
 from typing import Any
 
 from ..checks.budgets import parse_budget
 from ..failures import BudgetExceeded, RankFailed
 from ..metrics import METRICS, names, rank_label
-from ..units import CgmemUsageError, as_float, short_repr
+from ..units import CgmemUsageError, as_float, as_whole, short_repr
 from .records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
 
 DEFAULT_TIMEOUT = 300.0
@@ -62,11 +63,8 @@ def launch_arguments(
         raise CgmemUsageError(
             f"{_WHERE}: fn must be a function fn(rank, world_size), got {short_repr(fn)}"
         )
-    if (
-        isinstance(world_size, bool)
-        or not isinstance(world_size, int)
-        or not 1 <= world_size <= MOST_RANKS
-    ):
+    ranks = as_whole(world_size)
+    if ranks is None or not 1 <= ranks <= MOST_RANKS:
         raise CgmemUsageError(
             f"{_WHERE}: world_size must be a whole number from 1 to {MOST_RANKS}, "
             f"got {short_repr(world_size)}"
@@ -78,7 +76,7 @@ def launch_arguments(
         )
     if (
         isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
+        or not isinstance(timeout, Real)
         or not math.isfinite(as_float(timeout))
         or timeout <= 0
     ):
@@ -94,7 +92,7 @@ def launch_arguments(
             f"{_WHERE}: start_method must be one of {', '.join(START_METHODS)}, "
             f"got {short_repr(start_method)}"
         )
-    return Launch(world_size, backend.strip(), float(timeout), label, str(start_method))
+    return Launch(ranks, backend.strip(), as_float(timeout), label, str(start_method))
 
 
 def not_picklable(fn: object, problem: BaseException) -> CgmemUsageError:

@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from pytest_cgmem.fixture import CgmemFixture, FigureRecorder
+from pytest_cgmem.results.ranks import launch_arguments
 from pytest_cgmem.results.records import DeviceFigures, RegionResult
 from pytest_cgmem.units import CgmemUsageError
 
@@ -448,3 +449,32 @@ def test_a_region_with_seconds_beyond_any_float_is_a_usage_error() -> None:
         "expected a run file's region (label, seconds, devices), got seconds=an integer of "
         "about 400 digits"
     )
+
+
+# numpy's integers and floats -----------------------------------------------------------
+def test_numpy_numbers_are_taken_where_python_s_are(
+    no_gpu_work: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They were refused with messages that called them no whole number
+    ("sizes are whole numbers >= 1, got np.int64(1)")."""
+    np = pytest.importorskip("numpy")
+    fixture = CgmemFixture([].append)
+    with pytest.raises(ReachedGpuWork):
+        fixture.capture_sweep(_fn, np.arange(1, 3), _make_input)
+    with pytest.raises(ReachedGpuWork), fixture.expect_replay(at_least=np.int64(2)):
+        pass
+    region = pytest.importorskip("pytest_cgmem.cuda.region")
+    monkeypatch.setattr(region.allocator, "current_device", _reached)
+    with pytest.raises(ReachedGpuWork), fixture.measure(devices=np.arange(1)):
+        pass
+    resize = pytest.importorskip("pytest_cgmem.cuda.resize")
+    monkeypatch.setattr(resize, "run_steady", _reached)
+    with pytest.raises(ReachedGpuWork):
+        fixture.steady(lambda: None, warmup=np.int64(1), repeat=np.int64(2))
+    got: list[RegionResult] = []
+    FigureRecorder(got.append)("x", peak=1, device_index=np.int64(1), seconds=np.float32(0.5))
+    (device,) = got[0].devices
+    assert (device.index, got[0].seconds) == (1, 0.5)
+    assert type(device.index) is int and type(got[0].seconds) is float
+    launch = launch_arguments(_fn, np.int64(2), "gloo", np.float32(30), None, "forkserver")
+    assert (launch.world_size, launch.timeout) == (2, 30.0) and type(launch.world_size) is int
