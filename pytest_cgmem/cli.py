@@ -20,7 +20,7 @@ from .results.graphfigures import size_rows, size_table, size_table_lines
 from .results.jsonio import valid_text, visible, write_text
 from .results.outputs import link_problem, names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
-from .settings import DEFAULT_TOLERANCE
+from .settings import DEFAULT_TOLERANCE, path_text_problem
 from .units import (
     CgmemUsageError,
     Tolerance,
@@ -139,6 +139,9 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     where = f"cgmem {command}: -o {given!r}"
     if not given:
         raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")
+    problem = path_text_problem(given)
+    if problem:
+        raise CgmemUsageError(f"{where}: {problem}")
     if names_folder(given):
         raise CgmemUsageError(f"{where}: it names a folder; give a file path")
     here = _working_folder(command)

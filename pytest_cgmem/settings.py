@@ -46,12 +46,21 @@ def parse_path(value: object) -> str:
     text = value.strip()
     if not text:
         raise CgmemUsageError("expected a file path, got an empty value")
-    if "\0" in text:
-        raise CgmemUsageError("a path cannot hold a NUL character")
-    control = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
-    if control is not None:  # an ini value's continuation line, a stray escape sequence
-        raise CgmemUsageError(f"a path cannot hold a control character or line break ({control!r})")
+    problem = path_text_problem(text)
+    if problem:
+        raise CgmemUsageError(problem)
     return os.path.expanduser(text)
+
+
+def path_text_problem(text: str) -> str | None:
+    """Why ``text`` can be no output's path (a NUL, a control character or line break: an
+    ini value's continuation line, a stray escape sequence), or None."""
+    if "\0" in text:
+        return "a path cannot hold a NUL character"
+    control = next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+    if control is not None:
+        return f"a path cannot hold a control character or line break ({control!r})"
+    return None
 
 
 def parse_devices(value: object) -> tuple[str, ...] | str:

@@ -526,6 +526,32 @@ def test_cgmem_merge_refuses_an_output_that_names_a_folder(
 
 
 @pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["merge", "run.json", "-o", "a\nb.json"], "cgmem merge: -o 'a\\nb.json'"),
+        (["report", "run.json", "-o", "r\t6.html"], "cgmem report: -o 'r\\t6.html'"),
+    ],
+    ids=["merge", "report"],
+)
+def test_cgmem_refuses_an_output_path_with_a_control_character(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    shown: str,
+) -> None:
+    """As the options refuse one (a file named 'a<newline>b.json' was written)."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, document())
+    assert cli.main(argv) == 2
+    control = repr(argv[-1][1])
+    assert capsys.readouterr().err == (
+        f"{shown}: a path cannot hold a control character or line break ({control})\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+@pytest.mark.parametrize(
     ("command", "argv"),
     [
         ("merge", ["merge", "{run}", "-o", "{out}.json"]),
