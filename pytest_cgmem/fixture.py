@@ -102,6 +102,10 @@ class Measurement:
         a region measures no leak (its traceback holds the tensors of the code that
         raised), and an unknown figure would otherwise pass."""
         __tracebackhide__ = True
+        if not budgets:
+            raise CgmemUsageError(
+                "cgmem.measure: check() needs at least one budget, e.g. check(peak='1 GiB', leak=0)"
+            )
         budget = parse_budget(budgets)
         result = self._finished()
         if result.error and "leak" in budget.limits and result.metric("leak") is None:

@@ -331,6 +331,11 @@ class DistributedResult:
         """Raise BudgetExceeded (an AssertionError) listing every figure over its budget on
         every rank, each naming its rank and device."""
         __tracebackhide__ = True
+        if not budgets:
+            raise CgmemUsageError(
+                "cgmem.distributed: check() needs at least one budget, "
+                "e.g. check(peak='1 GiB', leak=0)"
+            )
         budget = parse_budget(budgets)
         violations = [v for region in self.regions for v in region.check(budget)]
         if violations:

@@ -141,6 +141,17 @@ def test_a_leak_budget_on_a_measurement_that_raised_says_it_has_no_leak_figure()
     m.check(leak=0)
 
 
+def test_a_check_with_no_budget_is_refused() -> None:
+    """It passed, having held the figures to nothing."""
+    m = Measurement("decode")
+    m.result = RegionResult("decode", (DeviceFigures(0, peak=2 * MiB, leak=0),), 0.1)
+    with pytest.raises(CgmemUsageError) as info:
+        m.check()
+    assert str(info.value) == (
+        "cgmem.measure: check() needs at least one budget, e.g. check(peak='1 GiB', leak=0)"
+    )
+
+
 def test_a_measurement_s_figures_are_read_once_its_region_has_closed() -> None:
     """What ``measure`` yields, given the RegionResult its region closes with."""
     m = Measurement("prefill")

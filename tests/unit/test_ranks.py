@@ -468,6 +468,8 @@ def test_distributed_result_checks_every_rank_naming_it() -> None:
     assert str(info.value) == (
         "cgmem: leak 64.00 MiB exceeds budget 0 B (over by 64.00 MiB) on rank 1 (cuda:1)"
     )
+    with pytest.raises(CgmemUsageError, match=r"^cgmem.distributed: check\(\) needs at least one"):
+        found.check()
     assert "rank 1 cuda:1" in repr(found)
     assert (found.world_size, found.backend, found.label) == (2, "nccl", None)
 
