@@ -94,7 +94,7 @@ def gab_entries(
                         *partial,
                     ]
                     if limit is not None:
-                        lines.append(f"budget: {limit / scale:.3f} {unit}")
+                        lines.append(f"budget: {limit / scale:.{places}f} {unit}")
                     entry_name = unique(f"{name} - {metric}", seen)
                     found.append(
                         {

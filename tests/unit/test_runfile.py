@@ -298,7 +298,7 @@ def test_gab_entries() -> None:
         "torch: 2.11",
         "CUDA: None",
         "outcome: passed",
-        "budget: 50.000 MiB",
+        "budget: 50.000000 MiB",
     ]
     assert all(set(e) == {"name", "unit", "value", "extra"} for e in entries)
 
@@ -315,10 +315,10 @@ def test_recorded_regions_export_only_given_figures() -> None:
 @pytest.mark.parametrize(
     ("unit", "value", "budget"),
     [
-        ("B", 1536 * MiB, "budget: 2147483648.000 B"),
+        ("B", 1536 * MiB, "budget: 2147483648 B"),
         ("KiB", 1536 * 1024, "budget: 2097152.000 KiB"),
-        ("MiB", 1536, "budget: 2048.000 MiB"),
-        ("GiB", 1.5, "budget: 2.000 GiB"),
+        ("MiB", 1536, "budget: 2048.000000 MiB"),
+        ("GiB", 1.5, "budget: 2.000000000 GiB"),
     ],
 )
 def test_gab_entries_give_values_and_budgets_in_the_unit_asked(
@@ -413,7 +413,7 @@ def test_gab_extra_names_every_gpu_torch_and_cuda() -> None:
         "torch: 2.11",
         "CUDA: 13.0",
         "outcome: failed",
-        "budget: 50.000 MiB",
+        "budget: 50.000000 MiB",
     ]
 
 
