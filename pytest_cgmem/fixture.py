@@ -176,8 +176,8 @@ class DistributedRunner:
 class CgmemFixture:
     """What a test gets from the ``cgmem`` fixture.
 
-    ``device`` and ``rank``: in a torchrun rank, its device (``LOCAL_RANK``) and rank, the
-    default of every region measured here.
+    Its ``device`` and ``rank`` arguments: in a torchrun rank, its device (``LOCAL_RANK``)
+    and rank, the default of every region measured here.
     """
 
     def __init__(
