@@ -91,10 +91,12 @@ def test_prefill_phase_over_its_budget(cgmem: CgmemFixture) -> None:
 
 def test_prefill_phase_within_its_budget(cgmem: CgmemFixture) -> None:
     q, k = _qk()
-    with cgmem.measure("prefill") as m:
+    here = torch.cuda.current_device()
+    with cgmem.measure("prefill", devices=[here]) as m:  # the devices to watch (default: all)
         attention_scores_chunked(q, k)
     m.check(peak="64 MiB", leak=0)
     assert m.peak >= 32 * MiB  # the output itself
+    assert m.per_device[here].peak == m.peak  # each watched device's own figures
 
 
 class GrowingBuffer:

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pytest_cgmem import BudgetExceeded
+from pytest_cgmem import BudgetExceeded, DeviceFigures, RegionResult
 
 torch = pytest.importorskip("torch")
 
@@ -55,4 +55,6 @@ def test_server_kv_cache_sized_in_bits(cgmem_record) -> None:
 @needs_cuda
 @pytest.mark.cgmem(peak="512 MiB")
 def test_server_kv_cache_sized_in_bytes(cgmem_record) -> None:
-    cgmem_record("server", peak=_start_server(bug=False)["peak"])
+    # the same figure as a RegionResult: one a server reports whole, several devices and all
+    peak = _start_server(bug=False)["peak"]
+    cgmem_record(RegionResult("server", (DeviceFigures(0, peak=peak),), 0.0))
