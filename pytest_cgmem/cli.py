@@ -248,7 +248,23 @@ def _size_tables(
             _print("  " + line)
 
 
+def _each_once(command: str, files: Sequence[str]) -> None:
+    """Refuse a file given twice (a run reported beside itself, merged with itself)."""
+    here = _working_folder(command)
+    seen: list[tuple[str, Path]] = []
+    for name in files:
+        path = resolve(name, here)
+        for earlier, earlier_path in seen:
+            if same_file(path, earlier_path):
+                raise CgmemUsageError(
+                    f"cgmem {command}: {name!r} and {earlier!r} are the same file; "
+                    "give each run once"
+                )
+        seen.append((name, path))
+
+
 def _merge(args: argparse.Namespace) -> int:
+    _each_once("merge", args.files)
     target = _output("merge", args.output, args.files, "run")
     runs = [(name, load_run(name)) for name in args.files]
     document, warnings = merge_runs(runs, allow_mixed_machines=args.allow_mixed_machines)
@@ -267,6 +283,7 @@ def _report(args: argparse.Namespace) -> int:
     from .reports.charts import MissingExtra
     from .reports.html import render
 
+    _each_once("report", args.files)
     target = _output("report", args.output, args.files, "html")
     runs = [(valid_text(name), load_run(name)) for name in args.files]
     _note_incomplete("cgmem report", runs)

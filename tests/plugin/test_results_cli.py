@@ -328,7 +328,12 @@ def test_merge_shards(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[s
         )
         == 2
     )
-    assert "is in both" in capsys.readouterr().err
+    shard = str(pytester.path / "s1.json")
+    assert capsys.readouterr().err == (
+        f"cgmem merge: {shard!r} and {shard!r} are the same file; give each run once\n"
+    )
+    assert main(["report", shard, "./" + "s1.json", "-o", str(pytester.path / "r.html")]) == 2
+    assert "'./s1.json' and " in capsys.readouterr().err  # a report beside itself
 
 
 def test_merge_mixed_machines(
