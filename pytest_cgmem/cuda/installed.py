@@ -60,6 +60,22 @@ def alloc_conf_from_env(
     return "", ""
 
 
+def backend_conf_from_env(
+    environ: Mapping[str, str], version: tuple[int, int], *, rocm: bool = False
+) -> str:
+    """The settings torch reads the allocator's backend from: ``alloc_conf_from_env``'s,
+    but a CUDA build of 2.10 and later reads its CUDA-only keys (``backend`` among them)
+    from ``PYTORCH_CUDA_ALLOC_CONF``, then ``PYTORCH_ALLOC_CONF``, never from the HIP
+    variable that its general keys read (c10/cuda/CUDAAllocatorConfig.h)."""
+    if rocm or version < SHARED_CONF_SINCE:
+        return alloc_conf_from_env(environ, version, rocm=rocm)[0]
+    cuda, _, shared = ALLOC_CONF_VARS
+    for name in (cuda, shared):
+        if name in environ:
+            return environ[name]
+    return ""
+
+
 def version_file_fields(text: str) -> dict[str, object] | None:
     """A torch ``version.py``'s ``__version__``, ``cuda`` and ``hip`` (None where a file is
     not as expected)."""

@@ -10,6 +10,7 @@ from ..results.jsonio import valid_text
 from .installed import (
     UNKNOWN_BACKEND,
     alloc_conf_from_env,
+    backend_conf_from_env,
     backend_from_settings,
     cpu_only_torch,
     installed_version_fields,
@@ -79,11 +80,11 @@ def identity_without_torch() -> dict[str, Any]:
     fields = installed_version_fields() or {}
     version = fields.get("__version__")
     cuda, hip = fields.get("cuda"), fields.get("hip")
-    settings, source = "", ""
+    settings, source, backend_settings = "", "", ""
     if isinstance(version, str):
-        settings, source = alloc_conf_from_env(
-            os.environ, version_tuple(version), rocm=hip is not None
-        )
+        release, rocm = version_tuple(version), hip is not None
+        settings, source = alloc_conf_from_env(os.environ, release, rocm=rocm)
+        backend_settings = backend_conf_from_env(os.environ, release, rocm=rocm)
     gpu_build = cuda is not None or hip is not None
     meter = nvml()
     return {
@@ -92,7 +93,9 @@ def identity_without_torch() -> dict[str, Any]:
         "torch": version if isinstance(version, str) else None,
         "cuda": cuda if isinstance(cuda, str) else None,
         "allocator_backend": (
-            backend_from_settings(settings, rocm=hip is not None) if gpu_build else UNKNOWN_BACKEND
+            backend_from_settings(backend_settings, rocm=hip is not None)
+            if gpu_build
+            else UNKNOWN_BACKEND
         ),
         "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
         "alloc_conf_source": source,

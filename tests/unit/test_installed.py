@@ -342,6 +342,29 @@ def test_the_settings_a_rocm_build_reads(
     assert installed.alloc_conf_from_env(environ, version, rocm=True) == expected
 
 
+@pytest.mark.parametrize(
+    ("environ", "version", "rocm", "expected"),
+    [
+        (  # a CUDA build from 2.10 on: the backend from the shared variable, past the HIP one
+            {"PYTORCH_HIP_ALLOC_CONF": "backend:native", "PYTORCH_ALLOC_CONF": "backend:x"},
+            (2, 10),
+            False,
+            "backend:x",
+        ),
+        ({"PYTORCH_HIP_ALLOC_CONF": "backend:x"}, (2, 13), False, ""),
+        ({"PYTORCH_CUDA_ALLOC_CONF": "", "PYTORCH_ALLOC_CONF": "backend:x"}, (2, 13), False, ""),
+        ({"PYTORCH_HIP_ALLOC_CONF": "backend:x"}, (2, 13), True, "backend:x"),  # a ROCm build
+        ({"PYTORCH_ALLOC_CONF": "backend:x"}, (2, 9), False, ""),
+    ],
+)
+def test_the_settings_a_build_reads_its_backend_from(
+    environ: dict[str, str], version: tuple[int, int], rocm: bool, expected: str
+) -> None:
+    """torch 2.10's CUDA build reads its general keys CUDA, HIP, then shared variable, but
+    its CUDA-only keys (the backend) from the CUDA and shared ones alone."""
+    assert installed.backend_conf_from_env(environ, version, rocm=rocm) == expected
+
+
 ROCM_2_5 = CPU.replace("2.13.0+cpu", "2.5.1+rocm6.2").replace(
     "hip: Optional[str] = None", "hip: Optional[str] = '6.2.41133'"
 )
@@ -387,3 +410,20 @@ def test_the_machine_of_a_process_without_a_gpu_torch_imports_none(
     expected = ("expandable_segments:True", "PYTORCH_CUDA_ALLOC_CONF") if version else ("", "")
     assert (info["alloc_conf"], info["alloc_conf_source"]) == expected
     assert "torch" not in sys.modules
+
+
+def test_the_identity_of_a_cuda_build_takes_its_backend_past_the_hip_variable(
+    fake_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CUDA build's settings come from the HIP variable here (it is set before the shared
+    one), but its backend from the shared variable, as torch 2.10 and later read them."""
+    from pytest_cgmem.cuda import machine
+
+    _install(fake_site, GPU)
+    for name in installed.ALLOC_CONF_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTORCH_HIP_ALLOC_CONF", "backend:native")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "backend:cudaMallocAsync")
+    identity = machine.identity_without_torch()
+    assert identity["alloc_conf_source"] == "PYTORCH_HIP_ALLOC_CONF"
+    assert identity["allocator_backend"] == "cudaMallocAsync"
