@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import operator
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from ..failures import FigureUnavailable
+from ..units import as_whole
 from . import cuda_started
 from .installed import (
     ASYNC_BACKENDS,
@@ -311,12 +311,10 @@ def pool_id(pool: object) -> PoolId | None:
     if not isinstance(pool, (tuple, list)):
         pool = getattr(pool, "id", pool)  # torch.cuda.MemPool
     try:
-        first, second = pool  # type: ignore[misc]
-        if isinstance(first, bool) or isinstance(second, bool):  # type: ignore[has-type]
-            return None
-        return (operator.index(first), operator.index(second))  # type: ignore[has-type]
+        first, second = (as_whole(half) for half in pool)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
+    return None if first is None or second is None else (first, second)
 
 
 def pool_segments(device: int | None = None) -> dict[tuple[int, PoolId], int]:
