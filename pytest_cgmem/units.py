@@ -170,7 +170,9 @@ def format_size(num_bytes: float) -> str:
             f"format_size: num_bytes must be a number of bytes, got {short_repr(num_bytes)}"
         ) from None
     except OverflowError:  # an int beyond any float
-        number = math.inf
+        raise ValueError(
+            f"format_size: num_bytes is too large to show, got {short_repr(num_bytes)}"
+        ) from None
     if not math.isfinite(number):
         raise ValueError(
             f"format_size: num_bytes must be a finite number of bytes, got {short_repr(num_bytes)}"
