@@ -167,10 +167,10 @@ class DistributedRunner:
         from .cuda.distributed import check_call, check_launch, run
 
         check_launch(launch)
-        check_call(fn, launch)
+        payload = check_call(fn, launch)
         if launch.needs_cuda and self._require_devices is not None:
             self._require_devices(launch.world_size)
-        return run(fn, launch, self._record)
+        return run(fn, launch, self._record, payload)
 
 
 class CgmemFixture:

@@ -206,10 +206,12 @@ def run(
     fn: Callable[[int, int], Any],
     launch: Launch,
     record: Callable[[RegionResult], None],
+    payload: bytes | None = None,
 ) -> DistributedResult:
     """Run ``fn(rank, world_size)`` on ``launch.world_size`` ranks; every rank's region is
     handed to ``record``. Raises RankFailed (naming the rank, how it ended and the ranks
-    stopped) where a rank raised, exited early or outlived the timeout."""
+    stopped) where a rank raised, exited early or outlived the timeout. ``payload``:
+    ``check_call``'s, where the caller checked the call already."""
     __tracebackhide__ = True
     from .installed import torch_installed
 
@@ -217,7 +219,8 @@ def run(
         raise CgmemUsageError(
             "cgmem.distributed: no torch to import here: its ranks run torch.distributed"
         )
-    payload = check_call(fn, launch)
+    if payload is None:
+        payload = check_call(fn, launch)
     count = cuda_devices()
     measure = count >= launch.world_size
     unmeasured = None
