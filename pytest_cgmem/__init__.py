@@ -17,6 +17,8 @@ if TYPE_CHECKING:
         assert_sizes_covered,
         uncovered_sizes,
     )
+    from .checks.resize import SteadyFigures, StepFigures
+    from .cuda.graphs import GraphLog, SweepResult
     from .failures import (
         BaselineRegression,
         BudgetExceeded,
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
         SizesNotCovered,
         SteadyStateFailed,
     )
-    from .fixture import CgmemFixture, DistributedRunner, Measurement
+    from .fixture import CgmemFixture, DistributedRunner, FigureRecorder, Measurement
     from .metrics import METRICS
     from .results.ranks import DistributedResult, RankResult
     from .results.records import DeviceFigures, RegionResult
@@ -48,6 +50,8 @@ _HOMES = {
         "assert_sizes_covered",
         "uncovered_sizes",
     ),
+    ".checks.resize": ("SteadyFigures", "StepFigures"),
+    ".cuda.graphs": ("GraphLog", "SweepResult"),
     ".failures": (
         "BaselineRegression",
         "BudgetExceeded",
@@ -65,7 +69,7 @@ _HOMES = {
         "SizesNotCovered",
         "SteadyStateFailed",
     ),
-    ".fixture": ("CgmemFixture", "DistributedRunner", "Measurement"),
+    ".fixture": ("CgmemFixture", "DistributedRunner", "FigureRecorder", "Measurement"),
     ".metrics": ("METRICS",),
     ".results.ranks": ("DistributedResult", "RankResult"),
     ".results.records": ("DeviceFigures", "RegionResult"),
@@ -88,8 +92,10 @@ __all__ = [
     "DistributedRunner",
     "EagerFallback",
     "EstimateMismatch",
+    "FigureRecorder",
     "FigureUnavailable",
     "GraphCheckError",
+    "GraphLog",
     "Measurement",
     "PoolNotReleased",
     "RankFailed",
@@ -98,7 +104,10 @@ __all__ = [
     "ResizeCheckFailed",
     "SizesNotCaptured",
     "SizesNotCovered",
+    "SteadyFigures",
     "SteadyStateFailed",
+    "StepFigures",
+    "SweepResult",
     "Violation",
     "assert_all_captured",
     "assert_estimate",
@@ -111,13 +120,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # the next lookup is a plain module attribute
-    return value
+if not TYPE_CHECKING:  # a type checker sees the names imported above, and no others
+
+    def __getattr__(name: str) -> Any:
+        module = _HOME.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value  # the next lookup is a plain module attribute
+        return value
 
 
 def __dir__() -> list[str]:

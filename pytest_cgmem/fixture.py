@@ -74,6 +74,17 @@ class Measurement:
     has each. Figures are read once the ``with`` block has closed.
     """
 
+    # The metrics (``METRICS``), typed for a type checker; read through ``__getattr__``.
+    peak: int
+    reserved: int
+    leak: int | None  # None: the region ended by an exception
+    device: int | None
+    non_torch: int | None
+    reserved_ratio: float | None
+    graph_pool: int | None
+    graphs: int | None
+    replays: int | None
+
     def __init__(self, label: str | None) -> None:
         self.label = label
         self.result: RegionResult | None = None
@@ -86,10 +97,12 @@ class Measurement:
             )
         return self.result
 
-    def __getattr__(self, name: str) -> Any:
-        if name in METRICS:
-            return self._finished().metric(name)
-        raise AttributeError(name)
+    if not TYPE_CHECKING:  # a type checker sees the metrics above, and no other name
+
+        def __getattr__(self, name: str) -> Any:
+            if name in METRICS:
+                return self._finished().metric(name)
+            raise AttributeError(name)
 
     @property
     def per_device(self) -> dict[int, DeviceFigures]:

@@ -12,11 +12,11 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from numbers import Real
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checks.budgets import parse_budget
 from ..failures import BudgetExceeded, RankFailed
-from ..metrics import METRICS, names, rank_label
+from ..metrics import METRICS, Number, names, rank_label
 from ..units import CgmemUsageError, as_float, as_whole, short_repr
 from .records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
 
@@ -248,15 +248,28 @@ class RankResult:
     unknown: a rank with no CUDA device measures nothing), ``rank.value`` (what ``fn``
     returned), ``rank.region`` (its ``RegionResult``)."""
 
+    # The metrics (``METRICS``) but ``device``, the rank's CUDA index here, typed for a
+    # type checker; read through ``__getattr__``.
+    peak: Number | None
+    reserved: Number | None
+    leak: Number | None
+    non_torch: Number | None
+    reserved_ratio: Number | None
+    graph_pool: Number | None
+    graphs: Number | None
+    replays: Number | None
+
     def __init__(self, rank: int, region: RegionResult, value: Any = None) -> None:
         self.rank = rank
         self.region = region
         self.value = value
 
-    def __getattr__(self, name: str) -> Any:
-        if name in METRICS:
-            return self.region.metric(name)
-        raise AttributeError(name)
+    if not TYPE_CHECKING:  # a type checker sees the metrics above, and no other name
+
+        def __getattr__(self, name: str) -> Any:
+            if name in METRICS:
+                return self.region.metric(name)
+            raise AttributeError(name)
 
     @property
     def measured(self) -> bool:
@@ -294,17 +307,33 @@ class DistributedResult:
     and ``check`` finds nothing over budget: there was nothing to measure.
     """
 
+    # The metrics (``METRICS``), the largest over the ranks, typed for a type checker;
+    # read through ``__getattr__``.
+    peak: Number | None
+    reserved: Number | None
+    leak: Number | None
+    device: Number | None
+    non_torch: Number | None
+    reserved_ratio: Number | None
+    graph_pool: Number | None
+    graphs: Number | None
+    replays: Number | None
+
     def __init__(self, launch: Launch, per_rank: Mapping[int, RankResult]) -> None:
         self.world_size = launch.world_size
         self.backend = launch.backend
         self.label = launch.label
         self.per_rank: dict[int, RankResult] = dict(sorted(per_rank.items()))
 
-    def __getattr__(self, name: str) -> Any:
-        if name in METRICS:
-            values = [v for r in self.per_rank.values() if (v := r.region.metric(name)) is not None]
-            return max(values) if values else None
-        raise AttributeError(name)
+    if not TYPE_CHECKING:  # a type checker sees the metrics above, and no other name
+
+        def __getattr__(self, name: str) -> Any:
+            if name in METRICS:
+                values = [
+                    v for r in self.per_rank.values() if (v := r.region.metric(name)) is not None
+                ]
+                return max(values) if values else None
+            raise AttributeError(name)
 
     @property
     def measured(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..checks.budgets import Budget, Violation, check, exceeded
 from ..metrics import METRICS, Number
@@ -55,6 +55,27 @@ class DeviceFigures:
 
     __slots__ = ("details", "figures", "index")
 
+    # The metrics (``METRICS``) and the details (``Details``), typed for a type checker;
+    # read through ``__getattr__``.
+    peak: Number | None
+    reserved: Number | None
+    leak: Number | None
+    device: Number | None
+    non_torch: Number | None
+    reserved_ratio: Number | None
+    graph_pool: Number | None
+    graphs: Number | None
+    replays: Number | None
+    allocated_start: int
+    reserved_start: int
+    allocated_end: int
+    reserved_end: int
+    device_source: str
+    disturbed: bool
+    ooms: int
+    leak_confirmed: bool
+    gc_freed: int
+
     def __init__(self, index: int, **values: Any) -> None:
         figures = {name: metric.default for name, metric in METRICS.items()}
         details: dict[str, Any] = {}
@@ -87,12 +108,14 @@ class DeviceFigures:
         made.details = details
         return made
 
-    def __getattr__(self, name: str) -> Any:
-        if name in METRICS:
-            return self.figures[name]
-        if name in DETAIL_FIELDS:
-            return getattr(self.details, name)
-        raise AttributeError(name)
+    if not TYPE_CHECKING:  # a type checker sees the names above, and no other
+
+        def __getattr__(self, name: str) -> Any:
+            if name in METRICS:
+                return self.figures[name]
+            if name in DETAIL_FIELDS:
+                return getattr(self.details, name)
+            raise AttributeError(name)
 
     @property
     def where(self) -> str:

@@ -195,6 +195,8 @@ def test_the_cuda_modules_import_and_the_diagnostics_wait_for_a_failure() -> Non
 def test_each_public_name_is_its_home_module_s(name: str) -> None:
     """The package imports its public names on first use: each is the object its home
     module defines, and ``dir()`` lists it."""
+    if pytest_cgmem._HOME[name].startswith(".cuda."):
+        pytest.importorskip("torch")
     home = importlib.import_module(pytest_cgmem._HOME[name], "pytest_cgmem")
     assert getattr(pytest_cgmem, name) is getattr(home, name)
     assert name in dir(pytest_cgmem)
@@ -204,3 +206,48 @@ def test_the_package_names_only_its_public_names() -> None:
     assert set(pytest_cgmem._HOME) == set(pytest_cgmem.__all__)
     with pytest.raises(AttributeError, match="has no attribute 'Region'"):
         pytest_cgmem.Region  # noqa: B018
+
+
+def test_a_type_checker_sees_each_public_name_from_its_home_and_no_other() -> None:
+    """The ``TYPE_CHECKING`` imports are what mypy and pyright see: the public names, each
+    from the module that serves it at run time, with no ``__getattr__`` beside them (it
+    would make any misspelt name ``Any``; tests/typing/public_types.py checks that)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    seen: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imported in node.body:
+                assert isinstance(imported, ast.ImportFrom)
+                home = "." * imported.level + (imported.module or "")
+                seen.update((alias.name, home) for alias in imported.names)
+        assert not isinstance(node, ast.FunctionDef) or node.name != "__getattr__"
+    assert seen == pytest_cgmem._HOME
+
+
+@pytest.mark.parametrize(
+    ("holder", "served"),
+    [
+        ("pytest_cgmem.fixture.Measurement", "metrics"),
+        ("pytest_cgmem.results.records.DeviceFigures", "metrics and details"),
+        ("pytest_cgmem.results.ranks.RankResult", "metrics but device"),
+        ("pytest_cgmem.results.ranks.DistributedResult", "metrics"),
+    ],
+)
+def test_the_attributes_typed_for_a_type_checker_are_those_served(
+    holder: str, served: str
+) -> None:
+    """Each class that serves the metrics through ``__getattr__`` declares them for a type
+    checker; the declarations follow ``METRICS`` (and ``Details``), name for name."""
+    from dataclasses import fields
+
+    from pytest_cgmem.metrics import METRICS
+    from pytest_cgmem.results.records import Details
+
+    module, _, name = holder.rpartition(".")
+    declared = getattr(importlib.import_module(module), name).__annotations__
+    expected = list(METRICS)
+    if served == "metrics but device":
+        expected.remove("device")
+    details = {f.name: f.type for f in fields(Details)} if served.endswith("details") else {}
+    assert [n for n in declared if n in METRICS] == expected
+    assert {n: t for n, t in declared.items() if n not in METRICS} == details
