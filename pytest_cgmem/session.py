@@ -859,7 +859,7 @@ class CgmemSession:
             return
         from .cuda.allocator import cuda_usable
 
-        if not cuda_usable():
+        if not cuda_started() and not cuda_usable():  # a started CUDA is usable: no call
             self._cuda = False
             self._no_gpu()
         self._cuda_confirmed = True

@@ -20,14 +20,22 @@ def _genuine(module: object) -> bool:
 
 
 def cuda_started() -> bool:
-    """Whether this process has a CUDA context already (without importing torch). A
-    stand-in for torch never counts: nothing of the plugin's binds to it."""
+    """Whether this process has a CUDA context already (without importing torch).
+
+    Read from torch's own state, as ``torch.cuda.is_initialized()`` reads it, never by
+    calling that function: a test may patch or spy on it (``monkeypatch.setattr(torch.cuda,
+    "is_initialized", ...)`` in a fake-GPU fixture), and it would then answer for the test,
+    and see the plugin's calls. A stand-in for torch never counts, and neither does a build
+    without CUDA (nothing of the plugin's binds to either)."""
     torch = sys.modules.get("torch")
     cuda = sys.modules.get("torch.cuda")  # torch's own, where a test patched ``torch.cuda``
     if torch is None or not _genuine(torch) or not isinstance(cuda, ModuleType):
         return False
+    in_bad_fork = getattr(sys.modules.get("torch._C"), "_cuda_isInBadFork", None)
+    if in_bad_fork is None:  # a build without CUDA
+        return False
     try:
-        return cuda.is_initialized() is True
+        return vars(cuda).get("_initialized") is True and in_bad_fork() is False
     except Exception:
         return False
 

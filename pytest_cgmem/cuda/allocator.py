@@ -29,6 +29,9 @@ from .installed import (
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
 
+_CUDA_STATE: dict[str, Any] = vars(torch.cuda)
+_IN_BAD_FORK: Callable[[], bool] = getattr(torch._C, "_cuda_isInBadFork", lambda: False)
+
 
 def cuda_available() -> bool:
     """Whether a CUDA device is visible, asked as ``device_count`` asks: through NVML
@@ -50,7 +53,7 @@ def device_count() -> int:
 
 def current_device() -> int:
     """The current CUDA device (straight to torch's binding once CUDA has started)."""
-    if torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+    if cuda_initialized():
         return int(torch._C._cuda_getDevice())
     return int(torch.cuda.current_device())
 
@@ -79,7 +82,7 @@ def allocated_reserved(index: int) -> tuple[int, int]:
 def synchronize(index: int | None = None) -> None:
     """Wait for ``index`` (default: the current device); straight to torch's binding when
     that is the current device of a started CUDA (a region does this twice)."""
-    if torch.cuda.is_initialized() and (index is None or index == torch._C._cuda_getDevice()):  # type: ignore[no-untyped-call]
+    if cuda_initialized() and (index is None or index == torch._C._cuda_getDevice()):
         torch._C._cuda_synchronize()
     else:
         torch.cuda.synchronize(index)
@@ -187,7 +190,10 @@ def device_uuid(index: int) -> Any:
 
 
 def cuda_initialized() -> bool:
-    return bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
+    """``torch.cuda.is_initialized()`` read as that function reads it, from torch's own
+    state (``cuda_started`` says why), at a region's pace: no stand-in check is needed
+    where torch itself is imported."""
+    return _CUDA_STATE.get("_initialized") is True and not _IN_BAD_FORK()
 
 
 def free_bytes(index: int) -> int | None:

@@ -110,6 +110,53 @@ def test_suite_under_cgmem_all(pytester: pytest.Pytester) -> None:
     assert measured["test_cyclic_garbage_is_no_leak"]["regions"][0]["devices"][0]["gc_freed"] > 0
 
 
+SPIED_SUITE = """
+from unittest import mock
+
+import pytest
+import torch
+
+
+def test_a_starts_cuda():
+    torch.ones(1, device="cuda")
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    spy = mock.MagicMock(wraps=torch.cuda.is_initialized)
+    monkeypatch.setattr(torch.cuda, "is_initialized", spy)
+    return spy
+
+
+def test_b_spied(spy):
+    torch.ones(1, device="cuda").sum().item()
+    spy.assert_not_called()
+
+
+def test_c_told_cuda_has_not_started(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    torch.ones(1, device="cuda").sum().item()
+"""
+
+
+def test_a_patched_is_initialized_neither_sees_the_plugin_nor_hides_cuda(
+    pytester: pytest.Pytester,
+) -> None:
+    """Measured tests whose ``torch.cuda.is_initialized`` a test spied on or patched to
+    say False: the spy sees no call of the plugin's (before, each region's synchronize and
+    device reading called it), and the test that was told CUDA had not started is
+    measured (before, it was counted as never having used CUDA)."""
+    pytester.makepyfile(test_spied=SPIED_SUITE)
+    result = pytester.runpytest_subprocess(*SUITE_WIDE)
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*--cgmem-all: 3 test(s) measured, 0 over budget*"])
+    assert sorted(measured_tests(pytester)) == [
+        "test_a_starts_cuda",
+        "test_b_spied",
+        "test_c_told_cuda_has_not_started",
+    ]
+
+
 RAISING_SUITE = """
 import pytest
 import torch

@@ -158,6 +158,71 @@ def test_a_patched_torch_cuda_is_never_taken_for_torch_s(
     result.stdout.no_fnmatch_line("*INTERNALERROR*")
 
 
+SPIED_AND_FAKED_CUDA = """
+from unittest import mock
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    spy = mock.MagicMock(wraps=torch.cuda.is_initialized)
+    monkeypatch.setattr(torch.cuda, "is_initialized", spy)
+    return spy
+
+
+def test_a_spy_sees_only_the_test_s_own_calls(spy):
+    torch.ones(1)
+    spy.assert_not_called()
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+def test_a_fake_gpu(fake_gpu):
+    assert torch.cuda.is_initialized() and torch.cuda.device_count() == 2
+
+
+def test_a_patch_in_the_body(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    assert torch.cuda.is_initialized()
+
+
+def test_on_the_cpu():
+    assert torch.ones(1).item() == 1
+"""
+
+
+@pytest.mark.parametrize(
+    "flags", [["--cgmem-all"], ["--cgmem-all", "-n", "1"]], ids=["serial", "xdist"]
+)
+def test_a_patched_or_spied_is_initialized_is_neither_called_nor_believed(
+    pytester: pytest.Pytester,
+    run_without_a_cuda_context: Callable[..., pytest.RunResult],
+    flags: list[str],
+) -> None:
+    """Whether a test started CUDA is read from torch's own state. Before, --cgmem-all
+    asked ``torch.cuda.is_initialized()``, which a fake-GPU fixture patches: a spy saw the
+    plugin's calls, a fixture's ``lambda: True`` had the test skipped as "no CUDA device"
+    or failed from inside the plugin, and a patch in the body left the test counted
+    nowhere."""
+    pytester.makepyfile(test_patched=SPIED_AND_FAKED_CUDA)
+    run = pytester.runpytest if "-n" in flags else run_without_a_cuda_context
+    result = run("-p", "no:cacheprovider", "--cgmem-budget=leak=0", *flags)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "--cgmem-all: 0 test(s) measured, 0 over budget, 0 opted out, "
+            "4 never used CUDA (not measured)"
+        ]
+    )
+
+
 SETTINGS_FROM_A_FIXTURE = """
 import os
 

@@ -233,9 +233,7 @@ def test_a_type_checker_sees_each_public_name_from_its_home_and_no_other() -> No
         ("pytest_cgmem.results.ranks.DistributedResult", "metrics"),
     ],
 )
-def test_the_attributes_typed_for_a_type_checker_are_those_served(
-    holder: str, served: str
-) -> None:
+def test_the_attributes_typed_for_a_type_checker_are_those_served(holder: str, served: str) -> None:
     """Each class that serves the metrics through ``__getattr__`` declares them for a type
     checker; the declarations follow ``METRICS`` (and ``Details``), name for name."""
     from dataclasses import fields

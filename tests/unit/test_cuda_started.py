@@ -50,42 +50,70 @@ def test_a_stand_in_in_sys_modules_has_not_started_cuda(monkeypatch: pytest.Monk
     assert cuda_started() is False
 
 
-def _initialized(answer: object) -> types.ModuleType:
+def _cuda_module(initialized: object) -> types.ModuleType:
+    """A ``torch.cuda`` whose state says ``initialized``, and whose public
+    ``is_initialized`` a test patched to say the opposite and to spy on its callers."""
     cuda = types.ModuleType("torch.cuda")
-
-    def is_initialized() -> object:
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    cuda.is_initialized = is_initialized  # type: ignore[attr-defined]
+    cuda._initialized = initialized  # type: ignore[attr-defined]
+    cuda.is_initialized = mock.MagicMock(return_value=initialized is not True)  # type: ignore[attr-defined]
     return cuda
 
 
+def _bindings(in_bad_fork: object) -> types.ModuleType:
+    """A ``torch._C``: a CUDA build's (``_cuda_isInBadFork`` answers ``in_bad_fork``), or
+    a CPU build's (None: no such binding)."""
+    bindings = types.ModuleType("torch._C")
+    if in_bad_fork is not None:
+
+        def _cuda_isInBadFork() -> object:
+            if isinstance(in_bad_fork, Exception):
+                raise in_bad_fork
+            return in_bad_fork
+
+        bindings._cuda_isInBadFork = _cuda_isInBadFork  # type: ignore[attr-defined]
+    return bindings
+
+
 @pytest.mark.parametrize(
-    ("cuda", "started"),
+    ("initialized", "in_bad_fork", "started"),
     [
-        (_initialized(True), True),
-        (_initialized(False), False),
-        (_initialized(1), False),  # only True is an answer
-        (_initialized(RuntimeError("driver")), False),
-        (mock.MagicMock(), False),  # a test patched torch.cuda
-        (None, False),
+        (True, False, True),
+        (False, False, False),
+        (True, True, False),  # a forked child: its parent's CUDA is none of its own
+        (1, False, False),  # only True is torch's answer
+        (True, RuntimeError("driver"), False),
+        (True, None, False),  # a build without CUDA: its CUDA never starts
     ],
-    ids=["started", "not-started", "not-a-bool", "raises", "patched", "not-imported"],
+    ids=["started", "not-started", "bad-fork", "not-a-bool", "raises", "cpu-build"],
 )
-def test_the_installed_torch_is_asked_whether_cuda_started(
-    monkeypatch: pytest.MonkeyPatch, cuda: object, started: bool
+def test_torch_s_own_state_says_whether_cuda_started(
+    monkeypatch: pytest.MonkeyPatch, initialized: object, in_bad_fork: object, started: bool
+) -> None:
+    """Read as ``torch.cuda.is_initialized()`` reads it, without calling it: a fake-GPU
+    fixture's patched answer is not taken, and a spy on it sees no call of the plugin's."""
+    cuda = _cuda_module(initialized)
+    monkeypatch.setitem(sys.modules, "torch", _module("/site/torch/__init__.py"))
+    monkeypatch.setitem(sys.modules, "torch._C", _bindings(in_bad_fork))
+    monkeypatch.setitem(sys.modules, "torch.cuda", cuda)
+    assert cuda_started() is started
+    cuda.is_initialized.assert_not_called()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("cuda", [mock.MagicMock(), None], ids=["patched", "not-imported"])
+def test_a_torch_cuda_that_is_no_module_has_not_started(
+    monkeypatch: pytest.MonkeyPatch, cuda: object
 ) -> None:
     monkeypatch.setitem(sys.modules, "torch", _module("/site/torch/__init__.py"))
+    monkeypatch.setitem(sys.modules, "torch._C", _bindings(False))
     if cuda is None:
         monkeypatch.delitem(sys.modules, "torch.cuda", raising=False)
     else:
         monkeypatch.setitem(sys.modules, "torch.cuda", cuda)
-    assert cuda_started() is started
+    assert cuda_started() is False
 
 
 def test_no_torch_imported_has_not_started_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "torch", raising=False)
-    monkeypatch.setitem(sys.modules, "torch.cuda", _initialized(True))
+    monkeypatch.setitem(sys.modules, "torch._C", _bindings(False))
+    monkeypatch.setitem(sys.modules, "torch.cuda", _cuda_module(True))
     assert cuda_started() is False

@@ -565,6 +565,7 @@ CUDA_ENTRY_POINTS = (
     "_cuda_getDevice",
     "_cuda_resetPeakMemoryStats",
     "_cuda_hasPrimaryContext",
+    "_cuda_isInBadFork",
 )
 
 
@@ -577,6 +578,21 @@ def test_the_private_entry_points_the_torch_door_reads_exist() -> None:
     assert not missing, f"torch {torch.__version__} lacks {missing}"
     # what torch.cuda.cudart() returns, once CUDA has started: the region's cudaMemGetInfo
     assert hasattr(getattr(torch._C, "_cudart", None), "cudaMemGetInfo")
+
+
+def test_cuda_started_reads_the_state_torch_s_is_initialized_reads() -> None:
+    """``cuda_started`` reads ``torch.cuda._initialized`` and ``torch._C._cuda_isInBadFork``
+    as ``torch.cuda.is_initialized()`` does, not calling it (a test may patch it): the
+    function reads exactly those, in every release."""
+    import inspect
+
+    import torch.cuda
+
+    body = inspect.getsource(torch.cuda.is_initialized).strip().splitlines()[-1].strip()
+    assert body == "return _initialized and not _is_in_bad_fork()"
+    source = inspect.getsource(torch.cuda)
+    assert '_is_in_bad_fork = getattr(torch._C, "_cuda_isInBadFork", lambda: False)' in source
+    assert vars(torch.cuda)["_initialized"] is torch.cuda.is_initialized()
 
 
 @given(
