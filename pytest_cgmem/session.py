@@ -1829,7 +1829,7 @@ class CgmemSession:
 
             lines = summary(records, self.settings.summary)
             if self.settings.all:
-                lines[:0] = suite_summary(records, self.opted_out, len(self.never_used))
+                lines[:0] = suite_summary(records, self.opted_out, self.never_used)
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..checks.budgets import Budget
@@ -113,15 +113,18 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
 
 
 def suite_summary(
-    records: Sequence[TestRecord], opted_out: Mapping[str, str], never_on_gpu: int
+    records: Sequence[TestRecord], opted_out: Mapping[str, str], never_used: Iterable[str]
 ) -> list[str]:
-    """--cgmem-all: how many tests were measured, over budget, opted out (with reasons).
+    """--cgmem-all: how many tests were measured, over budget, opted out (with reasons),
+    and never used CUDA (``never_used``: their node ids).
 
     An opted-out test that recorded figures itself (``cgmem_record``, ``cgmem.distributed``)
-    counts as opted out, not measured: its figures are kept, and not judged."""
+    counts as opted out, not measured: its figures are kept, and not judged. A test whose
+    call never used CUDA but that recorded figures (in a fixture's teardown) is measured."""
     measured = [r for r in records if r.nodeid not in opted_out]
     over = sum(1 for r in measured if r.violations)
     recorded = {r.nodeid for r in records}
+    never_on_gpu = len(set(never_used) - recorded)
     lines = [
         f"--cgmem-all: {len(measured)} test(s) measured, {over} over budget, "
         f"{len(opted_out)} opted out, {never_on_gpu} never used CUDA (not measured)"

@@ -368,6 +368,46 @@ def test_the_suite_summary_counts_every_worker_s_tests_under_xdist(
     )
 
 
+RECORDED_IN_TEARDOWN = """
+import pytest
+
+
+@pytest.fixture
+def server(cgmem_record):
+    yield
+    cgmem_record("server", peak=1000)
+
+
+def test_served(server):
+    pass
+
+
+def test_cpu_only():
+    pass
+"""
+
+
+@pytest.mark.parametrize("flags", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_test_whose_teardown_recorded_figures_is_counted_once(
+    pytester: pytest.Pytester, flags: list[str]
+) -> None:
+    """Its call used no CUDA, and its fixture's teardown recorded figures: it is measured,
+    and not counted among the tests that never used CUDA too (before, it was both)."""
+    if flags:
+        pytest.importorskip("xdist")
+    pytester.makepyfile(test_teardown=RECORDED_IN_TEARDOWN)
+    result = pytester.runpytest("--cgmem-all", "--cgmem-json=run.json", *flags)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "--cgmem-all: 1 test(s) measured, 0 over budget, 0 opted out, "
+            "1 never used CUDA (not measured)"
+        ]
+    )
+    tests = json.loads((pytester.path / "run.json").read_text())["tests"]
+    assert [t["nodeid"] for t in tests] == ["test_teardown.py::test_served"]
+
+
 @pytest.mark.no_cuda
 def test_the_existing_suite_example_exits_0_where_there_is_no_gpu(
     pytester: pytest.Pytester,

@@ -318,20 +318,30 @@ def test_the_suite_summary_is_the_one_suite_md_quotes() -> None:
         measured(f"t.py::m{n}", MiB) for n in range(4)
     ]
     opted = {"test_suite.py::test_opted_out_leak": "keeps its tensor on purpose"}
-    assert suite_summary(records, opted, 1) == block("suite.md", "--cgmem-all: ")
+    assert suite_summary(records, opted, ["t.py::cpu"]) == block("suite.md", "--cgmem-all: ")
 
 
 def test_an_opted_out_test_that_recorded_figures_is_counted_opted_out_not_measured() -> None:
     """docs/suite.md: its line ends with `` (the figures it recorded are kept, not judged)``."""
     records = [over_budget("t.py::kept"), measured("t.py::a", MiB)]
     opted = {"t.py::kept": "records a server", "t.py::bare": "no GPU here"}
-    assert suite_summary(records, opted, 0) == [
+    assert suite_summary(records, opted, []) == [
         "--cgmem-all: 1 test(s) measured, 0 over budget, 2 opted out, "
         "0 never used CUDA (not measured)",
         "  opted out t.py::bare: no GPU here",
         "  opted out t.py::kept: records a server (the figures it recorded are kept, not judged)",
     ]
     assert "ends with ` (the figures it recorded are kept, not judged)`" in page("suite.md")
+
+
+def test_a_test_that_recorded_figures_after_a_call_without_cuda_is_measured_only() -> None:
+    """A fixture's teardown recorded figures for a test whose call never used CUDA: the
+    test is measured, not also counted as never having used CUDA."""
+    records = [measured("t.py::teardown_recorded", MiB)]
+    assert suite_summary(records, {}, ["t.py::teardown_recorded", "t.py::cpu"]) == [
+        "--cgmem-all: 1 test(s) measured, 0 over budget, 0 opted out, "
+        "1 never used CUDA (not measured)"
+    ]
 
 
 # -- the header --------------------------------------------------------------------------
