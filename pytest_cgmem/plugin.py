@@ -24,7 +24,7 @@ from .session import (
     TEST_HOOKS_NAME,
     CgmemSession,
     fixture_used_key,
-    regions_of,
+    region_adder,
     retire_earlier_outputs,
     runs_no_tests,
 )
@@ -405,7 +405,7 @@ def cgmem(request: pytest.FixtureRequest) -> CgmemFixture:
     from pytest_cgmem.fixture import CgmemFixture
 
     return CgmemFixture(
-        regions_of(request.node).append,
+        region_adder(request.node, "cgmem"),
         device=device,
         rank=rank,
         require_devices=_require_devices(request.config),
@@ -421,7 +421,9 @@ def cgmem_record(request: pytest.FixtureRequest) -> FigureRecorder:
     job = session.job
     from pytest_cgmem.fixture import FigureRecorder
 
-    return FigureRecorder(regions_of(request.node).append, None if job is None else job.rank)
+    return FigureRecorder(
+        region_adder(request.node, "cgmem_record"), None if job is None else job.rank
+    )
 
 
 @pytest.fixture
@@ -433,6 +435,6 @@ def cgmem_distributed(request: pytest.FixtureRequest) -> DistributedRunner:
     from pytest_cgmem.fixture import DistributedRunner
 
     return DistributedRunner(
-        regions_of(request.node).append,
+        region_adder(request.node, "cgmem_distributed"),
         _require_devices(request.config),
     )

@@ -90,6 +90,8 @@ _opened_key = pytest.StashKey[int]()
 """How many regions and graph logs this process had opened when the test's setup began."""
 _properties_key = pytest.StashKey[list[tuple[str, object]]]()
 """The JUnit properties this plugin added to the test (taken back before a rerun)."""
+_ended_key = pytest.StashKey[bool]()
+"""The test's teardown has ended: its record is made, and a region added now reaches none."""
 _ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _calling_key,
     regions_key,
@@ -102,6 +104,7 @@ _ATTEMPT_KEYS: tuple[pytest.StashKey[Any], ...] = (
     _properties_key,
     _late_key,
     _late_call_key,
+    _ended_key,
 )
 
 RESULT_ATTRIBUTE = "cgmem_result"
@@ -529,6 +532,24 @@ def regions_of(item: pytest.Item) -> list[RegionResult]:
     return regions
 
 
+def region_adder(item: pytest.Item, fixture: str) -> Callable[[RegionResult], None]:
+    """How the object a fixture of ours gave a test adds a finished region to that test.
+    Refused once the test has ended: an object kept past its test (by a wider-scoped
+    fixture, or a global) would give its figures to no test, silently."""
+
+    def add(region: RegionResult) -> None:
+        __tracebackhide__ = True
+        if _ended_key in item.stash:
+            raise CgmemUsageError(
+                f"{fixture}: the object {item.nodeid} was given is used after that test "
+                "ended, and its figures would reach no test; ask for the fixture in the "
+                "test (or a function-scoped fixture) whose figures it records"
+            )
+        regions_of(item).append(region)
+
+    return add
+
+
 def _forget_attempt(item: pytest.Item) -> None:
     """Drop what an earlier run of this test left (pytest-rerunfailures runs the same item
     again): its regions, verdict and diagnosis, and the JUnit properties it added."""
@@ -868,7 +889,7 @@ class CgmemSession:
         """Before the test's fixtures, after pytest's skip and xfail marks (a skip mark's
         reason wins over "no CUDA device"). A rerun starts with none of an earlier
         attempt's regions, verdict or JUnit properties."""
-        if _calling_key in item.stash or regions_key in item.stash:
+        if _calling_key in item.stash or regions_key in item.stash or _ended_key in item.stash:
             _forget_attempt(item)  # a rerun
         item.stash[_opened_key] = measurements_opened()
         if _usage_error_key in item.stash:
@@ -1127,6 +1148,7 @@ class CgmemSession:
                 self._after_fixtures(item, report, error, teardown_raised)
         finally:
             if call.when == "teardown":
+                item.stash[_ended_key] = True
                 self._after_teardown()
         return report
 
@@ -1135,7 +1157,7 @@ class CgmemSession:
         a rerun of one that asked for a fixture in an earlier attempt starts afresh. The
         regions opened so far are counted, as for every test: a failed call's frames are
         released only where the test measured or ran out of memory."""
-        if _calling_key in item.stash:
+        if _calling_key in item.stash or _ended_key in item.stash:
             _forget_attempt(item)
         item.stash[_opened_key] = measurements_opened()
         if self.tracking_lingers:

@@ -81,6 +81,36 @@ def test_a_rerun_is_judged_and_recorded_on_its_own_figures(pytester: pytest.Pyte
 
 
 @KEEPS_RERUNS
+def test_a_rerun_after_a_setup_error_records_with_its_new_recorder(
+    pytester: pytest.Pytester,
+) -> None:
+    """The first attempt ended in its setup, the rerun records: its recorder is its own
+    attempt's, not one of a test that ended (a recorder used after its test ended is
+    refused)."""
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makepyfile(
+        test_flaky_setup="""
+        import pytest
+
+        attempts = []
+
+        @pytest.fixture
+        def flaky():
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise RuntimeError("the first setup fails")
+
+        def test_recorded(cgmem_record, flaky):
+            cgmem_record("server", peak=100)
+        """
+    )
+    result = pytester.runpytest("--reruns=1", "--cgmem-json=run.json")
+    assert result.parseoutcomes() == {"passed": 1, "rerun": 1}
+    (test,) = _run_file(pytester)["tests"]
+    assert (test["outcome"], [r["label"] for r in test["regions"]]) == ("passed", ["server"])
+
+
+@KEEPS_RERUNS
 def test_a_rerun_under_xdist_keeps_only_the_last_attempt(pytester: pytest.Pytester) -> None:
     pytest.importorskip("pytest_rerunfailures")
     pytester.makepyfile(

@@ -117,6 +117,56 @@ def test_recorded_figures_over_budget_fail_the_call_phase(pytester: pytest.Pytes
     )
 
 
+KEPT_PAST_ITS_TEST = """
+import pytest
+
+kept = {}
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield kept
+    kept["recorder"]("server-shutdown", peak=10**9)  # in test_3's teardown
+
+
+@pytest.fixture
+def recorded_server(server, cgmem_record):
+    server.setdefault("recorder", cgmem_record)  # test_1's
+    return server
+
+
+def test_1(recorded_server):
+    pass
+
+
+def test_2_a_global_recorder():
+    kept["recorder"]("late", peak=1)
+
+
+def test_3(recorded_server):
+    pass
+"""
+
+
+def test_a_recorder_used_after_its_test_ended_is_refused(pytester: pytest.Pytester) -> None:
+    """A ``cgmem_record`` kept past its test (by a wider fixture, or a global) is refused
+    in one line where it is used. Before, its figures reached no test: a 1 GB figure over
+    a 100-byte budget passed, and the run file held no test."""
+    pytester.makepyfile(test_kept=KEPT_PAST_ITS_TEST)
+    result = pytester.runpytest(
+        "-p", "no:randomly", "--cgmem-budget=peak=100", "--cgmem-json=r.json"
+    )
+    result.assert_outcomes(passed=2, failed=1, errors=1)
+    refused = (
+        "*CgmemUsageError: cgmem_record: the object test_kept.py::test_1 was given is used "
+        "after that test ended, and its figures would reach no test; ask for the fixture in "
+        "the test (or a function-scoped fixture) whose figures it records"
+    )
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_3 *", refused])
+    result.stdout.fnmatch_lines(["*_ test_2_a_global_recorder _*", refused])
+    assert json.loads((pytester.path / "r.json").read_text())["tests"] == []
+
+
 def test_json_when_nothing_was_measured(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
