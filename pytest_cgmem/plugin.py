@@ -23,6 +23,7 @@ from .pinning import device_for_worker
 from .session import (
     TEST_HOOKS_NAME,
     CgmemSession,
+    fail_for_want_of_a_gpu,
     fixture_used_key,
     region_adder,
     retire_earlier_outputs,
@@ -388,7 +389,7 @@ def _require_devices(config: pytest.Config) -> Callable[[int], None]:
         if visible < count:
             message = f"cgmem: {count} ranks need {count} CUDA devices; {visible} visible"
             if session.settings.require_gpu:
-                pytest.fail(f"{message} (--cgmem-require-gpu)", pytrace=False)
+                fail_for_want_of_a_gpu(f"{message} (--cgmem-require-gpu)")
             pytest.skip(message)
 
     return require

@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import pytest
 
@@ -41,6 +41,21 @@ if TYPE_CHECKING:  # imported where a test is measured: a run that measures none
     from .results.records import RegionResult, TestRecord
 
 NO_GPU = "cgmem: no CUDA device"
+
+
+_GPU_REQUIRED = "cgmem_gpu_required"
+
+
+def fail_for_want_of_a_gpu(message: str) -> NoReturn:
+    """``--cgmem-require-gpu``'s failure where no GPU is (pytest's own ``Failed``, marked):
+    an error even in a test marked xfail, whose failures pytest would otherwise take for
+    the expected one (``_not_xfailed``)."""
+    __tracebackhide__ = True
+    error = pytest.fail.Exception(message, pytrace=False)
+    setattr(error, _GPU_REQUIRED, True)
+    raise error
+
+
 _T = TypeVar("_T")
 _D = TypeVar("_D")
 
@@ -532,6 +547,14 @@ def regions_of(item: pytest.Item) -> list[RegionResult]:
     return regions
 
 
+def _not_xfailed(report: pytest.TestReport) -> None:
+    """The report of a test ``fail_for_want_of_a_gpu`` stopped: a failure (an error in setup),
+    also where the test is marked xfail (pytest's xfail made it an expected failure)."""
+    if hasattr(report, "wasxfail"):
+        del report.wasxfail
+        report.outcome = "failed"
+
+
 def region_adder(item: pytest.Item, fixture: str) -> Callable[[RegionResult], None]:
     """How the object a fixture of ours gave a test adds a finished region to that test.
     Refused once the test has ended: an object kept past its test (by a wider-scoped
@@ -870,7 +893,7 @@ class CgmemSession:
 
     def _no_gpu(self) -> None:
         if self.settings.require_gpu:
-            pytest.fail(f"{NO_GPU} ({self.settings.source('require_gpu')})", pytrace=False)
+            fail_for_want_of_a_gpu(f"{NO_GPU} ({self.settings.source('require_gpu')})")
         raise pytest.skip.Exception(NO_GPU, _use_item_location=True)
 
     def confirm_cuda(self) -> None:
@@ -1133,6 +1156,8 @@ class CgmemSession:
             call.excinfo = _raised(error)
         report = yield
         try:
+            if call.excinfo is not None and getattr(call.excinfo.value, _GPU_REQUIRED, False):
+                _not_xfailed(report)
             if call.when == "call":
                 if _late_key in item.stash and _calling_key not in item.stash:
                     item.stash[_late_call_key] = True  # the call wrapper never ran

@@ -61,6 +61,64 @@ def test_require_gpu_s_failure_is_its_message_not_the_plugin_s_frames(
     assert [line for line in result.stdout.lines if "pytest_cgmem" + "/" in line] == []
 
 
+XFAIL_MARKED = """
+import pytest
+
+import pytest_cgmem
+
+
+def ranks(rank, world_size):
+    pass
+
+
+@pytest.mark.cgmem(peak=1)
+@pytest.mark.xfail(strict=True)
+def test_marked_strict():
+    pass
+
+
+@pytest.mark.cgmem(peak=1)
+@pytest.mark.xfail
+def test_marked():
+    pass
+
+
+@pytest.mark.xfail(raises=pytest_cgmem.BudgetExceeded)
+def test_with_the_fixture(cgmem):
+    pass
+
+
+@pytest.mark.xfail
+def test_distributed_nccl(cgmem_distributed):
+    cgmem_distributed(ranks, world_size=2, backend="nccl")
+
+
+@pytest.mark.xfail(run=False)
+def test_not_run(cgmem):
+    pass
+"""
+
+
+@pytest.mark.no_cuda
+def test_require_gpu_fails_a_test_marked_xfail_too(pytester: pytest.Pytester) -> None:
+    """--cgmem-require-gpu's failure is not the failure an xfail mark expects: before, any
+    of these tests passed as XFAIL on a machine with no GPU, silently. A test xfail does not
+    run needs no GPU."""
+    pytester.makepyfile(test_xfail=XFAIL_MARKED)
+    result = pytester.runpytest("--cgmem-require-gpu", "-rEfx")
+    result.assert_outcomes(errors=3, failed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "ERROR test_xfail.py::test_marked_strict - Failed: cgmem: no CUDA device (*",
+            "ERROR test_xfail.py::test_marked - Failed: cgmem: no CUDA device (*",
+            "ERROR test_xfail.py::test_with_the_fixture - Failed: cgmem: no CUDA device (*",
+            "FAILED test_xfail.py::test_distributed_nccl - Failed: cgmem: no CUDA device (*",
+            "XFAIL * test_xfail.py::test_not_run - [[]NOTRUN[]]*",
+        ],
+        consecutive=False,
+    )
+
+
 UNUSED_RUN_IMPORTS = {
     "pytest_cgmem",
     "pytest_cgmem.checks",
