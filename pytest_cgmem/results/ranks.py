@@ -18,7 +18,7 @@ from ..checks.budgets import parse_budget
 from ..failures import BudgetExceeded, RankFailed
 from ..metrics import METRICS, Number, names, rank_label
 from ..units import CgmemUsageError, as_float, as_whole, short_repr
-from .records import DISTRIBUTED_LAUNCHER, DeviceFigures, RegionResult
+from .records import DISTRIBUTED_LAUNCHER, DeviceFigures, MetricAttributes, RegionResult
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds a ``cgmem.distributed`` call may take, start-up and measuring included."""
@@ -264,7 +264,7 @@ class RankResult:
         self.region = region
         self.value = value
 
-    if not TYPE_CHECKING:  # a type checker sees the metrics above, and no other name
+    if not TYPE_CHECKING:  # a type checker sees the metrics declared, and no other name
 
         def __getattr__(self, name: str) -> Any:
             if name in METRICS:
@@ -297,7 +297,7 @@ class RankResult:
         return f"<RankResult rank {self.rank} cuda:{self.device} {shown}>"
 
 
-class DistributedResult:
+class DistributedResult(MetricAttributes):
     """What ``cgmem.distributed`` returns: every rank's figures.
 
     ``result.per_rank[1].leak`` is rank 1's; ``result.leak`` the largest over the ranks
@@ -307,25 +307,13 @@ class DistributedResult:
     and ``check`` finds nothing over budget: there was nothing to measure.
     """
 
-    # The metrics (``METRICS``), the largest over the ranks, typed for a type checker;
-    # read through ``__getattr__``.
-    peak: Number | None
-    reserved: Number | None
-    leak: Number | None
-    device: Number | None
-    non_torch: Number | None
-    reserved_ratio: Number | None
-    graph_pool: Number | None
-    graphs: Number | None
-    replays: Number | None
-
     def __init__(self, launch: Launch, per_rank: Mapping[int, RankResult]) -> None:
         self.world_size = launch.world_size
         self.backend = launch.backend
         self.label = launch.label
         self.per_rank: dict[int, RankResult] = dict(sorted(per_rank.items()))
 
-    if not TYPE_CHECKING:  # a type checker sees the metrics above, and no other name
+    if not TYPE_CHECKING:  # a type checker sees the metrics declared, and no other name
 
         def __getattr__(self, name: str) -> Any:
             if name in METRICS:

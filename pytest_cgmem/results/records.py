@@ -46,17 +46,12 @@ _DETAIL_NAMES = frozenset(DETAIL_FIELDS)
 _NO_DETAILS = Details()
 
 
-class DeviceFigures:
-    """One region's figures on one CUDA device: ``figures.peak``, ``figures.leak``...
+class MetricAttributes:
+    """The metrics (``METRICS``) as attributes, typed for a type checker; a subclass
+    serves them through its ``__getattr__`` (None where unknown)."""
 
-    Build it with keywords: metric names (unknown ones raise TypeError; a metric not
-    given takes its ``Metric.default``, mostly None: unknown) and the ``Details`` fields.
-    """
+    __slots__ = ()
 
-    __slots__ = ("details", "figures", "index")
-
-    # The metrics (``METRICS``) and the details (``Details``), typed for a type checker;
-    # read through ``__getattr__``.
     peak: Number | None
     reserved: Number | None
     leak: Number | None
@@ -66,6 +61,18 @@ class DeviceFigures:
     graph_pool: Number | None
     graphs: Number | None
     replays: Number | None
+
+
+class DeviceFigures(MetricAttributes):
+    """One region's figures on one CUDA device: ``figures.peak``, ``figures.leak``...
+
+    Build it with keywords: metric names (unknown ones raise TypeError; a metric not
+    given takes its ``Metric.default``, mostly None: unknown) and the ``Details`` fields.
+    """
+
+    __slots__ = ("details", "figures", "index")
+
+    # The details (``Details``), typed for a type checker; read through ``__getattr__``.
     allocated_start: int
     reserved_start: int
     allocated_end: int
@@ -108,7 +115,7 @@ class DeviceFigures:
         made.details = details
         return made
 
-    if not TYPE_CHECKING:  # a type checker sees the names above, and no other
+    if not TYPE_CHECKING:  # a type checker sees the names declared, and no other
 
         def __getattr__(self, name: str) -> Any:
             if name in METRICS:

@@ -242,7 +242,11 @@ def test_the_attributes_typed_for_a_type_checker_are_those_served(holder: str, s
     from pytest_cgmem.results.records import Details
 
     module, _, name = holder.rpartition(".")
-    declared = getattr(importlib.import_module(module), name).__annotations__
+    declared = {
+        key: kind
+        for cls in reversed(getattr(importlib.import_module(module), name).__mro__)
+        for key, kind in vars(cls).get("__annotations__", {}).items()
+    }
     expected = list(METRICS)
     if served == "metrics but device":
         expected.remove("device")
