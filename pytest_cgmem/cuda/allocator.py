@@ -158,8 +158,8 @@ def own_pool(index: int) -> AbstractContextManager[Any]:
         return contextlib.nullcontext()
     pool = _own_pools.get(index)
     if pool is None:
-        # a pool needs torch's CUDA state, and a region may be the first use of CUDA
-        torch.cuda.init()  # type: ignore[no-untyped-call]
+        if not cuda_initialized():  # a pool needs torch's CUDA state: this may be its start
+            torch.cuda.init()  # type: ignore[no-untyped-call]
         with torch.cuda.device(index):
             pool = _own_pools[index] = torch.cuda.MemPool()
     return torch.cuda.use_mem_pool(pool, index)
@@ -179,14 +179,23 @@ def mem_info(index: int) -> tuple[int, int]:
     ``torch.cuda.mem_get_info(index)`` returns, straight from ``torch.cuda.cudart()``."""
     global _cudart
     if _cudart is None:
-        _cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
+        # once CUDA has started, torch.cuda's own binding: cudart() would call a test's
+        # patch of torch.cuda.is_initialized
+        _cudart = _CUDA_STATE.get("_cudart") if cuda_initialized() else None
+        if _cudart is None:
+            _cudart = torch.cuda.cudart()  # type: ignore[no-untyped-call]
     free, total = _cudart.cudaMemGetInfo(index)
     return int(free), int(total)
 
 
 def device_uuid(index: int) -> Any:
-    """The device's UUID (to find its NVML handle); call it outside a capture."""
-    return torch.cuda.get_device_properties(index).uuid
+    """The device's UUID (to find its NVML handle); call it outside a capture. Once CUDA
+    has started, through the getter torch's CUDA start defines (``get_device_properties``
+    would call a test's patch of ``torch.cuda.is_initialized``)."""
+    getter = _CUDA_STATE.get("_get_device_properties") if cuda_initialized() else None
+    if getter is None:
+        return torch.cuda.get_device_properties(index).uuid
+    return getter(index).uuid
 
 
 def cuda_initialized() -> bool:

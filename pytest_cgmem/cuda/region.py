@@ -93,8 +93,8 @@ def warm_up(index: int) -> None:
         return
     with torch.cuda.device(index):
         _warm_handles(index)
-        torch.cuda.synchronize()
-    nvml().handle(index, torch.cuda.get_device_properties(index).uuid)
+        allocator.synchronize(index)
+    nvml().handle(index, allocator.device_uuid(index))
     _warmed.add(index)
 
 

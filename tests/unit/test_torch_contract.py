@@ -595,6 +595,25 @@ def test_cuda_started_reads_the_state_torch_s_is_initialized_reads() -> None:
     assert vars(torch.cuda)["_initialized"] is torch.cuda.is_initialized()
 
 
+def test_what_the_region_reads_instead_of_the_public_getters_is_what_they_return() -> None:
+    """Once CUDA has started, the region reads torch.cuda's ``_cudart`` and the
+    ``_get_device_properties`` CUDA's start defines, as ``cudart()`` and
+    ``get_device_properties()`` return them after their ``_lazy_init()``, which would call
+    a test's patch of ``is_initialized``."""
+    import inspect
+
+    import torch.cuda
+
+    def last_line(function: Any) -> str:
+        return inspect.getsource(function).strip().splitlines()[-1].strip()
+
+    assert last_line(torch.cuda.cudart) == "return _cudart"
+    assert last_line(torch.cuda.get_device_properties).startswith(
+        "return _get_device_properties(device)"
+    )
+    assert "_cudart" in vars(torch.cuda)
+
+
 @given(
     st.lists(
         st.sampled_from(
