@@ -80,12 +80,16 @@ def allocated_reserved(index: int) -> tuple[int, int]:
 
 
 def synchronize(index: int | None = None) -> None:
-    """Wait for ``index`` (default: the current device); straight to torch's binding when
-    that is the current device of a started CUDA (a region does this twice)."""
-    if cuda_initialized() and (index is None or index == torch._C._cuda_getDevice()):
+    """Wait for ``index`` (default: the current device); once CUDA has started, straight to
+    torch's binding (a region does this twice), as ``torch.cuda.synchronize`` does after
+    its ``_lazy_init()``, which would call a test's patch of ``is_initialized``."""
+    if not cuda_initialized():
+        torch.cuda.synchronize(index)
+    elif index is None or index == torch._C._cuda_getDevice():
         torch._C._cuda_synchronize()
     else:
-        torch.cuda.synchronize(index)
+        with torch.cuda.device(index):
+            torch._C._cuda_synchronize()
 
 
 def has_context(index: int) -> bool:
@@ -108,7 +112,7 @@ def settle_and_empty_cache() -> None:
     """Wait for every device holding memory, then give cached blocks back to the driver."""
     for index in range(device_count()):
         if current(stats(index), "reserved_bytes"):
-            torch.cuda.synchronize(index)
+            synchronize(index)
     torch.cuda.empty_cache()
 
 

@@ -121,21 +121,38 @@ def test_a_starts_cuda():
     torch.ones(1, device="cuda")
 
 
+SEEN = []
+
+
 @pytest.fixture
 def callers(monkeypatch):
-    is_initialized, seen = torch.cuda.is_initialized, []
+    is_initialized = torch.cuda.is_initialized
 
     def spy():
-        seen.append("".join(traceback.format_stack(limit=6)))
+        SEEN.append("".join(traceback.format_stack(limit=6)))
         return is_initialized()
 
     monkeypatch.setattr(torch.cuda, "is_initialized", spy)
-    return seen
+    return SEEN
 
 
 def test_b_spied(callers):  # the process's first region (the warm-up's) is this test's
     torch.ones(1, device="cuda").sum().item()
     assert callers == []
+
+
+class Node:
+    pass
+
+
+def test_b2_spied_through_a_leak_check(callers):  # its region's stop confirms no leak
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    a.tensor = torch.empty(4096, device="cuda")
+
+
+def test_b3_the_spies_saw_no_call_of_the_plugin_s():
+    assert SEEN == []
 
 
 def test_c_told_cuda_has_not_started(monkeypatch):
@@ -148,18 +165,24 @@ def test_a_patched_is_initialized_neither_sees_the_plugin_nor_hides_cuda(
     pytester: pytest.Pytester,
 ) -> None:
     """Measured tests whose ``torch.cuda.is_initialized`` a test spied on or patched to
-    say False: the spy sees no call of the plugin's (before, each region's synchronize and
-    device reading called it), and the test that was told CUDA had not started is
-    measured (before, it was counted as never having used CUDA)."""
+    say False: the spy sees no call of the plugin's, in the warm-up, a region's start and
+    stop or a leak check (before, torch functions the plugin called each called it), and
+    the test that was told CUDA had not started is measured (before, it was counted as
+    never having used CUDA)."""
     pytester.makepyfile(test_spied=SPIED_SUITE)
     result = pytester.runpytest_subprocess(*SUITE_WIDE)
-    result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["*--cgmem-all: 3 test(s) measured, 0 over budget*"])
-    assert sorted(measured_tests(pytester)) == [
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*--cgmem-all: 5 test(s) measured, 0 over budget*"])
+    measured = measured_tests(pytester)
+    assert sorted(measured) == [
         "test_a_starts_cuda",
+        "test_b2_spied_through_a_leak_check",
+        "test_b3_the_spies_saw_no_call_of_the_plugin_s",
         "test_b_spied",
         "test_c_told_cuda_has_not_started",
     ]
+    garbage = measured["test_b2_spied_through_a_leak_check"]["regions"][0]["devices"][0]
+    assert garbage["gc_freed"] > 0 and garbage["leak"] == 0
 
 
 RAISING_SUITE = """

@@ -597,9 +597,9 @@ def test_cuda_started_reads_the_state_torch_s_is_initialized_reads() -> None:
 
 def test_what_the_region_reads_instead_of_the_public_getters_is_what_they_return() -> None:
     """Once CUDA has started, the region reads torch.cuda's ``_cudart`` and the
-    ``_get_device_properties`` CUDA's start defines, as ``cudart()`` and
-    ``get_device_properties()`` return them after their ``_lazy_init()``, which would call
-    a test's patch of ``is_initialized``."""
+    ``_get_device_properties`` CUDA's start defines, and synchronizes through the binding,
+    as ``cudart()``, ``get_device_properties()`` and ``synchronize()`` do after their
+    ``_lazy_init()``, which would call a test's patch of ``is_initialized``."""
     import inspect
 
     import torch.cuda
@@ -612,6 +612,12 @@ def test_what_the_region_reads_instead_of_the_public_getters_is_what_they_return
         "return _get_device_properties(device)"
     )
     assert "_cudart" in vars(torch.cuda)
+    synchronize = [line.strip() for line in inspect.getsource(torch.cuda.synchronize).splitlines()]
+    assert synchronize[-3:] == [
+        "_lazy_init()",
+        "with torch.cuda.device(device):",
+        "return torch._C._cuda_synchronize()",
+    ]
 
 
 @given(
