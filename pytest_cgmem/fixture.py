@@ -75,8 +75,8 @@ class Measurement:
     """
 
     # The metrics (``METRICS``), typed for a type checker; read through ``__getattr__``.
-    peak: int
-    reserved: int
+    peak: int | None  # None: no device the region watched was used (``devices=``)
+    reserved: int | None
     leak: int | None  # None: the region ended by an exception
     device: int | None
     non_torch: int | None

@@ -29,7 +29,9 @@ from .installed import (
 PoolId = tuple[int, int]
 Stats = dict[str, Any]
 
-_CUDA_STATE: dict[str, Any] = vars(torch.cuda)
+# torch's own torch.cuda, where a fixture set up before this first import replaced the
+# attribute (``monkeypatch.setattr(torch, "cuda", fake)``)
+_CUDA_STATE: dict[str, Any] = vars(sys.modules["torch.cuda"])
 _IN_BAD_FORK: Callable[[], bool] = getattr(torch._C, "_cuda_isInBadFork", lambda: False)
 
 

@@ -29,9 +29,9 @@ def test_measure(cgmem: CgmemFixture) -> None:
     with cgmem.measure("prefill") as m:
         pass
     assert_type(m, Measurement)
-    assert_type(m.peak, int)
-    assert m.peak < 600 * 2**20
-    assert_type(m.reserved, int)
+    assert_type(m.peak, int | None)
+    assert m.peak is not None and m.peak < 600 * 2**20
+    assert_type(m.reserved, int | None)
     assert_type(m.leak, int | None)
     assert_type(m.reserved_ratio, float | None)
     assert_type(m.per_device[0], DeviceFigures)
