@@ -1182,7 +1182,7 @@ class CgmemSession:
         a rerun of one that asked for a fixture in an earlier attempt starts afresh. The
         regions opened so far are counted, as for every test: a failed call's frames are
         released only where the test measured or ran out of memory."""
-        if _calling_key in item.stash or _ended_key in item.stash:
+        if _calling_key in item.stash:
             _forget_attempt(item)
         item.stash[_opened_key] = measurements_opened()
         if self.tracking_lingers:
