@@ -198,22 +198,20 @@ def test_on_the_cpu():
 """
 
 
-@pytest.mark.parametrize(
-    "flags", [["--cgmem-all"], ["--cgmem-all", "-n", "1"]], ids=["serial", "xdist"]
-)
 def test_a_patched_or_spied_is_initialized_is_neither_called_nor_believed(
     pytester: pytest.Pytester,
     run_without_a_cuda_context: Callable[..., pytest.RunResult],
-    flags: list[str],
 ) -> None:
     """Whether a test started CUDA is read from torch's own state. Before, --cgmem-all
     asked ``torch.cuda.is_initialized()``, which a fake-GPU fixture patches: a spy saw the
     plugin's calls, a fixture's ``lambda: True`` had the test skipped as "no CUDA device"
     or failed from inside the plugin, and a patch in the body left the test counted
-    nowhere."""
+    nowhere (an xdist worker's count reaches the controller as
+    test_suite_wide.py's xdist tests check)."""
     pytester.makepyfile(test_patched=SPIED_AND_FAKED_CUDA)
-    run = pytester.runpytest if "-n" in flags else run_without_a_cuda_context
-    result = run("-p", "no:cacheprovider", "--cgmem-budget=leak=0", *flags)
+    result = run_without_a_cuda_context(
+        "-p", "no:cacheprovider", "--cgmem-all", "--cgmem-budget=leak=0"
+    )
     result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(
         [
