@@ -10,17 +10,17 @@ import pkgutil
 
 import pytest
 
-LEAN_RUNS = ("benchmark", "rerunfailures")
+LEAN_RUNS = ("benchmark", "rerunfailures", "hypothesispytest")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "lean_runs(on=True, keep=()): the test's pytester runs (in process, in subprocesses, "
-        "their xdist workers) load neither pytest-benchmark nor pytest-rerunfailures, which "
-        "are not what it checks; keep is a tuple of those of the two it checks "
-        "(keep=('rerunfailures',)), "
-        "and lean_runs(False) on a test of a marked module loads both again",
+        "their xdist workers) load none of pytest-benchmark, pytest-rerunfailures and "
+        "Hypothesis's plugin, which are not what it checks; keep is a tuple of those of the "
+        "three it checks (keep=('rerunfailures',)), "
+        "and lean_runs(False) on a test of a marked module loads all three again",
     )
 
 
@@ -29,12 +29,13 @@ def pytester(
     pytester: pytest.Pytester, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> pytest.Pytester:
     """The project's pytester (conftest.py), lean where the test is marked ``lean_runs``
-    (less the plugins its ``keep`` names): loading the two plugins, and pytest-benchmark's
+    (less the plugins its ``keep`` names): loading the three plugins, and pytest-benchmark's
     start (it runs ``git`` and ``file``), is a good part of a short run's cost (an in-process
-    run of one test: 43 ms of CPU lean, 66 ms with both). Its runs print 80 columns wide
-    whatever the terminal, so the lines a test matches do not depend on where the suite
-    runs (a wide terminal gives a short summary line room for the message, a narrow one
-    cuts it).
+    run of one test: 43 ms of CPU lean, 66 ms with both; Hypothesis's plugin imports
+    Hypothesis at a run's end, about 0.1 s of CPU in each pytest subprocess). Its runs print
+    80 columns wide whatever the terminal, so the lines a test matches do not depend on
+    where the suite runs (a wide terminal gives a short summary line room for the message,
+    a narrow one cuts it).
 
     A GPU test's runs start with no garbage left by the tests before it in this process: an
     earlier in-process run's test modules become garbage when pytester takes them out of
