@@ -4,6 +4,7 @@ of ours asked for at run time still has its test judged (no GPU needed)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -531,3 +532,30 @@ def test_a_late_fixture_s_figures_in_a_failing_test_are_judged_for_its_report(
     result.stdout.fnmatch_lines(
         ["E       assert (1 + 1) == 3", "  peak * 2.00 MiB   budget * 1.00 MiB  OVER"]
     )
+
+
+def test_a_run_started_after_the_plugin_was_imported_gives_no_rewrite_warning(
+    pytester: pytest.Pytester,
+) -> None:
+    """The package imported before a pytest run begins (by a program, or by an outer run
+    where pytest's rewriting hook did not load it: an editable install's finder) is not
+    warned about as "already imported so cannot be rewritten" when the run marks it for
+    rewriting. A checkout's editable install leaves ``pytest_cgmem.egg-info`` beside the
+    package, which names the package's files to every run with the checkout on
+    ``sys.path``: under ``-W error`` each pytester run of the project's suite started by
+    ``.venv/bin/pytest`` was an internal error."""
+    info = pytester.mkdir("pytest_cgmem.egg-info")
+    (info / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: pytest-cgmem\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[pytest11]\ncgmem = pytest_cgmem.plugin\n")
+    (info / "SOURCES.txt").write_text("pytest_cgmem/__init__.py\npytest_cgmem/plugin.py\n")
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = pytester.run(
+        sys.executable,
+        "-c",
+        "import sys\n"
+        "sys.path.insert(0, '.')\n"
+        "import pytest, pytest_cgmem\n"
+        "sys.exit(pytest.main(['-W', 'error', '-p', 'no:cacheprovider', 'test_a.py']))",
+    )
+    assert result.ret == 0, result.stderr.str()
+    result.stdout.fnmatch_lines(["*1 passed*"])
