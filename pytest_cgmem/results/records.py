@@ -140,12 +140,13 @@ class DeviceFigures(MetricAttributes):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
-        """Back from the run-file form; keys this version does not know are ignored."""
+        """Back from the run-file form; keys this version does not know are ignored, and a
+        metric the mapping leaves out is unknown (None), whatever its default: a graph
+        count of 0 read into a dict that never said so compared as an improvement."""
         _check_shape(data, "a run file's device (index and figures)", _DEVICE_SHAPE)
-        return cls(
-            int(data["index"]),
-            **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES},
-        )
+        values: dict[str, Any] = dict.fromkeys(METRICS)
+        values.update((k, v) for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES)
+        return cls(int(data["index"]), **values)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DeviceFigures):

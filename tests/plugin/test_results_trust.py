@@ -1028,3 +1028,38 @@ def test_a_crashed_attempt_run_again_leaves_a_complete_run(pytester: pytest.Pyte
     (lost,) = doc["workers_lost"]
     assert lost["test"] == "test_crash.py::test_crashes_once"
     assert lost["worker"] == (pytester.path / "crashed-once").read_text()
+
+
+def test_a_region_read_from_a_dict_that_names_no_graph_figure_compares_none(
+    pytester: pytest.Pytester,
+) -> None:
+    """A ``RegionResult.from_dict`` of a dict that gives a peak alone, recorded against a
+    baseline that holds graph figures, has no graph figures: none is read as 0 and
+    reported as an improvement, nor written to the run file as measured."""
+    pytester.makepyfile(
+        test_g="""
+        def test_srv(cgmem_record):
+            cgmem_record("server", peak="100 MiB", graphs=3, graph_pool="64 MiB")
+        """
+    )
+    pytester.runpytest("--cgmem-save-baseline=base.json").assert_outcomes(passed=1)
+    pytester.makepyfile(
+        test_g="""
+        from pytest_cgmem import RegionResult
+
+        def test_srv(cgmem_record):
+            cgmem_record(RegionResult.from_dict(
+                {"label": "server", "seconds": 0.1, "devices": [{"index": 0, "peak": 104857600}]}
+            ))
+        """
+    )
+    result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-json=new.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*improv*graph*")
+    (device,) = runfile.load_run(pytester.path / "new.json")["tests"][0]["regions"][0]["devices"]
+    assert (device["peak"], device["graph_pool"], device["graphs"], device["replays"]) == (
+        104857600,
+        None,
+        None,
+        None,
+    )
