@@ -1859,12 +1859,13 @@ class CgmemSession:
     def pytest_report_header(self) -> list[str]:
         if self.baseline is None or self.worker is not None:
             return []
+        from .results.jsonio import visible
         from .results.runfile import incomplete
 
         why = incomplete(self.baseline.document)
         if why is None:
             return []
-        return [f"cgmem: baseline {self.baseline.path} is from an incomplete run ({why})"]
+        return [f"cgmem: baseline {self.baseline.path} is from an incomplete run ({visible(why)})"]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if runs_no_tests(self.config) and not self.errors:
@@ -1884,6 +1885,7 @@ class CgmemSession:
         results = list(self.lines)
         if self.baseline is not None:
             from .reports.text import baseline_summary
+            from .results.jsonio import visible
             from .results.runfile import incomplete
 
             found = baseline_summary(self.baseline.path, records, self.baseline.nodeids)
@@ -1891,8 +1893,8 @@ class CgmemSession:
             if why is not None:
                 found.insert(
                     1,
-                    f"  note: the baseline is from an incomplete run ({why}); tests it lacks "
-                    "count as new",
+                    f"  note: the baseline is from an incomplete run ({visible(why)}); tests "
+                    "it lacks count as new",
                 )
             results[:0] = found
         if results or self.errors:

@@ -8,6 +8,7 @@ from typing import Any
 from ..checks.budgets import Budget
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.graphfigures import has_figures
+from ..results.jsonio import visible
 from ..results.records import RegionResult, TestRecord
 
 RAISED_NOTE = (
@@ -78,7 +79,7 @@ def section(
             lines.append(f"{name}: no figures ({result.extra.get('unmeasured') or 'no device'})")
         lines.extend(f"  {line}" for line in result.extra.get("lines", ()))
         if result.error:
-            lines.append(f"  region ended by {result.error}")
+            lines.append(f"  region ended by {visible(result.error)}")
     return "\n".join(lines)
 
 

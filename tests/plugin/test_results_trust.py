@@ -1063,3 +1063,36 @@ def test_a_region_read_from_a_dict_that_names_no_graph_figure_compares_none(
         None,
         None,
     )
+
+
+def test_text_a_file_or_a_region_result_brings_is_printed_with_its_control_characters_written_out(
+    pytester: pytest.Pytester,
+) -> None:
+    """A baseline's ``incomplete_reason`` (a file edited by hand, or another tool's) and a
+    ``RegionResult``'s ``error`` reach the terminal as one line each, with a newline or an
+    escape sequence's ESC written out as ``cgmem`` writes them, not raw."""
+    pytester.makepyfile(test_a="def test_a(cgmem_record):\n    cgmem_record('r', peak=1)\n")
+    pytester.runpytest("--cgmem-json=base.json").assert_outcomes(passed=1)
+    document = json.loads((pytester.path / "base.json").read_text())
+    document.update(complete=False, incomplete_reason="a\nb\x1b[31m")
+    (pytester.path / "base.json").write_text(json.dumps(document))
+    pytester.makepyfile(
+        test_a="""
+        from pytest_cgmem import DeviceFigures, RegionResult
+
+        def test_a(cgmem_record):
+            error = "boom\\n\\x1b[31mRED"
+            cgmem_record(RegionResult("r", (DeviceFigures(0, peak=5),), 0.0, error, {}))
+        """
+    )
+    result = pytester.runpytest("--cgmem-baseline=base.json", "--cgmem-budget=peak=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            r"cgmem: baseline base.json is from an incomplete run (a\nb\x1b[[]31m)",
+            r"  region ended by boom\n\x1b[[]31mRED",
+            r"  note: the baseline is from an incomplete run (a\nb\x1b[[]31m); tests it lacks *",
+        ],
+        consecutive=False,
+    )
+    assert "\x1b" not in result.stdout.str()
