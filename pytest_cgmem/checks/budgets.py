@@ -187,6 +187,10 @@ def check(
             f"got {short_repr(budget)}"
         )
     for name, value in figures.items():
+        if name not in METRICS:  # a misspelt figure would never be over its budget
+            raise CgmemUsageError(
+                f"check: unknown figure {short_repr(name)} (valid: {', '.join(METRICS)})"
+            )
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
         ):

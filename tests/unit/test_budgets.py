@@ -278,8 +278,14 @@ def test_a_budget_made_directly_takes_what_parse_budget_gives(limits: dict[str, 
             Budget({"leak": 0}),
             "check: figure 'leak' must be a finite number or None, got nan",
         ),
+        (
+            {"peek": 5},
+            Budget({"peak": 1}),
+            "check: unknown figure 'peek' (valid: peak, reserved, leak, device, non_torch, "
+            "reserved_ratio, graph_pool, graphs, replays)",
+        ),
     ],
-    ids=["dict-budget", "list-figures", "str-figure", "bool-figure", "nan-figure"],
+    ids=["dict-budget", "list-figures", "str-figure", "bool-figure", "nan-figure", "misspelt"],
 )
 def test_check_names_a_wrong_argument(figures: object, budget: object, message: str) -> None:
     """A dict for the budget was an AttributeError ('dict' object has no attribute
