@@ -135,7 +135,9 @@ def _working_folder(command: str) -> Path:
 def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     """The file ``-o`` names (symlinks resolved), once it is known that writing it replaces
     no input and nothing but what this command writes (``outputs.existing_problem``); an
-    earlier output there is removed before the command reads its inputs."""
+    earlier output there is removed before the command reads its inputs. Spaces around the
+    path are dropped, as the plugin's options drop them."""
+    given = given.strip()
     where = f"cgmem {command}: -o {given!r}"
     if not given:
         raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")

@@ -66,6 +66,9 @@ def contents(folder: Path) -> dict[str, str]:
         (["merge", "link.json", "-o", "base.json"], "-o 'base.json': it is the input file 'link"),
         (["report", "base.json", "-o", ""], "cgmem report: -o is empty; give a file path"),
         (["merge", "base.json", "-o", ""], "cgmem merge: -o is empty; give a file path"),
+        (["merge", "base.json", "-o", "  "], "cgmem merge: -o is empty; give a file path"),
+        (["report", "base.json", "-o", " \t"], "cgmem report: -o is empty; give a file path"),
+        (["merge", "base.json", "-o", " base.json "], "-o 'base.json': it is the input file"),
         (["merge", "base.json", "-o", "adir"], "cgmem merge: -o 'adir': it is a folder; give a"),
         (["report", "base.json", "-o", "adir"], "cgmem report: -o 'adir': it is a folder; give"),
         (["merge", "base.json", "-o", "/dev/null"], "-o '/dev/null': it is not a regular file"),
@@ -136,6 +139,13 @@ def test_a_symlinked_output_is_written_through(folder: Path) -> None:
     assert cli.main(["merge", "base.json", "-o", "to_other.json"]) == 0
     assert (folder / "to_other.json").is_symlink()
     assert json.loads((folder / "other.json").read_text())["merged_from"] == ["base.json"]
+
+
+def test_spaces_around_an_output_path_are_dropped_as_the_plugin_s_options_drop_them(
+    folder: Path,
+) -> None:
+    assert cli.main(["merge", "base.json", "-o", " m.json\t"]) == 0
+    assert [p.name for p in folder.glob("*m.json*")] == ["m.json"]
 
 
 def test_a_report_without_title_is_titled_gpu_memory(folder: Path) -> None:
