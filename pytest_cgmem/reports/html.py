@@ -13,7 +13,7 @@ from typing import Any
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.baseline import compare_runs
 from ..results.graphfigures import ordered, size_series
-from ..results.runfile import incomplete, known
+from ..results.runfile import created_order, incomplete, known
 from ..settings import DEFAULT_TOLERANCE
 from ..units import MiB
 from .charts import OK as _OK
@@ -299,7 +299,7 @@ def _incomplete(doc: Mapping[str, Any]) -> str:
 def render(runs: Sequence[tuple[str, Mapping[str, Any]]], title: str = "GPU memory") -> str:
     """The report page for ``runs`` (name, document), oldest first; the last is detailed."""
     plt = pyplot()
-    runs = sorted(runs, key=lambda r: str(r[1].get("created", "")))
+    runs = sorted(runs, key=lambda r: created_order(str(r[1].get("created", ""))))
     name, doc = runs[-1]
     rows = _rows(doc)
     previous = None

@@ -139,6 +139,16 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def created_time(text: str) -> datetime | None:
+    """A run file's ``created`` as a time (one without an offset taken as UTC), or None
+    where it is no ISO 8601 time: what orders runs, which its text alone does not."""
+    try:
+        when = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
 def plain_region(region: RegionResult) -> dict[str, Any]:
     """A region in its run-file form, plain data; ``extra`` made JSON (NaN there is None),
     a figure that is NaN or ±Infinity left so, for ``nonfinite_problem`` to name."""
@@ -504,6 +514,11 @@ def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, An
     return document
 
 
+def created_order(text: str) -> datetime:
+    """``created_time``, with a text that is no time ordered first."""
+    return created_time(text) or datetime.min.replace(tzinfo=timezone.utc)
+
+
 def check(document: Mapping[str, Any]) -> str | None:
     """What is wrong with a run-file document, in one line, or None: what no result file
     may hold (``jsonio.refusal``), the first place the JSON Schema rejects, a test listed
@@ -519,6 +534,8 @@ def _shape_problem(document: Mapping[str, Any]) -> str | None:
     problem = _schema_problem(document)
     if problem:
         return f"does not match the run-file schema at {problem}"
+    if created_time(document["created"]) is None:
+        return f"has no ISO 8601 time at $.created: {_shown(document['created'])}"
     seen: dict[str, int] = {}
     for i, test in enumerate(document["tests"]):
         nodeid = test["nodeid"]
@@ -728,7 +745,7 @@ def merge_runs(
         merged,
         first["machine"],
         runs[0][1].get("commit"),
-        created=max(str(doc.get("created", "")) for _, doc in runs),
+        created=max((doc["created"] for _, doc in runs), key=created_order),
         settings=runs[0][1].get("settings"),
         complete=not reasons,
         incomplete_reason="; ".join(f"{name}: {why}" for name, why in reasons) or None,

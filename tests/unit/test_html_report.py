@@ -687,6 +687,14 @@ def test_the_page_cards_of_two_runs_that_did_not_grow(drawn: list[Any]) -> None:
     assert "<h2>History across 2 run(s)</h2>" in page
 
 
+def test_runs_are_ordered_by_their_created_time_not_its_text(drawn: list[Any]) -> None:
+    """+05:00's 01:00 is the day before's 20:00 UTC, which its text sorts after."""
+    early = run(entry("t.py::a"), created="2026-01-02T01:00:00.000+05:00")
+    late = run(entry("t.py::a"), created="2026-01-01T21:00:00.000+00:00")
+    page = html.render([("late.json", late), ("early.json", early)])
+    assert "created 2026-01-01T21:00:00.000+00:00 · file late.json</div>" in page
+
+
 def test_the_page_draws_the_size_charts_under_their_heading(
     drawn: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -671,6 +671,10 @@ _UNEXPECTED = "does not match the run-file schema at $.tests[0].tolerance: Addit
             "t.py::test_a",
             "lists test 't.py::test_a' twice ($.tests[0] and $.tests[1])",
         ),
+        ("created", "yesterday", 'has no ISO 8601 time at $.created: string "yesterday"'),
+        ("created", "", 'has no ISO 8601 time at $.created: string ""'),
+        ("created", "2026-01-02T03:04:05Z", None),
+        ("created", "2026-01-02", None),
     ],
 )
 def test_check_says_what_is_wrong_with_a_document_in_one_line(
@@ -1657,3 +1661,32 @@ def test_merge_takes_one_commit_written_two_ways_as_one_and_the_latest_time() ->
     assert doc["created"] == "2026-01-02T00:00:00.000+00:00"
     doc, _ = runfile.merge_runs([("a.json", a), ("b.json", b)])
     assert doc["created"] == "2026-01-02T00:00:00.000+00:00"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02T03:04:05.678+00:00", datetime(2026, 1, 2, 3, 4, 5, 678000, timezone.utc)),
+        ("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T08:04:05+05:00", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_created_is_read_as_a_time_with_no_offset_taken_as_utc(
+    text: str, expected: datetime | None
+) -> None:
+    assert runfile.created_time(text) == expected
+
+
+def test_a_merge_is_created_at_its_latest_input_by_time_not_by_text() -> None:
+    """+05:00's 01:00 is the day before's 20:00 UTC, which its text sorts after."""
+    early, late = good(), good()
+    early["created"] = "2026-01-02T01:00:00.000+05:00"
+    late["created"] = "2026-01-01T21:00:00.000+00:00"
+    late["tests"][0]["nodeid"] = "t.py::test_other"
+    late["tests"] = late["tests"][:1]
+    early["tests"] = early["tests"][:1]
+    merged, _ = runfile.merge_runs([("a.json", early), ("b.json", late)])
+    assert merged["created"] == late["created"]
