@@ -6,6 +6,7 @@ import decimal
 import fractions
 import functools
 import math
+import numbers
 import operator
 import re
 from dataclasses import dataclass
@@ -69,7 +70,9 @@ def short_repr(value: object) -> str:
     try:
         text = repr(value)
     except Exception as exc:  # a list holding such an int; a __repr__ that raises
-        return f"a {type(value).__name__} whose repr() raised {type(exc).__name__}"
+        name = type(value).__name__
+        article = "an" if name[:1].lower() in "aeiou" else "a"
+        return f"{article} {name} whose repr() raised {type(exc).__name__}"
     return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
 
 
@@ -95,7 +98,7 @@ def parse_size(value: object, *, signed: bool = False) -> int:
     if signed:
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             negative, magnitude = True, parse_size(-value)
-        elif isinstance(value, str) and value.strip().startswith("-"):
+        elif isinstance(value, str) and re.match(r"\s*-(?!\s*-)", value):  # not "--5"
             negative, magnitude = True, parse_size(value.strip()[1:])
         else:
             negative, magnitude = False, parse_size(value)
@@ -229,8 +232,13 @@ def parse_ratio(value: object, *, zero: bool = False) -> float:
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a number, got {value!r}")
     number: float
-    if isinstance(value, (int, float)):
-        number = as_float(value)
+    if isinstance(value, (int, float, numbers.Real, decimal.Decimal)):  # np.float32 is Real
+        try:
+            number = as_float(value)
+        except (ArithmeticError, TypeError, ValueError):  # Decimal("sNaN")
+            raise CgmemUsageError(
+                f"expected a number such as 1.5, got {short_repr(value)}"
+            ) from None
     elif isinstance(value, str):
         parsed = _number(value)
         if parsed is None:

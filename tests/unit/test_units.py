@@ -3,6 +3,8 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -107,12 +109,32 @@ def test_parse_count_rejects(bad: object) -> None:
         parse_count(bad)
 
 
-@pytest.mark.parametrize(("value", "expected"), [(1.5, 1.5), (2, 2.0), ("1.25", 1.25)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1.5, 1.5),
+        (2, 2.0),
+        ("1.25", 1.25),
+        (Fraction(3, 2), 1.5),
+        (Decimal("1.5"), 1.5),
+    ],
+)
 def test_parse_ratio(value: object, expected: float) -> None:
+    """Any real number, a Fraction or a Decimal too (they were refused as "expected a
+    number")."""
     assert parse_ratio(value) == expected
 
 
-@pytest.mark.parametrize("bad", [0, -1.0, "nan", "inf", "x", True, None])
+def test_parse_ratio_takes_a_numpy_float32() -> None:
+    """A numpy float32 is no float, but a ``numbers.Real``."""
+    numpy = pytest.importorskip("numpy")
+    assert parse_ratio(numpy.float32(1.5)) == 1.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [0, -1.0, "nan", "inf", "x", True, None, Decimal("sNaN"), Decimal("NaN"), Fraction(-1, 2)],
+)
 def test_parse_ratio_rejects(bad: object) -> None:
     with pytest.raises(CgmemUsageError):
         parse_ratio(bad)
@@ -237,8 +259,9 @@ class _BadRepr:
         ([0, 10**5000], "a list whose repr() raised ValueError"),
         ({"peak": 10**5000}, "a dict whose repr() raised ValueError"),
         (_BadRepr(), "a _BadRepr whose repr() raised RuntimeError"),
+        (type("Item", (_BadRepr,), {})(), "an Item whose repr() raised RuntimeError"),
     ],
-    ids=["short", "int", "long", "huge", "negative", "list-huge", "dict-huge", "bad-repr"],
+    ids=["short", "int", "long", "huge", "negative", "list-huge", "dict-huge", "bad-repr", "an"],
 )
 def test_short_repr(value: object, expected: str) -> None:
     assert short_repr(value) == expected
