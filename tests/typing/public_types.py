@@ -7,7 +7,7 @@ needed, so a name or attribute that silently became ``Any`` fails the check).
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing_extensions import assert_type  # typing's own from Python 3.11
 
 import pytest_cgmem
 from pytest_cgmem import (
