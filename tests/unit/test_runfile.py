@@ -1670,13 +1670,23 @@ def test_merge_takes_one_commit_written_two_ways_as_one_and_the_latest_time() ->
         ("2026-01-02T03:04:05Z", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
         ("2026-01-02T08:04:05+05:00", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
         ("2026-01-02T03:04:05", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T03:04:05+0000", datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)),
+        ("2026-01-02T03:04:05.12Z", datetime(2026, 1, 2, 3, 4, 5, 120000, timezone.utc)),
+        ("2026-01-02T03:04:05.123456789Z", datetime(2026, 1, 2, 3, 4, 5, 123456, timezone.utc)),
+        ("2026-01-02T02:04-01", datetime(2026, 1, 2, 3, 4, tzinfo=timezone.utc)),
+        ("2026-01-02", datetime(2026, 1, 2, tzinfo=timezone.utc)),
         ("yesterday", None),
         ("", None),
+        ("2026-13-02", None),
+        ("2026-01-02T03:04:05+24:00", None),
+        ("2026-01-02T03:04:05 ", None),
+        ("２０２６-01-02", None),
     ],
 )
 def test_created_is_read_as_a_time_with_no_offset_taken_as_utc(
     text: str, expected: datetime | None
 ) -> None:
+    """The same on every Python (``datetime.fromisoformat`` takes fewer forms before 3.11)."""
     assert runfile.created_time(text) == expected
 
 
