@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
         "files from different machines are refused.",
     )
     merge.add_argument("files", nargs="+", metavar="FILE", help="run files")
-    merge.add_argument("-o", "--output", required=True, help="merged run file to write")
+    merge.add_argument(  # spaces around the path dropped, as the plugin's options drop them
+        "-o", "--output", required=True, type=str.strip, help="merged run file to write"
+    )
     merge.add_argument(
         "--allow-mixed-machines",
         action="store_true",
@@ -103,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         "(pip install 'pytest-cgmem[report]').",
     )
     report.add_argument("files", nargs="+", metavar="RUN", help="run files (any order)")
-    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("-o", "--output", required=True, type=str.strip, help="HTML file to write")
     report.add_argument("--title", default="GPU memory", help="page title")
     return parser
 
@@ -135,9 +137,7 @@ def _working_folder(command: str) -> Path:
 def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     """The file ``-o`` names (symlinks resolved), once it is known that writing it replaces
     no input and nothing but what this command writes (``outputs.existing_problem``); an
-    earlier output there is removed before the command reads its inputs. Spaces around the
-    path are dropped, as the plugin's options drop them."""
-    given = given.strip()
+    earlier output there is removed before the command reads its inputs."""
     where = f"cgmem {command}: -o {given!r}"
     if not given:
         raise CgmemUsageError(f"cgmem {command}: -o is empty; give a file path")

@@ -142,10 +142,11 @@ def test_a_symlinked_output_is_written_through(folder: Path) -> None:
 
 
 def test_spaces_around_an_output_path_are_dropped_as_the_plugin_s_options_drop_them(
-    folder: Path,
+    folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["merge", "base.json", "-o", " m.json\t"]) == 0
     assert [p.name for p in folder.glob("*m.json*")] == ["m.json"]
+    assert capsys.readouterr().out == "cgmem merge: 1 test(s) from 1 file(s) -> m.json\n"
 
 
 def test_a_report_without_title_is_titled_gpu_memory(folder: Path) -> None:
