@@ -70,15 +70,20 @@ def short_repr(value: object) -> str:
     try:
         text = repr(value)
     except Exception as exc:  # a list holding such an int; a __repr__ that raises
-        name = type(value).__name__
-        article = "an" if name[:1].lower() in "aeiou" else "a"
-        return f"{article} {name} whose repr() raised {type(exc).__name__}"
+        return f"a value of type {type(value).__name__} whose repr() raised {type(exc).__name__}"
     return text if len(text) <= 60 else f"{text[:40]}...{text[-12:]} ({len(text)} characters)"
 
 
 def _too_large() -> CgmemUsageError:
     """Said after the value by every caller (``peak=...: too large...``), so not repeated."""
     return CgmemUsageError(f"too large: the most is {MAX_FIGURE}")
+
+
+def _unreadable(value: str) -> CgmemUsageError:
+    return CgmemUsageError(
+        f"cannot read {short_repr(value)} as a size: use a number and a unit, "
+        f"one of {', '.join(UNIT_NAMES)} (e.g. '1.5 GiB')"
+    )
 
 
 def parse_size(value: object, *, signed: bool = False) -> int:
@@ -99,7 +104,10 @@ def parse_size(value: object, *, signed: bool = False) -> int:
         if isinstance(value, int) and not isinstance(value, bool) and value < 0:
             negative, magnitude = True, parse_size(-value)
         elif isinstance(value, str) and re.match(r"\s*-(?!\s*-)", value):  # not "--5"
-            negative, magnitude = True, parse_size(value.strip()[1:])
+            rest = value.strip()[1:]
+            if _SIZE.match(rest) is None:  # "-", "-+5": the refusal quotes what was given
+                raise _unreadable(value)
+            negative, magnitude = True, parse_size(rest)
         else:
             negative, magnitude = False, parse_size(value)
         if magnitude > MAX_SIGNED_FIGURE:
@@ -120,10 +128,7 @@ def parse_size(value: object, *, signed: bool = False) -> int:
         negative = _SIZE.match(value.strip().removeprefix("-")) is not None
         if negative:
             raise CgmemUsageError(f"a size cannot be negative: {short_repr(value)}")
-        raise CgmemUsageError(
-            f"cannot read {short_repr(value)} as a size: use a number and a unit, "
-            f"one of {', '.join(UNIT_NAMES)} (e.g. '1.5 GiB')"
-        )
+        raise _unreadable(value)
     number, unit = match.groups()
     factor = _UNITS.get((unit or "b").lower())
     if factor is None:

@@ -58,6 +58,9 @@ def test_record_takes_numpy_integers() -> None:
         ({"reserved_ratio": -1}, "cgmem_record('r'): reserved_ratio=-1: expected a positive"),
         ({"device": "--5"}, "cgmem_record('r'): device='--5': cannot read '--5' as a size"),
         ({"device": "- -5"}, "cgmem_record('r'): device='- -5': cannot read '- -5' as a size"),
+        ({"device": "-"}, "cgmem_record('r'): device='-': cannot read '-' as a size"),
+        ({"device": "-+5"}, "cgmem_record('r'): device='-+5': cannot read '-+5' as a size"),
+        ({"device": "-5-"}, "cgmem_record('r'): device='-5-': cannot read '-5-' as a size"),
     ],
 )
 def test_record_refuses_what_no_region_has(figures: dict[str, object], message: str) -> None:
