@@ -3,11 +3,12 @@
 The public names are imported on first use (PEP 562): pytest imports this package for the
 plugin in every run, and a run that measures nothing needs none of them.
 
-PYTEST_DONT_REWRITE: the plugin's own ``assert`` statements only narrow types. Whether pytest
-rewrote this package depends on how it was installed (an editable install's finder is not
-on ``sys.path``, where the rewriting hook looks), and a pytest run started inside a test,
-as pytester's are, warned that it was imported before it could be rewritten: an error
-under ``-W error``.
+PYTEST_DONT_REWRITE (read by pytest for this module alone; the submodules are rewritten
+where pytest marks the package): the plugin's own ``assert`` statements only narrow types.
+Whether pytest rewrote this package depends on how it was installed (an editable install's
+finder is not on ``sys.path``, where the rewriting hook looks), and a pytest run started
+inside a test, as pytester's are, warned that it was imported before it could be
+rewritten: an error under ``-W error``.
 """
 
 from __future__ import annotations

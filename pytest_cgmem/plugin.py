@@ -3,6 +3,9 @@
 Everything a run does with GPU-memory tests lives in ``session.CgmemSession``, which
 ``pytest_configure`` registers; the hooks here only read options and hand over. Importing
 this module imports no torch: a run with no GPU-memory test never does.
+
+PYTEST_DONT_REWRITE, as the package's docstring says why: ``-p pytest_cgmem.plugin`` marks
+this module for rewriting, and pytest reads the mark here.
 """
 
 from __future__ import annotations

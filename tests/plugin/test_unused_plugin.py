@@ -549,13 +549,18 @@ def test_a_run_started_after_the_plugin_was_imported_gives_no_rewrite_warning(
     (info / "entry_points.txt").write_text("[pytest11]\ncgmem = pytest_cgmem.plugin\n")
     (info / "SOURCES.txt").write_text("pytest_cgmem/__init__.py\npytest_cgmem/plugin.py\n")
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    result = pytester.run(
-        sys.executable,
-        "-c",
-        "import sys\n"
-        "sys.path.insert(0, '.')\n"
-        "import pytest, pytest_cgmem\n"
-        "sys.exit(pytest.main(['-W', 'error', '-p', 'no:cacheprovider', 'test_a.py']))",
-    )
-    assert result.ret == 0, result.stderr.str()
-    result.stdout.fnmatch_lines(["*1 passed*"])
+    # loaded by its entry point, or by its module's name where plugins are not autoloaded
+    # (pytest then marks that module, whose docstring it reads)
+    for autoload, named in (("1", []), ("", ["-p", "pytest_cgmem.plugin"])):
+        result = pytester.run(
+            sys.executable,
+            "-c",
+            "import os, sys\n"
+            "sys.path.insert(0, '.')\n"
+            "import pytest, pytest_cgmem.plugin\n"
+            f"os.environ['PYTEST_DISABLE_PLUGIN_AUTOLOAD'] = {'' if autoload else '1'!r}\n"
+            f"args = ['-W', 'error', '-p', 'no:cacheprovider', *{named!r}, 'test_a.py']\n"
+            "sys.exit(pytest.main(args))",
+        )
+        assert result.ret == 0, result.stderr.str()
+        result.stdout.fnmatch_lines(["*1 passed*"])
