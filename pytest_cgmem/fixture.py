@@ -458,12 +458,15 @@ class FigureRecorder:
                     f"cgmem_record: the RegionResult{named} holds no device's figures "
                     "(its devices are empty)"
                 )
+            given = {
+                m for d in label.devices for m, value in d.figures.items() if value is not None
+            }
             result = RegionResult(
                 label.label,
                 label.devices,
                 label.seconds,
                 label.error,
-                {**self._ranked, **label.extra, "recorded": sorted(METRICS)},
+                {**self._ranked, **label.extra, "recorded": sorted(given or METRICS)},
             )
             self._add(result)
             return result

@@ -67,7 +67,8 @@ class DeviceFigures(MetricAttributes):
     """One region's figures on one CUDA device: ``figures.peak``, ``figures.leak``...
 
     Build it with keywords: metric names (unknown ones raise TypeError; a metric not
-    given takes its ``Metric.default``, mostly None: unknown) and the ``Details`` fields.
+    given is unknown, None, whatever its ``Metric.default``, which only a region that
+    measured the device fills in) and the ``Details`` fields.
     """
 
     __slots__ = ("details", "figures", "index")
@@ -84,7 +85,7 @@ class DeviceFigures(MetricAttributes):
     gc_freed: int
 
     def __init__(self, index: int, **values: Any) -> None:
-        figures = {name: metric.default for name, metric in METRICS.items()}
+        figures: dict[str, Number | None] = dict.fromkeys(METRICS)
         details: dict[str, Any] = {}
         for key, value in values.items():
             if key in figures:
@@ -141,12 +142,12 @@ class DeviceFigures(MetricAttributes):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceFigures:
         """Back from the run-file form; keys this version does not know are ignored, and a
-        metric the mapping leaves out is unknown (None), whatever its default: a graph
-        count of 0 read into a dict that never said so compared as an improvement."""
+        metric the mapping leaves out is unknown (None), as with the keywords."""
         _check_shape(data, "a run file's device (index and figures)", _DEVICE_SHAPE)
-        values: dict[str, Any] = dict.fromkeys(METRICS)
-        values.update((k, v) for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES)
-        return cls(int(data["index"]), **values)
+        return cls(
+            int(data["index"]),
+            **{k: v for k, v in data.items() if k in METRICS or k in _DETAIL_NAMES},
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DeviceFigures):

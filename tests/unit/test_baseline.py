@@ -160,6 +160,9 @@ def figures(index: int = 0, **over: Any) -> DeviceFigures:
         device=None,
         non_torch=None,
         reserved_ratio=1.0,
+        graph_pool=0,  # a measured region's: no graph captured
+        graphs=0,
+        replays=0,
     )
     values.update(over)
     return DeviceFigures(**values)
