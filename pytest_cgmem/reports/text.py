@@ -9,7 +9,7 @@ from ..checks.budgets import Budget
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.graphfigures import has_figures
 from ..results.jsonio import visible
-from ..results.records import RegionResult, TestRecord
+from ..results.records import RECORDED_SOURCE, RegionResult, TestRecord
 
 RAISED_NOTE = (
     "  note: no leak figure: the region ended by an exception, whose traceback holds the "
@@ -40,13 +40,14 @@ def section(
                         verdict = "unavailable" if unavailable else "n/a"
                     row += f"   budget {spec.format(limit):>10}  {verdict}"
                 lines.append(row)
-            lines.append(
-                f"  allocated {METRICS['peak'].format(figures.allocated_start)} -> "
-                f"{METRICS['peak'].format(figures.allocated_end)}, reserved "
-                f"{METRICS['peak'].format(figures.reserved_start)} -> "
-                f"{METRICS['peak'].format(figures.reserved_end)}; device figure from "
-                f"{figures.device_source}"
-            )
+            if figures.device_source != RECORDED_SOURCE:  # keywords give no such context
+                lines.append(
+                    f"  allocated {METRICS['peak'].format(figures.allocated_start)} -> "
+                    f"{METRICS['peak'].format(figures.allocated_end)}, reserved "
+                    f"{METRICS['peak'].format(figures.reserved_start)} -> "
+                    f"{METRICS['peak'].format(figures.reserved_end)}; device figure from "
+                    f"{figures.device_source}"
+                )
             if figures.disturbed:
                 lines.append(
                     "  note: another process's device memory changed during the region; "
