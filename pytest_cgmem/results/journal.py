@@ -147,10 +147,11 @@ def _lock(path: Path) -> int:
 class Journal:
     """The writer's side: started before the first test, appended to as tests finish."""
 
-    def __init__(self, run_path: Path, fd: int) -> None:
+    def __init__(self, run_path: Path, fd: int, stub: Mapping[str, Any] | None = None) -> None:
         self.run_path = run_path
         self.path = journal_path(run_path)
         self._fd: int | None = fd
+        self._stub = stub
 
     @classmethod
     def start(cls, run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Journal:
@@ -159,7 +160,7 @@ class Journal:
         run = Path(run_path)
         run.parent.mkdir(parents=True, exist_ok=True)
         fd = _lock(journal_path(run))
-        journal = cls(run, fd)
+        journal = cls(run, fd, dict(stub))
         try:
             write_json(run, stub)
             os.ftruncate(fd, 0)
@@ -181,12 +182,21 @@ class Journal:
         self._write_line(dumps_line(dict(data)))
 
     def _write_line(self, text: str) -> None:
+        """One whole line, or none: a write the disk cut short is cut back off, or the
+        next line would join it and neither would read back (nor any line after them,
+        once the run is killed)."""
         if self._fd is None:
             raise OSError(f"the journal {str(self.path)!r} is closed")
         line = text.encode("utf-8")
-        while line:
-            written = os.write(self._fd, line)
-            line = line[written:]
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while line:
+                written = os.write(self._fd, line)
+                line = line[written:]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, end)
+            raise
 
     def append(self, kind: str, data: Any) -> None:
         """One line: ``{kind: data}``; it is in the operating system's hands on return, so it
@@ -203,14 +213,39 @@ class Journal:
 
     def finish(self, document: Mapping[str, Any]) -> None:
         """The whole run file in place of the stub (atomically), then no journal. A closed
-        journal is no longer this run's to finish: another run may have started on the path."""
+        journal is no longer this run's to finish, nor one removed from the path (with its
+        folder, by a workspace's clean-up): another run may have started on the path since,
+        whose file this run's would replace. A run file that cannot be written leaves the
+        stub saying why, where it can."""
         if self._fd is None:
             raise OSError(f"the journal {str(self.path)!r} is closed")
-        write_json(self.run_path, document)
+        if not self._holds_the_path():
+            self.close()
+            raise OSError(
+                f"its journal {str(self.path)!r} was removed during the run (another run may "
+                "have started on the path since): the file there is not this run's to replace"
+            )
+        try:
+            write_json(self.run_path, document)
+        except (OSError, ValueError) as exc:
+            if self._stub is not None:
+                why = f"the run file could not be written: {exc}"
+                with contextlib.suppress(OSError, ValueError):
+                    write_json(self.run_path, {**self._stub, "incomplete_reason": why})
+            raise
         with contextlib.suppress(OSError):
             if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
                 os.unlink(self.path)
         self.close()
+
+    def _holds_the_path(self) -> bool:
+        """Whether the journal at the path is still the file this run locked."""
+        if self._fd is None:
+            return False
+        try:
+            return os.path.samestat(os.fstat(self._fd), os.stat(self.path))
+        except OSError:
+            return False
 
     def close(self) -> None:
         """Release the lock and leave the journal where it is (the stub still names it)."""

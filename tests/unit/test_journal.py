@@ -89,19 +89,75 @@ def test_a_closed_journal_cannot_be_finished(tmp_path: Path) -> None:
     assert journal.journal_path(path).exists()
 
 
-def test_a_finish_leaves_the_journal_another_run_started_since(tmp_path: Path) -> None:
-    """The first run's journal was removed under it and a second run started on the path:
-    finishing the first must not remove the second's journal."""
+def test_a_finish_leaves_the_journal_and_the_stub_another_run_started_since(
+    tmp_path: Path,
+) -> None:
+    """The first run's journal was removed under it (with its folder, by a workspace's
+    clean-up) and a second run started on the path: finishing the first removes neither
+    the second's journal nor its file, which the first's complete file replaced."""
     path = tmp_path / "run.json"
     first = journal.Journal.start(path, stub("first"))
     journal.journal_path(path).unlink()
     second = journal.Journal.start(path, stub("second"))
     try:
-        first.finish(runfile.build_run([], runfile.base_machine(), None))
+        with pytest.raises(OSError, match="was removed during the run"):
+            first.finish(runfile.build_run([], runfile.base_machine(), None))
         header = journal.journal_path(path).read_text().splitlines()[0]
+        assert json.loads(path.read_text())["journal"]["run"] == "second"
     finally:
         second.close()
     assert json.loads(header)["run"] == "second"
+    assert journal.busy(path) is None  # the first let go of its lock too
+
+
+def test_a_line_the_disk_cut_short_is_cut_back_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk takes half a line, then space comes back: the next line starts a line
+    of its own, and a killed run's file keeps every test written whole."""
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    write = os.write
+
+    def disk_full_halfway(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal.os, "write", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        written.append("test", record("t.py::b"))
+    monkeypatch.setattr(journal.os, "write", write)
+    written.append("test", record("t.py::c"))
+    written.close()
+    doc = runfile.load_run(path)
+    assert [t["nodeid"] for t in doc["tests"]] == ["t.py::a", "t.py::c"]
+
+
+def test_a_run_file_that_cannot_be_written_leaves_the_stub_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    final = runfile.build_run([record("t.py::a")], runfile.base_machine(), None)
+    stub_write = journal.write_json
+
+    def full_for_a_whole_file(target: Path, data: Any) -> None:
+        if data.get("complete"):
+            raise OSError(28, "No space left on device")
+        stub_write(target, data)
+
+    monkeypatch.setattr(journal, "write_json", full_for_a_whole_file)
+    with pytest.raises(OSError, match="No space left"):
+        written.finish(final)
+    written.close()
+    doc = runfile.load_run(path)
+    assert doc["complete"] is False and [t["nodeid"] for t in doc["tests"]] == ["t.py::a"]
+    assert doc["incomplete_reason"] == (
+        "the run file could not be written: [Errno 28] No space left on device"
+    )
 
 
 def test_a_start_that_cannot_write_the_stub_raises_and_releases_the_journal(
