@@ -17,6 +17,7 @@ from typing import Any, TextIO, TypeVar
 from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
+from .results.journal import busy
 from .results.jsonio import valid_text, visible, write_text
 from .results.outputs import link_problem, names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
@@ -156,6 +157,9 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     problem = link_problem(given, here, target, kind) or output_problem(target, kind)
     if problem:
         raise CgmemUsageError(f"{where}: {problem}")
+    holder = busy(target)  # a live run's stub: its own complete file would follow ours
+    if holder is not None:
+        raise CgmemUsageError(f"{where}: {holder} is writing it; give the output its own path")
     try:  # an earlier output goes first: a command that fails leaves none looking current
         target.unlink()
     except FileNotFoundError:

@@ -14,7 +14,7 @@ import pytest
 
 import pytest_cgmem
 from pytest_cgmem import cli
-from pytest_cgmem.results import runfile
+from pytest_cgmem.results import journal, runfile
 from pytest_cgmem.results.records import DeviceFigures, RegionResult, TestRecord
 
 ROOT = Path(pytest_cgmem.__file__).parents[1]
@@ -139,6 +139,25 @@ def test_a_symlinked_output_is_written_through(folder: Path) -> None:
     assert cli.main(["merge", "base.json", "-o", "to_other.json"]) == 0
     assert (folder / "to_other.json").is_symlink()
     assert json.loads((folder / "other.json").read_text())["merged_from"] == ["base.json"]
+
+
+def test_merge_is_refused_the_path_of_a_run_still_writing_it(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its stub replaced, the live run's complete file would replace the merged one at its
+    end, or, killed, leave its journal beside a complete file that is not its own."""
+    stub = runfile.build_run([], runfile.base_machine(), None, complete=False)
+    stub["journal"] = {"file": "live.json.journal", "run": "r"}
+    live = journal.Journal.start(folder / "live.json", stub)
+    try:
+        assert cli.main(["merge", "base.json", "-o", "live.json"]) == 2
+        assert json.loads((folder / "live.json").read_text())["journal"]["run"] == "r"
+    finally:
+        live.close()
+    err = capsys.readouterr().err
+    assert err.startswith("cgmem merge: -o 'live.json': another pytest run (pid ")
+    assert err.endswith(" is writing it; give the output its own path\n")
+    assert cli.main(["merge", "base.json", "-o", "live.json"]) == 0  # once that run is gone
 
 
 def test_spaces_around_an_output_path_are_dropped_as_the_plugin_s_options_drop_them(
