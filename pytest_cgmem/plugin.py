@@ -14,7 +14,7 @@ import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,11 +177,16 @@ _OUTPUT_OPTIONS = ("json", "save_baseline", "gab_json", "baseline", "artifacts")
 are held against."""
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
-    """Before any conftest is imported (and so before any can start CUDA or stop the run)."""
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None]:
+    """Before any conftest is imported (and so before any can start CUDA or stop the run),
+    and before pytest's output capture starts, which a full disk stops (no usable
+    temporary folder) with an earlier run's file left looking current."""
     _pin_worker(early_config)
-    _retire_earlier_outputs(early_config)
+    with warnings.catch_warnings():  # outside pytest's capture of them: each is said again
+        warnings.simplefilter("ignore")  # later, at configure (an ini value's type...)
+        _retire_earlier_outputs(early_config)
+    return (yield)
 
 
 def _retire_earlier_outputs(early_config: pytest.Config) -> None:

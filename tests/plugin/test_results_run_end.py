@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 import torch  # noqa: F401  imported once here: pytester's inline runs would re-import it each time
@@ -232,6 +233,31 @@ def test_a_run_killed_in_a_conftest_leaves_no_earlier_file_looking_current(
     assert runfile.load_run(pytester.path / "run.json")["incomplete_reason"] == (
         STOPPED_BEFORE_COLLECTION
     )
+
+
+def test_a_run_no_file_can_be_written_by_leaves_no_earlier_file_looking_current(
+    pytester: pytest.Pytester,
+) -> None:
+    """A full disk (here a file-size limit of 0, which refuses every byte the same way)
+    stops pytest as its output capture starts, finding no usable temporary folder: before
+    any conftest, and before the plugin's other early work. The earlier run's file cannot
+    be replaced by one saying so, so it goes."""
+    pytester.makepyfile(test_rec=RECORDS)
+    pytester.runpytest("-p", "no:randomly", "--cgmem-json=run.json").assert_outcomes(passed=1)
+    command = [sys.executable, "-m", "pytest", "-p", "no:randomly", "--cgmem-json=run.json"]
+    done = subprocess.run(
+        command, cwd=pytester.path, capture_output=True, text=True, preexec_fn=_no_file_space
+    )
+    assert done.returncode != 0 and "No usable temporary directory" in done.stderr
+    assert not (pytester.path / "run.json").exists()
+
+
+def _no_file_space() -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails: EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
 
 @pytest.mark.parametrize(
