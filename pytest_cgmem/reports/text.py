@@ -9,7 +9,7 @@ from ..checks.budgets import Budget
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.graphfigures import has_figures
 from ..results.jsonio import visible
-from ..results.records import RECORDED_SOURCE, RegionResult, TestRecord
+from ..results.records import RECORDED_SOURCE, DeviceFigures, RegionResult, TestRecord
 
 RAISED_NOTE = (
     "  note: no leak figure: the region ended by an exception, whose traceback holds the "
@@ -40,7 +40,7 @@ def section(
                         verdict = "unavailable" if unavailable else "n/a"
                     row += f"   budget {spec.format(limit):>10}  {verdict}"
                 lines.append(row)
-            if figures.device_source != RECORDED_SOURCE:  # keywords give no such context
+            if not _no_context(result, figures):
                 lines.append(
                     f"  allocated {METRICS['peak'].format(figures.allocated_start)} -> "
                     f"{METRICS['peak'].format(figures.allocated_end)}, reserved "
@@ -82,6 +82,20 @@ def section(
         if result.error:
             lines.append(f"  region ended by {visible(result.error)}")
     return "\n".join(lines)
+
+
+def _no_context(result: RegionResult, figures: DeviceFigures) -> bool:
+    """Whether nobody measured the allocator's bytes at the region's start and end: figures
+    given to ``cgmem_record`` as keywords, or a RegionResult built by hand (all four 0)."""
+    if figures.device_source == RECORDED_SOURCE:
+        return True
+    context = (
+        figures.allocated_start,
+        figures.allocated_end,
+        figures.reserved_start,
+        figures.reserved_end,
+    )
+    return result.recorded and not any(context)
 
 
 def _summary_metrics(records: Sequence[TestRecord]) -> tuple[str, ...]:
