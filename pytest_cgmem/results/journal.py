@@ -219,13 +219,14 @@ class Journal:
         stub saying why, where it can."""
         if self._fd is None:
             raise OSError(f"the journal {str(self.path)!r} is closed")
-        if not self._holds_the_path():
+        if not (self._holds_the_path() or self._path_left_alone()):
             self.close()
             raise OSError(
-                f"its journal {str(self.path)!r} was removed during the run (another run may "
-                "have started on the path since): the file there is not this run's to replace"
+                f"its journal {str(self.path)!r} was removed during the run, and another run "
+                "has started on the path since: the file there is not this run's to replace"
             )
         try:
+            self.run_path.parent.mkdir(parents=True, exist_ok=True)  # a clean-up took it
             write_json(self.run_path, document)
         except (OSError, ValueError) as exc:
             if self._stub is not None:
@@ -237,6 +238,25 @@ class Journal:
             if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
                 os.unlink(self.path)
         self.close()
+
+    def _path_left_alone(self) -> bool:
+        """Where the journal was removed: whether no other run has come to the path since,
+        which has its own journal or stub there (no live run holds a journal, and the file
+        at the path is this run's stub, or none)."""
+        if _busy(self.path) is not None:
+            return False
+        try:
+            text = self.run_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False
+        try:
+            there = loads(text)
+        except ValueError:
+            return False
+        mine = (self._stub or {}).get("journal")
+        return isinstance(there, dict) and mine is not None and there.get("journal") == mine
 
     def _holds_the_path(self) -> bool:
         """Whether the journal at the path is still the file this run locked."""

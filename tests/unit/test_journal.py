@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -100,7 +101,7 @@ def test_a_finish_leaves_the_journal_and_the_stub_another_run_started_since(
     journal.journal_path(path).unlink()
     second = journal.Journal.start(path, stub("second"))
     try:
-        with pytest.raises(OSError, match="was removed during the run"):
+        with pytest.raises(OSError, match="another run has started on the path since"):
             first.finish(runfile.build_run([], runfile.base_machine(), None))
         header = journal.journal_path(path).read_text().splitlines()[0]
         assert json.loads(path.read_text())["journal"]["run"] == "second"
@@ -108,6 +109,39 @@ def test_a_finish_leaves_the_journal_and_the_stub_another_run_started_since(
         second.close()
     assert json.loads(header)["run"] == "second"
     assert journal.busy(path) is None  # the first let go of its lock too
+
+
+@pytest.mark.parametrize("removed", ["journal", "folder"])
+def test_a_run_whose_journal_went_but_no_other_run_came_writes_its_file(
+    tmp_path: Path, removed: str
+) -> None:
+    """The journal removed alone (the stub still this run's), or with its folder (by a
+    clean-up, no run started since): the run's whole file is written, as if nothing went."""
+    path = tmp_path / "out" / "run.json"
+    written = journal.Journal.start(path, stub())
+    written.append("test", record("t.py::a"))
+    if removed == "journal":
+        journal.journal_path(path).unlink()
+    else:
+        shutil.rmtree(path.parent)
+    final = runfile.build_run([record("t.py::a")], runfile.base_machine(), None)
+    written.finish(final)
+    assert runfile.load_run(path) == final
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
+
+
+def test_a_run_whose_journal_went_leaves_a_file_another_run_finished_since(
+    tmp_path: Path,
+) -> None:
+    """No live run holds the path any more, but the file there is another run's."""
+    path = tmp_path / "run.json"
+    first = journal.Journal.start(path, stub("first"))
+    journal.journal_path(path).unlink()
+    other = runfile.build_run([record("t.py::b")], runfile.base_machine(), None)
+    journal.Journal.start(path, stub("second")).finish(other)
+    with pytest.raises(OSError, match="another run has started on the path since"):
+        first.finish(runfile.build_run([record("t.py::a")], runfile.base_machine(), None))
+    assert runfile.load_run(path) == other
 
 
 def test_a_line_the_disk_cut_short_is_cut_back_off(
