@@ -147,7 +147,7 @@ def _lock(path: Path) -> int:
 class Journal:
     """The writer's side: started before the first test, appended to as tests finish."""
 
-    def __init__(self, run_path: Path, fd: int, stub: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, run_path: Path, fd: int, stub: Mapping[str, Any]) -> None:
         self.run_path = run_path
         self.path = journal_path(run_path)
         self._fd: int | None = fd
@@ -213,8 +213,8 @@ class Journal:
 
     def finish(self, document: Mapping[str, Any]) -> None:
         """The whole run file in place of the stub (atomically), then no journal. A closed
-        journal is no longer this run's to finish, nor one removed from the path (with its
-        folder, by a workspace's clean-up): another run may have started on the path since,
+        journal is no longer this run's to finish, nor a removed one (alone, or with its
+        folder by a workspace's clean-up) where another run has come to the path since,
         whose file this run's would replace. A run file that cannot be written leaves the
         stub saying why, where it can."""
         if self._fd is None:
@@ -229,13 +229,12 @@ class Journal:
             self.run_path.parent.mkdir(parents=True, exist_ok=True)  # a clean-up took it
             write_json(self.run_path, document)
         except (OSError, ValueError) as exc:
-            if self._stub is not None:
-                why = f"the run file could not be written: {exc}"
-                with contextlib.suppress(OSError, ValueError):
-                    write_json(self.run_path, {**self._stub, "incomplete_reason": why})
+            why = f"the run file could not be written: {exc}"
+            with contextlib.suppress(OSError, ValueError):
+                write_json(self.run_path, {**self._stub, "incomplete_reason": why})
             raise
-        with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(self._fd), os.stat(self.path)):
+        if self._holds_the_path():
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
         self.close()
 
@@ -255,8 +254,7 @@ class Journal:
             there = loads(text)
         except ValueError:
             return False
-        mine = (self._stub or {}).get("journal")
-        return isinstance(there, dict) and mine is not None and there.get("journal") == mine
+        return isinstance(there, dict) and there.get("journal") == self._stub.get("journal")
 
     def _holds_the_path(self) -> bool:
         """Whether the journal at the path is still the file this run locked."""
