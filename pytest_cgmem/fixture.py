@@ -458,9 +458,7 @@ class FigureRecorder:
                     f"cgmem_record: the RegionResult{named} holds no device's figures "
                     "(its devices are empty)"
                 )
-            given = {
-                m for d in label.devices for m, value in d.figures.items() if value is not None
-            }
+            given = {m for d in label.devices for m in d.known()}
             result = RegionResult(
                 label.label,
                 label.devices,

@@ -237,7 +237,7 @@ def parse_ratio(value: object, *, zero: bool = False) -> float:
     if isinstance(value, bool):
         raise CgmemUsageError(f"expected a number, got {value!r}")
     number: float
-    if isinstance(value, (int, float, numbers.Real, decimal.Decimal)):  # np.float32 is Real
+    if isinstance(value, (numbers.Real, decimal.Decimal)):  # np.float32 is a Real too
         try:
             number = as_float(value)
         except (ArithmeticError, TypeError, ValueError):  # Decimal("sNaN")
