@@ -14,6 +14,7 @@ given twice in one object, which Python's ``json`` takes silently (the last one 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -473,7 +474,9 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` atomically: a temp file in the same folder, then a rename.
 
     A crash or Ctrl-C leaves either the old file or the new one, never half a file; a
-    write that fails leaves no temp file behind.
+    write that fails leaves no temp file behind. A file that is a mount point of its own
+    (a container's single-file bind mount) cannot be renamed over (EBUSY): it is written
+    in place, where a crash mid-write can leave half of it.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -486,8 +489,21 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            _write_in_place(target, data)
+            os.unlink(tmp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _write_in_place(target: Path, data: bytes) -> None:
+    with open(target, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

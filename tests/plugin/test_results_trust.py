@@ -136,6 +136,40 @@ def test_a_write_that_fails_at_the_end_fails_the_run_and_says_so_last(
     assert result.stdout.lines[-1] == "cgmem: the run's results were not all written: exit status 1"
 
 
+def test_a_run_file_that_is_a_bind_mount_is_written(pytester: pytest.Pytester) -> None:
+    """A container's single-file bind mount cannot be renamed over; the run writes it in
+    place (here in a user and mount namespace of its own, where the system allows one)."""
+    pytester.makepyfile(RAN)
+    mounted = pytester.path / "mounted.json"
+    mounted.write_text("")
+    (pytester.path / "out").mkdir()
+    (pytester.path / "out" / "run.json").write_text("")
+    mount = "mount --bind mounted.json out/run.json"
+
+    def in_namespace(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script],
+            cwd=pytester.path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    try:
+        probe = in_namespace(mount)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1) here to make a bind mount")
+    if probe.returncode != 0:
+        pytest.skip(f"no bind mount in a user namespace here: {probe.stderr.strip()[:200]}")
+    done = in_namespace(
+        f"{mount} && {sys.executable} -m pytest -p no:cacheprovider -p no:randomly "
+        "--cgmem-json=out/run.json"
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cgmem: wrote run file out/run.json (1 test(s))" in done.stdout
+    assert nodeids(raw(mounted)) == ["test_a"]
+
+
 # -- a run that dies leaves every finished test, marked incomplete ------------------------
 
 KILLED = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import os
 import re
@@ -190,6 +191,40 @@ def test_write_json_is_atomic(tmp_path: Path) -> None:
         runfile.write_json(target, {"a": object()})  # fails half-way through json.dump
     assert json.loads(target.read_text()) == {"a": 1}
     assert os.listdir(target.parent) == ["run.json"]
+
+
+def test_write_json_writes_a_mount_point_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single-file bind mount cannot be renamed over (EBUSY): its content is replaced."""
+    target = tmp_path / "run.json"
+    target.write_text('{"old": "a longer content than the new one"}')
+    inode = target.stat().st_ino
+
+    def busy(src: object, dst: object) -> None:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+    monkeypatch.setattr(os, "replace", busy)
+    runfile.write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert target.stat().st_ino == inode
+    assert os.listdir(tmp_path) == ["run.json"]
+
+
+def test_write_json_reports_other_rename_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "run.json"
+    target.write_text("{}")
+
+    def refused(src: object, dst: object) -> None:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError):
+        runfile.write_json(target, {"a": 1})
+    assert target.read_text() == "{}"
+    assert os.listdir(tmp_path) == ["run.json"]
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664)])
