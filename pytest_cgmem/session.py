@@ -648,6 +648,8 @@ class CgmemSession:
         self.started = False
         self._looping = False
         """The run reached its test loop (``pytest_runtestloop``): not stopped before it."""
+        self._start_refused = False
+        """An output could not be started: the usage error that stopped the run says so."""
         self._opened: set[str] = set()
         """The outputs started so far (``what``): the run file at collection, the baseline
         being saved before the first test."""
@@ -1505,6 +1507,7 @@ class CgmemSession:
                     self._opened.add(what)
                 except (OSError, CgmemUsageError) as exc:
                     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                    self._start_refused = True
                     raise pytest.UsageError(f"{source}={given!r}: {why}") from None
         except BaseException:
             for what, _, opened in self._journals[earlier:]:
@@ -1754,12 +1757,14 @@ class CgmemSession:
     def _before_any_test(self, exitstatus: int) -> None:
         """The run ended before its first test (interrupted or stopped in collection): its
         run files are replaced by ones marked incomplete, so the last run's never look
-        current. A baseline it was to save is left as it was: nothing was measured."""
-        try:
-            self._start_outputs(baseline=False)
-        except pytest.UsageError as exc:
-            self.errors.append(f"cgmem: {exc}")
-            return
+        current. A baseline it was to save is left as it was: nothing was measured. One
+        that could not be started is not tried again: pytest says why it stopped."""
+        if not self._start_refused:
+            try:
+                self._start_outputs(baseline=False)
+            except pytest.UsageError as exc:
+                self.errors.append(f"cgmem: {exc}")
+                return
         if self.started and not self.interrupted:
             self.ended_early = f"the run ended before its first test (exit status {exitstatus})"
 
