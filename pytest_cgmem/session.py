@@ -15,7 +15,9 @@ import dataclasses
 import functools
 import inspect
 import json
+import linecache
 import os
+import re
 import sys
 import time
 import uuid
@@ -86,8 +88,8 @@ _calling_key = pytest.StashKey[bool]()
 start to its end, and kept False after it: the test ran)."""
 _recorded_key = pytest.StashKey[int]()
 """How many of the test's regions its record holds (more may come from fixture teardown)."""
-_failed_key = pytest.StashKey[bool]()
-"""Judging the test's regions already failed it (in its call phase)."""
+_failed_key = pytest.StashKey["CgmemFailure | None"]()
+"""The failure judging the test's regions gave it (in its call phase), None where none."""
 _outcome_key = pytest.StashKey[str]()
 """The test's outcome so far: its call's, or its setup's where that failed or skipped."""
 _late_key = pytest.StashKey[bool]()
@@ -174,6 +176,42 @@ def _raised(error: BaseException) -> pytest.ExceptionInfo[BaseException]:
         raise error
     except BaseException:
         return pytest.ExceptionInfo.from_current()
+
+
+def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[BaseException]:
+    """``error`` as raised at the test function's definition, the one frame its report
+    shows: pytest's summaries, ``--tb=line`` and JUnit give its message at that line, not
+    at a frame of pytest's (whose frames a hook's error has) or at none (``_raised``)."""
+    __tracebackhide__ = True
+    try:
+        path, lineno, _ = item.reportinfo()
+    except Exception:
+        lineno = None
+    if not isinstance(item, pytest.Function) or not isinstance(lineno, int):
+        return _raised(error)
+    name = getattr(item, "originalname", item.name)
+    code = compile("raise (error\n)", os.fspath(path), "exec")  # two lines: no carets
+    code = code.replace(co_firstlineno=_def_line(os.fspath(path), lineno + 1), co_name=name)
+    try:
+        exec(code, {"error": error.with_traceback(None)}, {})
+    except BaseException:
+        return pytest.ExceptionInfo.from_current()
+    raise AssertionError("unreachable: the code raises")
+
+
+_DEF = re.compile(r"\s*(async\s+)?def\s")
+
+
+def _def_line(path: str, first: int) -> int:
+    """The line of the ``def`` at or after ``first`` (a decorated function's first line is
+    its first decorator's); ``first`` where none comes in the next 100 lines."""
+    for number in range(first, first + 100):
+        line = linecache.getline(path, number)
+        if not line:
+            break
+        if _DEF.match(line):
+            return number
+    return first
 
 
 def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:
@@ -1101,7 +1139,7 @@ class CgmemSession:
         elif findings is not None and findings.regressions:
             assert self.baseline is not None
             error = BaselineRegression(findings.regressions, self.baseline.path)
-        item.stash[_failed_key] = error is not None
+        item.stash[_failed_key] = error
         return error
 
     def _recorder(self, item: pytest.Item) -> Any:
@@ -1155,7 +1193,9 @@ class CgmemSession:
         if error is not None and not teardown_raised:
             # the teardown's report comes from the error, as from one the teardown raised:
             # pytest-rerunfailures' --only-rerun / --rerun-except and --pdb see its type
-            call.excinfo = _raised(error)
+            call.excinfo = _raised_at(item, error)
+        elif call.excinfo is not None and call.excinfo.value is _stashed(item, _failed_key, None):
+            call.excinfo = _raised_at(item, call.excinfo.value)
         report = yield
         try:
             if call.excinfo is not None and getattr(call.excinfo.value, _GPU_REQUIRED, False):
@@ -1254,7 +1294,7 @@ class CgmemSession:
             with contextlib.suppress(KeyError):
                 del item.stash[_verdict_key]
             return None
-        failed_before = _stashed(item, _failed_key, False)
+        failed_before = _stashed(item, _failed_key, None) is not None
         error: BaseException | None
         try:
             error = self.judge(item)

@@ -1101,3 +1101,67 @@ def test_a_test_pytest_timeout_stops_keeps_what_finished_before_it(
         assert document["complete"] is False
         assert "killed" in document["incomplete_reason"]
         assert outcomes == {"test_first": "passed"}
+
+
+OURS_AT_THE_TEST = """
+import pytest
+
+
+@pytest.fixture
+def server(cgmem_record):
+    yield
+    cgmem_record("shutdown", peak=999)
+
+
+@pytest.mark.parametrize("n", [1])
+def test_call(cgmem_record, n):
+    cgmem_record("load", peak=999)
+
+
+def test_teardown(server):
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["serial", "xdist"])
+def test_a_verdict_of_ours_reads_as_the_test_s_own_failure(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
+    """Its one frame is the test's ``def`` line: pytest's short summary and JUnit give the
+    message (a teardown's gave none), ``--tb=line`` the test's file and line (it gave a
+    frame of pytest's logging plugin), and no "All traceback entries are hidden" line."""
+    path = pytester.makepyfile(test_f=OURS_AT_THE_TEST)
+    budget = "--cgmem-budget=peak=100"
+    result = pytester.runpytest("-p", "no:randomly", budget, "--junitxml=j.xml", *xdist)
+    result.assert_outcomes(passed=1, failed=1, errors=1)
+    over = "pytest_cgmem.BudgetExceeded: cgmem: peak 999 B exceeds budget 100 B (+899.0%)"
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_teardown*",
+            ">   def test_teardown(server):",
+            f"E   {over} on cuda:0 in 'shutdown'",
+            "",
+            "test_f.py:15: BudgetExceeded",
+            "*test_call?1?*",
+            ">   def test_call(cgmem_record, n):",
+            f"E   {over} on cuda:0 in 'load'",
+            "",
+            "test_f.py:11: BudgetExceeded",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            f"FAILED test_f.py::test_call?1? - {over[:30]}*",
+            f"ERROR test_f.py::test_teardown - {over[:30]}*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*traceback entries are hidden*")
+    messages = [
+        e.get("message") for e in ET.parse(pytester.path / "j.xml").iter() if e.get("message")
+    ]
+    assert sorted(messages) == [
+        f"failed on teardown with \"{over} on cuda:0 in 'shutdown'\"",
+        f"{over} on cuda:0 in 'load'",
+    ]
+    line = pytester.runpytest("-p", "no:randomly", budget, "--tb=line", *xdist)
+    line.stdout.fnmatch_lines([f"{path}:11: {over} on cuda:0 in 'load'"])

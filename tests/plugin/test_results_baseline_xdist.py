@@ -70,7 +70,7 @@ def test_regression_fails_that_test_only(
         [
             "E*BaselineRegression: cgmem: peak 150.00 MiB regressed from baseline 100.00 MiB "
             "(+50.00 MiB, +50.0%; tolerance 5% or 2.00 MiB) on cuda:0 in 'load'",
-            "    cgmem: baseline base.json",
+            "E   cgmem: baseline base.json",
         ]
     )
     result.stdout.fnmatch_lines(
