@@ -106,14 +106,16 @@ def _summary_metrics(records: Sequence[TestRecord]) -> tuple[str, ...]:
 
 
 def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
-    """The measured tests with the largest peak first, as table lines."""
+    """The tests with figures (measured, recorded, or an opted-out test's kept), the
+    largest peak first, as table lines: "with figures", as the suite summary does not count
+    an opted-out test as measured."""
     if limit <= 0 or not records:
         return []
     ranked = sorted(records, key=lambda r: r.peak, reverse=True)[:limit]
     columns = _summary_metrics(ranked)
     header = f"{'test':<60}" + "".join(f"{m:>12}" for m in columns)
     lines = [
-        f"{len(records)} measured test(s), largest peak first"
+        f"{len(records)} test(s) with figures, largest peak first"
         + (f" (top {limit})" if len(records) > limit else ""),
         header,
     ]

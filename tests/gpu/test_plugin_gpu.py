@@ -102,7 +102,7 @@ def test_default_budget_from_ini_and_summary(pytester: pytest.Pytester) -> None:
         [
             "cgmem: GPUs: NVIDIA *; driver *",
             "*- cgmem -*",
-            "3 measured test(s), largest peak first (top 2)",
+            "3 test(s) with figures, largest peak first (top 2)",
             "test *peak*reserved*leak*device*non_torch",
             "test_default.py::test_big *2.00 MiB*",
             "test_default.py::test_big_allowed *2.00 MiB*",

@@ -452,7 +452,7 @@ def test_steady_returns_the_figures_after_warm_up_and_after_each_call(run: Run) 
 
 
 def test_summary_lists_the_check_regions(run: Run) -> None:
-    assert "measured test(s), largest peak first" in run.output
+    assert "test(s) with figures, largest peak first" in run.output
     assert "[resize_check]" in run.output
     assert "[steady]" in run.output
 

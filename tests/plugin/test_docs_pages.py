@@ -460,6 +460,8 @@ def test_the_suite_summary_is_what_the_run_prints(pytester: pytest.Pytester) -> 
     assert lines[start + 3] == (
         f"  opted out test_suite.py::test_opted_out_record: records a server's figures {suffix[1]}"
     )
+    # its kept figures are in the table, which counts tests with figures, not measured ones
+    assert "7 test(s) with figures, largest peak first" in lines[start + 4 :]
 
 
 # -- ci.md: --cgmem-devices ------------------------------------------------------------------

@@ -415,7 +415,7 @@ def test_xdist_results_reach_the_controller_once(pytester: pytest.Pytester, work
     )
     assert len(json.loads((pytester.path / "gab.json").read_text())) == 2 * n
     # one summary on the controller, every test once
-    result.stdout.fnmatch_lines([f"{n} measured test(s), largest peak first"])
+    result.stdout.fnmatch_lines([f"{n} test(s) with figures, largest peak first"])
     assert (
         sum("test_many.py::test_many[" in line and "[load]" in line for line in result.stdout.lines)
         == n

@@ -536,7 +536,7 @@ def test_the_cgmem_all_summary_counts_last_attempts_above_the_table(
     result.stdout.fnmatch_lines(
         [
             "--cgmem-all: 1 test(s) measured, 0 over budget, 0 opted out, 0 never used CUDA*",
-            "1 measured test(s), largest peak first",
+            "1 test(s) with figures, largest peak first",
         ],
         consecutive=True,
     )

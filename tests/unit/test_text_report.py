@@ -294,14 +294,14 @@ def test_the_summary_of_the_two_largest_of_three_is_the_one_usage_md_quotes() ->
         measured("test_default.py::test_small", MiB // 2),
         measured("test_default.py::test_big", 2 * MiB),
     ]
-    assert summary(records, 2) == block("usage.md", "3 measured test(s)")
+    assert summary(records, 2) == block("usage.md", "3 test(s) with figures")
 
 
 @pytest.mark.parametrize(("limit", "title"), [(3, ""), (4, ""), (2, " (top 2)"), (1, " (top 1)")])
 def test_the_summary_says_top_n_only_when_it_leaves_tests_out(limit: int, title: str) -> None:
     records = [measured(f"t.py::test_{n}", n * MiB) for n in (1, 2, 3)]
     lines = summary(records, limit)
-    assert lines[0] == f"3 measured test(s), largest peak first{title}"
+    assert lines[0] == f"3 test(s) with figures, largest peak first{title}"
     assert [line.split()[0] for line in lines[2:]] == [
         "t.py::test_3",
         "t.py::test_2",
