@@ -192,7 +192,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "summary",
-        "show the N measured tests with the largest peak in the terminal summary "
+        "show the N tests with the largest peak (measured or recorded) in the terminal summary "
         f"(default {DEFAULT_SUMMARY}; 0 turns the summary off)",
         parse_summary,
         DEFAULT_SUMMARY,
