@@ -18,7 +18,7 @@ from .metrics import region_name
 from .results.baseline import Comparison, change_table, compare_runs, describe
 from .results.graphfigures import size_rows, size_table, size_table_lines
 from .results.journal import busy
-from .results.jsonio import valid_text, visible, write_text
+from .results.jsonio import remove, valid_text, visible, write_text
 from .results.outputs import link_problem, names_folder, output_problem, resolve, same_file
 from .results.runfile import incomplete, load_run, merge_runs, write_json
 from .settings import DEFAULT_TOLERANCE, path_text_problem
@@ -161,9 +161,7 @@ def _output(command: str, given: str, inputs: Sequence[str], kind: str) -> Path:
     if holder is not None:
         raise CgmemUsageError(f"{where}: {holder} is writing it; give the output its own path")
     try:  # an earlier output goes first: a command that fails leaves none looking current
-        target.unlink()
-    except FileNotFoundError:
-        pass
+        remove(target)
     except OSError as exc:
         raise CgmemUsageError(f"{where}: cannot replace it ({exc.strerror or exc})") from None
     return target

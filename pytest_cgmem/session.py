@@ -15,9 +15,7 @@ import dataclasses
 import functools
 import inspect
 import json
-import linecache
 import os
-import re
 import sys
 import time
 import uuid
@@ -179,7 +177,7 @@ def _raised(error: BaseException) -> pytest.ExceptionInfo[BaseException]:
 
 
 def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[BaseException]:
-    """``error`` as raised at the test function's definition, the one frame its report
+    """``error`` as raised at the test function's ``def`` line, the one frame its report
     shows: pytest's summaries, ``--tb=line`` and JUnit give its message at that line, not
     at a frame of pytest's (whose frames a hook's error has) or at none (``_raised``)."""
     __tracebackhide__ = True
@@ -189,29 +187,44 @@ def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[
         lineno = None
     if not isinstance(item, pytest.Function) or not isinstance(lineno, int):
         return _raised(error)
-    name = getattr(item, "originalname", item.name)
-    code = compile("raise (error\n)", os.fspath(path), "exec")  # two lines: no carets
-    code = code.replace(co_firstlineno=_def_line(os.fspath(path), lineno + 1), co_name=name)
+    filename = os.fspath(path)
+    line, width = _def_line(filename, lineno + 1)
+    # on one line, as wide as the def line: no carets under a part of it
+    source = "raise (error" + " " * max(0, width - len("raise (error)")) + ")"
+    code = compile(source, filename, "exec").replace(
+        co_firstlineno=line, co_name=getattr(item, "originalname", item.name)
+    )
     try:
         exec(code, {"error": error.with_traceback(None)}, {})
     except BaseException:
-        return pytest.ExceptionInfo.from_current()
+        at_the_test = error.__traceback__.tb_next if error.__traceback__ else None
+        if at_the_test is None:
+            return pytest.ExceptionInfo.from_current()
+        error.with_traceback(at_the_test)  # without this function's frame (--tb=native, --pdb)
+        return pytest.ExceptionInfo.from_exc_info((type(error), error, at_the_test))
     raise AssertionError("unreachable: the code raises")
 
 
-_DEF = re.compile(r"\s*(async\s+)?def\s")
+def _def_line(path: str, first: int) -> tuple[int, int]:
+    """The number and width of the line of the ``def`` that the decorated or plain function
+    whose first line is ``first`` has (a decorator's argument may span lines, or hold "def"
+    in a string); ``first`` where its source cannot be read."""
+    import linecache
+    import tokenize
 
-
-def _def_line(path: str, first: int) -> int:
-    """The line of the ``def`` at or after ``first`` (a decorated function's first line is
-    its first decorator's); ``first`` where none comes in the next 100 lines."""
-    for number in range(first, first + 100):
-        line = linecache.getline(path, number)
-        if not line:
-            break
-        if _DEF.match(line):
-            return number
-    return first
+    lines = iter(linecache.getlines(path)[first - 1 :])
+    depth = 0
+    try:
+        for token in tokenize.generate_tokens(lambda: next(lines, "")):
+            if token.type == tokenize.OP and token.string in "([{":
+                depth += 1
+            elif token.type == tokenize.OP and token.string in ")]}":
+                depth -= 1
+            elif token.type == tokenize.NAME and token.string == "def" and depth == 0:
+                return first + token.start[0] - 1, len(token.line.rstrip("\r\n"))
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return first, len(linecache.getline(path, first).rstrip("\r\n"))
 
 
 def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:
@@ -298,7 +311,7 @@ def retire_earlier_outputs(
     targets = [(what, given) for what, _, given in output_files(settings) if what != "baseline"]
     if not targets or output_problems(settings, option, here):
         return
-    from .results import runfile
+    from .results import jsonio, runfile
     from .results.outputs import resolve
 
     for what, given in targets:
@@ -319,7 +332,7 @@ def retire_earlier_outputs(
                     continue
                 except OSError:
                     pass  # a full disk: the earlier file must still go
-            path.unlink()
+            jsonio.remove(path)
 
 
 _OTHER_OUTPUTS = (
@@ -1508,12 +1521,15 @@ class CgmemSession:
             for out in self._outputs()
             if (baseline or out[0] != "baseline") and out[0] not in self._opened
         ]
+        # the file that is only removed now goes first: where that fails, no stub of this
+        # run's is left saying the run may still be going
+        outputs.sort(key=lambda out: out[0] != "github-action-benchmark file")
         if not outputs:
             return
         if self.job is not None and self.job.rank != 0:
             self.started = True  # rank 0 writes the files; this rank hands its records over
             return
-        from .results import journal, runfile
+        from .results import journal, jsonio, runfile
 
         self._xdist = self.config.pluginmanager.has_plugin("dsession")
         if not self.started:
@@ -1532,8 +1548,7 @@ class CgmemSession:
                 path = self.path(given)
                 try:
                     if what == "github-action-benchmark file":
-                        with contextlib.suppress(FileNotFoundError):
-                            path.unlink()  # a killed run must not leave the last run's figures
+                        jsonio.remove(path)  # a killed run must not leave the last run's figures
                         self._opened.add(what)
                         continue
                     marker = {"file": journal.journal_path(path).name, "run": run}

@@ -156,13 +156,17 @@ class Journal:
     @classmethod
     def start(cls, run_path: str | os.PathLike[str], stub: Mapping[str, Any]) -> Journal:
         """Lock the journal, replace the run file with ``stub`` (which names the journal and
-        the run's id), and start the journal afresh with its header line."""
+        the run's id), and start the journal afresh with its header line. Where that fails
+        (a full disk), a journal it left empty goes, and a stub it wrote says why and names
+        no journal: the run stops on the error, and no file says it may still be going."""
         run = Path(run_path)
         run.parent.mkdir(parents=True, exist_ok=True)
         fd = _lock(journal_path(run))
         journal = cls(run, fd, dict(stub))
+        stub_written = False
         try:
             write_json(run, stub)
+            stub_written = True
             os.ftruncate(fd, 0)
             journal._write(
                 {
@@ -173,7 +177,15 @@ class Journal:
                     "started": now(),
                 }
             )
-        except BaseException:
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                if os.fstat(fd).st_size == 0:
+                    os.unlink(journal.path)
+            if stub_written:
+                stopped = {k: v for k, v in stub.items() if k != "journal"}
+                why = f"the run stopped before its first test: its journal could not start: {exc}"
+                with contextlib.suppress(OSError, ValueError):
+                    write_json(run, {**stopped, "incomplete_reason": why})
             journal.close()
             raise
         return journal

@@ -502,6 +502,20 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def remove(path: str | os.PathLike[str]) -> None:
+    """Remove an earlier output; one that is a mount point of its own (EBUSY) is emptied,
+    as no reader takes an empty file for an output. A missing file is no error."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            raise
+        with open(path, "wb"):
+            pass
+
+
 def _write_in_place(target: Path, data: bytes) -> None:
     with open(target, "wb") as handle:
         handle.write(data)

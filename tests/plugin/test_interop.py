@@ -1165,3 +1165,48 @@ def test_a_verdict_of_ours_reads_as_the_test_s_own_failure(
     ]
     line = pytester.runpytest("-p", "no:randomly", budget, "--tb=line", *xdist)
     line.stdout.fnmatch_lines([f"{path}:11: {over} on cuda:0 in 'load'"])
+
+
+DECORATED = (
+    '''
+import pytest
+
+
+@pytest.mark.parametrize("src", ["""
+def foo():
+    pass
+"""])
+def test_def_in_a_string(src, cgmem_record):
+    cgmem_record("load", peak=999)
+
+
+@pytest.mark.parametrize("n", [
+'''
+    + "".join(f"    {n},\n" for n in range(105))
+    + """])
+def test_a_long_decorator(n, cgmem_record):
+    if n == 104:
+        cgmem_record("load", peak=999)
+
+
+class TestMethods:
+    @pytest.mark.parametrize("n", [1])
+    def test_method(self, n, cgmem_record):
+        cgmem_record("load", peak=999)
+"""
+)
+
+
+def test_a_verdict_of_ours_is_at_the_def_whatever_the_decorators_hold(
+    pytester: pytest.Pytester,
+) -> None:
+    path = pytester.makepyfile(test_d=DECORATED)
+    lines = path.read_text().splitlines()
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=100", "--tb=line")
+    result.assert_outcomes(passed=104, failed=3)
+    over = "pytest_cgmem.BudgetExceeded: cgmem: peak 999 B exceeds budget 100 B*"
+    wanted = []
+    for name in ("test_def_in_a_string", "test_a_long_decorator", "test_method"):
+        number = next(n for n, line in enumerate(lines, 1) if f"def {name}(" in line)
+        wanted.append(f"{path}:{number}: {over}")
+    result.stdout.fnmatch_lines(wanted)

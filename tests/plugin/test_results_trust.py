@@ -136,15 +136,19 @@ def test_a_write_that_fails_at_the_end_fails_the_run_and_says_so_last(
     assert result.stdout.lines[-1] == "cgmem: the run's results were not all written: exit status 1"
 
 
-def test_a_run_file_that_is_a_bind_mount_is_written(pytester: pytest.Pytester) -> None:
-    """A container's single-file bind mount cannot be renamed over; the run writes it in
-    place (here in a user and mount namespace of its own, where the system allows one)."""
+def test_outputs_that_are_bind_mounts_are_written(pytester: pytest.Pytester) -> None:
+    """A container's single-file bind mount can be neither renamed over nor removed; the
+    run file, the github-action-benchmark file and ``cgmem merge``'s and ``cgmem report``'s
+    outputs are written in place (here in a user and mount namespace of its own, where the
+    system allows one)."""
     pytester.makepyfile(RAN)
-    mounted = pytester.path / "mounted.json"
-    mounted.write_text("")
+    names = ("run.json", "gab.json", "merged.json", "report.html")
+    (pytester.path / "host").mkdir()
     (pytester.path / "out").mkdir()
-    (pytester.path / "out" / "run.json").write_text("")
-    mount = "mount --bind mounted.json out/run.json"
+    for name in names:
+        (pytester.path / "host" / name).write_text("")
+        (pytester.path / "out" / name).write_text("")
+    mount = " && ".join(f"mount --bind host/{name} out/{name}" for name in names)
 
     def in_namespace(script: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -161,13 +165,20 @@ def test_a_run_file_that_is_a_bind_mount_is_written(pytester: pytest.Pytester) -
         pytest.skip("no unshare(1) here to make a bind mount")
     if probe.returncode != 0:
         pytest.skip(f"no bind mount in a user namespace here: {probe.stderr.strip()[:200]}")
+    cgmem = f"{sys.executable} -m pytest_cgmem.cli"
     done = in_namespace(
         f"{mount} && {sys.executable} -m pytest -p no:cacheprovider -p no:randomly "
-        "--cgmem-json=out/run.json"
+        "--cgmem-json=out/run.json --cgmem-gab-json=out/gab.json && "
+        f"{cgmem} merge out/run.json -o out/merged.json && "
+        f"{cgmem} report out/run.json -o out/report.html"
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "cgmem: wrote run file out/run.json (1 test(s))" in done.stdout
-    assert nodeids(raw(mounted)) == ["test_a"]
+    assert nodeids(raw(pytester.path / "host" / "run.json")) == ["test_a"]
+    assert nodeids(raw(pytester.path / "host" / "merged.json")) == ["test_a"]
+    (entry,) = json.loads((pytester.path / "host" / "gab.json").read_text())
+    assert "::test_a [x]" in entry["name"]
+    assert "test_a" in (pytester.path / "host" / "report.html").read_text()
 
 
 # -- a run that dies leaves every finished test, marked incomplete ------------------------

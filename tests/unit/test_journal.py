@@ -202,6 +202,29 @@ def test_a_start_that_cannot_write_the_stub_raises_and_releases_the_journal(
     with pytest.raises(IsADirectoryError):
         journal.Journal.start(path, stub())
     assert journal.busy(path) is None
+    assert not journal.journal_path(path).exists()  # it left the journal empty
+
+
+def test_a_start_whose_journal_cannot_start_leaves_a_stub_saying_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk after the stub: it says the run stopped, and names no journal."""
+    path = tmp_path / "run.json"
+
+    def no_space(self: journal.Journal, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal.Journal, "_write_line", no_space)
+    with pytest.raises(OSError, match="No space"):
+        journal.Journal.start(path, stub())
+    assert journal.busy(path) is None
+    assert not journal.journal_path(path).exists()
+    doc = runfile.load_run(path)
+    assert doc["complete"] is False and "journal" not in doc
+    assert doc["incomplete_reason"] == (
+        "the run stopped before its first test: its journal could not start: "
+        "[Errno 28] No space left on device"
+    )
 
 
 def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:

@@ -211,6 +211,21 @@ def test_write_json_writes_a_mount_point_in_place(
     assert os.listdir(tmp_path) == ["run.json"]
 
 
+def test_remove_empties_a_mount_point_and_takes_a_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "gab.json"
+    jsonio.remove(target)
+    target.write_text("[]")
+
+    def busy(path: object) -> None:
+        raise OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+
+    monkeypatch.setattr(os, "unlink", busy)
+    jsonio.remove(target)
+    assert target.read_bytes() == b""
+
+
 def test_write_json_reports_other_rename_failures(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
