@@ -188,7 +188,7 @@ def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[
     if not isinstance(item, pytest.Function) or not isinstance(lineno, int):
         return _raised(error)
     filename = os.fspath(path)
-    line, width = _def_line(filename, lineno + 1)
+    line, width = _def_line(filename, lineno + 1, getattr(item.obj, "__globals__", None))
     # on one line, as wide as the def line: no carets under a part of it
     source = "raise (error" + " " * max(0, width - len("raise (error)")) + ")"
     code = compile(source, filename, "exec").replace(
@@ -205,26 +205,47 @@ def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[
     raise AssertionError("unreachable: the code raises")
 
 
-def _def_line(path: str, first: int) -> tuple[int, int]:
-    """The number and width of the line of the ``def`` that the decorated or plain function
-    whose first line is ``first`` has (a decorator's argument may span lines, or hold "def"
-    in a string); ``first`` where its source cannot be read."""
+def _def_line(path: str, first: int, module_globals: Any = None) -> tuple[int, int]:
+    """The number and UTF-8 width of the line of the ``def`` of the function whose first
+    line is ``first`` (that of its first decorator, whose argument may span lines or hold
+    "def" in a string); ``first`` for a function with no ``def`` (a lambda) or whose source
+    cannot be read. ``module_globals`` lets ``linecache`` read a zipped module's source."""
+    import linecache
+
+    lines = linecache.getlines(path, module_globals)
+    return _def_line_of(path, first, len(lines), lines[first - 1] if first <= len(lines) else "")
+
+
+@functools.lru_cache(maxsize=256)
+def _def_line_of(path: str, first: int, count: int, line: str) -> tuple[int, int]:
+    """``_def_line`` for the lines ``linecache`` holds (read by it first): once for each
+    function whatever number of its parametrized tests fail."""
     import linecache
     import tokenize
 
     lines = iter(linecache.getlines(path)[first - 1 :])
     depth = 0
+    starting = True  # at depth 0, where a statement starts: only a decorator may come first
     try:
         for token in tokenize.generate_tokens(lambda: next(lines, "")):
+            if token.type in (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT):
+                continue
+            if token.type == tokenize.NEWLINE and depth == 0:
+                starting = True
+                continue
+            if starting and depth == 0:
+                if token.string == "def":
+                    return first + token.start[0] - 1, len(token.line.rstrip("\r\n").encode())
+                if token.string not in ("@", "async"):
+                    break  # no def: a lambda, or a callable of another kind
+                starting = token.string == "async"
             if token.type == tokenize.OP and token.string in "([{":
                 depth += 1
             elif token.type == tokenize.OP and token.string in ")]}":
                 depth -= 1
-            elif token.type == tokenize.NAME and token.string == "def" and depth == 0:
-                return first + token.start[0] - 1, len(token.line.rstrip("\r\n"))
     except (tokenize.TokenError, SyntaxError):
         pass
-    return first, len(linecache.getline(path, first).rstrip("\r\n"))
+    return first, len(line.rstrip("\r\n").encode())
 
 
 def _mark_errors(errors: list[tuple[pytest.Item, str]]) -> list[str]:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..units import CgmemUsageError, short_repr
-from .jsonio import Refused, dumps_line, loads, not_utf8, write_json
+from .jsonio import Refused, dumps_line, loads, not_utf8, overwrite_json, write_json
 
 try:
     import fcntl
@@ -158,7 +158,8 @@ class Journal:
         """Lock the journal, replace the run file with ``stub`` (which names the journal and
         the run's id), and start the journal afresh with its header line. Where that fails
         (a full disk), a journal it left empty goes, and a stub it wrote says why and names
-        no journal: the run stops on the error, and no file says it may still be going."""
+        no journal (or goes, where even that cannot be written): the run stops on the error,
+        and no file says it may still be going."""
         run = Path(run_path)
         run.parent.mkdir(parents=True, exist_ok=True)
         fd = _lock(journal_path(run))
@@ -184,8 +185,11 @@ class Journal:
             if stub_written:
                 stopped = {k: v for k, v in stub.items() if k != "journal"}
                 why = f"the run stopped before its first test: its journal could not start: {exc}"
-                with contextlib.suppress(OSError, ValueError):
-                    write_json(run, {**stopped, "incomplete_reason": why})
+                try:
+                    overwrite_json(run, {**stopped, "incomplete_reason": why})
+                except (OSError, ValueError):
+                    with contextlib.suppress(OSError):
+                        os.unlink(run)  # rather than a stub saying the run may be going
             journal.close()
             raise
         return journal

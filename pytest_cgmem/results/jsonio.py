@@ -516,6 +516,12 @@ def remove(path: str | os.PathLike[str]) -> None:
             pass
 
 
+def overwrite_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON over the file at ``path``, in place: no second file, so on a
+    full disk a shorter file takes the place of a longer one. A crash can leave half of it."""
+    _write_in_place(Path(path), (indented(data) + "\n").encode("utf-8"))
+
+
 def _write_in_place(target: Path, data: bytes) -> None:
     with open(target, "wb") as handle:
         handle.write(data)

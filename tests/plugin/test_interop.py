@@ -1193,6 +1193,17 @@ class TestMethods:
     @pytest.mark.parametrize("n", [1])
     def test_method(self, n, cgmem_record):
         cgmem_record("load", peak=999)
+
+
+test_lambda = lambda cgmem_record: cgmem_record("load", peak=999)  # noqa: E731
+
+
+def not_a_test():
+    pass
+
+
+def test_naïve_ü(cgmem_record):  # the line is wider in UTF-8 bytes than in characters
+    cgmem_record("load", peak=999)
 """
 )
 
@@ -1203,10 +1214,15 @@ def test_a_verdict_of_ours_is_at_the_def_whatever_the_decorators_hold(
     path = pytester.makepyfile(test_d=DECORATED)
     lines = path.read_text().splitlines()
     result = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=100", "--tb=line")
-    result.assert_outcomes(passed=104, failed=3)
+    result.assert_outcomes(passed=104, failed=5)
     over = "pytest_cgmem.BudgetExceeded: cgmem: peak 999 B exceeds budget 100 B*"
     wanted = []
-    for name in ("test_def_in_a_string", "test_a_long_decorator", "test_method"):
-        number = next(n for n, line in enumerate(lines, 1) if f"def {name}(" in line)
+    names = ("def test_def_in_a_string(", "def test_a_long_decorator(", "def test_method(")
+    for start in (*names, "test_lambda = lambda", "def test_naïve_ü("):
+        number = next(n for n, line in enumerate(lines, 1) if line.lstrip().startswith(start))
         wanted.append(f"{path}:{number}: {over}")
     result.stdout.fnmatch_lines(wanted)
+    one = pytester.runpytest("-p", "no:randomly", "--cgmem-budget=peak=100", "-k", "naïve")
+    one.assert_outcomes(failed=1)
+    one.stdout.fnmatch_lines([">   def test_naïve_ü(cgmem_record):  *", "E   pytest_cgmem.*"])
+    assert not [line for line in one.stdout.lines if line.strip() and not line.strip("^ ")]

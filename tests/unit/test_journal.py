@@ -227,6 +227,21 @@ def test_a_start_whose_journal_cannot_start_leaves_a_stub_saying_why(
     )
 
 
+def test_a_start_that_cannot_even_say_why_leaves_no_stub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "run.json"
+
+    def no_space(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal.Journal, "_write_line", no_space)
+    monkeypatch.setattr(journal, "overwrite_json", no_space)
+    with pytest.raises(OSError, match="No space"):
+        journal.Journal.start(path, stub())
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_killed_run_leaves_its_finished_tests(tmp_path: Path) -> None:
     path = tmp_path / "run.json"
     path.write_text('{"an old": "complete file"}')
