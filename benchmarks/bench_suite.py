@@ -89,7 +89,9 @@ def pytest_runtest_logreport(report):
     entry[report.when] = report.duration
     if report.failed:
         entry["outcome"] = "failed"
-        entry["why"] = (report.longreprtext or "").strip().splitlines()[-1][:200]
+        crash = getattr(report.longrepr, "reprcrash", None)
+        lines = (report.longreprtext or "").strip().splitlines() or [""]
+        entry["why"] = (getattr(crash, "message", None) or lines[-1])[:200]
 
 
 def pytest_sessionfinish(session):
