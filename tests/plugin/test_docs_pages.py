@@ -575,3 +575,33 @@ def test_every_python_block_of_a_page_is_python(page: str) -> None:
     text = (ROOT / page if page == "README.md" else DOCS / page).read_text()
     for block in re.findall(r"^```python\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL):
         compile(block, f"{page} python block", "exec", dont_inherit=True)
+
+
+# -- baselines.md: a regression ------------------------------------------------------------
+
+REGRESSES = """
+import os
+
+
+def test_a(cgmem_record):
+    cgmem_record("server", peak=os.environ["PEAK"])
+"""
+
+
+def test_the_regression_is_reported_as_baselines_md_shows(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = (DOCS / "baselines.md").read_text()
+    block = text.split("## What a regression looks like", 1)[1].split("```\n")[1].splitlines()
+    start = block.index(">   def test_a(cgmem_record):")
+    end = next(n for n, line in enumerate(block) if line.startswith("test_s.py:"))
+    pytester.makepyfile(test_s=REGRESSES)
+    monkeypatch.setenv("PEAK", "100 MiB")
+    saved = pytester.runpytest("-p", "no:randomly", "--cgmem-save-baseline=out/base.json")
+    saved.assert_outcomes(passed=1)
+    monkeypatch.setenv("PEAK", "150 MiB")
+    result = pytester.runpytest("-p", "no:randomly", "--cgmem-baseline=out/base.json")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    first = lines.index(block[start])
+    assert lines[first : first + end - start + 1] == block[start : end + 1]
