@@ -465,6 +465,12 @@ def indented(data: Any) -> str:
     return "".join(chunks)
 
 
+def overwrite_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON over the file at ``path``, in place: no second file, so on a
+    full disk a shorter file takes the place of a longer one. A crash can leave half of it."""
+    _write_in_place(Path(path), (indented(data) + "\n").encode("utf-8"))
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` atomically (``write_bytes``), as UTF-8."""
     write_bytes(path, text.encode("utf-8"))
@@ -514,12 +520,6 @@ def remove(path: str | os.PathLike[str]) -> None:
             raise
         with open(path, "wb"):
             pass
-
-
-def overwrite_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as JSON over the file at ``path``, in place: no second file, so on a
-    full disk a shorter file takes the place of a longer one. A crash can leave half of it."""
-    _write_in_place(Path(path), (indented(data) + "\n").encode("utf-8"))
 
 
 def _write_in_place(target: Path, data: bytes) -> None:

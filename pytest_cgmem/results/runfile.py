@@ -174,6 +174,11 @@ def created_time(text: str) -> datetime | None:
         return None
 
 
+def created_order(text: str) -> datetime:
+    """``created_time``, with a text that is no time ordered first."""
+    return created_time(text) or datetime.min.replace(tzinfo=timezone.utc)
+
+
 def plain_region(region: RegionResult) -> dict[str, Any]:
     """A region in its run-file form, plain data; ``extra`` made JSON (NaN there is None),
     a figure that is NaN or ±Infinity left so, for ``nonfinite_problem`` to name."""
@@ -537,11 +542,6 @@ def _folded(stub: Mapping[str, Any], contents: journal.Contents) -> dict[str, An
         workers_lost=[*stub.get("workers_lost", ()), *contents.workers_lost],
     )
     return document
-
-
-def created_order(text: str) -> datetime:
-    """``created_time``, with a text that is no time ordered first."""
-    return created_time(text) or datetime.min.replace(tzinfo=timezone.utc)
 
 
 def check(document: Mapping[str, Any]) -> str | None:
