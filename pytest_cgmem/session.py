@@ -1953,11 +1953,12 @@ class CgmemSession:
             return  # no summary of tests that did not run
         records = list(self.records.values())
         lines: list[str] = []
-        if records or self.settings.all:
+        counted = self.settings.all and self._exitstatus != pytest.ExitCode.USAGE_ERROR
+        if records or counted:
             from .reports.text import suite_summary, summary
 
             lines = summary(records, self.settings.summary)
-            if self.settings.all:
+            if counted:
                 lines[:0] = suite_summary(records, self.opted_out, self.never_used)
         if lines:
             terminalreporter.write_sep("-", "cgmem")

@@ -137,6 +137,7 @@ def test_bad_opt_out_is_a_usage_error_naming_the_test(
     result = pytester.runpytest("--cgmem-all")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: test_*.py::test_it: @pytest.mark.cgmem_off: {message}"])
+    result.stdout.no_fnmatch_line("*--cgmem-all:*")  # no count of a run that never started
 
 
 def test_bad_budget_with_cgmem_all_is_a_usage_error(pytester: pytest.Pytester) -> None:
