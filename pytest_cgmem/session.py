@@ -176,6 +176,15 @@ def _raised(error: BaseException) -> pytest.ExceptionInfo[BaseException]:
         return pytest.ExceptionInfo.from_current()
 
 
+def _shown(line: str) -> str:
+    """A line of the plugin's summary as a terminal line: a node id's or a path's control
+    characters and undecodable bytes written out (``\\x1b``, ``\\xff``), as ``cgmem``
+    prints them."""
+    from .results.jsonio import valid_text, visible
+
+    return visible(valid_text(line))
+
+
 def _raised_at(item: pytest.Item, error: BaseException) -> pytest.ExceptionInfo[BaseException]:
     """``error`` as raised at the test function's ``def`` line, the one frame its report
     shows: pytest's summaries, ``--tb=line`` and JUnit give its message at that line, not
@@ -1497,12 +1506,14 @@ class CgmemSession:
         return output_problems(self.settings, self.config.option, self.config.invocation_params.dir)
 
     def _settings_data(self) -> dict[str, Any]:
+        from .results.jsonio import valid_text
+
         settings = self.settings
         return {
             "budget": dict(settings.budget.limits),
             "tolerance": settings.tolerance,
             "tolerance_abs": settings.tolerance_abs,
-            "baseline": settings.baseline,
+            "baseline": None if settings.baseline is None else valid_text(settings.baseline),
             "xdist": self._xdist or any(r.worker for r in self.records.values()),
         }
 
@@ -1963,7 +1974,7 @@ class CgmemSession:
         if lines:
             terminalreporter.write_sep("-", "cgmem")
             for line in lines:
-                terminalreporter.write_line(line)
+                terminalreporter.write_line(_shown(line))
         results = list(self.lines)
         if self.baseline is not None:
             from .reports.text import baseline_summary
@@ -1982,9 +1993,9 @@ class CgmemSession:
         if results or self.errors:
             terminalreporter.write_sep("-", "cgmem results")
             for line in results:
-                terminalreporter.write_line(line)
+                terminalreporter.write_line(_shown(line))
             for line in self.errors:
-                terminalreporter.write_line(line, red=True, bold=True)
+                terminalreporter.write_line(_shown(line), red=True, bold=True)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """A file that could not be written is said last, after pytest's own last line."""
@@ -1995,9 +2006,9 @@ class CgmemSession:
         lines = [*self.errors, f"cgmem: the run's results were not all written{status}"]
         for line in lines:
             if reporter is not None:
-                reporter.write_line(line, red=True, bold=True)
+                reporter.write_line(_shown(line), red=True, bold=True)
             else:
-                sys.stderr.write(line + "\n")
+                sys.stderr.write(_shown(line) + "\n")
 
 
 TEST_HOOKS_NAME = "cgmem-tests"

@@ -64,7 +64,7 @@ def machine_info() -> dict[str, Any]:
         "torch": torch_version,
         "cuda": cuda_version,
         "allocator_backend": backend,
-        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
+        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: written out
         "alloc_conf_source": source,
         "graph_tracking": tracking,
         "graph_pools": pools,
@@ -97,6 +97,6 @@ def identity_without_torch() -> dict[str, Any]:
             if gpu_build
             else UNKNOWN_BACKEND
         ),
-        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: U+FFFD
+        "alloc_conf": valid_text(settings),  # the environment's undecodable bytes: written out
         "alloc_conf_source": source,
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..results.jsonio import write_bytes, write_text
+from ..results.jsonio import valid_text, write_bytes, write_text
 from ..units import format_size
 from . import charts
 from .diagnostics import (
@@ -35,7 +35,7 @@ Snapshot = Mapping[str, Any]
 
 def artifact_stem(nodeid: str) -> str:
     """A file name for a test: readable, filesystem-safe, unique through a short hash."""
-    digest = hashlib.sha1(nodeid.encode()).hexdigest()[:8]
+    digest = hashlib.sha1(valid_text(nodeid).encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", nodeid)[-80:].strip("._")
     return f"{safe}-{digest}"
 

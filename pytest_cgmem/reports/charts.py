@@ -10,8 +10,10 @@ from __future__ import annotations
 import html
 import io
 import re
+import warnings
 from typing import Any
 
+from ..results.jsonio import visible
 from ..units import MiB, format_size
 from .diagnostics import Replay
 
@@ -43,10 +45,23 @@ def pyplot() -> Any:
     return plt
 
 
+def drawn(text: str) -> str:
+    """``text`` (a node id, a label) as a chart draws it literally: a control character
+    written out as ``visible`` writes it, and a ``$`` escaped, which matplotlib would
+    otherwise take for the start of math (``$1 or $2`` drawn as italic math, ``${$`` an
+    error). A label that starts with ``_``, which a legend leaves out, starts with a space."""
+    text = visible(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
 def svg(plt: Any, fig: Any) -> str:
-    """The figure as an inline ``<svg>`` element (no metadata), and the figure closed."""
+    """The figure as an inline ``<svg>`` element (no metadata), and the figure closed.
+    A character no font has is drawn as a box without a warning for each (a CJK or emoji
+    node id)."""
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from")
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buffer.getvalue()
     return re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg") :], flags=re.S)

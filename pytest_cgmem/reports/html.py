@@ -13,12 +13,13 @@ from typing import Any
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.baseline import compare_runs
 from ..results.graphfigures import ordered, size_series
+from ..results.jsonio import visible
 from ..results.runfile import created_order, incomplete, known
 from ..settings import DEFAULT_TOLERANCE
 from ..units import MiB
 from .charts import OK as _OK
 from .charts import OVER as _OVER
-from .charts import pyplot, svg
+from .charts import drawn, pyplot, svg
 from .text import alloc_conf_text
 
 _MAX_ROWS = 40
@@ -49,7 +50,9 @@ def _rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _short(name: str, width: int = 60) -> str:
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
+    """``name`` as a chart's label: its last ``width`` characters, drawn literally."""
+    name = visible(name)
+    return drawn(name if len(name) <= width else "…" + name[-(width - 1) :])
 
 
 def _budget_chart(plt: Any, rows: list[dict[str, Any]]) -> str | None:
@@ -256,7 +259,7 @@ def _table(rows: list[dict[str, Any]], previous: Mapping[str, Mapping[str, Any]]
         outcome = html.escape(str(row["outcome"]))
         error = f'<div class="b">{html.escape(row["error"])}</div>' if row["error"] else ""
         body.append(
-            f'<tr><td class="t">{html.escape(row["name"])}{error}</td>'
+            f'<tr><td class="t">{html.escape(visible(row["name"]))}{error}</td>'
             f'<td class="o {outcome}">{outcome}</td>{"".join(cells)}</tr>'
         )
     return (

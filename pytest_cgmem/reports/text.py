@@ -8,7 +8,7 @@ from typing import Any
 from ..checks.budgets import Budget
 from ..metrics import METRICS, names, region_keys, region_name
 from ..results.graphfigures import has_figures
-from ..results.jsonio import visible
+from ..results.jsonio import in_columns, valid_text, visible
 from ..results.records import RECORDED_SOURCE, DeviceFigures, RegionResult, TestRecord
 
 RAISED_NOTE = (
@@ -122,11 +122,9 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     for record in ranked:
         keys = region_keys(r.label for r in record.regions)
         for key, result in zip(keys, record.regions, strict=True):
-            name = region_name(record.nodeid, key)
-            if len(name) > 59:
-                name = "..." + name[-56:]
+            name = in_columns(visible(region_name(record.nodeid, key)), 60, most=59)
             cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)
-            lines.append(f"{name:<60}{cells}")
+            lines.append(f"{name}{cells}")
     return lines
 
 
@@ -192,7 +190,7 @@ def baseline_summary(
     improvements = [(n, c) for n, b in checked for c in b["improvements"]]
     new = [name for _, b in checked for name in b["new"]]
     compared = sum(b["compared"] for _, b in checked)
-    not_run = baseline_nodeids - {r.nodeid for r in records}
+    not_run = baseline_nodeids - {valid_text(r.nodeid) for r in records}  # as files hold it
     lines = [
         f"cgmem baseline {path}: {compared} figure(s) of {len(checked)} test(s) compared: "
         f"{len(regressions)} regression(s), {len(improvements)} improvement(s), "

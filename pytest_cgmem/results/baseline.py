@@ -18,7 +18,7 @@ from ..units import (
     short_repr,
 )
 from .graphfigures import SizeChange, compare_sizes, has_figures, size_changes, size_table, sizes_of
-from .jsonio import valid_text, visible
+from .jsonio import in_columns, shown_width, valid_text, visible
 from .records import RegionResult
 from .runfile import figures
 
@@ -277,12 +277,11 @@ def change_table(changes: Sequence[Change]) -> list[str]:
                 c.verdict.upper() if c.verdict == "regression" else c.verdict,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths = [max(shown_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     widths[0] = min(widths[0], 70)
     lines = []
     for row in rows:
-        name = row[0] if len(row[0]) <= widths[0] else "..." + row[0][-(widths[0] - 3) :]
-        cells = [name.ljust(widths[0])]
+        cells = [in_columns(row[0], widths[0])]
         cells.append(row[1].ljust(widths[1]))
         cells += [row[i].rjust(widths[i]) for i in range(2, len(row))]
         lines.append("  ".join(cells).rstrip())

@@ -31,7 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from ..units import CgmemUsageError, short_repr
-from .jsonio import Refused, dumps_line, loads, not_utf8, overwrite_json, write_json
+from .jsonio import (
+    Refused,
+    dumps_line,
+    loads,
+    not_utf8,
+    overwrite_json,
+    valid_text,
+    write_json,
+)
 
 try:
     import fcntl
@@ -44,11 +52,12 @@ KINDS = ("test", "machine", "rerun", "worker_lost")
 
 
 def journal_path(run_path: str | os.PathLike[str]) -> Path:
-    """The journal beside a run file. A backslash in the run file's name becomes ``_`` in
-    the journal's: the run file names its journal, and a name must read as one on every
-    system (Windows takes a backslash for a folder)."""
+    """The journal beside a run file. The run file names its journal, so the journal's
+    name is one every reader can read: a byte of the run file's name that is not UTF-8 is
+    written out (``r\\xff.json`` for ``r\\udcff.json``: ``valid_text``), and a backslash
+    becomes ``_`` (Windows takes a backslash for a folder)."""
     run = Path(run_path)
-    return run.with_name(run.name.replace("\\", "_") + SUFFIX)
+    return run.with_name(valid_text(run.name).replace("\\", "_") + SUFFIX)
 
 
 def now() -> str:

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -358,14 +359,20 @@ def path_of(parts: Iterable[object], start: str = "$") -> str:
 
 def valid_text(text: str) -> str:
     """``text`` as UTF-8 can hold it: the bytes of a file name that are not UTF-8 (which
-    Python holds as lone surrogates: ``b\\udcff.json``), and any other lone surrogate,
-    become U+FFFD."""
+    Python holds as lone surrogates: ``b\\udcff.json``) are written out as Python writes
+    them (``b\\xff.json``), and any other lone surrogate as its escape (``\\ud800``), so
+    that two names that differ only there stay two names."""
     if not _SURROGATE.search(text):
         return text
     try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a surrogate that stands for no byte
-        return _SURROGATE.sub("\ufffd", text)
+        return _SURROGATE.sub(_surrogate_written_out, text)
+
+
+def _surrogate_written_out(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def visible(text: str) -> str:
@@ -376,6 +383,34 @@ def visible(text: str) -> str:
     if not _WRITTEN_OUT.search(text):
         return text
     return _WRITTEN_OUT.sub(lambda match: repr(match.group())[1:-1], text)
+
+
+def shown_width(text: str) -> int:
+    """The columns ``text`` takes on a terminal: two for a wide character (CJK, most
+    emoji), none for a combining one or a format character."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(char) for char in text)
+
+
+def _char_width(char: str) -> int:
+    if unicodedata.combining(char) or unicodedata.category(char) in ("Me", "Mn", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in ("F", "W") else 1
+
+
+def in_columns(text: str, width: int, most: int | None = None) -> str:
+    """``text`` padded with spaces to ``width`` terminal columns, after being cut to
+    ``most`` columns (``width`` by default) by "..." in place of its start: a node id's
+    end, which names the test, is kept."""
+    most = width if most is None else most
+    if shown_width(text) > most:
+        start, room = len(text), most - 3
+        while start > 0 and _char_width(text[start - 1]) <= room:
+            start -= 1
+            room -= _char_width(text[start])
+        text = "..." + text[start:]
+    return text + " " * max(0, width - shown_width(text))
 
 
 def compact(data: Any) -> str:

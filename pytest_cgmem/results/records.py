@@ -331,7 +331,7 @@ class TestRecord:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "nodeid": valid_text(self.nodeid),  # a file name's undecodable bytes: U+FFFD
+            "nodeid": valid_text(self.nodeid),  # undecodable bytes written out
             "outcome": self.outcome,
             "worker": self.worker,
             "cuda_visible_devices": (

@@ -98,7 +98,7 @@ def test_cgmem_merge_of_a_file_name_that_is_not_utf8(pytester: pytest.Pytester) 
     )
     assert (done.returncode, done.stderr) == (0, b"")
     assert done.stdout == b"cgmem merge: 1 test(s) from 1 file(s) -> m.json\n"
-    assert runfile.load_run("m.json")["merged_from"] == ["b\ufffd.json"]
+    assert runfile.load_run("m.json")["merged_from"] == ["b\\xff.json"]
 
 
 @pytest.mark.skipif(matplotlib is None, reason="needs matplotlib (the report extra)")
@@ -110,8 +110,8 @@ def test_cgmem_report_with_a_title_and_a_file_name_that_are_not_utf8(
     output = os.fsdecode(b"r\xfe.html")
     assert main(["report", "--title", os.fsdecode(b"x\xff"), NOT_UTF8, "-o", output]) == 0
     page = (pytester.path / output).read_text(encoding="utf-8")
-    assert "<title>x\ufffd</title>" in page and "b\ufffd.json" in page
-    assert capsys.readouterr().out == "cgmem report: 1 run(s) -> r\ufffd.html\n"
+    assert "<title>x\\xff</title>" in page and "b\\xff.json" in page
+    assert capsys.readouterr().out == "cgmem report: 1 run(s) -> r\\xfe.html\n"
 
 
 # -- 3, 4: a key twice, a figure beyond int64 as a float --------------------------------
@@ -314,14 +314,14 @@ def test_a_test_file_name_that_is_not_utf8_is_recorded_and_held_to_its_baseline(
     pytester: pytest.Pytester,
 ) -> None:
     """pytest holds the name's undecodable bytes as lone surrogates: the run file has them
-    as U+FFFD, and the next run finds the test in it."""
+    written out (``\\xff``), and the next run finds the test in it."""
     name = os.fsdecode(b"test_\xff.py")
     (pytester.path / name).write_text(RECORDS)
     first = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
     first.assert_outcomes(passed=1)
     assert first.ret == 0
     (test,) = runfile.load_run(pytester.path / "b.json")["tests"]
-    assert test["nodeid"] == "test_\ufffd.py::test_rec"
+    assert test["nodeid"] == "test_\\xff.py::test_rec"
     second = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
     second.assert_outcomes(passed=1)
     second.stdout.no_fnmatch_line("*new*not in the baseline*")
@@ -330,8 +330,8 @@ def test_a_test_file_name_that_is_not_utf8_is_recorded_and_held_to_its_baseline(
 @pytest.mark.parametrize(
     ("variable", "written"),
     [
-        ("PYTORCH_CUDA_ALLOC_CONF", ("machine", "alloc_conf", "expandable_segments:True,\ufffd")),
-        ("CUDA_VISIBLE_DEVICES", ("test", "cuda_visible_devices", "\ufffd")),
+        ("PYTORCH_CUDA_ALLOC_CONF", ("machine", "alloc_conf", "expandable_segments:True,\\xff")),
+        ("CUDA_VISIBLE_DEVICES", ("test", "cuda_visible_devices", "\\xff")),
     ],
 )
 def test_an_environment_variable_that_is_not_utf8_is_written_and_read_back(
@@ -340,8 +340,8 @@ def test_an_environment_variable_that_is_not_utf8_is_written_and_read_back(
     variable: str,
     written: tuple[str, str, str],
 ) -> None:
-    """The environment's undecodable bytes (lone surrogates in Python) are U+FFFD in the
-    files: a baseline saved under them is read back by the next run, not refused."""
+    """The environment's undecodable bytes (lone surrogates in Python) are written out in
+    the files (``\\xff``): a baseline saved under them is read back by the next run, not refused."""
     gpu_build = torch.version.cuda is not None or torch.version.hip is not None
     if variable == "PYTORCH_CUDA_ALLOC_CONF" and gpu_build:
         pytest.skip("a CUDA build of torch aborts at its import on this setting (its own check)")

@@ -108,9 +108,11 @@ def test_a_lone_surrogate_is_not_written_either() -> None:
     ("text", "valid"),
     [
         ("plain.json", "plain.json"),
-        ("b\udcff.json", "b\ufffd.json"),
+        ("b\udcff.json", "b\\xff.json"),
+        ("t\udcfe.py", "t\\xfe.py"),  # two names that differ there stay two
         ("caf\udcc3\udca9", "café"),
-        ("\ud800x", "\ufffdx"),
+        ("\ud800x", "\\ud800x"),
+        ("\ud800\udcff", "\\ud800\\xff"),
     ],
 )
 def test_valid_text_replaces_what_utf8_cannot_hold(text: str, valid: str) -> None:
@@ -145,8 +147,8 @@ def test_visible_leaves_one_printable_line(text: str) -> None:
 def test_merged_from_names_are_valid_utf8() -> None:
     incomplete = {**document(), "complete": False, "incomplete_reason": "killed"}
     merged, _ = runfile.merge_runs([("b\udcff.json", incomplete)])
-    assert merged["merged_from"] == ["b\ufffd.json"]
-    assert merged["incomplete_reason"] == "b\ufffd.json: killed"
+    assert merged["merged_from"] == ["b\\xff.json"]
+    assert merged["incomplete_reason"] == "b\\xff.json: killed"
     assert jsonio.loads(json.dumps(merged)) == merged
 
 

@@ -231,15 +231,15 @@ def test_gab_size_series_are_entries_like_the_others() -> None:
 
 def test_gab_size_series_of_node_ids_that_print_alike_are_numbered() -> None:
     records = [
-        TestRecord(n, "passed", (sweep_region(),)) for n in ("t\udc80.py::t", "t\udc81.py::t")
+        TestRecord(n, "passed", (sweep_region(),)) for n in ("t\udc80.py::t", "t\\x80.py::t")
     ]
     doc = runfile.build_run(records, runfile.base_machine(), None)
     names = [
         e["name"] for e in gab_entries(doc, sizes=True) if "size 256 - graph_pool" in e["name"]
     ]
     assert names == [
-        "t\ufffd.py::t [capture_sweep] size 256 - graph_pool",
-        "t\ufffd.py::t [capture_sweep] size 256 - graph_pool #2",
+        "t\\x80.py::t [capture_sweep] size 256 - graph_pool",
+        "t\\x80.py::t [capture_sweep] size 256 - graph_pool #2",
     ]
 
 
