@@ -16,6 +16,7 @@ import torch  # imported once here: pytester's inline runs would re-import it ea
 
 from pytest_cgmem.cli import main
 from pytest_cgmem.results import runfile
+from pytest_cgmem.results.jsonio import shown_width
 from pytest_cgmem.units import MAX_FIGURE
 
 # pytest-benchmark and pytest-rerunfailures are not what these tests check: their pytester
@@ -310,21 +311,61 @@ def test_rec(cgmem_record):
 """
 
 
-def test_a_test_file_name_that_is_not_utf8_is_recorded_and_held_to_its_baseline(
+def test_test_file_names_that_are_not_utf8_are_recorded_and_held_to_their_baseline(
     pytester: pytest.Pytester,
 ) -> None:
-    """pytest holds the name's undecodable bytes as lone surrogates: the run file has them
-    written out (``\\xff``), and the next run finds the test in it."""
-    name = os.fsdecode(b"test_\xff.py")
-    (pytester.path / name).write_text(RECORDS)
-    first = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-save-baseline=b.json")
-    first.assert_outcomes(passed=1)
+    """pytest holds a name's undecodable bytes as lone surrogates: the run file has them
+    written out (``\\xfe``), so two names that differ only there stay two, the next run
+    finds each test in the baseline, and failure artifacts' file names can be made."""
+    for name in (b"test_\xfe.py", b"test_\xff.py"):
+        (pytester.path / os.fsdecode(name)).write_text(RECORDS)
+    first = pytester.runpytest(
+        "-p", "no:cacheprovider", "--cgmem-save-baseline=b.json", "--cgmem-artifacts=art"
+    )
+    first.assert_outcomes(passed=2)
     assert first.ret == 0
-    (test,) = runfile.load_run(pytester.path / "b.json")["tests"]
-    assert test["nodeid"] == "test_\\xff.py::test_rec"
+    nodeids = [test["nodeid"] for test in runfile.load_run(pytester.path / "b.json")["tests"]]
+    assert sorted(nodeids) == ["test_\\xfe.py::test_rec", "test_\\xff.py::test_rec"]
     second = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-baseline=b.json")
-    second.assert_outcomes(passed=1)
-    second.stdout.no_fnmatch_line("*new*not in the baseline*")
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(
+        ["cgmem baseline b.json: 2 figure(s) of 2 test(s) compared: *, 0 new"]
+    )
+    second.stdout.no_fnmatch_line("*not measured in this run*")
+
+
+def test_output_paths_that_are_not_utf8_make_files_every_reader_reads(
+    pytester: pytest.Pytester,
+) -> None:
+    """A baseline's path is written in the run file, and a killed run's stub names its
+    journal, as text every reader reads: the bytes that are not UTF-8 written out."""
+    pytester.makepyfile(
+        test_rec=RECORDS
+        + """
+def test_zkilled():
+    import os
+    os._exit(1)
+"""
+    )
+    baseline, run = os.fsdecode(b"b\xfd.json"), os.fsdecode(b"r\xff.json")
+    saved = pytester.runpytest(
+        "-p", "no:cacheprovider", f"--cgmem-save-baseline={baseline}", "-k", "not zkilled"
+    )
+    saved.assert_outcomes(passed=1)
+    killed = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        f"--cgmem-baseline={baseline}",
+        f"--cgmem-json={run}",
+    )
+    assert killed.ret == 1
+    document = runfile.load_run(pytester.path / run)
+    assert document["settings"]["baseline"] == "b\\xfd.json"
+    assert [test["nodeid"] for test in document["tests"]] == ["test_rec.py::test_rec"]
+    assert (pytester.path / "r_xff.json.journal").is_file()
+    assert main(["compare", "--allow-incomplete", baseline, run]) == 0
 
 
 @pytest.mark.parametrize(
@@ -359,6 +400,53 @@ def test_an_environment_variable_that_is_not_utf8_is_written_and_read_back(
     second.assert_outcomes(passed=1)
     assert second.ret == 0
     second.stdout.fnmatch_lines(["*0 regression(s)*"])
+
+
+ODD_IDS = """
+import pytest
+
+@pytest.mark.parametrize("name", ["clear\\x1b[2J", "${$", "cost $1 or $2", "中文"])
+def test_rec(cgmem_record, name):
+    cgmem_record("server", peak="1 MiB")
+"""
+
+
+def test_odd_node_ids_are_shown_on_one_line_each_in_the_summary_s_columns(
+    pytester: pytest.Pytester,
+) -> None:
+    """An id a ``pytest_make_parametrize_id`` hook makes is not escaped by pytest: the
+    summary writes its control characters out, as ``cgmem`` does, and a wide character
+    takes its two columns."""
+    pytester.makeconftest(
+        """
+        def pytest_make_parametrize_id(config, val, argname):
+            return val
+        """
+    )
+    pytester.makepyfile(test_ids=ODD_IDS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--cgmem-summary=4")
+    result.assert_outcomes(passed=4)
+    assert "\x1b" not in result.stdout.str()
+    rows = [line for line in result.stdout.lines if line.startswith("test_ids.py::")]
+    assert [row.split("]")[0] for row in rows] == [
+        "test_ids.py::test_rec[clear\\x1b[2J",
+        "test_ids.py::test_rec[${$",
+        "test_ids.py::test_rec[cost $1 or $2",
+        "test_ids.py::test_rec[中文",
+    ]
+    assert {shown_width(row.split("1.00 MiB")[0]) for row in rows} == {60 + 12 - len("1.00 MiB")}
+
+
+@pytest.mark.skipif(matplotlib is None, reason="needs matplotlib (the report extra)")
+def test_cgmem_report_draws_odd_node_ids_as_they_are(pytester: pytest.Pytester) -> None:
+    """A ``$`` is no start of math in a chart's label: ``${$`` raised in matplotlib's math
+    parser, ``$1 or $2`` was drawn as math."""
+    pytester.makepyfile(test_ids=ODD_IDS)
+    pytester.runpytest("-p", "no:cacheprovider", "--cgmem-json=r.json").assert_outcomes(passed=4)
+    assert main(["report", "r.json", "-o", "r.html"]) == 0
+    page = (pytester.path / "r.html").read_text(encoding="utf-8")
+    for name in ("clear\\x1b[2J", "${$", "cost $1 or $2"):
+        assert f"test_rec[{name}] [server]</text>" in page, name
 
 
 def test_a_node_id_with_a_tab_is_written_read_and_held_to_its_baseline(

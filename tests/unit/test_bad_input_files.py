@@ -144,6 +144,52 @@ def test_visible_leaves_one_printable_line(text: str) -> None:
         assert shown == text
 
 
+@pytest.mark.parametrize(
+    ("text", "width"),
+    [("test_a.py", 9), ("中文.py", 7), ("e\u0301", 1), ("🚀x", 3), ("a\u200bb", 2)],
+)
+def test_shown_width_counts_terminal_columns(text: str, width: int) -> None:
+    assert jsonio.shown_width(text) == width
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("abc", "abc   "),
+        ("abcdefgh", "...gh "),
+        ("中文中文中", "...中 "),
+        ("a中文中文", "...文 "),
+    ],
+)
+def test_in_columns_keeps_the_end_within_its_columns(text: str, shown: str) -> None:
+    assert jsonio.in_columns(text, 6, most=5) == shown
+
+
+@given(st.text(), st.integers(min_value=3, max_value=80))
+def test_in_columns_fills_exactly_its_columns(text: str, most: int) -> None:
+    shown = jsonio.in_columns(text, most + 1, most=most)
+    assert jsonio.shown_width(shown) == most + 1
+    if jsonio.shown_width(text) <= most:
+        assert shown.rstrip(" ") == text.rstrip(" ")
+    else:
+        assert shown.startswith("...") and text.endswith(shown[3:].rstrip(" "))
+
+
+@pytest.mark.parametrize(
+    ("text", "drawn"),
+    [
+        ("t.py::t[cost $1 or $2]", r"t.py::t[cost \$1 or \$2]"),
+        ("t.py::t[${$]", r"t.py::t[\${\$]"),
+        ("t.py::t[v\x1b[2J]", "t.py::t[v\\x1b[2J]"),
+        ("_private/t.py::t", " _private/t.py::t"),
+    ],
+)
+def test_a_chart_label_is_drawn_literally(text: str, drawn: str) -> None:
+    from pytest_cgmem.reports.charts import drawn as drawn_label
+
+    assert drawn_label(text) == drawn
+
+
 def test_merged_from_names_are_valid_utf8() -> None:
     incomplete = {**document(), "complete": False, "incomplete_reason": "killed"}
     merged, _ = runfile.merge_runs([("b\udcff.json", incomplete)])
