@@ -128,6 +128,11 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     return lines
 
 
+OPTED_OUT_SHOWN = 3
+"""The opted-out tests of one reason listed one a line; more (a module's or a class's
+mark) take one line that names the first ones and counts the rest."""
+
+
 def suite_summary(
     records: Sequence[TestRecord], opted_out: Mapping[str, str], never_used: Iterable[str]
 ) -> list[str]:
@@ -145,9 +150,22 @@ def suite_summary(
         f"--cgmem-all: {len(measured)} test(s) measured, {over} over budget, "
         f"{len(opted_out)} opted out, {never_on_gpu} never used CUDA (not measured)"
     ]
+    by_reason: dict[str, list[str]] = {}
     for nodeid, reason in sorted(opted_out.items()):
-        kept = " (the figures it recorded are kept, not judged)" if nodeid in recorded else ""
-        lines.append(f"  opted out {nodeid}: {reason}{kept}")
+        by_reason.setdefault(reason, []).append(nodeid)
+    for reason, nodeids in by_reason.items():
+        if len(nodeids) <= OPTED_OUT_SHOWN:
+            for nodeid in nodeids:
+                kept = (
+                    " (the figures it recorded are kept, not judged)" if nodeid in recorded else ""
+                )
+                lines.append(f"  opted out {nodeid}: {reason}{kept}")
+            continue
+        shown = ", ".join(nodeids[: OPTED_OUT_SHOWN - 1])
+        more = len(nodeids) - OPTED_OUT_SHOWN + 1
+        keeping = sum(1 for nodeid in nodeids if nodeid in recorded)
+        kept = f" (the figures {keeping} of them recorded are kept, not judged)" if keeping else ""
+        lines.append(f"  opted out {len(nodeids)} tests ({shown} and {more} more): {reason}{kept}")
     return lines
 
 

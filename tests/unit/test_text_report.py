@@ -362,6 +362,22 @@ def test_an_opted_out_test_that_recorded_figures_is_counted_opted_out_not_measur
     assert "ends with ` (the figures it recorded are kept, not judged)`" in page("suite.md")
 
 
+def test_many_tests_opted_out_for_one_reason_take_one_line() -> None:
+    """A module's or a class's ``cgmem_off`` opts out each of its tests: 5,000 of them are
+    one line, which names the first two and counts the rest; a reason of three tests or
+    fewer lists each (docs/suite.md)."""
+    opted = {f"t_big.py::test_{n:04}": "runs its own allocator" for n in range(5000)}
+    opted |= {"t_few.py::test_a": "no GPU here", "t_few.py::test_b": "no GPU here"}
+    records = [over_budget("t_big.py::test_0007"), measured("t.py::m", MiB)]
+    assert suite_summary(records, opted, [])[1:] == [
+        "  opted out 5000 tests (t_big.py::test_0000, t_big.py::test_0001 and 4998 more): "
+        "runs its own allocator (the figures 1 of them recorded are kept, not judged)",
+        "  opted out t_few.py::test_a: no GPU here",
+        "  opted out t_few.py::test_b: no GPU here",
+    ]
+    assert "one line that names the first two and counts the rest" in page("suite.md")
+
+
 def test_a_test_that_recorded_figures_after_a_call_without_cuda_is_measured_only() -> None:
     """A fixture's teardown recorded figures for a test whose call never used CUDA: the
     test is measured, not also counted as never having used CUDA."""
