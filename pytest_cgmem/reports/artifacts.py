@@ -213,7 +213,9 @@ def write_artifacts(
     directory.mkdir(parents=True, exist_ok=True)
     paths = artifact_paths(directory, nodeid)
     write_bytes(paths.pickle, pickle.dumps(dict(snapshot)))
-    write_text(paths.html, trace_html(nodeid, snapshot, diagnoses, roots, failure, hidden))
+    write_text(
+        paths.html, trace_html(valid_text(nodeid), snapshot, diagnoses, roots, failure, hidden)
+    )
     text = segment_summary(snapshot, diagnoses, roots, hidden) + "\n"
     if appendix:
         text += "\ntorch.cuda._memory_viz.segsum:\n" + appendix

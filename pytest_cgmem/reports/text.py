@@ -122,7 +122,7 @@ def summary(records: Sequence[TestRecord], limit: int) -> list[str]:
     for record in ranked:
         keys = region_keys(r.label for r in record.regions)
         for key, result in zip(keys, record.regions, strict=True):
-            name = in_columns(visible(region_name(record.nodeid, key)), 60, most=59)
+            name = in_columns(visible(valid_text(region_name(record.nodeid, key))), 60, most=59)
             cells = "".join(f"{METRICS[m].format(result.metric(m)):>12}" for m in columns)
             lines.append(f"{name}{cells}")
     return lines
